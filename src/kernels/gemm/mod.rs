@@ -1,0 +1,481 @@
+//! The one matrix-product routine of the crate: `C ← epilogue(α·A·B + β·C)`.
+//!
+//! Every product in the SAE (encoder `X·Mᵀ`, decoder `C·M`, and the three backward
+//! products) goes through [`gemm`]. Matrices are strided views ([`MatRef`], [`MatMut`])
+//! over caller slices, so transposes are free: `Mᵀ` is the view of `M` with its strides
+//! swapped ([`MatRef::t`]).
+//!
+//! The implementation is the BLIS loop nest, written once and generic over a
+//! micro-kernel ([`kernel::MicroKernel`]): B is packed `KC×NC` at a time into
+//! `NR`-wide column panels and A `MC×KC` at a time into `MR`-tall row panels, both in
+//! the caller-provided `pack` buffer (size: [`pack_len`]); the micro-kernel multiplies
+//! one `MR×NR` tile; the epilogue (β, bias, ReLU) is applied as the tile is stored.
+//!
+//! `β = 0` never reads C, so C may hold NaN or garbage.
+
+pub(crate) mod kernel;
+pub mod naive;
+mod portable;
+
+use crate::error::{Error, Result};
+use kernel::MicroKernel;
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+///
+/// Row-major `rows×cols` data has `row_stride = cols, col_stride = 1`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// A mutable strided matrix view; like [`MatRef`], and no two elements may share memory.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+/// The number of elements a `rows×cols` view with these strides spans (0 if empty).
+fn extent(arg: &'static str, rows: usize, cols: usize, rs: usize, cs: usize) -> Result<usize> {
+    if rows == 0 || cols == 0 {
+        return Ok(0);
+    }
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)))
+        .ok_or(Error::Overflow { arg })?;
+    last.checked_add(1).ok_or(Error::Overflow { arg })
+}
+
+impl<'a> MatRef<'a> {
+    /// A strided view.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if `data` is shorter than the view's extent
+    /// `(rows−1)·row_stride + (cols−1)·col_stride + 1`; [`Error::Overflow`] if that
+    /// extent overflows.
+    pub fn new(
+        arg: &'static str,
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self> {
+        let need = extent(arg, rows, cols, row_stride, col_stride)?;
+        if data.len() < need {
+            return Err(Error::Length {
+                arg,
+                expected: need,
+                got: data.len(),
+            });
+        }
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            rs: row_stride,
+            cs: col_stride,
+        })
+    }
+
+    /// A row-major `rows×cols` view; `data.len()` must be exactly `rows·cols`.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if `data.len() != rows·cols`.
+    pub fn row_major(arg: &'static str, data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        let need = crate::error::mul(arg, rows, cols)?;
+        crate::error::check_len(arg, data.len(), need)?;
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        })
+    }
+
+    /// The transpose, as a view (no copy).
+    #[must_use]
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Number of rows.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Element `(i, j)`; `i < rows`, `j < cols`.
+    #[inline(always)]
+    #[must_use]
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+impl<'a> MatMut<'a> {
+    /// A strided mutable view.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if `data` is shorter than the extent; [`Error::Overflow`];
+    /// [`Error::AliasingStrides`] if two elements would share memory (for example a
+    /// zero stride with more than one row).
+    pub fn new(
+        arg: &'static str,
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self> {
+        let need = extent(arg, rows, cols, row_stride, col_stride)?;
+        if data.len() < need {
+            return Err(Error::Length {
+                arg,
+                expected: need,
+                got: data.len(),
+            });
+        }
+        if rows > 1 && cols > 1 {
+            // Sufficient condition for distinct addresses: one stride steps over the
+            // whole extent of the other dimension.
+            let row_ext = (cols - 1) * col_stride + 1;
+            let col_ext = (rows - 1) * row_stride + 1;
+            let ok = (col_stride >= 1 && row_stride >= row_ext)
+                || (row_stride >= 1 && col_stride >= col_ext);
+            if !ok {
+                return Err(Error::AliasingStrides { arg });
+            }
+        } else if (rows > 1 && row_stride == 0) || (cols > 1 && col_stride == 0) {
+            return Err(Error::AliasingStrides { arg });
+        }
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            rs: row_stride,
+            cs: col_stride,
+        })
+    }
+
+    /// A row-major `rows×cols` view; `data.len()` must be exactly `rows·cols`.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if `data.len() != rows·cols`.
+    pub fn row_major(
+        arg: &'static str,
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        let need = crate::error::mul(arg, rows, cols)?;
+        crate::error::check_len(arg, data.len(), need)?;
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        })
+    }
+
+    /// Number of rows.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Reborrow as a read-only view.
+    #[must_use]
+    pub fn as_ref(&self) -> MatRef<'_> {
+        MatRef {
+            data: self.data,
+            rows: self.rows,
+            cols: self.cols,
+            rs: self.rs,
+            cs: self.cs,
+        }
+    }
+}
+
+/// What to do with each output element after `α·A·B + β·C` is formed.
+#[derive(Clone, Copy, Debug)]
+pub enum Epilogue<'a> {
+    /// Store `α·A·B + β·C` as is.
+    None,
+    /// Store `relu(α·A·B + β·C + bias[j])`, `bias.len() == C.cols` (the SAE encoder:
+    /// one bias per feature column). ReLU as in [`crate::kernels::vector::relu`].
+    BiasRelu(&'a [f32]),
+}
+
+/// Cache blocking shared by every micro-kernel (in elements).
+///
+/// `KC` (the shared dimension per packed block) keeps one `MR×KC` A panel plus one
+/// `KC×NR` B panel in L1; `MC×KC` of A stays in L2; `KC×NC` of B in L3.
+pub(crate) const KC: usize = 256;
+pub(crate) const MC: usize = 128;
+pub(crate) const NC: usize = 4096;
+
+fn round_up(x: usize, m: usize) -> usize {
+    x.div_ceil(m) * m
+}
+
+/// Number of `f32` the `pack` buffer of [`gemm`] needs for an `m×k` by `k×n` product.
+///
+/// The value depends only on the shape (and is the same for every micro-kernel this
+/// build may select), so it can be computed at compile-time-known sizes and reused
+/// for every smaller product. It is `0` when `m`, `n` or `k` is 0.
+#[must_use]
+pub fn pack_len(m: usize, n: usize, k: usize) -> usize {
+    if m == 0 || n == 0 || k == 0 {
+        return 0;
+    }
+    let (mr, nr) = kernel::max_tile();
+    let kc = k.min(KC);
+    kc * (round_up(m.min(MC), mr) + round_up(n.min(NC), nr))
+}
+
+/// `C ← epilogue(α·A·B + β·C)` for `A: m×k`, `B: k×n`, `C: m×n`.
+///
+/// With `k == 0` the product is zero and C becomes `epilogue(β·C)`. With `β == 0`, C is
+/// only written, never read.
+///
+/// # Errors
+/// [`Error::Dimension`] if the inner or outer dimensions do not match;
+/// [`Error::Length`] if a bias has the wrong length;
+/// [`Error::WorkspaceTooSmall`] if `pack.len() < pack_len(m, n, k)`.
+/// On error C is unchanged.
+///
+/// # Example
+/// ```
+/// use sae_kernels::kernels::gemm::{gemm, pack_len, Epilogue, MatMut, MatRef};
+/// let a = [1.0, 2.0, 3.0, 4.0]; // 2×2 row-major
+/// let b = [5.0, 6.0, 7.0, 8.0];
+/// let mut c = [0.0; 4];
+/// let mut pack = vec![0.0; pack_len(2, 2, 2)];
+/// gemm(
+///     1.0,
+///     MatRef::row_major("a", &a, 2, 2)?,
+///     MatRef::row_major("b", &b, 2, 2)?,
+///     0.0,
+///     MatMut::row_major("c", &mut c, 2, 2)?,
+///     Epilogue::None,
+///     &mut pack,
+/// )?;
+/// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+pub fn gemm(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    if a.cols != b.rows {
+        return Err(Error::Dimension {
+            arg: "b.rows",
+            expected: a.cols,
+            got: b.rows,
+        });
+    }
+    if c.rows != a.rows {
+        return Err(Error::Dimension {
+            arg: "c.rows",
+            expected: a.rows,
+            got: c.rows,
+        });
+    }
+    if c.cols != b.cols {
+        return Err(Error::Dimension {
+            arg: "c.cols",
+            expected: b.cols,
+            got: c.cols,
+        });
+    }
+    if let Epilogue::BiasRelu(bias) = epilogue {
+        crate::error::check_len("bias", bias.len(), c.cols)?;
+    }
+    let need = pack_len(a.rows, b.cols, a.cols);
+    if pack.len() < need {
+        return Err(Error::WorkspaceTooSmall {
+            arg: "pack",
+            needed: need,
+            got: pack.len(),
+        });
+    }
+    kernel::dispatch(alpha, a, b, beta, c, epilogue, pack);
+    Ok(())
+}
+
+/// The loop nest, written once for every micro-kernel. Shapes are already validated.
+pub(crate) fn gemm_loop<K: MicroKernel>(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+    epi: Epilogue<'_>,
+    pack: &mut [f32],
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        scale_c(&mut c, beta, epi);
+        return;
+    }
+    let (mr, nr) = (K::MR, K::NR);
+    let kc_max = k.min(KC);
+    let b_len = kc_max * round_up(n.min(NC), nr);
+    let (bpack, rest) = pack.split_at_mut(b_len);
+    let apack = &mut rest[..kc_max * round_up(m.min(MC), mr)];
+    let mut tile = [0.0f32; kernel::TILE_MAX];
+
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let first = pc == 0;
+            let last = pc + kc == k;
+            let beta_eff = if first { beta } else { 1.0 };
+            pack_b(&b, pc, kc, jc, nc, nr, bpack);
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                pack_a(&a, ic, mc, pc, kc, mr, apack);
+                for (q, jr) in (0..nc).step_by(nr).enumerate() {
+                    let nr_eff = nr.min(nc - jr);
+                    let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
+                    for (p, ir) in (0..mc).step_by(mr).enumerate() {
+                        let mr_eff = mr.min(mc - ir);
+                        let ap = &apack[p * mr * kc..(p + 1) * mr * kc];
+                        K::compute(kc, ap, bp, &mut tile);
+                        store_tile(
+                            &tile,
+                            nr,
+                            &mut c,
+                            (ic + ir, jc + jr),
+                            (mr_eff, nr_eff),
+                            alpha,
+                            beta_eff,
+                            if last { epi } else { Epilogue::None },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pack `A[i0..i0+mc, p0..p0+kc]` into `MR`-row panels: `out[p·MR·kc + k·MR + i]`,
+/// rows past the edge zero-filled.
+fn pack_a(a: &MatRef<'_>, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, out: &mut [f32]) {
+    for (p, ir) in (0..mc).step_by(mr).enumerate() {
+        let panel = &mut out[p * mr * kc..(p + 1) * mr * kc];
+        let rows = mr.min(mc - ir);
+        for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = if i < rows {
+                    a.at(i0 + ir + i, p0 + kk)
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Pack `B[p0..p0+kc, j0..j0+nc]` into `NR`-column panels: `out[q·NR·kc + k·NR + j]`,
+/// columns past the edge zero-filled.
+fn pack_b(b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, out: &mut [f32]) {
+    for (q, jr) in (0..nc).step_by(nr).enumerate() {
+        let panel = &mut out[q * nr * kc..(q + 1) * nr * kc];
+        let cols = nr.min(nc - jr);
+        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d = if j < cols {
+                    b.at(p0 + kk, j0 + jr + j)
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn apply_epilogue(v: f32, j: usize, epi: Epilogue<'_>) -> f32 {
+    match epi {
+        Epilogue::None => v,
+        Epilogue::BiasRelu(bias) => crate::kernels::vector::relu(v + bias[j]),
+    }
+}
+
+/// Store the valid `mr×nr` corner of `tile` (row stride `ld`) into C at `(i0, j0)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn store_tile(
+    tile: &[f32],
+    ld: usize,
+    c: &mut MatMut<'_>,
+    (i0, j0): (usize, usize),
+    (mr, nr): (usize, usize),
+    alpha: f32,
+    beta: f32,
+    epi: Epilogue<'_>,
+) {
+    for i in 0..mr {
+        let row = &tile[i * ld..i * ld + nr];
+        let base = (i0 + i) * c.rs;
+        for (j, &ab) in row.iter().enumerate() {
+            let idx = base + (j0 + j) * c.cs;
+            let v = if beta == 0.0 {
+                alpha * ab
+            } else {
+                alpha * ab + beta * c.data[idx]
+            };
+            c.data[idx] = apply_epilogue(v, j0 + j, epi);
+        }
+    }
+}
+
+/// `C ← epilogue(β·C)` (the `k == 0` case); β = 0 writes without reading.
+fn scale_c(c: &mut MatMut<'_>, beta: f32, epi: Epilogue<'_>) {
+    for i in 0..c.rows {
+        for j in 0..c.cols {
+            let idx = i * c.rs + j * c.cs;
+            let v = if beta == 0.0 { 0.0 } else { beta * c.data[idx] };
+            c.data[idx] = apply_epilogue(v, j, epi);
+        }
+    }
+}

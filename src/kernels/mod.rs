@@ -1,0 +1,11 @@
+//! SIMD building blocks with no knowledge of SAEs: the GEMM and vector primitives.
+
+pub mod gemm;
+pub mod vector;
+
+/// The name of the GEMM micro-kernel this build selects on this machine
+/// (for benchmarks, logs and the test that no faster kernel was silently skipped).
+#[must_use]
+pub fn active_kernel() -> &'static str {
+    gemm::kernel::active_name()
+}

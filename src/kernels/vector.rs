@@ -1,0 +1,343 @@
+//! Vectorized element-wise operations and reductions on `f32` slices, built on `wide`.
+//!
+//! Every reduction has a fixed summation order for a given build: the slice is cut
+//! into 8-lane chunks from its start (never by address alignment), each lane keeps its
+//! own running sum, the lanes are combined by one fixed tree, and the tail (fewer than
+//! 8 elements) is added last. The same inputs therefore always give the same bits,
+//! whatever the slice's address. Different builds may differ in the last bits: `wide`
+//! fuses multiply-adds only where the target has FMA.
+//!
+//! Slice-length mismatches are a caller bug inside this crate; the public wrappers in
+//! the model layer validate lengths first. Here, two-slice functions process
+//! `min(a.len(), b.len())` elements.
+
+use wide::f32x8;
+
+const LANES: usize = 8;
+
+#[inline(always)]
+fn load(chunk: &[f32]) -> f32x8 {
+    // `chunks_exact(8)` guarantees the length; `try_into` cannot fail here.
+    let arr: [f32; LANES] = chunk.try_into().unwrap_or([0.0; LANES]);
+    f32x8::new(arr)
+}
+
+/// Fixed pairwise reduction of the 8 lanes.
+#[inline(always)]
+fn hsum(v: f32x8) -> f32 {
+    let a = v.to_array();
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// Σ xᵢ².
+#[must_use]
+pub fn sum_sq(x: &[f32]) -> f32 {
+    let mut acc = f32x8::ZERO;
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let v = load(c);
+        acc = v.mul_add(v, acc);
+    }
+    let mut s = hsum(acc);
+    for &t in tail {
+        s += t * t;
+    }
+    s
+}
+
+/// Σ (aᵢ − bᵢ)² over the common length.
+#[must_use]
+pub fn sum_sq_diff(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = f32x8::ZERO;
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        let d = load(x) - load(y);
+        acc = d.mul_add(d, acc);
+    }
+    let mut s = hsum(acc);
+    for (x, y) in ta.iter().zip(tb) {
+        let d = x - y;
+        s += d * d;
+    }
+    s
+}
+
+/// Σ |xᵢ|.
+#[must_use]
+pub fn l1(x: &[f32]) -> f32 {
+    let mut acc = f32x8::ZERO;
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        acc += load(c).abs();
+    }
+    let mut s = hsum(acc);
+    for &t in tail {
+        s += t.abs();
+    }
+    s
+}
+
+/// Σ aᵢ bᵢ over the common length.
+#[must_use]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = f32x8::ZERO;
+    let ca = a.chunks_exact(LANES);
+    let cb = b.chunks_exact(LANES);
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        acc = load(x).mul_add(load(y), acc);
+    }
+    let mut s = hsum(acc);
+    for (x, y) in ta.iter().zip(tb) {
+        s += x * y;
+    }
+    s
+}
+
+/// y ← a·x + y over the common length.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &mut y[..n]);
+    let av = f32x8::splat(a);
+    let mut cy = y.chunks_exact_mut(LANES);
+    let mut cx = x.chunks_exact(LANES);
+    for (yc, xc) in (&mut cy).zip(&mut cx) {
+        let r = av.mul_add(load(xc), load(yc));
+        yc.copy_from_slice(&r.to_array());
+    }
+    for (yv, xv) in cy.into_remainder().iter_mut().zip(cx.remainder()) {
+        *yv += a * xv;
+    }
+}
+
+/// The ReLU used everywhere in this crate: `x` if `x > 0`, `+0.0` if `x ≤ 0`
+/// (so `-0.0` becomes `+0.0`), and NaN stays NaN so that a bad input shows up in
+/// the loss instead of being silently zeroed.
+#[inline(always)]
+#[must_use]
+pub fn relu(x: f32) -> f32 {
+    if x <= 0.0 { 0.0 } else { x }
+}
+
+/// xᵢ ← relu(xᵢ) (see [`relu`] for the treatment of −0 and NaN).
+pub fn relu_inplace(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let v = load(c);
+        // Lanes with v <= 0 become +0; NaN lanes compare false and are kept.
+        let r = v.simd_le(f32x8::ZERO).select(f32x8::ZERO, v);
+        c.copy_from_slice(&r.to_array());
+    }
+    for v in chunks.into_remainder() {
+        *v = relu(*v);
+    }
+}
+
+/// The masked backward step of a ReLU layer with an additive constant:
+/// gᵢ ← gᵢ + add where the forward output `outᵢ > 0`, else `0`.
+///
+/// `out` is the ReLU's output, so `outᵢ > 0` exactly when the pre-activation was
+/// `> 0`: this is relu'(0) = 0, as `jax.grad` computes it.
+pub fn relu_backward_add(out: &[f32], add: f32, g: &mut [f32]) {
+    let n = out.len().min(g.len());
+    let (out, g) = (&out[..n], &mut g[..n]);
+    let addv = f32x8::splat(add);
+    let mut cg = g.chunks_exact_mut(LANES);
+    let mut co = out.chunks_exact(LANES);
+    for (gc, oc) in (&mut cg).zip(&mut co) {
+        let on = load(oc).simd_gt(f32x8::ZERO);
+        let r = on.select(load(gc) + addv, f32x8::ZERO);
+        gc.copy_from_slice(&r.to_array());
+    }
+    for (gv, ov) in cg.into_remainder().iter_mut().zip(co.remainder()) {
+        *gv = if *ov > 0.0 { *gv + add } else { 0.0 };
+    }
+}
+
+/// out ← s·(a − b) over the common length.
+pub fn scaled_diff(s: f32, a: &[f32], b: &[f32], out: &mut [f32]) {
+    let n = a.len().min(b.len()).min(out.len());
+    let sv = f32x8::splat(s);
+    let mut co = out[..n].chunks_exact_mut(LANES);
+    let mut ca = a[..n].chunks_exact(LANES);
+    let mut cb = b[..n].chunks_exact(LANES);
+    for ((oc, ac), bc) in (&mut co).zip(&mut ca).zip(&mut cb) {
+        let r = sv * (load(ac) - load(bc));
+        oc.copy_from_slice(&r.to_array());
+    }
+    for ((o, x), y) in co
+        .into_remainder()
+        .iter_mut()
+        .zip(ca.remainder())
+        .zip(cb.remainder())
+    {
+        *o = s * (x - y);
+    }
+}
+
+/// y ← s·(y − x) over the common length (in place of `y`).
+pub fn sub_scale_inplace(s: f32, y: &mut [f32], x: &[f32]) {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &mut y[..n]);
+    let sv = f32x8::splat(s);
+    let mut cy = y.chunks_exact_mut(LANES);
+    let mut cx = x.chunks_exact(LANES);
+    for (yc, xc) in (&mut cy).zip(&mut cx) {
+        let r = sv * (load(yc) - load(xc));
+        yc.copy_from_slice(&r.to_array());
+    }
+    for (yv, xv) in cy.into_remainder().iter_mut().zip(cx.remainder()) {
+        *yv = s * (*yv - xv);
+    }
+}
+
+/// True when every element is finite (no NaN, no ±∞).
+#[must_use]
+pub fn all_finite(x: &[f32]) -> bool {
+    // x − x is 0 for finite x and NaN for NaN/±∞; NaN poisons the running sum.
+    let mut acc = f32x8::ZERO;
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let v = load(c);
+        acc += v - v;
+    }
+    let mut s = hsum(acc);
+    for &t in tail {
+        s += t - t;
+    }
+    s == 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> [f32; 37] {
+        let mut out = [0.0; 37];
+        let mut s = seed;
+        for v in out.iter_mut().take(n) {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+        }
+        out
+    }
+
+    #[test]
+    fn reductions_match_scalar() {
+        for n in 0..37 {
+            let a = data(n, 1);
+            let b = data(n, 2);
+            let (a, b) = (&a[..n], &b[..n]);
+            let r_sq: f64 = a.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            let r_d: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x - y).powi(2))
+                .sum();
+            let r_l1: f64 = a.iter().map(|&x| f64::from(x).abs()).sum();
+            let r_dot: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum();
+            let tol = 1e-5 * (1.0 + n as f64);
+            assert!((f64::from(sum_sq(a)) - r_sq).abs() < tol, "sum_sq n={n}");
+            assert!(
+                (f64::from(sum_sq_diff(a, b)) - r_d).abs() < tol,
+                "sum_sq_diff n={n}"
+            );
+            assert!((f64::from(l1(a)) - r_l1).abs() < tol, "l1 n={n}");
+            assert!((f64::from(dot(a, b)) - r_dot).abs() < tol, "dot n={n}");
+        }
+    }
+
+    #[test]
+    fn relu_semantics() {
+        let mut x = [
+            -1.0,
+            -0.0,
+            0.0,
+            2.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3.0,
+            -5.0,
+            f32::NAN,
+        ];
+        relu_inplace(&mut x);
+        assert_eq!(x[0].to_bits(), 0.0f32.to_bits());
+        assert_eq!(x[1].to_bits(), 0.0f32.to_bits(), "-0 becomes +0");
+        assert_eq!(x[3], 2.0);
+        assert!(
+            x[4].is_nan() && x[9].is_nan(),
+            "NaN propagates in SIMD and tail"
+        );
+        assert_eq!(x[5], f32::INFINITY);
+        assert_eq!(x[6], 0.0);
+        assert_eq!(x[8], 0.0);
+    }
+
+    #[test]
+    fn relu_backward_masks_at_zero() {
+        let out = [0.0, 1.0, 0.0, 2.0, 0.0, 0.5, 0.0, 3.0, 0.0, 4.0];
+        let mut g = [1.0; 10];
+        relu_backward_add(&out, 0.5, &mut g);
+        assert_eq!(g, [0.0, 1.5, 0.0, 1.5, 0.0, 1.5, 0.0, 1.5, 0.0, 1.5]);
+    }
+
+    #[test]
+    fn axpy_and_diff() {
+        let x: [f32; 11] = core::array::from_fn(|i| i as f32);
+        let mut y = [1.0f32; 11];
+        axpy(2.0, &x, &mut y);
+        assert!(
+            y.iter()
+                .enumerate()
+                .all(|(i, &v)| v == 1.0 + 2.0 * i as f32)
+        );
+        let mut o = [0.0f32; 11];
+        scaled_diff(0.5, &y, &x, &mut o);
+        assert!(
+            o.iter()
+                .enumerate()
+                .all(|(i, &v)| v == 0.5 * (1.0 + i as f32))
+        );
+    }
+
+    #[test]
+    fn finiteness() {
+        let mut x = [1.0f32; 19];
+        assert!(all_finite(&x));
+        for i in [0, 7, 8, 18] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let old = x[i];
+                x[i] = bad;
+                assert!(!all_finite(&x), "i={i} bad={bad}");
+                x[i] = old;
+            }
+        }
+        assert!(all_finite(&[f32::MAX, -f32::MAX, f32::MIN_POSITIVE]));
+    }
+
+    #[test]
+    fn reduction_is_address_independent() {
+        let mut big = [0.0f32; 64];
+        for (i, v) in big.iter_mut().enumerate() {
+            *v = ((i * 7919) % 101) as f32 * 1e-3 + 1e4 * (i % 3) as f32;
+        }
+        let want = sum_sq(&big[..40]);
+        let mut shifted = [0.0f32; 65];
+        shifted[1..41].copy_from_slice(&big[..40]);
+        assert_eq!(sum_sq(&shifted[1..41]).to_bits(), want.to_bits());
+    }
+}

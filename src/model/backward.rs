@@ -1,0 +1,134 @@
+//! The exact gradient of the tied SAE's loss, in fixed memory.
+//!
+//! With `G = (2/n)·(X̂ − X)` and `mask = [pre > 0]` (so relu'(0) = 0, as `jax.grad`):
+//!
+//! ```text
+//! dPre = (G·Mᵀ + α/n) ⊙ mask          (n×h)
+//! dM   = Cᵀ·G + dPreᵀ·X                (h×d: M is both decoder and encoder)
+//! db   = Σ_rows dPre                   (h)
+//! ```
+//!
+//! Rows are processed in blocks; `dM` and `db` accumulate across blocks, so scratch
+//! does not grow with `n`. `C > 0` exactly where `pre > 0`, so the mask is read from
+//! the codes and the pre-activations are never stored.
+
+use super::forward::{LossParts, Sums, block_stats, check_batch, decode_block, encode_block};
+use super::params::{Dims, TiedParams, TiedParamsMut};
+use super::workspace::{block_rows_for, grad_scratch_len};
+use crate::error::{Error, Result, check_finite};
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use crate::kernels::vector;
+
+/// Loss and exact gradients `dL/dM`, `dL/db` of a batch.
+///
+/// - `x`: `n×d` row-major; `alpha`: the L1 coefficient α (finite).
+/// - `grads`: receives `dL/dM` (`h×d`) and `dL/db` (`h`); overwritten, never read,
+///   so it need not be zeroed.
+/// - `scratch`: at least [`grad_scratch_len`]`(dims, 1)` `f32` (see
+///   [`crate::model::workspace`]).
+///
+/// # Errors
+/// [`Error::Dimension`] if `n == 0` or `grads` has other dimensions than the model;
+/// [`Error::NonFinite`] for `alpha`; [`Error::Length`] for `x`;
+/// [`Error::WorkspaceTooSmall`] for `scratch`. Nothing is written on error.
+pub fn loss_and_grad(
+    p: TiedParams<'_>,
+    x: &[f32],
+    n: usize,
+    alpha: f32,
+    grads: TiedParamsMut<'_>,
+    scratch: &mut [f32],
+) -> Result<LossParts> {
+    let dims = p.dims;
+    let Dims { d, h } = dims;
+    check_batch(dims, x, n)?;
+    check_finite("alpha", alpha)?;
+    if grads.dims.d != d {
+        return Err(Error::Dimension {
+            arg: "grads.d",
+            expected: d,
+            got: grads.dims.d,
+        });
+    }
+    if grads.dims.h != h {
+        return Err(Error::Dimension {
+            arg: "grads.h",
+            expected: h,
+            got: grads.dims.h,
+        });
+    }
+    let rb = block_rows_for(scratch.len(), |r| grad_scratch_len(dims, r))?;
+    let (codes, rest) = scratch.split_at_mut(rb * h);
+    let (dpre, rest) = rest.split_at_mut(rb * h);
+    let (resid, pack) = rest.split_at_mut(rb * d);
+    let TiedParamsMut { m: dm, b: db, .. } = grads;
+
+    let scale = 2.0 / n as f32;
+    let add = alpha / n as f32;
+    let mut sums = Sums::default();
+    for r0 in (0..n).step_by(rb) {
+        let rows = rb.min(n - r0);
+        let first = r0 == 0;
+        let xb = &x[r0 * d..(r0 + rows) * d];
+        let cb = &mut codes[..rows * h];
+        let gb = &mut resid[..rows * d];
+        let pb = &mut dpre[..rows * h];
+
+        encode_block(&p, xb, rows, cb, pack);
+        decode_block(&p, cb, rows, gb, pack);
+        block_stats(dims, xb, cb, gb, &mut sums, None, None);
+        // G = (2/n)(X̂ − X), in place of X̂.
+        for (g, xr) in gb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+            vector::sub_scale_inplace(scale, g, xr);
+        }
+        let res = (|| {
+            let m = MatRef::row_major("m", p.m, h, d)?;
+            let c_t = MatRef::row_major("codes", cb, rows, h)?.t();
+            let g = MatRef::row_major("resid", gb, rows, d)?;
+            // dM (+)= Cᵀ·G   (the decoder's use of M)
+            let beta = if first { 0.0 } else { 1.0 };
+            gemm(
+                1.0,
+                c_t,
+                g,
+                beta,
+                MatMut::row_major("dm", dm, h, d)?,
+                Epilogue::None,
+                pack,
+            )?;
+            // dPre = G·Mᵀ, then masked and shifted by α/n.
+            gemm(
+                1.0,
+                g,
+                m.t(),
+                0.0,
+                MatMut::row_major("dpre", pb, rows, h)?,
+                Epilogue::None,
+                pack,
+            )?;
+            vector::relu_backward_add(cb, add, pb);
+            // dM += dPreᵀ·X   (the encoder's use of M)
+            let dpre_t = MatRef::row_major("dpre", pb, rows, h)?.t();
+            let xm = MatRef::row_major("x", xb, rows, d)?;
+            gemm(
+                1.0,
+                dpre_t,
+                xm,
+                1.0,
+                MatMut::row_major("dm", dm, h, d)?,
+                Epilogue::None,
+                pack,
+            )
+        })();
+        debug_assert!(res.is_ok(), "shapes are validated above: {res:?}");
+        // db (+)= Σ_rows dPre
+        for (r, row) in pb.chunks_exact(h).enumerate() {
+            if first && r == 0 {
+                db.copy_from_slice(row);
+            } else {
+                vector::axpy(1.0, row, db);
+            }
+        }
+    }
+    Ok(sums.finish(n, alpha))
+}

@@ -1,0 +1,20 @@
+//! What a sparse autoencoder is: parameters, workspace sizes, forward and backward.
+//!
+//! Three separate concepts, so that new variants slot in beside the tied model:
+//! - parameters ([`TiedParams`], [`TiedParamsMut`]) are views over caller memory;
+//! - the activation (here ReLU, fused into the encoder GEMM's epilogue);
+//! - scratch memory, sized by the `*_scratch_len` functions in [`workspace`].
+
+pub mod backward;
+pub mod forward;
+pub mod init;
+pub mod params;
+pub mod workspace;
+
+pub use backward::loss_and_grad;
+pub use forward::{ForwardOutputs, LossParts, decode, decode_scratch_len, encode, forward};
+pub use init::init_tied;
+pub use params::{Dims, TiedParams, TiedParamsMut};
+pub use workspace::{
+    DEFAULT_BLOCK_ROWS, MAX_BLOCK_ROWS, encode_scratch_len, forward_scratch_len, grad_scratch_len,
+};
