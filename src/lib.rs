@@ -58,6 +58,8 @@ pub mod kernels;
 pub mod model;
 pub mod optim;
 #[cfg(feature = "std")]
+pub mod format;
+#[cfg(feature = "std")]
 mod owned;
 
 pub use error::{Error, Result};

@@ -1,0 +1,4 @@
+//! File formats (feature `std`): `.npy` activation arrays and SAELens SAE folders.
+//!
+//! Each reader validates every size it reads against the file's length before it
+//! allocates, and returns an error (never panics) on malformed input.
