@@ -162,27 +162,6 @@ pub fn relu_backward_add(out: &[f32], add: f32, g: &mut [f32]) {
     }
 }
 
-/// out ← s·(a − b) over the common length.
-pub fn scaled_diff(s: f32, a: &[f32], b: &[f32], out: &mut [f32]) {
-    let n = a.len().min(b.len()).min(out.len());
-    let sv = f32x8::splat(s);
-    let mut co = out[..n].chunks_exact_mut(LANES);
-    let mut ca = a[..n].chunks_exact(LANES);
-    let mut cb = b[..n].chunks_exact(LANES);
-    for ((oc, ac), bc) in (&mut co).zip(&mut ca).zip(&mut cb) {
-        let r = sv * (load(ac) - load(bc));
-        oc.copy_from_slice(&r.to_array());
-    }
-    for ((o, x), y) in co
-        .into_remainder()
-        .iter_mut()
-        .zip(ca.remainder())
-        .zip(cb.remainder())
-    {
-        *o = s * (x - y);
-    }
-}
-
 /// y ← s·(y − x) over the common length (in place of `y`).
 pub fn sub_scale_inplace(s: f32, y: &mut [f32], x: &[f32]) {
     let n = x.len().min(y.len());
@@ -202,17 +181,17 @@ pub fn sub_scale_inplace(s: f32, y: &mut [f32], x: &[f32]) {
 /// True when every element is finite (no NaN, no ±∞).
 #[must_use]
 pub fn all_finite(x: &[f32]) -> bool {
-    // x − x is 0 for finite x and NaN for NaN/±∞; NaN poisons the running sum.
+    // x·0 is ±0 for finite x and NaN for NaN/±∞; NaN poisons the running sum.
     let mut acc = f32x8::ZERO;
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         let v = load(c);
-        acc += v - v;
+        acc += v * f32x8::ZERO;
     }
     let mut s = hsum(acc);
     for &t in tail {
-        s += t - t;
+        s += t * 0.0;
     }
     s == 0.0
 }
@@ -305,10 +284,9 @@ mod tests {
                 .enumerate()
                 .all(|(i, &v)| v == 1.0 + 2.0 * i as f32)
         );
-        let mut o = [0.0f32; 11];
-        scaled_diff(0.5, &y, &x, &mut o);
+        sub_scale_inplace(0.5, &mut y, &x);
         assert!(
-            o.iter()
+            y.iter()
                 .enumerate()
                 .all(|(i, &v)| v == 0.5 * (1.0 + i as f32))
         );

@@ -35,3 +35,6 @@ pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
         .fold(0.0f64, |m, (&a, &g)| m.max((f64::from(a) - g).abs()));
     if scale == 0.0 { diff } else { diff / scale }
 }
+
+pub mod model;
+pub mod reference;
