@@ -71,6 +71,17 @@ pub enum Error {
         /// How many entries were needed.
         needed: usize,
     },
+    /// A model file is missing, unreadable or malformed, or describes a model this
+    /// crate cannot run exactly (used by the `std` readers in the `format` module).
+    Format {
+        /// The file, e.g. `cfg.json` or `sae_weights.safetensors`.
+        file: &'static str,
+        /// The field or tensor at fault (e.g. `architecture`, `W_enc`); empty when the
+        /// whole file is at fault.
+        field: &'static str,
+        /// What is wrong, in words.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -107,6 +118,10 @@ impl fmt::Display for Error {
                     "`{arg}`: capacity {capacity} is too small, {needed} needed"
                 )
             }
+            Error::Format { file, field, what } if field.is_empty() => {
+                write!(f, "`{file}`: {what}")
+            }
+            Error::Format { file, field, what } => write!(f, "`{file}` field `{field}`: {what}"),
         }
     }
 }

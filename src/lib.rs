@@ -68,6 +68,13 @@ pub use model::{
     decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
     init_tied, loss_and_grad,
 };
+pub use model::{
+    Activation, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, tied_to_untied,
+    untied_decode, untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
+    untied_forward, untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
+};
+#[cfg(feature = "std")]
+pub use model::{ActivationKind, UntiedSae};
 pub use optim::sgd_step;
 #[cfg(feature = "std")]
 pub use owned::TiedSae;

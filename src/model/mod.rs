@@ -5,10 +5,14 @@
 //! - the activation (here ReLU, fused into the encoder GEMM's epilogue);
 //! - scratch memory, sized by the `*_scratch_len` functions in [`workspace`].
 
+pub mod activation;
 pub mod backward;
 pub mod forward;
 pub mod init;
 pub mod params;
+pub mod untied;
+#[cfg(feature = "std")]
+pub mod untied_owned;
 pub mod workspace;
 
 pub use backward::loss_and_grad;
@@ -18,3 +22,12 @@ pub use params::{Dims, TiedParams, TiedParamsMut};
 pub use workspace::{
     DEFAULT_BLOCK_ROWS, MAX_BLOCK_ROWS, encode_scratch_len, forward_scratch_len, grad_scratch_len,
 };
+pub use activation::Activation;
+pub use untied::{
+    Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, normalize_decoder_rows,
+    remove_parallel_decoder_grad, tied_to_untied, untied_decode, untied_decode_scratch_len,
+    untied_encode, untied_encode_scratch_len, untied_forward, untied_forward_scratch_len,
+    untied_grad_scratch_len, untied_loss_and_grad,
+};
+#[cfg(feature = "std")]
+pub use untied_owned::{ActivationKind, UntiedSae};

@@ -1,0 +1,130 @@
+//! Activation functions of the untied SAE family: ReLU, TopK and JumpReLU.
+//!
+//! Each maps a row of `h` pre-activations `pre = W_encᵀ·x̄ + b_enc` to `h` codes:
+//!
+//! - [`Activation::Relu`]: `f_i = relu(pre_i)` (SAELens `standard`).
+//! - [`Activation::TopK`]: keep the `k` largest pre-activations, apply ReLU to the kept
+//!   ones and set every other code to 0, so at most `k` codes are non-zero (fewer when
+//!   some of the `k` largest are `≤ 0`). This is SAELens' `topk` (`x.topk(k)` then ReLU
+//!   on the values) and OpenAI's `TopK(k, postact_fn=ReLU)`.
+//!   **Ties** are broken deterministically: values are ordered by
+//!   [`f32::total_cmp`] (so `+0.0 > −0.0` and a positive NaN is larger than any number),
+//!   and among values equal to the `k`-th largest the ones with the **lowest index**
+//!   are kept. PyTorch's `topk` leaves tie order unspecified, so on exact ties the two
+//!   may keep different (equal-valued) features; the codes differ only in which index
+//!   carries the value.
+//! - [`Activation::JumpRelu`]: `f_i = relu(pre_i)·1[pre_i > θ_i]` with a per-feature
+//!   threshold and a **strict** `>`; the kept value is the raw pre-activation, not
+//!   `pre − θ`. With `θ_i ≥ 0` (every published SAE) this is `pre_i·1[pre_i > θ_i]`;
+//!   the outer ReLU is SAELens' and only matters for negative thresholds.
+//!
+//! In every case a code is non-zero exactly where its derivative with respect to the
+//! pre-activation is 1 (and 0 elsewhere, including at the kink: relu'(0) = 0), so the
+//! backward pass reads its mask from the codes (`f_i > 0`).
+
+use crate::error::{Error, Result, check_len};
+use crate::kernels::vector;
+use core::cmp::Ordering;
+
+/// The activation of an untied SAE; see the [module docs](self) for the definitions.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation<'a> {
+    /// `relu(pre)`.
+    Relu,
+    /// ReLU on the `k` largest pre-activations of each row, 0 elsewhere (`k ≥ 1`;
+    /// `k ≥ h` keeps every feature and equals [`Activation::Relu`]).
+    TopK {
+        /// How many features each row may keep.
+        k: usize,
+    },
+    /// `relu(pre_i)·1[pre_i > threshold_i]`; `threshold` has `h` entries.
+    JumpRelu {
+        /// Per-feature thresholds θ (`h` entries).
+        threshold: &'a [f32],
+    },
+}
+
+impl Activation<'_> {
+    /// Check the activation's parameters against the dictionary size `h`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] naming `k` if `k == 0`; [`Error::Length`] naming
+    /// `threshold` if it does not have `h` entries.
+    pub fn check(&self, h: usize) -> Result<()> {
+        match *self {
+            Activation::Relu => Ok(()),
+            Activation::TopK { k } if k == 0 => Err(Error::OutOfRange {
+                arg: "k",
+                allowed: "k must be at least 1",
+            }),
+            Activation::TopK { .. } => Ok(()),
+            Activation::JumpRelu { threshold } => check_len("threshold", threshold.len(), h),
+        }
+    }
+}
+
+/// Apply `act` in place to a block of rows of pre-activations (`rows×h` row-major,
+/// bias already added). `sel` must hold at least `h` entries when `act` is TopK.
+pub(crate) fn apply_rows(act: Activation<'_>, pre: &mut [f32], h: usize, sel: &mut [f32]) {
+    match act {
+        Activation::Relu => vector::relu_inplace(pre),
+        Activation::TopK { k } => {
+            for row in pre.chunks_exact_mut(h) {
+                topk_relu_row(row, k, &mut sel[..h]);
+            }
+        }
+        Activation::JumpRelu { threshold } => {
+            for row in pre.chunks_exact_mut(h) {
+                jumprelu_row(row, threshold);
+            }
+        }
+    }
+}
+
+/// `row_i ← relu(row_i)·1[row_i > threshold_i]` over the common length.
+pub fn jumprelu_row(row: &mut [f32], threshold: &[f32]) {
+    for (v, &t) in row.iter_mut().zip(threshold) {
+        // `!(v > t)` also zeroes NaN pre-activations against a finite threshold;
+        // a NaN threshold zeroes the feature.
+        *v = if *v > t { vector::relu(*v) } else { 0.0 };
+    }
+}
+
+/// TopK then ReLU on one row, in place: the `k` largest entries (ties: lowest index
+/// first, order by [`f32::total_cmp`]) become `relu(v)`, all others `0`.
+///
+/// `sel` is scratch of at least `row.len()` entries (its contents are overwritten).
+/// `k == 0` zeroes the row; `k ≥ row.len()` is a plain ReLU. Cost: one copy and one
+/// linear-time selection (`select_nth_unstable_by`, no allocation) per row.
+pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
+    let h = row.len();
+    if k >= h {
+        vector::relu_inplace(row);
+        return;
+    }
+    if k == 0 {
+        row.fill(0.0);
+        return;
+    }
+    let sel = &mut sel[..h];
+    sel.copy_from_slice(row);
+    // Descending order: after this, sel[k-1] is the k-th largest and sel[..k-1] are
+    // all ≥ it.
+    let (above, kth, _) = sel.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let t = *kth;
+    let greater = above
+        .iter()
+        .filter(|v| v.total_cmp(&t) == Ordering::Greater)
+        .count();
+    let mut equal_left = k - greater;
+    for v in row.iter_mut() {
+        *v = match v.total_cmp(&t) {
+            Ordering::Greater => vector::relu(*v),
+            Ordering::Equal if equal_left > 0 => {
+                equal_left -= 1;
+                vector::relu(*v)
+            }
+            _ => 0.0,
+        };
+    }
+}

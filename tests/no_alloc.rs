@@ -1,0 +1,261 @@
+//! Zero-allocation check for every no_std entry point.
+//!
+//! This integration test is its own binary, so it can install a counting
+//! `#[global_allocator]`. The counter is per thread (libtest runs tests on parallel
+//! threads) and only counts while [`count_allocs`] has it switched on. All buffers are
+//! created outside the counted closure; the closure only calls the library.
+//!
+//! ## Adding an entry point
+//! Write a `fn my_op(fx: &mut Fixture)` that calls it on the fixture's buffers (add
+//! buffers to [`Fixture`] if needed, allocated in [`Fixture::new`]) and append
+//! `("my_op", my_op)` to [`ENTRY_POINTS`]. The test checks that each entry point
+//! returned `Ok` (via `expect`) and allocated nothing, and names the offenders.
+//!
+//! Runs on the host, under Miri (smaller shapes) and on wasm32-wasip1.
+
+use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+use sae_kernels::{
+    Dims, ForwardOutputs, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
+    encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
+    sgd_step,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static ACTIVE: Cell<bool> = const { Cell::new(false) };
+    static COUNT: Cell<usize> = const { Cell::new(0) };
+    static BYTES: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    // `try_with`: the allocator may be called while thread-locals are being torn down.
+    let _ = ACTIVE.try_with(|a| {
+        if a.get() {
+            COUNT.with(|c| c.set(c.get() + 1));
+            BYTES.with(|b| b.set(b.get() + size));
+        }
+    });
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
+// `System`'s guarantees are ours; `note` only touches thread-local `Cell`s with
+// `const` initialisers, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        note(l.size());
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract for `l`.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        note(l.size());
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        note(new);
+        // SAFETY: the caller guarantees `p` came from this allocator with layout `l`,
+        // and every allocation here is `System`'s.
+        unsafe { System.realloc(p, l, new) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as for `realloc`.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Run `f` with the counter on; return its result, the number of allocations
+/// (including reallocations) and the bytes requested.
+fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
+    COUNT.with(|c| c.set(0));
+    BYTES.with(|b| b.set(0));
+    ACTIVE.with(|a| a.set(true));
+    let r = f();
+    ACTIVE.with(|a| a.set(false));
+    (r, COUNT.with(Cell::get), BYTES.with(Cell::get))
+}
+
+/// Every buffer any entry point needs, allocated up front.
+struct Fixture {
+    dims: Dims,
+    n: usize,
+    m: Vec<f32>,
+    b: Vec<f32>,
+    x: Vec<f32>,
+    codes: Vec<f32>,
+    recon: Vec<f32>,
+    row_sq: Vec<f32>,
+    row_l1: Vec<f32>,
+    gm: Vec<f32>,
+    gb: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        // n spans several row blocks (scratch is sized for `block` rows), so the
+        // block loops run more than once. Miri is slow: smaller shapes there.
+        let (d, h, n, block) = if cfg!(miri) {
+            (5, 12, 5, 2)
+        } else {
+            (16, 64, 70, 32)
+        };
+        let dims = Dims::new(d, h).unwrap();
+        let scratch_len = forward_scratch_len(dims, block)
+            .max(grad_scratch_len(dims, block))
+            .max(encode_scratch_len(dims))
+            .max(decode_scratch_len(dims));
+        let mut fx = Fixture {
+            dims,
+            n,
+            m: vec![0.0; dims.m_len()],
+            b: vec![0.0; h],
+            x: (0..n * d)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+                .collect(),
+            codes: vec![0.0; n * h],
+            recon: vec![0.0; n * d],
+            row_sq: vec![0.0; n],
+            row_l1: vec![0.0; n],
+            gm: vec![0.0; dims.m_len()],
+            gb: vec![0.0; h],
+            scratch: vec![0.0; scratch_len],
+        };
+        init_tied(TiedParamsMut::new(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
+        // Some positive biases so that codes are not all zero.
+        for (j, v) in fx.b.iter_mut().enumerate() {
+            *v = (j % 3) as f32 * 0.05;
+        }
+        fx
+    }
+}
+
+fn op_init_tied(fx: &mut Fixture) {
+    init_tied(
+        TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap(),
+        11,
+    );
+}
+
+fn op_encode(fx: &mut Fixture) {
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    encode(p, &fx.x, fx.n, &mut fx.codes, &mut fx.scratch).expect("encode");
+}
+
+fn op_decode(fx: &mut Fixture) {
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    decode(p, &fx.codes, fx.n, &mut fx.recon, &mut fx.scratch).expect("decode");
+}
+
+fn op_forward_all_outputs(fx: &mut Fixture) {
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let out = ForwardOutputs {
+        codes: Some(&mut fx.codes),
+        recon: Some(&mut fx.recon),
+        row_sq_err: Some(&mut fx.row_sq),
+        row_l1: Some(&mut fx.row_l1),
+    };
+    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+}
+
+fn op_forward_loss_only(fx: &mut Fixture) {
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let out = ForwardOutputs::default();
+    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+}
+
+fn op_loss_and_grad(fx: &mut Fixture) {
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch).expect("loss_and_grad");
+}
+
+fn op_sgd_step(fx: &mut Fixture) {
+    let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
+    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    sgd_step(p, g, 1e-2).expect("sgd_step");
+}
+
+fn op_gemm_strided(fx: &mut Fixture) {
+    // C (n×h) ← 0.5·X·Mᵀ + 0.25·C with the bias-ReLU epilogue: a transposed,
+    // strided operand, β ≠ 0 and the epilogue in one call.
+    let Dims { d, h } = fx.dims;
+    let n = fx.n;
+    let need = pack_len(n, h, d);
+    gemm(
+        0.5,
+        MatRef::row_major("x", &fx.x, n, d).unwrap(),
+        MatRef::row_major("m", &fx.m, h, d).unwrap().t(),
+        0.25,
+        MatMut::row_major("c", &mut fx.codes, n, h).unwrap(),
+        Epilogue::BiasRelu(&fx.b),
+        &mut fx.scratch[..need],
+    )
+    .expect("gemm");
+}
+
+fn op_error_paths(fx: &mut Fixture) {
+    // Rejected calls build an `Error` (a `Copy` enum) and must not allocate either.
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let short = &mut fx.scratch[..1];
+    assert!(encode(p, &fx.x, fx.n, &mut fx.codes, short).is_err());
+    assert!(forward(p, &fx.x, fx.n, f32::NAN, ForwardOutputs::default(), short).is_err());
+    assert!(decode(p, &fx.codes, 0, &mut fx.recon, short).is_err());
+    let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
+    let pm = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    assert!(sgd_step(pm, g, f32::INFINITY).is_err());
+}
+
+/// The entry points checked by [`entry_points_do_not_allocate`], in call order (later
+/// ones use earlier ones' outputs, e.g. `sgd_step` the gradients).
+const ENTRY_POINTS: &[(&str, fn(&mut Fixture))] = &[
+    ("init_tied", op_init_tied),
+    ("encode", op_encode),
+    ("decode", op_decode),
+    ("forward (all outputs)", op_forward_all_outputs),
+    ("forward (loss only)", op_forward_loss_only),
+    ("loss_and_grad", op_loss_and_grad),
+    ("sgd_step", op_sgd_step),
+    ("gemm (strided, beta, bias-relu)", op_gemm_strided),
+    ("error paths", op_error_paths),
+];
+
+#[test]
+fn counter_sees_allocations() {
+    // A broken counter must not let the real test pass silently.
+    let (v, n, bytes) = count_allocs(|| std::hint::black_box(vec![1u8; 100]));
+    assert_eq!(n, 1);
+    assert!(bytes >= 100);
+    drop(v);
+    let ((), n, _) = count_allocs(|| ());
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn entry_points_do_not_allocate() {
+    let mut fx = Fixture::new();
+    let mut offenders = Vec::new();
+    for &(name, op) in ENTRY_POINTS {
+        let ((), n, bytes) = count_allocs(|| op(&mut fx));
+        if n != 0 {
+            offenders.push(format!("{name}: {n} allocations, {bytes} bytes"));
+        }
+    }
+    // The calls did real work (not all rejected early).
+    assert!(fx.codes.iter().any(|&c| c > 0.0), "codes all zero");
+    assert!(fx.gm.iter().any(|&g| g != 0.0), "gradients all zero");
+    assert!(
+        offenders.is_empty(),
+        "entry points allocated:\n{}",
+        offenders.join("\n")
+    );
+    println!(
+        "no_alloc: {} entry points, 0 allocations",
+        ENTRY_POINTS.len()
+    );
+}
