@@ -96,6 +96,7 @@ fn render(obs: &[Obs]) -> String {
          //! `FIRMWARE_EXPECTED_UPDATE=1 cargo test --test firmware_expected`. Do not edit.\n\
          //! Each entry: (observation, step, f32 bit patterns) of `scenario::run`.\n\n\
          /// The host's observations of the firmware scenario.\n\
+         #[rustfmt::skip]\n\
          pub const EXPECTED: &[(&str, usize, &[u32])] = &[\n",
     );
     for o in obs {

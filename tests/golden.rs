@@ -12,8 +12,8 @@ mod common;
 
 use common::rel_err;
 use sae_kernels::{
-    Dims, ForwardOutputs, TiedParams, TiedParamsMut, forward, forward_scratch_len,
-    grad_scratch_len, loss_and_grad,
+    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, forward_scratch_len, forward_with,
+    grad_scratch_len, loss_and_grad_with,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -42,8 +42,11 @@ struct Outputs {
     row_l1: Vec<f32>,
 }
 
-/// Run the library on a case, with a scratch sized for `block_rows`.
-fn run(case: &Value, block_rows: usize) -> Outputs {
+/// Both implementations of the decoder and backward run every check.
+const PATHS: [Path; 2] = [Path::Dense, Path::Sparse];
+
+/// Run the library on a case, with a scratch sized for `block_rows`, on `path`.
+fn run(case: &Value, block_rows: usize, path: Path) -> Outputs {
     let n = case["n"].as_u64().unwrap() as usize;
     let d = case["d"].as_u64().unwrap() as usize;
     let h = case["h"].as_u64().unwrap() as usize;
@@ -68,10 +71,10 @@ fn run(case: &Value, block_rows: usize) -> Outputs {
         row_sq_err: Some(&mut o.row_sq),
         row_l1: Some(&mut o.row_l1),
     };
-    let fwd = forward(p, &x, n, alpha, out, &mut scratch).unwrap();
+    let fwd = forward_with(p, &x, n, alpha, out, &mut scratch, path).unwrap();
     let mut scratch = vec![f32::NAN; grad_scratch_len(dims, block_rows)];
     let g = TiedParamsMut::new(dims, &mut o.dm, &mut o.db).unwrap();
-    let bwd = loss_and_grad(p, &x, n, alpha, g, &mut scratch).unwrap();
+    let bwd = loss_and_grad_with(p, &x, n, alpha, g, &mut scratch, path).unwrap();
     assert_eq!(
         fwd.loss.to_bits(),
         bwd.loss.to_bits(),
@@ -122,8 +125,11 @@ fn golden_cases_match_jax() {
         // high-precision reference, the f32 files are JAX's own f32 results.
         // Block sizes 1 and 64 both run, so accumulation across row blocks is covered.
         for rows in [1, 3, 64] {
-            let o = run(&case, rows);
-            compare(&format!("{name}, block {rows}"), &o, &case, &mut worst);
+            for path in PATHS {
+                let o = run(&case, rows, path);
+                let label = format!("{name}, block {rows}, {path:?}");
+                compare(&label, &o, &case, &mut worst);
+            }
         }
         cases += 1;
     }
@@ -157,12 +163,14 @@ fn kink_case_uses_relu_derivative_zero() {
         !zero_rows.is_empty(),
         "kink case should hold an all-zero row of M"
     );
-    let o = run(&case, 64);
-    for j in zero_rows {
-        assert_eq!(o.db[j], 0.0, "db[{j}]");
-        assert!(
-            o.dm[j * d..(j + 1) * d].iter().all(|&v| v == 0.0),
-            "dM row {j}"
-        );
+    for path in PATHS {
+        let o = run(&case, 64, path);
+        for &j in &zero_rows {
+            assert_eq!(o.db[j], 0.0, "db[{j}] ({path:?})");
+            assert!(
+                o.dm[j * d..(j + 1) * d].iter().all(|&v| v == 0.0),
+                "dM row {j} ({path:?})"
+            );
+        }
     }
 }

@@ -12,20 +12,21 @@ mod common;
 use common::TestRng;
 use common::model::{Case, f64v};
 use common::reference;
-use sae_kernels::{Dims, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad};
+use sae_kernels::{Dims, Path, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad_with};
 
-fn fd_check(c: &Case) {
+fn fd_check(c: &Case, path: Path) {
     let dims = Dims::new(c.d, c.h).unwrap();
     let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
     let (mut dm, mut db) = (vec![0.0; c.h * c.d], vec![0.0; c.h]);
     let mut scratch = vec![0.0; grad_scratch_len(dims, 4)];
-    loss_and_grad(
+    loss_and_grad_with(
         p,
         &c.x,
         c.n,
         c.alpha,
         TiedParamsMut::new(dims, &mut dm, &mut db).unwrap(),
         &mut scratch,
+        path,
     )
     .unwrap();
 
@@ -57,12 +58,12 @@ fn fd_check(c: &Case) {
     let eb = common::rel_err(&db, &fd_b);
     assert!(
         em <= 1e-4,
-        "dM vs finite differences: {em:.2e} (n={} d={} h={})",
+        "dM vs finite differences: {em:.2e} (n={} d={} h={}, {path:?})",
         c.n,
         c.d,
         c.h
     );
-    assert!(eb <= 1e-4, "db vs finite differences: {eb:.2e}");
+    assert!(eb <= 1e-4, "db vs finite differences: {eb:.2e} ({path:?})");
 }
 
 #[test]
@@ -81,7 +82,10 @@ fn gradients_match_finite_differences() {
     };
     for &(n, d, h, alpha) in shapes {
         let c = Case::random(&mut rng, n, d, h, alpha, 1e-3);
-        fd_check(&c);
+        // Both implementations of the backward pass, on the same case.
+        for path in [Path::Dense, Path::Sparse] {
+            fd_check(&c, path);
+        }
     }
 }
 

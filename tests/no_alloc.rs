@@ -211,9 +211,12 @@ fn op_error_paths(fx: &mut Fixture) {
     assert!(sgd_step(pm, g, f32::INFINITY).is_err());
 }
 
+/// One entry point's call on the fixture.
+type Op = fn(&mut Fixture);
+
 /// The entry points checked by [`entry_points_do_not_allocate`], in call order (later
 /// ones use earlier ones' outputs, e.g. `sgd_step` the gradients).
-const ENTRY_POINTS: &[(&str, fn(&mut Fixture))] = &[
+const ENTRY_POINTS: &[(&str, Op)] = &[
     ("init_tied", op_init_tied),
     ("encode", op_encode),
     ("decode", op_decode),

@@ -11,13 +11,20 @@ mod common;
 use common::model::Case;
 use common::{TestRng, rel_err};
 use sae_kernels::{
-    Dims, ForwardOutputs, TiedParams, TiedParamsMut, forward, forward_scratch_len,
-    grad_scratch_len, loss_and_grad,
+    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, forward_scratch_len, forward_with,
+    grad_scratch_len, loss_and_grad, loss_and_grad_with,
 };
 
 const TOL: f64 = 2e-5;
 
+/// Run every check on both implementations of the decoder and backward.
 fn check_case(c: &Case, block_rows: usize, label: &str) {
+    for path in [Path::Dense, Path::Sparse] {
+        check_case_on(c, block_rows, &format!("{label}, {path:?}"), path);
+    }
+}
+
+fn check_case_on(c: &Case, block_rows: usize, label: &str, path: Path) {
     let dims = Dims::new(c.d, c.h).unwrap();
     let r = c.reference();
     let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
@@ -33,7 +40,7 @@ fn check_case(c: &Case, block_rows: usize, label: &str) {
         row_sq_err: Some(&mut row_sq),
         row_l1: Some(&mut row_l1),
     };
-    let parts = forward(p, &c.x, c.n, c.alpha, out, &mut scratch).unwrap();
+    let parts = forward_with(p, &c.x, c.n, c.alpha, out, &mut scratch, path).unwrap();
     for (name, got, want) in [
         ("codes", &codes[..], &r.codes[..]),
         ("recon", &recon[..], &r.recon[..]),
@@ -56,7 +63,7 @@ fn check_case(c: &Case, block_rows: usize, label: &str) {
     let mut db = vec![f32::NAN; c.h];
     let mut scratch = vec![f32::NAN; grad_scratch_len(dims, block_rows)];
     let g = TiedParamsMut::new(dims, &mut dm, &mut db).unwrap();
-    let parts2 = loss_and_grad(p, &c.x, c.n, c.alpha, g, &mut scratch).unwrap();
+    let parts2 = loss_and_grad_with(p, &c.x, c.n, c.alpha, g, &mut scratch, path).unwrap();
     assert_eq!(
         parts.loss.to_bits(),
         parts2.loss.to_bits(),

@@ -85,7 +85,11 @@ fn reproduces_saelens_encode_and_decode() {
         let err = rel_err(&codes, &want_codes);
         assert!(err <= TOL, "{name}: codes rel err {err:e}");
         for (i, (&a, &b)) in codes.iter().zip(&want_codes).enumerate() {
-            assert_eq!(a != 0.0, b != 0.0, "{name}: support differs at {i}: {a} vs {b}");
+            assert_eq!(
+                a != 0.0,
+                b != 0.0,
+                "{name}: support differs at {i}: {a} vs {b}"
+            );
         }
         // Decode SAELens' own codes, so that the decoder is checked on its own.
         let sl_codes: Vec<f32> = want_codes.iter().map(|&v| v as f32).collect();
@@ -211,7 +215,9 @@ fn tied_model_saved_as_standard() {
     assert_eq!(cfg["architecture"], "standard");
     assert_eq!(cfg["apply_b_dec_to_input"], false);
     let (_, sae) = saelens::load(&dir).unwrap();
-    let x: Vec<f32> = (0..5 * 8).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2).collect();
+    let x: Vec<f32> = (0..5 * 8)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2)
+        .collect();
     let mut want = vec![0.0; 5 * 32];
     let mut scratch = vec![0.0; sae_kernels::encode_scratch_len(dims)];
     sae_kernels::encode(tied.params(), &x, 5, &mut want, &mut scratch).unwrap();
@@ -248,17 +254,45 @@ fn refuses_configs_it_cannot_run_naming_the_field() {
         ("architecture", Value::from("gated"), "architecture"),
         ("architecture", Value::from("transcoder"), "architecture"),
         ("architecture", Value::from(3), "architecture"),
-        ("normalize_activations", Value::from("expected_average_only_in"), "normalize_activations"),
-        ("normalize_activations", Value::from("layer_norm"), "normalize_activations"),
-        ("normalize_activations", Value::from("constant_norm_rescale"), "normalize_activations"),
-        ("normalize_activations", Value::from("what"), "normalize_activations"),
+        (
+            "normalize_activations",
+            Value::from("expected_average_only_in"),
+            "normalize_activations",
+        ),
+        (
+            "normalize_activations",
+            Value::from("layer_norm"),
+            "normalize_activations",
+        ),
+        (
+            "normalize_activations",
+            Value::from("constant_norm_rescale"),
+            "normalize_activations",
+        ),
+        (
+            "normalize_activations",
+            Value::from("what"),
+            "normalize_activations",
+        ),
         ("d_in", Value::from(0), "d_in"),
         ("d_in", Value::from(-3), "d_in"),
         ("d_sae", Value::from("32"), "d_sae"),
         ("dtype", Value::from("int8"), "dtype"),
-        ("apply_b_dec_to_input", Value::from("yes"), "apply_b_dec_to_input"),
-        ("reshape_activations", Value::from("hook_q"), "reshape_activations"),
-        ("finetuning_scaling_factor", Value::from(true), "finetuning_scaling_factor"),
+        (
+            "apply_b_dec_to_input",
+            Value::from("yes"),
+            "apply_b_dec_to_input",
+        ),
+        (
+            "reshape_activations",
+            Value::from("hook_q"),
+            "reshape_activations",
+        ),
+        (
+            "finetuning_scaling_factor",
+            Value::from(true),
+            "finetuning_scaling_factor",
+        ),
     ];
     for (key, val, field) in cases {
         let mut c = base_cfg();
@@ -291,7 +325,8 @@ fn refuses_configs_it_cannot_run_naming_the_field() {
 #[test]
 fn reads_and_refuses_pre_v6_configs() {
     let old = |extra: Value| {
-        let mut c = serde_json::json!({"d_in": 8, "d_sae": 32, "hook_point": "blocks.0.hook_resid_pre"});
+        let mut c =
+            serde_json::json!({"d_in": 8, "d_sae": 32, "hook_point": "blocks.0.hook_resid_pre"});
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }
@@ -311,8 +346,10 @@ fn reads_and_refuses_pre_v6_configs() {
         "normalize_activations"
     );
     // TopK through activation_fn_str / activation_fn_kwargs.k.
-    let c = parse(&old(serde_json::json!({"activation_fn_str": "topk", "activation_fn_kwargs": {"k": 7}})))
-        .unwrap();
+    let c = parse(&old(
+        serde_json::json!({"activation_fn_str": "topk", "activation_fn_kwargs": {"k": 7}}),
+    ))
+    .unwrap();
     assert_eq!(c.kind, ActivationKind::TopK(7));
     assert_eq!(
         cfg_field_err(&old(serde_json::json!({"activation_fn_str": "topk"}))).1,
@@ -326,14 +363,21 @@ fn reads_and_refuses_pre_v6_configs() {
     let c = parse(&old(serde_json::json!({"sae_lens_version": "5.9.1"}))).unwrap();
     assert!(!c.v6);
     assert_eq!(
-        cfg_field_err(&old(serde_json::json!({"metadata": {"sae_lens_version": "6.1.0"}}))).1,
+        cfg_field_err(&old(
+            serde_json::json!({"metadata": {"sae_lens_version": "6.1.0"}})
+        ))
+        .1,
         "architecture"
     );
 }
 
 fn weights_of(name: &str) -> (SaeLensConfig, Vec<u8>) {
-    let cfg = saelens::parse_config(&std::fs::read(fixture(name).join("cfg.json")).unwrap()).unwrap();
-    (cfg, std::fs::read(fixture(name).join("sae_weights.safetensors")).unwrap())
+    let cfg =
+        saelens::parse_config(&std::fs::read(fixture(name).join("cfg.json")).unwrap()).unwrap();
+    (
+        cfg,
+        std::fs::read(fixture(name).join("sae_weights.safetensors")).unwrap(),
+    )
 }
 
 /// Build a safetensors file by hand: `(name, dtype, shape, bytes)`.
@@ -357,7 +401,9 @@ fn st_file(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn f32b(n: usize) -> Vec<u8> {
-    (0..n).flat_map(|i| (i as f32 * 0.01).to_le_bytes()).collect()
+    (0..n)
+        .flat_map(|i| (i as f32 * 0.01).to_le_bytes())
+        .collect()
 }
 
 fn std_tensors() -> Vec<(&'static str, &'static str, Vec<usize>, Vec<u8>)> {
@@ -386,7 +432,10 @@ fn hostile_weight_files_are_errors_not_panics() {
     assert!(saelens::parse_weights(&cfg, &good).is_ok());
     // Every truncation, and one byte too many.
     for len in 0..good.len() {
-        assert!(saelens::parse_weights(&cfg, &good[..len]).is_err(), "prefix {len}");
+        assert!(
+            saelens::parse_weights(&cfg, &good[..len]).is_err(),
+            "prefix {len}"
+        );
     }
     let mut long = good.clone();
     long.push(0);
@@ -437,7 +486,9 @@ fn hostile_weight_files_are_errors_not_panics() {
     for _ in 0..300 {
         let mut b = good.clone();
         for _ in 0..3 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let i = (state >> 33) as usize % b.len();
             b[i] ^= (state >> 13) as u8 | 1;
         }

@@ -134,14 +134,20 @@ const LLM_METADATA_KEYS: &[&str] = &[
 ];
 
 fn is_v6(obj: &Map<String, Value>) -> bool {
-    let v = obj.get("sae_lens_version").and_then(Value::as_str).or_else(|| {
-        obj.get("metadata")
-            .and_then(|m| m.get("sae_lens_version"))
-            .and_then(Value::as_str)
-    });
+    let v = obj
+        .get("sae_lens_version")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            obj.get("metadata")
+                .and_then(|m| m.get("sae_lens_version"))
+                .and_then(Value::as_str)
+        });
     let Some(v) = v else { return false };
     let major = v.split(['.', '-', '+']).next().unwrap_or("");
-    major.trim_start_matches('v').parse::<u64>().is_ok_and(|m| m >= 6)
+    major
+        .trim_start_matches('v')
+        .parse::<u64>()
+        .is_ok_and(|m| m >= 6)
 }
 
 fn get_dim(obj: &Map<String, Value>, field: &'static str) -> Result<usize> {
@@ -192,8 +198,7 @@ fn get_k(v: Option<&Value>, field: &'static str) -> Result<usize> {
 /// [`Error::Format`] (file `cfg.json`) naming the field that is missing, malformed or
 /// describes something this crate refuses (see the [module docs](self)).
 pub fn parse_config(json: &[u8]) -> Result<SaeLensConfig> {
-    let root: Value =
-        serde_json::from_slice(json).map_err(|_| cfg_err("", "not valid JSON"))?;
+    let root: Value = serde_json::from_slice(json).map_err(|_| cfg_err("", "not valid JSON"))?;
     let Value::Object(obj) = root else {
         return Err(cfg_err("", "not a JSON object"));
     };
@@ -242,7 +247,10 @@ pub fn parse_config(json: &[u8]) -> Result<SaeLensConfig> {
 
     let reshape = get_str(&obj, "reshape_activations")?.unwrap_or("none");
     if reshape != "none" && reshape != "hook_z" {
-        return Err(cfg_err("reshape_activations", "unknown mode (none or hook_z)"));
+        return Err(cfg_err(
+            "reshape_activations",
+            "unknown mode (none or hook_z)",
+        ));
     }
     if get_bool(&obj, "finetuning_scaling_factor", false)? {
         return Err(cfg_err(
@@ -310,7 +318,9 @@ pub fn parse_config(json: &[u8]) -> Result<SaeLensConfig> {
         for &key in LLM_METADATA_KEYS {
             let src = match key {
                 "hook_name" if !obj.contains_key("hook_name") => "hook_point",
-                "hook_head_index" if !obj.contains_key("hook_head_index") => "hook_point_head_index",
+                "hook_head_index" if !obj.contains_key("hook_head_index") => {
+                    "hook_point_head_index"
+                }
                 k => k,
             };
             if let Some(v) = obj.get(src) {
@@ -407,8 +417,10 @@ pub fn parse_weights(cfg: &SaeLensConfig, bytes: &[u8]) -> Result<UntiedSae> {
     let (d, h) = (cfg.d_in, cfg.d_sae);
     let jump = cfg.kind == ActivationKind::JumpRelu;
     for name in st.names() {
-        let known = matches!(name, "W_enc" | "b_enc" | "W_dec" | "b_dec" | "scaling_factor")
-            || (jump && matches!(name, "threshold" | "log_threshold"));
+        let known = matches!(
+            name,
+            "W_enc" | "b_enc" | "W_dec" | "b_dec" | "scaling_factor"
+        ) || (jump && matches!(name, "threshold" | "log_threshold"));
         if !known {
             return Err(w_err(
                 "",
@@ -430,7 +442,7 @@ pub fn parse_weights(cfg: &SaeLensConfig, bytes: &[u8]) -> Result<UntiedSae> {
     if st.names().contains(&"scaling_factor") {
         let s = get("scaling_factor", &[h])?;
         // torch.allclose(s, 1): |s − 1| ≤ 1e-8 + 1e-5·1
-        if s.iter().any(|&v| !((v - 1.0).abs() <= 1e-5 + 1e-8)) {
+        if !s.iter().all(|&v| (v - 1.0).abs() <= 1e-5 + 1e-8) {
             return Err(w_err(
                 "scaling_factor",
                 "fine-tuning scaling factors other than all ones are not supported",
@@ -534,7 +546,10 @@ pub fn config_json(sae: &UntiedSae, cfg: &SaeLensConfig) -> Result<String> {
     o.insert("d_sae".into(), sae.dims().h.into());
     o.insert("dtype".into(), "float32".into());
     o.insert("device".into(), "cpu".into());
-    o.insert("apply_b_dec_to_input".into(), sae.apply_b_dec_to_input.into());
+    o.insert(
+        "apply_b_dec_to_input".into(),
+        sae.apply_b_dec_to_input.into(),
+    );
     o.insert("normalize_activations".into(), "none".into());
     let reshape = if cfg.reshape_activations == "hook_z" {
         "hook_z"

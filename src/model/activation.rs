@@ -53,7 +53,7 @@ impl Activation<'_> {
     pub fn check(&self, h: usize) -> Result<()> {
         match *self {
             Activation::Relu => Ok(()),
-            Activation::TopK { k } if k == 0 => Err(Error::OutOfRange {
+            Activation::TopK { k: 0 } => Err(Error::OutOfRange {
                 arg: "k",
                 allowed: "k must be at least 1",
             }),

@@ -11,9 +11,14 @@
 //! Rows are processed in blocks; `dM` and `db` accumulate across blocks, so scratch
 //! does not grow with `n`. `C > 0` exactly where `pre > 0`, so the mask is read from
 //! the codes and the pre-activations are never stored.
+//!
+//! Each row block runs either the dense GEMMs above or the sparse path of
+//! [`super::sparse_path`] (the same formulas restricted to active features), as
+//! [`Path`] chooses.
 
 use super::forward::{LossParts, Sums, block_stats, check_batch, decode_block, encode_block};
 use super::params::{Dims, TiedParams, TiedParamsMut};
+use super::sparse_path::{self, Path};
 use super::workspace::{block_rows_for, grad_scratch_len};
 use crate::error::{Error, Result, check_finite};
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
@@ -27,6 +32,9 @@ use crate::kernels::vector;
 /// - `scratch`: at least [`grad_scratch_len`]`(dims, 1)` `f32` (see
 ///   [`crate::model::workspace`]).
 ///
+/// Each row block takes the dense or the sparse path as [`Path::Auto`] chooses; see
+/// [`loss_and_grad_with`] to choose explicitly.
+///
 /// # Errors
 /// [`Error::Dimension`] if `n == 0` or `grads` has other dimensions than the model;
 /// [`Error::NonFinite`] for `alpha`; [`Error::Length`] for `x`;
@@ -39,10 +47,37 @@ pub fn loss_and_grad(
     grads: TiedParamsMut<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
+    loss_and_grad_with(p, x, n, alpha, grads, scratch, Path::Auto)
+}
+
+/// [`loss_and_grad`] with an explicit choice of implementation (`path`; see [`Path`]).
+///
+/// On the sparse path the encoder is still the dense GEMM; decoding, the code gradient,
+/// both weight-gradient products and the bias gradient touch only the active features
+/// (see [`super::sparse_path`]). Same scratch as [`loss_and_grad`].
+///
+/// A code that is exactly zero contributes nothing on either path, with one difference
+/// for non-finite inputs: on the dense path `0·∞` in `Cᵀ·G` spreads NaN to every row
+/// of `dM`, on the sparse path only to the active features' rows. Both are non-finite,
+/// which [`crate::train::train_step`] refuses.
+///
+/// # Errors
+/// As [`loss_and_grad`], and [`Error::OutOfRange`] naming `path` for [`Path::Sparse`]
+/// with `h > 2^24`.
+pub fn loss_and_grad_with(
+    p: TiedParams<'_>,
+    x: &[f32],
+    n: usize,
+    alpha: f32,
+    grads: TiedParamsMut<'_>,
+    scratch: &mut [f32],
+    path: Path,
+) -> Result<LossParts> {
     let dims = p.dims;
     let Dims { d, h } = dims;
     check_batch(dims, x, n)?;
     check_finite("alpha", alpha)?;
+    sparse_path::check_path(path, dims)?;
     if grads.dims.d != d {
         return Err(Error::Dimension {
             arg: "grads.d",
@@ -75,6 +110,23 @@ pub fn loss_and_grad(
         let pb = &mut dpre[..rows * h];
 
         encode_block(&p, xb, rows, cb, pack);
+        if sparse_path::use_sparse(path, sparse_path::count_active(cb), rows, h) {
+            if first {
+                dm.fill(0.0);
+                db.fill(0.0);
+            }
+            // One row at a time; the row's active list lives in the dPre slots.
+            let rows_iter = cb.chunks_exact(h).zip(gb.chunks_exact_mut(d));
+            for ((c, g), xr) in rows_iter.zip(xb.chunks_exact(d)) {
+                let k = sparse_path::collect_row(c, pb);
+                let idx = &pb[..k];
+                sparse_path::decode_row(p.m, d, c, idx, g);
+                block_stats(dims, xr, c, g, &mut sums, None, None);
+                vector::sub_scale_inplace(scale, g, xr);
+                sparse_path::grad_row(p.m, d, c, idx, g, xr, add, dm, db);
+            }
+            continue;
+        }
         decode_block(&p, cb, rows, gb, pack);
         block_stats(dims, xb, cb, gb, &mut sums, None, None);
         // G = (2/n)(X̂ − X), in place of X̂.

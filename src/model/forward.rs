@@ -13,6 +13,7 @@
 //! batch cannot corrupt a model through it.
 
 use super::params::{Dims, TiedParams};
+use super::sparse_path::{self, Path};
 use super::workspace::{block_rows_for, encode_scratch_len, forward_scratch_len};
 use crate::error::{Error, Result, check_finite, check_len, check_nonzero, mul};
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
@@ -228,6 +229,9 @@ pub fn decode(
 /// [`Error::Length`] naming `x` or an output; [`Error::WorkspaceTooSmall`] for
 /// `scratch`. Nothing is written on error.
 ///
+/// The decoder runs on the dense or the sparse path as [`Path::Auto`] chooses; see
+/// [`forward_with`] to choose explicitly.
+///
 /// # Example
 /// ```
 /// use sae_kernels::{Dims, ForwardOutputs, TiedParams, forward, forward_scratch_len};
@@ -251,10 +255,30 @@ pub fn forward(
     out: ForwardOutputs<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
+    forward_with(p, x, n, alpha, out, scratch, Path::Auto)
+}
+
+/// [`forward`] with an explicit choice of the decoder's implementation (`path`; see
+/// [`Path`]). Every row block is encoded by the dense GEMM; with the sparse path its
+/// reconstruction is then the sum of the active features' rows of `M`.
+///
+/// # Errors
+/// As [`forward`], and [`Error::OutOfRange`] naming `path` for [`Path::Sparse`] with
+/// `h > 2^24`.
+pub fn forward_with(
+    p: TiedParams<'_>,
+    x: &[f32],
+    n: usize,
+    alpha: f32,
+    out: ForwardOutputs<'_>,
+    scratch: &mut [f32],
+    path: Path,
+) -> Result<LossParts> {
     let dims = p.dims;
     let Dims { d, h } = dims;
     check_batch(dims, x, n)?;
     check_finite("alpha", alpha)?;
+    sparse_path::check_path(path, dims)?;
     let ForwardOutputs {
         mut codes,
         mut recon,
@@ -275,7 +299,8 @@ pub fn forward(
     }
     let rb = block_rows_for(scratch.len(), |r| forward_scratch_len(dims, r))?;
     let (codes_s, rest) = scratch.split_at_mut(rb * h);
-    let (recon_s, pack) = rest.split_at_mut(rb * d);
+    let (recon_s, rest) = rest.split_at_mut(rb * d);
+    let (idx_s, pack) = rest.split_at_mut(h);
 
     let mut sums = Sums::default();
     for r0 in (0..n).step_by(rb) {
@@ -290,7 +315,14 @@ pub fn forward(
             Some(r) => &mut r[r0 * d..(r0 + rows) * d],
             None => &mut recon_s[..rows * d],
         };
-        decode_block(&p, cb, rows, rcb, pack);
+        if sparse_path::use_sparse(path, sparse_path::count_active(cb), rows, h) {
+            for (c, r) in cb.chunks_exact(h).zip(rcb.chunks_exact_mut(d)) {
+                let k = sparse_path::collect_row(c, idx_s);
+                sparse_path::decode_row(p.m, d, c, &idx_s[..k], r);
+            }
+        } else {
+            decode_block(&p, cb, rows, rcb, pack);
+        }
         block_stats(
             dims,
             xb,

@@ -63,7 +63,13 @@ pub struct UntiedParams<'a> {
     pub(crate) dims: Dims,
 }
 
-fn check_untied_lens(dims: Dims, w_enc: usize, b_enc: usize, w_dec: usize, b_dec: usize) -> Result<()> {
+fn check_untied_lens(
+    dims: Dims,
+    w_enc: usize,
+    b_enc: usize,
+    w_dec: usize,
+    b_dec: usize,
+) -> Result<()> {
     check_len("w_enc", w_enc, dims.m_len())?;
     check_len("b_enc", b_enc, dims.h)?;
     check_len("w_dec", w_dec, dims.m_len())?;
@@ -234,7 +240,11 @@ fn sat(terms: &[(usize, usize)]) -> usize {
 #[must_use]
 pub fn untied_encode_scratch_len(dims: Dims, block_rows: usize) -> usize {
     let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);
-    sat(&[(rows, dims.d), (1, dims.h), (1, pack_len(rows, dims.h, dims.d))])
+    sat(&[
+        (rows, dims.d),
+        (1, dims.h),
+        (1, pack_len(rows, dims.h, dims.d)),
+    ])
 }
 
 /// Scratch `f32` for [`untied_decode`] (the GEMM's pack buffer).
@@ -331,7 +341,13 @@ fn encode_rows(
 }
 
 /// `recon ← codes·W_dec + b_dec` for one block.
-fn decode_rows(p: &UntiedParams<'_>, codes: &[f32], rows: usize, recon: &mut [f32], pack: &mut [f32]) {
+fn decode_rows(
+    p: &UntiedParams<'_>,
+    codes: &[f32],
+    rows: usize,
+    recon: &mut [f32],
+    pack: &mut [f32],
+) {
     let Dims { d, h } = p.dims;
     let res = (|| {
         gemm(
@@ -382,8 +398,21 @@ pub fn untied_encode(
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
         let xcb = &mut xc[..rows * d];
-        centre(&x[r0 * d..(r0 + rows) * d], p.b_dec, cfg.apply_b_dec_to_input, xcb);
-        encode_rows(&p, cfg.activation, xcb, rows, &mut codes[r0 * h..(r0 + rows) * h], sel, pack);
+        centre(
+            &x[r0 * d..(r0 + rows) * d],
+            p.b_dec,
+            cfg.apply_b_dec_to_input,
+            xcb,
+        );
+        encode_rows(
+            &p,
+            cfg.activation,
+            xcb,
+            rows,
+            &mut codes[r0 * h..(r0 + rows) * h],
+            sel,
+            pack,
+        );
     }
     Ok(())
 }
@@ -741,7 +770,11 @@ pub fn normalize_decoder_rows(dims: Dims, w_dec: &mut [f32]) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Length`] naming `w_dec` or `grad_w_dec` if a length is not `h·d`.
-pub fn remove_parallel_decoder_grad(dims: Dims, w_dec: &[f32], grad_w_dec: &mut [f32]) -> Result<()> {
+pub fn remove_parallel_decoder_grad(
+    dims: Dims,
+    w_dec: &[f32],
+    grad_w_dec: &mut [f32],
+) -> Result<()> {
     check_len("w_dec", w_dec.len(), dims.m_len())?;
     check_len("grad_w_dec", grad_w_dec.len(), dims.m_len())?;
     for (g, w) in grad_w_dec

@@ -90,8 +90,12 @@ impl UntiedSae {
     pub fn from_tied(tied: TiedParams<'_>) -> Self {
         let dims = tied.dims();
         let n = dims.m_len();
-        let (mut w_enc, mut b_enc, mut w_dec, mut b_dec) =
-            (vec![0.0; n], vec![0.0; dims.h], vec![0.0; n], vec![0.0; dims.d]);
+        let (mut w_enc, mut b_enc, mut w_dec, mut b_dec) = (
+            vec![0.0; n],
+            vec![0.0; dims.h],
+            vec![0.0; n],
+            vec![0.0; dims.d],
+        );
         let out = UntiedParamsMut::new(dims, &mut w_enc, &mut b_enc, &mut w_dec, &mut b_dec);
         // Lengths come from `dims`, so neither call can fail.
         if let Ok(out) = out {
@@ -161,7 +165,13 @@ impl UntiedSae {
     /// # Errors
     /// As [`untied_encode`] (e.g. [`crate::Error::Length`] naming `x`).
     pub fn encode(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let p = UntiedParams::new(self.dims, &self.w_enc, &self.b_enc, &self.w_dec, &self.b_dec)?;
+        let p = UntiedParams::new(
+            self.dims,
+            &self.w_enc,
+            &self.b_enc,
+            &self.w_dec,
+            &self.b_dec,
+        )?;
         check_len("x", x.len(), mul("x", n, self.dims.d)?)?;
         let mut codes = vec![0.0; mul("codes", n, self.dims.h)?];
         let mut scratch = vec![0.0; untied_encode_scratch_len(self.dims, DEFAULT_BLOCK_ROWS)];
@@ -174,7 +184,13 @@ impl UntiedSae {
     /// # Errors
     /// As [`untied_decode`].
     pub fn decode(&self, codes: &[f32], n: usize) -> Result<Vec<f32>> {
-        let p = UntiedParams::new(self.dims, &self.w_enc, &self.b_enc, &self.w_dec, &self.b_dec)?;
+        let p = UntiedParams::new(
+            self.dims,
+            &self.w_enc,
+            &self.b_enc,
+            &self.w_dec,
+            &self.b_dec,
+        )?;
         check_len("codes", codes.len(), mul("codes", n, self.dims.h)?)?;
         let mut recon = vec![0.0; mul("recon", n, self.dims.d)?];
         let mut scratch = vec![0.0; untied_decode_scratch_len(self.dims)];

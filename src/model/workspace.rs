@@ -39,7 +39,8 @@ pub fn encode_scratch_len(dims: Dims) -> usize {
 }
 
 /// Scratch `f32` for [`super::forward::forward`] with blocks of `block_rows` rows:
-/// `block_rows·(h + d)` for codes and reconstruction, plus the GEMM pack buffer
+/// `block_rows·(h + d)` for codes and reconstruction, `h` for one row's list of
+/// active features (the sparse path), plus the GEMM pack buffer
 /// `max(pack_len(rows, h, d), pack_len(rows, d, h))`.
 #[must_use]
 pub fn forward_scratch_len(dims: Dims, block_rows: usize) -> usize {
@@ -47,6 +48,7 @@ pub fn forward_scratch_len(dims: Dims, block_rows: usize) -> usize {
     sat(&[
         (rows, dims.h),
         (rows, dims.d),
+        (1, dims.h),
         (1, pack_forward(dims, rows)),
     ])
 }
@@ -54,7 +56,8 @@ pub fn forward_scratch_len(dims: Dims, block_rows: usize) -> usize {
 /// Scratch `f32` for [`super::backward::loss_and_grad`] with blocks of `block_rows` rows:
 /// `block_rows·(2h + d)` (codes, code gradient, reconstruction/residual gradient) plus
 /// the largest pack buffer of its five products, `max(pack_len(rows, h, d),
-/// pack_len(rows, d, h), pack_len(h, d, rows))`.
+/// pack_len(rows, d, h), pack_len(h, d, rows))`. The sparse path keeps one row's list
+/// of active features in the code-gradient slots, so it needs no more.
 #[must_use]
 pub fn grad_scratch_len(dims: Dims, block_rows: usize) -> usize {
     let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);

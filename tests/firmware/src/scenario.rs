@@ -10,8 +10,8 @@
 //! [`init_tied`], then trained for [`STEPS`] SGD steps on one batch.
 
 use sae_kernels::{
-    encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied,
-    loss_and_grad, sgd_step, Dims, Error, ForwardOutputs, LossParts, TiedParams, TiedParamsMut,
+    Dims, Error, ForwardOutputs, LossParts, TiedParams, TiedParamsMut, encode, encode_scratch_len,
+    forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad, sgd_step,
 };
 
 /// Input width.
@@ -107,14 +107,14 @@ pub fn make_data(x: &mut [f32]) {
     }
 }
 
+/// Receives each observation: `(kind, name, step, values)`.
+pub type Observer<'a> = dyn FnMut(Kind, &'static str, usize, &[f32]) + 'a;
+
 /// Run the scenario, reporting each observation as `(kind, name, step, values)`.
 ///
 /// # Errors
 /// Any error of the library (none is expected).
-pub fn run(
-    buf: Buffers<'_>,
-    observe: &mut dyn FnMut(Kind, &'static str, usize, &[f32]),
-) -> Result<(), Error> {
+pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
     let dims = Dims::new(D, H)?;
     let grad_len = grad_scratch_len(dims, BLOCK);
     let fwd_len = forward_scratch_len(dims, BLOCK);
@@ -206,11 +206,7 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f32 {
         .iter()
         .zip(want)
         .fold(0.0f32, |s, (a, e)| s.max((a - e).abs()));
-    if scale == 0.0 {
-        diff
-    } else {
-        diff / scale
-    }
+    if scale == 0.0 { diff } else { diff / scale }
 }
 
 /// The bound each observation must meet on the device, relative to the host's value

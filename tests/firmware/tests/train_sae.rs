@@ -12,7 +12,7 @@ use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::expected::EXPECTED;
 use sae_firmware::say;
-use sae_firmware::scenario::{self, Buffers, Kind, D, H, N, SCRATCH_LEN};
+use sae_firmware::scenario::{self, Buffers, D, H, Kind, N, SCRATCH_LEN};
 
 #[entry]
 fn main() -> ! {

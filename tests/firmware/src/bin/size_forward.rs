@@ -9,7 +9,7 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::say;
-use sae_kernels::{forward, forward_scratch_len, Dims, ForwardOutputs, TiedParams};
+use sae_kernels::{Dims, ForwardOutputs, TiedParams, forward, forward_scratch_len};
 
 const D: usize = 64;
 const H: usize = 256;

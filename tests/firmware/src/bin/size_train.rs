@@ -10,7 +10,7 @@ use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::say;
 use sae_kernels::{
-    grad_scratch_len, init_tied, loss_and_grad, sgd_step, Dims, TiedParams, TiedParamsMut,
+    Dims, TiedParams, TiedParamsMut, grad_scratch_len, init_tied, loss_and_grad, sgd_step,
 };
 
 const D: usize = 64;
