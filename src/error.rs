@@ -118,9 +118,11 @@ impl fmt::Display for Error {
                     "`{arg}`: capacity {capacity} is too small, {needed} needed"
                 )
             }
-            Error::Format { file, field, what } if field.is_empty() => {
-                write!(f, "`{file}`: {what}")
-            }
+            Error::Format {
+                file,
+                field: "",
+                what,
+            } => write!(f, "`{file}`: {what}"),
             Error::Format { file, field, what } => write!(f, "`{file}` field `{field}`: {what}"),
         }
     }

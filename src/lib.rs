@@ -68,6 +68,8 @@ pub use model::{
     decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
     init_tied, loss_and_grad,
 };
+
+// The untied SAE family (SAELens layout).
 pub use model::{
     Activation, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, tied_to_untied,
     untied_decode, untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
@@ -75,6 +77,7 @@ pub use model::{
 };
 #[cfg(feature = "std")]
 pub use model::{ActivationKind, UntiedSae};
+
 pub use optim::sgd_step;
 #[cfg(feature = "std")]
 pub use owned::TiedSae;

@@ -22,6 +22,8 @@ pub use params::{Dims, TiedParams, TiedParamsMut};
 pub use workspace::{
     DEFAULT_BLOCK_ROWS, MAX_BLOCK_ROWS, encode_scratch_len, forward_scratch_len, grad_scratch_len,
 };
+
+// The untied SAE family (SAELens layout).
 pub use activation::Activation;
 pub use untied::{
     Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, normalize_decoder_rows,
