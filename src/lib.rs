@@ -64,9 +64,10 @@ mod owned;
 
 pub use error::{Error, Result};
 pub use model::{
-    DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossParts, TiedParams, TiedParamsMut, decode,
-    decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
-    init_tied, loss_and_grad,
+    DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossParts, Path, SPARSE_CROSSOVER, TiedParams,
+    TiedParamsMut, decode, decode_scratch_len, encode, encode_scratch_len, forward,
+    forward_scratch_len, forward_with, grad_scratch_len, init_tied, loss_and_grad,
+    loss_and_grad_with,
 };
 
 // The untied SAE family (SAELens layout).

@@ -10,13 +10,17 @@ pub mod backward;
 pub mod forward;
 pub mod init;
 pub mod params;
+pub mod sparse_path;
 pub mod untied;
 #[cfg(feature = "std")]
 pub mod untied_owned;
 pub mod workspace;
 
-pub use backward::loss_and_grad;
-pub use forward::{ForwardOutputs, LossParts, decode, decode_scratch_len, encode, forward};
+pub use backward::{loss_and_grad, loss_and_grad_with};
+pub use forward::{
+    ForwardOutputs, LossParts, decode, decode_scratch_len, encode, forward, forward_with,
+};
+pub use sparse_path::{Path, SPARSE_CROSSOVER, SPARSE_MAX_H};
 pub use init::init_tied;
 pub use params::{Dims, TiedParams, TiedParamsMut};
 pub use workspace::{
