@@ -1,0 +1,642 @@
+//! The untied SAE family: gradients by finite differences of an independent f64
+//! reference, the tied→untied mapping, TopK and JumpReLU semantics, decoder-row
+//! helpers and error paths.
+//!
+//! Finite differences: central, step 1e-5, on an f64 re-implementation of the loss
+//! (written from the formulas in `model::untied`, not from the library code); the
+//! library's f32 gradients must agree to `max|a − g| / max|g| ≤ 1e-4` per tensor
+//! (f32 rounding gives ~1e-6; the FD error is ~1e-9). The test data keeps every
+//! pre-activation at least 1e-4 away from a kink (0, θ, or the TopK boundary), while a
+//! step moves one by at most ~2e-5, so no step crosses one; the test checks that margin.
+
+use sae_kernels::model::activation::topk_relu_row;
+use sae_kernels::model::{normalize_decoder_rows, remove_parallel_decoder_grad};
+use sae_kernels::{
+    Activation, Dims, Error, ForwardOutputs, Penalty, TiedParams, TiedParamsMut, UntiedConfig,
+    UntiedParams, UntiedParamsMut, UntiedSae, forward, forward_scratch_len, grad_scratch_len,
+    loss_and_grad, tied_to_untied, untied_encode, untied_encode_scratch_len, untied_forward,
+    untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
+};
+
+/// SplitMix64, uniform in [-1, 1).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, s: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * s).collect()
+    }
+}
+
+#[derive(Clone)]
+struct Model {
+    dims: Dims,
+    w_enc: Vec<f32>,
+    b_enc: Vec<f32>,
+    w_dec: Vec<f32>,
+    b_dec: Vec<f32>,
+}
+
+impl Model {
+    fn random(d: usize, h: usize, seed: u64) -> Self {
+        let mut r = Rng(seed);
+        Self {
+            dims: Dims::new(d, h).unwrap(),
+            w_enc: r.vec(d * h, 0.6),
+            b_enc: r.vec(h, 0.3),
+            w_dec: r.vec(h * d, 0.5),
+            b_dec: r.vec(d, 0.3),
+        }
+    }
+    fn p(&self) -> UntiedParams<'_> {
+        UntiedParams::new(
+            self.dims,
+            &self.w_enc,
+            &self.b_enc,
+            &self.w_dec,
+            &self.b_dec,
+        )
+        .unwrap()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Act<'a> {
+    Relu,
+    TopK(usize),
+    Jump(&'a [f32]),
+}
+
+impl<'a> Act<'a> {
+    fn lib(self) -> Activation<'a> {
+        match self {
+            Act::Relu => Activation::Relu,
+            Act::TopK(k) => Activation::TopK { k },
+            Act::Jump(t) => Activation::JumpRelu { threshold: t },
+        }
+    }
+}
+
+/// The f64 reference loss; also returns the smallest distance of a pre-activation to
+/// a kink (0, θ_i, or the gap between the k-th and (k+1)-th largest for TopK).
+#[allow(clippy::too_many_arguments)]
+fn ref_loss(
+    dims: Dims,
+    w_enc: &[f64],
+    b_enc: &[f64],
+    w_dec: &[f64],
+    b_dec: &[f64],
+    act: Act<'_>,
+    apply: bool,
+    pen: Penalty,
+    x: &[f32],
+    n: usize,
+) -> (f64, f64) {
+    let Dims { d, h } = dims;
+    let (alpha, weighted) = match pen {
+        Penalty::L1 { alpha } => (f64::from(alpha), false),
+        Penalty::DecoderNormL1 { alpha } => (f64::from(alpha), true),
+    };
+    let norms: Vec<f64> = (0..h)
+        .map(|i| {
+            if weighted {
+                w_dec[i * d..(i + 1) * d]
+                    .iter()
+                    .map(|v| v * v)
+                    .sum::<f64>()
+                    .sqrt()
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mut total = 0.0;
+    let mut margin = f64::INFINITY;
+    for r in 0..n {
+        let xr: Vec<f64> = x[r * d..(r + 1) * d]
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect();
+        let xc: Vec<f64> = (0..d)
+            .map(|j| if apply { xr[j] - b_dec[j] } else { xr[j] })
+            .collect();
+        let pre: Vec<f64> = (0..h)
+            .map(|i| b_enc[i] + (0..d).map(|j| xc[j] * w_enc[j * h + i]).sum::<f64>())
+            .collect();
+        let mut f = vec![0.0; h];
+        match act {
+            Act::Relu => {
+                for i in 0..h {
+                    f[i] = pre[i].max(0.0);
+                    margin = margin.min(pre[i].abs());
+                }
+            }
+            Act::TopK(k) => {
+                let mut idx: Vec<usize> = (0..h).collect();
+                idx.sort_by(|&a, &b| pre[b].total_cmp(&pre[a]).then(a.cmp(&b)));
+                for &i in &idx[..k] {
+                    f[i] = pre[i].max(0.0);
+                    margin = margin.min(pre[i].abs());
+                }
+                margin = margin.min(pre[idx[k - 1]] - pre[idx[k]]);
+            }
+            Act::Jump(t) => {
+                for i in 0..h {
+                    let th = f64::from(t[i]);
+                    f[i] = if pre[i] > th { pre[i].max(0.0) } else { 0.0 };
+                    margin = margin.min((pre[i] - th).abs()).min(pre[i].abs());
+                }
+            }
+        }
+        let mut sq = 0.0;
+        for j in 0..d {
+            let xh = b_dec[j] + (0..h).map(|i| f[i] * w_dec[i * d + j]).sum::<f64>();
+            sq += (xh - xr[j]).powi(2);
+        }
+        let p: f64 = (0..h).map(|i| f[i].abs() * norms[i]).sum();
+        total += sq + alpha * p;
+    }
+    (total / n as f64, margin)
+}
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn rel(got: &[f32], want: &[f64]) -> f64 {
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
+    if scale == 0.0 { diff } else { diff / scale }
+}
+
+fn lib_grads(
+    m: &Model,
+    act: Act<'_>,
+    apply: bool,
+    pen: Penalty,
+    x: &[f32],
+    n: usize,
+    block: usize,
+) -> (f32, [Vec<f32>; 4]) {
+    let dims = m.dims;
+    let mut g = [
+        vec![f32::NAN; dims.m_len()],
+        vec![f32::NAN; dims.h],
+        vec![f32::NAN; dims.m_len()],
+        vec![f32::NAN; dims.d],
+    ];
+    let mut scratch = vec![0.0; untied_grad_scratch_len(dims, block)];
+    let [a, b, c, e] = &mut g;
+    let cfg = UntiedConfig {
+        activation: act.lib(),
+        apply_b_dec_to_input: apply,
+    };
+    let loss = untied_loss_and_grad(
+        m.p(),
+        cfg,
+        x,
+        n,
+        pen,
+        UntiedParamsMut::new(dims, a, b, c, e).unwrap(),
+        &mut scratch,
+    )
+    .unwrap();
+    (loss.loss, g)
+}
+
+fn check_fd(m: &Model, act: Act<'_>, apply: bool, pen: Penalty, x: &[f32], n: usize, label: &str) {
+    let dims = m.dims;
+    let p64 = [
+        to64(&m.w_enc),
+        to64(&m.b_enc),
+        to64(&m.w_dec),
+        to64(&m.b_dec),
+    ];
+    let eval =
+        |p: &[Vec<f64>; 4]| ref_loss(dims, &p[0], &p[1], &p[2], &p[3], act, apply, pen, x, n);
+    let (l0, margin) = eval(&p64);
+    assert!(
+        margin > 1e-4,
+        "{label}: test data too close to a kink ({margin:e})"
+    );
+    for block in [1, 3, 64] {
+        let (loss, g) = lib_grads(m, act, apply, pen, x, n, block);
+        assert!(
+            ((f64::from(loss) - l0) / l0).abs() < 1e-5,
+            "{label}: loss {loss} vs {l0}"
+        );
+        let eps = 1e-5;
+        for t in 0..4 {
+            let mut fd = vec![0.0; p64[t].len()];
+            for i in 0..fd.len() {
+                let mut pp = p64.clone();
+                pp[t][i] += eps;
+                let (lp, _) = eval(&pp);
+                pp[t][i] -= 2.0 * eps;
+                let (lm, _) = eval(&pp);
+                fd[i] = (lp - lm) / (2.0 * eps);
+            }
+            let err = rel(&g[t], &fd);
+            assert!(
+                err < 1e-4,
+                "{label} (block {block}): tensor {t} rel err {err:e}"
+            );
+            assert!(
+                fd.iter().any(|&v| v != 0.0),
+                "{label}: tensor {t} has zero gradient"
+            );
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let (d, h, n) = (5, 12, 7);
+    let x = Rng(99).vec(n * d, 1.0);
+    let m = Model::random(d, h, 1);
+    check_fd(
+        &m,
+        Act::Relu,
+        true,
+        Penalty::L1 { alpha: 0.1 },
+        &x,
+        n,
+        "relu/l1/bdec",
+    );
+    check_fd(
+        &m,
+        Act::Relu,
+        false,
+        Penalty::L1 { alpha: 0.1 },
+        &x,
+        n,
+        "relu/l1",
+    );
+    check_fd(
+        &m,
+        Act::Relu,
+        true,
+        Penalty::DecoderNormL1 { alpha: 0.2 },
+        &x,
+        n,
+        "relu/dnl1/bdec",
+    );
+    check_fd(
+        &m,
+        Act::Relu,
+        false,
+        Penalty::DecoderNormL1 { alpha: 0.2 },
+        &x,
+        n,
+        "relu/dnl1",
+    );
+    check_fd(
+        &m,
+        Act::TopK(3),
+        true,
+        Penalty::L1 { alpha: 0.05 },
+        &x,
+        n,
+        "topk/l1/bdec",
+    );
+    check_fd(
+        &m,
+        Act::TopK(4),
+        false,
+        Penalty::DecoderNormL1 { alpha: 0.05 },
+        &x,
+        n,
+        "topk/dnl1",
+    );
+    let th: Vec<f32> = (0..h).map(|i| 0.05 + 0.03 * i as f32).collect();
+    check_fd(
+        &m,
+        Act::Jump(&th),
+        true,
+        Penalty::L1 { alpha: 0.1 },
+        &x,
+        n,
+        "jumprelu",
+    );
+}
+
+/// The untied model built from a tied one gives the tied path's codes,
+/// reconstruction, loss and (mapped) gradients.
+#[test]
+fn tied_model_is_the_mapped_untied_model() {
+    let (d, h, n) = (6, 20, 9);
+    let dims = Dims::new(d, h).unwrap();
+    let mut r = Rng(5);
+    let (m, b, x) = (r.vec(h * d, 0.5), r.vec(h, 0.2), r.vec(n * d, 1.0));
+    let alpha = 0.07;
+    let tied = TiedParams::new(dims, &m, &b).unwrap();
+    let sae = UntiedSae::from_tied(tied);
+    // Same mapping through the no_std function.
+    let (mut we, mut be, mut wd, mut bd) = (
+        vec![9.0; h * d],
+        vec![9.0; h],
+        vec![9.0; h * d],
+        vec![9.0; d],
+    );
+    tied_to_untied(
+        tied,
+        UntiedParamsMut::new(dims, &mut we, &mut be, &mut wd, &mut bd).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (we.as_slice(), be.as_slice()),
+        (sae.w_enc.as_slice(), sae.b_enc.as_slice())
+    );
+    assert_eq!(
+        (wd.as_slice(), bd.as_slice()),
+        (sae.w_dec.as_slice(), sae.b_dec.as_slice())
+    );
+    assert_eq!(we[3 * h + 7], m[7 * d + 3], "W_enc = Mᵀ");
+
+    let (mut tc, mut tr) = (vec![0.0; n * h], vec![0.0; n * d]);
+    let mut s = vec![0.0; forward_scratch_len(dims, 4)];
+    let tl = forward(
+        tied,
+        &x,
+        n,
+        alpha,
+        ForwardOutputs {
+            codes: Some(&mut tc),
+            recon: Some(&mut tr),
+            ..Default::default()
+        },
+        &mut s,
+    )
+    .unwrap();
+    let (mut uc, mut ur) = (vec![0.0; n * h], vec![0.0; n * d]);
+    let mut s = vec![0.0; untied_forward_scratch_len(dims, 4)];
+    let ul = untied_forward(
+        sae.params(),
+        sae.config(),
+        &x,
+        n,
+        Penalty::L1 { alpha },
+        ForwardOutputs {
+            codes: Some(&mut uc),
+            recon: Some(&mut ur),
+            ..Default::default()
+        },
+        &mut s,
+    )
+    .unwrap();
+    assert!(rel(&uc, &to64(&tc)) < 1e-6);
+    assert!(rel(&ur, &to64(&tr)) < 1e-6);
+    assert!((ul.loss - tl.loss).abs() <= 1e-6 * tl.loss.abs());
+    assert_eq!(ul.l0, tl.l0);
+
+    let (mut gm, mut gb) = (vec![0.0; h * d], vec![0.0; h]);
+    let mut s = vec![0.0; grad_scratch_len(dims, 4)];
+    loss_and_grad(
+        tied,
+        &x,
+        n,
+        alpha,
+        TiedParamsMut::new(dims, &mut gm, &mut gb).unwrap(),
+        &mut s,
+    )
+    .unwrap();
+    let (_, g) = lib_grads(
+        &Model {
+            dims,
+            w_enc: sae.w_enc.clone(),
+            b_enc: sae.b_enc.clone(),
+            w_dec: sae.w_dec.clone(),
+            b_dec: sae.b_dec.clone(),
+        },
+        Act::Relu,
+        false,
+        Penalty::L1 { alpha },
+        &x,
+        n,
+        4,
+    );
+    // dM = dW_dec + dW_encᵀ, db = db_enc
+    let mapped: Vec<f32> = (0..h * d)
+        .map(|k| {
+            let (i, j) = (k / d, k % d);
+            g[2][k] + g[0][j * h + i]
+        })
+        .collect();
+    assert!(rel(&mapped, &to64(&gm)) < 1e-5);
+    assert!(rel(&g[1], &to64(&gb)) < 1e-5);
+}
+
+#[test]
+fn topk_keeps_k_largest_with_lowest_index_ties_then_relu() {
+    let mut sel = [0.0f32; 8];
+    let mut row = [1.0, 3.0, 3.0, 3.0, 0.5];
+    topk_relu_row(&mut row, 2, &mut sel);
+    assert_eq!(row, [0.0, 3.0, 3.0, 0.0, 0.0]);
+    // Negative winners become 0, so L0 can be below k.
+    let mut row = [-1.0, -3.0, 2.0, -0.5];
+    topk_relu_row(&mut row, 3, &mut sel);
+    assert_eq!(row, [0.0, 0.0, 2.0, 0.0]);
+    // k ≥ h is a plain ReLU.
+    let mut row = [-1.0, 4.0, 0.25];
+    topk_relu_row(&mut row, 9, &mut sel);
+    assert_eq!(row, [0.0, 4.0, 0.25]);
+    // Random rows: at most k non-zero, and every kept value ≥ every dropped one.
+    let mut r = Rng(77);
+    for k in 1..8 {
+        let orig = r.vec(8, 1.0);
+        let mut row = orig.clone();
+        topk_relu_row(&mut row, k, &mut sel);
+        let kept: Vec<usize> = (0..8).filter(|&i| row[i] != 0.0).collect();
+        assert!(kept.len() <= k);
+        let mut sorted = orig.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        for i in 0..8 {
+            let want = if orig[i] >= sorted[k - 1] {
+                orig[i].max(0.0)
+            } else {
+                0.0
+            };
+            assert_eq!(row[i], want, "k={k} i={i}");
+        }
+    }
+}
+
+#[test]
+fn jumprelu_is_strict_and_keeps_the_raw_value() {
+    let dims = Dims::new(2, 4).unwrap();
+    let th = [0.5f32, 0.5, 0.0, 1.0];
+    // W_enc = 0: pre = b_enc exactly.
+    let (we, wd, bd) = (vec![0.0; 8], vec![0.0; 8], vec![0.0; 2]);
+    let be = [0.5f32, 0.5000001, 0.25, 0.9];
+    let p = UntiedParams::new(dims, &we, &be, &wd, &bd).unwrap();
+    let cfg = UntiedConfig {
+        activation: Activation::JumpRelu { threshold: &th },
+        apply_b_dec_to_input: true,
+    };
+    let mut codes = [9.0; 4];
+    let mut s = vec![0.0; untied_encode_scratch_len(dims, 1)];
+    untied_encode(p, cfg, &[1.0, 2.0], 1, &mut codes, &mut s).unwrap();
+    assert_eq!(codes, [0.0, 0.5000001, 0.25, 0.0]);
+}
+
+#[test]
+fn decoder_row_helpers() {
+    let dims = Dims::new(3, 4).unwrap();
+    let mut r = Rng(3);
+    let mut w = r.vec(12, 2.0);
+    w[3..6].fill(0.0); // a dead row stays as it is
+    let mut g = r.vec(12, 1.0);
+    let g0 = g.clone();
+    remove_parallel_decoder_grad(dims, &w, &mut g).unwrap();
+    for i in 0..4 {
+        let dot: f32 = (0..3).map(|j| g[i * 3 + j] * w[i * 3 + j]).sum();
+        assert!(dot.abs() < 1e-5, "row {i}: {dot}");
+    }
+    assert_eq!(g[3..6], g0[3..6]);
+    normalize_decoder_rows(dims, &mut w).unwrap();
+    for i in [0, 2, 3] {
+        let nrm: f32 = w[i * 3..i * 3 + 3]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt();
+        assert!((nrm - 1.0).abs() < 1e-6);
+    }
+    assert!(w[3..6].iter().all(|&v| v == 0.0));
+    assert!(matches!(
+        normalize_decoder_rows(dims, &mut w[..11]),
+        Err(Error::Length { arg: "w_dec", .. })
+    ));
+}
+
+#[test]
+fn bad_arguments_are_errors_naming_them() {
+    let m = Model::random(4, 6, 2);
+    let dims = m.dims;
+    let x = vec![0.5; 3 * 4];
+    let mut codes = vec![7.0; 3 * 6];
+    let mut s = vec![0.0; untied_encode_scratch_len(dims, 8)];
+    let cfg = |a| UntiedConfig {
+        activation: a,
+        apply_b_dec_to_input: true,
+    };
+    let e = untied_encode(
+        m.p(),
+        cfg(Activation::TopK { k: 0 }),
+        &x,
+        3,
+        &mut codes,
+        &mut s,
+    );
+    assert!(matches!(e, Err(Error::OutOfRange { arg: "k", .. })));
+    let th = [0.0; 5];
+    let e = untied_encode(
+        m.p(),
+        cfg(Activation::JumpRelu { threshold: &th }),
+        &x,
+        3,
+        &mut codes,
+        &mut s,
+    );
+    assert!(matches!(
+        e,
+        Err(Error::Length {
+            arg: "threshold",
+            ..
+        })
+    ));
+    let e = untied_encode(
+        m.p(),
+        cfg(Activation::Relu),
+        &x[..11],
+        3,
+        &mut codes,
+        &mut s,
+    );
+    assert!(matches!(e, Err(Error::Length { arg: "x", .. })));
+    let e = untied_encode(m.p(), cfg(Activation::Relu), &x, 3, &mut codes, &mut s[..3]);
+    assert!(matches!(
+        e,
+        Err(Error::WorkspaceTooSmall { arg: "scratch", .. })
+    ));
+    assert!(codes.iter().all(|&v| v == 7.0), "nothing written on error");
+    assert!(matches!(
+        UntiedParams::new(dims, &m.w_enc, &m.b_enc, &m.w_dec[..5], &m.b_dec),
+        Err(Error::Length { arg: "w_dec", .. })
+    ));
+    // Gradients of another shape; a non-finite α.
+    let other = Dims::new(4, 5).unwrap();
+    let (mut a, mut b, mut c, mut d) = (vec![0.0; 20], vec![0.0; 5], vec![0.0; 20], vec![0.0; 4]);
+    let mut gs = vec![0.0; untied_grad_scratch_len(dims, 8)];
+    let e = untied_loss_and_grad(
+        m.p(),
+        cfg(Activation::Relu),
+        &x,
+        3,
+        Penalty::L1 { alpha: 0.1 },
+        UntiedParamsMut::new(other, &mut a, &mut b, &mut c, &mut d).unwrap(),
+        &mut gs,
+    );
+    assert!(matches!(e, Err(Error::Dimension { arg: "grads.h", .. })));
+    let mut fs = vec![0.0; untied_forward_scratch_len(dims, 8)];
+    let e = untied_forward(
+        m.p(),
+        cfg(Activation::Relu),
+        &x,
+        3,
+        Penalty::DecoderNormL1 { alpha: f32::NAN },
+        ForwardOutputs::default(),
+        &mut fs,
+    );
+    assert!(matches!(e, Err(Error::NonFinite { arg: "alpha" })));
+}
+
+/// The decoder-norm penalty reported by the forward pass is Σ_i f_i·‖W_dec,i‖.
+#[test]
+fn forward_reports_the_weighted_penalty() {
+    let m = Model::random(4, 6, 8);
+    let x = Rng(4).vec(5 * 4, 1.0);
+    let mut row_pen = vec![0.0; 5];
+    let mut codes = vec![0.0; 5 * 6];
+    let mut s = vec![0.0; untied_forward_scratch_len(m.dims, 2)];
+    let out = untied_forward(
+        m.p(),
+        UntiedConfig::standard(),
+        &x,
+        5,
+        Penalty::DecoderNormL1 { alpha: 0.5 },
+        ForwardOutputs {
+            codes: Some(&mut codes),
+            row_l1: Some(&mut row_pen),
+            ..Default::default()
+        },
+        &mut s,
+    )
+    .unwrap();
+    let mut mean = 0.0;
+    for r in 0..5 {
+        let want: f32 = (0..6)
+            .map(|i| {
+                let nrm: f32 = m.w_dec[i * 4..i * 4 + 4]
+                    .iter()
+                    .map(|v| v * v)
+                    .sum::<f32>()
+                    .sqrt();
+                codes[r * 6 + i] * nrm
+            })
+            .sum();
+        assert!((row_pen[r] - want).abs() < 1e-5 * want.max(1.0));
+        mean += want / 5.0;
+    }
+    assert!((out.l1 - mean).abs() < 1e-5);
+    assert!((out.loss - (out.sq_err + 0.5 * out.l1)).abs() < 1e-4);
+}
