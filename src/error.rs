@@ -82,6 +82,20 @@ pub enum Error {
         /// What is wrong, in words.
         what: &'static str,
     },
+    /// A training step computed a NaN or infinite value (the loss, a gradient, or an
+    /// updated parameter or optimizer state, as named by `arg`) from finite inputs
+    /// and hyper-parameters; the step was refused and nothing was updated.
+    NonFiniteStep {
+        /// What came out non-finite: `loss`, `grads.m`, `grads.b`, `params` or `state`.
+        arg: &'static str,
+    },
+    /// A file could not be read or written, or its contents are not what is needed.
+    File {
+        /// The argument (usually the path's name) the file came from.
+        arg: &'static str,
+        /// What is wrong, in words.
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Error {
@@ -124,6 +138,11 @@ impl fmt::Display for Error {
                 what,
             } => write!(f, "`{file}`: {what}"),
             Error::Format { file, field, what } => write!(f, "`{file}` field `{field}`: {what}"),
+            Error::NonFiniteStep { arg } => write!(
+                f,
+                "`{arg}`: came out NaN or infinite in this training step; nothing was updated"
+            ),
+            Error::File { arg, what } => write!(f, "`{arg}`: {what}"),
         }
     }
 }

@@ -12,7 +12,10 @@
 //! ## Layout
 //! - [`kernels`]: SIMD building blocks with no SAE knowledge (the GEMM, vector ops).
 //! - [`model`]: parameter views, scratch sizes, forward pass and exact backward pass.
-//! - [`optim`]: in-place parameter updates.
+//! - [`optim`]: in-place parameter updates (SGD, momentum, Adam) and schedules.
+//! - [`train`]: the transactional training step and the streaming (on-device) trainer.
+//! - [`metrics`]: streaming MSE, FVU, L0, L1, feature counts, dead fraction; MMCS.
+//! - [`toy`]: the toy superposition benchmark (ground-truth features).
 //! - `owned` (feature `std`): owned models on top of the same kernels.
 //!
 //! ## Memory
@@ -55,8 +58,11 @@ extern crate std;
 
 mod error;
 pub mod kernels;
+pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod toy;
+pub mod train;
 #[cfg(feature = "std")]
 pub mod format;
 #[cfg(feature = "std")]
@@ -79,9 +85,14 @@ pub use model::{
 #[cfg(feature = "std")]
 pub use model::{ActivationKind, UntiedSae};
 
-pub use optim::sgd_step;
+pub use optim::{Adam, Optim, Optimizer, sgd_step};
+pub use train::{StepHyper, train_step, train_step_workspace_len};
 #[cfg(feature = "std")]
 pub use owned::TiedSae;
+#[cfg(feature = "std")]
+pub use owned::{
+    ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
+};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -3,4 +3,5 @@
 //! Each reader validates every size it reads against the file's length before it
 //! allocates, and returns an error (never panics) on malformed input.
 
+pub mod npy;
 pub mod saelens;

@@ -1,5 +1,9 @@
 //! Owned, allocation-based conveniences (feature `std`), built on the no_std kernels.
 
 mod tied;
+pub(crate) mod trainer;
 
 pub use tied::TiedSae;
+pub use trainer::{
+    ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
+};

@@ -1,0 +1,104 @@
+//! `.npy` activation arrays: a 2-D `rows×d` array of `f32` or `f16` (either byte
+//! order, C or Fortran order), read into row-major `f32` (f16 converted on load).
+//!
+//! Parsing is done by the `npyz` crate; the element count from the header is checked
+//! against the file's length before anything is allocated.
+
+use crate::error::{Error, Result};
+use crate::owned::trainer::io_err;
+use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
+use std::path::Path;
+use std::vec::Vec;
+
+/// A loaded activation array: `rows×d`, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Activations {
+    /// The values, `rows·d`.
+    pub data: Vec<f32>,
+    /// Number of rows (samples).
+    pub rows: usize,
+    /// Row width.
+    pub d: usize,
+}
+
+fn bad(what: &'static str) -> Error {
+    Error::File { arg: "input", what }
+}
+
+/// Read a 2-D `f32` or `f16` `.npy` file.
+///
+/// # Errors
+/// [`Error::File`] naming `input` if the file cannot be opened or read, is not a
+/// valid `.npy`, is not 2-D with non-zero sizes, has a dtype other than `f32`/`f16`,
+/// or is shorter than its header says.
+pub fn read_npy(path: &Path) -> Result<Activations> {
+    let file = std::fs::File::open(path).map_err(|e| io_err("input", &e))?;
+    let file_len = file.metadata().map_err(|e| io_err("input", &e))?.len();
+    let npy = NpyFile::new(std::io::BufReader::new(file))
+        .map_err(|_| bad("not a valid .npy file (bad header)"))?;
+    let shape = npy.shape().to_vec();
+    if shape.len() != 2 {
+        return Err(bad("array must be 2-D (rows × d)"));
+    }
+    let (rows, d) = (shape[0], shape[1]);
+    if rows == 0 || d == 0 {
+        return Err(bad("array has a zero dimension"));
+    }
+    let width = match npy.dtype() {
+        DType::Plain(t) if t.type_char() == TypeChar::Float && t.size_field() == 4 => 4u64,
+        DType::Plain(t) if t.type_char() == TypeChar::Float && t.size_field() == 2 => 2u64,
+        _ => return Err(bad("dtype must be float32 or float16")),
+    };
+    let n = rows
+        .checked_mul(d)
+        .filter(|&n| n.checked_mul(width).is_some_and(|b| b <= file_len))
+        .ok_or_else(|| bad("file is shorter than its header's shape"))?;
+    let (rows, d) = (
+        usize::try_from(rows).map_err(|_| Error::Overflow { arg: "input" })?,
+        usize::try_from(d).map_err(|_| Error::Overflow { arg: "input" })?,
+    );
+    let _ = n;
+    let order = npy.order();
+    let flat: Vec<f32> = if width == 4 {
+        npy.into_vec::<f32>()
+            .map_err(|_| bad("file is truncated or malformed"))?
+    } else {
+        npy.into_vec::<half::f16>()
+            .map_err(|_| bad("file is truncated or malformed"))?
+            .into_iter()
+            .map(half::f16::to_f32)
+            .collect()
+    };
+    let data = if order == Order::Fortran {
+        // Column-major: element (r, c) is at c·rows + r.
+        let mut t = std::vec![0.0f32; flat.len()];
+        for c in 0..d {
+            for r in 0..rows {
+                t[r * d + c] = flat[c * rows + r];
+            }
+        }
+        t
+    } else {
+        flat
+    };
+    Ok(Activations { data, rows, d })
+}
+
+/// Write `data` (`rows×d`, row-major) as a little-endian `f32` `.npy` file.
+///
+/// # Errors
+/// [`Error::Length`] naming `data` if its length is not `rows·d`; [`Error::File`]
+/// naming `path` if it cannot be written.
+pub fn write_npy(path: &Path, data: &[f32], rows: usize, d: usize) -> Result<()> {
+    crate::error::check_len("data", data.len(), crate::error::mul("data", rows, d)?)?;
+    let file = std::fs::File::create(path).map_err(|e| io_err("path", &e))?;
+    let mut w = npyz::WriteOptions::<f32>::new()
+        .default_dtype()
+        .shape(&[rows as u64, d as u64])
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .map_err(|e| io_err("path", &e))?;
+    w.extend(data.iter().copied())
+        .map_err(|e| io_err("path", &e))?;
+    w.finish().map_err(|e| io_err("path", &e))
+}
