@@ -61,6 +61,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod sparse;
 pub mod toy;
 pub mod train;
 #[cfg(feature = "std")]

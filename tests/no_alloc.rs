@@ -14,10 +14,14 @@
 //! Runs on the host, under Miri (smaller shapes) and on wasm32-wasip1.
 
 use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+use sae_kernels::sparse::{
+    Overflow, RowLimit, decode_csr, decode_sparse, encode_csr, encode_csr_scratch_len,
+    encode_sparse, encode_sparse_scratch_len,
+};
 use sae_kernels::{
-    Dims, ForwardOutputs, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
-    encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
-    sgd_step,
+    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
+    encode_scratch_len, forward, forward_scratch_len, forward_with, grad_scratch_len, init_tied,
+    loss_and_grad, loss_and_grad_with, sgd_step,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -94,6 +98,9 @@ struct Fixture {
     gm: Vec<f32>,
     gb: Vec<f32>,
     scratch: Vec<f32>,
+    row_ptr: Vec<usize>,
+    csr_idx: Vec<u32>,
+    csr_val: Vec<f32>,
 }
 
 impl Fixture {
@@ -109,7 +116,9 @@ impl Fixture {
         let scratch_len = forward_scratch_len(dims, block)
             .max(grad_scratch_len(dims, block))
             .max(encode_scratch_len(dims))
-            .max(decode_scratch_len(dims));
+            .max(decode_scratch_len(dims))
+            .max(encode_sparse_scratch_len(dims))
+            .max(encode_csr_scratch_len(dims, block));
         let mut fx = Fixture {
             dims,
             n,
@@ -125,6 +134,9 @@ impl Fixture {
             gm: vec![0.0; dims.m_len()],
             gb: vec![0.0; h],
             scratch: vec![0.0; scratch_len],
+            row_ptr: vec![0; n + 1],
+            csr_idx: vec![0; n * h],
+            csr_val: vec![0.0; n * h],
         };
         init_tied(TiedParamsMut::new(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
         // Some positive biases so that codes are not all zero.
@@ -199,6 +211,42 @@ fn op_gemm_strided(fx: &mut Fixture) {
     .expect("gemm");
 }
 
+fn op_sparse_path(fx: &mut Fixture) {
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let out = ForwardOutputs {
+        recon: Some(&mut fx.recon),
+        ..Default::default()
+    };
+    forward_with(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch, Path::Sparse).expect("forward");
+    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad_with(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch, Path::Sparse)
+        .expect("loss_and_grad");
+}
+
+fn op_sparse_outputs(fx: &mut Fixture) {
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let d = fx.dims.d;
+    let mut one = heapless::Vec::<(u32, f32), 128>::new();
+    encode_sparse(p, &fx.x[..d], &mut one, Overflow::Error, &mut fx.scratch).expect("encode");
+    let mut few = heapless::Vec::<(u32, f32), 2>::new();
+    encode_sparse(
+        p,
+        &fx.x[..d],
+        &mut few,
+        Overflow::KeepLargest,
+        &mut fx.scratch,
+    )
+    .expect("top-k");
+    // Capacity errors do not allocate either.
+    let _ = encode_sparse(p, &fx.x[..d], &mut few, Overflow::Error, &mut fx.scratch);
+    decode_sparse(p, &one, &mut fx.recon[..d]).expect("decode_sparse");
+    let (ptr, idx, val) = (&mut fx.row_ptr, &mut fx.csr_idx, &mut fx.csr_val);
+    for limit in [RowLimit::TopK(3), RowLimit::All] {
+        encode_csr(p, &fx.x, fx.n, limit, ptr, idx, val, &mut fx.scratch).expect("encode_csr");
+    }
+    decode_csr(p, fx.n, ptr, idx, val, &mut fx.recon).expect("decode_csr");
+}
+
 fn op_error_paths(fx: &mut Fixture) {
     // Rejected calls build an `Error` (a `Copy` enum) and must not allocate either.
     let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
@@ -226,6 +274,14 @@ const ENTRY_POINTS: &[(&str, Op)] = &[
     ("sgd_step", op_sgd_step),
     ("gemm (strided, beta, bias-relu)", op_gemm_strided),
     ("error paths", op_error_paths),
+    (
+        "sparse path (forward_with, loss_and_grad_with)",
+        op_sparse_path,
+    ),
+    (
+        "sparse outputs (encode_sparse, encode_csr, decode_*)",
+        op_sparse_outputs,
+    ),
 ];
 
 #[test]

@@ -1,0 +1,491 @@
+//! The sparse outputs for engines (`sae_kernels::sparse`) and the automatic
+//! dense/sparse choice, against the dense entry points and the f64 reference.
+
+mod common;
+
+use common::model::Case;
+use common::{TestRng, rel_err};
+use sae_kernels::sparse::{
+    Overflow, RowLimit, csr_top_k_len, decode_csr, decode_sparse, encode_csr,
+    encode_csr_scratch_len, encode_sparse, encode_sparse_scratch_len, top_k,
+};
+use sae_kernels::{
+    Dims, Error, ForwardOutputs, Path, SPARSE_CROSSOVER, TiedParams, TiedParamsMut, decode,
+    decode_scratch_len, encode, encode_scratch_len, forward_scratch_len, forward_with,
+    grad_scratch_len, loss_and_grad_with,
+};
+
+/// A random model whose codes are sparse: biases are shifted down so that about
+/// `density` of the codes are active.
+fn sparse_case(seed: u64, n: usize, d: usize, h: usize, density: f64) -> Case {
+    let mut rng = TestRng(seed);
+    let mut c = Case::random(&mut rng, n, d, h, 0.05, 1e-3);
+    // Shift each bias to the (1 − density) quantile of its pre-activations, then away
+    // from the kink so that f32 and f64 agree on every ReLU decision.
+    for j in 0..h {
+        let mut pre: Vec<f32> = (0..n)
+            .map(|i| c.b[j] + (0..d).map(|k| c.x[i * d + k] * c.m[j * d + k]).sum::<f32>())
+            .collect();
+        pre.sort_by(f32::total_cmp);
+        let q = ((1.0 - density) * n as f64) as usize;
+        let cut = pre[q.min(n - 1)];
+        c.b[j] -= cut - 5e-3;
+        for _ in 0..1000 {
+            let close = (0..n).any(|i| {
+                let s = f64::from(c.b[j])
+                    + (0..d)
+                        .map(|k| f64::from(c.x[i * d + k]) * f64::from(c.m[j * d + k]))
+                        .sum::<f64>();
+                s.abs() < 1e-3
+            });
+            if !close {
+                break;
+            }
+            c.b[j] -= 3e-3;
+        }
+    }
+    c
+}
+
+fn dense_codes(c: &Case) -> Vec<f32> {
+    let dims = Dims::new(c.d, c.h).unwrap();
+    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let mut codes = vec![0.0; c.n * c.h];
+    let mut s = vec![0.0; encode_scratch_len(dims)];
+    // Row by row, as encode_sparse does (the single-row route), for bit equality.
+    for i in 0..c.n {
+        encode(
+            p,
+            &c.x[i * c.d..(i + 1) * c.d],
+            1,
+            &mut codes[i * c.h..(i + 1) * c.h],
+            &mut s,
+        )
+        .unwrap();
+    }
+    codes
+}
+
+/// The `k` largest positive codes (ties: lower index), sorted by index.
+fn largest(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut act: Vec<(u32, f32)> = row
+        .iter()
+        .enumerate()
+        .filter(|e| *e.1 > 0.0)
+        .map(|(j, &v)| (j as u32, v))
+        .collect();
+    act.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    act.truncate(k);
+    act.sort_by_key(|e| e.0);
+    act
+}
+
+/// Same indices; values equal up to the encoder's rounding (a block of one row takes
+/// its single-row route, which sums in another order than the batch product).
+fn same_pairs(got: &[(u32, f32)], want: &[(u32, f32)], label: &str) {
+    let gi: Vec<u32> = got.iter().map(|e| e.0).collect();
+    let wi: Vec<u32> = want.iter().map(|e| e.0).collect();
+    assert_eq!(gi, wi, "{label}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g.1 - w.1).abs() <= 1e-5 * (1.0 + w.1.abs()),
+            "{label}: {g:?} vs {w:?}"
+        );
+    }
+}
+
+#[test]
+fn encode_sparse_lists_the_active_codes() {
+    let c = sparse_case(1, 6, 12, 40, 0.2);
+    let dims = Dims::new(c.d, c.h).unwrap();
+    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let codes = dense_codes(&c);
+    let mut s = vec![f32::NAN; encode_sparse_scratch_len(dims)];
+    for i in 0..c.n {
+        let row = &codes[i * c.h..(i + 1) * c.h];
+        let want = largest(row, c.h);
+        let mut out = heapless::Vec::<(u32, f32), 40>::new();
+        let a = encode_sparse(
+            p,
+            &c.x[i * c.d..(i + 1) * c.d],
+            &mut out,
+            Overflow::Error,
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(a, want.len());
+        assert_eq!(&out[..], &want[..], "row {i}");
+    }
+}
+
+#[test]
+fn encode_sparse_capacity_is_an_error_or_keeps_the_largest() {
+    let c = sparse_case(2, 4, 10, 64, 0.5);
+    let dims = Dims::new(c.d, c.h).unwrap();
+    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let codes = dense_codes(&c);
+    let mut s = vec![0.0; encode_sparse_scratch_len(dims)];
+    let mut checked = 0;
+    for i in 0..c.n {
+        let row = &codes[i * c.h..(i + 1) * c.h];
+        let active = row.iter().filter(|&&v| v > 0.0).count();
+        let x = &c.x[i * c.d..(i + 1) * c.d];
+        let mut out = heapless::Vec::<(u32, f32), 5>::new();
+        let r = encode_sparse(p, x, &mut out, Overflow::Error, &mut s);
+        if active > 5 {
+            checked += 1;
+            assert_eq!(
+                r,
+                Err(Error::Capacity {
+                    arg: "out",
+                    capacity: 5,
+                    needed: active
+                })
+            );
+            assert!(out.is_empty(), "nothing is kept on error");
+        } else {
+            assert_eq!(r, Ok(active));
+        }
+        let a = encode_sparse(p, x, &mut out, Overflow::KeepLargest, &mut s).unwrap();
+        assert_eq!(a, active, "the active count is reported, not the kept one");
+        assert_eq!(&out[..], &largest(row, 5)[..], "row {i}");
+    }
+    assert!(checked > 0, "some rows overflow K = 5");
+}
+
+#[test]
+fn encode_sparse_rejects_bad_input() {
+    let c = sparse_case(3, 1, 4, 8, 0.5);
+    let dims = Dims::new(4, 8).unwrap();
+    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let mut s = vec![0.0; encode_sparse_scratch_len(dims)];
+    let mut out = heapless::Vec::<(u32, f32), 8>::new();
+    let e = encode_sparse(p, &c.x[..3], &mut out, Overflow::Error, &mut s);
+    assert!(matches!(e, Err(Error::Length { arg: "x", .. })));
+    let short = &mut s[..3];
+    let e = encode_sparse(p, &c.x, &mut out, Overflow::Error, short);
+    assert!(matches!(
+        e,
+        Err(Error::WorkspaceTooSmall { arg: "scratch", .. })
+    ));
+    let x = [f32::NAN, 0.0, 0.0, 0.0];
+    for mode in [Overflow::Error, Overflow::KeepLargest] {
+        let e = encode_sparse(p, &x, &mut out, mode, &mut s);
+        assert_eq!(e, Err(Error::NonFinite { arg: "x" }));
+        assert!(out.is_empty());
+    }
+}
+
+#[test]
+fn top_k_is_one_pass_exact_and_breaks_ties_by_index() {
+    let mut rng = TestRng(9);
+    for t in 0..50 {
+        let h = 1 + rng.below(200);
+        // Values from a small set, so ties are common.
+        let row: Vec<f32> = (0..h).map(|_| (rng.below(7) as f32 - 3.0) * 0.5).collect();
+        let active = row.iter().filter(|&&v| v > 0.0).count();
+        let mut o3 = heapless::Vec::<(u32, f32), 3>::new();
+        assert_eq!(top_k(&row, &mut o3), Ok(active));
+        assert_eq!(&o3[..], &largest(&row, 3)[..], "case {t}");
+        let mut o17 = heapless::Vec::<(u32, f32), 17>::new();
+        assert_eq!(top_k(&row, &mut o17), Ok(active));
+        assert_eq!(&o17[..], &largest(&row, 17)[..], "case {t}");
+        let mut o0 = heapless::Vec::<(u32, f32), 0>::new();
+        assert_eq!(top_k(&row, &mut o0), Ok(active));
+    }
+    let mut o = heapless::Vec::<(u32, f32), 2>::new();
+    top_k(&[1.0, 2.0, 2.0, 1.0, 2.0], &mut o).unwrap();
+    assert_eq!(
+        &o[..],
+        &[(1, 2.0), (2, 2.0)],
+        "equal values: lower index wins"
+    );
+}
+
+#[test]
+fn encode_csr_matches_dense_codes_and_reports_capacity() {
+    let c = sparse_case(4, 37, 9, 50, 0.1);
+    let dims = Dims::new(c.d, c.h).unwrap();
+    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    // Reference: the dense batch encoder.
+    let mut codes = vec![0.0; c.n * c.h];
+    let mut s = vec![0.0; encode_scratch_len(dims)];
+    encode(p, &c.x, c.n, &mut codes, &mut s).unwrap();
+    let total = codes.iter().filter(|&&v| v > 0.0).count();
+    for block in [1, 4, 64] {
+        let mut s = vec![f32::NAN; encode_csr_scratch_len(dims, block)];
+        let mut ptr = vec![usize::MAX; c.n + 1];
+        let (mut idx, mut val) = (vec![u32::MAX; total], vec![f32::NAN; total]);
+        let nnz = encode_csr(
+            p,
+            &c.x,
+            c.n,
+            RowLimit::All,
+            &mut ptr,
+            &mut idx,
+            &mut val,
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(nnz, total);
+        assert_eq!(ptr[0], 0);
+        for i in 0..c.n {
+            let row = &codes[i * c.h..(i + 1) * c.h];
+            let got: Vec<(u32, f32)> = (ptr[i]..ptr[i + 1]).map(|e| (idx[e], val[e])).collect();
+            same_pairs(&got, &largest(row, c.h), &format!("row {i} block {block}"));
+        }
+        // One slot short: an error that says how many are needed.
+        let r = encode_csr(
+            p,
+            &c.x,
+            c.n,
+            RowLimit::All,
+            &mut ptr,
+            &mut idx[..total - 1],
+            &mut val,
+            &mut s,
+        );
+        assert_eq!(
+            r,
+            Err(Error::Capacity {
+                arg: "indices",
+                capacity: total - 1,
+                needed: total
+            })
+        );
+        // Top-k per row.
+        let k = 3;
+        let len = csr_top_k_len(c.n, k);
+        let (mut idx, mut val) = (vec![u32::MAX; len], vec![f32::NAN; len]);
+        let nnz = encode_csr(
+            p,
+            &c.x,
+            c.n,
+            RowLimit::TopK(k),
+            &mut ptr,
+            &mut idx,
+            &mut val,
+            &mut s,
+        )
+        .unwrap();
+        assert_eq!(nnz, ptr[c.n]);
+        for i in 0..c.n {
+            let row = &codes[i * c.h..(i + 1) * c.h];
+            let got: Vec<(u32, f32)> = (ptr[i]..ptr[i + 1]).map(|e| (idx[e], val[e])).collect();
+            same_pairs(
+                &got,
+                &largest(row, k),
+                &format!("top-k row {i} block {block}"),
+            );
+        }
+        let r = encode_csr(
+            p,
+            &c.x,
+            c.n,
+            RowLimit::TopK(k),
+            &mut ptr,
+            &mut idx[..len - 1],
+            &mut val,
+            &mut s,
+        );
+        assert_eq!(
+            r,
+            Err(Error::Capacity {
+                arg: "indices",
+                capacity: len - 1,
+                needed: len
+            })
+        );
+    }
+    let mut s = vec![0.0; encode_csr_scratch_len(dims, 1)];
+    let mut ptr = vec![0; c.n];
+    let r = encode_csr(
+        p,
+        &c.x,
+        c.n,
+        RowLimit::All,
+        &mut ptr,
+        &mut [],
+        &mut [],
+        &mut s,
+    );
+    assert!(matches!(r, Err(Error::Length { arg: "row_ptr", .. })));
+}
+
+#[test]
+fn sparse_decode_matches_the_reference() {
+    let c = sparse_case(5, 20, 17, 70, 0.05);
+    let dims = Dims::new(c.d, c.h).unwrap();
+    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let r = c.reference();
+    let mut s = vec![0.0; encode_csr_scratch_len(dims, 8)];
+    let mut ptr = vec![0; c.n + 1];
+    let (mut idx, mut val) = (vec![0; c.n * c.h], vec![0.0; c.n * c.h]);
+    encode_csr(
+        p,
+        &c.x,
+        c.n,
+        RowLimit::All,
+        &mut ptr,
+        &mut idx,
+        &mut val,
+        &mut s,
+    )
+    .unwrap();
+    let mut recon = vec![f32::NAN; c.n * c.d];
+    decode_csr(p, c.n, &ptr, &idx, &val, &mut recon).unwrap();
+    assert!(rel_err(&recon, &r.recon) <= 2e-5);
+    // Row by row from pairs, and the dense decoder on the same codes.
+    let mut codes = vec![0.0; c.n * c.h];
+    for i in 0..c.n {
+        let pairs: Vec<(u32, f32)> = (ptr[i]..ptr[i + 1]).map(|e| (idx[e], val[e])).collect();
+        let mut row = vec![f32::NAN; c.d];
+        decode_sparse(p, &pairs, &mut row).unwrap();
+        assert_eq!(row, recon[i * c.d..(i + 1) * c.d], "same order, same bits");
+        for &(j, v) in &pairs {
+            codes[i * c.h + j as usize] = v;
+        }
+    }
+    let mut dense = vec![0.0; c.n * c.d];
+    let mut s = vec![0.0; decode_scratch_len(dims)];
+    decode(p, &codes, c.n, &mut dense, &mut s).unwrap();
+    let d64: Vec<f64> = dense.iter().map(|&v| f64::from(v)).collect();
+    assert!(rel_err(&recon, &d64) <= 2e-5);
+
+    // Bad input: nothing is written.
+    let mut row = vec![7.0; c.d];
+    let e = decode_sparse(p, &[(0, 1.0), (c.h as u32, 1.0)], &mut row);
+    assert!(matches!(e, Err(Error::OutOfRange { arg: "pairs", .. })));
+    assert!(row.iter().all(|&v| v == 7.0));
+    let e = decode_sparse(p, &[], &mut row[..1]);
+    assert!(matches!(e, Err(Error::Length { arg: "recon", .. })));
+    let mut bad = ptr.clone();
+    bad.swap(1, 2);
+    if bad[1] > bad[2] {
+        let e = decode_csr(p, c.n, &bad, &idx, &val, &mut recon);
+        assert!(matches!(e, Err(Error::OutOfRange { arg: "row_ptr", .. })));
+    }
+    let mut bad = ptr.clone();
+    bad[c.n] = idx.len() + 1;
+    let e = decode_csr(p, c.n, &bad, &idx, &val, &mut recon);
+    assert!(matches!(e, Err(Error::OutOfRange { arg: "row_ptr", .. })));
+    let mut bad_idx = idx.clone();
+    bad_idx[ptr[1]] = c.h as u32;
+    if ptr[2] > ptr[1] {
+        let e = decode_csr(p, c.n, &ptr, &bad_idx, &val, &mut recon);
+        assert!(matches!(e, Err(Error::OutOfRange { arg: "indices", .. })));
+    }
+    let e = decode_csr(p, c.n, &ptr, &idx, &val[1..], &mut recon);
+    assert!(matches!(e, Err(Error::Length { arg: "values", .. })));
+}
+
+fn grads(c: &Case, block: usize, path: Path) -> (f32, Vec<f32>, Vec<f32>) {
+    let dims = Dims::new(c.d, c.h).unwrap();
+    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let (mut dm, mut db) = (vec![f32::NAN; c.h * c.d], vec![f32::NAN; c.h]);
+    let mut s = vec![f32::NAN; grad_scratch_len(dims, block)];
+    let g = TiedParamsMut::new(dims, &mut dm, &mut db).unwrap();
+    let l = loss_and_grad_with(p, &c.x, c.n, c.alpha, g, &mut s, path).unwrap();
+    (l.loss, dm, db)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn auto_follows_the_measured_density() {
+    // Clearly below and clearly above the crossover: Auto must equal Sparse resp. Dense
+    // bit for bit (the two paths round differently, so this can tell them apart).
+    let lo = sparse_case(6, 24, 16, 96, f64::from(SPARSE_CROSSOVER) / 4.0);
+    let hi = sparse_case(7, 24, 16, 96, 0.6);
+    for (c, expect) in [(&lo, Path::Sparse), (&hi, Path::Dense)] {
+        let other = if expect == Path::Sparse {
+            Path::Dense
+        } else {
+            Path::Sparse
+        };
+        let auto = grads(c, 8, Path::Auto);
+        let want = grads(c, 8, expect);
+        let not = grads(c, 8, other);
+        assert_eq!(auto.0.to_bits(), want.0.to_bits());
+        assert_eq!(bits(&auto.1), bits(&want.1), "{expect:?}");
+        assert_ne!(
+            bits(&auto.1),
+            bits(&not.1),
+            "the paths must differ in rounding"
+        );
+        let dims = Dims::new(c.d, c.h).unwrap();
+        let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+        let mut recon = [vec![0.0; c.n * c.d], vec![0.0; c.n * c.d]];
+        for (r, path) in recon.iter_mut().zip([Path::Auto, expect]) {
+            let mut s = vec![0.0; forward_scratch_len(dims, 8)];
+            let out = ForwardOutputs {
+                recon: Some(r),
+                ..Default::default()
+            };
+            forward_with(p, &c.x, c.n, c.alpha, out, &mut s, path).unwrap();
+        }
+        assert_eq!(bits(&recon[0]), bits(&recon[1]));
+    }
+}
+
+#[test]
+fn mixed_dense_and_sparse_blocks_accumulate_exactly() {
+    // A sparse case's rows next to the same rows scaled by 40 (about half their codes
+    // active): with Auto, blocks of 8 rows take different paths, sparse first or dense
+    // first. The gradient must match the f64 reference and the all-dense result.
+    let a = sparse_case(8, 16, 12, 48, 0.02);
+    let far: Vec<f32> = a.x.iter().map(|v| v * 40.0).collect();
+    for far_first in [false, true] {
+        let x = if far_first {
+            [far.clone(), a.x.clone()].concat()
+        } else {
+            [a.x.clone(), far.clone()].concat()
+        };
+        let c = Case {
+            n: 32,
+            x,
+            m: a.m.clone(),
+            b: a.b.clone(),
+            ..a
+        };
+        let r = c.reference();
+        assert!(r.min_abs_pre > 1e-4, "no ReLU decision near the kink");
+        // The halves really lie on both sides of the crossover (blocks of 8 rows).
+        let crossover = f64::from(SPARSE_CROSSOVER);
+        for (half, sparse) in [(0, !far_first), (1, far_first)] {
+            let codes = &r.codes[half * 16 * c.h..(half + 1) * 16 * c.h];
+            let on = codes.iter().filter(|&&v| v > 0.0).count() as f64;
+            let density = on / codes.len() as f64;
+            assert_eq!(density <= crossover, sparse, "half {half}: {density}");
+        }
+        let (la, dma, dba) = grads(&c, 8, Path::Auto);
+        assert!(rel_err(&[la], &[r.loss]) <= 2e-5);
+        assert!(rel_err(&dma, &r.dm) <= 2e-5, "dM");
+        assert!(rel_err(&dba, &r.db) <= 2e-5, "db");
+    }
+}
+
+#[test]
+fn sparse_path_rejects_too_wide_models() {
+    let h = (1 << 24) + 1;
+    let dims = Dims::new(1, h).unwrap();
+    let (m, b) = (vec![0.0f32; h], vec![0.0f32; h]);
+    let p = TiedParams::new(dims, &m, &b).unwrap();
+    let (mut dm, mut db) = (vec![0.0f32; h], vec![0.0f32; h]);
+    let g = TiedParamsMut::new(dims, &mut dm, &mut db).unwrap();
+    let mut s = [0.0f32; 4];
+    let e = loss_and_grad_with(p, &[1.0], 1, 0.1, g, &mut s, Path::Sparse);
+    assert!(matches!(e, Err(Error::OutOfRange { arg: "path", .. })));
+    let e = forward_with(
+        p,
+        &[1.0],
+        1,
+        0.1,
+        ForwardOutputs::default(),
+        &mut s,
+        Path::Sparse,
+    );
+    assert!(matches!(e, Err(Error::OutOfRange { arg: "path", .. })));
+}
