@@ -4,7 +4,8 @@ pub mod gemm;
 pub mod vector;
 
 /// The name of the GEMM micro-kernel this build selects on this machine
-/// (for benchmarks, logs and the test that no faster kernel was silently skipped).
+/// (`"avx512"`, `"avx2"`, `"portable"`; see [`gemm::Kernel`] and [`gemm::selected`]),
+/// for benchmarks, logs and the test that no faster kernel was silently skipped.
 #[must_use]
 pub fn active_kernel() -> &'static str {
     gemm::kernel::active_name()

@@ -16,9 +16,12 @@
 pub(crate) mod kernel;
 pub mod naive;
 mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use crate::error::{Error, Result};
-use kernel::MicroKernel;
+pub use kernel::{Kernel, selected};
+use kernel::{MicroKernel, Out, Store};
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
 ///
@@ -237,11 +240,24 @@ pub enum Epilogue<'a> {
 
 /// Cache blocking shared by every micro-kernel (in elements).
 ///
-/// `KC` (the shared dimension per packed block) keeps one `MR×KC` A panel plus one
-/// `KC×NR` B panel in L1; `MC×KC` of A stays in L2; `KC×NC` of B in L3.
-pub(crate) const KC: usize = 256;
+/// Chosen for the benchmark machine (AVX-512 server core: 48 KiB L1d, 2 MiB L2 per
+/// core, large shared L3) with the `8×32` AVX-512 tile, and checked by measurement
+/// (`examples/bench.rs`):
+/// - `KC = 256`: one `KC×NR` B micro-panel (32 KiB at `NR = 32`) stays in L1 while
+///   the `MR×KC` A panels (8 KiB each) stream from L2; long enough that loading and
+///   storing the C tile once per `KC` steps costs < 1 %.
+/// - `MC = 192`: the packed `MC×KC` A block (192 KiB) stays in L2 next to the B
+///   panels streaming through it.
+/// - `NC = 4096`: the packed `KC×NC` B block (4 MiB) lives in L2/L3 and is reused for
+///   every `MC` block of A.
+pub(crate) const KC: usize = 768;
+/// Rows of A packed per block (see [`KC`]).
 pub(crate) const MC: usize = 128;
-pub(crate) const NC: usize = 4096;
+/// Columns of B packed per block (see [`KC`]).
+pub(crate) const NC: usize = 1536;
+
+/// Extra `f32` in the pack buffer so the packed panels can start on a 64-byte line.
+const ALIGN_SLACK: usize = 16;
 
 fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
@@ -249,23 +265,37 @@ fn round_up(x: usize, m: usize) -> usize {
 
 /// Number of `f32` the `pack` buffer of [`gemm`] needs for an `m×k` by `k×n` product.
 ///
-/// The value depends only on the shape (and is the same for every micro-kernel this
-/// build may select), so it can be computed at compile-time-known sizes and reused
-/// for every smaller product. It is `0` when `m`, `n` or `k` is 0.
+/// The value depends only on the shape and bounds the needs of every micro-kernel
+/// this build may select at run time (the maximum over [`Kernel::ALL`]), so it can
+/// be computed once at the largest sizes and reused for every smaller product. It is
+/// `0` when `m`, `n` or `k` is 0. The small-`m` path (see [`gemm`]) needs none of it.
 #[must_use]
 pub fn pack_len(m: usize, n: usize, k: usize) -> usize {
     if m == 0 || n == 0 || k == 0 {
         return 0;
     }
-    let (mr, nr) = kernel::max_tile();
     let kc = k.min(KC);
-    kc * (round_up(m.min(MC), mr) + round_up(n.min(NC), nr))
+    let (m, n) = (m.min(MC), n.min(NC));
+    let (mut ma, mut nb) = (0, 0);
+    for kern in Kernel::ALL {
+        let (mr, nr) = kern.tile();
+        ma = ma.max(round_up(m, mr));
+        nb = nb.max(round_up(n, nr));
+    }
+    kc * (ma + nb) + ALIGN_SLACK
 }
 
 /// `C ← epilogue(α·A·B + β·C)` for `A: m×k`, `B: k×n`, `C: m×n`.
 ///
 /// With `k == 0` the product is zero and C becomes `epilogue(β·C)`. With `β == 0`, C is
 /// only written, never read.
+///
+/// The kernel is [`selected`] once per process. On x86_64 with AVX2 or AVX-512, a
+/// product with `m ≤ 4` rows whose A rows and B columns are contiguous (`a` row-major,
+/// `b` the transpose of a row-major matrix, as in the SAE encoder `x·Mᵀ`) takes a
+/// matrix-vector path instead: each column of B is read once, straight from the
+/// caller's memory, without packing. That is what makes encoding a single vector run
+/// at the speed of streaming `M`; it uses no `pack` memory.
 ///
 /// # Errors
 /// [`Error::Dimension`] if the inner or outer dimensions do not match;
@@ -301,6 +331,48 @@ pub fn gemm(
     epilogue: Epilogue<'_>,
     pack: &mut [f32],
 ) -> Result<()> {
+    check(&a, &b, &c, epilogue, pack)?;
+    run(selected(), alpha, a, b, beta, c, epilogue, pack);
+    Ok(())
+}
+
+/// [`gemm`] with a chosen kernel family instead of the [`selected`] one: for tests
+/// that cover every kernel on one machine, and for benchmarks.
+///
+/// # Errors
+/// As [`gemm`].
+///
+/// # Panics
+/// If `!kernel.is_available()` on this machine.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    kernel: Kernel,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    assert!(
+        kernel.is_available(),
+        "GEMM kernel {} is not available on this machine",
+        kernel.name()
+    );
+    check(&a, &b, &c, epilogue, pack)?;
+    run(kernel, alpha, a, b, beta, c, epilogue, pack);
+    Ok(())
+}
+
+/// Shape, bias and workspace checks shared by [`gemm`] and [`gemm_with`].
+fn check(
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    c: &MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &[f32],
+) -> Result<()> {
     if a.cols != b.rows {
         return Err(Error::Dimension {
             arg: "b.rows",
@@ -333,12 +405,64 @@ pub fn gemm(
             got: pack.len(),
         });
     }
-    kernel::dispatch(alpha, a, b, beta, c, epilogue, pack);
     Ok(())
 }
 
+/// Run a validated product with the given kernel family (an unavailable x86 kernel
+/// falls back to the portable one; [`gemm_with`] rejects that case before).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    kernel: Kernel,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epi: Epilogue<'_>,
+    pack: &mut [f32],
+) {
+    match kernel {
+        Kernel::Scalar => gemm_loop(portable::Scalar, alpha, a, b, beta, c, epi, pack),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 if x86::Avx512::new().is_some() => {
+            if let Some(t) = x86::Avx512::new() {
+                run_x86(t, alpha, a, b, beta, c, epi, pack);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 if x86::Avx2::new().is_some() => {
+            if let Some(t) = x86::Avx2::new() {
+                run_x86(t, alpha, a, b, beta, c, epi, pack);
+            }
+        }
+        _ => gemm_loop(portable::Portable, alpha, a, b, beta, c, epi, pack),
+    }
+}
+
+/// An x86 kernel: the small-m path when it applies, else the blocked loop nest.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_x86<K: MicroKernel + x86::GemvToken>(
+    k: K,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+    epi: Epilogue<'_>,
+    pack: &mut [f32],
+) {
+    if x86::gemv_applies(&a, &b) {
+        x86::gemv(k, alpha, &a, &b, beta, &mut c, epi);
+    } else {
+        gemm_loop(k, alpha, a, b, beta, c, epi, pack);
+    }
+}
+
 /// The loop nest, written once for every micro-kernel. Shapes are already validated.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_loop<K: MicroKernel>(
+    kern: K,
     alpha: f32,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -356,11 +480,16 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
         return;
     }
     let (mr, nr) = (K::MR, K::NR);
+    // Start the panels on a 64-byte boundary (only placement depends on the address,
+    // never the arithmetic).
+    let off = pack.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    let pack = &mut pack[off..];
     let kc_max = k.min(KC);
     let b_len = kc_max * round_up(n.min(NC), nr);
     let (bpack, rest) = pack.split_at_mut(b_len);
     let apack = &mut rest[..kc_max * round_up(m.min(MC), mr)];
     let mut tile = [0.0f32; kernel::TILE_MAX];
+    let direct_ok = c.cs == 1 && c.rs >= nr;
 
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -369,27 +498,50 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
             let first = pc == 0;
             let last = pc + kc == k;
             let beta_eff = if first { beta } else { 1.0 };
-            pack_b(&b, pc, kc, jc, nc, nr, bpack);
+            let epi_eff = if last { epi } else { Epilogue::None };
+            pack_panels(&b, pc, kc, jc, nc, nr, bpack);
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                pack_a(&a, ic, mc, pc, kc, mr, apack);
+                pack_panels(&a.t(), pc, kc, ic, mc, mr, apack);
                 for (q, jr) in (0..nc).step_by(nr).enumerate() {
                     let nr_eff = nr.min(nc - jr);
                     let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
+                    let bias = match epi_eff {
+                        Epilogue::BiasRelu(bias) if nr_eff == nr => {
+                            Some(&bias[jc + jr..jc + jr + nr])
+                        }
+                        _ => None,
+                    };
+                    let st = Store {
+                        alpha,
+                        beta: beta_eff,
+                        bias,
+                    };
                     for (p, ir) in (0..mc).step_by(mr).enumerate() {
                         let mr_eff = mr.min(mc - ir);
                         let ap = &apack[p * mr * kc..(p + 1) * mr * kc];
-                        K::compute(kc, ap, bp, &mut tile);
-                        store_tile(
-                            &tile,
-                            nr,
-                            &mut c,
-                            (ic + ir, jc + jr),
-                            (mr_eff, nr_eff),
-                            alpha,
-                            beta_eff,
-                            if last { epi } else { Epilogue::None },
-                        );
+                        let (i0, j0) = (ic + ir, jc + jr);
+                        if direct_ok && mr_eff == mr && nr_eff == nr {
+                            let start = i0 * c.rs + j0;
+                            let len = (mr - 1) * c.rs + nr;
+                            let out = Out::Direct {
+                                c: &mut c.data[start..start + len],
+                                ldc: c.rs,
+                            };
+                            kern.tile(kc, ap, bp, out, &st);
+                        } else {
+                            kern.tile(kc, ap, bp, Out::Buf(&mut tile), &st);
+                            store_tile(
+                                &tile,
+                                nr,
+                                &mut c,
+                                (i0, j0),
+                                (mr_eff, nr_eff),
+                                alpha,
+                                beta_eff,
+                                epi_eff,
+                            );
+                        }
                     }
                 }
             }
@@ -397,37 +549,72 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
     }
 }
 
-/// Pack `A[i0..i0+mc, p0..p0+kc]` into `MR`-row panels: `out[p·MR·kc + k·MR + i]`,
-/// rows past the edge zero-filled.
-fn pack_a(a: &MatRef<'_>, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize, out: &mut [f32]) {
-    for (p, ir) in (0..mc).step_by(mr).enumerate() {
-        let panel = &mut out[p * mr * kc..(p + 1) * mr * kc];
-        let rows = mr.min(mc - ir);
-        for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = if i < rows {
-                    a.at(i0 + ir + i, p0 + kk)
-                } else {
-                    0.0
-                };
+/// Pack `src[k0..k0+kc, j0..j0+nc]` of a `k×n` view into `w`-wide panels:
+/// `out[q·w·kc + kk·w + j] = src[k0 + kk, j0 + q·w + j]`, columns past the edge
+/// zero-filled. B is packed as is (`w = NR`); A as its transpose (`w = MR`).
+///
+/// Contiguous rows (`col_stride == 1`, e.g. a row-major B) are copied slice by
+/// slice; contiguous columns (`row_stride == 1`, e.g. `B = Mᵀ`) are transposed four
+/// source columns at a time; other strides go element by element.
+fn pack_panels(
+    src: &MatRef<'_>,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    w: usize,
+    out: &mut [f32],
+) {
+    let (rs, cs, data) = (src.rs, src.cs, src.data);
+    for (q, jr) in (0..nc).step_by(w).enumerate() {
+        let panel = &mut out[q * w * kc..(q + 1) * w * kc];
+        let cols = w.min(nc - jr);
+        let jb = j0 + jr;
+        if cs == 1 {
+            for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
+                let s = (k0 + kk) * rs + jb;
+                dst[..cols].copy_from_slice(&data[s..s + cols]);
+                dst[cols..].fill(0.0);
             }
-        }
-    }
-}
-
-/// Pack `B[p0..p0+kc, j0..j0+nc]` into `NR`-column panels: `out[q·NR·kc + k·NR + j]`,
-/// columns past the edge zero-filled.
-fn pack_b(b: &MatRef<'_>, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize, out: &mut [f32]) {
-    for (q, jr) in (0..nc).step_by(nr).enumerate() {
-        let panel = &mut out[q * nr * kc..(q + 1) * nr * kc];
-        let cols = nr.min(nc - jr);
-        for (kk, dst) in panel.chunks_exact_mut(nr).enumerate() {
-            for (j, d) in dst.iter_mut().enumerate() {
-                *d = if j < cols {
-                    b.at(p0 + kk, j0 + jr + j)
-                } else {
-                    0.0
-                };
+        } else if rs == 1 {
+            let col = |j: usize| {
+                let s = (jb + j) * cs + k0;
+                &data[s..s + kc]
+            };
+            let mut j = 0;
+            while j + 8 <= cols {
+                let cs8: [&[f32]; 8] = core::array::from_fn(|t| col(j + t));
+                for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
+                    let d: &mut [f32; 8] = (&mut dst[j..j + 8])
+                        .try_into()
+                        .unwrap_or_else(|_| unreachable!());
+                    for (dv, cv) in d.iter_mut().zip(&cs8) {
+                        *dv = cv[kk];
+                    }
+                }
+                j += 8;
+            }
+            while j < cols {
+                let cj = col(j);
+                for (dst, &v) in panel.chunks_exact_mut(w).zip(cj) {
+                    dst[j] = v;
+                }
+                j += 1;
+            }
+            if cols < w {
+                for dst in panel.chunks_exact_mut(w) {
+                    dst[cols..].fill(0.0);
+                }
+            }
+        } else {
+            for (kk, dst) in panel.chunks_exact_mut(w).enumerate() {
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d = if j < cols {
+                        src.at(k0 + kk, jb + j)
+                    } else {
+                        0.0
+                    };
+                }
             }
         }
     }
