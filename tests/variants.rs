@@ -640,3 +640,87 @@ fn forward_reports_the_weighted_penalty() {
     assert!((out.l1 - mean).abs() < 1e-5);
     assert!((out.loss - (out.sq_err + 0.5 * out.l1)).abs() < 1e-4);
 }
+
+// ---------- no allocation ----------
+
+struct Counting;
+
+thread_local! {
+    static ACTIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static COUNT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to `System` unchanged; the bookkeeping only touches thread-local
+// `Cell`s with `const` initialisers, which never allocate.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        let _ = ACTIVE.try_with(|a| {
+            if a.get() {
+                COUNT.with(|c| c.set(c.get() + 1));
+            }
+        });
+        // SAFETY: the caller upholds `alloc`'s contract for `l`.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: `p` was allocated by `System` with layout `l`.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn allocs(f: impl FnOnce()) -> usize {
+    COUNT.with(|c| c.set(0));
+    ACTIVE.with(|a| a.set(true));
+    f();
+    ACTIVE.with(|a| a.set(false));
+    COUNT.with(|c| c.get())
+}
+
+#[test]
+fn untied_entry_points_do_not_allocate() {
+    let m = Model::random(6, 40, 12);
+    let dims = m.dims;
+    let n = 9;
+    let x = Rng(1).vec(n * 6, 1.0);
+    let th: Vec<f32> = vec![0.1; 40];
+    let mut codes = vec![0.0; n * 40];
+    let mut recon = vec![0.0; n * 6];
+    let len = untied_grad_scratch_len(dims, 4)
+        .max(untied_forward_scratch_len(dims, 4))
+        .max(sae_kernels::untied_decode_scratch_len(dims));
+    let mut s = vec![0.0; len];
+    let mut g = [vec![0.0; 240], vec![0.0; 40], vec![0.0; 240], vec![0.0; 6]];
+    let mut wd = m.w_dec.clone();
+    for act in [
+        Activation::Relu,
+        Activation::TopK { k: 5 },
+        Activation::JumpRelu { threshold: &th },
+    ] {
+        let cfg = UntiedConfig {
+            activation: act,
+            apply_b_dec_to_input: true,
+        };
+        let count = allocs(|| {
+            untied_encode(m.p(), cfg, &x, n, &mut codes, &mut s).unwrap();
+            sae_kernels::untied_decode(m.p(), &codes, n, &mut recon, &mut s).unwrap();
+            let out = ForwardOutputs {
+                codes: Some(&mut codes),
+                ..Default::default()
+            };
+            let pen = Penalty::DecoderNormL1 { alpha: 0.1 };
+            untied_forward(m.p(), cfg, &x, n, pen, out, &mut s).unwrap();
+            let [a, b, c, d] = &mut g;
+            let grads = UntiedParamsMut::new(dims, a, b, c, d).unwrap();
+            untied_loss_and_grad(m.p(), cfg, &x, n, pen, grads, &mut s).unwrap();
+            remove_parallel_decoder_grad(dims, &m.w_dec, &mut g[2]).unwrap();
+            normalize_decoder_rows(dims, &mut wd).unwrap();
+        });
+        assert_eq!(count, 0, "{act:?} allocated");
+    }
+    // The counter works.
+    assert!(allocs(|| drop(std::hint::black_box(vec![1u8; 10]))) > 0);
+}
