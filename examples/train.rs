@@ -269,13 +269,16 @@ fn plot_curves(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Erro
         ),
     ];
     for (area, (title, pts)) in [left, right].iter().zip(series.iter()) {
-        let ymax = pts.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9) * 1.05;
+        // Log scale: the loss falls by orders of magnitude early on.
+        let pos = pts.iter().map(|p| p.1).filter(|&v| v > 0.0);
+        let ymax = pos.clone().fold(1e-9f64, f64::max) * 1.2;
+        let ymin = pos.fold(ymax, f64::min) / 1.2;
         let mut chart = ChartBuilder::on(area)
             .caption(*title, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0u64..max_step, 0.0..ymax)?;
+            .y_label_area_size(55)
+            .build_cartesian_2d(0u64..max_step, (ymin..ymax).log_scale())?;
         chart.configure_mesh().x_desc("step").draw()?;
         chart.draw_series(LineSeries::new(pts.iter().copied(), &BLUE))?;
     }
