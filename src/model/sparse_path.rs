@@ -78,6 +78,12 @@ pub(crate) fn check_path(path: Path, dims: Dims) -> Result<()> {
     Ok(())
 }
 
+/// Is a code active: `> 0`, or NaN (kept so that it propagates)?
+#[inline(always)]
+fn is_active(v: f32) -> bool {
+    v > 0.0 || v.is_nan()
+}
+
 /// The number of active codes (`> 0` or NaN: everything that is not `≤ 0`).
 #[must_use]
 pub(crate) fn count_active(codes: &[f32]) -> usize {
@@ -88,7 +94,7 @@ pub(crate) fn count_active(codes: &[f32]) -> usize {
         let off = load(c).simd_le(f32x8::ZERO).to_bitmask() & 0xFF;
         n += LANES - off.count_ones() as usize;
     }
-    n + tail.iter().filter(|&&v| !(v <= 0.0)).count()
+    n + tail.iter().filter(|&&v| is_active(v)).count()
 }
 
 /// Whether a block of `rows×h` codes with `active` active codes goes sparse.
@@ -120,7 +126,7 @@ pub(crate) fn collect_row(row: &[f32], idx: &mut [f32]) -> usize {
     }
     let base = row.len() - tail.len();
     for (t, &v) in tail.iter().enumerate() {
-        if !(v <= 0.0) {
+        if is_active(v) {
             idx[k] = (base + t) as f32;
             k += 1;
         }
@@ -202,7 +208,7 @@ mod tests {
         }
         let mut idx = [f32::NAN; 37];
         let k = collect_row(&row, &mut idx);
-        let mut want = (0..37).filter(|&i| !(row[i] <= 0.0));
+        let mut want = (0..37).filter(|&i| is_active(row[i]));
         for &f in &idx[..k] {
             assert_eq!(Some(f as usize), want.next());
         }
@@ -218,8 +224,8 @@ mod tests {
         let y: [f32; 19] = core::array::from_fn(|i| 1.0 - i as f32);
         let mut z = [2.0f32; 19];
         axpy2(0.5, &x, 2.0, &y, &mut z);
-        for i in 0..19 {
-            assert_eq!(z[i], 2.0 + 0.5 * i as f32 + 2.0 * (1.0 - i as f32));
+        for (i, &v) in z.iter().enumerate() {
+            assert_eq!(v, 2.0 + 0.5 * i as f32 + 2.0 * (1.0 - i as f32));
         }
     }
 
