@@ -243,3 +243,25 @@ pub fn mmcs(truth: &[f32], g: usize, dict: &[f32], h: usize, d: usize) -> Result
     }
     Ok(total / g as f64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_summary_and_zero_variance() {
+        let dims = Dims::new(2, 2).unwrap();
+        let mut st = [0.0f64; 12];
+        let mut m = Metrics::new(dims, &mut st).unwrap();
+        let s = m.summary(10);
+        assert!(s.mse.is_nan() && s.fvu.is_nan());
+        assert_eq!((s.rows, s.dead_fraction), (0, 0.0));
+        // Identical rows: zero variance, FVU undefined (NaN), not a division panic.
+        let x = [1.0, 2.0, 1.0, 2.0];
+        m.observe(&x, &[1.0, 0.0, 1.0, 0.0], &x, 2).unwrap();
+        let s = m.summary(10);
+        assert!(s.fvu.is_nan());
+        assert_eq!((s.mse, s.l0, s.dead_fraction), (0.0, 1.0, 0.5));
+        assert!(Metrics::new(dims, &mut [0.0; 11]).is_err());
+    }
+}

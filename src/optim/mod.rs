@@ -367,3 +367,61 @@ fn apply(c: Coef, eps: f32, p: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gradient whose square overflows would make Adam's second moment infinite:
+    /// refused as a whole, nothing written.
+    #[test]
+    fn adam_refuses_overflowing_second_moment() {
+        let dims = Dims::new(2, 1).unwrap();
+        let (mut m, mut b) = ([1.0f32, 2.0], [3.0f32]);
+        let mut state = [0.0f32; 6];
+        let mut o = Optim::new(Optimizer::default(), dims, &mut state, 0).unwrap();
+        let r = o.step(
+            TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
+            TiedParams::new(dims, &[0.1, 1e30], &[0.1]).unwrap(),
+            1e-3,
+        );
+        assert_eq!(r, Err(Error::NonFiniteStep { arg: "state" }));
+        assert_eq!(o.steps(), 0);
+        assert_eq!((m, b), ([1.0, 2.0], [3.0]));
+        assert_eq!(state, [0.0; 6]);
+    }
+
+    #[test]
+    fn bad_lr_and_state_length_are_named() {
+        let dims = Dims::new(2, 1).unwrap();
+        let mut state = [0.0f32; 5];
+        assert_eq!(
+            Optim::new(Optimizer::default(), dims, &mut state, 0).unwrap_err(),
+            Error::Length {
+                arg: "state",
+                expected: 6,
+                got: 5
+            }
+        );
+        let mut none: [f32; 0] = [];
+        let mut o = Optim::new(Optimizer::Sgd { momentum: 0.0 }, dims, &mut none, 0).unwrap();
+        let (mut m, mut b) = ([0.0f32; 2], [0.0f32]);
+        for (lr, want) in [
+            (f32::NAN, Error::NonFinite { arg: "lr" }),
+            (
+                -1.0,
+                Error::OutOfRange {
+                    arg: "lr",
+                    allowed: "must be >= 0",
+                },
+            ),
+        ] {
+            let r = o.step(
+                TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
+                TiedParams::new(dims, &[1.0, 1.0], &[1.0]).unwrap(),
+                lr,
+            );
+            assert_eq!(r, Err(want));
+        }
+    }
+}

@@ -415,8 +415,9 @@ impl Trainer {
 
     /// Train for `steps` more steps from `source`, evaluating on the held-out rows
     /// `eval` (`n×d`, may be empty) every `eval_every` steps (and after the last),
-    /// calling `on_eval(step, mean train loss since the last report, summary)`. With
-    /// `progress`, an indicatif bar on stderr shows the live loss, L0 and FVU.
+    /// calling `on_eval(step, mean training loss since the last call, held-out
+    /// summary)` (not called when `eval` is empty). With `progress`, an indicatif bar on
+    /// stderr shows the live batch loss and L0 and the last held-out FVU.
     ///
     /// # Errors
     /// The first failing step's or evaluation's error (the model keeps the state of
@@ -446,6 +447,7 @@ impl Trainer {
             indicatif::ProgressBar::hidden()
         };
         let (mut loss_sum, mut loss_n) = (0.0f64, 0u32);
+        let mut fvu = f64::NAN;
         let end = self.steps.saturating_add(steps);
         let every = eval_every.max(1);
         while self.steps < end {
@@ -458,20 +460,26 @@ impl Trainer {
                 (loss_sum, loss_n) = (0.0, 0);
                 if n_eval > 0 {
                     let (s, _) = self.evaluate(eval, n_eval)?;
-                    bar.set_message(format_args_msg(loss, &s));
+                    fvu = s.fvu;
                     on_eval(self.steps, loss, &s);
-                } else {
-                    bar.set_message(std::format!("loss {loss:.4} L0 {:.2}", parts.l0));
                 }
+            }
+            if progress && (self.steps.is_multiple_of(10) || self.steps == end) {
+                let fvu = if fvu.is_nan() {
+                    std::string::String::from("-")
+                } else {
+                    std::format!("{fvu:.4}")
+                };
+                bar.set_message(std::format!(
+                    "loss {:.4}  L0 {:.2}  held-out FVU {fvu}",
+                    parts.loss,
+                    parts.l0
+                ));
             }
         }
         bar.finish_and_clear();
         Ok(())
     }
-}
-
-fn format_args_msg(loss: f64, s: &Summary) -> std::string::String {
-    std::format!("loss {loss:.4} L0 {:.2} FVU {:.4}", s.l0, s.fvu)
 }
 
 const CKPT_MAGIC: &[u8; 8] = b"SAEKCKPT";
