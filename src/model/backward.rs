@@ -115,7 +115,17 @@ pub fn loss_and_grad_with(
                 dm.fill(0.0);
                 db.fill(0.0);
             }
-            // One row at a time; the row's active list lives in the dPre slots.
+            // Grouped by feature when the block's CSC fits in the dPre slots ...
+            if let Some(nnz) = sparse_path::build_columns(cb, rows, h, pb) {
+                sparse_path::decode_columns(p.m, d, h, pb, nnz, gb);
+                block_stats(dims, xb, cb, gb, &mut sums, None, None);
+                for (g, xr) in gb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                    vector::sub_scale_inplace(scale, g, xr);
+                }
+                sparse_path::grad_columns(p.m, d, h, pb, nnz, gb, xb, add, dm, db);
+                continue;
+            }
+            // ... else one row at a time; the row's active list lives in the dPre slots.
             let rows_iter = cb.chunks_exact(h).zip(gb.chunks_exact_mut(d));
             for ((c, g), xr) in rows_iter.zip(xb.chunks_exact(d)) {
                 let k = sparse_path::collect_row(c, pb);

@@ -190,6 +190,127 @@ pub(crate) fn grad_row(
     }
 }
 
+/// The active codes of a row block, grouped by feature (CSC), built in `work` by a
+/// counting sort: `work = [end: h][tmp: h][rows: nnz][codes: nnz]`, where column `j`'s
+/// entries are `end[j−1]..end[j]` (row index and code), rows ascending. Every integer
+/// is stored exactly in an `f32` slot.
+///
+/// Grouping by feature loads each active row of `M` (and `dM`) once per block instead
+/// of once per active code. Returns the number of entries, or `None` (nothing usable
+/// written) if they do not fit in `work` or their count is not exact in `f32`.
+pub(crate) fn build_columns(
+    codes: &[f32],
+    rows: usize,
+    h: usize,
+    work: &mut [f32],
+) -> Option<usize> {
+    let nnz = count_active(&codes[..rows * h]);
+    let need = nnz.checked_mul(2)?.checked_add(2 * h)?;
+    if need > work.len() || nnz >= SPARSE_MAX_H || h > SPARSE_MAX_H {
+        return None;
+    }
+    let (end, rest) = work.split_at_mut(h);
+    let (tmp, rest) = rest.split_at_mut(h);
+    let (ent_r, rest) = rest.split_at_mut(nnz);
+    let ent_c = &mut rest[..nnz];
+    end.fill(0.0);
+    for row in codes.chunks_exact(h).take(rows) {
+        let k = collect_row(row, tmp);
+        for &jf in &tmp[..k] {
+            end[jf as usize] += 1.0;
+        }
+    }
+    // Exclusive prefix sums: end[j] becomes the start of column j.
+    let mut acc = 0.0f32;
+    for e in end.iter_mut() {
+        let c = *e;
+        *e = acc;
+        acc += c;
+    }
+    for (r, row) in codes.chunks_exact(h).take(rows).enumerate() {
+        let k = collect_row(row, tmp);
+        for &jf in &tmp[..k] {
+            let j = jf as usize;
+            let e = end[j] as usize;
+            ent_r[e] = r as f32;
+            ent_c[e] = row[j];
+            end[j] += 1.0;
+        }
+    }
+    Some(nnz)
+}
+
+/// Call `f(j, rows, codes)` for each feature `j` with entries in a [`build_columns`] CSC.
+fn for_columns(work: &[f32], h: usize, nnz: usize, mut f: impl FnMut(usize, &[f32], &[f32])) {
+    let end = &work[..h];
+    let ent_r = &work[2 * h..2 * h + nnz];
+    let ent_c = &work[2 * h + nnz..2 * h + 2 * nnz];
+    let mut start = 0usize;
+    for (j, &e) in end.iter().enumerate() {
+        let e = e as usize;
+        if e > start {
+            f(j, &ent_r[start..e], &ent_c[start..e]);
+        }
+        start = e;
+    }
+}
+
+/// `recon ← codes·M` for a block from its CSC (`recon` is `rows×d`). Each row's sum
+/// runs over ascending features with [`vector::axpy`], exactly as [`decode_row`], so
+/// both give the same bits.
+pub(crate) fn decode_columns(
+    m: &[f32],
+    d: usize,
+    h: usize,
+    work: &[f32],
+    nnz: usize,
+    recon: &mut [f32],
+) {
+    recon.fill(0.0);
+    for_columns(work, h, nnz, |j, rs, cs| {
+        let mj = &m[j * d..(j + 1) * d];
+        for (&r, &c) in rs.iter().zip(cs) {
+            let r = r as usize;
+            vector::axpy(c, mj, &mut recon[r * d..(r + 1) * d]);
+        }
+    });
+}
+
+/// The gradient contributions of a block from its CSC, feature by feature: for each
+/// entry `(r, c)` of column `j`, `dpre = g_r·M[j] + add` (0 unless `c > 0`),
+/// `dM[j] += c·g_r + dpre·x_r`, `db[j] += dpre`. `g` and `x` are `rows×d`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn grad_columns(
+    m: &[f32],
+    d: usize,
+    h: usize,
+    work: &[f32],
+    nnz: usize,
+    g: &[f32],
+    x: &[f32],
+    add: f32,
+    dm: &mut [f32],
+    db: &mut [f32],
+) {
+    for_columns(work, h, nnz, |j, rs, cs| {
+        let row = j * d..(j + 1) * d;
+        let (mj, dmj) = (&m[row.clone()], &mut dm[row]);
+        let mut dbj = db[j];
+        for (&r, &c) in rs.iter().zip(cs) {
+            let r = r as usize;
+            let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
+            let dpre = if c > 0.0 {
+                vector::dot(gr, mj) + add
+            } else {
+                0.0
+            };
+            axpy2(c, gr, dpre, xr, dmj);
+            dbj += dpre;
+        }
+        db[j] = dbj;
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +348,59 @@ mod tests {
         for (i, &v) in z.iter().enumerate() {
             assert_eq!(v, 2.0 + 0.5 * i as f32 + 2.0 * (1.0 - i as f32));
         }
+    }
+
+    #[test]
+    fn columns_agree_with_rows() {
+        // A 5×11 block (d = 6) with ~30 % active codes, a NaN, and a -0.
+        const R: usize = 5;
+        const H: usize = 11;
+        const D: usize = 6;
+        let v = |i: usize| ((i * 37 + 11) % 23) as f32 / 23.0 - 0.5;
+        let codes: [f32; R * H] = core::array::from_fn(|i| match i {
+            7 => f32::NAN,
+            8 => -0.0,
+            _ if v(i) > 0.2 => v(i),
+            _ => 0.0,
+        });
+        let m: [f32; H * D] = core::array::from_fn(|i| v(i + 100));
+        let x: [f32; R * D] = core::array::from_fn(|i| v(i + 300));
+        let mut work = [f32::NAN; R * H];
+        let nnz = build_columns(&codes, R, H, &mut work).expect("fits");
+        assert_eq!(nnz, count_active(&codes));
+        let mut rec_c = [f32::NAN; R * D];
+        decode_columns(&m, D, H, &work, nnz, &mut rec_c);
+        let mut rec_r = [f32::NAN; R * D];
+        let mut idx = [0.0; H];
+        for r in 0..R {
+            let c = &codes[r * H..(r + 1) * H];
+            let k = collect_row(c, &mut idx);
+            decode_row(&m, D, c, &idx[..k], &mut rec_r[r * D..(r + 1) * D]);
+        }
+        for (a, b) in rec_c.iter().zip(&rec_r) {
+            assert_eq!(a.to_bits(), b.to_bits(), "same order, same bits");
+        }
+        // Gradients with a finite g (the NaN code poisons its own dM row on both).
+        let g: [f32; R * D] = core::array::from_fn(|i| v(i + 500));
+        let (mut dm_c, mut db_c) = ([0.0f32; H * D], [0.0f32; H]);
+        grad_columns(&m, D, H, &work, nnz, &g, &x, 0.25, &mut dm_c, &mut db_c);
+        let (mut dm_r, mut db_r) = ([0.0f32; H * D], [0.0f32; H]);
+        for r in 0..R {
+            let c = &codes[r * H..(r + 1) * H];
+            let k = collect_row(c, &mut idx);
+            let (gr, xr) = (&g[r * D..(r + 1) * D], &x[r * D..(r + 1) * D]);
+            grad_row(&m, D, c, &idx[..k], gr, xr, 0.25, &mut dm_r, &mut db_r);
+        }
+        for (a, b) in dm_c.iter().chain(&db_c).zip(dm_r.iter().chain(&db_r)) {
+            assert!(a.is_nan() == b.is_nan() && (a.is_nan() || (a - b).abs() <= 1e-6));
+        }
+        let nan_row = &dm_c[7 * D..8 * D];
+        assert!(
+            nan_row.iter().all(|v| v.is_nan()),
+            "code (0, 7) is NaN: so is dM row 7"
+        );
+        // Too little room: None.
+        assert_eq!(build_columns(&codes, R, H, &mut work[..2 * H]), None);
     }
 
     #[test]
