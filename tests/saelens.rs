@@ -509,3 +509,64 @@ fn missing_folder_is_a_clear_error() {
     );
     assert_eq!(err.to_string(), "`cfg.json`: not found");
 }
+
+/// The AuxK loss and gradients against SAELens' TopK training loss with dead latents.
+#[test]
+fn auxk_matches_saelens() {
+    let (_, sae) = saelens::load(&fixture("topk")).unwrap();
+    let e = expected("topk");
+    let n = e["n"].as_u64().unwrap() as usize;
+    let x: Vec<f32> = f64s(&e, "x").into_iter().map(|v| v as f32).collect();
+    let coefficient = e["auxk_coefficient"].as_f64().unwrap() as f32;
+    let dims = sae.dims();
+    for case in ["auxk_many_", "auxk_few_"] {
+        let dead: Vec<bool> = e[format!("{case}dead")]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_bool().unwrap())
+            .collect();
+        let aux = sae_kernels::model::AuxK {
+            dead: &dead,
+            k_aux: dims.d / 2,
+            coefficient,
+        };
+        let (mut gwe, mut gbe, mut gwd, mut gbd) = (
+            vec![f32::NAN; dims.m_len()],
+            vec![f32::NAN; dims.h],
+            vec![f32::NAN; dims.m_len()],
+            vec![f32::NAN; dims.d],
+        );
+        let mut scratch = vec![0.0; sae_kernels::model::untied_grad_auxk_scratch_len(dims, 4)];
+        let (parts, aux_loss) = sae_kernels::model::untied_loss_and_grad_auxk(
+            sae.params(),
+            sae.config(),
+            &x,
+            n,
+            Penalty::L1 { alpha: 0.0 },
+            aux,
+            UntiedParamsMut::new(dims, &mut gwe, &mut gbe, &mut gwd, &mut gbd).unwrap(),
+            &mut scratch,
+        )
+        .unwrap();
+        let want_aux = e[format!("{case}aux_loss")].as_f64().unwrap();
+        let want_loss = e[format!("{case}loss")].as_f64().unwrap();
+        assert!(
+            (f64::from(aux_loss) - want_aux).abs() <= TOL * want_aux,
+            "{case}aux"
+        );
+        assert!(
+            (f64::from(parts.loss) - want_loss).abs() <= TOL * want_loss,
+            "{case}loss"
+        );
+        for (key, got) in [
+            ("grad_W_enc", &gwe),
+            ("grad_b_enc", &gbe),
+            ("grad_W_dec", &gwd),
+            ("grad_b_dec", &gbd),
+        ] {
+            let err = rel_err(got, &f64s(&e, &format!("{case}{key}")));
+            assert!(err <= TOL, "{case}{key} rel err {err:e}");
+        }
+    }
+}

@@ -689,12 +689,13 @@ fn untied_entry_points_do_not_allocate() {
     let th: Vec<f32> = vec![0.1; 40];
     let mut codes = vec![0.0; n * 40];
     let mut recon = vec![0.0; n * 6];
-    let len = untied_grad_scratch_len(dims, 4)
+    let len = sae_kernels::model::untied_grad_auxk_scratch_len(dims, 4)
         .max(untied_forward_scratch_len(dims, 4))
         .max(sae_kernels::untied_decode_scratch_len(dims));
     let mut s = vec![0.0; len];
     let mut g = [vec![0.0; 240], vec![0.0; 40], vec![0.0; 240], vec![0.0; 6]];
     let mut wd = m.w_dec.clone();
+    let dead: Vec<bool> = (0..40).map(|i| i % 4 == 0).collect();
     for act in [
         Activation::Relu,
         Activation::TopK { k: 5 },
@@ -716,6 +717,24 @@ fn untied_entry_points_do_not_allocate() {
             let [a, b, c, d] = &mut g;
             let grads = UntiedParamsMut::new(dims, a, b, c, d).unwrap();
             untied_loss_and_grad(m.p(), cfg, &x, n, pen, grads, &mut s).unwrap();
+            let [a, b, c, d] = &mut g;
+            let grads = UntiedParamsMut::new(dims, a, b, c, d).unwrap();
+            let aux = sae_kernels::model::AuxK {
+                dead: &dead,
+                k_aux: 3,
+                coefficient: 1.0,
+            };
+            sae_kernels::model::untied_loss_and_grad_auxk(
+                m.p(),
+                cfg,
+                &x,
+                n,
+                pen,
+                aux,
+                grads,
+                &mut s,
+            )
+            .unwrap();
             remove_parallel_decoder_grad(dims, &m.w_dec, &mut g[2]).unwrap();
             normalize_decoder_rows(dims, &mut wd).unwrap();
         });
@@ -723,4 +742,213 @@ fn untied_entry_points_do_not_allocate() {
     }
     // The counter works.
     assert!(allocs(|| drop(std::hint::black_box(vec![1u8; 10]))) > 0);
+}
+
+// ---------- AuxK ----------
+
+/// Pre-activations (f64), `n×h`.
+fn ref_pre(dims: Dims, p: &[Vec<f64>; 4], apply: bool, x: &[f32], n: usize) -> Vec<f64> {
+    let Dims { d, h } = dims;
+    let mut out = vec![0.0; n * h];
+    for r in 0..n {
+        for i in 0..h {
+            out[r * h + i] = p[1][i]
+                + (0..d)
+                    .map(|j| {
+                        let xc = f64::from(x[r * d + j]) - if apply { p[3][j] } else { 0.0 };
+                        xc * p[0][j * h + i]
+                    })
+                    .sum::<f64>();
+        }
+    }
+    out
+}
+
+/// The AuxK term with the residual `e0` held fixed, and the selection margin.
+#[allow(clippy::too_many_arguments)]
+fn ref_aux(
+    dims: Dims,
+    p: &[Vec<f64>; 4],
+    apply: bool,
+    x: &[f32],
+    n: usize,
+    dead: &[bool],
+    k_aux: usize,
+    coef: f64,
+    e0: &[f64],
+) -> (f64, f64) {
+    let Dims { d, h } = dims;
+    let pre = ref_pre(dims, p, apply, x, n);
+    let m = dead.iter().filter(|&&v| v).count();
+    let k = k_aux.min(m);
+    let s = (m as f64 / k_aux as f64).min(1.0);
+    let mut total = 0.0;
+    let mut margin = f64::INFINITY;
+    for r in 0..n {
+        let row = &pre[r * h..(r + 1) * h];
+        let mut idx: Vec<usize> = (0..h).filter(|&i| dead[i]).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        if k < idx.len() {
+            margin = margin.min(row[idx[k - 1]] - row[idx[k]]);
+        }
+        for j in 0..d {
+            let rec: f64 = idx[..k].iter().map(|&i| row[i] * p[2][i * d + j]).sum();
+            total += (rec - e0[r * d + j]).powi(2);
+        }
+    }
+    (coef * s * total / n as f64, margin)
+}
+
+#[test]
+fn auxk_gradients_match_finite_differences() {
+    let (d, h, n) = (6, 16, 5);
+    let dims = Dims::new(d, h).unwrap();
+    let x = Rng(31).vec(n * d, 1.0);
+    let m = Model::random(d, h, 4);
+    let p64 = [
+        to64(&m.w_enc),
+        to64(&m.b_enc),
+        to64(&m.w_dec),
+        to64(&m.b_dec),
+    ];
+    let many: Vec<bool> = (0..h).map(|i| i % 2 == 1).collect();
+    let few: Vec<bool> = (0..h).map(|i| i == 3 || i == 10).collect();
+    let coef = 0.7f32;
+    for (act, apply) in [(Act::TopK(3), true), (Act::Relu, false)] {
+        for dead in [&many, &few] {
+            let k_aux = d / 2;
+            let cfg = UntiedConfig {
+                activation: act.lib(),
+                apply_b_dec_to_input: apply,
+            };
+            let pen = Penalty::L1 { alpha: 0.05 };
+            // The fixed residual e0 = x − x̂ at the unperturbed parameters.
+            let mut recon = vec![0.0; n * d];
+            let mut s = vec![0.0; untied_forward_scratch_len(dims, 8)];
+            let out = ForwardOutputs {
+                recon: Some(&mut recon),
+                ..Default::default()
+            };
+            untied_forward(m.p(), cfg, &x, n, pen, out, &mut s).unwrap();
+            let e0: Vec<f64> = x
+                .iter()
+                .zip(&recon)
+                .map(|(&a, &b)| f64::from(a - b))
+                .collect();
+            let total = |p: &[Vec<f64>; 4]| {
+                let (main, _) = ref_loss(dims, &p[0], &p[1], &p[2], &p[3], act, apply, pen, &x, n);
+                let (aux, _) = ref_aux(dims, p, apply, &x, n, dead, k_aux, f64::from(coef), &e0);
+                main + aux
+            };
+            let (aux0, margin) =
+                ref_aux(dims, &p64, apply, &x, n, dead, k_aux, f64::from(coef), &e0);
+            assert!(
+                margin > 1e-4,
+                "aux selection too close to a tie ({margin:e})"
+            );
+            for block in [2, 64] {
+                let mut g = [
+                    vec![f32::NAN; h * d],
+                    vec![f32::NAN; h],
+                    vec![f32::NAN; h * d],
+                    vec![f32::NAN; d],
+                ];
+                let [a, b, c, e] = &mut g;
+                let mut s =
+                    vec![0.0; sae_kernels::model::untied_grad_auxk_scratch_len(dims, block)];
+                let aux = sae_kernels::model::AuxK {
+                    dead,
+                    k_aux,
+                    coefficient: coef,
+                };
+                let (parts, aux_loss) = sae_kernels::model::untied_loss_and_grad_auxk(
+                    m.p(),
+                    cfg,
+                    &x,
+                    n,
+                    pen,
+                    aux,
+                    UntiedParamsMut::new(dims, a, b, c, e).unwrap(),
+                    &mut s,
+                )
+                .unwrap();
+                assert!((f64::from(aux_loss) - aux0).abs() < 1e-5 * aux0, "aux loss");
+                assert!(((f64::from(parts.loss) - total(&p64)) / total(&p64)).abs() < 1e-5);
+                let eps = 1e-5;
+                for t in 0..4 {
+                    let fd: Vec<f64> = (0..p64[t].len())
+                        .map(|i| {
+                            let mut pp = p64.clone();
+                            pp[t][i] += eps;
+                            let lp = total(&pp);
+                            pp[t][i] -= 2.0 * eps;
+                            (lp - total(&pp)) / (2.0 * eps)
+                        })
+                        .collect();
+                    let err = rel(&g[t], &fd);
+                    assert!(err < 1e-4, "auxk block {block} tensor {t}: rel err {err:e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn auxk_bad_arguments_and_no_dead_latents() {
+    let m = Model::random(4, 6, 2);
+    let dims = m.dims;
+    let x = vec![0.5; 3 * 4];
+    let mut s = vec![0.0; sae_kernels::model::untied_grad_auxk_scratch_len(dims, 4)];
+    let mut g = [vec![0.0; 24], vec![0.0; 6], vec![0.0; 24], vec![0.0; 4]];
+    let cfg = UntiedConfig::standard();
+    let pen = Penalty::L1 { alpha: 0.1 };
+    let run = |aux, g: &mut [Vec<f32>; 4], s: &mut [f32]| {
+        let [a, b, c, d] = g;
+        sae_kernels::model::untied_loss_and_grad_auxk(
+            m.p(),
+            cfg,
+            &x,
+            3,
+            pen,
+            aux,
+            UntiedParamsMut::new(dims, a, b, c, d).unwrap(),
+            s,
+        )
+    };
+    let dead = [false; 6];
+    let short = [true; 5];
+    let aux = |dead, k_aux, coefficient| sae_kernels::model::AuxK {
+        dead,
+        k_aux,
+        coefficient,
+    };
+    assert!(matches!(
+        run(aux(&short, 2, 1.0), &mut g, &mut s),
+        Err(Error::Length { arg: "dead", .. })
+    ));
+    assert!(matches!(
+        run(aux(&dead, 0, 1.0), &mut g, &mut s),
+        Err(Error::OutOfRange { arg: "k_aux", .. })
+    ));
+    assert!(matches!(
+        run(aux(&dead, 2, f32::INFINITY), &mut g, &mut s),
+        Err(Error::NonFinite { arg: "coefficient" })
+    ));
+    // No dead latent: the plain loss and gradients.
+    let (parts, a) = run(aux(&dead, 2, 1.0), &mut g, &mut s).unwrap();
+    assert_eq!(a, 0.0);
+    let mut g2 = [vec![0.0; 24], vec![0.0; 6], vec![0.0; 24], vec![0.0; 4]];
+    let [a2, b2, c2, d2] = &mut g2;
+    let plain = untied_loss_and_grad(
+        m.p(),
+        cfg,
+        &x,
+        3,
+        pen,
+        UntiedParamsMut::new(dims, a2, b2, c2, d2).unwrap(),
+        &mut s,
+    )
+    .unwrap();
+    assert_eq!(parts.loss, plain.loss);
+    assert_eq!(g, g2);
 }

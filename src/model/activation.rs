@@ -128,3 +128,45 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
         };
     }
 }
+
+/// Keep, in place, the `k` largest entries of `row` among those with `cand[i]` true
+/// (ties: lowest index), **without** ReLU; every other entry becomes `+0.0`, and a kept
+/// value of zero is stored as `−0.0`, so that "kept" is exactly "bits ≠ 0". `sel` is
+/// scratch of at least `row.len()` entries. Used by the AuxK loss.
+pub(crate) fn topk_among(row: &mut [f32], cand: &[bool], k: usize, sel: &mut [f32]) {
+    let mut m = 0;
+    for (&v, &c) in row.iter().zip(cand) {
+        if c {
+            sel[m] = v;
+            m += 1;
+        }
+    }
+    let k = k.min(m);
+    if k == 0 {
+        row.fill(0.0);
+        return;
+    }
+    let (above, kth, _) = sel[..m].select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    let t = *kth;
+    let greater = above
+        .iter()
+        .filter(|v| v.total_cmp(&t) == Ordering::Greater)
+        .count();
+    let mut equal_left = k - greater;
+    for (v, &c) in row.iter_mut().zip(cand) {
+        let keep = c
+            && match v.total_cmp(&t) {
+                Ordering::Greater => true,
+                Ordering::Equal if equal_left > 0 => {
+                    equal_left -= 1;
+                    true
+                }
+                _ => false,
+            };
+        *v = match (keep, *v == 0.0) {
+            (false, _) => 0.0,
+            (true, true) => -0.0,
+            (true, false) => *v,
+        };
+    }
+}

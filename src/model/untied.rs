@@ -34,6 +34,9 @@
 //! training is not implemented. At a row of `W_dec` with norm 0 the decoder-norm
 //! penalty's subgradient 0 is used.
 //!
+//! [`untied_loss_and_grad_auxk`] adds the AuxK dead-latent loss ([`AuxK`]) for TopK
+//! training.
+//!
 //! ## The tied model as an untied one
 //! The tied SAE (`c = relu(x·Mᵀ + b)`, `x̂ = c·M`) is the untied model with
 //! `W_enc = Mᵀ`, `W_dec = M`, `b_enc = b`, `b_dec = 0`, `apply_b_dec_to_input = false`,
@@ -45,7 +48,7 @@
 //! scratch length; each `*_scratch_len(dims, block_rows)` function gives the length
 //! for a block size, and any length `≥ *_scratch_len(dims, 1)` works.
 
-use super::activation::{Activation, apply_rows};
+use super::activation::{Activation, apply_rows, topk_among};
 use super::forward::{ForwardOutputs, LossParts, Sums, block_stats, check_batch};
 use super::params::{Dims, TiedParams};
 use super::workspace::{MAX_BLOCK_ROWS, block_rows_for};
@@ -304,7 +307,9 @@ fn centre(xb: &[f32], b_dec: &[f32], apply: bool, xc: &mut [f32]) {
     }
 }
 
-/// `codes ← act(xc·W_enc + b_enc)` for one block (`xc` `rows×d`, `codes` `rows×h`).
+/// `codes ← act(xc·W_enc + b_enc)` for one block (`xc` `rows×d`, `codes` `rows×h`);
+/// with `pre_out`, the pre-activations are copied there too.
+#[allow(clippy::too_many_arguments)]
 fn encode_rows(
     p: &UntiedParams<'_>,
     act: Activation<'_>,
@@ -313,9 +318,10 @@ fn encode_rows(
     codes: &mut [f32],
     sel: &mut [f32],
     pack: &mut [f32],
+    pre_out: Option<&mut [f32]>,
 ) {
     let Dims { d, h } = p.dims;
-    let relu = matches!(act, Activation::Relu);
+    let relu = matches!(act, Activation::Relu) && pre_out.is_none();
     let res = (|| {
         gemm(
             1.0,
@@ -335,6 +341,9 @@ fn encode_rows(
     if !relu {
         for row in codes.chunks_exact_mut(h) {
             vector::axpy(1.0, p.b_enc, row);
+        }
+        if let Some(pre) = pre_out {
+            pre.copy_from_slice(codes);
         }
         apply_rows(act, codes, h, sel);
     }
@@ -412,6 +421,7 @@ pub fn untied_encode(
             &mut codes[r0 * h..(r0 + rows) * h],
             sel,
             pack,
+            None,
         );
     }
     Ok(())
@@ -528,7 +538,7 @@ pub fn untied_forward(
             Some(c) => &mut c[r0 * h..(r0 + rows) * h],
             None => &mut codes_s[..rows * h],
         };
-        encode_rows(&p, cfg.activation, xcb, rows, cb, sel, pack);
+        encode_rows(&p, cfg.activation, xcb, rows, cb, sel, pack, None);
         let rcb: &mut [f32] = match recon.as_deref_mut() {
             Some(r) => &mut r[r0 * d..(r0 + rows) * d],
             None => &mut recon_s[..rows * d],
@@ -589,6 +599,94 @@ pub fn untied_loss_and_grad(
     grads: UntiedParamsMut<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
+    grad_impl(p, cfg, x, n, pen, None, grads, scratch).map(|(parts, _)| parts)
+}
+
+/// The AuxK dead-latent loss of Gao et al. (2024), as in SAELens v6 and OpenAI's code:
+///
+/// ```text
+/// m     = number of dead latents,  k' = min(k_aux, m),  s = min(m / k_aux, 1)
+/// A     = the k' largest pre-activations among the dead latents of each row, raw
+///         (no ReLU), 0 elsewhere (ties: lowest index, as for TopK)
+/// L_aux = coefficient · s · (1/n)·Σ_rows ‖A·W_dec − (x − x̂)‖²
+/// ```
+///
+/// The residual `x − x̂` is a constant (detached), and the auxiliary reconstruction has
+/// no `b_dec` (it is already in the residual; SAELens ≥ 6 and OpenAI agree, older
+/// SAELens and EleutherAI added it twice). Gradients reach `W_dec` (rows of the
+/// selected latents), and through the selected pre-activations `W_enc`, `b_enc` and,
+/// with input centring, `b_dec`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AuxK<'a> {
+    /// Which latents are dead (`h` entries), e.g. not fired for some number of tokens.
+    pub dead: &'a [bool],
+    /// `k_aux ≥ 1`; SAELens and EleutherAI use `d / 2`, OpenAI 256.
+    pub k_aux: usize,
+    /// The loss coefficient (finite): 1 in SAELens, 1/32 in OpenAI's code.
+    pub coefficient: f32,
+}
+
+impl AuxK<'_> {
+    fn check(&self, h: usize) -> Result<()> {
+        check_len("dead", self.dead.len(), h)?;
+        if self.k_aux == 0 {
+            return Err(Error::OutOfRange {
+                arg: "k_aux",
+                allowed: "k_aux must be at least 1",
+            });
+        }
+        check_finite("coefficient", self.coefficient)
+    }
+}
+
+/// Scratch `f32` for [`untied_loss_and_grad_auxk`] with blocks of `block_rows` rows:
+/// [`untied_grad_scratch_len`] plus `block_rows·(2h + d)`.
+#[must_use]
+pub fn untied_grad_auxk_scratch_len(dims: Dims, block_rows: usize) -> usize {
+    let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);
+    sat(&[
+        (1, untied_grad_scratch_len(dims, rows)),
+        (rows, dims.h),
+        (rows, dims.h),
+        (rows, dims.d),
+    ])
+}
+
+/// [`untied_loss_and_grad`] with the [`AuxK`] loss added: returns the loss parts (with
+/// `loss` including the auxiliary term) and the auxiliary term alone. With no dead
+/// latents the auxiliary term is 0 and the result is that of
+/// [`untied_loss_and_grad`].
+///
+/// - `scratch`: at least [`untied_grad_auxk_scratch_len`]`(dims, 1)` `f32`.
+///
+/// # Errors
+/// As [`untied_loss_and_grad`], plus [`Error::Length`] naming `dead`,
+/// [`Error::OutOfRange`] naming `k_aux` and [`Error::NonFinite`] naming `coefficient`.
+#[allow(clippy::too_many_arguments)]
+pub fn untied_loss_and_grad_auxk(
+    p: UntiedParams<'_>,
+    cfg: UntiedConfig<'_>,
+    x: &[f32],
+    n: usize,
+    pen: Penalty,
+    aux: AuxK<'_>,
+    grads: UntiedParamsMut<'_>,
+    scratch: &mut [f32],
+) -> Result<(LossParts, f32)> {
+    grad_impl(p, cfg, x, n, pen, Some(aux), grads, scratch)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn grad_impl(
+    p: UntiedParams<'_>,
+    cfg: UntiedConfig<'_>,
+    x: &[f32],
+    n: usize,
+    pen: Penalty,
+    aux: Option<AuxK<'_>>,
+    grads: UntiedParamsMut<'_>,
+    scratch: &mut [f32],
+) -> Result<(LossParts, f32)> {
     let dims = p.dims;
     let Dims { d, h } = dims;
     check_batch(dims, x, n)?;
@@ -608,14 +706,39 @@ pub fn untied_loss_and_grad(
             got: grads.dims.h,
         });
     }
-    let rb = block_rows_for(scratch.len(), |r| untied_grad_scratch_len(dims, r))?;
+    if let Some(a) = aux {
+        a.check(h)?;
+    }
+    let rb = if aux.is_some() {
+        block_rows_for(scratch.len(), |r| untied_grad_auxk_scratch_len(dims, r))?
+    } else {
+        block_rows_for(scratch.len(), |r| untied_grad_scratch_len(dims, r))?
+    };
     let (codes, rest) = scratch.split_at_mut(rb * h);
     let (dpre, rest) = rest.split_at_mut(rb * h);
     let (xc, rest) = rest.split_at_mut(rb * d);
     let (resid, rest) = rest.split_at_mut(rb * d);
     let (sel, rest) = rest.split_at_mut(h);
     let (w, rest) = rest.split_at_mut(h);
-    let (fsum, pack) = rest.split_at_mut(h);
+    let (fsum, rest) = rest.split_at_mut(h);
+    let ah = if aux.is_some() { rb * h } else { 0 };
+    let (abuf, rest) = rest.split_at_mut(ah);
+    let (dabuf, rest) = rest.split_at_mut(ah);
+    let (rbuf, pack) = rest.split_at_mut(if aux.is_some() { rb * d } else { 0 });
+    // AuxK: active only with at least one dead latent.
+    let aux = aux.and_then(|a| {
+        let m = a.dead.iter().filter(|&&v| v).count();
+        (m > 0).then(|| {
+            let s = (m as f32 / a.k_aux as f32).min(1.0);
+            (
+                a.dead,
+                a.k_aux.min(m),
+                2.0 * a.coefficient * s / n as f32,
+                a.coefficient * s,
+            )
+        })
+    });
+    let mut aux_sum = 0.0f64;
     penalty_weights(&p, pen, w);
     fsum.fill(0.0);
     let UntiedParamsMut {
@@ -640,12 +763,40 @@ pub fn untied_loss_and_grad(
         let gb = &mut resid[..rows * d];
         let pb = &mut dpre[..rows * h];
 
+        let ab = &mut abuf[..if aux.is_some() { rows * h } else { 0 }];
+        let dab = &mut dabuf[..ab.len()];
+        let rbb = &mut rbuf[..if aux.is_some() { rows * d } else { 0 }];
+
         centre(xb, p.b_dec, cfg.apply_b_dec_to_input, xcb);
-        encode_rows(&p, cfg.activation, xcb, rows, cb, sel, pack);
+        let pre_out = if aux.is_some() { Some(&mut *ab) } else { None };
+        encode_rows(&p, cfg.activation, xcb, rows, cb, sel, pack, pre_out);
         decode_rows(&p, cb, rows, gb, pack);
         block_stats(dims, xb, cb, gb, &mut sums, None, None);
         if pen.weighted() {
             weighted_penalty_rows(cb, w, h, &mut sums, None);
+        }
+        if let Some((dead, k_eff, gscale, _)) = aux {
+            // A: the k' largest dead pre-activations per row; R = A·W_dec − (x − x̂).
+            for row in ab.chunks_exact_mut(h) {
+                topk_among(row, dead, k_eff, sel);
+            }
+            let res = (|| {
+                gemm(
+                    1.0,
+                    MatRef::row_major("aux", ab, rows, h)?,
+                    MatRef::row_major("w_dec", p.w_dec, h, d)?,
+                    0.0,
+                    MatMut::row_major("aux_resid", rbb, rows, d)?,
+                    Epilogue::None,
+                    pack,
+                )
+            })();
+            debug_assert!(res.is_ok(), "shapes are validated above: {res:?}");
+            for ((r, &xv), &xh) in rbb.iter_mut().zip(xb).zip(gb.iter()) {
+                *r -= xv - xh;
+                aux_sum += f64::from(*r) * f64::from(*r);
+                *r *= gscale;
+            }
         }
         // G = (2/n)(X̂ − X), in place of X̂.
         for (g, xr) in gb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
@@ -679,6 +830,36 @@ pub fn untied_loss_and_grad(
         for (prow, crow) in pb.chunks_exact_mut(h).zip(cb.chunks_exact(h)) {
             for ((g, &c), &wi) in prow.iter_mut().zip(crow).zip(w.iter()) {
                 *g = if c > 0.0 { *g + an * wi } else { 0.0 };
+            }
+        }
+        if aux.is_some() {
+            // dW_dec += Aᵀ·R;  dPre += (R·W_decᵀ) on the selected entries.
+            let res = (|| {
+                gemm(
+                    1.0,
+                    MatRef::row_major("aux", ab, rows, h)?.t(),
+                    MatRef::row_major("aux_resid", rbb, rows, d)?,
+                    1.0,
+                    MatMut::row_major("dw_dec", dw_dec, h, d)?,
+                    Epilogue::None,
+                    pack,
+                )?;
+                gemm(
+                    1.0,
+                    MatRef::row_major("aux_resid", rbb, rows, d)?,
+                    MatRef::row_major("w_dec", p.w_dec, h, d)?.t(),
+                    0.0,
+                    MatMut::row_major("aux_dpre", dab, rows, h)?,
+                    Epilogue::None,
+                    pack,
+                )
+            })();
+            debug_assert!(res.is_ok(), "shapes are validated above: {res:?}");
+            // Selected entries have non-zero bits (a selected 0 is stored as −0.0).
+            for ((g, &a), &da) in pb.iter_mut().zip(ab.iter()).zip(dab.iter()) {
+                if a.to_bits() != 0 {
+                    *g += da;
+                }
             }
         }
         let res = (|| {
@@ -741,7 +922,13 @@ pub fn untied_loss_and_grad(
             }
         }
     }
-    Ok(sums.finish(n, alpha))
+    let mut parts = sums.finish(n, alpha);
+    let aux_loss = match aux {
+        Some((_, _, _, cs)) => (f64::from(cs) * aux_sum / n as f64) as f32,
+        None => 0.0,
+    };
+    parts.loss += aux_loss;
+    Ok((parts, aux_loss))
 }
 
 /// Rescale every decoder row to unit L2 norm, in place (`w_dec`: `h×d` row-major).
