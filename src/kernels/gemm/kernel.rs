@@ -43,7 +43,7 @@ pub enum Kernel {
     Portable,
     /// x86_64 AVX2 + FMA intrinsics, `6×16` tiles, chosen at run time.
     Avx2,
-    /// x86_64 AVX-512F intrinsics, `8×32` tiles, chosen at run time.
+    /// x86_64 AVX-512F intrinsics, `8×48` tiles, chosen at run time.
     Avx512,
 }
 
@@ -214,6 +214,22 @@ pub(crate) trait MicroKernel: Copy {
     const NR: usize;
     /// `a.len() ≥ kc·MR`, `b.len() ≥ kc·NR`.
     fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>);
+
+    /// Optional fast transposing pack: `panel[kk·w + j] = src[j·cs + kk]` for
+    /// `kk < kc`, `j < cols ≤ w`, zero for `cols ≤ j < w`. Returns `false` (and
+    /// writes nothing) if this kernel has none; the caller then packs generically.
+    #[inline(always)]
+    fn pack_cols(
+        self,
+        _src: &[f32],
+        _cs: usize,
+        _kc: usize,
+        _cols: usize,
+        _w: usize,
+        _panel: &mut [f32],
+    ) -> bool {
+        false
+    }
 }
 
 /// Apply a [`Store`] to a raw tile and write it to a unit-column-stride C (the

@@ -6,10 +6,29 @@
 //! swapped ([`MatRef::t`]).
 //!
 //! The implementation is the BLIS loop nest, written once and generic over a
-//! micro-kernel ([`kernel::MicroKernel`]): B is packed `KC×NC` at a time into
-//! `NR`-wide column panels and A `MC×KC` at a time into `MR`-tall row panels, both in
-//! the caller-provided `pack` buffer (size: [`pack_len`]); the micro-kernel multiplies
-//! one `MR×NR` tile; the epilogue (β, bias, ReLU) is applied as the tile is stored.
+//! micro-kernel (the crate-private `MicroKernel` trait): B is packed `KC×NC` at a time
+//! into `NR`-wide column panels and A `MC×KC` at a time into `MR`-tall row panels, both
+//! in the caller-provided `pack` buffer (size: [`pack_len`]); the micro-kernel
+//! multiplies one `MR×NR` tile; α, β and the epilogue (bias + ReLU) are applied while
+//! the tile is still in registers as it is stored.
+//!
+//! ## Kernels
+//! One micro-kernel family runs per process, [`selected`] once (see [`Kernel`]): on
+//! x86_64, AVX-512F (`8×48`) or AVX2+FMA (`6×16`) kernels written with `core::arch`
+//! intrinsics and chosen at run time, so a plain `cargo build --release` is fast;
+//! elsewhere (or with the `force-portable` feature) the `wide` kernel (`8×8`), whose
+//! SIMD width is fixed at compile time. [`gemm_with`] runs a named kernel, so tests
+//! cover every path on one machine; the `SAE_KERNEL` environment variable does the
+//! same for whole programs.
+//!
+//! ## Small `m`
+//! With `m ≤ 4` rows, contiguous A rows and contiguous B columns (the encoder
+//! `x·Mᵀ` of one or a few vectors), the x86 kernels skip packing and compute dot
+//! products straight from the caller's memory, so `M` is streamed exactly once per
+//! call (see [`gemm`]). This is routed inside [`gemm`] rather than exposed as a
+//! separate function so that every caller (including [`crate::model::encode`] and
+//! the model's row blocks) gets it without code changes, and [`pack_len`] stays an
+//! upper bound (the path needs no pack memory at all).
 //!
 //! `β = 0` never reads C, so C may hold NaN or garbage.
 
@@ -240,15 +259,17 @@ pub enum Epilogue<'a> {
 
 /// Cache blocking shared by every micro-kernel (in elements).
 ///
-/// Chosen for the benchmark machine (AVX-512 server core: 48 KiB L1d, 2 MiB L2 per
-/// core, large shared L3) with the `8×32` AVX-512 tile, and checked by measurement
-/// (`examples/bench.rs`):
-/// - `KC = 256`: one `KC×NR` B micro-panel (32 KiB at `NR = 32`) stays in L1 while
-///   the `MR×KC` A panels (8 KiB each) stream from L2; long enough that loading and
-///   storing the C tile once per `KC` steps costs < 1 %.
-/// - `MC = 192`: the packed `MC×KC` A block (192 KiB) stays in L2 next to the B
-///   panels streaming through it.
-/// - `NC = 4096`: the packed `KC×NC` B block (4 MiB) lives in L2/L3 and is reused for
+/// Chosen by measurement (`examples/bench.rs`, and sweeps of KC ∈ {192…768},
+/// MC ∈ {64…256}, NC ∈ {512…4096}) on the benchmark machine (AVX-512 server core:
+/// 48 KiB L1d, 2 MiB L2 per core, large shared L3) with the `8×48` AVX-512 tile:
+/// - `KC = 768`: every SAE product with `k ≤ 768` (the encoder at `d ≤ 768`, the
+///   backward products over a row block) runs in a single pass over `k`, so each C
+///   tile is loaded and stored once. Splitting `k` was the largest loss measured:
+///   at `(4096, 512, 4096)`, `KC = 256` ran at 150 GFLOP/s and `KC = 512` at 180,
+///   because every extra pass re-reads C (64 MiB there) from memory. The B
+///   micro-panel (147 KiB) then lives in L2, and the kernel prefetches it.
+/// - `MC = 128`: the packed `MC×KC` A block (384 KiB) stays in L2.
+/// - `NC = 1536`: the packed `KC×NC` B block (4.5 MiB) lives in L3 and is reused by
 ///   every `MC` block of A.
 pub(crate) const KC: usize = 768;
 /// Rows of A packed per block (see [`KC`]).
@@ -499,10 +520,10 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
             let last = pc + kc == k;
             let beta_eff = if first { beta } else { 1.0 };
             let epi_eff = if last { epi } else { Epilogue::None };
-            pack_panels(&b, pc, kc, jc, nc, nr, bpack);
+            pack_panels(kern, &b, pc, kc, jc, nc, nr, bpack);
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                pack_panels(&a.t(), pc, kc, ic, mc, mr, apack);
+                pack_panels(kern, &a.t(), pc, kc, ic, mc, mr, apack);
                 for (q, jr) in (0..nc).step_by(nr).enumerate() {
                     let nr_eff = nr.min(nc - jr);
                     let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
@@ -554,9 +575,12 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
 /// zero-filled. B is packed as is (`w = NR`); A as its transpose (`w = MR`).
 ///
 /// Contiguous rows (`col_stride == 1`, e.g. a row-major B) are copied slice by
-/// slice; contiguous columns (`row_stride == 1`, e.g. `B = Mᵀ`) are transposed four
-/// source columns at a time; other strides go element by element.
-fn pack_panels(
+/// slice; contiguous columns (`row_stride == 1`, e.g. `B = Mᵀ`) are transposed by
+/// the kernel's [`MicroKernel::pack_cols`] (8×8 AVX shuffles on x86) or eight source
+/// columns at a time; other strides go element by element.
+#[allow(clippy::too_many_arguments)]
+fn pack_panels<K: MicroKernel>(
+    kern: K,
     src: &MatRef<'_>,
     k0: usize,
     kc: usize,
@@ -577,6 +601,11 @@ fn pack_panels(
                 dst[cols..].fill(0.0);
             }
         } else if rs == 1 {
+            let start = jb * cs + k0;
+            let end = start + (cols - 1) * cs + kc;
+            if kern.pack_cols(&data[start..end], cs, kc, cols, w, panel) {
+                continue;
+            }
             let col = |j: usize| {
                 let s = (jb + j) * cs + k0;
                 &data[s..s + kc]

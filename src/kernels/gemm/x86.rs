@@ -9,14 +9,19 @@
 //! the intrinsics, so each instantiation compiles to straight-line `vfmadd231ps` code
 //! on `ymm`/`zmm` registers.
 //!
-//! ## Tile shapes (tuned on the benchmark machine, AVX-512 server core, 32 vector
-//! registers, two FMA pipes with 4-cycle latency)
-//! - AVX-512: `MR×NR = 8×32` (8 rows × 2 `zmm`): 16 accumulators hide the FMA latency
-//!   (≥ 8 needed for 2 pipes × 4 cycles), and each `k` step issues 2 vector loads of B
-//!   plus 8 broadcasts of A for 16 FMAs, well inside two loads per cycle. `MR = 8`
-//!   divides the model's row blocks (64, 256) so no rows are wasted.
+//! ## Tile shapes (measured on the benchmark machine: an AVX-512 server core with
+//! two 512-bit FMA pipes of 4-cycle latency and 32 vector registers)
+//! - AVX-512: `MR×NR = 8×48` (8 rows × 3 `zmm`): 24 accumulators (≥ 8 are needed to
+//!   hide 2 pipes × 4 cycles) + 3 B vectors + 1 broadcast = 28 of 32 registers. Each
+//!   `k` step issues 3 vector loads and 8 broadcasts for 24 FMAs, within two loads
+//!   per cycle. `MR = 8` divides the model's row blocks. Against `8×32`, `12×32` and
+//!   `6×64` this shape was the fastest at the SAE shapes (`examples/bench.rs`).
 //! - AVX2: `6×16` (6 rows × 2 `ymm`): 12 accumulators + 2 B vectors + 1 broadcast fill
 //!   15 of the 16 `ymm` registers, the classic shape for 16-register AVX2.
+//!
+//! The B micro-panel (`KC·NR` floats) is bigger than L1 at `KC = 768`, so the kernel
+//! prefetches it [`PF_DIST`] steps ahead, and it prefetches its C tile before the
+//! `k` loop so the final load/store of C does not wait for memory.
 //!
 //! ## Safety
 //! The only `unsafe` is (a) calling a `#[target_feature]` function, which is sound
@@ -199,6 +204,12 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
         let mut acc = [[V::zero(); NV]; MR];
         let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
         for _ in 0..kc {
+            // The B micro-panel (KC·NR·4 bytes) is larger than L1: fetch it a few
+            // steps ahead. Prefetches never fault, and the address is only formed
+            // with wrapping arithmetic.
+            for line in 0..nr.div_ceil(16) {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_DIST * nr + line * 16).cast::<i8>());
+            }
             let mut bv = [V::zero(); NV];
             for (v, bvv) in bv.iter_mut().enumerate() {
                 *bvv = V::loadu(bp.add(v * V::LANES));
@@ -254,6 +265,9 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// How many `k` steps ahead the micro-kernel prefetches its B panel.
+const PF_DIST: usize = 8;
+
 /// The AVX2+FMA micro-kernel; a value proves the CPU supports it.
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2(());
@@ -270,9 +284,10 @@ impl Avx2 {
 pub(crate) struct Avx512(());
 
 impl Avx512 {
-    /// `Some` only if the CPU has AVX-512F.
+    /// `Some` only if the CPU has AVX-512F (and AVX2, which the packing uses; every
+    /// AVX-512 CPU has it).
     pub(crate) fn new() -> Option<Self> {
-        has_avx512f().then_some(Self(()))
+        (has_avx512f() && has_avx2_fma()).then_some(Self(()))
     }
 }
 
@@ -296,6 +311,19 @@ impl MicroKernel for Avx2 {
         // SAFETY: `self` exists only if AVX2 and FMA were detected (`Avx2::new`).
         unsafe { avx2_tile(kc, a, b, out, st) }
     }
+    #[inline(always)]
+    fn pack_cols(
+        self,
+        src: &[f32],
+        cs: usize,
+        kc: usize,
+        cols: usize,
+        w: usize,
+        panel: &mut [f32],
+    ) -> bool {
+        pack_cols_x86(src, cs, kc, cols, w, panel);
+        true
+    }
 }
 
 /// Rows of the AVX-512 tile.
@@ -310,6 +338,19 @@ impl MicroKernel for Avx512 {
     fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
         // SAFETY: `self` exists only if AVX-512F was detected (`Avx512::new`).
         unsafe { avx512_tile(kc, a, b, out, st) }
+    }
+    #[inline(always)]
+    fn pack_cols(
+        self,
+        src: &[f32],
+        cs: usize,
+        kc: usize,
+        cols: usize,
+        w: usize,
+        panel: &mut [f32],
+    ) -> bool {
+        pack_cols_x86(src, cs, kc, cols, w, panel);
+        true
     }
 }
 
@@ -539,4 +580,96 @@ impl GemvToken for Avx512 {
         // SAFETY: an `Avx512` token exists, so AVX-512F was detected.
         unsafe { gemv_avx512(alpha, a, b, beta, c, epi) }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Transposing pack: `w`-wide panels from source columns that are contiguous along k
+// (`B = Mᵀ` for a row-major M, or a row-major A packed as `Aᵀ`), 8×8 blocks at a
+// time with AVX shuffles instead of one scalar load and store per element.
+// ---------------------------------------------------------------------------------
+
+/// In-register transpose of eight 8-lane rows: `out[s][t] = rows[t][s]`.
+#[inline(always)]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    // SAFETY: pure register shuffles (AVX); only called from `pack_cols_avx`, which
+    // runs with AVX2 enabled.
+    unsafe {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+}
+
+/// `panel[kk·w + j] = src[j·cs + kk]` for `kk < kc`, `j < cols`; zero for
+/// `cols ≤ j < w`.
+#[target_feature(enable = "avx2")]
+fn pack_cols_avx(src: &[f32], cs: usize, kc: usize, cols: usize, w: usize, panel: &mut [f32]) {
+    assert!(cols >= 1 && cols <= w && panel.len() >= kc * w);
+    assert!(src.len() >= (cols - 1) * cs + kc);
+    let (sp, pp) = (src.as_ptr(), panel.as_mut_ptr());
+    let mut j = 0;
+    while j + 8 <= cols {
+        let mut kk = 0;
+        while kk + 8 <= kc {
+            // SAFETY: reads `src[(j+t)·cs + kk .. + 8]` with `j + t < cols` and
+            // `kk + 8 ≤ kc`, inside `src` by the assert; writes
+            // `panel[(kk+s)·w + j .. + 8]` with `kk + s < kc`, `j + 8 ≤ cols ≤ w`,
+            // inside `panel` by the assert.
+            unsafe {
+                let rows: [__m256; 8] =
+                    core::array::from_fn(|t| _mm256_loadu_ps(sp.add((j + t) * cs + kk)));
+                let cols8 = transpose8(rows);
+                for (s, v) in cols8.iter().enumerate() {
+                    _mm256_storeu_ps(pp.add((kk + s) * w + j), *v);
+                }
+            }
+            kk += 8;
+        }
+        for kk in kk..kc {
+            for t in 0..8 {
+                panel[kk * w + j + t] = src[(j + t) * cs + kk];
+            }
+        }
+        j += 8;
+    }
+    for jj in j..cols {
+        for (kk, &v) in src[jj * cs..jj * cs + kc].iter().enumerate() {
+            panel[kk * w + jj] = v;
+        }
+    }
+    if cols < w {
+        for row in panel[..kc * w].chunks_exact_mut(w) {
+            row[cols..].fill(0.0);
+        }
+    }
+}
+
+/// Both x86 tokens prove AVX2 (AVX-512F machines have it too: `Avx512::new` checks).
+fn pack_cols_x86(src: &[f32], cs: usize, kc: usize, cols: usize, w: usize, panel: &mut [f32]) {
+    // SAFETY: only reached through an `Avx2` or `Avx512` token; both are only
+    // constructed when AVX2 is present (see `Avx512::new`).
+    unsafe { pack_cols_avx(src, cs, kc, cols, w, panel) }
 }
