@@ -20,9 +20,9 @@ pub use backward::{loss_and_grad, loss_and_grad_with};
 pub use forward::{
     ForwardOutputs, LossParts, decode, decode_scratch_len, encode, forward, forward_with,
 };
-pub use sparse_path::{Path, SPARSE_CROSSOVER, SPARSE_MAX_H};
 pub use init::init_tied;
 pub use params::{Dims, TiedParams, TiedParamsMut};
+pub use sparse_path::{Path, SPARSE_CROSSOVER, SPARSE_MAX_H};
 pub use workspace::{
     DEFAULT_BLOCK_ROWS, MAX_BLOCK_ROWS, encode_scratch_len, forward_scratch_len, grad_scratch_len,
 };
