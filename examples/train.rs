@@ -21,9 +21,9 @@ use std::time::Instant;
 
 /// Train a tied sparse autoencoder (c = ReLU(M·x + b), x̂ = Mᵀ·c) with Adam.
 ///
-/// Without --input, trains on the toy superposition benchmark (256 ground-truth
-/// features in 128 dimensions, ~5 active per sample) and reports how well the
-/// learned dictionary recovers them (MMCS).
+/// Without --input, trains on the toy superposition benchmark of Sharkey et al. (512
+/// ground-truth features in 256 dimensions, ~5 active per sample) and reports how well
+/// the learned dictionary recovers them (MMCS).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -58,10 +58,10 @@ struct Args {
     #[arg(long, default_value_t = 200)]
     eval_every: u64,
     /// Toy benchmark: input width d.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 256)]
     toy_d: usize,
     /// Toy benchmark: number of ground-truth features G.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 512)]
     toy_features: usize,
 }
 
