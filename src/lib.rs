@@ -57,17 +57,17 @@
 extern crate std;
 
 mod error;
+#[cfg(feature = "std")]
+pub mod format;
 pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+#[cfg(feature = "std")]
+mod owned;
 pub mod sparse;
 pub mod toy;
 pub mod train;
-#[cfg(feature = "std")]
-pub mod format;
-#[cfg(feature = "std")]
-mod owned;
 
 pub use error::{Error, Result};
 pub use model::{
@@ -87,13 +87,13 @@ pub use model::{
 pub use model::{ActivationKind, UntiedSae};
 
 pub use optim::{Adam, Optim, Optimizer, sgd_step};
-pub use train::{StepHyper, train_step, train_step_workspace_len};
 #[cfg(feature = "std")]
 pub use owned::TiedSae;
 #[cfg(feature = "std")]
 pub use owned::{
     ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
 };
+pub use train::{StepHyper, train_step, train_step_workspace_len};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
