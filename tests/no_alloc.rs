@@ -14,15 +14,20 @@
 //! Runs on the host, under Miri (smaller shapes) and on wasm32-wasip1.
 
 use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+use sae_kernels::metrics::{Metrics, eval_scratch_len, evaluate, metrics_state_len, mmcs};
+use sae_kernels::optim::{L1Warmup, LrSchedule};
 use sae_kernels::sparse::{
     Overflow, RowLimit, decode_csr, decode_sparse, encode_csr, encode_csr_scratch_len,
     encode_sparse, encode_sparse_scratch_len,
 };
+use sae_kernels::toy::{ToyConfig, ToyRng, toy_init, toy_rng, toy_sample};
+use sae_kernels::train::{StreamConfig, StreamingTrainer, streaming_state_len};
 use sae_kernels::{
     Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
     encode_scratch_len, forward, forward_scratch_len, forward_with, grad_scratch_len, init_tied,
     loss_and_grad, loss_and_grad_with, sgd_step,
 };
+use sae_kernels::{Optim, Optimizer, StepHyper, train_step, train_step_workspace_len};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -101,6 +106,51 @@ struct Fixture {
     row_ptr: Vec<usize>,
     csr_idx: Vec<u32>,
     csr_val: Vec<f32>,
+    train: TrainBufs,
+}
+
+/// Buffers of the training entry points (optimizers, transactional step, streaming
+/// trainer, metrics, toy generator).
+struct TrainBufs {
+    adam: Vec<f32>,
+    momentum: Vec<f32>,
+    workspace: Vec<f32>,
+    stream_cfg: StreamConfig,
+    stream: Vec<f32>,
+    metrics: Vec<f64>,
+    eval: Vec<f32>,
+    toy: ToyConfig,
+    features: Vec<f32>,
+    probs: Vec<f32>,
+    rng: ToyRng,
+}
+
+impl TrainBufs {
+    fn new(dims: Dims, block: usize) -> Self {
+        let stream_cfg = StreamConfig {
+            optimizer: Optimizer::default(),
+            lr: LrSchedule::constant(1e-3),
+            l1: L1Warmup {
+                alpha: 1e-3,
+                warmup_steps: 5,
+            },
+            block_rows: 2,
+        };
+        let toy = ToyConfig::new(dims.d, dims.h / 2);
+        Self {
+            adam: vec![0.0; Optimizer::default().state_len(dims)],
+            momentum: vec![0.0; Optimizer::Sgd { momentum: 0.9 }.state_len(dims)],
+            workspace: vec![0.0; train_step_workspace_len(dims, block)],
+            stream: vec![0.0; streaming_state_len(dims, &stream_cfg)],
+            stream_cfg,
+            metrics: vec![0.0; metrics_state_len(dims)],
+            eval: vec![0.0; eval_scratch_len(dims, block)],
+            toy,
+            features: vec![0.0; toy.g * toy.d],
+            probs: vec![0.0; toy.g],
+            rng: toy_rng(1),
+        }
+    }
 }
 
 impl Fixture {
@@ -137,6 +187,7 @@ impl Fixture {
             row_ptr: vec![0; n + 1],
             csr_idx: vec![0; n * h],
             csr_val: vec![0.0; n * h],
+            train: TrainBufs::new(dims, block),
         };
         init_tied(TiedParamsMut::new(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
         // Some positive biases so that codes are not all zero.
@@ -191,6 +242,61 @@ fn op_sgd_step(fx: &mut Fixture) {
     let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
     let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
     sgd_step(p, g, 1e-2).expect("sgd_step");
+}
+
+fn op_optimizers(fx: &mut Fixture) {
+    let t = &mut fx.train;
+    for (opt, state) in [
+        (Optimizer::default(), &mut t.adam),
+        (Optimizer::Sgd { momentum: 0.9 }, &mut t.momentum),
+    ] {
+        let mut o = Optim::new(opt, fx.dims, state, 0).expect("Optim::new");
+        let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
+        let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+        o.step(p, g, 1e-3).expect("Optim::step");
+    }
+}
+
+fn op_train_step(fx: &mut Fixture) {
+    let t = &mut fx.train;
+    let mut o = Optim::new(Optimizer::default(), fx.dims, &mut t.adam, 1).unwrap();
+    let hyper = StepHyper {
+        alpha: 1e-3,
+        lr: 1e-3,
+    };
+    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    train_step(p, &mut o, &fx.x, fx.n, hyper, &mut t.workspace).expect("train_step");
+    // The refused path (NaN in the batch) allocates nothing either.
+    let d = fx.dims.d;
+    let saved = fx.x[d];
+    fx.x[d] = f32::NAN;
+    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    let r = train_step(p, &mut o, &fx.x[..2 * d], 2, hyper, &mut t.workspace);
+    fx.x[d] = saved;
+    assert!(r.is_err(), "NaN batch accepted");
+}
+
+fn op_streaming_trainer(fx: &mut Fixture) {
+    let t = &mut fx.train;
+    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    let mut s = StreamingTrainer::new(p, t.stream_cfg, &mut t.stream).expect("streaming");
+    for row in fx.x.chunks_exact(fx.dims.d).take(5) {
+        s.push(row).expect("push");
+    }
+    s.step_block(&fx.x, fx.n).expect("step_block");
+}
+
+fn op_metrics_and_toy(fx: &mut Fixture) {
+    let t = &mut fx.train;
+    toy_init(&t.toy, 2, &mut t.features, &mut t.probs).expect("toy_init");
+    let n = fx.n.min(8);
+    let xs = &mut fx.recon[..n * fx.dims.d];
+    toy_sample(&t.toy, &t.features, &t.probs, &mut t.rng, xs, n, None).expect("toy_sample");
+    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let mut met = Metrics::new(fx.dims, &mut t.metrics).unwrap();
+    evaluate(p, &fx.x, fx.n, &mut met, &mut t.eval).expect("evaluate");
+    let _ = met.summary(16);
+    mmcs(&t.features, t.toy.g, &fx.m, fx.dims.h, fx.dims.d).expect("mmcs");
 }
 
 fn op_gemm_strided(fx: &mut Fixture) {
@@ -272,6 +378,10 @@ const ENTRY_POINTS: &[(&str, Op)] = &[
     ("forward (loss only)", op_forward_loss_only),
     ("loss_and_grad", op_loss_and_grad),
     ("sgd_step", op_sgd_step),
+    ("Optim::step (Adam, SGD momentum)", op_optimizers),
+    ("train_step (accepted and refused)", op_train_step),
+    ("StreamingTrainer (push, step_block)", op_streaming_trainer),
+    ("metrics, toy generator, mmcs", op_metrics_and_toy),
     ("gemm (strided, beta, bias-relu)", op_gemm_strided),
     ("error paths", op_error_paths),
     (
