@@ -264,40 +264,52 @@ fn main() {
         );
     }
 
-    // Decode at L0 = 64 of 16384.
-    let rows = 256 / div;
+    // Decode at L0 = 64 of 16384, random features (uniform, so a batch of many rows
+    // touches most of M: the worst case for the sparse decoder).
+    println!("\ndecode at L0 = 64 of h = {h} (d = {d}), random features");
     let l0 = 64;
     let zero = vec![0.0; h];
     let p = TiedParams::new(st.dims, &st.m, &zero).unwrap();
-    let mut codes = vec![0.0; rows * h];
-    let (mut ptr, mut idx, mut val) = (vec![0usize; rows + 1], Vec::new(), Vec::new());
-    let pick = normal(rows * l0, 3);
-    for r in 0..rows {
-        let mut js: Vec<u32> = (0..l0)
-            .map(|k| ((pick[r * l0 + k].abs() * 1e6) as usize % h) as u32)
-            .collect();
-        js.sort_unstable();
-        js.dedup();
-        for &j in &js {
-            codes[r * h + j as usize] = 1.0;
-            idx.push(j);
-            val.push(1.0);
+    for rows in [1, 16, 256 / div] {
+        let mut codes = vec![0.0; rows * h];
+        let (mut ptr, mut idx, mut val) = (vec![0usize; rows + 1], Vec::new(), Vec::new());
+        let pick = normal(rows * l0, 3 + rows as u64);
+        for r in 0..rows {
+            let mut js: Vec<u32> = (0..l0)
+                .map(|k| ((pick[r * l0 + k].abs() * 1e6) as usize % h) as u32)
+                .collect();
+            js.sort_unstable();
+            js.dedup();
+            for &j in &js {
+                codes[r * h + j as usize] = 1.0;
+                idx.push(j);
+                val.push(1.0);
+            }
+            ptr[r + 1] = idx.len();
         }
-        ptr[r + 1] = idx.len();
+        let (mut recon, mut recon2) = (vec![0.0; rows * d], vec![0.0; rows * d]);
+        let mut s = vec![0.0; decode_scratch_len(st.dims)];
+        let inner = 256 / rows; // repeat small batches so each timing is long enough
+        let t = best_interleaved(
+            reps.max(3),
+            &mut [
+                &mut || {
+                    for _ in 0..inner {
+                        decode(p, &codes, rows, &mut recon, &mut s).unwrap();
+                    }
+                },
+                &mut || {
+                    for _ in 0..inner {
+                        decode_csr(p, rows, &ptr, &idx, &val, &mut recon2).unwrap();
+                    }
+                },
+            ],
+        );
+        println!(
+            "  {rows:>4} rows: dense {:>10.1} us/row, sparse {:>8.2} us/row, sparse {:>5.1}x faster",
+            1e6 * t[0] / (inner * rows) as f64,
+            1e6 * t[1] / (inner * rows) as f64,
+            t[0] / t[1]
+        );
     }
-    let (mut recon, mut recon2) = (vec![0.0; rows * d], vec![0.0; rows * d]);
-    let mut s = vec![0.0; decode_scratch_len(st.dims)];
-    let t = best_interleaved(
-        reps.max(3),
-        &mut [
-            &mut || decode(p, &codes, rows, &mut recon, &mut s).unwrap(),
-            &mut || decode_csr(p, rows, &ptr, &idx, &val, &mut recon2).unwrap(),
-        ],
-    );
-    println!(
-        "\ndecode {rows} rows at L0 = {l0} of h = {h} (d = {d}): dense {:.4} s, sparse {:.6} s, sparse {:.0}x faster",
-        t[0],
-        t[1],
-        t[0] / t[1]
-    );
 }

@@ -110,13 +110,14 @@ pub fn loss_and_grad_with(
         let pb = &mut dpre[..rows * h];
 
         encode_block(&p, xb, rows, cb, pack);
-        if sparse_path::use_sparse(path, sparse_path::count_active(cb), rows, h) {
+        let active = sparse_path::count_active(cb);
+        if sparse_path::use_sparse(path, active, rows, h) {
             if first {
                 dm.fill(0.0);
                 db.fill(0.0);
             }
             // Grouped by feature when the block's CSC fits in the dPre slots ...
-            if let Some(nnz) = sparse_path::build_columns(cb, rows, h, pb) {
+            if let Some(nnz) = sparse_path::build_columns(cb, rows, h, active, pb) {
                 sparse_path::decode_columns(p.m, d, h, pb, nnz, gb);
                 block_stats(dims, xb, cb, gb, &mut sums, None, None);
                 for (g, xr) in gb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {

@@ -48,12 +48,14 @@ pub enum Path {
 /// The density (active codes / codes of a row block) at or below which [`Path::Auto`]
 /// takes the sparse path.
 ///
-/// Measured with `cargo run --release --example bench_sparse` on an x86-64 core with
-/// AVX2 (see the README's "Sparse path" section): at (n, d, h) = (4096, 512, 4096) the
-/// sparse step stays faster than the dense one up to about 15–20 % density and at
-/// (1024, 768, 16384) up to about 8–12 %; `Auto` switches a little early because a
-/// sparse block's cost grows with the density while a dense block's does not.
-pub const SPARSE_CROSSOVER: f32 = 0.08;
+/// Measured with `cargo run --release --example bench_sparse` (training step, one
+/// x86-64 core with AVX-512; see the README's "Sparse path" section): the sparse step
+/// is as fast as the dense one at about 14 % density at both (n, d, h) =
+/// (4096, 512, 4096) and (1024, 768, 16384) (1.2× faster at 10 %, 0.8× at 20 %).
+/// `Auto` switches a little earlier because a sparse block's cost grows with its
+/// density while a dense block's does not. The same threshold decides the decoder in
+/// [`super::forward::forward`].
+pub const SPARSE_CROSSOVER: f32 = 0.12;
 
 /// The largest `h` the sparse path supports: feature indices are kept in `f32`
 /// scratch slots, which represent every integer up to `2^24` exactly.
@@ -196,15 +198,16 @@ pub(crate) fn grad_row(
 /// is stored exactly in an `f32` slot.
 ///
 /// Grouping by feature loads each active row of `M` (and `dM`) once per block instead
-/// of once per active code. Returns the number of entries, or `None` (nothing usable
-/// written) if they do not fit in `work` or their count is not exact in `f32`.
+/// of once per active code. `nnz` is [`count_active`] of the block. Returns `nnz`, or
+/// `None` (nothing usable written) if the entries do not fit in `work` or their count
+/// is not exact in `f32`.
 pub(crate) fn build_columns(
     codes: &[f32],
     rows: usize,
     h: usize,
+    nnz: usize,
     work: &mut [f32],
 ) -> Option<usize> {
-    let nnz = count_active(&codes[..rows * h]);
     let need = nnz.checked_mul(2)?.checked_add(2 * h)?;
     if need > work.len() || nnz >= SPARSE_MAX_H || h > SPARSE_MAX_H {
         return None;
@@ -366,7 +369,7 @@ mod tests {
         let m: [f32; H * D] = core::array::from_fn(|i| v(i + 100));
         let x: [f32; R * D] = core::array::from_fn(|i| v(i + 300));
         let mut work = [f32::NAN; R * H];
-        let nnz = build_columns(&codes, R, H, &mut work).expect("fits");
+        let nnz = build_columns(&codes, R, H, count_active(&codes), &mut work).expect("fits");
         assert_eq!(nnz, count_active(&codes));
         let mut rec_c = [f32::NAN; R * D];
         decode_columns(&m, D, H, &work, nnz, &mut rec_c);
@@ -400,7 +403,8 @@ mod tests {
             "code (0, 7) is NaN: so is dM row 7"
         );
         // Too little room: None.
-        assert_eq!(build_columns(&codes, R, H, &mut work[..2 * H]), None);
+        let nnz = count_active(&codes);
+        assert_eq!(build_columns(&codes, R, H, nnz, &mut work[..2 * H]), None);
     }
 
     #[test]
