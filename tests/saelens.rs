@@ -311,6 +311,10 @@ fn refuses_configs_it_cannot_run_naming_the_field() {
     assert_eq!(cfg_field_err(&c).1, "k");
     c["k"] = 0.into();
     assert_eq!(cfg_field_err(&c).1, "k");
+    c["k"] = 33.into();
+    assert_eq!(cfg_field_err(&c).1, "k");
+    c["k"] = 32.into();
+    assert!(saelens::parse_config(c.to_string().as_bytes()).is_ok());
     // Not JSON / not an object.
     assert!(matches!(
         saelens::parse_config(b"{\"d_in\": 8,"),

@@ -296,7 +296,12 @@ pub fn parse_config(json: &[u8]) -> Result<SaeLensConfig> {
                 None => (None, "k"),
             };
             rescale = get_bool(&obj, "rescale_acts_by_decoder_norm", false)?;
-            ActivationKind::TopK(get_k(v, field)?)
+            let k = get_k(v, field)?;
+            if k > d_sae {
+                // SAELens' torch.topk fails on such a file; refuse it too.
+                return Err(cfg_err(field, "k must not exceed d_sae"));
+            }
+            ActivationKind::TopK(k)
         }
         "gated" => return Err(cfg_err("architecture", "gated SAEs are not supported")),
         _ => {
