@@ -106,6 +106,13 @@ fn run(a: &Args) -> Result<(), String> {
     if !(a.lr.is_finite() && a.lr > 0.0) {
         return Err(format!("--lr must be finite and > 0, got {}", a.lr));
     }
+    let too_big = |x: usize, y: usize| x.checked_mul(y).is_none_or(|p| p > 1 << 28);
+    if a.input.is_none() && too_big(a.toy_features, a.toy_d) {
+        return Err("--toy-features × --toy-d is too large (at most 2^28)".into());
+    }
+    if too_big(a.batch, a.toy_d.max(1)) && a.input.is_none() {
+        return Err("--batch × --toy-d is too large (at most 2^28)".into());
+    }
     let t0 = Instant::now();
     // Data: the toy benchmark, or a .npy file split into train / held-out.
     let (mut source, held, toy): (Box<dyn BatchSource>, Vec<f32>, Option<ToyBatches>) = match &a
@@ -139,6 +146,15 @@ fn run(a: &Args) -> Result<(), String> {
         }
     };
     let d = source.d();
+    if too_big(a.batch, d) {
+        return Err(format!("--batch {} is too large for d = {d}", a.batch));
+    }
+    if too_big(a.hidden, d) {
+        return Err(format!(
+            "--hidden {} is too large for d = {d} (at most 2^28 dictionary entries)",
+            a.hidden
+        ));
+    }
     let dims = Dims::new(d, a.hidden).map_err(|e| format!("--hidden: {e}"))?;
     let config = TrainConfig {
         optimizer: Optimizer::default(),
