@@ -952,3 +952,74 @@ fn auxk_bad_arguments_and_no_dead_latents() {
     assert_eq!(parts.loss, plain.loss);
     assert_eq!(g, g2);
 }
+
+/// SAELens-style initialisation, then plain gradient steps on the untied model with
+/// the decoder-norm penalty lower the loss.
+#[test]
+fn init_untied_then_training_lowers_the_loss() {
+    let dims = Dims::new(8, 24).unwrap();
+    let (d, h) = (dims.d, dims.h);
+    let (mut we, mut be, mut wd, mut bd) = (
+        vec![1.0; d * h],
+        vec![1.0; h],
+        vec![1.0; h * d],
+        vec![1.0; d],
+    );
+    let bad = sae_kernels::model::init_untied(
+        UntiedParamsMut::new(dims, &mut we, &mut be, &mut wd, &mut bd).unwrap(),
+        7,
+        f32::NAN,
+    );
+    assert!(matches!(
+        bad,
+        Err(Error::NonFinite {
+            arg: "decoder_norm"
+        })
+    ));
+    assert!(wd.iter().all(|&v| v == 1.0), "nothing written on error");
+    sae_kernels::model::init_untied(
+        UntiedParamsMut::new(dims, &mut we, &mut be, &mut wd, &mut bd).unwrap(),
+        7,
+        0.1,
+    )
+    .unwrap();
+    for i in 0..h {
+        let nrm: f32 = wd[i * d..(i + 1) * d]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt();
+        assert!((nrm - 0.1).abs() < 1e-6);
+        for j in 0..d {
+            assert_eq!(we[j * h + i], wd[i * d + j]);
+        }
+    }
+    assert!(be.iter().chain(&bd).all(|&v| v == 0.0));
+    let mut m = Model {
+        dims,
+        w_enc: we,
+        b_enc: be,
+        w_dec: wd,
+        b_dec: bd,
+    };
+    let n = 32;
+    let x = Rng(2).vec(n * d, 1.0);
+    let pen = Penalty::DecoderNormL1 { alpha: 0.01 };
+    let mut first = None;
+    let mut last = 0.0;
+    for _ in 0..60 {
+        let (loss, g) = lib_grads(&m, Act::Relu, true, pen, &x, n, 16);
+        first.get_or_insert(loss);
+        last = loss;
+        for (p, gv) in [&mut m.w_enc, &mut m.b_enc, &mut m.w_dec, &mut m.b_dec]
+            .into_iter()
+            .zip(&g)
+        {
+            for (a, b) in p.iter_mut().zip(gv) {
+                *a -= 0.05 * b;
+            }
+        }
+    }
+    let first = first.unwrap();
+    assert!(last < 0.8 * first, "loss {first} → {last}");
+}

@@ -30,11 +30,11 @@ pub use workspace::{
 // The untied SAE family (SAELens layout).
 pub use activation::Activation;
 pub use untied::{
-    AuxK, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, normalize_decoder_rows,
-    remove_parallel_decoder_grad, tied_to_untied, untied_decode, untied_decode_scratch_len,
-    untied_encode, untied_encode_scratch_len, untied_forward, untied_forward_scratch_len,
-    untied_grad_auxk_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
-    untied_loss_and_grad_auxk,
+    AuxK, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, init_untied,
+    normalize_decoder_rows, remove_parallel_decoder_grad, tied_to_untied, untied_decode,
+    untied_decode_scratch_len, untied_encode, untied_encode_scratch_len, untied_forward,
+    untied_forward_scratch_len, untied_grad_auxk_scratch_len, untied_grad_scratch_len,
+    untied_loss_and_grad, untied_loss_and_grad_auxk,
 };
 #[cfg(feature = "std")]
 pub use untied_owned::{ActivationKind, UntiedSae};

@@ -1010,3 +1010,46 @@ pub fn tied_to_untied(tied: TiedParams<'_>, out: UntiedParamsMut<'_>) -> Result<
     out.b_dec.fill(0.0);
     Ok(())
 }
+
+/// SAELens v6's initialisation of an untied SAE (same distribution, not the same
+/// random numbers): decoder rows drawn uniformly from `[−√(6/d), √(6/d)]`
+/// (PyTorch's `kaiming_uniform_`) and rescaled to L2 norm `decoder_norm` (SAELens'
+/// `decoder_init_norm`, default 0.1, after Anthropic's April 2024 update),
+/// `W_enc = W_decᵀ`, `b_enc = 0`, `b_dec = 0`.
+///
+/// Samples are drawn in `f64` from PCG-64 seeded with `seed` ([`super::init::InitRng`]),
+/// row by row of `W_dec`; the same seed gives the same parameters on every target.
+///
+/// # Errors
+/// [`Error::NonFinite`] naming `decoder_norm` if it is not finite (nothing is written).
+pub fn init_untied(params: UntiedParamsMut<'_>, seed: u64, decoder_norm: f32) -> Result<()> {
+    use rand_core::SeedableRng;
+    use rand_distr::{Distribution, Uniform};
+    check_finite("decoder_norm", decoder_norm)?;
+    let Dims { d, h } = params.dims;
+    let bound = libm::sqrt(6.0 / d as f64);
+    let mut rng = super::init::InitRng::seed_from_u64(seed);
+    // `bound > 0` and finite, so the range is valid.
+    if let Ok(u) = Uniform::new_inclusive(-bound, bound) {
+        for row in params.w_dec.chunks_exact_mut(d) {
+            for v in row.iter_mut() {
+                *v = u.sample(&mut rng) as f32;
+            }
+            let nrm = libm::sqrtf(vector::sum_sq(row));
+            if nrm > 0.0 {
+                let s = decoder_norm / nrm;
+                for v in row.iter_mut() {
+                    *v *= s;
+                }
+            }
+        }
+    }
+    for (i, row) in params.w_dec.chunks_exact(d).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            params.w_enc[j * h + i] = v;
+        }
+    }
+    params.b_enc.fill(0.0);
+    params.b_dec.fill(0.0);
+    Ok(())
+}
