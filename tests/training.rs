@@ -567,6 +567,26 @@ fn npy_round_trip_and_errors() {
             .to_string()
             .contains("not found")
     );
+    // Fortran (column-major) order is transposed on load.
+    let hdr = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }";
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let pad = 64 - (10 + hdr.len() + 1) % 64;
+    let full = format!("{hdr}{}\n", " ".repeat(pad));
+    bytes.extend_from_slice(&(full.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(full.as_bytes());
+    for v in [1.0f32, 4.0, 2.0, 5.0, 3.0, 6.0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(dir.join("f.npy"), &bytes).unwrap();
+    let f = read_npy(&dir.join("f.npy")).unwrap();
+    assert_eq!((f.rows, f.d), (2, 3));
+    assert_eq!(f.data, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    // A header promising more data than the file holds is refused (the allocation is
+    // bounded by the file's length before anything is read).
+    bytes.truncate(bytes.len() - 4);
+    std::fs::write(dir.join("t.npy"), &bytes).unwrap();
+    let e = read_npy(&dir.join("t.npy")).unwrap_err().to_string();
+    assert!(e.contains("truncated") || e.contains("shorter"), "{e}");
     std::fs::write(dir.join("g.npy"), b"not an npy").unwrap();
     assert!(read_npy(&dir.join("g.npy")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
