@@ -586,7 +586,7 @@ fn npy_round_trip_and_errors() {
     bytes.truncate(bytes.len() - 4);
     std::fs::write(dir.join("t.npy"), &bytes).unwrap();
     let e = read_npy(&dir.join("t.npy")).unwrap_err().to_string();
-    assert!(e.contains("truncated") || e.contains("shorter"), "{e}");
+    assert!(e.contains("shorter"), "{e}");
     std::fs::write(dir.join("g.npy"), b"not an npy").unwrap();
     assert!(read_npy(&dir.join("g.npy")).is_err());
     let _ = std::fs::remove_dir_all(&dir);

@@ -34,8 +34,9 @@ fn bad(what: &'static str) -> Error {
 pub fn read_npy(path: &Path) -> Result<Activations> {
     let file = std::fs::File::open(path).map_err(|e| io_err("input", &e))?;
     let file_len = file.metadata().map_err(|e| io_err("input", &e))?.len();
-    let npy = NpyFile::new(std::io::BufReader::new(file))
-        .map_err(|_| bad("not a valid .npy file (bad header)"))?;
+    let mut reader = std::io::BufReader::new(file);
+    let data_len = file_len.saturating_sub(header_len(&mut reader)?);
+    let npy = NpyFile::new(reader).map_err(|_| bad("not a valid .npy file (bad header)"))?;
     let shape = npy.shape().to_vec();
     if shape.len() != 2 {
         return Err(bad("array must be 2-D (rows × d)"));
@@ -51,7 +52,7 @@ pub fn read_npy(path: &Path) -> Result<Activations> {
     };
     let n = rows
         .checked_mul(d)
-        .filter(|&n| n.checked_mul(width).is_some_and(|b| b <= file_len))
+        .filter(|&n| n.checked_mul(width).is_some_and(|b| b <= data_len))
         .ok_or_else(|| bad("file is shorter than its header's shape"))?;
     let (rows, d) = (
         usize::try_from(rows).map_err(|_| Error::Overflow { arg: "input" })?,
@@ -82,6 +83,24 @@ pub fn read_npy(path: &Path) -> Result<Activations> {
         flat
     };
     Ok(Activations { data, rows, d })
+}
+
+/// The total header length (magic, version, length field and header text) of the
+/// `.npy` behind `reader`, which is left at its start.
+fn header_len(reader: &mut std::io::BufReader<std::fs::File>) -> Result<u64> {
+    use std::io::BufRead;
+    let head = reader.fill_buf().map_err(|e| io_err("input", &e))?;
+    let mut b = [0u8; 12];
+    let n = head.len().min(12);
+    b[..n].copy_from_slice(&head[..n]);
+    if n < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err(bad("not a valid .npy file (bad header)"));
+    }
+    Ok(match b[6] {
+        1 => 10 + u64::from(u16::from_le_bytes([b[8], b[9]])),
+        _ if n == 12 => 12 + u64::from(u32::from_le_bytes([b[8], b[9], b[10], b[11]])),
+        _ => return Err(bad("not a valid .npy file (bad header)")),
+    })
 }
 
 /// Write `data` (`rows×d`, row-major) as a little-endian `f32` `.npy` file.
