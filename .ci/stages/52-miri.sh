@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Miri (nightly) on the portable path with small shapes: the unit tests, the
+# zero-allocation test, error paths, gradients, properties and the GEMM edge cases.
+# Miri cannot execute AVX-512 intrinsics (nor inline asm), so the runtime x86 kernels
+# are switched off with the `force-portable` feature; those kernels are covered by the
+# host test stage (tests/gemm_props.rs checks every kernel this CPU supports against
+# the f64 reference) and by the gemm fuzz target (with AddressSanitizer).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+t0=$SECONDS
+
+rustup +nightly component add miri rust-src >/dev/null 2>&1 || rustup +nightly component add miri rust-src
+export CARGO_TARGET_DIR="$PWD/target/miri"
+cargo +nightly miri setup >/dev/null 2>&1 || cargo +nightly miri setup
+
+features=()
+if grep -q '^force-portable *=' Cargo.toml; then
+  features=(--features force-portable)
+else
+  echo "miri: no force-portable feature in Cargo.toml; running the default dispatch" >&2
+fi
+# No -C target-cpu=native here: with AVX-512 enabled Miri stops on unsupported
+# llvm.x86.avx512.* intrinsics.
+unset RUSTFLAGS
+log=target/miri.log
+tests=(--lib --test no_alloc --test errors --test gradients --test properties)
+status=0
+timeout 1200 cargo +nightly miri test "${features[@]}" "${tests[@]}" >"$log" 2>&1 || status=$?
+# The GEMM edge cases only (the proptest case is too slow under Miri).
+if [ "$status" -eq 0 ] && [ -f tests/gemm_props.rs ]; then
+  timeout 600 cargo +nightly miri test "${features[@]}" --test gemm_props -- \
+    block_edges relu_edge_values empty_inner_dimension short_pack_is_rejected >>"$log" 2>&1 || status=$?
+fi
+grep -E '^(test result|     Running)' "$log" || true
+if [ "$status" -ne 0 ]; then
+  echo "miri: FAILED (status $status), see $log" >&2
+  tail -40 "$log" >&2
+  exit 1
+fi
+n=$(grep -oE '^test result: ok\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s+0}')
+echo "miri (${features[*]:-default}): $n tests passed, $((SECONDS - t0)) s"
