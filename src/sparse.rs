@@ -20,8 +20,8 @@
 //! A NaN code (from a NaN or infinite input) is an [`Error::NonFinite`] naming `x`.
 
 use crate::error::{Error, Result, check_len, check_nonzero, mul};
-use crate::kernels::vector;
 use crate::model::forward::check_batch;
+use crate::model::sparse_simd::axpy;
 use crate::model::{Dims, TiedParams, encode, encode_scratch_len};
 
 /// What [`encode_sparse`] does when more features are active than `out` can hold.
@@ -429,7 +429,7 @@ pub fn decode_sparse(p: TiedParams<'_>, pairs: &[(u32, f32)], recon: &mut [f32])
     recon.fill(0.0);
     for &(j, v) in pairs {
         let j = j as usize;
-        vector::axpy(v, &p.m[j * d..(j + 1) * d], recon);
+        axpy(v, &p.m[j * d..(j + 1) * d], recon);
     }
     Ok(())
 }
@@ -480,7 +480,7 @@ pub fn decode_csr(
         let e = row_ptr[i]..row_ptr[i + 1];
         for (&j, &v) in indices[e.clone()].iter().zip(&values[e]) {
             let j = j as usize;
-            vector::axpy(v, &p.m[j * d..(j + 1) * d], r);
+            axpy(v, &p.m[j * d..(j + 1) * d], r);
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod init;
 pub mod params;
 pub mod sparse_path;
+pub(crate) mod sparse_simd;
 pub mod untied;
 #[cfg(feature = "std")]
 pub mod untied_owned;

@@ -24,8 +24,8 @@
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
 
 use super::params::Dims;
+use super::sparse_simd::{axpy, axpy2, dot};
 use crate::error::{Error, Result};
-use crate::kernels::vector;
 use wide::f32x8;
 
 /// Which implementation computes the decoder and the backward products.
@@ -141,25 +141,7 @@ pub(crate) fn decode_row(m: &[f32], d: usize, codes: &[f32], idx: &[f32], recon:
     recon.fill(0.0);
     for &jf in idx {
         let j = jf as usize;
-        vector::axpy(codes[j], &m[j * d..(j + 1) * d], recon);
-    }
-}
-
-/// `z ← z + a·x + b·y` over the common length, one pass over `z`.
-fn axpy2(a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32]) {
-    let n = x.len().min(y.len()).min(z.len());
-    let (x, y, z) = (&x[..n], &y[..n], &mut z[..n]);
-    let (av, bv) = (f32x8::splat(a), f32x8::splat(b));
-    let mut cz = z.chunks_exact_mut(LANES);
-    let mut cx = x.chunks_exact(LANES);
-    let mut cy = y.chunks_exact(LANES);
-    for ((zc, xc), yc) in (&mut cz).zip(&mut cx).zip(&mut cy) {
-        let r = bv.mul_add(load(yc), av.mul_add(load(xc), load(zc)));
-        zc.copy_from_slice(&r.to_array());
-    }
-    let tails = cx.remainder().iter().zip(cy.remainder());
-    for (zv, (xv, yv)) in cz.into_remainder().iter_mut().zip(tails) {
-        *zv = (*zv + a * xv) + b * yv;
+        axpy(codes[j], &m[j * d..(j + 1) * d], recon);
     }
 }
 
@@ -183,7 +165,7 @@ pub(crate) fn grad_row(
         let c = codes[j];
         let row = j * d..(j + 1) * d;
         let dpre = if c > 0.0 {
-            vector::dot(g, &m[row.clone()]) + add
+            dot(g, &m[row.clone()]) + add
         } else {
             0.0
         };
@@ -259,7 +241,7 @@ fn for_columns(work: &[f32], h: usize, nnz: usize, mut f: impl FnMut(usize, &[f3
 }
 
 /// `recon ← codes·M` for a block from its CSC (`recon` is `rows×d`). Each row's sum
-/// runs over ascending features with [`vector::axpy`], exactly as [`decode_row`], so
+/// runs over ascending features with the same `axpy`, exactly as [`decode_row`], so
 /// both give the same bits.
 pub(crate) fn decode_columns(
     m: &[f32],
@@ -274,7 +256,7 @@ pub(crate) fn decode_columns(
         let mj = &m[j * d..(j + 1) * d];
         for (&r, &c) in rs.iter().zip(cs) {
             let r = r as usize;
-            vector::axpy(c, mj, &mut recon[r * d..(r + 1) * d]);
+            axpy(c, mj, &mut recon[r * d..(r + 1) * d]);
         }
     });
 }
@@ -302,11 +284,7 @@ pub(crate) fn grad_columns(
         for (&r, &c) in rs.iter().zip(cs) {
             let r = r as usize;
             let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-            let dpre = if c > 0.0 {
-                vector::dot(gr, mj) + add
-            } else {
-                0.0
-            };
+            let dpre = if c > 0.0 { dot(gr, mj) + add } else { 0.0 };
             axpy2(c, gr, dpre, xr, dmj);
             dbj += dpre;
         }
