@@ -13,17 +13,11 @@
 use crate::kernels::vector;
 
 /// Whether the AVX2 + FMA versions are in use.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 fn fast() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::kernels::gemm::{Kernel, selected};
-        matches!(selected(), Kernel::Avx2 | Kernel::Avx512)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    use crate::kernels::gemm::{Kernel, selected};
+    matches!(selected(), Kernel::Avx2 | Kernel::Avx512)
 }
 
 /// Σ aᵢ bᵢ over the common length.
