@@ -40,6 +40,7 @@ fn run_host() -> (Vec<Obs>, f64) {
     let mut gm = vec![0.0; H * D];
     let mut gb = vec![0.0; H];
     let mut scratch = vec![0.0; scenario::SCRATCH_LEN];
+    let mut state = vec![0.0; scenario::STATE_LEN];
     let mut obs = Vec::new();
     let mut trace_m: Vec<(usize, Vec<f32>)> = Vec::new();
     let mut trace_b: Vec<(usize, Vec<f32>)> = Vec::new();
@@ -53,6 +54,7 @@ fn run_host() -> (Vec<Obs>, f64) {
         gm: &mut gm,
         gb: &mut gb,
         scratch: &mut scratch,
+        state: &mut state,
     };
     scenario::run(buf, &mut |kind, name, step, v| match (kind, name) {
         (Kind::Trace, "m") => trace_m.push((step, v.to_vec())),
@@ -72,7 +74,7 @@ fn run_host() -> (Vec<Obs>, f64) {
     .expect("scenario runs on the host");
 
     // The smallest |pre-activation| over every evaluated model, in f64.
-    assert_eq!(trace_m.len(), scenario::STEPS + 1);
+    assert_eq!(trace_m.len(), scenario::STEPS + scenario::ADAM_STEPS + 1);
     let mut min_pre = f64::INFINITY;
     for ((sm, m), (sb, b)) in trace_m.iter().zip(&trace_b) {
         assert_eq!(sm, sb);

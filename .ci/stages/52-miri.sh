@@ -25,7 +25,11 @@ unset RUSTFLAGS
 log=target/miri.log
 tests=(--lib --test no_alloc --test errors --test gradients --test properties)
 status=0
-timeout 1200 cargo +nightly miri test "${features[@]}" "${tests[@]}" >"$log" 2>&1 || status=$?
+# Skipped under Miri: this unit test compares NaN results bit for bit, but NaN payloads
+# are not deterministic in Rust's semantics (Miri randomises them), so it fails there.
+skip=(--skip model::sparse_path::tests::columns_agree_with_rows)
+timeout 1200 cargo +nightly miri test "${features[@]}" "${tests[@]}" -- "${skip[@]}" >"$log" 2>&1 \
+  || status=$?
 # The GEMM edge cases only (the proptest case is too slow under Miri).
 if [ "$status" -eq 0 ] && [ -f tests/gemm_props.rs ]; then
   timeout 600 cargo +nightly miri test "${features[@]}" --test gemm_props -- \

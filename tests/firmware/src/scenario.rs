@@ -7,11 +7,13 @@
 //!
 //! It is `no_std` and allocation-free: every buffer comes from the caller. The data are
 //! generated from integers (exact on every target); the model is initialised with
-//! [`init_tied`], then trained for [`STEPS`] SGD steps on one batch.
+//! [`init_tied`], then trained for [`STEPS`] SGD steps and [`ADAM_STEPS`] Adam steps on
+//! one batch.
 
 use sae_kernels::{
-    Dims, Error, ForwardOutputs, LossParts, TiedParams, TiedParamsMut, encode, encode_scratch_len,
-    forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad, sgd_step,
+    Dims, Error, ForwardOutputs, LossParts, Optim, Optimizer, TiedParams, TiedParamsMut, encode,
+    encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
+    sgd_step,
 };
 
 /// Input width.
@@ -28,6 +30,12 @@ pub const BLOCK: usize = 4;
 pub const ALPHA: f32 = 0.02;
 /// Learning rate.
 pub const LR: f32 = 0.05;
+/// Adam steps after the SGD steps (PyTorch defaults for β1, β2, ε).
+pub const ADAM_STEPS: usize = 2;
+/// Adam's learning rate.
+pub const ADAM_LR: f32 = 0.01;
+/// Adam's state: two moments per parameter.
+pub const STATE_LEN: usize = 2 * (H * D + H);
 /// Seed of [`init_tied`].
 pub const SEED: u64 = 2026;
 /// Length of the caller's scratch buffer; the scenario checks it is enough.
@@ -61,6 +69,8 @@ pub struct Buffers<'a> {
     pub gb: &'a mut [f32],
     /// [`SCRATCH_LEN`] scratch.
     pub scratch: &'a mut [f32],
+    /// [`STATE_LEN`] optimizer state (zeroed).
+    pub state: &'a mut [f32],
 }
 
 fn parts(l: LossParts) -> [f32; 4] {
@@ -132,6 +142,7 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
         gm,
         gb,
         scratch,
+        state,
     } = buf;
 
     make_data(x);
@@ -195,6 +206,39 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
         STEPS,
         &[codes.iter().sum::<f32>(), active],
     );
+
+    // Then Adam, its moments in the caller's `state`.
+    state.fill(0.0);
+    let mut opt = Optim::new(Optimizer::Adam(Default::default()), dims, state, 0)?;
+    for k in 0..ADAM_STEPS {
+        if k > 0 {
+            observe(Kind::Trace, "m", STEPS + k, m);
+            observe(Kind::Trace, "b", STEPS + k, b);
+        }
+        let p = TiedParams::new(dims, m, b)?;
+        let g = TiedParamsMut::new(dims, gm, gb)?;
+        let l = loss_and_grad(p, x, N, ALPHA, g, &mut scratch[..grad_len])?;
+        observe(Kind::Check, "adam.loss", k, &parts(l));
+        opt.step(
+            TiedParamsMut::new(dims, m, b)?,
+            TiedParams::new(dims, gm, gb)?,
+            ADAM_LR,
+        )?;
+    }
+    observe(Kind::Trace, "m", STEPS + ADAM_STEPS, m);
+    observe(Kind::Trace, "b", STEPS + ADAM_STEPS, b);
+    observe(Kind::Check, "adam.m", ADAM_STEPS, m);
+    observe(Kind::Check, "adam.b", ADAM_STEPS, b);
+    let p = TiedParams::new(dims, m, b)?;
+    let l = forward(
+        p,
+        x,
+        N,
+        ALPHA,
+        ForwardOutputs::default(),
+        &mut scratch[..fwd_len],
+    )?;
+    observe(Kind::Check, "adam.final_loss", ADAM_STEPS, &parts(l));
     Ok(())
 }
 

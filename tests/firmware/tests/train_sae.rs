@@ -1,4 +1,4 @@
-//! Train a tied SAE (d=16, h=64, 16 rows, 3 SGD steps) on the Cortex-M4F, entirely in
+//! Train a tied SAE (d=16, h=64, 16 rows, 3 SGD then 2 Adam steps) on the Cortex-M4F, entirely in
 //! static buffers with no allocator, and check every observation of the scenario
 //! against the values the host computed (`src/expected.rs`, regenerated and checked by
 //! the main crate's `tests/firmware_expected.rs`). Exit status 0 means every check
@@ -12,7 +12,7 @@ use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::expected::EXPECTED;
 use sae_firmware::say;
-use sae_firmware::scenario::{self, Buffers, D, H, Kind, N, SCRATCH_LEN};
+use sae_firmware::scenario::{self, Buffers, D, H, Kind, N, SCRATCH_LEN, STATE_LEN};
 
 #[entry]
 fn main() -> ! {
@@ -25,6 +25,7 @@ fn main() -> ! {
     static mut GM: [f32; H * D] = [0.0; H * D];
     static mut GB: [f32; H] = [0.0; H];
     static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
+    static mut STATE: [f32; STATE_LEN] = [0.0; STATE_LEN];
 
     let buf = Buffers {
         m: black_box(M),
@@ -35,6 +36,7 @@ fn main() -> ! {
         gm: black_box(GM),
         gb: black_box(GB),
         scratch: black_box(SCRATCH),
+        state: black_box(STATE),
     };
     let (mut checked, mut failed) = (0usize, 0usize);
     let mut first_loss = f32::NAN;
@@ -46,7 +48,7 @@ fn main() -> ! {
         if name == "grad.loss" && step == 0 {
             first_loss = got[0];
         }
-        if name == "trained.loss" {
+        if name == "adam.final_loss" {
             last_loss = got[0];
         }
         let Some(&(_, _, want)) = EXPECTED.iter().find(|e| e.0 == name && e.1 == step) else {
@@ -95,10 +97,11 @@ fn main() -> ! {
         failed += 1;
     }
     say!(
-        "loss {} -> {} after {} SGD steps",
+        "loss {} -> {} after {} SGD and {} Adam steps",
         first_loss,
         last_loss,
-        scenario::STEPS
+        scenario::STEPS,
+        scenario::ADAM_STEPS
     );
     if failed == 0 {
         say!("train_sae: {} checks passed, 0 failed", checked);
