@@ -489,3 +489,28 @@ fn sparse_path_rejects_too_wide_models() {
     );
     assert!(matches!(e, Err(Error::OutOfRange { arg: "path", .. })));
 }
+
+#[test]
+fn sparse_super_blocks_match_the_reference() {
+    // Low densities, so that the sparse path groups several row blocks into one
+    // super-block (and flushes when one fills up), at several block sizes.
+    let shapes: &[(usize, usize, usize, f64)] = &[
+        (40, 7, 33, 0.03),
+        (70, 16, 64, 0.08),
+        (33, 5, 120, 0.01),
+        (64, 24, 40, 0.2),
+    ];
+    for (t, &(n, d, h, density)) in shapes.iter().enumerate() {
+        let c = sparse_case(100 + t as u64, n, d, h, density);
+        let r = c.reference();
+        for block in [1, 2, 5, 16] {
+            for path in [Path::Sparse, Path::Auto] {
+                let (l, dm, db) = grads(&c, block, path);
+                let label = format!("n={n} d={d} h={h} density={density} block={block} {path:?}");
+                assert!(rel_err(&[l], &[r.loss]) <= 2e-5, "{label}: loss");
+                assert!(rel_err(&dm, &r.dm) <= 2e-5, "{label}: dM");
+                assert!(rel_err(&db, &r.db) <= 2e-5, "{label}: db");
+            }
+        }
+    }
+}

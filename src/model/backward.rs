@@ -94,23 +94,91 @@ pub fn loss_and_grad_with(
     }
     let rb = block_rows_for(scratch.len(), |r| grad_scratch_len(dims, r))?;
     let (codes, rest) = scratch.split_at_mut(rb * h);
-    let (dpre, rest) = rest.split_at_mut(rb * h);
-    let (resid, pack) = rest.split_at_mut(rb * d);
+    // The dPre and residual slots; the sparse path's super-blocks use them as one area.
+    let (area, pack) = rest.split_at_mut(rb * (h + d));
     let TiedParamsMut { m: dm, b: db, .. } = grads;
 
     let scale = 2.0 / n as f32;
     let add = alpha / n as f32;
     let mut sums = Sums::default();
+    // Whether dM and db hold values yet (else the next contribution overwrites them).
+    let mut started = false;
+    // The pending sparse super-block: first row, rows, active codes.
+    let (mut s0, mut s_rows, mut s_nnz) = (0usize, 0usize, 0usize);
+    let flush = |s0: usize,
+                 s_rows: usize,
+                 s_nnz: usize,
+                 area: &mut [f32],
+                 sums: &mut Sums,
+                 started: &mut bool,
+                 dm: &mut [f32],
+                 db: &mut [f32]| {
+        if s_rows == 0 {
+            return;
+        }
+        if !*started {
+            dm.fill(0.0);
+            db.fill(0.0);
+            *started = true;
+        }
+        let xs = &x[s0 * d..(s0 + s_rows) * d];
+        sparse_path::super_flush(
+            p.m,
+            d,
+            h,
+            xs,
+            s_rows,
+            s_nnz,
+            area,
+            scale,
+            add,
+            &mut sums.sq_err,
+            dm,
+            db,
+        );
+    };
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
-        let first = r0 == 0;
         let xb = &x[r0 * d..(r0 + rows) * d];
         let cb = &mut codes[..rows * h];
-        let gb = &mut resid[..rows * d];
-        let pb = &mut dpre[..rows * h];
 
         encode_block(&p, xb, rows, cb, pack);
         let active = sparse_path::count_active(cb);
+        if sparse_path::use_sparse(path, active, rows, h) {
+            // Sparse blocks accumulate into a super-block as long as its entries, the
+            // feature counts and its rows' residuals fit in the area: each touched row
+            // of M and dM is then loaded once per super-block, not once per block.
+            let area_len = area.len();
+            let fits = |r, z| sparse_path::super_need(r, z, d, h).is_some_and(|v| v <= area_len);
+            if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
+                flush(s0, s_rows, s_nnz, area, &mut sums, &mut started, dm, db);
+                s_rows = 0;
+                s_nnz = 0;
+            }
+            if fits(rows, active) {
+                if s_rows == 0 {
+                    s0 = r0;
+                }
+                s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area);
+                s_rows += rows;
+                // The code statistics now, in row order; the squared errors at the
+                // flush, also in row order (as `block_stats` adds them).
+                for c in cb.chunks_exact(h) {
+                    sums.l1 += f64::from(vector::l1(c));
+                    sums.l0 += c.iter().filter(|&&v| v > 0.0).count() as f64;
+                }
+                continue;
+            }
+        }
+        // Every other block starts after the pending super-block.
+        flush(s0, s_rows, s_nnz, area, &mut sums, &mut started, dm, db);
+        s_rows = 0;
+        s_nnz = 0;
+        let first = !started;
+        started = true;
+        let (dpre, resid) = area.split_at_mut(rb * h);
+        let gb = &mut resid[..rows * d];
+        let pb = &mut dpre[..rows * h];
         if sparse_path::use_sparse(path, active, rows, h) {
             if first {
                 dm.fill(0.0);
@@ -193,5 +261,6 @@ pub fn loss_and_grad_with(
             }
         }
     }
+    flush(s0, s_rows, s_nnz, area, &mut sums, &mut started, dm, db);
     Ok(sums.finish(n, alpha))
 }

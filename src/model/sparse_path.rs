@@ -26,6 +26,7 @@
 use super::params::Dims;
 use super::sparse_simd::{axpy, axpy2, dot};
 use crate::error::{Error, Result};
+use crate::kernels::vector;
 use wide::f32x8;
 
 /// Which implementation computes the decoder and the backward products.
@@ -111,28 +112,35 @@ pub(crate) fn use_sparse(path: Path, active: usize, rows: usize, h: usize) -> bo
     }
 }
 
-/// Write the indices of the active codes of one row (ascending, as exact `f32`
-/// integers) to the front of `idx` (`idx.len() ≥ row.len()`); return their number.
-pub(crate) fn collect_row(row: &[f32], idx: &mut [f32]) -> usize {
-    let mut k = 0usize;
+/// Call `f(j)` for each active code `row[j]` (`> 0` or NaN), `j` ascending.
+#[inline(always)]
+fn each_active(row: &[f32], mut f: impl FnMut(usize)) {
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for (ci, c) in chunks.enumerate() {
         let mut on = !load(c).simd_le(f32x8::ZERO).to_bitmask() & 0xFF;
         let base = ci * LANES;
         while on != 0 {
-            idx[k] = (base + on.trailing_zeros() as usize) as f32;
-            k += 1;
+            f(base + on.trailing_zeros() as usize);
             on &= on - 1;
         }
     }
     let base = row.len() - tail.len();
     for (t, &v) in tail.iter().enumerate() {
         if is_active(v) {
-            idx[k] = (base + t) as f32;
-            k += 1;
+            f(base + t);
         }
     }
+}
+
+/// Write the indices of the active codes of one row (ascending, as exact `f32`
+/// integers) to the front of `idx` (`idx.len() ≥ row.len()`); return their number.
+pub(crate) fn collect_row(row: &[f32], idx: &mut [f32]) -> usize {
+    let mut k = 0usize;
+    each_active(row, |j| {
+        idx[k] = j as f32;
+        k += 1;
+    });
     k
 }
 
@@ -225,24 +233,80 @@ pub(crate) fn build_columns(
     Some(nnz)
 }
 
-/// Call `f(j, rows, codes)` for each feature `j` with entries in a [`build_columns`] CSC.
-fn for_columns(work: &[f32], h: usize, nnz: usize, mut f: impl FnMut(usize, &[f32], &[f32])) {
-    let end = &work[..h];
-    let ent_r = &work[2 * h..2 * h + nnz];
-    let ent_c = &work[2 * h + nnz..2 * h + 2 * nnz];
-    let mut start = 0usize;
-    for (j, &e) in end.iter().enumerate() {
-        let e = e as usize;
-        if e > start {
-            f(j, &ent_r[start..e], &ent_c[start..e]);
+/// Active codes grouped by feature: column `j`'s entries (row index, code) are
+/// `r[end[j−1]..end[j]]`, `c[..]` (with `end[−1] = 0`), rows ascending.
+pub(crate) struct Cols<'a> {
+    end: &'a [f32],
+    r: &'a [f32],
+    c: &'a [f32],
+}
+
+impl<'a> Cols<'a> {
+    /// The CSC that [`build_columns`] wrote to `work`.
+    pub(crate) fn of_block(work: &'a [f32], h: usize, nnz: usize) -> Self {
+        Self {
+            end: &work[..h],
+            r: &work[2 * h..2 * h + nnz],
+            c: &work[2 * h + nnz..2 * h + 2 * nnz],
         }
-        start = e;
+    }
+
+    /// Call `f(j, rows, codes)` for each feature `j` with entries.
+    fn each(&self, mut f: impl FnMut(usize, &[f32], &[f32])) {
+        let mut start = 0usize;
+        for (j, &e) in self.end.iter().enumerate() {
+            let e = e as usize;
+            if e > start {
+                f(j, &self.r[start..e], &self.c[start..e]);
+            }
+            start = e;
+        }
+    }
+
+    /// `recon ← codes·M` (`recon` is `rows×d`). Each row's sum runs over ascending
+    /// features with the same `axpy` as [`decode_row`], so both give the same bits.
+    pub(crate) fn decode(&self, m: &[f32], d: usize, recon: &mut [f32]) {
+        recon.fill(0.0);
+        self.each(|j, rs, cs| {
+            let mj = &m[j * d..(j + 1) * d];
+            for (&r, &c) in rs.iter().zip(cs) {
+                let r = r as usize;
+                axpy(c, mj, &mut recon[r * d..(r + 1) * d]);
+            }
+        });
+    }
+
+    /// The gradient contributions, feature by feature: for each entry `(r, c)` of
+    /// column `j`, `dpre = g_r·M[j] + add` (0 unless `c > 0`), `dM[j] += c·g_r +
+    /// dpre·x_r`, `db[j] += dpre`. `g` and `x` are `rows×d`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn grad(
+        &self,
+        m: &[f32],
+        d: usize,
+        g: &[f32],
+        x: &[f32],
+        add: f32,
+        dm: &mut [f32],
+        db: &mut [f32],
+    ) {
+        self.each(|j, rs, cs| {
+            let row = j * d..(j + 1) * d;
+            let (mj, dmj) = (&m[row.clone()], &mut dm[row]);
+            let mut dbj = db[j];
+            for (&r, &c) in rs.iter().zip(cs) {
+                let r = r as usize;
+                let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
+                let dpre = if c > 0.0 { dot(gr, mj) + add } else { 0.0 };
+                axpy2(c, gr, dpre, xr, dmj);
+                dbj += dpre;
+            }
+            db[j] = dbj;
+        });
     }
 }
 
-/// `recon ← codes·M` for a block from its CSC (`recon` is `rows×d`). Each row's sum
-/// runs over ascending features with the same `axpy`, exactly as [`decode_row`], so
-/// both give the same bits.
+/// [`Cols::decode`] of the CSC that [`build_columns`] wrote to `work`.
 pub(crate) fn decode_columns(
     m: &[f32],
     d: usize,
@@ -251,19 +315,10 @@ pub(crate) fn decode_columns(
     nnz: usize,
     recon: &mut [f32],
 ) {
-    recon.fill(0.0);
-    for_columns(work, h, nnz, |j, rs, cs| {
-        let mj = &m[j * d..(j + 1) * d];
-        for (&r, &c) in rs.iter().zip(cs) {
-            let r = r as usize;
-            axpy(c, mj, &mut recon[r * d..(r + 1) * d]);
-        }
-    });
+    Cols::of_block(work, h, nnz).decode(m, d, recon);
 }
 
-/// The gradient contributions of a block from its CSC, feature by feature: for each
-/// entry `(r, c)` of column `j`, `dpre = g_r·M[j] + add` (0 unless `c > 0`),
-/// `dM[j] += c·g_r + dpre·x_r`, `db[j] += dpre`. `g` and `x` are `rows×d`.
+/// [`Cols::grad`] of the CSC that [`build_columns`] wrote to `work`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn grad_columns(
     m: &[f32],
@@ -277,19 +332,98 @@ pub(crate) fn grad_columns(
     dm: &mut [f32],
     db: &mut [f32],
 ) {
-    for_columns(work, h, nnz, |j, rs, cs| {
-        let row = j * d..(j + 1) * d;
-        let (mj, dmj) = (&m[row.clone()], &mut dm[row]);
-        let mut dbj = db[j];
-        for (&r, &c) in rs.iter().zip(cs) {
-            let r = r as usize;
-            let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-            let dpre = if c > 0.0 { dot(gr, mj) + add } else { 0.0 };
-            axpy2(c, gr, dpre, xr, dmj);
-            dbj += dpre;
-        }
-        db[j] = dbj;
-    });
+    Cols::of_block(work, h, nnz).grad(m, d, g, x, add, dm, db);
+}
+
+/// `f32` a super-block of `rows` rows with `nnz` active codes needs in the work area
+/// of [`super_append`] and [`super_flush`]: `5·nnz + h + rows·d`, or `None` if that
+/// overflows or an index would not be exact in `f32`.
+#[must_use]
+pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize) -> Option<usize> {
+    if nnz >= SPARSE_MAX_H || rows >= SPARSE_MAX_H || h > SPARSE_MAX_H {
+        return None;
+    }
+    nnz.checked_mul(5)?
+        .checked_add(h)?
+        .checked_add(rows.checked_mul(d)?)
+}
+
+/// Append the active codes of a block (`rows×h`) to a super-block's entry list, as
+/// `(row, feature, code)` triples at `work[3·nnz..]`, rows numbered from `row0`, in row
+/// order and ascending features. Returns the new number of entries. The caller has
+/// checked [`super_need`] against `work.len()`.
+pub(crate) fn super_append(
+    codes: &[f32],
+    h: usize,
+    row0: usize,
+    nnz: usize,
+    work: &mut [f32],
+) -> usize {
+    let mut e = 3 * nnz;
+    for (r, row) in codes.chunks_exact(h).enumerate() {
+        let rf = (row0 + r) as f32;
+        each_active(row, |j| {
+            work[e] = rf;
+            work[e + 1] = j as f32;
+            work[e + 2] = row[j];
+            e += 3;
+        });
+    }
+    e / 3
+}
+
+/// Finish a super-block of `rows` rows (inputs `x`, `rows×d`) whose `nnz` entries
+/// [`super_append`] wrote to `work`: group them by feature (counting sort), decode,
+/// add each row's `‖x − x̂‖²` to `sq_sum` in row order, form `G = scale·(x̂ − x)` and
+/// accumulate `dM` and `db` feature by feature (see [`grad_columns`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn super_flush(
+    m: &[f32],
+    d: usize,
+    h: usize,
+    x: &[f32],
+    rows: usize,
+    nnz: usize,
+    work: &mut [f32],
+    scale: f32,
+    add: f32,
+    sq_sum: &mut f64,
+    dm: &mut [f32],
+    db: &mut [f32],
+) {
+    let (coo, rest) = work.split_at_mut(3 * nnz);
+    let (end, rest) = rest.split_at_mut(h);
+    let (ent_r, rest) = rest.split_at_mut(nnz);
+    let (ent_c, rest) = rest.split_at_mut(nnz);
+    let g = &mut rest[..rows * d];
+    end.fill(0.0);
+    for t in coo.chunks_exact(3) {
+        end[t[1] as usize] += 1.0;
+    }
+    let mut acc = 0.0f32;
+    for e in end.iter_mut() {
+        let c = *e;
+        *e = acc;
+        acc += c;
+    }
+    for t in coo.chunks_exact(3) {
+        let j = t[1] as usize;
+        let e = end[j] as usize;
+        ent_r[e] = t[0];
+        ent_c[e] = t[2];
+        end[j] += 1.0;
+    }
+    let cols = Cols {
+        end,
+        r: ent_r,
+        c: ent_c,
+    };
+    cols.decode(m, d, g);
+    for (gr, xr) in g.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        *sq_sum += f64::from(vector::sum_sq_diff(xr, gr));
+        vector::sub_scale_inplace(scale, gr, xr);
+    }
+    cols.grad(m, d, g, x, add, dm, db);
 }
 
 #[cfg(test)]
