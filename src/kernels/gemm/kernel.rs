@@ -188,15 +188,22 @@ pub(crate) struct Store<'a> {
     pub alpha: f32,
     /// `0.0` means C is written without being read.
     pub beta: f32,
-    /// `Some(bias[j0..j0+NR])`: add it and apply ReLU.
+    /// `Some(bias[j0..j0+cols])`: add it and apply ReLU.
     pub bias: Option<&'a [f32]>,
 }
 
 /// Where a micro-kernel puts its `MR×NR` result.
 pub(crate) enum Out<'a> {
-    /// A full tile of a C with unit column stride: element `(i, j)` at `c[i·ldc + j]`;
-    /// `c.len() ≥ (MR−1)·ldc + NR`. The kernel applies the [`Store`].
-    Direct { c: &'a mut [f32], ldc: usize },
+    /// The valid `rows×cols` corner (`rows ≤ MR`, `cols ≤ NR`) of a tile of a C with
+    /// unit column stride: element `(i, j)` at `c[i·ldc + j]`;
+    /// `c.len() ≥ (rows−1)·ldc + cols`, `ldc ≥ cols` if `rows > 1`. The kernel applies
+    /// the [`Store`] (whose bias then has at least `cols` entries).
+    Direct {
+        c: &'a mut [f32],
+        ldc: usize,
+        rows: usize,
+        cols: usize,
+    },
     /// The raw product `tile[i·NR + j]` (no α, β or epilogue), for edge tiles and
     /// strided C; the caller stores the valid corner.
     Buf(&'a mut [f32; TILE_MAX]),
@@ -237,14 +244,15 @@ pub(crate) trait MicroKernel: Copy {
 #[inline(always)]
 pub(crate) fn store_direct_from_buf(
     tile: &[f32; TILE_MAX],
-    (mr, nr): (usize, usize),
+    ld: usize,
+    (rows, cols): (usize, usize),
     c: &mut [f32],
     ldc: usize,
     st: &Store<'_>,
 ) {
-    for i in 0..mr {
-        let row = &tile[i * nr..(i + 1) * nr];
-        let out = &mut c[i * ldc..i * ldc + nr];
+    for i in 0..rows {
+        let row = &tile[i * ld..i * ld + cols];
+        let out = &mut c[i * ldc..i * ldc + cols];
         for (j, (o, &ab)) in out.iter_mut().zip(row).enumerate() {
             let mut v = st.alpha * ab;
             if st.beta != 0.0 {

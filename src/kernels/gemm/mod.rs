@@ -510,7 +510,7 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
     let (bpack, rest) = pack.split_at_mut(b_len);
     let apack = &mut rest[..kc_max * round_up(m.min(MC), mr)];
     let mut tile = [0.0f32; kernel::TILE_MAX];
-    let direct_ok = c.cs == 1 && c.rs >= nr;
+    let direct_ok = c.cs == 1;
 
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -528,10 +528,8 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
                     let nr_eff = nr.min(nc - jr);
                     let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
                     let bias = match epi_eff {
-                        Epilogue::BiasRelu(bias) if nr_eff == nr => {
-                            Some(&bias[jc + jr..jc + jr + nr])
-                        }
-                        _ => None,
+                        Epilogue::BiasRelu(bias) => Some(&bias[jc + jr..jc + jr + nr_eff]),
+                        Epilogue::None => None,
                     };
                     let st = Store {
                         alpha,
@@ -542,12 +540,14 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
                         let mr_eff = mr.min(mc - ir);
                         let ap = &apack[p * mr * kc..(p + 1) * mr * kc];
                         let (i0, j0) = (ic + ir, jc + jr);
-                        if direct_ok && mr_eff == mr && nr_eff == nr {
+                        if direct_ok && (mr_eff == 1 || c.rs >= nr_eff) {
                             let start = i0 * c.rs + j0;
-                            let len = (mr - 1) * c.rs + nr;
+                            let len = (mr_eff - 1) * c.rs + nr_eff;
                             let out = Out::Direct {
                                 c: &mut c.data[start..start + len],
                                 ldc: c.rs,
+                                rows: mr_eff,
+                                cols: nr_eff,
                             };
                             kern.tile(kc, ap, bp, out, &st);
                         } else {

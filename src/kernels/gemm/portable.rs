@@ -29,10 +29,10 @@ impl MicroKernel for Portable {
         };
         match out {
             Out::Buf(t) => fill(t),
-            Out::Direct { c, ldc } => {
+            Out::Direct { c, ldc, rows, cols } => {
                 let mut buf = [0.0f32; TILE_MAX];
                 fill(&mut buf);
-                store_direct_from_buf(&buf, (8, 8), c, ldc, st);
+                store_direct_from_buf(&buf, 8, (rows, cols), c, ldc, st);
             }
         }
     }
@@ -63,10 +63,10 @@ impl MicroKernel for Scalar {
         };
         match out {
             Out::Buf(t) => fill(t),
-            Out::Direct { c, ldc } => {
+            Out::Direct { c, ldc, rows, cols } => {
                 let mut buf = [0.0f32; TILE_MAX];
                 fill(&mut buf);
-                store_direct_from_buf(&buf, (4, 4), c, ldc, st);
+                store_direct_from_buf(&buf, 4, (rows, cols), c, ldc, st);
             }
         }
     }

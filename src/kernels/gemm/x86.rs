@@ -47,6 +47,8 @@ unsafe trait Simd: Copy {
     /// Loads lanes `0..n` (`n < LANES`) and zeroes the rest; never touches `p + n..`.
     unsafe fn load_part(p: *const f32, n: usize) -> Self;
     unsafe fn storeu(p: *mut f32, v: Self);
+    /// Stores lanes `0..n` (`n < LANES`); never touches `p + n..`.
+    unsafe fn store_part(p: *mut f32, v: Self, n: usize);
     /// `a·b + c`, fused.
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
     unsafe fn mul(a: Self, b: Self) -> Self;
@@ -85,6 +87,15 @@ unsafe impl Simd for __m256 {
     #[inline(always)]
     unsafe fn storeu(p: *mut f32, v: Self) {
         unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self, n: usize) {
+        unsafe {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx);
+            // Masked-off lanes are neither written nor faulted on.
+            _mm256_maskstore_ps(p, mask, v)
+        }
     }
     #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
@@ -142,6 +153,11 @@ unsafe impl Simd for __m512 {
         unsafe { _mm512_storeu_ps(p, v) }
     }
     #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self, n: usize) {
+        // Masked-off lanes are neither written nor faulted on.
+        unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v) }
+    }
+    #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
@@ -186,11 +202,11 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
 ) {
     let nr = NV * V::LANES;
     assert!(a.len() >= kc * MR && b.len() >= kc * nr);
-    if let Out::Direct { c, ldc } = &out {
+    if let Out::Direct { c, ldc, rows, cols } = &out {
         // Start fetching the C tile now so that the store at the end does not wait
         // for memory (C rows are far apart; no hardware prefetcher follows them).
-        for i in 0..MR {
-            for v in 0..NV {
+        for i in 0..*rows {
+            for v in 0..cols.div_ceil(V::LANES) {
                 if let Some(x) = c.get(i * ldc + v * V::LANES) {
                     // SAFETY: a prefetch never faults, and the address is in `c`.
                     unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const f32).cast::<i8>()) };
@@ -237,27 +253,45 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
                 }
             }
         }
-        Out::Direct { c, ldc } => {
-            assert!(ldc >= nr && c.len() >= (MR - 1) * ldc + nr);
+        Out::Direct { c, ldc, rows, cols } => {
+            assert!(rows <= MR && cols <= nr && rows >= 1 && cols >= 1);
+            assert!((rows == 1 || ldc >= cols) && c.len() >= (rows - 1) * ldc + cols);
             if let Some(bias) = st.bias {
-                assert!(bias.len() >= nr);
+                assert!(bias.len() >= cols);
             }
-            // SAFETY: reads/writes `c[i·ldc .. i·ldc + NR]` for `i < MR` and reads
-            // `bias[..NR]`, all in bounds by the asserts above.
+            // SAFETY: reads/writes `c[i·ldc .. i·ldc + cols]` for `i < rows` and reads
+            // `bias[..cols]`, all in bounds by the asserts above: full vectors only
+            // where `(v+1)·LANES ≤ cols`, else a masked access of `cols − v·LANES`
+            // lanes that touches nothing beyond.
             unsafe {
                 let alpha = V::splat(st.alpha);
                 let beta = V::splat(st.beta);
-                for (i, row) in acc.iter().enumerate() {
+                for (i, row) in acc.iter().enumerate().take(rows) {
                     for (v, &x) in row.iter().enumerate() {
-                        let p = c.as_mut_ptr().add(i * ldc + v * V::LANES);
+                        let j = v * V::LANES;
+                        if j >= cols {
+                            break;
+                        }
+                        let p = c.as_mut_ptr().add(i * ldc + j);
+                        let n = cols - j;
                         let mut y = V::mul(alpha, x);
-                        if st.beta != 0.0 {
-                            y = V::fmadd(beta, V::loadu(p), y);
+                        if n >= V::LANES {
+                            if st.beta != 0.0 {
+                                y = V::fmadd(beta, V::loadu(p), y);
+                            }
+                            if let Some(bias) = st.bias {
+                                y = V::relu(V::add(y, V::loadu(bias.as_ptr().add(j))));
+                            }
+                            V::storeu(p, y);
+                        } else {
+                            if st.beta != 0.0 {
+                                y = V::fmadd(beta, V::load_part(p, n), y);
+                            }
+                            if let Some(bias) = st.bias {
+                                y = V::relu(V::add(y, V::load_part(bias.as_ptr().add(j), n)));
+                            }
+                            V::store_part(p, y, n);
                         }
-                        if let Some(bias) = st.bias {
-                            y = V::relu(V::add(y, V::loadu(bias.as_ptr().add(v * V::LANES))));
-                        }
-                        V::storeu(p, y);
                     }
                 }
             }
