@@ -4,9 +4,9 @@
 //! After the encoder (a dense GEMM with the bias-ReLU epilogue) most codes of a row are
 //! exactly zero. A zero code contributes nothing to `X̂ = C·M` nor to `Cᵀ·G`, and its
 //! code gradient is masked to zero, so it contributes nothing to `dPreᵀ·X` or `db`
-//! either. The sparse path therefore works row by row on the list of active features
-//! `A(r) = { j : c[r, j] > 0 }` (NaN codes are kept in the list so that they propagate
-//! as on the dense path):
+//! either. The sparse path therefore works on the active features
+//! `A(r) = { j : c[r, j] > 0 }` of each row only (NaN codes are kept so that they
+//! propagate as on the dense path):
 //!
 //! ```text
 //! x̂_r      = Σ_{j∈A(r)} c[r,j]·M[j]                      (gather rows of M, SIMD axpy)
@@ -16,9 +16,21 @@
 //! db[j]   += dpre[r,j]
 //! ```
 //!
-//! The only memory it needs is one row's index list (`h` slots), which lives in scratch
-//! the dense path already has; indices are stored in `f32` slots as exact integers,
-//! which limits the sparse path to `h ≤` [`SPARSE_MAX_H`].
+//! ## Memory and order
+//! In the backward pass, consecutive sparse row blocks form a *super-block*: after each
+//! block's encoder GEMM its active codes are appended as `(row, feature, code)`
+//! triples; when the area is full (or a dense block or the batch's end comes), the
+//! entries are grouped by feature with a counting sort and the formulas above run
+//! feature by feature, so each touched row of `M` and `dM` is loaded once per
+//! super-block however many rows use it. The area is the scratch the dense path uses
+//! for `dPre` and the residuals (`rows·(h + d)`): a super-block of `R` rows with `z`
+//! active codes needs `5z + h + R·d`. A single block too dense for that falls back to
+//! grouping within the block (`build_columns`) or to row by row (`decode_row`,
+//! `grad_row`). The forward pass decodes row by row (`h` extra scratch slots for one
+//! row's index list). Every row's reconstruction sums its features in ascending order
+//! with the same `axpy` on every route, so `forward` and `loss_and_grad` report the
+//! same loss bits. Indices are stored in `f32` slots as exact integers, which limits
+//! the sparse path to `h ≤` [`SPARSE_MAX_H`].
 //!
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
