@@ -63,8 +63,8 @@ pub enum Path {
 ///
 /// Measured with `cargo run --release --example bench_sparse` (training step, one
 /// x86-64 core with AVX-512; see the README's "Sparse path" section): the sparse step
-/// is as fast as the dense one at about 14 % density at both (n, d, h) =
-/// (4096, 512, 4096) and (1024, 768, 16384) (1.2× faster at 10 %, 0.8× at 20 %).
+/// is as fast as the dense one at about 14–15 % density at both (n, d, h) =
+/// (4096, 512, 4096) and (1024, 768, 16384) (1.3–1.4× faster at 10 %, 0.8× at 20 %).
 /// `Auto` switches a little earlier because a sparse block's cost grows with its
 /// density while a dense block's does not. The same threshold decides the decoder in
 /// [`super::forward::forward`].
