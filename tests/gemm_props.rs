@@ -366,3 +366,56 @@ fn short_pack_is_rejected() {
     assert!(r.is_err());
     assert!(c.iter().all(|&v| v == 7.0));
 }
+
+/// A product above the `parallel` feature's work threshold (`m·n·k ≥ 2²⁶`; single-
+/// threaded without the feature), with an epilogue and β ≠ 0, checked on a sample of
+/// elements (a full f64 reference would be slow in debug builds). With `parallel`,
+/// the rows are split across threads at `MC`-row boundaries (260 = 2·128 + 4).
+#[test]
+fn large_product_sampled() {
+    let (m, n, k) = (260, 520, 500);
+    let a = fill(m * k, 11);
+    let b = fill(n * k, 12); // B = (n×k row-major)ᵀ, as in the encoder
+    let bias = fill(n, 13);
+    let c0 = fill(m * n, 14);
+    // The selected kernel only: the row split is the same loop nest for every kernel,
+    // and the scalar kernels are slow in debug builds.
+    {
+        let mut c = c0.clone();
+        let mut pack = vec![f32::NAN; pack_len(m, n, k)];
+        gemm(
+            0.5,
+            MatRef::row_major("a", &a, m, k).unwrap(),
+            MatRef::row_major("b", &b, n, k).unwrap().t(),
+            -1.0,
+            MatMut::row_major("c", &mut c, m, n).unwrap(),
+            Epilogue::BiasRelu(&bias),
+            &mut pack,
+        )
+        .unwrap();
+        let gamma = (k as f64 + 4.0) * f64::powi(2.0, -23);
+        let mut s = 99u64;
+        for _ in 0..3000 {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (i, j) = ((s >> 33) as usize % m, (s >> 13) as usize % n);
+            let (mut v, mut mag) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                let t = 0.5 * f64::from(a[i * k + p]) * f64::from(b[j * k + p]);
+                v += t;
+                mag += t.abs();
+            }
+            let cb = -f64::from(c0[i * n + j]) + f64::from(bias[j]);
+            v += cb;
+            mag += f64::from(c0[i * n + j]).abs() + f64::from(bias[j]).abs();
+            let want = v.max(0.0);
+            let got = f64::from(c[i * n + j]);
+            assert!(
+                (got - want).abs() <= gamma * mag,
+                "{}: C[{i},{j}] = {got}, want {want}",
+                sae_kernels::kernels::active_kernel()
+            );
+        }
+    }
+}

@@ -214,7 +214,7 @@ pub(crate) enum Out<'a> {
 ///
 /// A value of the implementing type is a proof that the CPU can run it (the x86
 /// kernels can only be constructed after feature detection).
-pub(crate) trait MicroKernel: Copy {
+pub(crate) trait MicroKernel: Copy + Send + Sync {
     /// Rows of the output tile.
     const MR: usize;
     /// Columns of the output tile.

@@ -290,6 +290,7 @@ fn round_up(x: usize, m: usize) -> usize {
 /// this build may select at run time (the maximum over [`Kernel::ALL`]), so it can
 /// be computed once at the largest sizes and reused for every smaller product. It is
 /// `0` when `m`, `n` or `k` is 0. The small-`m` path (see [`gemm`]) needs none of it.
+/// The `parallel` feature does not change it.
 #[must_use]
 pub fn pack_len(m: usize, n: usize, k: usize) -> usize {
     if m == 0 || n == 0 || k == 0 {
@@ -507,66 +508,199 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
     let pack = &mut pack[off..];
     let kc_max = k.min(KC);
     let b_len = kc_max * round_up(n.min(NC), nr);
+    let a_len = kc_max * round_up(m.min(MC), mr);
     let (bpack, rest) = pack.split_at_mut(b_len);
-    let apack = &mut rest[..kc_max * round_up(m.min(MC), mr)];
-    let mut tile = [0.0f32; kernel::TILE_MAX];
-    let direct_ok = c.cs == 1;
+    let apack = &mut rest[..a_len];
+    let threads = par::threads(m, n, k, &c);
 
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            let first = pc == 0;
             let last = pc + kc == k;
-            let beta_eff = if first { beta } else { 1.0 };
-            let epi_eff = if last { epi } else { Epilogue::None };
             pack_panels(kern, &b, pc, kc, jc, nc, nr, bpack);
+            let blk = Block {
+                alpha,
+                beta: if pc == 0 { beta } else { 1.0 },
+                epi: if last { epi } else { Epilogue::None },
+                kc,
+                jc,
+                nc,
+                bpack,
+            };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 pack_panels(kern, &a.t(), pc, kc, ic, mc, mr, apack);
-                for (q, jr) in (0..nc).step_by(nr).enumerate() {
-                    let nr_eff = nr.min(nc - jr);
-                    let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
-                    let bias = match epi_eff {
-                        Epilogue::BiasRelu(bias) => Some(&bias[jc + jr..jc + jr + nr_eff]),
-                        Epilogue::None => None,
-                    };
-                    let st = Store {
-                        alpha,
-                        beta: beta_eff,
-                        bias,
-                    };
-                    for (p, ir) in (0..mc).step_by(mr).enumerate() {
-                        let mr_eff = mr.min(mc - ir);
-                        let ap = &apack[p * mr * kc..(p + 1) * mr * kc];
-                        let (i0, j0) = (ic + ir, jc + jr);
-                        if direct_ok && (mr_eff == 1 || c.rs >= nr_eff) {
-                            let start = i0 * c.rs + j0;
-                            let len = (mr_eff - 1) * c.rs + nr_eff;
-                            let out = Out::Direct {
-                                c: &mut c.data[start..start + len],
-                                ldc: c.rs,
-                                rows: mr_eff,
-                                cols: nr_eff,
-                            };
-                            kern.tile(kc, ap, bp, out, &st);
-                        } else {
-                            kern.tile(kc, ap, bp, Out::Buf(&mut tile), &st);
-                            store_tile(
-                                &tile,
-                                nr,
-                                &mut c,
-                                (i0, j0),
-                                (mr_eff, nr_eff),
-                                alpha,
-                                beta_eff,
-                                epi_eff,
-                            );
-                        }
-                    }
+                // Rows ic..ic+mc of C as a view (row i here is row ic + i of C).
+                let mut rows = MatMut {
+                    data: &mut c.data[ic * c.rs..],
+                    rows: mc,
+                    cols: c.cols,
+                    rs: c.rs,
+                    cs: c.cs,
+                };
+                if threads <= 1 {
+                    panels(kern, &blk, apack, &mut rows, 0);
+                } else {
+                    par::panels(kern, &blk, apack, &mut rows, threads);
                 }
             }
         }
+    }
+}
+
+/// One packed `kc×nc` block of B and what the stores of its products apply.
+struct Block<'a> {
+    alpha: f32,
+    /// β for this `k` block (1 after the first).
+    beta: f32,
+    /// The epilogue, on the last `k` block only.
+    epi: Epilogue<'a>,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+    bpack: &'a [f32],
+}
+
+/// Multiply A panels `ir0/MR ..` of the packed A block (`apack`) by the packed B
+/// block into `c`, a view of the matching rows of C (`c` row `i` is row `ir0 + i` of
+/// the block; `ir0` is a multiple of `MR`).
+fn panels<K: MicroKernel>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, ir0: usize) {
+    let (mr, nr) = (K::MR, K::NR);
+    let Block {
+        alpha,
+        beta,
+        epi,
+        kc,
+        jc,
+        nc,
+        bpack,
+    } = *blk;
+    let mut tile = [0.0f32; kernel::TILE_MAX];
+    let direct_ok = c.cs == 1;
+    for (q, jr) in (0..nc).step_by(nr).enumerate() {
+        let nr_eff = nr.min(nc - jr);
+        let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
+        let bias = match epi {
+            Epilogue::BiasRelu(bias) => Some(&bias[jc + jr..jc + jr + nr_eff]),
+            Epilogue::None => None,
+        };
+        let st = Store { alpha, beta, bias };
+        for ir in (0..c.rows).step_by(mr) {
+            let mr_eff = mr.min(c.rows - ir);
+            let p = (ir0 + ir) / mr;
+            let ap = &apack[p * mr * kc..(p + 1) * mr * kc];
+            let (i0, j0) = (ir, jc + jr);
+            if direct_ok && (mr_eff == 1 || c.rs >= nr_eff) {
+                let start = i0 * c.rs + j0;
+                let len = (mr_eff - 1) * c.rs + nr_eff;
+                let out = Out::Direct {
+                    c: &mut c.data[start..start + len],
+                    ldc: c.rs,
+                    rows: mr_eff,
+                    cols: nr_eff,
+                };
+                kern.tile(kc, ap, bp, out, &st);
+            } else {
+                kern.tile(kc, ap, bp, Out::Buf(&mut tile), &st);
+                store_tile(&tile, nr, c, (i0, j0), (mr_eff, nr_eff), alpha, beta, epi);
+            }
+        }
+    }
+}
+
+/// Splitting large products across threads (feature `parallel`).
+///
+/// Each `MC×KC` block of A is packed once, by the calling thread, into the one pack
+/// buffer; its `MR`-row panels are then divided among the threads, each of which
+/// writes its own contiguous range of C's rows (so no pack memory is added and
+/// [`pack_len`] is the same with or without the feature). Threads are
+/// `std::thread::scope` threads joined by blocking, never by spinning; the calling
+/// thread does one share itself. Products below [`par::MIN_WORK`] multiply-adds and C
+/// views without unit column stride stay on the calling thread.
+#[cfg(feature = "parallel")]
+mod par {
+    use super::{Block, MatMut, MicroKernel};
+
+    /// The most threads one product uses.
+    pub(super) const MAX_THREADS: usize = 8;
+    /// `m·n·k` below which a product stays single-threaded (about a millisecond of
+    /// single-core work, so that starting threads costs a few percent at most).
+    pub(super) const MIN_WORK: usize = 1 << 26;
+
+    /// How many threads to use for this product.
+    pub(super) fn threads(m: usize, n: usize, k: usize, c: &MatMut<'_>) -> usize {
+        let work = m.saturating_mul(n).saturating_mul(k);
+        if work < MIN_WORK || c.cs != 1 {
+            return 1;
+        }
+        let hw = std::thread::available_parallelism().map_or(1, |t| t.get());
+        hw.clamp(1, MAX_THREADS)
+    }
+
+    /// [`super::panels`] over `c`'s rows, split into `threads` ranges of whole panels.
+    pub(super) fn panels<K: MicroKernel>(
+        kern: K,
+        blk: &Block<'_>,
+        apack: &[f32],
+        c: &mut MatMut<'_>,
+        threads: usize,
+    ) {
+        let mr = K::MR;
+        let n_panels = c.rows.div_ceil(mr);
+        let per = n_panels.div_ceil(threads.min(n_panels).max(1)) * mr;
+        let (rows, cols, rs) = (c.rows, c.cols, c.rs);
+        std::thread::scope(|s| {
+            let mut data: &mut [f32] = &mut *c.data;
+            let mut r0 = 0;
+            while r0 < rows {
+                let r1 = (r0 + per).min(rows);
+                // With unit column stride (and `rs ≥ cols`, which `MatMut::new`
+                // guarantees for more than one row), rows r0..r1 lie in
+                // `[r0·rs, r1·rs)`; the last range keeps the rest of the slice.
+                let take = if r1 == rows {
+                    data.len()
+                } else {
+                    (r1 - r0) * rs
+                };
+                let (mine, rest) = core::mem::take(&mut data).split_at_mut(take);
+                data = rest;
+                let mut sub = MatMut {
+                    data: mine,
+                    rows: r1 - r0,
+                    cols,
+                    rs,
+                    cs: 1,
+                };
+                let ir0 = r0;
+                if r1 == rows {
+                    super::panels(kern, blk, apack, &mut sub, ir0);
+                } else {
+                    s.spawn(move || super::panels(kern, blk, apack, &mut sub, ir0));
+                }
+                r0 = r1;
+            }
+        });
+    }
+}
+
+/// Single-threaded stand-in when the `parallel` feature is off.
+#[cfg(not(feature = "parallel"))]
+mod par {
+    use super::{Block, MatMut, MicroKernel};
+
+    pub(super) fn threads(_: usize, _: usize, _: usize, _: &MatMut<'_>) -> usize {
+        1
+    }
+
+    pub(super) fn panels<K: MicroKernel>(
+        kern: K,
+        blk: &Block<'_>,
+        apack: &[f32],
+        c: &mut MatMut<'_>,
+        _threads: usize,
+    ) {
+        super::panels(kern, blk, apack, c, 0);
     }
 }
 
