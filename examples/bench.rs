@@ -14,7 +14,7 @@
 
 #[cfg(not(target_family = "wasm"))]
 mod imp {
-    use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+    use sae_kernels::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, pack_len};
     use sae_kernels::{Dims, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad};
     use std::hint::black_box;
 
@@ -272,6 +272,33 @@ mod imp {
                 "",
                 pct(gf)
             );
+            if Kernel::Avx2.is_available() && Kernel::Avx2 != sae_kernels::kernels::gemm::selected()
+            {
+                let t_avx2 = best_of(reps, || {
+                    for _ in 0..inner {
+                        gemm_with(
+                            Kernel::Avx2,
+                            1.0,
+                            MatRef::row_major("x", &x, n, d).unwrap(),
+                            MatRef::row_major("m", &m, h, d).unwrap().t(),
+                            0.0,
+                            MatMut::row_major("c", &mut c, n, h).unwrap(),
+                            Epilogue::None,
+                            &mut pack,
+                        )
+                        .unwrap();
+                    }
+                }) / inner as f64;
+                let ga = flop / t_avx2 * 1e-9;
+                println!(
+                    "{:<22} {:>10.1} {:>10} {:>6.2}x {:>8.1}% of the 256-bit FMA peak",
+                    "  AVX2 kernel (forced)",
+                    ga,
+                    "",
+                    t_mm / t_avx2,
+                    p256.map_or(f64::NAN, |p| 100.0 * ga / p)
+                );
+            }
             black_box(&c);
         }
 
