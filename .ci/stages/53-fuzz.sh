@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cargo-fuzz (nightly, AddressSanitizer, debug assertions on): build every target in
 # fuzz/ and run each for FUZZ_SECONDS (default 40) from its committed seeds
-# (fuzz/seeds/<target>) into a scratch corpus, so the tree is not modified.
+# (fuzz/seeds/<target>, plus the reproducers in fuzz/regressions/<target>) into a
+# scratch corpus, so the tree is not modified.
 # Crashes are saved under fuzz/artifacts/<target>/ and fail the stage.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,13 +23,17 @@ for t in $(cargo +nightly fuzz list); do
   mkdir -p "$scratch/$t"
   log="$scratch/$t.log"
   status=0
-  timeout $((secs + 120)) cargo +nightly fuzz run -O -a "$t" "$scratch/$t" "seeds/$t" -- \
+  # Known reproducers in regressions/<target> run first, so a fixed bug stays fixed.
+  dirs=("seeds/$t")
+  [ -d "regressions/$t" ] && dirs+=("regressions/$t")
+  timeout $((secs + 120)) cargo +nightly fuzz run -O -a "$t" "$scratch/$t" "${dirs[@]}" -- \
     -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1 || status=$?
   execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
   rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log")
   if [ "$status" -ne 0 ]; then
     echo "fuzz $t: FAILED (status $status)" >&2
     grep -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" >&2 || tail -40 "$log" >&2
+    echo "reproduce: cd fuzz && cargo +nightly fuzz run -O -a $t <the file named above>" >&2
     exit 1
   fi
   echo "fuzz $t: ${execs:-?} execs, ${rate:-?} exec/s, no crash"

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{Input, Style, bits};
+use common::{Input, bits};
 use libfuzzer_sys::fuzz_target;
 use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, naive::gemm_f64, pack_len};
 
