@@ -19,6 +19,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 export FUZZ_TMPDIR="$scratch"
 summary=""
+failed=""
 for t in $(cargo +nightly fuzz list); do
   mkdir -p "$scratch/$t"
   log="$scratch/$t.log"
@@ -34,9 +35,15 @@ for t in $(cargo +nightly fuzz list); do
     echo "fuzz $t: FAILED (status $status)" >&2
     grep -E 'panicked|ERROR|SUMMARY|Test unit written' "$log" >&2 || tail -40 "$log" >&2
     echo "reproduce: cd fuzz && cargo +nightly fuzz run -O -a $t <the file named above>" >&2
-    exit 1
+    failed+=" $t"
+    summary+=" $t FAILED;"
+    continue
   fi
   echo "fuzz $t: ${execs:-?} execs, ${rate:-?} exec/s, no crash"
   summary+=" $t ${execs:-?} execs (${rate:-?}/s);"
 done
 echo "fuzz (${secs} s each):${summary} $((SECONDS - t0)) s"
+if [ -n "$failed" ]; then
+  echo "fuzz: failing targets:${failed}" >&2
+  exit 1
+fi
