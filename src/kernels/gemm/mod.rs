@@ -30,6 +30,12 @@
 //! the model's row blocks) gets it without code changes, and [`pack_len`] stays an
 //! upper bound (the path needs no pack memory at all).
 //!
+//! ## Threads
+//! Single-threaded by default. With the `parallel` feature, products of at least
+//! `2²⁶` multiply-adds with a unit-column-stride C split each packed A block's row
+//! panels across `std::thread::scope` threads (no spinning, no extra scratch; thread
+//! start-up allocates, so this path is not allocation-free).
+//!
 //! `β = 0` never reads C, so C may hold NaN or garbage.
 
 pub(crate) mod kernel;

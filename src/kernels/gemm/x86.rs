@@ -65,18 +65,24 @@ unsafe impl Simd for __m256 {
     const LANES: usize = 8;
     #[inline(always)]
     unsafe fn zero() -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm256_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm256_set1_ps(x) }
     }
     #[inline(always)]
     unsafe fn loadu(p: *const f32) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
         unsafe { _mm256_loadu_ps(p) }
     }
     #[inline(always)]
     unsafe fn load_part(p: *const f32, n: usize) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
         unsafe {
             let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx);
@@ -86,10 +92,14 @@ unsafe impl Simd for __m256 {
     }
     #[inline(always)]
     unsafe fn storeu(p: *mut f32, v: Self) {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
         unsafe { _mm256_storeu_ps(p, v) }
     }
     #[inline(always)]
     unsafe fn store_part(p: *mut f32, v: Self, n: usize) {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
         unsafe {
             let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx);
@@ -99,18 +109,22 @@ unsafe impl Simd for __m256 {
     }
     #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
     unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm256_mul_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm256_add_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe {
             let keep = _mm256_cmp_ps::<_CMP_NLE_UQ>(a, _mm256_setzero_ps());
             _mm256_and_ps(keep, a)
@@ -118,6 +132,7 @@ unsafe impl Simd for __m256 {
     }
     #[inline(always)]
     unsafe fn hsum(a: Self) -> f32 {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe {
             let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
             let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -133,44 +148,56 @@ unsafe impl Simd for __m512 {
     const LANES: usize = 16;
     #[inline(always)]
     unsafe fn zero() -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm512_setzero_ps() }
     }
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm512_set1_ps(x) }
     }
     #[inline(always)]
     unsafe fn loadu(p: *const f32) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
         unsafe { _mm512_loadu_ps(p) }
     }
     #[inline(always)]
     unsafe fn load_part(p: *const f32, n: usize) -> Self {
-        // Masked-off lanes are neither read nor faulted on.
+        // SAFETY: the ISA is enabled and `p` is valid for `n` lanes (trait contract);
+        // masked-off lanes are neither read nor faulted on.
         unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p) }
     }
     #[inline(always)]
     unsafe fn storeu(p: *mut f32, v: Self) {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
         unsafe { _mm512_storeu_ps(p, v) }
     }
     #[inline(always)]
     unsafe fn store_part(p: *mut f32, v: Self, n: usize) {
-        // Masked-off lanes are neither written nor faulted on.
+        // SAFETY: the ISA is enabled and `p` is valid for `n` lanes (trait contract);
+        // masked-off lanes are neither written nor faulted on.
         unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v) }
     }
     #[inline(always)]
     unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
     unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm512_mul_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe { _mm512_add_ps(a, b) }
     }
     #[inline(always)]
     unsafe fn relu(a: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe {
             let keep = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(a, _mm512_setzero_ps());
             _mm512_maskz_mov_ps(keep, a)
@@ -178,6 +205,7 @@ unsafe impl Simd for __m512 {
     }
     #[inline(always)]
     unsafe fn hsum(a: Self) -> f32 {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
         unsafe {
             let lo = _mm512_castps512_ps256(a);
             let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
