@@ -524,16 +524,16 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let last = pc + kc == k;
-            pack_panels(kern, &b, pc, kc, jc, nc, nr, bpack);
-            let blk = Block {
-                alpha,
-                beta: if pc == 0 { beta } else { 1.0 },
-                epi: if last { epi } else { Epilogue::None },
-                kc,
-                jc,
-                nc,
-                bpack,
-            };
+            let beta = if pc == 0 { beta } else { 1.0 };
+            let epi = if last { epi } else { Epilogue::None };
+            // Single-threaded, B is packed one panel at a time during the first row
+            // block, right before the kernel uses it (while it is still in L1/L2),
+            // instead of in a separate pass over the whole block; later row blocks
+            // reuse the packed panels. Threads need the whole block packed first.
+            let lazy_b = threads <= 1;
+            if !lazy_b {
+                pack_panels(kern, &b, pc, kc, jc, nc, nr, bpack);
+            }
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 pack_panels(kern, &a.t(), pc, kc, ic, mc, mr, apack);
@@ -544,6 +544,33 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
                     cols: c.cols,
                     rs: c.rs,
                     cs: c.cs,
+                };
+                if lazy_b && ic == 0 {
+                    for (q, jr) in (0..nc).step_by(nr).enumerate() {
+                        let nr_eff = nr.min(nc - jr);
+                        let panel = &mut bpack[q * nr * kc..(q + 1) * nr * kc];
+                        pack_panels(kern, &b, pc, kc, jc + jr, nr_eff, nr, panel);
+                        let blk = Block {
+                            alpha,
+                            beta,
+                            epi,
+                            kc,
+                            jc: jc + jr,
+                            nc: nr_eff,
+                            bpack: panel,
+                        };
+                        panels(kern, &blk, apack, &mut rows, 0);
+                    }
+                    continue;
+                }
+                let blk = Block {
+                    alpha,
+                    beta,
+                    epi,
+                    kc,
+                    jc,
+                    nc,
+                    bpack,
                 };
                 if threads <= 1 {
                     panels(kern, &blk, apack, &mut rows, 0);
