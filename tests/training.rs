@@ -587,6 +587,14 @@ fn npy_round_trip_and_errors() {
     std::fs::write(dir.join("t.npy"), &bytes).unwrap();
     let e = read_npy(&dir.join("t.npy")).unwrap_err().to_string();
     assert!(e.contains("shorter"), "{e}");
+    // A v2 header whose length field claims ~2 GiB in a tiny file (found by the
+    // `formats` fuzz target) is refused before the header text is read.
+    let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+    v2.extend_from_slice(&0x7f7b_0076u32.to_le_bytes());
+    v2.extend_from_slice(b"{'descr': '<f4', ");
+    std::fs::write(dir.join("v2.npy"), &v2).unwrap();
+    let e = read_npy(&dir.join("v2.npy")).unwrap_err().to_string();
+    assert!(e.contains("header length"), "{e}");
     std::fs::write(dir.join("g.npy"), b"not an npy").unwrap();
     assert!(read_npy(&dir.join("g.npy")).is_err());
     let _ = std::fs::remove_dir_all(&dir);

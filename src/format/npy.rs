@@ -35,7 +35,13 @@ pub fn read_npy(path: &Path) -> Result<Activations> {
     let file = std::fs::File::open(path).map_err(|e| io_err("input", &e))?;
     let file_len = file.metadata().map_err(|e| io_err("input", &e))?.len();
     let mut reader = std::io::BufReader::new(file);
-    let data_len = file_len.saturating_sub(header_len(&mut reader)?);
+    // The header length is read from the file itself: check it against the file's
+    // length before npyz allocates a buffer of that size for the header text.
+    let header = header_len(&mut reader)?;
+    if header > file_len {
+        return Err(bad("file is shorter than its header length field says"));
+    }
+    let data_len = file_len - header;
     let npy = NpyFile::new(reader).map_err(|_| bad("not a valid .npy file (bad header)"))?;
     let shape = npy.shape().to_vec();
     if shape.len() != 2 {
