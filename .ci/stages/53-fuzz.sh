@@ -27,8 +27,11 @@ for t in $(cargo +nightly fuzz list); do
   # Known reproducers in regressions/<target> run first, so a fixed bug stays fixed.
   dirs=("seeds/$t")
   [ -d "regressions/$t" ] && dirs+=("regressions/$t")
-  timeout $((secs + 120)) cargo +nightly fuzz run -O -a "$t" "$scratch/$t" "${dirs[@]}" -- \
-    -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=2048 >"$log" 2>&1 || status=$?
+  # -timeout: any single input taking > 30 s is reported as a failure. The outer timeout
+  # is only a safety net (it also covers a rebuild if the sources changed).
+  timeout $((secs + 600)) cargo +nightly fuzz run -O -a "$t" "$scratch/$t" "${dirs[@]}" -- \
+    -max_total_time="$secs" -timeout=30 -print_final_stats=1 -rss_limit_mb=2048 \
+    >"$log" 2>&1 || status=$?
   execs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
   rate=$(awk '/stat::average_exec_per_sec/ {print $2}' "$log")
   if [ "$status" -ne 0 ]; then
