@@ -83,12 +83,10 @@ pub use model::{
     untied_decode, untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
     untied_forward, untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
 };
-#[cfg(feature = "std")]
-pub use model::{ActivationKind, UntiedSae};
 
 pub use optim::{Adam, Optim, Optimizer, sgd_step};
 #[cfg(feature = "std")]
-pub use owned::TiedSae;
+pub use owned::{ActivationKind, TiedSae, UntiedSae};
 #[cfg(feature = "std")]
 pub use owned::{
     ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,

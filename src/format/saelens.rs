@@ -43,7 +43,8 @@
 //! (see [`crate::model::untied`]).
 
 use crate::error::{Error, Result};
-use crate::model::{ActivationKind, Dims, TiedParams, UntiedParams, UntiedSae};
+use crate::model::{Dims, TiedParams, UntiedParams};
+use crate::owned::{ActivationKind, UntiedSae};
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use serde_json::{Map, Value};
 use std::path::Path;

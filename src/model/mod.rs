@@ -13,8 +13,6 @@ pub mod params;
 pub mod sparse_path;
 pub(crate) mod sparse_simd;
 pub mod untied;
-#[cfg(feature = "std")]
-pub mod untied_owned;
 pub mod workspace;
 
 pub use backward::{loss_and_grad, loss_and_grad_with};
@@ -37,5 +35,3 @@ pub use untied::{
     untied_forward_scratch_len, untied_grad_auxk_scratch_len, untied_grad_scratch_len,
     untied_loss_and_grad, untied_loss_and_grad_auxk,
 };
-#[cfg(feature = "std")]
-pub use untied_owned::{ActivationKind, UntiedSae};

@@ -2,8 +2,10 @@
 
 mod tied;
 pub(crate) mod trainer;
+mod untied;
 
 pub use tied::TiedSae;
 pub use trainer::{
     ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
 };
+pub use untied::{ActivationKind, UntiedSae};

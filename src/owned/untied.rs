@@ -1,14 +1,14 @@
 //! An untied SAE that owns its parameters (feature `std`), as loaded from or saved to
 //! a SAELens folder by [`crate::format::saelens`].
 
-use super::activation::Activation;
-use super::params::{Dims, TiedParams};
-use super::untied::{
+use crate::error::{Result, check_len, mul};
+use crate::model::activation::Activation;
+use crate::model::params::{Dims, TiedParams};
+use crate::model::untied::{
     UntiedConfig, UntiedParams, UntiedParamsMut, tied_to_untied, untied_decode,
     untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
 };
-use super::workspace::DEFAULT_BLOCK_ROWS;
-use crate::error::{Result, check_len, mul};
+use crate::model::workspace::DEFAULT_BLOCK_ROWS;
 use std::{vec, vec::Vec};
 
 /// Which activation an owned untied SAE uses (the JumpReLU thresholds live in
