@@ -20,7 +20,7 @@ use super::forward::{LossParts, Sums, block_stats, check_batch, decode_block, en
 use super::params::{Dims, TiedParams, TiedParamsMut};
 use super::sparse_path::{self, Path};
 use super::workspace::{block_rows_for, grad_scratch_len};
-use crate::error::{Error, Result, check_finite};
+use crate::error::{Result, check_finite};
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
 use crate::kernels::vector;
 
@@ -78,20 +78,7 @@ pub fn loss_and_grad_with(
     check_batch(dims, x, n)?;
     check_finite("alpha", alpha)?;
     sparse_path::check_path(path, dims)?;
-    if grads.dims.d != d {
-        return Err(Error::Dimension {
-            arg: "grads.d",
-            expected: d,
-            got: grads.dims.d,
-        });
-    }
-    if grads.dims.h != h {
-        return Err(Error::Dimension {
-            arg: "grads.h",
-            expected: h,
-            got: grads.dims.h,
-        });
-    }
+    super::params::check_grad_dims(dims, grads.dims)?;
     let rb = block_rows_for(scratch.len(), |r| grad_scratch_len(dims, r))?;
     let (codes, rest) = scratch.split_at_mut(rb * h);
     // The dPre and residual slots; the sparse path's super-blocks use them as one area.

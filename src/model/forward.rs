@@ -68,6 +68,26 @@ pub struct ForwardOutputs<'a> {
     pub row_l1: Option<&'a mut [f32]>,
 }
 
+impl ForwardOutputs<'_> {
+    /// Check every requested output's length against a batch of `n` rows.
+    pub(crate) fn check(&self, dims: Dims, n: usize) -> Result<()> {
+        let Dims { d, h } = dims;
+        if let Some(c) = self.codes.as_deref() {
+            check_len("codes", c.len(), mul("codes", n, h)?)?;
+        }
+        if let Some(r) = self.recon.as_deref() {
+            check_len("recon", r.len(), mul("recon", n, d)?)?;
+        }
+        if let Some(r) = self.row_sq_err.as_deref() {
+            check_len("row_sq_err", r.len(), n)?;
+        }
+        if let Some(r) = self.row_l1.as_deref() {
+            check_len("row_l1", r.len(), n)?;
+        }
+        Ok(())
+    }
+}
+
 /// Check `x` against `n·d` and `n ≥ 1`.
 pub(crate) fn check_batch(dims: Dims, x: &[f32], n: usize) -> Result<()> {
     check_nonzero("n", n)?;
@@ -279,24 +299,13 @@ pub fn forward_with(
     check_batch(dims, x, n)?;
     check_finite("alpha", alpha)?;
     sparse_path::check_path(path, dims)?;
+    out.check(dims, n)?;
     let ForwardOutputs {
         mut codes,
         mut recon,
         mut row_sq_err,
         mut row_l1,
     } = out;
-    if let Some(c) = codes.as_deref() {
-        check_len("codes", c.len(), mul("codes", n, h)?)?;
-    }
-    if let Some(r) = recon.as_deref() {
-        check_len("recon", r.len(), mul("recon", n, d)?)?;
-    }
-    if let Some(r) = row_sq_err.as_deref() {
-        check_len("row_sq_err", r.len(), n)?;
-    }
-    if let Some(r) = row_l1.as_deref() {
-        check_len("row_l1", r.len(), n)?;
-    }
     let rb = block_rows_for(scratch.len(), |r| forward_scratch_len(dims, r))?;
     let (codes_s, rest) = scratch.split_at_mut(rb * h);
     let (recon_s, rest) = rest.split_at_mut(rb * d);

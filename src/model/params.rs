@@ -121,3 +121,16 @@ impl<'a> TiedParamsMut<'a> {
         self.b
     }
 }
+
+/// `Err(Dimension)` naming `grads.d` or `grads.h` unless gradients of dimensions
+/// `grads` fit a model of dimensions `params`.
+pub(crate) fn check_grad_dims(params: Dims, grads: Dims) -> Result<()> {
+    let (arg, expected, got) = if grads.d != params.d {
+        ("grads.d", params.d, grads.d)
+    } else if grads.h != params.h {
+        ("grads.h", params.h, grads.h)
+    } else {
+        return Ok(());
+    };
+    Err(crate::Error::Dimension { arg, expected, got })
+}

@@ -502,24 +502,13 @@ pub fn untied_forward(
     check_batch(dims, x, n)?;
     check_penalty(pen)?;
     check_cfg(dims, &cfg)?;
+    out.check(dims, n)?;
     let ForwardOutputs {
         mut codes,
         mut recon,
         mut row_sq_err,
         mut row_l1,
     } = out;
-    if let Some(c) = codes.as_deref() {
-        check_len("codes", c.len(), mul("codes", n, h)?)?;
-    }
-    if let Some(r) = recon.as_deref() {
-        check_len("recon", r.len(), mul("recon", n, d)?)?;
-    }
-    if let Some(r) = row_sq_err.as_deref() {
-        check_len("row_sq_err", r.len(), n)?;
-    }
-    if let Some(r) = row_l1.as_deref() {
-        check_len("row_l1", r.len(), n)?;
-    }
     let rb = block_rows_for(scratch.len(), |r| untied_forward_scratch_len(dims, r))?;
     let (codes_s, rest) = scratch.split_at_mut(rb * h);
     let (recon_s, rest) = rest.split_at_mut(rb * d);
@@ -692,20 +681,7 @@ fn grad_impl(
     check_batch(dims, x, n)?;
     check_penalty(pen)?;
     check_cfg(dims, &cfg)?;
-    if grads.dims.d != d {
-        return Err(Error::Dimension {
-            arg: "grads.d",
-            expected: d,
-            got: grads.dims.d,
-        });
-    }
-    if grads.dims.h != h {
-        return Err(Error::Dimension {
-            arg: "grads.h",
-            expected: h,
-            got: grads.dims.h,
-        });
-    }
+    super::params::check_grad_dims(dims, grads.dims)?;
     if let Some(a) = aux {
         a.check(h)?;
     }

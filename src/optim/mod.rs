@@ -34,7 +34,7 @@ use crate::model::{Dims, TiedParams, TiedParamsMut};
 /// from the parameters'.
 pub fn sgd_step(params: TiedParamsMut<'_>, grads: TiedParams<'_>, lr: f32) -> Result<()> {
     check_finite("lr", lr)?;
-    check_same_dims(params.dims, grads.dims)?;
+    crate::model::params::check_grad_dims(params.dims, grads.dims)?;
     if !vector::all_finite(grads.m) {
         return Err(Error::NonFinite { arg: "grads.m" });
     }
@@ -43,18 +43,6 @@ pub fn sgd_step(params: TiedParamsMut<'_>, grads: TiedParams<'_>, lr: f32) -> Re
     }
     vector::axpy(-lr, grads.m, params.m);
     vector::axpy(-lr, grads.b, params.b);
-    Ok(())
-}
-
-fn check_same_dims(params: Dims, grads: Dims) -> Result<()> {
-    if grads != params {
-        let (arg, expected, got) = if grads.d != params.d {
-            ("grads.d", params.d, grads.d)
-        } else {
-            ("grads.h", params.h, grads.h)
-        };
-        return Err(Error::Dimension { arg, expected, got });
-    }
     Ok(())
 }
 
@@ -275,8 +263,8 @@ impl<'a> Optim<'a> {
                 allowed: "must be >= 0",
             });
         }
-        check_same_dims(self.dims, params.dims)?;
-        check_same_dims(params.dims, grads.dims)?;
+        crate::model::params::check_grad_dims(self.dims, params.dims)?;
+        crate::model::params::check_grad_dims(params.dims, grads.dims)?;
         if !vector::all_finite(grads.m) {
             return Err(Error::NonFinite { arg: "grads.m" });
         }
