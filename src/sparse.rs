@@ -20,8 +20,8 @@
 //! A NaN code (from a NaN or infinite input) is an [`Error::NonFinite`] naming `x`.
 
 use crate::error::{Error, Result, check_len, check_nonzero, mul};
+use crate::kernels::dispatch_vector::axpy;
 use crate::model::forward::check_batch;
-use crate::model::sparse_simd::axpy;
 use crate::model::{Dims, TiedParams, encode, encode_scratch_len};
 
 /// What [`encode_sparse`] does when more features are active than `out` can hold.

@@ -1,5 +1,6 @@
 //! SIMD building blocks with no knowledge of SAEs: the GEMM and vector primitives.
 
+pub(crate) mod dispatch_vector;
 pub mod gemm;
 pub mod vector;
 

@@ -11,7 +11,6 @@ pub mod forward;
 pub mod init;
 pub mod params;
 pub mod sparse_path;
-pub(crate) mod sparse_simd;
 pub mod untied;
 pub mod workspace;
 

@@ -36,8 +36,8 @@
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
 
 use super::params::Dims;
-use super::sparse_simd::{axpy, axpy2, dot};
 use crate::error::{Error, Result};
+use crate::kernels::dispatch_vector::{axpy, axpy2, dot};
 use crate::kernels::vector;
 use wide::f32x8;
 

@@ -1,5 +1,5 @@
-//! The row kernels of the sparse path (`dot`, `axpy`, and the fused `axpy2`), with an
-//! x86-64 AVX2 + FMA version chosen at run time.
+//! Row kernels (`dot`, `axpy`, and the fused `axpy2`) with an
+//! x86-64 AVX2 + FMA version chosen at run time (used by the sparse path).
 //!
 //! The portable versions are [`crate::kernels::vector`]'s, built on `wide`, whose SIMD
 //! width is fixed at compile time: a default x86-64 build gets SSE2 without FMA. The
