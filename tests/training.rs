@@ -595,6 +595,15 @@ fn npy_round_trip_and_errors() {
     std::fs::write(dir.join("v2.npy"), &v2).unwrap();
     let e = read_npy(&dir.join("v2.npy")).unwrap_err().to_string();
     assert!(e.contains("header length"), "{e}");
+    // A header of nested brackets (which made npyz's parser run for minutes, found by
+    // the `formats` fuzz target) is refused up front.
+    let mut nested = b"\x93NUMPY\x01\x00".to_vec();
+    let text = format!("{{'descr': '<f4', 'shape': {}", "(".repeat(200));
+    nested.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    nested.extend_from_slice(text.as_bytes());
+    std::fs::write(dir.join("nested.npy"), &nested).unwrap();
+    let e = read_npy(&dir.join("nested.npy")).unwrap_err().to_string();
+    assert!(e.contains("plain float32"), "{e}");
     std::fs::write(dir.join("g.npy"), b"not an npy").unwrap();
     assert!(read_npy(&dir.join("g.npy")).is_err());
     let _ = std::fs::remove_dir_all(&dir);

@@ -41,6 +41,7 @@ pub fn read_npy(path: &Path) -> Result<Activations> {
     if header > file_len {
         return Err(bad("file is shorter than its header length field says"));
     }
+    check_header_text(path, header)?;
     let data_len = file_len - header;
     let npy = NpyFile::new(reader).map_err(|_| bad("not a valid .npy file (bad header)"))?;
     let shape = npy.shape().to_vec();
@@ -89,6 +90,29 @@ pub fn read_npy(path: &Path) -> Result<Activations> {
         flat
     };
     Ok(Activations { data, rows, d })
+}
+
+/// The largest header accepted. Real headers of a 2-D float array are under 200 bytes;
+/// the format pads them to a multiple of 64.
+const MAX_HEADER: u64 = 1 << 16;
+
+/// Reject headers `npyz` should never see: oversized ones, and any whose dictionary
+/// is not the flat form a plain 2-D float array has (one `{`, one `(` for the shape, no
+/// `[`). Deeply nested brackets made the header parser run for minutes (fuzz finding).
+fn check_header_text(path: &Path, header: u64) -> Result<()> {
+    use std::io::Read;
+    if header > MAX_HEADER {
+        return Err(bad("header is larger than 64 KiB"));
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(header).read_to_end(&mut text))
+        .map_err(|e| io_err("input", &e))?;
+    let count = |c: u8| text.iter().filter(|&&b| b == c).count();
+    if count(b'{') != 1 || count(b'(') > 1 || count(b'[') > 0 {
+        return Err(bad("header is not that of a plain float32/float16 array"));
+    }
+    Ok(())
 }
 
 /// The total header length (magic, version, length field and header text) of the
