@@ -52,9 +52,10 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
 
 fn tmp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "sae-kernels-saelens-{}-{}-{tag}",
-        std::process::id(),
+    // Cargo's per-target scratch folder: also reachable under WASI (the runner opens the
+    // crate's parent folder), where `std::env::temp_dir()` is not available.
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "saelens-{}-{tag}",
         N.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&d);
@@ -456,7 +457,13 @@ fn hostile_weight_files_are_errors_not_panics() {
     assert!(saelens::parse_weights(&scfg, &st_file(&std_tensors())).is_ok());
     // Huge declared shapes with tiny data: refused by the offset check, no allocation.
     let mut t = std_tensors();
-    t[0].2 = vec![1 << 40, 1 << 20];
+    // (2^44 elements on 64-bit targets; 2^28 = 1 GiB of f32 where usize is 32 bits.)
+    let huge: usize = if cfg!(target_pointer_width = "64") {
+        1 << 40
+    } else {
+        1 << 24
+    };
+    t[0].2 = vec![huge, 1 << 4];
     assert_eq!(w_field_err(&scfg, &st_file(&t)), "");
     // Wrong shape (transposed W_enc), wrong dtype, missing and unexpected tensors.
     let mut t = std_tensors();

@@ -448,7 +448,7 @@ fn checkpoint_resume_is_bitwise_identical() {
     };
     assert!(Trainer::from_checkpoint(&ckpt, sgd).is_err());
     // And through a file.
-    let dir = std::env::temp_dir().join(format!("saek-ckpt-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("training-ckpt");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("c.bin");
     a.save_checkpoint(&p).unwrap();
@@ -527,7 +527,7 @@ fn streaming_trainer_matches_block_steps() {
 
 #[test]
 fn npy_round_trip_and_errors() {
-    let dir = std::env::temp_dir().join(format!("saek-npy-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("training-npy");
     std::fs::create_dir_all(&dir).unwrap();
     let data: Vec<f32> = (0..15).map(|i| i as f32 * 0.5 - 3.0).collect();
     let p = dir.join("a.npy");
