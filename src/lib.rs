@@ -60,6 +60,7 @@ mod error;
 #[cfg(feature = "std")]
 pub mod format;
 pub mod kernels;
+mod math;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -89,7 +89,7 @@ pub fn toy_init(cfg: &ToyConfig, seed: u64, features: &mut [f32], probs: &mut [f
                 let z: f64 = StandardNormal.sample(&mut rng);
                 *v = z as f32;
             }
-            let norm = libm::sqrtf(vector::sum_sq(row));
+            let norm = crate::math::sqrtf(vector::sum_sq(row));
             if norm > 1e-6 {
                 row.iter_mut().for_each(|v| *v /= norm);
                 break;

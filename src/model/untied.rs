@@ -466,7 +466,7 @@ fn penalty_weights(p: &UntiedParams<'_>, pen: Penalty, w: &mut [f32]) {
     let d = p.dims.d;
     if pen.weighted() {
         for (wi, row) in w.iter_mut().zip(p.w_dec.chunks_exact(d)) {
-            *wi = libm::sqrtf(vector::sum_sq(row));
+            *wi = crate::math::sqrtf(vector::sum_sq(row));
         }
     } else {
         w.fill(1.0);
@@ -915,7 +915,7 @@ fn grad_impl(
 pub fn normalize_decoder_rows(dims: Dims, w_dec: &mut [f32]) -> Result<()> {
     check_len("w_dec", w_dec.len(), dims.m_len())?;
     for row in w_dec.chunks_exact_mut(dims.d) {
-        let nrm = libm::sqrtf(vector::sum_sq(row));
+        let nrm = crate::math::sqrtf(vector::sum_sq(row));
         if nrm > 0.0 {
             let inv = 1.0 / nrm;
             for v in row.iter_mut() {
@@ -1011,7 +1011,7 @@ pub fn init_untied(params: UntiedParamsMut<'_>, seed: u64, decoder_norm: f32) ->
             for v in row.iter_mut() {
                 *v = u.sample(&mut rng) as f32;
             }
-            let nrm = libm::sqrtf(vector::sum_sq(row));
+            let nrm = crate::math::sqrtf(vector::sum_sq(row));
             if nrm > 0.0 {
                 let s = decoder_norm / nrm;
                 for v in row.iter_mut() {

@@ -337,7 +337,7 @@ fn update(c: Coef, eps: f32, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32
         _ => {
             let m = c.a * s1 + (1.0 - c.a) * g;
             let v = c.b * s2 + (1.0 - c.b) * (g * g);
-            let denom = libm::sqrtf(v) / c.c + eps;
+            let denom = crate::math::sqrtf(v) / c.c + eps;
             (p - c.lr * (m / denom), m, v)
         }
     }
