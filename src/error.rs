@@ -162,6 +162,19 @@ pub(crate) fn check_len(arg: &'static str, got: usize, expected: usize) -> Resul
     }
 }
 
+/// `Err(WorkspaceTooSmall)` naming `scratch` unless `got ≥ need`.
+pub(crate) fn check_scratch(got: usize, need: usize) -> Result<()> {
+    if got < need {
+        Err(Error::WorkspaceTooSmall {
+            arg: "scratch",
+            needed: need,
+            got,
+        })
+    } else {
+        Ok(())
+    }
+}
+
 /// `Err(NonFinite)` unless `v` is finite.
 pub(crate) fn check_finite(arg: &'static str, v: f32) -> Result<()> {
     if v.is_finite() {

@@ -182,13 +182,7 @@ pub fn evaluate(
     }
     check_len("x", x.len(), mul("x", n, d)?)?;
     let need = eval_scratch_len(dims, 1);
-    if scratch.len() < need {
-        return Err(Error::WorkspaceTooSmall {
-            arg: "scratch",
-            needed: need,
-            got: scratch.len(),
-        });
-    }
+    crate::error::check_scratch(scratch.len(), need)?;
     let mut rb = MAX_BLOCK_ROWS;
     while eval_scratch_len(dims, rb) > scratch.len() {
         rb -= 1;

@@ -239,13 +239,7 @@ pub fn encode_sparse<const K: usize>(
     out.clear();
     check_len("x", x.len(), d)?;
     let need = encode_sparse_scratch_len(p.dims);
-    if scratch.len() < need {
-        return Err(Error::WorkspaceTooSmall {
-            arg: "scratch",
-            needed: need,
-            got: scratch.len(),
-        });
-    }
+    crate::error::check_scratch(scratch.len(), need)?;
     let (codes, rest) = scratch.split_at_mut(h);
     encode(p, x, 1, codes, rest)?;
     match overflow {

@@ -20,6 +20,8 @@ use super::forward::{LossParts, Sums, block_stats, check_batch, decode_block, en
 use super::params::{Dims, TiedParams, TiedParamsMut};
 use super::sparse_path::{self, Path};
 use super::workspace::{block_rows_for, grad_scratch_len};
+#[cfg(doc)]
+use crate::error::Error;
 use crate::error::{Result, check_finite};
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
 use crate::kernels::vector;

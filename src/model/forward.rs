@@ -15,7 +15,9 @@
 use super::params::{Dims, TiedParams};
 use super::sparse_path::{self, Path};
 use super::workspace::{block_rows_for, encode_scratch_len, forward_scratch_len};
-use crate::error::{Error, Result, check_finite, check_len, check_nonzero, mul};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::{Result, check_finite, check_len, check_nonzero, mul};
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
 use crate::kernels::vector;
 
@@ -187,13 +189,7 @@ pub fn encode(
     check_batch(p.dims, x, n)?;
     check_len("codes", codes.len(), mul("codes", n, p.dims.h)?)?;
     let need = encode_scratch_len(p.dims);
-    if scratch.len() < need {
-        return Err(Error::WorkspaceTooSmall {
-            arg: "scratch",
-            needed: need,
-            got: scratch.len(),
-        });
-    }
+    crate::error::check_scratch(scratch.len(), need)?;
     encode_block(&p, x, n, codes, scratch);
     Ok(())
 }
@@ -223,13 +219,7 @@ pub fn decode(
     check_len("codes", codes.len(), mul("codes", n, p.dims.h)?)?;
     check_len("recon", recon.len(), mul("recon", n, p.dims.d)?)?;
     let need = decode_scratch_len(p.dims);
-    if scratch.len() < need {
-        return Err(Error::WorkspaceTooSmall {
-            arg: "scratch",
-            needed: need,
-            got: scratch.len(),
-        });
-    }
+    crate::error::check_scratch(scratch.len(), need)?;
     decode_block(&p, codes, n, recon, scratch);
     Ok(())
 }

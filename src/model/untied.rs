@@ -446,13 +446,7 @@ pub fn untied_decode(
     check_len("codes", codes.len(), mul("codes", n, p.dims.h)?)?;
     check_len("recon", recon.len(), mul("recon", n, p.dims.d)?)?;
     let need = untied_decode_scratch_len(p.dims);
-    if scratch.len() < need {
-        return Err(Error::WorkspaceTooSmall {
-            arg: "scratch",
-            needed: need,
-            got: scratch.len(),
-        });
-    }
+    crate::error::check_scratch(scratch.len(), need)?;
     decode_rows(&p, codes, n, recon, scratch);
     Ok(())
 }
