@@ -1,26 +1,44 @@
 //! The public model API with arbitrary dimensions, buffer lengths and floats.
 //!
 //! Asserted for every call: it returns (no panic, no out-of-bounds); on `Err` every
-//! buffer it could write (outputs, gradients, parameters, scratch) is bit-for-bit
-//! unchanged; and on `Ok` the documented contract holds:
-//! - `forward`/`loss_and_grad` refuse a non-finite α; `sgd_step` a non-finite learning
-//!   rate or gradient;
+//! buffer it could write (outputs, gradients, parameters, scratch, optimizer state) is
+//! bit-for-bit unchanged where the API promises it; and on `Ok` the documented contract
+//! holds:
+//! - `forward[_with]`/`loss_and_grad[_with]` (each `Path`) refuse a non-finite α;
+//!   `sgd_step` a non-finite learning rate or gradient;
 //! - codes are ReLU outputs (never negative, never −0); `l0` is within `[0, h]`;
 //! - with moderate finite inputs the loss parts are finite and non-negative;
 //! - `sgd_step` computes `p − lr·g` to within rounding;
-//! - `init_tied` gives a finite dictionary and a zero bias.
-//!
-//! TODO(sparse encode, optimizers): add their entry points here as they land.
+//! - `init_tied` gives a finite dictionary and a zero bias;
+//! - sparse outputs: `encode_sparse` returns exactly the dense encoder's active codes
+//!   (or the `K` largest, ties to the lower index), `top_k` matches a sort, CSR row
+//!   offsets are non-decreasing and in range with ascending in-range indices and
+//!   positive codes, and `encode_csr`'s output decodes; `decode_sparse`/`decode_csr`
+//!   succeed exactly when their inputs are valid (and write nothing otherwise);
+//! - `Optim::step` and `train_step` are transactional: on `Err` the parameters, the
+//!   optimizer state and the step count are unchanged; on `Ok` all of them are finite
+//!   and the step count went up by one; with moderate finite inputs and a fresh state
+//!   they succeed;
+//! - the untied family (`untied_encode`, `untied_forward`, `untied_loss_and_grad`) with
+//!   each `Activation`: nothing written on error, non-negative codes, at most `k`
+//!   non-zero codes per row for TopK.
 #![no_main]
 
 mod common;
 
 use common::{Input, Style, bits};
 use libfuzzer_sys::fuzz_target;
+use sae_kernels::sparse::{
+    Overflow, RowLimit, decode_csr, decode_sparse, encode_csr, encode_csr_scratch_len,
+    encode_sparse, encode_sparse_scratch_len, top_k,
+};
 use sae_kernels::{
-    Dims, ForwardOutputs, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
-    encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
-    sgd_step,
+    Activation, Adam, Dims, Error, ForwardOutputs, Optim, Optimizer, Path, Penalty, StepHyper,
+    TiedParams, TiedParamsMut, UntiedConfig, UntiedParams, UntiedParamsMut, decode,
+    decode_scratch_len, encode, encode_scratch_len, forward_scratch_len, forward_with,
+    grad_scratch_len, init_tied, loss_and_grad_with, sgd_step, train_step,
+    train_step_workspace_len, untied_encode, untied_encode_scratch_len, untied_forward,
+    untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
 };
 
 fn dim(inp: &mut Input<'_>) -> usize {
@@ -65,7 +83,7 @@ fn relu_outputs_ok(v: &[f32]) {
 
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input(data);
-    let op = inp.u8() % 6;
+    let op = inp.u8() % 14;
     let (d, h, n) = (dim(&mut inp), dim(&mut inp), inp.upto(12));
     let Ok(dims) = Dims::new(d, h) else {
         return;
@@ -91,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
             let mut rsq = vec![-1.5; inp.len_near(Some(n))];
             let mut rl1 = vec![-1.5; inp.len_near(Some(n))];
             let mut s = scratch(&mut inp, |r| forward_scratch_len(dims, r));
+            let path = path(&mut inp);
             let before = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
             let out = ForwardOutputs {
                 codes: (want[0] == 1).then_some(&mut codes[..]),
@@ -98,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
                 row_sq_err: (want[2] == 1).then_some(&mut rsq[..]),
                 row_l1: (want[3] == 1).then_some(&mut rl1[..]),
             };
-            match forward(p, &x, n, a, out, &mut s) {
+            match forward_with(p, &x, n, a, out, &mut s, path) {
                 Err(_) => {
                     let after = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
                     assert_eq!(before, after, "forward wrote on error");
@@ -136,9 +155,10 @@ fuzz_target!(|data: &[u8]| {
             let mut gm = vec![7.0; gdims.m_len()];
             let mut gb = vec![7.0; gdims.h];
             let mut s = scratch(&mut inp, |r| grad_scratch_len(dims, r));
+            let path = path(&mut inp);
             let before = [bits(&gm), bits(&gb), bits(&s)];
             let g = TiedParamsMut::new(gdims, &mut gm, &mut gb).expect("sized from gdims");
-            match loss_and_grad(p, &x, n, a, g, &mut s) {
+            match loss_and_grad_with(p, &x, n, a, g, &mut s, path) {
                 Err(_) => assert_eq!(before, [bits(&gm), bits(&gb), bits(&s)], "wrote on error"),
                 Ok(l) => {
                     assert!(a.is_finite(), "loss_and_grad accepted alpha = {a}");
@@ -235,7 +255,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        _ => {
+        5 => {
             let Ok(pm) = TiedParamsMut::new(dims, &mut m, &mut b) else {
                 return;
             };
@@ -244,5 +264,625 @@ fuzz_target!(|data: &[u8]| {
             assert!(m.iter().all(|v| v.is_finite()), "init_tied: non-finite M");
             assert!(b.iter().all(|&v| v == 0.0), "init_tied: nonzero b");
         }
+        6 => {
+            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+                return;
+            };
+            let x1 = &x[..x.len().min(d + usize::from(inp.u8() % 8 == 0))];
+            let keep = inp.u8() & 1 == 1;
+            match inp.u8() % 4 {
+                0 => sparse_case::<0>(p, x1, keep, &mut inp),
+                1 => sparse_case::<1>(p, x1, keep, &mut inp),
+                2 => sparse_case::<3>(p, x1, keep, &mut inp),
+                _ => sparse_case::<16>(p, x1, keep, &mut inp),
+            }
+        }
+        7 => {
+            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+                return;
+            };
+            csr_case(p, &x, n, finite_in, &mut inp);
+        }
+        8 => {
+            let sc = inp.style();
+            let len = inp.upto(40);
+            let codes = inp.vec(len, sc);
+            match inp.u8() % 4 {
+                0 => top_k_case::<0>(&codes),
+                1 => top_k_case::<1>(&codes),
+                2 => top_k_case::<4>(&codes),
+                _ => top_k_case::<16>(&codes),
+            }
+        }
+        9 => {
+            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+                return;
+            };
+            let sv = inp.style();
+            let pairs: Vec<(u32, f32)> = (0..inp.upto(8))
+                .map(|_| (index(&mut inp, h), inp.f32(sv)))
+                .collect();
+            let mut recon = vec![-1.5; inp.len_near(Some(d))];
+            let before = bits(&recon);
+            let valid = recon.len() == d && pairs.iter().all(|&(j, _)| (j as usize) < h);
+            let r = decode_sparse(p, &pairs, &mut recon);
+            assert_eq!(r.is_ok(), valid, "decode_sparse: {r:?}, valid = {valid}");
+            if r.is_err() {
+                assert_eq!(before, bits(&recon), "decode_sparse wrote on error");
+            } else if matches!(sm, Style::Grid) && matches!(sv, Style::Grid) {
+                assert!(recon.iter().all(|v| v.is_finite()), "recon not finite");
+            }
+        }
+        10 => {
+            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+                return;
+            };
+            let nnz = inp.upto(16);
+            let rp_len = inp.len_near(n.checked_add(1));
+            let sorted = inp.u8() % 4 != 0;
+            let mut row_ptr: Vec<usize> = (0..rp_len).map(|_| inp.upto(nnz + 1)).collect();
+            if sorted {
+                row_ptr.sort_unstable();
+            }
+            let indices: Vec<u32> = (0..nnz).map(|_| index(&mut inp, h)).collect();
+            let sv = inp.style();
+            let v_len = inp.len_near(Some(nnz));
+            let values = inp.vec(v_len, sv);
+            let mut recon = vec![-1.5; inp.len_near(mul(n, d))];
+            let before = bits(&recon);
+            let valid = n >= 1
+                && row_ptr.len() == n + 1
+                && values.len() == indices.len()
+                && Some(recon.len()) == mul(n, d)
+                && row_ptr.windows(2).all(|w| w[0] <= w[1])
+                && row_ptr[n] <= indices.len()
+                && indices[row_ptr[0]..row_ptr[n]]
+                    .iter()
+                    .all(|&j| (j as usize) < h);
+            let r = decode_csr(p, n, &row_ptr, &indices, &values, &mut recon);
+            assert_eq!(r.is_ok(), valid, "decode_csr: {r:?}, valid = {valid}");
+            if r.is_err() {
+                assert_eq!(before, bits(&recon), "decode_csr wrote on error");
+            }
+        }
+        11 => optim_case(dims, &mut m, &mut b, sm, &mut inp),
+        12 => train_case(dims, &mut m, &mut b, &x, n, a, finite_in, &mut inp),
+        _ => untied_case(dims, &m, &b, &x, n, a, finite_in, &mut inp),
     }
 });
+
+fn path(inp: &mut Input<'_>) -> Path {
+    match inp.u8() % 3 {
+        0 => Path::Auto,
+        1 => Path::Dense,
+        _ => Path::Sparse,
+    }
+}
+
+/// A feature index: mostly in range, sometimes just past it or huge.
+fn index(inp: &mut Input<'_>, h: usize) -> u32 {
+    match inp.u8() % 16 {
+        0 => u32::MAX,
+        1 => u32::try_from(h).unwrap_or(u32::MAX),
+        _ => u32::try_from(inp.upto(h.saturating_sub(1).min(1 << 15))).unwrap(),
+    }
+}
+
+/// A hyper-parameter meant to lie in `[0, 1)`, or not.
+fn unit(inp: &mut Input<'_>) -> f32 {
+    match inp.u8() % 16 {
+        0 => f32::NAN,
+        1 => f32::INFINITY,
+        2 => 1.0,
+        3 => -0.5,
+        4 => 1.0 - f32::EPSILON / 2.0,
+        5 => 0.0,
+        6 => {
+            let s = inp.style();
+            inp.f32(s)
+        }
+        _ => f32::from(inp.u8()) / 256.0,
+    }
+}
+
+/// A learning rate: usually small and non-negative, sometimes anything.
+fn lr(inp: &mut Input<'_>) -> f32 {
+    match inp.u8() % 8 {
+        0 => -f32::from(inp.u8()) / 256.0,
+        1 => alpha(inp),
+        2 => 1e30,
+        _ => f32::from(inp.u8()) / 1024.0,
+    }
+}
+
+/// The `K` largest active (`> 0`) entries of `codes` (larger value, then lower index),
+/// sorted by index, and the number active; `None` if a code is NaN.
+fn reference_top(codes: &[f32], k: usize) -> Option<(Vec<(u32, u32)>, usize)> {
+    if codes.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    let mut act: Vec<(u32, f32)> = codes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &v)| v > 0.0)
+        .map(|(j, &v)| (j as u32, v))
+        .collect();
+    let active = act.len();
+    act.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+    act.truncate(k);
+    act.sort_by_key(|e| e.0);
+    Some((act.iter().map(|&(j, v)| (j, v.to_bits())).collect(), active))
+}
+
+fn pair_bits(v: &[(u32, f32)]) -> Vec<(u32, u32)> {
+    v.iter().map(|&(j, v)| (j, v.to_bits())).collect()
+}
+
+fn top_k_case<const K: usize>(codes: &[f32]) {
+    let mut out = Default::default();
+    // Pre-fill `out` (it must be cleared).
+    let _ = top_k::<K>(&[1.0; K], &mut out);
+    let r = top_k::<K>(codes, &mut out);
+    match (r, reference_top(codes, K)) {
+        (Err(e), None) => {
+            assert_eq!(e, Error::NonFinite { arg: "x" });
+            assert!(out.is_empty(), "top_k: out not empty on error");
+        }
+        (Ok(active), Some((want, n))) => {
+            assert_eq!(active, n, "top_k: active count");
+            assert_eq!(pair_bits(&out), want, "top_k of {codes:?}");
+        }
+        (r, want) => panic!("top_k of {codes:?}: {r:?}, reference {want:?}"),
+    }
+}
+
+fn sparse_case<const K: usize>(p: TiedParams<'_>, x: &[f32], keep: bool, inp: &mut Input<'_>) {
+    let dims = p.dims();
+    let mut s = scratch(inp, |_| encode_sparse_scratch_len(dims));
+    let mut out = Default::default();
+    let _ = top_k::<K>(&[2.0; K], &mut out);
+    let before = bits(&s);
+    let mode = if keep {
+        Overflow::KeepLargest
+    } else {
+        Overflow::Error
+    };
+    let r = encode_sparse::<K>(p, x, &mut out, mode, &mut s);
+    // The dense encoder's codes of the same row, for reference.
+    let reference = (x.len() == dims.d).then(|| {
+        let mut codes = vec![0.0; dims.h];
+        let mut s2 = vec![0.0; encode_scratch_len(dims)];
+        encode(p, x, 1, &mut codes, &mut s2).expect("valid encode");
+        codes
+    });
+    match r {
+        Err(e) => {
+            assert!(
+                out.is_empty(),
+                "encode_sparse: out not empty on error {e:?}"
+            );
+            match e {
+                Error::Length { .. } | Error::WorkspaceTooSmall { .. } => {
+                    assert_eq!(before, bits(&s), "encode_sparse wrote on {e:?}");
+                    assert!(
+                        x.len() != dims.d || s.len() < encode_sparse_scratch_len(dims),
+                        "{e:?}"
+                    );
+                }
+                Error::NonFinite { arg: "x" } => {
+                    let codes = reference.expect("x has d entries");
+                    assert!(codes.iter().any(|v| v.is_nan()), "NonFinite without NaN");
+                }
+                Error::Capacity {
+                    arg: "out",
+                    capacity,
+                    needed,
+                } => {
+                    assert!(!keep, "Capacity with KeepLargest");
+                    let codes = reference.expect("x has d entries");
+                    let (_, active) = reference_top(&codes, K).expect("no NaN code");
+                    assert_eq!((capacity, needed), (K, active), "Capacity fields");
+                    assert!(active > K);
+                }
+                e => panic!("encode_sparse: unexpected {e:?}"),
+            }
+        }
+        Ok(active) => {
+            let codes = reference.expect("accepted x of the wrong length");
+            assert!(s.len() >= encode_sparse_scratch_len(dims), "short scratch");
+            let (want, n) = reference_top(&codes, if keep { K } else { usize::MAX })
+                .expect("accepted NaN codes");
+            assert_eq!(active, n, "encode_sparse: active count");
+            if !keep {
+                assert!(active <= K, "Overflow::Error accepted {active} > {K}");
+            }
+            let want = if keep {
+                reference_top(&codes, K).unwrap().0
+            } else {
+                want
+            };
+            assert_eq!(
+                pair_bits(&out),
+                want,
+                "encode_sparse vs dense codes {codes:?}"
+            );
+        }
+    }
+}
+
+fn csr_case(p: TiedParams<'_>, x: &[f32], n: usize, finite_in: bool, inp: &mut Input<'_>) {
+    let Dims { d, h } = p.dims();
+    let limit = match inp.u8() % 8 {
+        0 => RowLimit::TopK(usize::MAX / 2 + inp.upto(3)),
+        1..=3 => RowLimit::TopK(inp.upto(h + 1)),
+        _ => RowLimit::All,
+    };
+    let want_cap = match limit {
+        RowLimit::TopK(k) => mul(n, k),
+        RowLimit::All => mul(n, h).map(|v| v / 2 + 1),
+    };
+    let mut row_ptr = vec![7usize; inp.len_near(n.checked_add(1))];
+    let cap = inp.len_near(want_cap);
+    let mut indices = vec![0xdead_u32; cap];
+    let mut values = vec![-9.5f32; inp.len_near(Some(cap))];
+    let mut s = scratch(inp, |r| encode_csr_scratch_len(p.dims(), r));
+    let r = encode_csr(
+        p,
+        x,
+        n,
+        limit,
+        &mut row_ptr,
+        &mut indices,
+        &mut values,
+        &mut s,
+    );
+    let cap = indices.len().min(values.len());
+    match r {
+        Err(Error::Capacity {
+            arg: "indices",
+            capacity,
+            needed,
+        }) => {
+            assert_eq!(capacity, cap);
+            assert!(needed > cap, "Capacity: needed {needed} <= {cap}");
+            if let RowLimit::TopK(k) = limit {
+                assert_eq!(Some(needed), mul(n, k));
+            }
+        }
+        Err(_) => {}
+        Ok(nnz) => {
+            assert!(n >= 1 && row_ptr.len() == n + 1 && x.len() == n * d);
+            assert_eq!(row_ptr[0], 0, "row_ptr[0]");
+            assert_eq!(row_ptr[n], nnz, "row_ptr[n] != nnz");
+            assert!(nnz <= cap, "nnz {nnz} > capacity {cap}");
+            for (i, w) in row_ptr.windows(2).enumerate() {
+                assert!(w[0] <= w[1], "row_ptr decreases at row {i}: {row_ptr:?}");
+                let (ix, vs) = (&indices[w[0]..w[1]], &values[w[0]..w[1]]);
+                assert!(ix.windows(2).all(|t| t[0] < t[1]), "row {i}: {ix:?}");
+                assert!(ix.iter().all(|&j| (j as usize) < h), "row {i}: {ix:?}");
+                assert!(vs.iter().all(|&v| v > 0.0), "row {i}: values {vs:?}");
+                if let RowLimit::TopK(k) = limit {
+                    assert!(ix.len() <= k, "row {i}: {} > k = {k}", ix.len());
+                }
+            }
+            assert!(
+                indices[nnz..].iter().all(|&j| j == 0xdead),
+                "indices past nnz"
+            );
+            assert!(
+                values[nnz..]
+                    .iter()
+                    .all(|v| v.to_bits() == (-9.5f32).to_bits()),
+                "values past nnz"
+            );
+            // What encode_csr wrote, decode_csr reads.
+            let mut recon = vec![0.0; n * d];
+            decode_csr(p, n, &row_ptr, &indices[..cap], &values[..cap], &mut recon)
+                .expect("decode_csr of encode_csr's output");
+            if finite_in {
+                assert!(recon.iter().all(|v| v.is_finite()), "recon not finite");
+            }
+        }
+    }
+}
+
+fn optimizer(inp: &mut Input<'_>) -> Optimizer {
+    match inp.u8() % 4 {
+        0 => Optimizer::Sgd { momentum: 0.0 },
+        1 => Optimizer::Sgd {
+            momentum: unit(inp),
+        },
+        2 => Optimizer::default(),
+        _ => Optimizer::Adam(Adam {
+            beta1: unit(inp),
+            beta2: unit(inp),
+            eps: match inp.u8() % 4 {
+                0 => unit(inp),
+                1 => f32::MIN_POSITIVE / 8.0,
+                _ => 1e-8,
+            },
+        }),
+    }
+}
+
+fn steps(inp: &mut Input<'_>) -> u64 {
+    match inp.u8() % 8 {
+        0 => u64::MAX - inp.upto(1) as u64,
+        1 => u64::from(inp.u32()),
+        2 => i32::MAX as u64 - 1,
+        _ => inp.upto(20) as u64,
+    }
+}
+
+/// An optimizer state of (about) `want` entries: zeros (fresh) or arbitrary.
+fn state(inp: &mut Input<'_>, want: usize) -> (Vec<f32>, bool) {
+    let len = inp.len_near(Some(want));
+    if inp.u8() % 2 == 0 {
+        (vec![0.0; len], true)
+    } else {
+        let s = inp.style();
+        (inp.vec(len, s), false)
+    }
+}
+
+fn all_finite(v: &[f32]) -> bool {
+    v.iter().all(|v| v.is_finite())
+}
+
+fn optim_case(dims: Dims, m: &mut [f32], b: &mut [f32], sm: Style, inp: &mut Input<'_>) {
+    if TiedParamsMut::new(dims, m, b).is_err() {
+        return;
+    }
+    let cfg = optimizer(inp);
+    // Sometimes an optimizer of other, small dimensions.
+    let odims = if inp.u8() % 8 == 0 {
+        Dims::new(1 + inp.upto(12), 1 + inp.upto(12)).unwrap()
+    } else {
+        dims
+    };
+    let (mut st, fresh) = state(inp, cfg.state_len(odims));
+    let t0 = steps(inp);
+    let st_before = bits(&st);
+    let mut o = match Optim::new(cfg, odims, &mut st, t0) {
+        Ok(o) => o,
+        Err(_) => {
+            assert_eq!(st_before, bits(&st), "Optim::new wrote the state");
+            return;
+        }
+    };
+    assert!(cfg.validate().is_ok());
+    let gdims = if inp.u8() % 8 == 0 {
+        Dims::new(1 + inp.upto(12), 1 + inp.upto(12)).unwrap()
+    } else {
+        dims
+    };
+    let sg = inp.style();
+    let gm = inp.vec(gdims.m_len(), sg);
+    let gb = inp.vec(gdims.h, sg);
+    let lr = lr(inp);
+    let before = [bits(m), bits(b), bits(o.state())];
+    let pm = TiedParamsMut::new(dims, m, b).unwrap();
+    let g = TiedParams::new(gdims, &gm, &gb).unwrap();
+    let r = o.step(pm, g, lr);
+    match r {
+        Err(e) => {
+            let after = [bits(m), bits(b), bits(o.state())];
+            assert_eq!(before, after, "Optim::step wrote on {e:?}");
+            assert_eq!(o.steps(), t0, "Optim::step counted a failed step");
+        }
+        Ok(()) => {
+            assert!(lr.is_finite() && lr >= 0.0, "step accepted lr = {lr}");
+            assert!(odims == dims && gdims == dims, "other dimensions accepted");
+            assert!(
+                all_finite(&gm) && all_finite(&gb),
+                "non-finite grads accepted"
+            );
+            assert!(all_finite(m) && all_finite(b), "non-finite params after Ok");
+            assert!(all_finite(o.state()), "non-finite state after Ok");
+            assert_eq!(o.steps(), t0.saturating_add(1), "step count");
+        }
+    }
+    // Moderate finite inputs and a fresh state of the default rules must step.
+    let moderate = matches!(sm, Style::Grid) && matches!(sg, Style::Grid);
+    let plain = matches!(cfg, Optimizer::Sgd { momentum: 0.0 }) || cfg == Optimizer::default();
+    if moderate && plain && fresh && odims == dims && gdims == dims && (0.0..=1.0).contains(&lr) {
+        assert!(r.is_ok(), "{cfg:?} refused a moderate step: {r:?}");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_case(
+    dims: Dims,
+    m: &mut [f32],
+    b: &mut [f32],
+    x: &[f32],
+    n: usize,
+    alpha: f32,
+    finite_in: bool,
+    inp: &mut Input<'_>,
+) {
+    if TiedParamsMut::new(dims, m, b).is_err() {
+        return;
+    }
+    let cfg = optimizer(inp);
+    let (mut st, fresh) = state(inp, cfg.state_len(dims));
+    let t0 = steps(inp);
+    let Ok(mut o) = Optim::new(cfg, dims, &mut st, t0) else {
+        return;
+    };
+    let lr = lr(inp);
+    let rows = 1 + inp.upto(300);
+    let mut ws = vec![-2.5; inp.len_near(Some(train_step_workspace_len(dims, rows)))];
+    let before = [bits(m), bits(b), bits(o.state())];
+    let pm = TiedParamsMut::new(dims, m, b).unwrap();
+    let r = train_step(pm, &mut o, x, n, StepHyper { alpha, lr }, &mut ws);
+    match r {
+        Err(e) => {
+            let after = [bits(m), bits(b), bits(o.state())];
+            assert_eq!(before, after, "train_step wrote on {e:?}");
+            assert_eq!(o.steps(), t0, "train_step counted a failed step");
+        }
+        Ok(l) => {
+            assert!(alpha.is_finite(), "train_step accepted alpha = {alpha}");
+            assert!(lr.is_finite() && lr >= 0.0, "train_step accepted lr = {lr}");
+            assert!(l.loss.is_finite(), "train_step: non-finite loss {l:?}");
+            assert!(all_finite(m) && all_finite(b), "non-finite params after Ok");
+            assert!(all_finite(o.state()), "non-finite state after Ok");
+            assert_eq!(o.steps(), t0.saturating_add(1), "step count");
+        }
+    }
+    let plain = matches!(cfg, Optimizer::Sgd { momentum: 0.0 }) || cfg == Optimizer::default();
+    if finite_in
+        && plain
+        && fresh
+        && n >= 1
+        && x.len() == n * dims.d
+        && ws.len() >= train_step_workspace_len(dims, 1)
+        && (0.0..=1.0).contains(&alpha)
+        && (0.0..=1.0).contains(&lr)
+    {
+        assert!(r.is_ok(), "{cfg:?} refused a moderate training step: {r:?}");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn untied_case(
+    dims: Dims,
+    w_enc: &[f32],
+    b_enc: &[f32],
+    x: &[f32],
+    n: usize,
+    alpha: f32,
+    finite_in: bool,
+    inp: &mut Input<'_>,
+) {
+    let Dims { d, h } = dims;
+    let sd = inp.style();
+    let wd_len = inp.len_near(Some(dims.m_len()));
+    let w_dec = inp.vec(wd_len, sd);
+    let bd_len = inp.len_near(Some(d));
+    let b_dec = inp.vec(bd_len, sd);
+    let Ok(p) = UntiedParams::new(dims, w_enc, b_enc, &w_dec, &b_dec) else {
+        return;
+    };
+    let st = inp.style();
+    let th_len = inp.len_near(Some(h));
+    let threshold = inp.vec(th_len, st);
+    let activation = match inp.u8() % 3 {
+        0 => Activation::Relu,
+        1 => Activation::TopK { k: inp.upto(h + 1) },
+        _ => Activation::JumpRelu {
+            threshold: &threshold,
+        },
+    };
+    let cfg = UntiedConfig {
+        activation,
+        apply_b_dec_to_input: inp.u8() & 1 == 1,
+    };
+    let moderate = finite_in && matches!(sd, Style::Grid) && (0.0..=1e3).contains(&alpha);
+    // TopK keeps at most k non-zero codes per row.
+    let codes_ok = |codes: &[f32]| {
+        for c in codes {
+            assert!(!(*c < 0.0), "untied: negative code {c}");
+        }
+        if let Activation::TopK { k } = activation {
+            for row in codes.chunks_exact(h) {
+                let nz = row.iter().filter(|&&c| c != 0.0).count();
+                assert!(nz <= k, "TopK {k}: {nz} non-zero codes");
+            }
+        }
+    };
+    match inp.u8() % 3 {
+        0 => {
+            let mut codes = vec![-1.5; inp.len_near(mul(n, h))];
+            let mut s = scratch(inp, |r| untied_encode_scratch_len(dims, r));
+            let before = [bits(&codes), bits(&s)];
+            match untied_encode(p, cfg, x, n, &mut codes, &mut s) {
+                Err(e) => assert_eq!(before, [bits(&codes), bits(&s)], "wrote on {e:?}"),
+                Ok(()) => codes_ok(&codes),
+            }
+        }
+        1 => {
+            let pen = if inp.u8() & 1 == 0 {
+                Penalty::L1 { alpha }
+            } else {
+                Penalty::DecoderNormL1 { alpha }
+            };
+            let want = [inp.u8() & 1, inp.u8() & 1, inp.u8() & 1, inp.u8() & 1];
+            let mut codes = vec![-1.5; inp.len_near(mul(n, h))];
+            let mut recon = vec![-1.5; inp.len_near(mul(n, d))];
+            let mut rsq = vec![-1.5; inp.len_near(Some(n))];
+            let mut rl1 = vec![-1.5; inp.len_near(Some(n))];
+            let mut s = scratch(inp, |r| untied_forward_scratch_len(dims, r));
+            let before = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
+            let out = ForwardOutputs {
+                codes: (want[0] == 1).then_some(&mut codes[..]),
+                recon: (want[1] == 1).then_some(&mut recon[..]),
+                row_sq_err: (want[2] == 1).then_some(&mut rsq[..]),
+                row_l1: (want[3] == 1).then_some(&mut rl1[..]),
+            };
+            match untied_forward(p, cfg, x, n, pen, out, &mut s) {
+                Err(e) => {
+                    let after = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
+                    assert_eq!(before, after, "untied_forward wrote on {e:?}");
+                }
+                Ok(l) => {
+                    assert!(alpha.is_finite(), "untied_forward accepted alpha = {alpha}");
+                    let kmax = match activation {
+                        Activation::TopK { k } => k.min(h),
+                        _ => h,
+                    };
+                    assert!(
+                        l.l0 >= 0.0 && l.l0 <= kmax as f32 * (1.0 + 1e-6),
+                        "l0 {} > {kmax}",
+                        l.l0
+                    );
+                    if want[0] == 1 {
+                        codes_ok(&codes);
+                    }
+                    if moderate {
+                        for v in [l.loss, l.sq_err, l.l1] {
+                            assert!(v.is_finite() && v >= 0.0, "loss parts {l:?}");
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            let pen = if inp.u8() & 1 == 0 {
+                Penalty::L1 { alpha }
+            } else {
+                Penalty::DecoderNormL1 { alpha }
+            };
+            let gdims = if inp.u8() % 8 == 0 || dims.m_len() > 1 << 14 {
+                Dims::new(1 + inp.upto(12), 1 + inp.upto(12)).unwrap()
+            } else {
+                dims
+            };
+            let mut g = [
+                vec![7.0; gdims.m_len()],
+                vec![7.0; gdims.h],
+                vec![7.0; gdims.m_len()],
+                vec![7.0; gdims.d],
+            ];
+            let mut s = scratch(inp, |r| untied_grad_scratch_len(dims, r));
+            let before = [bits(&g[0]), bits(&g[1]), bits(&g[2]), bits(&g[3]), bits(&s)];
+            let [g0, g1, g2, g3] = &mut g;
+            let gm = UntiedParamsMut::new(gdims, g0, g1, g2, g3).expect("sized from gdims");
+            match untied_loss_and_grad(p, cfg, x, n, pen, gm, &mut s) {
+                Err(e) => {
+                    let after = [bits(&g[0]), bits(&g[1]), bits(&g[2]), bits(&g[3]), bits(&s)];
+                    assert_eq!(before, after, "untied_loss_and_grad wrote on {e:?}");
+                }
+                Ok(l) => {
+                    assert!(alpha.is_finite(), "accepted alpha = {alpha}");
+                    assert_eq!(gdims, dims, "gradients of other dimensions accepted");
+                    if moderate {
+                        assert!(l.loss.is_finite() && l.loss >= 0.0, "loss {l:?}");
+                        assert!(g.iter().all(|v| all_finite(v)), "gradients not finite");
+                    }
+                }
+            }
+        }
+    }
+}
