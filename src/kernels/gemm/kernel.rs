@@ -78,6 +78,16 @@ impl Kernel {
         }
     }
 
+    /// Whether this build contains the kernel at all (the x86 kernels exist only on
+    /// x86_64). [`super::pack_len`] sizes for the largest tile among these.
+    #[must_use]
+    pub fn is_compiled_in(self) -> bool {
+        match self {
+            Kernel::Scalar | Kernel::Portable => true,
+            Kernel::Avx2 | Kernel::Avx512 => cfg!(target_arch = "x86_64"),
+        }
+    }
+
     /// `(MR, NR)`: the output tile of this kernel's micro-kernel.
     #[must_use]
     pub fn tile(self) -> (usize, usize) {

@@ -293,7 +293,8 @@ fn round_up(x: usize, m: usize) -> usize {
 /// Number of `f32` the `pack` buffer of [`gemm`] needs for an `m×k` by `k×n` product.
 ///
 /// The value depends only on the shape and bounds the needs of every micro-kernel
-/// this build may select at run time (the maximum over [`Kernel::ALL`]), so it can
+/// this build may select at run time (the maximum over the kernels compiled into this
+/// build, [`Kernel::is_compiled_in`]: on x86_64 the AVX tiles count, elsewhere not), so it can
 /// be computed once at the largest sizes and reused for every smaller product. It is
 /// `0` when `m`, `n` or `k` is 0. The small-`m` path (see [`gemm`]) needs none of it.
 /// The `parallel` feature does not change it.
@@ -305,7 +306,7 @@ pub fn pack_len(m: usize, n: usize, k: usize) -> usize {
     let kc = k.min(KC);
     let (m, n) = (m.min(MC), n.min(NC));
     let (mut ma, mut nb) = (0, 0);
-    for kern in Kernel::ALL {
+    for kern in Kernel::ALL.into_iter().filter(|k| k.is_compiled_in()) {
         let (mr, nr) = kern.tile();
         ma = ma.max(round_up(m, mr));
         nb = nb.max(round_up(n, nr));
