@@ -137,7 +137,10 @@ fn golden_cases_match_jax() {
     for (field, e) in &worst {
         println!("worst {field}: {e:.2e}");
     }
-    println!("golden: {cases} cases passed");
+    println!(
+        "golden: {cases} cases passed (GEMM kernel: {})",
+        sae_kernels::kernels::active_kernel()
+    );
 }
 
 #[test]
