@@ -127,12 +127,25 @@ pub(crate) fn decode_block(
     recon: &mut [f32],
     pack: &mut [f32],
 ) {
-    let Dims { d, h } = p.dims;
+    decode_with(p.m, p.dims, codes, rows, recon, pack);
+}
+
+/// `recon ← codes·dict` for a row-major `h×d` dictionary (the tied `M`, the untied
+/// `W_dec`); `codes` is `rows×h`, `recon` `rows×d`. Shapes are validated by the caller.
+pub(crate) fn decode_with(
+    dict: &[f32],
+    dims: Dims,
+    codes: &[f32],
+    rows: usize,
+    recon: &mut [f32],
+    pack: &mut [f32],
+) {
+    let Dims { d, h } = dims;
     let res = (|| {
         gemm(
             1.0,
             MatRef::row_major("codes", codes, rows, h)?,
-            MatRef::row_major("m", p.m, h, d)?,
+            MatRef::row_major("dict", dict, h, d)?,
             0.0,
             MatMut::row_major("recon", recon, rows, d)?,
             Epilogue::None,

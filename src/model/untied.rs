@@ -49,7 +49,7 @@
 //! for a block size, and any length `≥ *_scratch_len(dims, 1)` works.
 
 use super::activation::{Activation, apply_rows, topk_among};
-use super::forward::{ForwardOutputs, LossParts, Sums, block_stats, check_batch};
+use super::forward::{ForwardOutputs, LossParts, Sums, block_stats, check_batch, decode_with};
 use super::params::{Dims, TiedParams};
 use super::workspace::{MAX_BLOCK_ROWS, block_rows_for};
 use crate::error::{Error, Result, check_finite, check_len, check_nonzero, mul};
@@ -357,19 +357,8 @@ fn decode_rows(
     recon: &mut [f32],
     pack: &mut [f32],
 ) {
-    let Dims { d, h } = p.dims;
-    let res = (|| {
-        gemm(
-            1.0,
-            MatRef::row_major("codes", codes, rows, h)?,
-            MatRef::row_major("w_dec", p.w_dec, h, d)?,
-            0.0,
-            MatMut::row_major("recon", recon, rows, d)?,
-            Epilogue::None,
-            pack,
-        )
-    })();
-    debug_assert!(res.is_ok(), "shapes are validated by the caller: {res:?}");
+    let d = p.dims.d;
+    decode_with(p.w_dec, p.dims, codes, rows, recon, pack);
     for row in recon.chunks_exact_mut(d) {
         vector::axpy(1.0, p.b_dec, row);
     }
@@ -750,18 +739,7 @@ fn grad_impl(
             for row in ab.chunks_exact_mut(h) {
                 topk_among(row, dead, k_eff, sel);
             }
-            let res = (|| {
-                gemm(
-                    1.0,
-                    MatRef::row_major("aux", ab, rows, h)?,
-                    MatRef::row_major("w_dec", p.w_dec, h, d)?,
-                    0.0,
-                    MatMut::row_major("aux_resid", rbb, rows, d)?,
-                    Epilogue::None,
-                    pack,
-                )
-            })();
-            debug_assert!(res.is_ok(), "shapes are validated above: {res:?}");
+            decode_with(p.w_dec, dims, ab, rows, rbb, pack);
             for ((r, &xv), &xh) in rbb.iter_mut().zip(xb).zip(gb.iter()) {
                 *r -= xv - xh;
                 aux_sum += f64::from(*r) * f64::from(*r);
