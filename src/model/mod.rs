@@ -11,6 +11,7 @@ pub mod forward;
 pub mod init;
 pub mod params;
 pub mod sparse_path;
+pub mod tensors;
 pub mod untied;
 pub mod workspace;
 
@@ -21,6 +22,7 @@ pub use forward::{
 pub use init::init_tied;
 pub use params::{Dims, TiedParams, TiedParamsMut};
 pub use sparse_path::{Path, SPARSE_CROSSOVER, SPARSE_MAX_H};
+pub use tensors::{MAX_TENSORS, Role, TensorMut, TensorRef, Tensors, TensorsMut};
 pub use workspace::{
     DEFAULT_BLOCK_ROWS, MAX_BLOCK_ROWS, encode_scratch_len, forward_scratch_len, grad_scratch_len,
 };
