@@ -3,5 +3,6 @@
 //! Each reader validates every size it reads against the file's length before it
 //! allocates, and returns an error (never panics) on malformed input.
 
+pub(crate) mod alloc;
 pub mod npy;
 pub mod saelens;
