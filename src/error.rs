@@ -167,8 +167,8 @@ impl fmt::Display for Error {
             }
             Error::Alloc { arg, bytes } => write!(
                 f,
-                "`{arg}`: cannot allocate {bytes} bytes ({:.2} GiB): not enough memory for this size",
-                bytes as f64 / (1u64 << 30) as f64
+                "`{arg}`: cannot allocate {bytes} bytes ({} MiB): not enough memory for this size",
+                bytes >> 20
             ),
             Error::NonFiniteInput { arg, row, col } => write!(
                 f,

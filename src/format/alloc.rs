@@ -13,7 +13,7 @@ pub(crate) fn try_with_capacity<T>(len: usize, what: &'static str) -> Result<Vec
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::Alloc {
         arg: what,
-        bytes: len.checked_mul(size_of::<T>()).unwrap_or(usize::MAX),
+        bytes: len.saturating_mul(size_of::<T>()),
     })?;
     Ok(v)
 }
@@ -75,7 +75,7 @@ mod tests {
         );
         assert!(
             std::format!("{e}").starts_with(
-                "`optimizer state`: cannot allocate 4611686018427387904 bytes (4294967296.00 GiB)"
+                "`optimizer state`: cannot allocate 4611686018427387904 bytes (4398046511104 MiB)"
             ),
             "{e}"
         );

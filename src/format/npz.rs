@@ -368,7 +368,7 @@ fn read_entry<R: Read + std::io::Seek>(
     let DType::Plain(t) = npy.dtype() else {
         return Err(bad("an entry has an unsupported dtype"));
     };
-    let width = t.size_field() as u64;
+    let width = t.size_field();
     if n.checked_mul(width).is_none_or(|b| b > size - header) {
         return Err(bad("an entry is shorter than its header says"));
     }
