@@ -171,6 +171,18 @@ fn bad_matrices_and_files_are_errors() {
         Err(Error::OutOfRange { arg: "indptr", .. })
     ));
 
+    // A zip without the CSR entries.
+    {
+        use std::io::Write;
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        z.start_file("data.npy", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(b"not an array").unwrap();
+        z.finish().unwrap();
+    }
+    let e = CsrCodes::read_npz(&path).unwrap_err();
+    assert!(e.to_string().contains("is missing"), "{e}");
+
     // Not a zip; a missing file.
     std::fs::write(&path, b"not a zip archive at all").unwrap();
     assert!(matches!(

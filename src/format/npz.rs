@@ -340,11 +340,15 @@ fn read_entry<R: Read + std::io::Seek>(
     name: &'static str,
     rank: usize,
 ) -> Result<Ints> {
-    let missing = |_| Error::File {
-        arg: "path",
-        what: "an entry (indptr, indices, data or shape) is missing",
-    };
-    let mut entry = zip.by_name(name).map_err(missing)?;
+    let mut entry = zip.by_name(name).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => {
+            bad("an entry (indptr, indices, data or shape) is missing")
+        }
+        _ => bad(
+            "an entry cannot be read (only uncompressed entries are supported, as \
+             numpy.savez and scipy.sparse.save_npz(compressed=False) write them)",
+        ),
+    })?;
     let size = entry.size();
     // Check the header length field before npyz allocates the header text.
     let mut head = [0u8; 12];
