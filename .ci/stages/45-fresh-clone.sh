@@ -66,7 +66,14 @@ lap package
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/sae-kernels-ci/venv"
 if ! "$venv/bin/python" -c "import numpy, scipy" 2>/dev/null; then
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  if ! python3 -m venv "$venv" 2>/dev/null; then
+    # Debian's python3 keeps ensurepip in a separate package.
+    rm -rf "$venv"
+    sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo
+    $sudo_ apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
   "$venv/bin/pip" install -q --disable-pip-version-check numpy scipy
 fi
 py="$venv/bin/python"
