@@ -96,6 +96,25 @@ pub enum Error {
         /// What is wrong, in words.
         what: &'static str,
     },
+    /// Memory for a buffer could not be allocated (`std` layer only): the model, batch
+    /// or array named by `arg` is too large for the memory available. Nothing was
+    /// changed; retry with smaller sizes.
+    Alloc {
+        /// What was being allocated (e.g. `m`, `optimizer state`, `batch`, `input`).
+        arg: &'static str,
+        /// The bytes requested (`usize::MAX` if that count itself overflows).
+        bytes: usize,
+    },
+    /// An input array holds a NaN or infinity; `row` and `col` (0-based) locate the
+    /// first one in row-major order.
+    NonFiniteInput {
+        /// The array's name (e.g. `input`).
+        arg: &'static str,
+        /// The row (sample) of the first non-finite value, 0-based.
+        row: usize,
+        /// Its column (feature), 0-based.
+        col: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -143,6 +162,18 @@ impl fmt::Display for Error {
                 "`{arg}`: came out NaN or infinite in this training step; nothing was updated"
             ),
             Error::File { arg, what } => write!(f, "`{arg}`: {what}"),
+            Error::Alloc { arg, bytes } if bytes == usize::MAX => {
+                write!(f, "`{arg}`: cannot allocate memory (the size overflows)")
+            }
+            Error::Alloc { arg, bytes } => write!(
+                f,
+                "`{arg}`: cannot allocate {bytes} bytes ({} MiB): not enough memory for this size",
+                bytes >> 20
+            ),
+            Error::NonFiniteInput { arg, row, col } => write!(
+                f,
+                "`{arg}`: row {row}, column {col} (0-based) is NaN or infinite (the first non-finite value)"
+            ),
         }
     }
 }

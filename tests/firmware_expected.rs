@@ -1,7 +1,7 @@
 //! The host side of the firmware test (`tests/firmware/`).
 //!
-//! Runs the firmware's training scenario (`tests/firmware/src/scenario.rs`, the very same
-//! source) on the host and checks that the committed `tests/firmware/src/expected.rs`
+//! Runs the firmware's training scenario (`tests/firmware_shared/scenario.rs`, the very
+//! same source) on the host and checks that the committed `tests/firmware_shared/expected.rs`
 //! still matches it within the firmware's own bounds, so the expected values cannot go
 //! stale when the scenario or the library changes. Regenerate with
 //!
@@ -14,10 +14,10 @@
 //! a ReLU decision.
 
 #[allow(dead_code)]
-#[path = "firmware/src/expected.rs"]
+#[path = "firmware_shared/expected.rs"]
 mod expected;
 #[allow(dead_code)]
-#[path = "firmware/src/scenario.rs"]
+#[path = "firmware_shared/scenario.rs"]
 mod scenario;
 
 use scenario::{Buffers, D, H, Kind, N};
@@ -127,7 +127,7 @@ fn firmware_expected_values_are_current() {
     if std::env::var_os("FIRMWARE_EXPECTED_UPDATE").is_some() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/firmware/src/expected.rs"
+            "/tests/firmware_shared/expected.rs"
         );
         std::fs::write(path, render(&obs)).expect("write expected.rs");
         println!("wrote {path} ({} observations)", obs.len());

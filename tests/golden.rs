@@ -1,5 +1,5 @@
 //! The library's f32 path against the seed's own JAX code (cases in `SAE_GOLDEN_DIR`,
-//! default `../shared/golden/seed_jax`; layouts in that folder's README).
+//! default `tests/golden/seed_jax` in this repository; layouts in that folder's README).
 //!
 //! Tolerance: every field (X̂, C, loss, dM, db, per-row squared error and L1) must agree
 //! with the f64 reference to `max|a − g| / max|g| ≤ 2e-6`, and with JAX's own f32 output
@@ -19,6 +19,14 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 const TOL: f64 = 2e-6;
+
+/// `SAE_GOLDEN_DIR` if set, else the cases committed with the crate
+/// (`tests/golden/seed_jax`, a copy of the public set with its README).
+fn golden_dir() -> PathBuf {
+    std::env::var_os("SAE_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/seed_jax"))
+}
 
 fn f64s(v: &Value, key: &str) -> Vec<f64> {
     match &v[key] {
@@ -105,11 +113,7 @@ fn compare(name: &str, o: &Outputs, want: &Value, worst: &mut [(String, f64); 7]
 
 #[test]
 fn golden_cases_match_jax() {
-    let dir = std::env::var_os("SAE_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/seed_jax")
-        });
+    let dir = golden_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("golden dir {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -147,10 +151,7 @@ fn golden_cases_match_jax() {
 fn kink_case_uses_relu_derivative_zero() {
     // The kink case has pre-activations exactly 0; with relu'(0) = 1 the all-zero row
     // of M would get a nonzero gradient. Check that row's db and dM are exactly 0.
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden/seed_jax");
-    let dir = std::env::var_os("SAE_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or(dir);
+    let dir = golden_dir();
     let path = dir.join("kink_relu0_d4_h6_n5.f64.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         panic!("kink case missing at {}", path.display());

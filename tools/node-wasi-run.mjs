@@ -4,8 +4,8 @@
 //
 // File access: WASI sees only preopened directories. By default the parent of the
 // working directory is preopened under its own absolute host path, so a test binary
-// (run by cargo in the crate root) can open `../shared/golden/...` and
-// `env!("CARGO_MANIFEST_DIR")`-based absolute paths unchanged. Override with
+// (run by cargo in the crate root) can open relative paths such as
+// `tests/golden/...` and `env!("CARGO_MANIFEST_DIR")`-based absolute paths unchanged. Override with
 // WASI_PREOPENS=/abs/dir1:/abs/dir2 (each mapped to itself).
 // The exit code is the module's (wasm32-wasip1 is panic=abort: a failing test aborts
 // the whole binary with a non-zero status).

@@ -5,6 +5,7 @@
 //! against the file's length before anything is allocated.
 
 use crate::error::{Error, Result};
+use crate::format::alloc::{try_with_capacity, try_zeroed_f32};
 use crate::owned::trainer::io_err;
 use npyz::{DType, NpyFile, Order, TypeChar, WriterBuilder};
 use std::path::Path;
@@ -21,6 +22,35 @@ pub struct Activations {
     pub d: usize,
 }
 
+impl Activations {
+    /// The first NaN or infinite value in row-major order, as `(row, column)`
+    /// (0-based), or `None` if every value is finite.
+    ///
+    /// ```
+    /// use sae_kernels::format::npy::Activations;
+    /// let a = Activations { data: vec![0.0, 1.0, 2.0, f32::NAN, 4.0, f32::INFINITY], rows: 3, d: 2 };
+    /// assert_eq!(a.first_non_finite(), Some((1, 1)));
+    /// ```
+    #[must_use]
+    pub fn first_non_finite(&self) -> Option<(usize, usize)> {
+        let i = self.data.iter().position(|v| !v.is_finite())?;
+        let d = self.d.max(1);
+        Some((i / d, i % d))
+    }
+
+    /// `Ok(())` if every value is finite.
+    ///
+    /// # Errors
+    /// [`Error::NonFiniteInput`] naming `arg` with the row and column of the first NaN
+    /// or infinity (callers add the file's path when they report it).
+    pub fn check_finite(&self, arg: &'static str) -> Result<()> {
+        match self.first_non_finite() {
+            None => Ok(()),
+            Some((row, col)) => Err(Error::NonFiniteInput { arg, row, col }),
+        }
+    }
+}
+
 fn bad(what: &'static str) -> Error {
     Error::File { arg: "input", what }
 }
@@ -30,7 +60,9 @@ fn bad(what: &'static str) -> Error {
 /// # Errors
 /// [`Error::File`] naming `input` if the file cannot be opened or read, is not a
 /// valid `.npy`, is not 2-D with non-zero sizes, has a dtype other than `f32`/`f16`,
-/// or is shorter than its header says.
+/// or is shorter than its header says; [`Error::Alloc`] naming `input` if the array
+/// does not fit in memory. NaN and infinities are read as they are: see
+/// [`Activations::check_finite`].
 pub fn read_npy(path: &Path) -> Result<Activations> {
     let file = std::fs::File::open(path).map_err(|e| io_err("input", &e))?;
     let file_len = file.metadata().map_err(|e| io_err("input", &e))?.len();
@@ -65,21 +97,33 @@ pub fn read_npy(path: &Path) -> Result<Activations> {
         usize::try_from(rows).map_err(|_| Error::Overflow { arg: "input" })?,
         usize::try_from(d).map_err(|_| Error::Overflow { arg: "input" })?,
     );
-    let _ = n;
+    let n = usize::try_from(n).map_err(|_| Error::Overflow { arg: "input" })?;
     let order = npy.order();
-    let flat: Vec<f32> = if width == 4 {
-        npy.into_vec::<f32>()
-            .map_err(|_| bad("file is truncated or malformed"))?
+    // Read straight into one fallibly allocated f32 buffer (f16 converted on the
+    // way), so an array too large for memory is an error, not an abort.
+    let truncated = |_| bad("file is truncated or malformed");
+    let mut flat = try_with_capacity::<f32>(n, "input")?;
+    if width == 4 {
+        for v in npy
+            .data::<f32>()
+            .map_err(|_| bad("dtype must be float32 or float16"))?
+        {
+            flat.push(v.map_err(truncated)?);
+        }
     } else {
-        npy.into_vec::<half::f16>()
-            .map_err(|_| bad("file is truncated or malformed"))?
-            .into_iter()
-            .map(half::f16::to_f32)
-            .collect()
-    };
+        for v in npy
+            .data::<half::f16>()
+            .map_err(|_| bad("dtype must be float32 or float16"))?
+        {
+            flat.push(v.map_err(truncated)?.to_f32());
+        }
+    }
+    if flat.len() != n {
+        return Err(bad("file is truncated or malformed"));
+    }
     let data = if order == Order::Fortran {
         // Column-major: element (r, c) is at c·rows + r.
-        let mut t = std::vec![0.0f32; flat.len()];
+        let mut t = try_zeroed_f32(n, "input")?;
         for c in 0..d {
             for r in 0..rows {
                 t[r * d + c] = flat[c * rows + r];

@@ -389,7 +389,7 @@ fn to_f32(t: &TensorView<'_>, field: &'static str, shape: &[usize]) -> Result<Ve
     if n.checked_mul(size) != Some(data.len()) {
         return Err(w_err(field, "byte size does not match the shape"));
     }
-    let mut out = Vec::with_capacity(n);
+    let mut out = crate::format::alloc::try_with_capacity(n, field)?;
     match t.dtype() {
         Dtype::F32 => out.extend(
             data.chunks_exact(4)

@@ -1,4 +1,5 @@
 use crate::error::{Result, check_len};
+use crate::format::alloc::try_zeroed_f32;
 use crate::model::{Dims, TiedParams, TiedParamsMut, init_tied};
 use std::{vec, vec::Vec};
 
@@ -32,6 +33,25 @@ impl TiedSae {
         };
         init_tied(view, seed);
         Self { dims, m, b }
+    }
+
+    /// As [`TiedSae::new`], but a model too large for the memory available is an
+    /// error instead of an abort.
+    ///
+    /// # Errors
+    /// [`crate::Error::Alloc`] naming `m` or `b` if its memory cannot be allocated.
+    pub fn try_new(dims: Dims, seed: u64) -> Result<Self> {
+        let mut m = try_zeroed_f32(dims.m_len(), "m")?;
+        let mut b = try_zeroed_f32(dims.h, "b")?;
+        init_tied(
+            TiedParamsMut {
+                m: &mut m,
+                b: &mut b,
+                dims,
+            },
+            seed,
+        );
+        Ok(Self { dims, m, b })
     }
 
     /// A model from existing parameters.

@@ -2,6 +2,7 @@
 //! evaluation, checkpoints and a progress bar.
 
 use crate::error::{Error, Result};
+use crate::format::alloc::try_zeroed_f32;
 use crate::metrics::{Metrics, Summary, eval_scratch_len, evaluate, metrics_state_len};
 use crate::model::{DEFAULT_BLOCK_ROWS, Dims, LossParts};
 use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, Optimizer};
@@ -137,8 +138,8 @@ impl ToyBatches {
     /// # Errors
     /// As [`toy_init`].
     pub fn new(config: ToyConfig, seed: u64) -> Result<Self> {
-        let mut features = vec![0.0; config.g.saturating_mul(config.d)];
-        let mut probs = vec![0.0; config.g];
+        let mut features = try_zeroed_f32(config.g.saturating_mul(config.d), "features")?;
+        let mut probs = try_zeroed_f32(config.g, "probs")?;
         toy_init(&config, seed, &mut features, &mut probs)?;
         Ok(Self {
             config,
@@ -154,7 +155,7 @@ impl ToyBatches {
     /// # Errors
     /// As [`toy_sample`].
     pub fn sample(&self, n: usize, seed: u64) -> Result<Vec<f32>> {
-        let mut x = vec![0.0; n.saturating_mul(self.config.d)];
+        let mut x = try_zeroed_f32(n.saturating_mul(self.config.d), "x")?;
         let mut rng = toy_rng(seed);
         toy_sample(
             &self.config,
@@ -212,17 +213,25 @@ impl Trainer {
     /// A trainer for `sae` with a fresh optimizer.
     ///
     /// # Errors
-    /// [`Error::Dimension`] naming `batch` if zero; as [`Optimizer::validate`].
+    /// [`Error::Dimension`] naming `batch` if zero; as [`Optimizer::validate`];
+    /// [`Error::Alloc`] (never an abort) if the optimizer state, workspace or batch
+    /// buffer does not fit in memory.
     pub fn new(sae: TiedSae, config: TrainConfig) -> Result<Self> {
         crate::error::check_nonzero("batch", config.batch)?;
         config.optimizer.validate()?;
         let dims = sae.dims();
         Ok(Self {
-            opt_state: vec![0.0; config.optimizer.state_len(dims)],
+            opt_state: try_zeroed_f32(config.optimizer.state_len(dims), "optimizer state")?,
             steps: 0,
-            workspace: vec![0.0; train_step_workspace_len(dims, DEFAULT_BLOCK_ROWS)],
-            batch_buf: vec![0.0; config.batch * dims.d],
-            eval_scratch: vec![0.0; eval_scratch_len(dims, DEFAULT_BLOCK_ROWS)],
+            workspace: try_zeroed_f32(
+                train_step_workspace_len(dims, DEFAULT_BLOCK_ROWS),
+                "workspace",
+            )?,
+            batch_buf: try_zeroed_f32(crate::error::mul("batch", config.batch, dims.d)?, "batch")?,
+            eval_scratch: try_zeroed_f32(
+                eval_scratch_len(dims, DEFAULT_BLOCK_ROWS),
+                "eval scratch",
+            )?,
             sae,
             config,
         })

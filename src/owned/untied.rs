@@ -2,6 +2,7 @@
 //! a SAELens folder by [`crate::format::saelens`].
 
 use crate::error::{Result, check_len, mul};
+use crate::format::alloc::try_zeroed_f32;
 use crate::model::activation::Activation;
 use crate::model::params::{Dims, TiedParams};
 use crate::model::untied::{
@@ -173,7 +174,7 @@ impl UntiedSae {
             &self.b_dec,
         )?;
         check_len("x", x.len(), mul("x", n, self.dims.d)?)?;
-        let mut codes = vec![0.0; mul("codes", n, self.dims.h)?];
+        let mut codes = try_zeroed_f32(mul("codes", n, self.dims.h)?, "codes")?;
         let mut scratch = vec![0.0; untied_encode_scratch_len(self.dims, DEFAULT_BLOCK_ROWS)];
         untied_encode(p, self.config(), x, n, &mut codes, &mut scratch)?;
         Ok(codes)
@@ -192,7 +193,7 @@ impl UntiedSae {
             &self.b_dec,
         )?;
         check_len("codes", codes.len(), mul("codes", n, self.dims.h)?)?;
-        let mut recon = vec![0.0; mul("recon", n, self.dims.d)?];
+        let mut recon = try_zeroed_f32(mul("recon", n, self.dims.d)?, "recon")?;
         let mut scratch = vec![0.0; untied_decode_scratch_len(self.dims)];
         untied_decode(p, codes, n, &mut recon, &mut scratch)?;
         Ok(recon)

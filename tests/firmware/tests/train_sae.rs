@@ -1,7 +1,7 @@
 //! Train a tied SAE (d=16, h=64, 16 rows, 3 SGD then 2 Adam steps) on the Cortex-M4F, entirely in
 //! static buffers with no allocator, and check every observation of the scenario
-//! against the values the host computed (`src/expected.rs`, regenerated and checked by
-//! the main crate's `tests/firmware_expected.rs`). Exit status 0 means every check
+//! against the values the host computed (`tests/firmware_shared/expected.rs`, regenerated
+//! and checked by the main crate's `tests/firmware_expected.rs`). Exit status 0 means every check
 //! passed; 1 means a check failed or something panicked.
 #![no_std]
 #![no_main]
