@@ -262,24 +262,54 @@ fn block_edges() {
 /// vector width and every column remainder modulo 4.
 #[test]
 fn small_m_path() {
+    // Every layout, so all three unpacked forms run (dot form: A rows and B columns
+    // contiguous; axpy form: B rows and C rows contiguous; strided otherwise), on
+    // every kernel, and m = 5 just past the unpacked range.
+    let layouts = [
+        Layout::RowMajor { pad: 1 },
+        Layout::ColMajor { pad: 2 },
+        Layout::Strided,
+    ];
     for m in 1..=5 {
-        for k in [1, 2, 7, 8, 15, 16, 17, 31, 33, 100] {
-            for n in [1, 2, 3, 4, 5, 9] {
-                for (beta, relu) in [(0.0, true), (-1.0, false)] {
-                    let case = Case {
-                        m,
-                        n,
-                        k,
-                        la: Layout::RowMajor { pad: 1 },
-                        lb: Layout::ColMajor { pad: 2 },
-                        lc: Layout::ColMajor { pad: 1 },
-                        alpha: 0.5,
-                        beta,
-                        relu,
-                        seed: (m * 1000 + k * 10 + n) as u64,
-                    };
-                    for kern in available() {
-                        check(&case, Some(kern)).unwrap();
+        for k in [1, 2, 7, 16, 17, 33, 100] {
+            for n in [1, 3, 4, 9, 17] {
+                for (alpha, beta, relu) in [
+                    (0.5, 0.0, true),
+                    (1.0, -1.0, false),
+                    (1.0, 1.0, true),
+                    (-2.0, 0.5, false),
+                ] {
+                    for (t, (&la, &lb)) in layouts
+                        .iter()
+                        .flat_map(|a| layouts.iter().map(move |b| (a, b)))
+                        .enumerate()
+                    {
+                        let lc = if t % 2 == 0 {
+                            Layout::RowMajor { pad: 0 }
+                        } else {
+                            Layout::ColMajor { pad: 1 }
+                        };
+                        let case = Case {
+                            m,
+                            n,
+                            k,
+                            la,
+                            lb,
+                            lc,
+                            alpha,
+                            beta,
+                            relu,
+                            seed: (m * 1000 + k * 10 + n + t * 100_000) as u64,
+                        };
+                        for kern in available() {
+                            check(&case, Some(kern)).unwrap();
+                        }
+                        // And the row-major C for every layout pair.
+                        let case = Case {
+                            lc: Layout::RowMajor { pad: 2 },
+                            ..case
+                        };
+                        check(&case, None).unwrap();
                     }
                 }
             }

@@ -1,13 +1,15 @@
-//! x86_64 micro-kernels written with `core::arch` intrinsics and chosen at run time.
+//! The x86_64 tokens [`Avx2`] and [`Avx512`]: CPU detection without `std`, the
+//! micro-kernels, the register-blocked small products, the transposing pack and the
+//! row kernels, all written with `core::arch` intrinsics and chosen at run time.
 //!
 //! `wide` cannot be used here: its code paths are fixed by `cfg(target_feature)` at
 //! compile time, so inside a `#[target_feature(enable = "avx2,fma")]` function of a
-//! default build it still emits SSE halves without FMA. Instead one generic
-//! register-blocked kernel ([`micro`]) is written over a tiny SIMD trait ([`Simd`]),
-//! implemented for `__m256` (AVX2+FMA) and `__m512` (AVX-512F), and instantiated inside
-//! one `#[target_feature]` function per ISA. Everything is `#[inline(always)]` down to
-//! the intrinsics, so each instantiation compiles to straight-line `vfmadd231ps` code
-//! on `ymm`/`zmm` registers.
+//! default build it still emits SSE halves without FMA. Instead the kernels are
+//! written once over a tiny SIMD trait ([`Simd`]), implemented for `__m256`
+//! (AVX2+FMA) and `__m512` (AVX-512F) — the tokens' `Isa::Vector` types — and
+//! instantiated inside one `#[target_feature]` function per instruction set.
+//! Everything is `#[inline(always)]` down to the intrinsics, so each instantiation
+//! compiles to straight-line `vfmadd231ps` code on `ymm`/`zmm` registers.
 //!
 //! ## Tile shapes (measured on the benchmark machine: an AVX-512 server core with
 //! two 512-bit FMA pipes of 4-cycle latency and 32 vector registers)
@@ -24,14 +26,143 @@
 //! loop was tried: no gain at `k ≥ 256`, 6 % slower at `k = 64`.)
 //!
 //! ## Safety
-//! The only `unsafe` is (a) calling a `#[target_feature]` function, which is sound
-//! because the kernel types ([`Avx2`], [`Avx512`]) can only be constructed after the
-//! CPU feature was detected, and (b) raw-pointer loads and stores, each preceded by
-//! a length check of the slice it points into.
+//! Intrinsics run only (a) inside `#[target_feature]` functions, which are `unsafe`
+//! to call from code without those features and are called only by methods of a
+//! token (whose existence proves the features were detected), or (b) in the
+//! `unsafe` methods of [`Simd`], whose contract is that the caller runs under the
+//! matching features (again: holds the token). Raw-pointer loads and stores are each
+//! preceded by a length check of the slice they point into.
 
-use super::kernel::{MicroKernel, Out, Store, TILE_MAX, has_avx2_fma, has_avx512f};
-use super::{Epilogue, MatMut, MatRef};
+use super::{Avx2, Avx512, Isa, Kernel, Out, Private, Store, TILE_MAX, put};
+use crate::kernels::mat::{Epilogue, MatMut, MatRef};
 use core::arch::x86_64::*;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+// ---------------------------------------------------------------------------------
+// Detection: cpuid + xgetbv from `core`, no `std` needed. Cached in an atomic.
+// ---------------------------------------------------------------------------------
+
+const F_DONE: u8 = 1;
+const F_AVX2_FMA: u8 = 2;
+const F_AVX512F: u8 = 4;
+const F_F16C: u8 = 8;
+const F_AVX512BF16: u8 = 16;
+
+static FEATURES: AtomicU8 = AtomicU8::new(0);
+
+/// `xgetbv(0)`: which register states the OS saves (XCR0).
+///
+/// # Safety
+/// The CPU must report OSXSAVE (CPUID.1:ECX bit 27), or the instruction faults.
+#[cfg(not(miri))]
+#[target_feature(enable = "xsave")]
+unsafe fn xcr0() -> u64 {
+    // SAFETY: the caller checked OSXSAVE (function contract).
+    unsafe { _xgetbv(0) }
+}
+
+/// Read the CPU's features (never cached; see [`features`]).
+#[cfg(not(miri))]
+#[allow(unused_unsafe)]
+fn probe() -> u8 {
+    // SAFETY: `cpuid` exists on every x86_64 CPU; leaves above the maximum reported
+    // by leaf 0 are not queried.
+    let l0 = unsafe { __cpuid(0) };
+    if l0.eax < 1 {
+        return 0;
+    }
+    // SAFETY: as above (leaf 1 ≤ max leaf).
+    let l1 = unsafe { __cpuid(1) };
+    let bit = |r: u32, b: u32| (r >> b) & 1 == 1;
+    let (fma, osxsave, avx, f16c) = (
+        bit(l1.ecx, 12),
+        bit(l1.ecx, 27),
+        bit(l1.ecx, 28),
+        bit(l1.ecx, 29),
+    );
+    if !(osxsave && avx) {
+        return 0;
+    }
+    // SAFETY: OSXSAVE is set, so `xgetbv` is enabled.
+    let xcr0 = unsafe { xcr0() };
+    // XCR0 bits 1 (SSE) and 2 (AVX upper halves) must both be saved by the OS.
+    if xcr0 & 0b110 != 0b110 {
+        return 0;
+    }
+    let mut f = 0;
+    if f16c {
+        f |= F_F16C;
+    }
+    if l0.eax < 7 {
+        return f;
+    }
+    // SAFETY: leaf 7 ≤ max leaf.
+    let l7 = unsafe { __cpuid_count(7, 0) };
+    if bit(l7.ebx, 5) && fma {
+        f |= F_AVX2_FMA;
+    }
+    // AVX-512F (leaf 7 EBX bit 16) with the opmask, ZMM_Hi256 and Hi16_ZMM states
+    // (XCR0 bits 5–7) enabled by the OS; the kernels also use AVX2 and FMA.
+    if bit(l7.ebx, 16) && xcr0 & 0xE0 == 0xE0 && f & F_AVX2_FMA != 0 {
+        f |= F_AVX512F;
+        if l7.eax >= 1 {
+            // SAFETY: sub-leaf 1 exists (leaf 7 EAX reports the max sub-leaf).
+            let l71 = unsafe { __cpuid_count(7, 1) };
+            if bit(l71.eax, 5) {
+                f |= F_AVX512BF16;
+            }
+        }
+    }
+    f
+}
+
+/// Miri cannot run `cpuid`: the x86 kernels are reported unavailable.
+#[cfg(miri)]
+fn probe() -> u8 {
+    0
+}
+
+/// The detected features (probed once, then cached).
+#[inline]
+fn features() -> u8 {
+    let f = FEATURES.load(Ordering::Relaxed);
+    if f & F_DONE != 0 {
+        return f;
+    }
+    let f = probe() | F_DONE;
+    FEATURES.store(f, Ordering::Relaxed);
+    f
+}
+
+/// The AVX2 + FMA token, if the CPU and OS support it.
+#[inline]
+pub(crate) fn avx2() -> Option<Avx2> {
+    (features() & F_AVX2_FMA != 0).then_some(Avx2(Private::detected()))
+}
+
+/// The AVX-512F token, if the CPU and OS support AVX-512F, AVX2 and FMA.
+#[inline]
+pub(crate) fn avx512() -> Option<Avx512> {
+    (features() & F_AVX512F != 0).then_some(Avx512(Private::detected()))
+}
+
+#[allow(dead_code)] // used by the half-precision kernels
+/// Whether the CPU has F16C (half-precision conversion for 256-bit vectors).
+#[inline]
+pub(crate) fn has_f16c() -> bool {
+    features() & F_F16C != 0
+}
+
+#[allow(dead_code)] // used by the half-precision kernels
+/// Whether the CPU has AVX512_BF16 (`vdpbf16ps`).
+#[inline]
+pub(crate) fn has_avx512bf16() -> bool {
+    features() & F_AVX512BF16 != 0
+}
+
+// ---------------------------------------------------------------------------------
+// The SIMD vocabulary of the kernels, for one register type.
+// ---------------------------------------------------------------------------------
 
 /// The SIMD operations the kernels need, for one register type.
 ///
@@ -318,33 +449,15 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
 /// How many `k` steps ahead the micro-kernel prefetches its B panel.
 const PF_DIST: usize = 8;
 
-/// The AVX2+FMA micro-kernel; a value proves the CPU supports it.
-#[derive(Clone, Copy)]
-pub(crate) struct Avx2(());
-
-impl Avx2 {
-    /// `Some` only if the CPU has AVX2 and FMA.
-    pub(crate) fn new() -> Option<Self> {
-        has_avx2_fma().then_some(Self(()))
-    }
-}
-
-/// The AVX-512F micro-kernel; a value proves the CPU supports it.
-#[derive(Clone, Copy)]
-pub(crate) struct Avx512(());
-
-impl Avx512 {
-    /// `Some` only if the CPU has AVX-512F (and AVX2, which the packing uses; every
-    /// AVX-512 CPU has it).
-    pub(crate) fn new() -> Option<Self> {
-        (has_avx512f() && has_avx2_fma()).then_some(Self(()))
-    }
-}
+const AVX512_MR: usize = <Avx512 as super::TileShape>::MR;
+const AVX512_NV: usize = <Avx512 as super::TileShape>::NR / 16;
+const AVX2_MR: usize = <Avx2 as super::TileShape>::MR;
+const AVX2_NV: usize = <Avx2 as super::TileShape>::NR / 8;
 
 #[target_feature(enable = "avx2,fma")]
 fn avx2_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
     // SAFETY: AVX2 and FMA are enabled for this function; `micro` checks the slices.
-    unsafe { micro::<__m256, 6, 2>(kc, a, b, out, st) }
+    unsafe { micro::<__m256, AVX2_MR, AVX2_NV>(kc, a, b, out, st) }
 }
 
 #[target_feature(enable = "avx512f")]
@@ -353,62 +466,109 @@ fn avx512_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
     unsafe { micro::<__m512, AVX512_MR, AVX512_NV>(kc, a, b, out, st) }
 }
 
-impl MicroKernel for Avx2 {
-    const MR: usize = 6;
-    const NR: usize = 16;
-    #[inline(always)]
-    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
-        // SAFETY: `self` exists only if AVX2 and FMA were detected (`Avx2::new`).
-        unsafe { avx2_tile(kc, a, b, out, st) }
-    }
-    #[inline(always)]
-    fn pack_cols(
-        self,
-        src: &[f32],
-        cs: usize,
-        kc: usize,
-        cols: usize,
-        w: usize,
-        panel: &mut [f32],
-    ) -> bool {
-        pack_cols_x86(src, cs, kc, cols, w, panel);
-        true
+// ---------------------------------------------------------------------------------
+// Row kernels (the sparse path and the unpacked small products).
+// ---------------------------------------------------------------------------------
+
+/// Σ aᵢ bᵢ: two accumulators over `2·LANES`-element steps, then one step, then a
+/// masked tail; a fixed order for a given `V`.
+///
+/// # Safety
+/// `V`'s instruction set is enabled.
+#[inline(always)]
+unsafe fn dot_v<V: Simd>(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let l = V::LANES;
+    // SAFETY: every load reads `[i, i + LANES)` with `i + LANES ≤ n`, or a masked
+    // `n − i` lanes; `n` is within both slices. The ISA is enabled (contract).
+    unsafe {
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (V::zero(), V::zero());
+        let mut i = 0;
+        while i + 2 * l <= n {
+            s0 = V::fmadd(V::loadu(pa.add(i)), V::loadu(pb.add(i)), s0);
+            s1 = V::fmadd(V::loadu(pa.add(i + l)), V::loadu(pb.add(i + l)), s1);
+            i += 2 * l;
+        }
+        if i + l <= n {
+            s0 = V::fmadd(V::loadu(pa.add(i)), V::loadu(pb.add(i)), s0);
+            i += l;
+        }
+        if i < n {
+            let r = n - i;
+            s1 = V::fmadd(V::load_part(pa.add(i), r), V::load_part(pb.add(i), r), s1);
+        }
+        V::hsum(V::add(s0, s1))
     }
 }
 
-/// Rows of the AVX-512 tile.
-pub(crate) const AVX512_MR: usize = 8;
-/// `zmm` vectors per row of the AVX-512 tile (`NR = 16·AVX512_NV`).
-pub(crate) const AVX512_NV: usize = 3;
+/// z ← z + a·x (+ b·y if `two`), fused, `LANES` at a time, then a masked tail.
+///
+/// # Safety
+/// `V`'s instruction set is enabled.
+#[inline(always)]
+unsafe fn axpy2_v<V: Simd>(a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32], two: bool) {
+    let n = if two {
+        x.len().min(y.len()).min(z.len())
+    } else {
+        x.len().min(z.len())
+    };
+    let l = V::LANES;
+    // SAFETY: every access covers `[i, i + LANES)` with `i + LANES ≤ n`, or a masked
+    // `n − i` lanes, inside `x`, `z` (and `y` if `two`); `z` is a unique borrow, so it
+    // aliases neither `x` nor `y`. The ISA is enabled (contract).
+    unsafe {
+        let (av, bv) = (V::splat(a), V::splat(b));
+        let (px, py, pz) = (x.as_ptr(), y.as_ptr(), z.as_mut_ptr());
+        let mut i = 0;
+        while i + l <= n {
+            let mut r = V::fmadd(av, V::loadu(px.add(i)), V::loadu(pz.add(i)));
+            if two {
+                r = V::fmadd(bv, V::loadu(py.add(i)), r);
+            }
+            V::storeu(pz.add(i), r);
+            i += l;
+        }
+        if i < n {
+            let r = n - i;
+            let mut v = V::fmadd(av, V::load_part(px.add(i), r), V::load_part(pz.add(i), r));
+            if two {
+                v = V::fmadd(bv, V::load_part(py.add(i), r), v);
+            }
+            V::store_part(pz.add(i), v, r);
+        }
+    }
+}
 
-impl MicroKernel for Avx512 {
-    const MR: usize = AVX512_MR;
-    const NR: usize = 16 * AVX512_NV;
-    #[inline(always)]
-    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
-        // SAFETY: `self` exists only if AVX-512F was detected (`Avx512::new`).
-        unsafe { avx512_tile(kc, a, b, out, st) }
-    }
-    #[inline(always)]
-    fn pack_cols(
-        self,
-        src: &[f32],
-        cs: usize,
-        kc: usize,
-        cols: usize,
-        w: usize,
-        panel: &mut [f32],
-    ) -> bool {
-        pack_cols_x86(src, cs, kc, cols, w, panel);
-        true
-    }
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: AVX2 and FMA are enabled for this function.
+    unsafe { dot_v::<__m256>(a, b) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: AVX-512F is enabled for this function.
+    unsafe { dot_v::<__m512>(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn axpy2_avx2(a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32], two: bool) {
+    // SAFETY: AVX2 and FMA are enabled for this function.
+    unsafe { axpy2_v::<__m256>(a, x, b, y, z, two) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn axpy2_avx512(a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32], two: bool) {
+    // SAFETY: AVX-512F is enabled for this function.
+    unsafe { axpy2_v::<__m512>(a, x, b, y, z, two) }
 }
 
 // ---------------------------------------------------------------------------------
-// Small-m path (GEMV): C (m ≤ 4 rows) from A rows with unit column stride and a B
-// whose columns are contiguous (`B = Mᵀ` for a row-major M). Each column of B is read
-// exactly once, straight from the caller's memory (no packing), so the product runs
-// at the speed of streaming B.
+// Small products in dot form (C with few rows, from A rows with unit column stride
+// and a B whose columns are contiguous: `B = Mᵀ` for a row-major M). Each column of
+// B is read once per four rows of A, straight from the caller's memory (no packing),
+// so the product runs at the speed of streaming B.
 // ---------------------------------------------------------------------------------
 
 /// Dot products of `M` contiguous A rows with `NC` contiguous B columns.
@@ -456,27 +616,14 @@ unsafe fn dots<V: Simd, const M: usize, const NC: usize>(
     }
 }
 
-/// Write `epilogue(α·dot + β·C)` to `C[i, j]`.
-#[inline(always)]
-fn put(c: &mut MatMut<'_>, i: usize, j: usize, dot: f32, alpha: f32, beta: f32, epi: Epilogue) {
-    let idx = i * c.rs + j * c.cs;
-    let mut v = alpha * dot;
-    if beta != 0.0 {
-        v += beta * c.data[idx];
-    }
-    if let Epilogue::BiasRelu(bias) = epi {
-        v = crate::kernels::vector::relu(v + bias[j]);
-    }
-    c.data[idx] = v;
-}
-
-/// The small-m product for `M` rows (see the section comment).
+/// The dot-form product, rows `i0..i0+M` of C.
 ///
 /// # Safety
-/// `V`'s ISA is enabled; shapes validated by [`super::gemm`]; `a.rows == M`,
-/// `a.cs == 1` (or `k == 1`), `b.rs == 1` (or `k == 1`), `k ≥ 1`.
+/// `V`'s ISA is enabled; shapes validated by [`crate::kernels::gemm::gemm`];
+/// `i0 + M ≤ a.rows`, `a.cs == 1` (or `k == 1`), `b.rs == 1` (or `k == 1`), `k ≥ 1`.
 #[inline(always)]
 unsafe fn gemv_m<V: Simd, const M: usize>(
+    i0: usize,
     alpha: f32,
     a: &MatRef<'_>,
     b: &MatRef<'_>,
@@ -487,7 +634,8 @@ unsafe fn gemv_m<V: Simd, const M: usize>(
     let (k, n) = (a.cols, b.cols);
     // Row i of A is `a.data[i·rs .. i·rs + k]`, column j of B is `b.data[j·cs .. + k]`:
     // both inside the views' extents, which `MatRef::new` checked against the slices.
-    let arows: [&[f32]; M] = core::array::from_fn(|i| &a.data[i * a.rs..i * a.rs + k]);
+    let arows: [&[f32]; M] =
+        core::array::from_fn(|i| &a.data[(i0 + i) * a.rs..(i0 + i) * a.rs + k]);
     let ap: [*const f32; M] = core::array::from_fn(|i| arows[i].as_ptr());
     let bcol = |j: usize| b.data[j * b.cs..j * b.cs + k].as_ptr();
     let mut j = 0;
@@ -497,7 +645,7 @@ unsafe fn gemv_m<V: Simd, const M: usize>(
         let r = unsafe { dots::<V, M, 4>(k, ap, cols) };
         for (i, row) in r.iter().enumerate() {
             for (jj, &d) in row.iter().enumerate() {
-                put(c, i, j + jj, d, alpha, beta, epi);
+                put(c, i0 + i, j + jj, d, alpha, beta, epi);
             }
         }
         j += 4;
@@ -506,16 +654,16 @@ unsafe fn gemv_m<V: Simd, const M: usize>(
         // SAFETY: as above.
         let r = unsafe { dots::<V, M, 1>(k, ap, [bcol(j)]) };
         for (i, row) in r.iter().enumerate() {
-            put(c, i, j, row[0], alpha, beta, epi);
+            put(c, i0 + i, j, row[0], alpha, beta, epi);
         }
         j += 1;
     }
 }
 
-/// Dispatch [`gemv_m`] on the row count.
+/// [`gemv_m`] over all rows of A, four at a time.
 ///
 /// # Safety
-/// As [`gemv_m`] with `1 ≤ a.rows ≤ 4`.
+/// As [`gemv_m`] for the whole of A.
 #[inline(always)]
 unsafe fn gemv_any<V: Simd>(
     alpha: f32,
@@ -525,13 +673,19 @@ unsafe fn gemv_any<V: Simd>(
     c: &mut MatMut<'_>,
     epi: Epilogue<'_>,
 ) {
-    // SAFETY: forwarded contract; the arm matches `a.rows`.
+    let m = a.rows;
+    let mut i0 = 0;
+    // SAFETY: forwarded contract; each call covers rows `i0..i0+M` with `i0 + M ≤ m`.
     unsafe {
-        match a.rows {
-            1 => gemv_m::<V, 1>(alpha, a, b, beta, c, epi),
-            2 => gemv_m::<V, 2>(alpha, a, b, beta, c, epi),
-            3 => gemv_m::<V, 3>(alpha, a, b, beta, c, epi),
-            _ => gemv_m::<V, 4>(alpha, a, b, beta, c, epi),
+        while i0 + 4 <= m {
+            gemv_m::<V, 4>(i0, alpha, a, b, beta, c, epi);
+            i0 += 4;
+        }
+        match m - i0 {
+            1 => gemv_m::<V, 1>(i0, alpha, a, b, beta, c, epi),
+            2 => gemv_m::<V, 2>(i0, alpha, a, b, beta, c, epi),
+            3 => gemv_m::<V, 3>(i0, alpha, a, b, beta, c, epi),
+            _ => {}
         }
     }
 }
@@ -545,7 +699,7 @@ fn gemv_avx2(
     c: &mut MatMut<'_>,
     epi: Epilogue<'_>,
 ) {
-    // SAFETY: AVX2+FMA enabled here; shape conditions checked by `gemv`.
+    // SAFETY: AVX2+FMA enabled here; shape conditions are `Isa::dots`'s contract.
     unsafe { gemv_any::<__m256>(alpha, a, b, beta, c, epi) }
 }
 
@@ -558,52 +712,58 @@ fn gemv_avx512(
     c: &mut MatMut<'_>,
     epi: Epilogue<'_>,
 ) {
-    // SAFETY: AVX-512F enabled here; shape conditions checked by `gemv`.
+    // SAFETY: AVX-512F enabled here; shape conditions are `Isa::dots`'s contract.
     unsafe { gemv_any::<__m512>(alpha, a, b, beta, c, epi) }
 }
 
-/// The largest `m` the small-m path takes.
-pub(crate) const GEMV_MAX_M: usize = 4;
+// ---------------------------------------------------------------------------------
+// The tokens.
+// ---------------------------------------------------------------------------------
 
-/// Whether [`gemv`] handles this product (x86 kernels only).
-pub(crate) fn gemv_applies(a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
-    let (m, k) = (a.rows, a.cols);
-    (1..=GEMV_MAX_M).contains(&m) && k >= 1 && b.cols >= 1 && (a.cs == 1 || k == 1) && {
-        // unit stride along k for B's columns
-        b.rs == 1 || k == 1
+impl Isa for Avx2 {
+    const KERNEL: Kernel = Kernel::Avx2;
+    type Vector = __m256;
+
+    #[inline(always)]
+    fn hsum(self, v: __m256) -> f32 {
+        // SAFETY: the token proves AVX2 (register-only intrinsics).
+        unsafe { <__m256 as Simd>::hsum(v) }
     }
-}
-
-/// Run the small-m path with the AVX-512 (`wide == true`) or AVX2 kernel; the token
-/// proves the ISA. Preconditions: [`gemv_applies`] and validated shapes.
-pub(crate) fn gemv<K: GemvToken>(
-    token: K,
-    alpha: f32,
-    a: &MatRef<'_>,
-    b: &MatRef<'_>,
-    beta: f32,
-    c: &mut MatMut<'_>,
-    epi: Epilogue<'_>,
-) {
-    debug_assert!(gemv_applies(a, b));
-    token.run(alpha, a, b, beta, c, epi);
-}
-
-/// Kernel tokens that have a small-m path.
-pub(crate) trait GemvToken: Copy {
-    fn run(
+    #[inline(always)]
+    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { avx2_tile(kc, a, b, out, st) }
+    }
+    #[inline(always)]
+    fn pack_cols(
         self,
-        alpha: f32,
-        a: &MatRef<'_>,
-        b: &MatRef<'_>,
-        beta: f32,
-        c: &mut MatMut<'_>,
-        epi: Epilogue<'_>,
-    );
-}
-
-impl GemvToken for Avx2 {
-    fn run(
+        src: &[f32],
+        cs: usize,
+        kc: usize,
+        cols: usize,
+        w: usize,
+        panel: &mut [f32],
+    ) -> bool {
+        // SAFETY: the token proves AVX2.
+        unsafe { pack_cols_avx(src, cs, kc, cols, w, panel) };
+        true
+    }
+    #[inline]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { dot_avx2(a, b) }
+    }
+    #[inline]
+    fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { axpy2_avx2(a, x, 0.0, x, y, false) }
+    }
+    #[inline]
+    fn axpy2(self, a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32]) {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { axpy2_avx2(a, x, b, y, z, true) }
+    }
+    fn dots(
         self,
         alpha: f32,
         a: &MatRef<'_>,
@@ -612,13 +772,56 @@ impl GemvToken for Avx2 {
         c: &mut MatMut<'_>,
         epi: Epilogue<'_>,
     ) {
-        // SAFETY: an `Avx2` token exists, so AVX2 and FMA were detected.
+        // SAFETY: the token proves AVX2 and FMA; the shape conditions are this
+        // method's contract (`Isa::dots`).
         unsafe { gemv_avx2(alpha, a, b, beta, c, epi) }
     }
 }
 
-impl GemvToken for Avx512 {
-    fn run(
+impl Isa for Avx512 {
+    const KERNEL: Kernel = Kernel::Avx512;
+    type Vector = __m512;
+
+    #[inline(always)]
+    fn hsum(self, v: __m512) -> f32 {
+        // SAFETY: the token proves AVX-512F (register-only intrinsics).
+        unsafe { <__m512 as Simd>::hsum(v) }
+    }
+    #[inline(always)]
+    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { avx512_tile(kc, a, b, out, st) }
+    }
+    #[inline(always)]
+    fn pack_cols(
+        self,
+        src: &[f32],
+        cs: usize,
+        kc: usize,
+        cols: usize,
+        w: usize,
+        panel: &mut [f32],
+    ) -> bool {
+        // SAFETY: the token proves AVX2 too (`avx512` checks it).
+        unsafe { pack_cols_avx(src, cs, kc, cols, w, panel) };
+        true
+    }
+    #[inline]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { dot_avx512(a, b) }
+    }
+    #[inline]
+    fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { axpy2_avx512(a, x, 0.0, x, y, false) }
+    }
+    #[inline]
+    fn axpy2(self, a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32]) {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { axpy2_avx512(a, x, b, y, z, true) }
+    }
+    fn dots(
         self,
         alpha: f32,
         a: &MatRef<'_>,
@@ -627,7 +830,8 @@ impl GemvToken for Avx512 {
         c: &mut MatMut<'_>,
         epi: Epilogue<'_>,
     ) {
-        // SAFETY: an `Avx512` token exists, so AVX-512F was detected.
+        // SAFETY: the token proves AVX-512F; the shape conditions are this method's
+        // contract (`Isa::dots`).
         unsafe { gemv_avx512(alpha, a, b, beta, c, epi) }
     }
 }
@@ -639,11 +843,9 @@ impl GemvToken for Avx512 {
 // ---------------------------------------------------------------------------------
 
 /// In-register transpose of eight 8-lane rows: `out[s][t] = rows[t][s]`.
-#[inline(always)]
+#[target_feature(enable = "avx2")]
 fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
-    // SAFETY: pure register shuffles (AVX); only called from `pack_cols_avx`, which
-    // runs with AVX2 enabled.
-    unsafe {
+    {
         let t0 = _mm256_unpacklo_ps(r[0], r[1]);
         let t1 = _mm256_unpackhi_ps(r[0], r[1]);
         let t2 = _mm256_unpacklo_ps(r[2], r[3]);
@@ -715,11 +917,4 @@ fn pack_cols_avx(src: &[f32], cs: usize, kc: usize, cols: usize, w: usize, panel
             row[cols..].fill(0.0);
         }
     }
-}
-
-/// Both x86 tokens prove AVX2 (AVX-512F machines have it too: `Avx512::new` checks).
-fn pack_cols_x86(src: &[f32], cs: usize, kc: usize, cols: usize, w: usize, panel: &mut [f32]) {
-    // SAFETY: only reached through an `Avx2` or `Avx512` token; both are only
-    // constructed when AVX2 is present (see `Avx512::new`).
-    unsafe { pack_cols_avx(src, cs, kc, cols, w, panel) }
 }
