@@ -23,7 +23,8 @@
 
 use proptest::prelude::*;
 use sae_kernels::kernels::gemm::{
-    Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, naive, pack_len,
+    Epilogue, Half, Kernel, MatMut, MatRef, gemm, gemm_nt_half, gemm_nt_half_with, gemm_with,
+    naive, pack_len,
 };
 
 /// How a matrix is laid out in its buffer.
@@ -448,4 +449,154 @@ fn large_product_sampled() {
             );
         }
     }
+}
+
+/// The 16-bit-weight product `A·Wᵀ` ([`gemm_nt_half_with`]) on every kernel, for
+/// bf16 and f16, unpacked (m ≤ 4) and packed shapes, row-major and strided A:
+/// - against the f64 reference on the *widened* weights (widening is exact), with the
+///   bound of every `f32` product, `(k + 4)·2⁻²³·mag`;
+/// - against the `f32` [`gemm`] on the *original* weights, with the bound that adds
+///   the weights' own rounding: `u_w·Σ_p|α·a_ip·w_jp|` (`u_w = 2⁻⁸` bf16, `2⁻¹¹`
+///   f16; the weights here are ≥ 2⁻¹⁴ in magnitude or 0, so no f16 subnormals) plus
+///   both products' summation bounds.
+#[test]
+fn half_weights_match_reference() {
+    for format in [Half::Bf16, Half::F16] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 37, 100),
+            (2, 17, 16),
+            (3, 5, 17),
+            (4, 50, 300),
+            (5, 9, 7),
+            (37, 60, 129),
+        ] {
+            for a_rowmajor in [true, false] {
+                for (alpha, beta, relu) in [(1.0, 0.0, true), (0.5, -1.0, false)] {
+                    let x = fill(m * k, (m * 31 + n * 7 + k) as u64);
+                    // Weights away from f16's subnormal range: |w| ≥ 2⁻¹⁴ or 0.
+                    let w32: Vec<f32> = fill(n * k, 99 + k as u64)
+                        .into_iter()
+                        .map(|v| if v.abs() < 1e-3 { 0.0 } else { v * 3.0 })
+                        .collect();
+                    let w16: Vec<u16> = w32.iter().map(|&v| format.from_f32(v)).collect();
+                    let wide: Vec<f32> = w16.iter().map(|&v| format.to_f32(v)).collect();
+                    let bias = fill(n, 5);
+                    let c0 = fill(m * n, 6);
+                    let epi = if relu {
+                        Epilogue::BiasRelu(&bias)
+                    } else {
+                        Epilogue::None
+                    };
+                    // A as row-major, or as a strided (column-major) view of Aᵀ.
+                    let xt: Vec<f32> = (0..k * m).map(|t| x[(t % m) * k + t / m]).collect();
+                    let av = if a_rowmajor {
+                        MatRef::row_major("a", &x, m, k).unwrap()
+                    } else {
+                        MatRef::row_major("at", &xt, k, m).unwrap().t()
+                    };
+                    // Reference on the widened weights.
+                    let mut want = c0.clone();
+                    let mut mag = vec![0.0f64; m * n];
+                    naive::gemm_f64(
+                        alpha,
+                        av,
+                        MatRef::row_major("w", &wide, n, k).unwrap().t(),
+                        beta,
+                        &mut MatMut::row_major("c", &mut want, m, n).unwrap(),
+                        epi,
+                        Some(&mut mag),
+                    );
+                    // The f32 product on the original weights, and its error scale.
+                    let mut f32c = c0.clone();
+                    let mut mag32 = vec![0.0f64; m * n];
+                    naive::gemm_f64(
+                        alpha,
+                        av,
+                        MatRef::row_major("w", &w32, n, k).unwrap().t(),
+                        beta,
+                        &mut MatMut::row_major("c", &mut f32c, m, n).unwrap(),
+                        epi,
+                        Some(&mut mag32),
+                    );
+                    for kern in available() {
+                        let mut got = c0.clone();
+                        let mut pack = vec![f32::NAN; pack_len(m, n, k)];
+                        gemm_nt_half_with(
+                            kern,
+                            format,
+                            alpha,
+                            av,
+                            &w16,
+                            n,
+                            beta,
+                            MatMut::row_major("c", &mut got, m, n).unwrap(),
+                            epi,
+                            &mut pack,
+                        )
+                        .unwrap();
+                        let u = f64::from(f32::EPSILON);
+                        let uw = f64::from(format.unit_roundoff());
+                        for e in 0..m * n {
+                            let (g, r, r32) =
+                                (f64::from(got[e]), f64::from(want[e]), f64::from(f32c[e]));
+                            let tol = (k + 4) as f64 * u * mag[e];
+                            let label = format!(
+                                "{format:?} {} m={m} n={n} k={k} rowmajor={a_rowmajor} e={e}",
+                                kern.name()
+                            );
+                            assert!((g - r).abs() <= tol, "{label}: {g} vs widened {r}");
+                            let tol32 = uw * mag32[e] + tol + (k + 4) as f64 * u * mag32[e];
+                            assert!((g - r32).abs() <= tol32, "{label}: {g} vs f32 {r32}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bad arguments to the 16-bit product are refused and leave C untouched.
+#[test]
+fn half_weights_reject_bad_arguments() {
+    let x = [1.0f32; 6];
+    let w = [0u16; 6];
+    let mut c = [7.0f32; 4];
+    let run = |w: &[u16], n: usize, c: &mut [f32]| {
+        let rows = c.len() / n;
+        gemm_nt_half(
+            Half::F16,
+            1.0,
+            MatRef::row_major("a", &x[..rows * 3], rows, 3).unwrap(),
+            w,
+            n,
+            0.0,
+            MatMut::row_major("c", c, rows, n).unwrap(),
+            Epilogue::None,
+            &mut [],
+        )
+    };
+    assert!(run(&w[..5], 2, &mut c).is_err(), "short W");
+    assert!(
+        run(&w, 3, &mut c[..3]).is_err() || c[..3] != [7.0; 3],
+        "n·k = 9 > 6"
+    );
+    assert_eq!(c, [7.0; 4]);
+    // A packed shape with no pack buffer.
+    let x8 = [1.0f32; 8 * 3];
+    let mut c8 = [7.0f32; 16];
+    let r = gemm_nt_half(
+        Half::Bf16,
+        1.0,
+        MatRef::row_major("a", &x8, 8, 3).unwrap(),
+        &w,
+        2,
+        0.0,
+        MatMut::row_major("c", &mut c8, 8, 2).unwrap(),
+        Epilogue::None,
+        &mut [],
+    );
+    assert!(r.is_err() && c8 == [7.0; 16]);
+    assert!(run(&w, 2, &mut c).is_ok(), "valid call");
+    assert_eq!(c, [0.0; 4]);
 }

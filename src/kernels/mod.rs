@@ -3,12 +3,14 @@
 //! - [`isa`]: one token per instruction set (scalar, portable `wide`, AVX2+FMA,
 //!   AVX-512F) and the one-time choice among them ([`isa::selected`]);
 //! - [`gemm`]: the matrix product over strided views ([`mat`]);
+//! - [`half`]: bf16 / f16 weight storage (widened to `f32` in the kernels);
 //! - [`vector`]: element-wise operations and reductions (portable `wide` code);
 //! - the row kernels of the sparse path (`dispatch_vector`, crate-private), which run
 //!   on the selected instruction set.
 
 pub(crate) mod dispatch_vector;
 pub mod gemm;
+pub mod half;
 pub mod isa;
 pub mod mat;
 pub mod vector;

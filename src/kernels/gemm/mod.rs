@@ -42,6 +42,8 @@
 pub mod naive;
 
 use crate::error::{Error, Result};
+use crate::kernels::half;
+pub use crate::kernels::half::Half;
 use crate::kernels::isa::{self, Isa, IsaVisitor, Out, Store, TILE_MAX};
 pub use crate::kernels::isa::{Kernel, selected};
 pub use crate::kernels::mat::{Epilogue, MatMut, MatRef};
@@ -201,6 +203,148 @@ pub fn gemm_with(
     Ok(())
 }
 
+/// `C ← epilogue(α·A·Wᵀ + β·C)` with 16-bit weights: `A: m×k` (`f32`), `W` a
+/// row-major `n×k` matrix of bf16 or f16 values ([`Half`]; `w.len() == n·k`), `C: m×n`.
+///
+/// This is the SAE encoder `relu(X·Mᵀ + b)` with the dictionary `M` (`h×d`) stored in
+/// 16 bits. The weights are widened to `f32` (exactly) as they are read and every
+/// sum is accumulated in `f32`, so the result equals [`gemm`] on the widened weights
+/// up to summation order; see [`crate::kernels::half`] for the bound against the
+/// original `f32` weights. With at most [`SMALL_M`] rows the weights are read in place
+/// and widened in registers (the single-vector encoder reads half the bytes of the
+/// `f32` one); larger products widen them while packing, so `pack` is sized by
+/// [`pack_len`]`(m, n, k)` as for [`gemm`].
+///
+/// # Errors
+/// As [`gemm`], with [`Error::Length`] (`arg = "w"`) if `w.len() != n·k`. On error C
+/// is unchanged.
+///
+/// # Example
+/// ```
+/// use sae_kernels::kernels::gemm::{gemm_nt_half, pack_len, Epilogue, MatMut, MatRef};
+/// use sae_kernels::kernels::half::Half;
+/// let x = [1.0, 2.0]; // one row, k = 2
+/// let w: Vec<u16> = [1.0f32, 0.5, -1.0, 3.0].iter().map(|&v| Half::Bf16.from_f32(v)).collect();
+/// let mut c = [0.0; 2];
+/// gemm_nt_half(
+///     Half::Bf16, 1.0,
+///     MatRef::row_major("x", &x, 1, 2)?, &w, 2,
+///     0.0, MatMut::row_major("c", &mut c, 1, 2)?,
+///     Epilogue::None, &mut [],
+/// )?;
+/// assert_eq!(c, [2.0, 5.0]);
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nt_half(
+    format: Half,
+    alpha: f32,
+    a: MatRef<'_>,
+    w: &[u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    gemm_nt_half_with(selected(), format, alpha, a, w, n, beta, c, epilogue, pack)
+}
+
+/// [`gemm_nt_half`] with a chosen kernel family (for tests and benchmarks).
+///
+/// # Errors
+/// As [`gemm_nt_half`].
+///
+/// # Panics
+/// If `!kernel.is_available()` on this machine.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nt_half_with(
+    kernel: Kernel,
+    format: Half,
+    alpha: f32,
+    a: MatRef<'_>,
+    w: &[u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    assert!(
+        kernel.is_available(),
+        "GEMM kernel {} is not available on this machine",
+        kernel.name()
+    );
+    let k = a.cols;
+    let need = crate::error::mul("w", n, k)?;
+    crate::error::check_len("w", w.len(), need)?;
+    // The shape checks of `gemm`, with a zero-stride stand-in view for B (`k×n`).
+    let b = MatRef {
+        data: &[0.0],
+        rows: k,
+        cols: n,
+        rs: 0,
+        cs: 0,
+    };
+    check(&a, &b, &c, epilogue, pack)?;
+    isa::visit(
+        kernel,
+        HalfProduct {
+            src: HalfT { w, n, k, format },
+            alpha,
+            a,
+            beta,
+            c,
+            epi: epilogue,
+            pack,
+        },
+    );
+    Ok(())
+}
+
+/// A validated 16-bit-weight product, waiting for its instruction set.
+struct HalfProduct<'a, 'p> {
+    src: HalfT<'a>,
+    alpha: f32,
+    a: MatRef<'a>,
+    beta: f32,
+    c: MatMut<'a>,
+    epi: Epilogue<'a>,
+    pack: &'p mut [f32],
+}
+
+impl IsaVisitor for HalfProduct<'_, '_> {
+    type Output = ();
+    fn visit<I: Isa>(self, isa: I) {
+        let HalfProduct {
+            src,
+            alpha,
+            a,
+            beta,
+            mut c,
+            epi,
+            pack,
+        } = self;
+        let (m, k, n) = (a.rows, a.cols, src.n);
+        if packs(m, n, k) {
+            gemm_loop(isa, alpha, a, &src, beta, c, epi, pack);
+        } else if m == 0 || n == 0 {
+        } else if k == 0 {
+            scale_c(&mut c, beta, epi);
+        } else if a.cs == 1 || k == 1 {
+            isa.dots_half(src.format, alpha, &a, src.w, beta, &mut c, epi);
+        } else {
+            for i in 0..m {
+                for j in 0..n {
+                    let wr = &src.w[j * k..(j + 1) * k];
+                    let s = (0..k).fold(0.0f32, |s, p| s + a.at(i, p) * src.format.to_f32(wr[p]));
+                    isa::put(&mut c, i, j, s, alpha, beta, epi);
+                }
+            }
+        }
+    }
+}
+
 /// Shape, bias and workspace checks shared by [`gemm`] and [`gemm_with`].
 fn check(
     a: &MatRef<'_>,
@@ -295,7 +439,7 @@ impl IsaVisitor for Product<'_, '_> {
             pack,
         } = self;
         if packs(a.rows, b.cols, a.cols) {
-            gemm_loop(isa, alpha, a, b, beta, c, epi, pack);
+            gemm_loop(isa, alpha, a, &b, beta, c, epi, pack);
         } else {
             unpacked(isa, alpha, a, b, beta, c, epi);
         }
@@ -387,17 +531,17 @@ fn unpacked<I: Isa>(
 
 /// The loop nest, written once for every micro-kernel. Shapes are already validated.
 #[allow(clippy::too_many_arguments)]
-fn gemm_loop<K: Isa>(
+fn gemm_loop<K: Isa, B: PackB>(
     kern: K,
     alpha: f32,
     a: MatRef<'_>,
-    b: MatRef<'_>,
+    b: &B,
     beta: f32,
     mut c: MatMut<'_>,
     epi: Epilogue<'_>,
     pack: &mut [f32],
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, k, n) = (a.rows, a.cols, b.cols());
     if m == 0 || n == 0 {
         return;
     }
@@ -430,7 +574,7 @@ fn gemm_loop<K: Isa>(
             // reuse the packed panels. Threads need the whole block packed first.
             let lazy_b = threads <= 1;
             if !lazy_b {
-                pack_panels(kern, &b, pc, kc, jc, nc, nr, bpack);
+                b.pack(kern, pc, kc, jc, nc, nr, bpack);
             }
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
@@ -447,7 +591,7 @@ fn gemm_loop<K: Isa>(
                     for (q, jr) in (0..nc).step_by(nr).enumerate() {
                         let nr_eff = nr.min(nc - jr);
                         let panel = &mut bpack[q * nr * kc..(q + 1) * nr * kc];
-                        pack_panels(kern, &b, pc, kc, jc + jr, nr_eff, nr, panel);
+                        b.pack(kern, pc, kc, jc + jr, nr_eff, nr, panel);
                         let blk = Block {
                             alpha,
                             beta,
@@ -474,6 +618,94 @@ fn gemm_loop<K: Isa>(
                     panels(kern, &blk, apack, &mut rows, 0);
                 } else {
                     par::panels(kern, &blk, apack, &mut rows, threads);
+                }
+            }
+        }
+    }
+}
+
+/// A `k×n` right-hand side the loop nest can pack: an `f32` view, or 16-bit weights.
+trait PackB {
+    /// Columns (`n`).
+    fn cols(&self) -> usize;
+    /// Pack rows `k0..k0+kc`, columns `j0..j0+nc` into `w`-wide panels (the layout of
+    /// [`pack_panels`]), widening to `f32`.
+    #[allow(clippy::too_many_arguments)]
+    fn pack<K: Isa>(
+        &self,
+        kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    );
+}
+
+impl PackB for MatRef<'_> {
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn pack<K: Isa>(
+        &self,
+        kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        pack_panels(kern, self, k0, kc, j0, nc, w, out);
+    }
+}
+
+/// `B = Wᵀ` for a row-major `n×k` matrix `W` of 16-bit values.
+struct HalfT<'a> {
+    w: &'a [u16],
+    n: usize,
+    k: usize,
+    format: Half,
+}
+
+impl PackB for HalfT<'_> {
+    fn cols(&self) -> usize {
+        self.n
+    }
+    fn pack<K: Isa>(
+        &self,
+        _kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        for (q, jr) in (0..nc).step_by(w).enumerate() {
+            let panel = &mut out[q * w * kc..(q + 1) * w * kc];
+            let cols = w.min(nc - jr);
+            for j in 0..cols {
+                let s = (j0 + jr + j) * self.k + k0;
+                let src = &self.w[s..s + kc];
+                match self.format {
+                    Half::Bf16 => {
+                        for (dst, &v) in panel.chunks_exact_mut(w).zip(src) {
+                            dst[j] = half::bf16_to_f32(v);
+                        }
+                    }
+                    Half::F16 => {
+                        for (dst, &v) in panel.chunks_exact_mut(w).zip(src) {
+                            dst[j] = half::f16_to_f32(v);
+                        }
+                    }
+                }
+            }
+            if cols < w {
+                for dst in panel.chunks_exact_mut(w) {
+                    dst[cols..].fill(0.0);
                 }
             }
         }

@@ -39,6 +39,7 @@
 //! Generic code receives the token through a visitor (`IsaVisitor`, `visit`), so
 //! the dispatch is one `match` per call and everything below it is monomorphic.
 
+use super::half::Half;
 use super::mat::{Epilogue, MatMut, MatRef};
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -195,6 +196,56 @@ pub(crate) trait Isa: TileShape + Copy + Send + Sync + 'static {
                 let bc = &b.data[j * b.cs..j * b.cs + k];
                 put(c, i, j, self.dot(ar, bc), alpha, beta, epi);
             }
+        }
+    }
+
+    /// The dot-form product with 16-bit weights: `C ← epilogue(α·A·Wᵀ + β·C)` for a
+    /// row-major `n×k` `W` (`w.len() ≥ n·k`, `n = c.cols`), A's rows contiguous
+    /// (`a.cs == 1` or `k == 1`), `k ≥ 1`, shapes validated. The weights are widened
+    /// to `f32` as they are read; the x86 tokens override this with register-blocked
+    /// code that widens in registers.
+    #[allow(clippy::too_many_arguments)]
+    fn dots_half(
+        self,
+        format: Half,
+        alpha: f32,
+        a: &MatRef<'_>,
+        w: &[u16],
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        default_dots_half(self, format, alpha, a, w, beta, c, epi);
+    }
+}
+
+/// The default [`Isa::dots_half`]: widen 64 weights at a time into a buffer, then
+/// [`Isa::dot`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn default_dots_half<I: Isa>(
+    isa: I,
+    format: Half,
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let k = a.cols;
+    let mut buf = [0.0f32; 64];
+    for j in 0..c.cols {
+        let wr = &w[j * k..(j + 1) * k];
+        for i in 0..a.rows {
+            let ar = &a.data[i * a.rs..i * a.rs + k];
+            let mut s = 0.0;
+            for (wc, ac) in wr.chunks(64).zip(ar.chunks(64)) {
+                for (d, &v) in buf.iter_mut().zip(wc) {
+                    *d = format.to_f32(v);
+                }
+                s += isa.dot(ac, &buf[..wc.len()]);
+            }
+            put(c, i, j, s, alpha, beta, epi);
         }
     }
 }

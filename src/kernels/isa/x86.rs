@@ -34,6 +34,7 @@
 //! preceded by a length check of the slice they point into.
 
 use super::{Avx2, Avx512, Isa, Kernel, Out, Private, Store, TILE_MAX, put};
+use crate::kernels::half::Half;
 use crate::kernels::mat::{Epilogue, MatMut, MatRef};
 use core::arch::x86_64::*;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -188,6 +189,11 @@ unsafe trait Simd: Copy {
     unsafe fn relu(a: Self) -> Self;
     /// Sum of the lanes in a fixed order.
     unsafe fn hsum(a: Self) -> f32;
+    /// `LANES` bf16 values at `p`, widened to `f32` (exact).
+    unsafe fn load_bf16(p: *const u16) -> Self;
+    /// `LANES` IEEE f16 values at `p`, widened to `f32` (exact). For `__m256`, F16C
+    /// must be enabled as well.
+    unsafe fn load_f16(p: *const u16) -> Self;
 }
 
 // SAFETY: the methods use AVX and FMA intrinsics only; callers run under
@@ -271,6 +277,19 @@ unsafe impl Simd for __m256 {
             _mm_cvtss_f32(s)
         }
     }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for 8 `u16` (trait contract).
+        unsafe {
+            let h = _mm_loadu_si128(p.cast::<__m128i>());
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        // SAFETY: AVX2 and F16C are enabled and `p` is valid for 8 `u16` (contract).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+    }
 }
 
 // SAFETY: the methods use AVX-512F intrinsics only; callers run under
@@ -342,6 +361,19 @@ unsafe impl Simd for __m512 {
             let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
             <__m256 as Simd>::hsum(_mm256_add_ps(lo, hi))
         }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for 16 `u16` (trait contract).
+        unsafe {
+            let h = _mm256_loadu_si256(p.cast::<__m256i>());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for 16 `u16` (trait contract).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
     }
 }
 
@@ -717,6 +749,193 @@ fn gemv_avx512(
 }
 
 // ---------------------------------------------------------------------------------
+// Small products with 16-bit weights (`A·Wᵀ`, W row-major `n×k` bf16 or f16): the
+// weights are widened in registers as they stream in, so the product reads half
+// the bytes of the f32 one.
+// ---------------------------------------------------------------------------------
+
+/// Dot products of `M` contiguous A rows with `NC` contiguous 16-bit W rows (`BF`:
+/// bf16, else f16).
+///
+/// # Safety
+/// `V`'s ISA is enabled (and F16C for `__m256` when `!BF`); every `arows[i]` and
+/// `wrows[c]` is valid for `k` reads.
+#[inline(always)]
+unsafe fn dots_half<V: Simd, const M: usize, const NC: usize, const BF: bool>(
+    k: usize,
+    arows: [*const f32; M],
+    wrows: [*const u16; NC],
+) -> [[f32; NC]; M] {
+    let load = |p: *const u16| {
+        // SAFETY: forwarded contract (ISA enabled, `p` valid for LANES reads).
+        unsafe { if BF { V::load_bf16(p) } else { V::load_f16(p) } }
+    };
+    // SAFETY: full-vector reads stay below `k` (`p + LANES ≤ full ≤ k`); the tail
+    // widens the last `k − p` weights into a stack buffer and uses masked loads that
+    // touch only `k − p` lanes.
+    unsafe {
+        let mut acc = [[V::zero(); NC]; M];
+        let full = k / V::LANES * V::LANES;
+        let mut p = 0;
+        while p < full {
+            let wv: [V; NC] = core::array::from_fn(|c| load(wrows[c].add(p)));
+            for (row, ar) in acc.iter_mut().zip(&arows) {
+                let av = V::loadu(ar.add(p));
+                for (x, &b) in row.iter_mut().zip(&wv) {
+                    *x = V::fmadd(av, b, *x);
+                }
+            }
+            p += V::LANES;
+        }
+        if p < k {
+            let r = k - p;
+            let mut buf = [[0.0f32; 16]; NC];
+            for (bc, wr) in buf.iter_mut().zip(&wrows) {
+                let tail = core::slice::from_raw_parts(wr.add(p), r);
+                for (d, &v) in bc.iter_mut().zip(tail) {
+                    *d = if BF {
+                        crate::kernels::half::bf16_to_f32(v)
+                    } else {
+                        crate::kernels::half::f16_to_f32(v)
+                    };
+                }
+            }
+            let wv: [V; NC] = core::array::from_fn(|c| V::load_part(buf[c].as_ptr(), r));
+            for (row, ar) in acc.iter_mut().zip(&arows) {
+                let av = V::load_part(ar.add(p), r);
+                for (x, &b) in row.iter_mut().zip(&wv) {
+                    *x = V::fmadd(av, b, *x);
+                }
+            }
+        }
+        let mut out = [[0.0f32; NC]; M];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (y, &x) in o.iter_mut().zip(a) {
+                *y = V::hsum(x);
+            }
+        }
+        out
+    }
+}
+
+/// Rows `i0..i0+M` of `C ← epilogue(α·A·Wᵀ + β·C)`.
+///
+/// # Safety
+/// As [`dots_half`]; `i0 + M ≤ a.rows`, `a.cs == 1` (or `k == 1`), `k ≥ 1`,
+/// `w.len() ≥ c.cols·k`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn gemv_half_m<V: Simd, const M: usize, const BF: bool>(
+    i0: usize,
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let (k, n) = (a.cols, c.cols);
+    let ap: [*const f32; M] =
+        core::array::from_fn(|i| a.data[(i0 + i) * a.rs..(i0 + i) * a.rs + k].as_ptr());
+    let wrow = |j: usize| w[j * k..(j + 1) * k].as_ptr();
+    let mut j = 0;
+    while j + 4 <= n {
+        let rows = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
+        // SAFETY: forwarded contract; every pointer comes from a slice of length k.
+        let r = unsafe { dots_half::<V, M, 4, BF>(k, ap, rows) };
+        for (i, row) in r.iter().enumerate() {
+            for (jj, &d) in row.iter().enumerate() {
+                put(c, i0 + i, j + jj, d, alpha, beta, epi);
+            }
+        }
+        j += 4;
+    }
+    while j < n {
+        // SAFETY: as above.
+        let r = unsafe { dots_half::<V, M, 1, BF>(k, ap, [wrow(j)]) };
+        for (i, row) in r.iter().enumerate() {
+            put(c, i0 + i, j, row[0], alpha, beta, epi);
+        }
+        j += 1;
+    }
+}
+
+/// [`gemv_half_m`] over all rows of A, four at a time.
+///
+/// # Safety
+/// As [`gemv_half_m`] for the whole of A.
+#[inline(always)]
+unsafe fn gemv_half_any<V: Simd, const BF: bool>(
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let m = a.rows;
+    let mut i0 = 0;
+    // SAFETY: forwarded contract; each call covers rows `i0..i0+M` with `i0 + M ≤ m`.
+    unsafe {
+        while i0 + 4 <= m {
+            gemv_half_m::<V, 4, BF>(i0, alpha, a, w, beta, c, epi);
+            i0 += 4;
+        }
+        match m - i0 {
+            1 => gemv_half_m::<V, 1, BF>(i0, alpha, a, w, beta, c, epi),
+            2 => gemv_half_m::<V, 2, BF>(i0, alpha, a, w, beta, c, epi),
+            3 => gemv_half_m::<V, 3, BF>(i0, alpha, a, w, beta, c, epi),
+            _ => {}
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn gemv_bf16_avx2(
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX2+FMA enabled here; shape conditions are `Isa::dots_half`'s contract.
+    unsafe { gemv_half_any::<__m256, true>(alpha, a, w, beta, c, epi) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_f16_avx2(
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX2+FMA+F16C enabled here; shapes are `Isa::dots_half`'s contract.
+    unsafe { gemv_half_any::<__m256, false>(alpha, a, w, beta, c, epi) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn gemv_half_avx512(
+    format: Half,
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX-512F enabled here; shape conditions are `Isa::dots_half`'s contract.
+    unsafe {
+        match format {
+            Half::Bf16 => gemv_half_any::<__m512, true>(alpha, a, w, beta, c, epi),
+            Half::F16 => gemv_half_any::<__m512, false>(alpha, a, w, beta, c, epi),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // The tokens.
 // ---------------------------------------------------------------------------------
 
@@ -776,6 +995,25 @@ impl Isa for Avx2 {
         // method's contract (`Isa::dots`).
         unsafe { gemv_avx2(alpha, a, b, beta, c, epi) }
     }
+    fn dots_half(
+        self,
+        format: Half,
+        alpha: f32,
+        a: &MatRef<'_>,
+        w: &[u16],
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        match format {
+            // SAFETY: the token proves AVX2 and FMA; shapes are the method's contract.
+            Half::Bf16 => unsafe { gemv_bf16_avx2(alpha, a, w, beta, c, epi) },
+            // SAFETY: as above, and F16C was detected.
+            Half::F16 if has_f16c() => unsafe { gemv_f16_avx2(alpha, a, w, beta, c, epi) },
+            // No F16C: widen in software (the trait's default).
+            Half::F16 => super::default_dots_half(self, format, alpha, a, w, beta, c, epi),
+        }
+    }
 }
 
 impl Isa for Avx512 {
@@ -833,6 +1071,20 @@ impl Isa for Avx512 {
         // SAFETY: the token proves AVX-512F; the shape conditions are this method's
         // contract (`Isa::dots`).
         unsafe { gemv_avx512(alpha, a, b, beta, c, epi) }
+    }
+    fn dots_half(
+        self,
+        format: Half,
+        alpha: f32,
+        a: &MatRef<'_>,
+        w: &[u16],
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        // SAFETY: the token proves AVX-512F; the shape conditions are this method's
+        // contract (`Isa::dots_half`).
+        unsafe { gemv_half_avx512(format, alpha, a, w, beta, c, epi) }
     }
 }
 
