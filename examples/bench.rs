@@ -5,8 +5,11 @@
 //!   variants under runtime detection; the larger is "peak");
 //! - the memory read bandwidth of a streaming loop;
 //! - GEMM at the SAE shapes `(n, d, h)` (the encoder product `X·Mᵀ`, `n×d · d×h`):
-//!   ours vs `matrixmultiply::sgemm`, GFLOP/s, ratio and % of peak, the fused encoder
-//!   (bias + ReLU), and the single-vector encode vs the time to stream `M` once;
+//!   ours vs `matrixmultiply::sgemm` vs `gemm` 0.19 (feature `x86-v4`, no threads),
+//!   GFLOP/s, ratios and % of peak, and the fused encoder (bias + ReLU);
+//! - the single-vector encode `(1, 768, 16384)` with f32, bf16 and f16 weights vs the
+//!   time to stream the f32 dictionary once;
+//! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM;
 //! - forward + backward of the tied SAE (`loss_and_grad`, 10·n·d·h FLOP) as % of peak.
 //!
 //! All rates use per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`), best of several
@@ -14,7 +17,9 @@
 
 #[cfg(not(target_family = "wasm"))]
 mod imp {
-    use sae_kernels::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, pack_len};
+    use sae_kernels::kernels::gemm::{
+        Epilogue, Half, Kernel, MatMut, MatRef, gemm, gemm_nt_half, gemm_with, pack_len,
+    };
     use sae_kernels::{Dims, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad};
     use std::hint::black_box;
 
@@ -161,6 +166,36 @@ mod imp {
         }
     }
 
+    /// `C ← X·Mᵀ` with gemm 0.19, single-threaded.
+    fn gemm019_encode(n: usize, d: usize, h: usize, x: &[f32], m: &[f32], c: &mut [f32]) {
+        assert!(x.len() >= n * d && m.len() >= h * d && c.len() >= n * h);
+        // SAFETY: the slices cover the strided extents asserted above; C does not
+        // alias; `read_dst = false` with α = 0, β = 1 gives C = X·Mᵀ.
+        unsafe {
+            gemm::gemm(
+                n,
+                h,
+                d,
+                c.as_mut_ptr(),
+                1,
+                h as isize,
+                false,
+                x.as_ptr(),
+                1,
+                d as isize,
+                m.as_ptr(),
+                d as isize,
+                1,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
     /// Ours: `C ← epi(X·Mᵀ)`.
     #[allow(clippy::too_many_arguments)]
     fn our_encode(
@@ -187,6 +222,8 @@ mod imp {
 
     pub fn main() {
         let quick = std::env::args().any(|a| a == "--quick");
+        // `--encode-only`: just the peak and the single-vector encodes.
+        let encode_only = std::env::args().any(|a| a == "--encode-only");
         let reps = if quick { 2 } else { 4 };
         println!(
             "sae-kernels GEMM benchmark (single thread, CPU time, best of {reps}); kernel: {}",
@@ -214,11 +251,19 @@ mod imp {
 
         println!();
         println!(
-            "{:<22} {:>10} {:>10} {:>7} {:>9}",
-            "shape (n,d,h)", "ours GF/s", "mm GF/s", "ratio", "% peak"
+            "{:<22} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            "shape (n,d,h)",
+            "ours GF/s",
+            "mm GF/s",
+            "gemm GF/s",
+            "ours/mm",
+            "ours/gemm",
+            "ours %pk",
+            "mm %pk",
+            "gemm %pk"
         );
         let shapes = [(4096, 512, 4096), (1024, 768, 16384), (256, 64, 512)];
-        for &(n, d, h) in &shapes {
+        for &(n, d, h) in shapes.iter().filter(|_| !encode_only) {
             let x = data(n * d, 1);
             let m = data(h * d, 2);
             let bias = data(h, 3);
@@ -236,6 +281,11 @@ mod imp {
                     mm_encode(n, d, h, &x, &m, &mut c);
                 }
             }) / inner as f64;
+            let t_g = best_of(reps, || {
+                for _ in 0..inner {
+                    gemm019_encode(n, d, h, &x, &m, &mut c);
+                }
+            }) / inner as f64;
             let t_fused = best_of(reps, || {
                 for _ in 0..inner {
                     our_encode(
@@ -250,19 +300,24 @@ mod imp {
                     );
                 }
             }) / inner as f64;
-            let (go, gm, gf) = (
+            let (go, gm, gg, gf) = (
                 flop / t_ours * 1e-9,
                 flop / t_mm * 1e-9,
+                flop / t_g * 1e-9,
                 flop / t_fused * 1e-9,
             );
             let label = format!("({n},{d},{h})");
             println!(
-                "{:<22} {:>10.1} {:>10.1} {:>6.2}x {:>8.1}%",
+                "{:<22} {:>10.1} {:>10.1} {:>10.1} {:>8.2}x {:>8.2}x {:>7.1}% {:>7.1}% {:>7.1}%",
                 label,
                 go,
                 gm,
+                gg,
                 t_mm / t_ours,
-                pct(go)
+                t_g / t_ours,
+                pct(go),
+                pct(gm),
+                pct(gg)
             );
             println!(
                 "{:<22} {:>10.1} {:>10} {:>7} {:>8.1}%",
@@ -346,6 +401,87 @@ mod imp {
                 t_ours / t_stream,
                 t_mm / t_ours
             );
+            // The f32-weight codes to compare the 16-bit results with.
+            our_encode(
+                n,
+                d,
+                h,
+                &x,
+                &m,
+                &mut c,
+                Epilogue::BiasRelu(&bias),
+                &mut pack,
+            );
+            for format in [Half::Bf16, Half::F16] {
+                let w: Vec<u16> = m.iter().map(|&v| format.from_f32(v)).collect();
+                let mut c16 = vec![0.0f32; n * h];
+                let t16 = best_of(reps, || {
+                    for _ in 0..inner {
+                        gemm_nt_half(
+                            format,
+                            1.0,
+                            MatRef::row_major("x", &x, n, d).unwrap(),
+                            &w,
+                            h,
+                            0.0,
+                            MatMut::row_major("c", &mut c16, n, h).unwrap(),
+                            Epilogue::BiasRelu(&bias),
+                            &mut pack,
+                        )
+                        .unwrap();
+                    }
+                }) / inner as f64;
+                // Largest deviation from the f32-weight result, relative to its scale.
+                let scale = c.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let dev = c
+                    .iter()
+                    .zip(&c16)
+                    .fold(0.0f32, |a, (p, q)| a.max((p - q).abs()));
+                println!(
+                    "  {:?} weights: {:.3} ms = {:.2}x the f32 time, {:.2}x the time to stream the f32 M; max |Δ| vs f32 weights {:.1e} (max |code| {:.2})",
+                    format,
+                    t16 * 1e3,
+                    t16 / t_ours,
+                    t16 / t_stream,
+                    dev,
+                    scale
+                );
+            }
+        }
+
+        if encode_only {
+            return;
+        }
+        // 1 vs 2 threads (feature `parallel`), wall time.
+        #[cfg(feature = "parallel")]
+        {
+            use sae_kernels::kernels::gemm::set_max_threads;
+            println!();
+            for &(n, d, h) in &[(4096usize, 512usize, 4096usize), (1024, 768, 16384)] {
+                let x = data(n * d, 9);
+                let m = data(h * d, 10);
+                let mut c = vec![0.0f32; n * h];
+                let mut pack = vec![0.0f32; pack_len(n, h, d)];
+                let flop = 2.0 * (n * d * h) as f64;
+                let mut wall = [0.0f64; 2];
+                for (t, w) in wall.iter_mut().enumerate() {
+                    set_max_threads(t + 1);
+                    let mut best = f64::INFINITY;
+                    for _ in 0..reps + 1 {
+                        let t0 = std::time::Instant::now();
+                        our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
+                        best = best.min(t0.elapsed().as_secs_f64());
+                    }
+                    *w = best;
+                }
+                set_max_threads(0);
+                println!(
+                    "threads ({n},{d},{h}): 1 thread {:.1} GFLOP/s, 2 threads {:.1} GFLOP/s (wall), speed-up {:.2}x",
+                    flop / wall[0] * 1e-9,
+                    flop / wall[1] * 1e-9,
+                    wall[0] / wall[1]
+                );
+            }
         }
 
         // Forward + backward of the tied SAE.

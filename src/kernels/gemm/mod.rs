@@ -797,9 +797,18 @@ mod par {
         if work < MIN_WORK || c.cs != 1 {
             return 1;
         }
-        let hw = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let cap = THREAD_CAP.load(core::sync::atomic::Ordering::Relaxed);
+        let hw = if cap > 0 {
+            cap
+        } else {
+            std::thread::available_parallelism().map_or(1, |t| t.get())
+        };
         hw.clamp(1, MAX_THREADS)
     }
+
+    /// The thread count set by [`super::set_max_threads`] (0: the hardware's).
+    pub(super) static THREAD_CAP: core::sync::atomic::AtomicUsize =
+        core::sync::atomic::AtomicUsize::new(0);
 
     /// [`super::panels`] over `c`'s rows, split into `threads` ranges of whole panels.
     pub(super) fn panels<K: Isa>(
@@ -845,6 +854,15 @@ mod par {
             }
         });
     }
+}
+
+/// Cap the threads one product may use (feature `parallel`): `0` restores the
+/// default (the hardware's parallelism, at most 8); `1` makes every product
+/// single-threaded. Process-wide; for benchmarks and for callers that run their own
+/// threads.
+#[cfg(feature = "parallel")]
+pub fn set_max_threads(n: usize) {
+    par::THREAD_CAP.store(n, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Single-threaded stand-in when the `parallel` feature is off.
