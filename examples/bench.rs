@@ -7,6 +7,8 @@
 //! - GEMM at the SAE shapes `(n, d, h)` (the encoder product `X·Mᵀ`, `n×d · d×h`):
 //!   ours vs `matrixmultiply::sgemm` vs `gemm` 0.19 (feature `x86-v4`, no threads),
 //!   GFLOP/s, ratios and % of peak, and the fused encoder (bias + ReLU);
+//! - batch encode with bf16 weights: f32 compute, and bf16 compute (`vdpbf16ps`)
+//!   where the CPU has AVX512_BF16;
 //! - the single-vector encode `(1, 768, 16384)` with f32, bf16 and f16 weights vs the
 //!   time to stream the f32 dictionary once;
 //! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM;
@@ -18,7 +20,8 @@
 #[cfg(not(target_family = "wasm"))]
 mod imp {
     use sae_kernels::kernels::gemm::{
-        Epilogue, Half, Kernel, MatMut, MatRef, gemm, gemm_nt_half, gemm_with, pack_len,
+        Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
+        gemm_nt_half_bf16_dot, gemm_with, pack_len,
     };
     use sae_kernels::{Dims, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad};
     use std::hint::black_box;
@@ -101,6 +104,42 @@ mod imp {
             // SAFETY: `out` holds 8 f32.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
             out.iter().sum()
+        }
+
+        /// 12 independent `vdpbf16ps` chains of 16 lanes (4 FLOP per lane each).
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn dpbf16(iters: u64) -> f32 {
+            // SAFETY: __m512i and __m512bh are both 64 plain bytes.
+            let (a, b) = unsafe {
+                (
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3f80_3f80)),
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)),
+                )
+            };
+            let mut acc = [_mm512_set1_ps(1.0); 12];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_dpbf16_ps(*x, a, b);
+                }
+            }
+            let mut s = _mm512_setzero_ps();
+            for x in acc {
+                s = _mm512_add_ps(s, x);
+            }
+            _mm512_reduce_add_ps(s)
+        }
+
+        /// Measured `vdpbf16ps` peak in GFLOP/s (`None` without AVX512_BF16).
+        pub fn measure_bf16(reps: usize) -> Option<f64> {
+            if !std::is_x86_feature_detected!("avx512bf16") {
+                return None;
+            }
+            let iters = 50_000_000u64;
+            let t = super::best_of(reps, || {
+                // SAFETY: AVX-512F and AVX512_BF16 were detected just above.
+                std::hint::black_box(unsafe { dpbf16(std::hint::black_box(iters)) });
+            });
+            Some(iters as f64 * 12.0 * 16.0 * 4.0 / t * 1e-9)
         }
 
         /// Measured FMA peak in GFLOP/s: `(avx512, avx2)`, `None` if unsupported.
@@ -235,11 +274,19 @@ mod imp {
         #[cfg(not(target_arch = "x86_64"))]
         let (p512, p256): (Option<f64>, Option<f64>) = (None, None);
         let peak = p512.unwrap_or(0.0).max(p256.unwrap_or(0.0));
+        #[cfg(target_arch = "x86_64")]
+        let pbf16 = peak::measure_bf16(reps);
+        #[cfg(not(target_arch = "x86_64"))]
+        let pbf16: Option<f64> = None;
         println!(
             "FMA peak: {:.1} GFLOP/s (512-bit FMA: {}, 256-bit FMA: {})",
             peak,
             p512.map_or("n/a".into(), |v| format!("{v:.1}")),
             p256.map_or("n/a".into(), |v| format!("{v:.1}")),
+        );
+        println!(
+            "bf16 dot-product (vdpbf16ps) peak: {} GFLOP/s",
+            pbf16.map_or("n/a".into(), |v| format!("{v:.1}"))
         );
         let pct = |g: f64| {
             if peak > 0.0 {
@@ -327,6 +374,50 @@ mod imp {
                 "",
                 pct(gf)
             );
+            // Batch encode with bf16 weights: f32 compute (widened in the packing), and
+            // the bf16 dot-product kernel where the CPU has AVX512_BF16.
+            let wb: Vec<u16> = m.iter().map(|&v| Half::Bf16.from_f32(v)).collect();
+            let mut c16 = vec![0.0f32; n * h];
+            for (label, dot) in [
+                ("  bf16 weights, f32 compute", false),
+                ("  bf16 dot (vdpbf16ps)", true),
+            ] {
+                if dot && !bf16_dot_available() {
+                    println!("{label:<22} n/a (no AVX512_BF16)");
+                    continue;
+                }
+                let run = if dot {
+                    gemm_nt_half_bf16_dot
+                } else {
+                    gemm_nt_half
+                };
+                let t16 = best_of(reps, || {
+                    for _ in 0..inner {
+                        run(
+                            Half::Bf16,
+                            1.0,
+                            MatRef::row_major("x", &x, n, d).unwrap(),
+                            &wb,
+                            h,
+                            0.0,
+                            MatMut::row_major("c", &mut c16, n, h).unwrap(),
+                            Epilogue::None,
+                            &mut pack,
+                        )
+                        .unwrap();
+                    }
+                }) / inner as f64;
+                let g16 = flop / t16 * 1e-9;
+                println!(
+                    "{:<22} {:>10.1} {:>10} {:>10} {:>7.2}x of ours f32 {:>14.1}%",
+                    label,
+                    g16,
+                    "",
+                    "",
+                    t_ours / t16,
+                    pct(g16)
+                );
+            }
             if Kernel::Avx2.is_available() && Kernel::Avx2 != sae_kernels::kernels::gemm::selected()
             {
                 let t_avx2 = best_of(reps, || {

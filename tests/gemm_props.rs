@@ -23,8 +23,8 @@
 
 use proptest::prelude::*;
 use sae_kernels::kernels::gemm::{
-    Epilogue, Half, Kernel, MatMut, MatRef, gemm, gemm_nt_half, gemm_nt_half_with, gemm_with,
-    naive, pack_len,
+    Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
+    gemm_nt_half_bf16_dot, gemm_nt_half_with, gemm_with, naive, pack_len,
 };
 
 /// How a matrix is laid out in its buffer.
@@ -599,4 +599,109 @@ fn half_weights_reject_bad_arguments() {
     assert!(r.is_err() && c8 == [7.0; 16]);
     assert!(run(&w, 2, &mut c).is_ok(), "valid call");
     assert_eq!(c, [0.0; 4]);
+}
+
+/// The bf16 dot-product path ([`gemm_nt_half_bf16_dot`]; `vdpbf16ps` where the CPU
+/// has AVX512_BF16, else exactly [`gemm_nt_half`]) on packed shapes, odd `k`
+/// included:
+/// - with A and W already bf16-representable, the products are exact and only the
+///   `f32` summation rounds: the f64 reference bound `(k + 4)·2⁻²³·mag` holds;
+/// - with arbitrary f32 A, against the `f32` product: `(2·2⁻⁸ + 2⁻¹⁶)·mag` for the
+///   rounding of both factors to bf16, plus the summation bounds;
+/// - on a CPU with the feature, the result differs from the f32-compute path (so the
+///   bf16 kernel really ran).
+#[test]
+fn bf16_dot_matches_reference() {
+    let u = f64::from(f32::EPSILON);
+    let mut differed = false;
+    for &(m, n, k) in &[
+        (5, 9, 7),
+        (8, 48, 1),
+        (37, 60, 129),
+        (70, 100, 301),
+        (9, 17, 2),
+    ] {
+        for (alpha, beta, relu) in [(1.0, 0.0, true), (0.5, -1.0, false)] {
+            let x32 = fill(m * k, (m + 3 * k) as u64);
+            let xb: Vec<f32> = x32
+                .iter()
+                .map(|&v| Half::Bf16.to_f32(Half::Bf16.from_f32(v)))
+                .collect();
+            let w32 = fill(n * k, (n + 5 * k) as u64);
+            let w: Vec<u16> = w32.iter().map(|&v| Half::Bf16.from_f32(v)).collect();
+            let wide: Vec<f32> = w.iter().map(|&v| Half::Bf16.to_f32(v)).collect();
+            let bias = fill(n, 8);
+            let c0 = fill(m * n, 9);
+            let epi = if relu {
+                Epilogue::BiasRelu(&bias)
+            } else {
+                Epilogue::None
+            };
+            for (x, exact) in [(&xb, true), (&x32, false)] {
+                let av = MatRef::row_major("a", x, m, k).unwrap();
+                let mut want = c0.clone();
+                let mut mag = vec![0.0f64; m * n];
+                // Exact factors: reference on the bf16 values; else on the f32 ones.
+                let wref = if exact { &wide } else { &w32 };
+                naive::gemm_f64(
+                    alpha,
+                    av,
+                    MatRef::row_major("w", wref, n, k).unwrap().t(),
+                    beta,
+                    &mut MatMut::row_major("c", &mut want, m, n).unwrap(),
+                    epi,
+                    Some(&mut mag),
+                );
+                let mut got = c0.clone();
+                let mut pack = vec![f32::NAN; pack_len(m, n, k)];
+                gemm_nt_half_bf16_dot(
+                    Half::Bf16,
+                    alpha,
+                    av,
+                    &w,
+                    n,
+                    beta,
+                    MatMut::row_major("c", &mut got, m, n).unwrap(),
+                    epi,
+                    &mut pack,
+                )
+                .unwrap();
+                let mut f32path = c0.clone();
+                gemm_nt_half(
+                    Half::Bf16,
+                    alpha,
+                    av,
+                    &w,
+                    n,
+                    beta,
+                    MatMut::row_major("c", &mut f32path, m, n).unwrap(),
+                    epi,
+                    &mut pack,
+                )
+                .unwrap();
+                differed |= got
+                    .iter()
+                    .zip(&f32path)
+                    .any(|(p, q)| p.to_bits() != q.to_bits());
+                for e in 0..m * n {
+                    let (g, r) = (f64::from(got[e]), f64::from(want[e]));
+                    let sum = (k + 4) as f64 * u * mag[e];
+                    let tol = if exact {
+                        sum
+                    } else {
+                        (2.0 / 256.0 + 1.0 / 65536.0) * mag[e] + 2.0 * sum
+                    };
+                    assert!(
+                        (g - r).abs() <= tol,
+                        "m={m} n={n} k={k} exact={exact} e={e}: {g} vs {r} (tol {tol:e})"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        differed,
+        bf16_dot_available(),
+        "the bf16 kernel must run exactly when the CPU has AVX512_BF16"
+    );
 }

@@ -275,6 +275,75 @@ pub fn gemm_nt_half_with(
         "GEMM kernel {} is not available on this machine",
         kernel.name()
     );
+    let product = half_product(format, alpha, a, w, n, beta, c, epilogue, pack)?;
+    isa::visit(kernel, product);
+    Ok(())
+}
+
+/// Whether this CPU has the bf16 dot-product instructions (AVX512_BF16) that
+/// [`gemm_nt_half_bf16_dot`] uses.
+#[must_use]
+pub fn bf16_dot_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa::x86::avx512bf16().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`gemm_nt_half`] computed in bf16 where the CPU can (only when asked for, by
+/// calling this function): if [`bf16_dot_available`] and the product is packed
+/// ([`packs`]), A is rounded to bf16 as it is packed, the weights are packed as bf16
+/// (f16 weights are rounded to bf16), and the micro-kernel multiplies bf16 pairs
+/// with `vdpbf16ps`, accumulating in `f32`; α, β, the bias and ReLU are applied in
+/// `f32`. Otherwise exactly [`gemm_nt_half`].
+///
+/// Error against the `f32` product with `f32` inputs: each product term carries the
+/// rounding of both factors to bf16, so `|Δ| ≤ (2·2⁻⁸ + 2⁻¹⁶)·Σ_p|α·a_ip·w_jp|` plus
+/// the usual `f32` summation bound.
+///
+/// # Errors
+/// As [`gemm_nt_half`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nt_half_bf16_dot(
+    format: Half,
+    alpha: f32,
+    a: MatRef<'_>,
+    w: &[u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    let packed = packs(a.rows, n, a.cols);
+    let product = half_product(format, alpha, a, w, n, beta, c, epilogue, pack)?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = isa::x86::avx512bf16().filter(|_| packed) {
+        product.visit(t);
+        return Ok(());
+    }
+    let _ = packed;
+    isa::visit(selected(), product);
+    Ok(())
+}
+
+/// Validate a 16-bit-weight product (see [`gemm_nt_half`]).
+#[allow(clippy::too_many_arguments)]
+fn half_product<'a, 'p>(
+    format: Half,
+    alpha: f32,
+    a: MatRef<'a>,
+    w: &'a [u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'a>,
+    epi: Epilogue<'a>,
+    pack: &'p mut [f32],
+) -> Result<HalfProduct<'a, 'p>> {
     let k = a.cols;
     let need = crate::error::mul("w", n, k)?;
     crate::error::check_len("w", w.len(), need)?;
@@ -286,20 +355,16 @@ pub fn gemm_nt_half_with(
         rs: 0,
         cs: 0,
     };
-    check(&a, &b, &c, epilogue, pack)?;
-    isa::visit(
-        kernel,
-        HalfProduct {
-            src: HalfT { w, n, k, format },
-            alpha,
-            a,
-            beta,
-            c,
-            epi: epilogue,
-            pack,
-        },
-    );
-    Ok(())
+    check(&a, &b, &c, epi, pack)?;
+    Ok(HalfProduct {
+        src: HalfT { w, n, k, format },
+        alpha,
+        a,
+        beta,
+        c,
+        epi,
+        pack,
+    })
 }
 
 /// A validated 16-bit-weight product, waiting for its instruction set.
@@ -684,6 +749,16 @@ impl PackB for HalfT<'_> {
         w: usize,
         out: &mut [f32],
     ) {
+        if K::BF16_PAIRS {
+            let at = |kk: usize, j: usize| self.w[(j0 + j) * self.k + k0 + kk];
+            match self.format {
+                Half::Bf16 => pack_pairs(kc, nc, w, out, at),
+                Half::F16 => pack_pairs(kc, nc, w, out, |kk, j| {
+                    half::f32_to_bf16(half::f16_to_f32(at(kk, j)))
+                }),
+            }
+            return;
+        }
         for (q, jr) in (0..nc).step_by(w).enumerate() {
             let panel = &mut out[q * w * kc..(q + 1) * w * kc];
             let cols = w.min(nc - jr);
@@ -904,6 +979,11 @@ fn pack_panels<K: Isa>(
     w: usize,
     out: &mut [f32],
 ) {
+    if K::BF16_PAIRS {
+        let get = |kk: usize, j: usize| half::f32_to_bf16(src.at(k0 + kk, j0 + j));
+        pack_pairs(kc, nc, w, out, get);
+        return;
+    }
     let (rs, cs, data) = (src.rs, src.cs, src.data);
     for (q, jr) in (0..nc).step_by(w).enumerate() {
         let panel = &mut out[q * w * kc..(q + 1) * w * kc];
@@ -959,6 +1039,34 @@ fn pack_panels<K: Isa>(
                         0.0
                     };
                 }
+            }
+        }
+    }
+}
+
+/// The bf16-pair variant of [`pack_panels`] (for `Isa::BF16_PAIRS` kernels): slot
+/// `p·w + j` of panel `q` holds `get(2p, q·w + j)` in its low and `get(2p + 1, q·w + j)`
+/// in its high 16 bits (0 past `kc` or past the last column), as `f32` bits.
+fn pack_pairs(kc: usize, nc: usize, w: usize, out: &mut [f32], get: impl Fn(usize, usize) -> u16) {
+    let kp = kc.div_ceil(2);
+    for (q, jr) in (0..nc).step_by(w).enumerate() {
+        let panel = &mut out[q * w * kc..q * w * kc + kp * w];
+        let cols = w.min(nc - jr);
+        for (p, dst) in panel.chunks_exact_mut(w).enumerate() {
+            let (k0, k1) = (2 * p, 2 * p + 1);
+            for (j, d) in dst.iter_mut().enumerate() {
+                let v = if j < cols {
+                    let lo = u32::from(get(k0, jr + j));
+                    let hi = if k1 < kc {
+                        u32::from(get(k1, jr + j))
+                    } else {
+                        0
+                    };
+                    lo | (hi << 16)
+                } else {
+                    0
+                };
+                *d = f32::from_bits(v);
             }
         }
     }

@@ -140,6 +140,10 @@ pub(crate) trait Isa: TileShape + Copy + Send + Sync + 'static {
     const KERNEL: Kernel;
     /// The SIMD register type of this instruction set.
     type Vector: Copy;
+    /// Whether the micro-kernel takes bf16 pairs: each 32-bit slot of a packed panel
+    /// holds two bf16 values, `k` and `k + 1` (the low half first), instead of one
+    /// `f32` (see `pack_panels`).
+    const BF16_PAIRS: bool = false;
 
     /// Sum of the lanes of `v` in a fixed order.
     #[allow(dead_code)] // part of the vocabulary; the kernels inline `Simd::hsum`

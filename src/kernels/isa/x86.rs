@@ -154,12 +154,21 @@ pub(crate) fn has_f16c() -> bool {
     features() & F_F16C != 0
 }
 
-#[allow(dead_code)] // used by the half-precision kernels
-/// Whether the CPU has AVX512_BF16 (`vdpbf16ps`).
+/// The AVX-512 BF16 token, if the CPU and OS support AVX-512F and AVX512_BF16
+/// (`vdpbf16ps`), besides AVX2 and FMA.
 #[inline]
-pub(crate) fn has_avx512bf16() -> bool {
-    features() & F_AVX512BF16 != 0
+pub(crate) fn avx512bf16() -> Option<Avx512Bf16> {
+    (features() & F_AVX512BF16 != 0).then_some(Avx512Bf16(Avx512(Private::detected())))
 }
+
+/// The bf16 dot-product token: the [`Avx512`] kernels, except that the GEMM
+/// micro-kernel multiplies bf16 pairs with `vdpbf16ps` (twice the multiply-adds of an
+/// f32 FMA per instruction, f32 accumulation). Its packed panels hold pairs of bf16
+/// values along `k` in each 32-bit slot (`Isa::BF16_PAIRS`): A is rounded to bf16 as
+/// it is packed. Never selected automatically: only
+/// [`crate::kernels::gemm::gemm_nt_half_bf16_dot`] uses it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Bf16(Avx512);
 
 // ---------------------------------------------------------------------------------
 // The SIMD vocabulary of the kernels, for one register type.
@@ -420,6 +429,22 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
         }
         acc
     };
+    // SAFETY: forwarded contract (ISA enabled, `out` as documented on `Out`).
+    unsafe { store_acc::<V, MR, NV>(&acc, out, st) }
+}
+
+/// Store an `MR×NR` accumulator tile (`NR = NV·LANES`) as [`Out`] asks, applying the
+/// [`Store`] for `Out::Direct`.
+///
+/// # Safety
+/// `V`'s ISA is enabled; `out` as documented on [`Out`].
+#[inline(always)]
+unsafe fn store_acc<V: Simd, const MR: usize, const NV: usize>(
+    acc: &[[V; NV]; MR],
+    out: Out<'_>,
+    st: &Store<'_>,
+) {
+    let nr = NV * V::LANES;
     match out {
         Out::Buf(tile) => {
             assert!(MR * nr <= TILE_MAX);
@@ -496,6 +521,64 @@ fn avx2_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
 fn avx512_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
     // SAFETY: AVX-512F is enabled for this function; `micro` checks the slices.
     unsafe { micro::<__m512, AVX512_MR, AVX512_NV>(kc, a, b, out, st) }
+}
+
+/// The bf16-pair micro-kernel: `a` holds `MR` 32-bit slots per `k` pair (row `i`:
+/// `a(i,2p)` in the low half, `a(i,2p+1)` in the high half), `b` holds `NR` slots
+/// per pair likewise; `kp = ⌈kc/2⌉` pairs. Each step broadcasts one A pair and
+/// accumulates `a_lo·b_lo + a_hi·b_hi` into every lane with `vdpbf16ps`.
+///
+/// # Safety
+/// AVX-512F and AVX512_BF16 are enabled; `a.len() ≥ kp·MR`, `b.len() ≥ kp·NR`
+/// (checked); `out` as documented on [`Out`].
+#[inline(always)]
+unsafe fn micro_bf16<const MR: usize, const NV: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    out: Out<'_>,
+    st: &Store<'_>,
+) {
+    let nr = NV * 16;
+    let kp = kc.div_ceil(2);
+    assert!(a.len() >= kp * MR && b.len() >= kp * nr);
+    // SAFETY: the features are enabled (contract); the loop reads `a[..kp·MR]` and
+    // `b[..kp·NR]` as 32-bit slots, in bounds by the assert above; `__m512i` and
+    // `__m512bh` are both 64 plain bytes.
+    let acc = unsafe {
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let (mut ap, mut bp) = (a.as_ptr().cast::<i32>(), b.as_ptr());
+        for _ in 0..kp {
+            for line in 0..nr.div_ceil(16) {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_DIST * nr + line * 16).cast::<i8>());
+            }
+            let mut bv = [core::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
+            for (v, bvv) in bv.iter_mut().enumerate() {
+                *bvv = core::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    bp.add(v * 16).cast::<__m512i>(),
+                ));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                    ap.add(i).read_unaligned(),
+                ));
+                for (x, &bvv) in row.iter_mut().zip(&bv) {
+                    *x = _mm512_dpbf16_ps(*x, ai, bvv);
+                }
+            }
+            ap = ap.add(MR);
+            bp = bp.add(nr);
+        }
+        acc
+    };
+    // SAFETY: AVX-512F is enabled (contract); `out` as documented on `Out`.
+    unsafe { store_acc::<__m512, MR, NV>(&acc, out, st) }
+}
+
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn avx512bf16_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+    // SAFETY: AVX-512F and AVX512_BF16 are enabled here; `micro_bf16` checks slices.
+    unsafe { micro_bf16::<AVX512_MR, AVX512_NV>(kc, a, b, out, st) }
 }
 
 // ---------------------------------------------------------------------------------
@@ -1085,6 +1168,62 @@ impl Isa for Avx512 {
         // SAFETY: the token proves AVX-512F; the shape conditions are this method's
         // contract (`Isa::dots_half`).
         unsafe { gemv_half_avx512(format, alpha, a, w, beta, c, epi) }
+    }
+}
+
+impl super::TileShape for Avx512Bf16 {
+    const MR: usize = <Avx512 as super::TileShape>::MR;
+    const NR: usize = <Avx512 as super::TileShape>::NR;
+}
+
+impl Isa for Avx512Bf16 {
+    const KERNEL: Kernel = Kernel::Avx512;
+    const BF16_PAIRS: bool = true;
+    type Vector = __m512;
+
+    #[inline(always)]
+    fn hsum(self, v: __m512) -> f32 {
+        self.0.hsum(v)
+    }
+    #[inline(always)]
+    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+        // SAFETY: the token proves AVX-512F and AVX512_BF16 (`avx512bf16`).
+        unsafe { avx512bf16_tile(kc, a, b, out, st) }
+    }
+    #[inline]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        self.0.dot(a, b)
+    }
+    #[inline]
+    fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        self.0.axpy(a, x, y)
+    }
+    #[inline]
+    fn axpy2(self, a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32]) {
+        self.0.axpy2(a, x, b, y, z)
+    }
+    fn dots(
+        self,
+        alpha: f32,
+        a: &MatRef<'_>,
+        b: &MatRef<'_>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        self.0.dots(alpha, a, b, beta, c, epi)
+    }
+    fn dots_half(
+        self,
+        format: Half,
+        alpha: f32,
+        a: &MatRef<'_>,
+        w: &[u16],
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        self.0.dots_half(format, alpha, a, w, beta, c, epi)
     }
 }
 
