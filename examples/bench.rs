@@ -286,6 +286,25 @@ mod imp {
     }
 
     pub fn main() {
+        // `--one n,d,h`: one encoder product of that shape and nothing else (for
+        // profilers: `valgrind --tool=callgrind target/release/examples/bench --one …`).
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(i) = args.iter().position(|a| a == "--one") {
+            let dims: Vec<usize> = args
+                .get(i + 1)
+                .map(|v| v.split(',').filter_map(|t| t.parse().ok()).collect())
+                .unwrap_or_default();
+            let [n, d, h] = dims[..] else {
+                eprintln!("usage: bench --one n,d,h");
+                std::process::exit(2);
+            };
+            let (x, m) = (data(n * d, 1), data(h * d, 2));
+            let mut c = vec![0.0f32; n * h];
+            let mut pack = vec![0.0f32; pack_len(n, h, d)];
+            our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
+            black_box(&c);
+            return;
+        }
         let quick = std::env::args().any(|a| a == "--quick");
         // `--encode-only`: just the peak and the single-vector encodes.
         let encode_only = std::env::args().any(|a| a == "--encode-only");
