@@ -5,8 +5,13 @@
 //!   variants under runtime detection; the larger is "peak");
 //! - the memory read bandwidth of a streaming loop;
 //! - GEMM at the SAE shapes `(n, d, h)` (the encoder product `X·Mᵀ`, `n×d · d×h`):
-//!   ours vs `matrixmultiply::sgemm`, GFLOP/s, ratio and % of peak, the fused encoder
-//!   (bias + ReLU), and the single-vector encode vs the time to stream `M` once;
+//!   ours vs `matrixmultiply::sgemm` vs `gemm` 0.19 (feature `x86-v4`, no threads),
+//!   GFLOP/s, ratios and % of peak, and the fused encoder (bias + ReLU);
+//! - batch encode with bf16 weights: f32 compute, and bf16 compute (`vdpbf16ps`)
+//!   where the CPU has AVX512_BF16;
+//! - the single-vector encode `(1, 768, 16384)` with f32, bf16 and f16 weights vs the
+//!   time to stream the f32 dictionary once;
+//! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM;
 //! - forward + backward of the tied SAE (`loss_and_grad`, 10·n·d·h FLOP) as % of peak.
 //!
 //! All rates use per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`), best of several
@@ -14,7 +19,10 @@
 
 #[cfg(not(target_family = "wasm"))]
 mod imp {
-    use sae_kernels::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, pack_len};
+    use sae_kernels::kernels::gemm::{
+        Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
+        gemm_nt_half_bf16_dot, gemm_with, pack_len,
+    };
     use sae_kernels::{Dims, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad};
     use std::hint::black_box;
 
@@ -98,6 +106,64 @@ mod imp {
             out.iter().sum()
         }
 
+        /// 12 independent `vdpbf16ps` chains of 16 lanes (4 FLOP per lane each).
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn dpbf16(iters: u64) -> f32 {
+            // SAFETY: __m512i and __m512bh are both 64 plain bytes.
+            let (a, b) = unsafe {
+                (
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3f80_3f80)),
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)),
+                )
+            };
+            let mut acc = [_mm512_set1_ps(1.0); 12];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_dpbf16_ps(*x, a, b);
+                }
+            }
+            let mut s = _mm512_setzero_ps();
+            for x in acc {
+                s = _mm512_add_ps(s, x);
+            }
+            _mm512_reduce_add_ps(s)
+        }
+
+        /// Measured `vdpbf16ps` peak in GFLOP/s (`None` without AVX512_BF16).
+        pub fn measure_bf16(reps: usize) -> Option<f64> {
+            if !std::is_x86_feature_detected!("avx512bf16") {
+                return None;
+            }
+            let iters = 50_000_000u64;
+            let t = super::best_of(reps, || {
+                // SAFETY: AVX-512F and AVX512_BF16 were detected just above.
+                std::hint::black_box(unsafe { dpbf16(std::hint::black_box(iters)) });
+            });
+            Some(iters as f64 * 12.0 * 16.0 * 4.0 / t * 1e-9)
+        }
+
+        /// Sum of `x` with four 512-bit accumulators: a read-only pass at the memory
+        /// system's read bandwidth (the time to stream a dictionary once).
+        #[target_feature(enable = "avx512f")]
+        fn stream512(x: &[f32]) -> f32 {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut chunks = x.chunks_exact(64);
+            for c in &mut chunks {
+                for (t, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: `c` has 64 elements; this reads 16 of them at 16·t.
+                    *a = _mm512_add_ps(*a, unsafe { _mm512_loadu_ps(c.as_ptr().add(16 * t)) });
+                }
+            }
+            let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            _mm512_reduce_add_ps(s) + chunks.remainder().iter().sum::<f32>()
+        }
+
+        /// [`stream512`] where the CPU has AVX-512F.
+        pub fn stream(x: &[f32]) -> Option<f32> {
+            // SAFETY: AVX-512F is checked first.
+            std::is_x86_feature_detected!("avx512f").then(|| unsafe { stream512(x) })
+        }
+
         /// Measured FMA peak in GFLOP/s: `(avx512, avx2)`, `None` if unsupported.
         pub fn measure(reps: usize) -> (Option<f64>, Option<f64>) {
             let iters = 50_000_000u64;
@@ -127,6 +193,10 @@ mod imp {
     /// A read-only streaming pass (sum of 8 interleaved partial sums); the compiler
     /// vectorizes it, so it runs at the memory system's read bandwidth.
     fn stream_sum(x: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = peak::stream(x) {
+            return s;
+        }
         let mut acc = [0.0f32; 32];
         let mut chunks = x.chunks_exact(32);
         for c in &mut chunks {
@@ -161,6 +231,36 @@ mod imp {
         }
     }
 
+    /// `C ← X·Mᵀ` with gemm 0.19, single-threaded.
+    fn gemm019_encode(n: usize, d: usize, h: usize, x: &[f32], m: &[f32], c: &mut [f32]) {
+        assert!(x.len() >= n * d && m.len() >= h * d && c.len() >= n * h);
+        // SAFETY: the slices cover the strided extents asserted above; C does not
+        // alias; `read_dst = false` with α = 0, β = 1 gives C = X·Mᵀ.
+        unsafe {
+            gemm::gemm(
+                n,
+                h,
+                d,
+                c.as_mut_ptr(),
+                1,
+                h as isize,
+                false,
+                x.as_ptr(),
+                1,
+                d as isize,
+                m.as_ptr(),
+                d as isize,
+                1,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
     /// Ours: `C ← epi(X·Mᵀ)`.
     #[allow(clippy::too_many_arguments)]
     fn our_encode(
@@ -186,7 +286,28 @@ mod imp {
     }
 
     pub fn main() {
+        // `--one n,d,h`: one encoder product of that shape and nothing else (for
+        // profilers: `valgrind --tool=callgrind target/release/examples/bench --one …`).
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(i) = args.iter().position(|a| a == "--one") {
+            let dims: Vec<usize> = args
+                .get(i + 1)
+                .map(|v| v.split(',').filter_map(|t| t.parse().ok()).collect())
+                .unwrap_or_default();
+            let [n, d, h] = dims[..] else {
+                eprintln!("usage: bench --one n,d,h");
+                std::process::exit(2);
+            };
+            let (x, m) = (data(n * d, 1), data(h * d, 2));
+            let mut c = vec![0.0f32; n * h];
+            let mut pack = vec![0.0f32; pack_len(n, h, d)];
+            our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
+            black_box(&c);
+            return;
+        }
         let quick = std::env::args().any(|a| a == "--quick");
+        // `--encode-only`: just the peak and the single-vector encodes.
+        let encode_only = std::env::args().any(|a| a == "--encode-only");
         let reps = if quick { 2 } else { 4 };
         println!(
             "sae-kernels GEMM benchmark (single thread, CPU time, best of {reps}); kernel: {}",
@@ -198,11 +319,19 @@ mod imp {
         #[cfg(not(target_arch = "x86_64"))]
         let (p512, p256): (Option<f64>, Option<f64>) = (None, None);
         let peak = p512.unwrap_or(0.0).max(p256.unwrap_or(0.0));
+        #[cfg(target_arch = "x86_64")]
+        let pbf16 = peak::measure_bf16(reps);
+        #[cfg(not(target_arch = "x86_64"))]
+        let pbf16: Option<f64> = None;
         println!(
             "FMA peak: {:.1} GFLOP/s (512-bit FMA: {}, 256-bit FMA: {})",
             peak,
             p512.map_or("n/a".into(), |v| format!("{v:.1}")),
             p256.map_or("n/a".into(), |v| format!("{v:.1}")),
+        );
+        println!(
+            "bf16 dot-product (vdpbf16ps) peak: {} GFLOP/s",
+            pbf16.map_or("n/a".into(), |v| format!("{v:.1}"))
         );
         let pct = |g: f64| {
             if peak > 0.0 {
@@ -214,11 +343,19 @@ mod imp {
 
         println!();
         println!(
-            "{:<22} {:>10} {:>10} {:>7} {:>9}",
-            "shape (n,d,h)", "ours GF/s", "mm GF/s", "ratio", "% peak"
+            "{:<22} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            "shape (n,d,h)",
+            "ours GF/s",
+            "mm GF/s",
+            "gemm GF/s",
+            "ours/mm",
+            "ours/gemm",
+            "ours %pk",
+            "mm %pk",
+            "gemm %pk"
         );
         let shapes = [(4096, 512, 4096), (1024, 768, 16384), (256, 64, 512)];
-        for &(n, d, h) in &shapes {
+        for &(n, d, h) in shapes.iter().filter(|_| !encode_only) {
             let x = data(n * d, 1);
             let m = data(h * d, 2);
             let bias = data(h, 3);
@@ -236,6 +373,11 @@ mod imp {
                     mm_encode(n, d, h, &x, &m, &mut c);
                 }
             }) / inner as f64;
+            let t_g = best_of(reps, || {
+                for _ in 0..inner {
+                    gemm019_encode(n, d, h, &x, &m, &mut c);
+                }
+            }) / inner as f64;
             let t_fused = best_of(reps, || {
                 for _ in 0..inner {
                     our_encode(
@@ -250,19 +392,24 @@ mod imp {
                     );
                 }
             }) / inner as f64;
-            let (go, gm, gf) = (
+            let (go, gm, gg, gf) = (
                 flop / t_ours * 1e-9,
                 flop / t_mm * 1e-9,
+                flop / t_g * 1e-9,
                 flop / t_fused * 1e-9,
             );
             let label = format!("({n},{d},{h})");
             println!(
-                "{:<22} {:>10.1} {:>10.1} {:>6.2}x {:>8.1}%",
+                "{:<22} {:>10.1} {:>10.1} {:>10.1} {:>8.2}x {:>8.2}x {:>7.1}% {:>7.1}% {:>7.1}%",
                 label,
                 go,
                 gm,
+                gg,
                 t_mm / t_ours,
-                pct(go)
+                t_g / t_ours,
+                pct(go),
+                pct(gm),
+                pct(gg)
             );
             println!(
                 "{:<22} {:>10.1} {:>10} {:>7} {:>8.1}%",
@@ -272,6 +419,50 @@ mod imp {
                 "",
                 pct(gf)
             );
+            // Batch encode with bf16 weights: f32 compute (widened in the packing), and
+            // the bf16 dot-product kernel where the CPU has AVX512_BF16.
+            let wb: Vec<u16> = m.iter().map(|&v| Half::Bf16.from_f32(v)).collect();
+            let mut c16 = vec![0.0f32; n * h];
+            for (label, dot) in [
+                ("  bf16 weights, f32 compute", false),
+                ("  bf16 dot (vdpbf16ps)", true),
+            ] {
+                if dot && !bf16_dot_available() {
+                    println!("{label:<22} n/a (no AVX512_BF16)");
+                    continue;
+                }
+                let run = if dot {
+                    gemm_nt_half_bf16_dot
+                } else {
+                    gemm_nt_half
+                };
+                let t16 = best_of(reps, || {
+                    for _ in 0..inner {
+                        run(
+                            Half::Bf16,
+                            1.0,
+                            MatRef::row_major("x", &x, n, d).unwrap(),
+                            &wb,
+                            h,
+                            0.0,
+                            MatMut::row_major("c", &mut c16, n, h).unwrap(),
+                            Epilogue::None,
+                            &mut pack,
+                        )
+                        .unwrap();
+                    }
+                }) / inner as f64;
+                let g16 = flop / t16 * 1e-9;
+                println!(
+                    "{:<22} {:>10.1} {:>10} {:>10} {:>7.2}x of ours f32 {:>14.1}%",
+                    label,
+                    g16,
+                    "",
+                    "",
+                    t_ours / t16,
+                    pct(g16)
+                );
+            }
             if Kernel::Avx2.is_available() && Kernel::Avx2 != sae_kernels::kernels::gemm::selected()
             {
                 let t_avx2 = best_of(reps, || {
@@ -346,6 +537,87 @@ mod imp {
                 t_ours / t_stream,
                 t_mm / t_ours
             );
+            // The f32-weight codes to compare the 16-bit results with.
+            our_encode(
+                n,
+                d,
+                h,
+                &x,
+                &m,
+                &mut c,
+                Epilogue::BiasRelu(&bias),
+                &mut pack,
+            );
+            for format in [Half::Bf16, Half::F16] {
+                let w: Vec<u16> = m.iter().map(|&v| format.from_f32(v)).collect();
+                let mut c16 = vec![0.0f32; n * h];
+                let t16 = best_of(reps, || {
+                    for _ in 0..inner {
+                        gemm_nt_half(
+                            format,
+                            1.0,
+                            MatRef::row_major("x", &x, n, d).unwrap(),
+                            &w,
+                            h,
+                            0.0,
+                            MatMut::row_major("c", &mut c16, n, h).unwrap(),
+                            Epilogue::BiasRelu(&bias),
+                            &mut pack,
+                        )
+                        .unwrap();
+                    }
+                }) / inner as f64;
+                // Largest deviation from the f32-weight result, relative to its scale.
+                let scale = c.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let dev = c
+                    .iter()
+                    .zip(&c16)
+                    .fold(0.0f32, |a, (p, q)| a.max((p - q).abs()));
+                println!(
+                    "  {:?} weights: {:.3} ms = {:.2}x the f32 time, {:.2}x the time to stream the f32 M; max |Δ| vs f32 weights {:.1e} (max |code| {:.2})",
+                    format,
+                    t16 * 1e3,
+                    t16 / t_ours,
+                    t16 / t_stream,
+                    dev,
+                    scale
+                );
+            }
+        }
+
+        if encode_only {
+            return;
+        }
+        // 1 vs 2 threads (feature `parallel`), wall time.
+        #[cfg(feature = "parallel")]
+        {
+            use sae_kernels::kernels::gemm::set_max_threads;
+            println!();
+            for &(n, d, h) in &[(4096usize, 512usize, 4096usize), (1024, 768, 16384)] {
+                let x = data(n * d, 9);
+                let m = data(h * d, 10);
+                let mut c = vec![0.0f32; n * h];
+                let mut pack = vec![0.0f32; pack_len(n, h, d)];
+                let flop = 2.0 * (n * d * h) as f64;
+                let mut wall = [0.0f64; 2];
+                for (t, w) in wall.iter_mut().enumerate() {
+                    set_max_threads(t + 1);
+                    let mut best = f64::INFINITY;
+                    for _ in 0..reps + 1 {
+                        let t0 = std::time::Instant::now();
+                        our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
+                        best = best.min(t0.elapsed().as_secs_f64());
+                    }
+                    *w = best;
+                }
+                set_max_threads(0);
+                println!(
+                    "threads ({n},{d},{h}): 1 thread {:.1} GFLOP/s, 2 threads {:.1} GFLOP/s (wall), speed-up {:.2}x",
+                    flop / wall[0] * 1e-9,
+                    flop / wall[1] * 1e-9,
+                    wall[0] / wall[1]
+                );
+            }
         }
 
         // Forward + backward of the tied SAE.

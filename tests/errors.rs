@@ -373,19 +373,24 @@ fn gemm_rejects_bad_shapes_and_views() {
         &mut pack,
     );
     assert_eq!(arg_of(e.unwrap_err()), "bias");
-    let short = pack.len() - 1;
+    // Products with at most `SMALL_M` rows need no pack buffer; one with more rows,
+    // given one element too few.
+    let a8 = [1.0f32; 24];
+    let mut c8 = [-7.0f32; 16];
+    assert!(pack_len(8, 2, 3) > 0);
+    let mut short = vec![0.0; pack_len(8, 2, 3) - 1];
     let e = gemm(
         1.0,
-        ar,
+        MatRef::row_major("a", &a8, 8, 3).unwrap(),
         br,
         0.0,
-        MatMut::row_major("c", &mut c, 2, 2).unwrap(),
+        MatMut::row_major("c", &mut c8, 8, 2).unwrap(),
         Epilogue::None,
-        &mut pack[..short],
+        &mut short,
     );
     assert_eq!(arg_of(e.unwrap_err()), "pack");
     assert!(
-        c.iter().chain(&c3).all(|&v| v == -7.0),
+        c.iter().chain(&c3).chain(&c8).all(|&v| v == -7.0),
         "C untouched on error"
     );
 

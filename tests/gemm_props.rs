@@ -23,7 +23,8 @@
 
 use proptest::prelude::*;
 use sae_kernels::kernels::gemm::{
-    Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, naive, pack_len,
+    Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
+    gemm_nt_half_bf16_dot, gemm_nt_half_with, gemm_with, naive, pack_len,
 };
 
 /// How a matrix is laid out in its buffer.
@@ -262,24 +263,54 @@ fn block_edges() {
 /// vector width and every column remainder modulo 4.
 #[test]
 fn small_m_path() {
+    // Every layout, so all three unpacked forms run (dot form: A rows and B columns
+    // contiguous; axpy form: B rows and C rows contiguous; strided otherwise), on
+    // every kernel, and m = 5 just past the unpacked range.
+    let layouts = [
+        Layout::RowMajor { pad: 1 },
+        Layout::ColMajor { pad: 2 },
+        Layout::Strided,
+    ];
     for m in 1..=5 {
-        for k in [1, 2, 7, 8, 15, 16, 17, 31, 33, 100] {
-            for n in [1, 2, 3, 4, 5, 9] {
-                for (beta, relu) in [(0.0, true), (-1.0, false)] {
-                    let case = Case {
-                        m,
-                        n,
-                        k,
-                        la: Layout::RowMajor { pad: 1 },
-                        lb: Layout::ColMajor { pad: 2 },
-                        lc: Layout::ColMajor { pad: 1 },
-                        alpha: 0.5,
-                        beta,
-                        relu,
-                        seed: (m * 1000 + k * 10 + n) as u64,
-                    };
-                    for kern in available() {
-                        check(&case, Some(kern)).unwrap();
+        for k in [1, 2, 7, 16, 17, 33, 100] {
+            for n in [1, 3, 4, 9, 17] {
+                for (alpha, beta, relu) in [
+                    (0.5, 0.0, true),
+                    (1.0, -1.0, false),
+                    (1.0, 1.0, true),
+                    (-2.0, 0.5, false),
+                ] {
+                    for (t, (&la, &lb)) in layouts
+                        .iter()
+                        .flat_map(|a| layouts.iter().map(move |b| (a, b)))
+                        .enumerate()
+                    {
+                        let lc = if t % 2 == 0 {
+                            Layout::RowMajor { pad: 0 }
+                        } else {
+                            Layout::ColMajor { pad: 1 }
+                        };
+                        let case = Case {
+                            m,
+                            n,
+                            k,
+                            la,
+                            lb,
+                            lc,
+                            alpha,
+                            beta,
+                            relu,
+                            seed: (m * 1000 + k * 10 + n + t * 100_000) as u64,
+                        };
+                        for kern in available() {
+                            check(&case, Some(kern)).unwrap();
+                        }
+                        // And the row-major C for every layout pair.
+                        let case = Case {
+                            lc: Layout::RowMajor { pad: 2 },
+                            ..case
+                        };
+                        check(&case, None).unwrap();
                     }
                 }
             }
@@ -418,4 +449,259 @@ fn large_product_sampled() {
             );
         }
     }
+}
+
+/// The 16-bit-weight product `A·Wᵀ` ([`gemm_nt_half_with`]) on every kernel, for
+/// bf16 and f16, unpacked (m ≤ 4) and packed shapes, row-major and strided A:
+/// - against the f64 reference on the *widened* weights (widening is exact), with the
+///   bound of every `f32` product, `(k + 4)·2⁻²³·mag`;
+/// - against the `f32` [`gemm`] on the *original* weights, with the bound that adds
+///   the weights' own rounding: `u_w·Σ_p|α·a_ip·w_jp|` (`u_w = 2⁻⁸` bf16, `2⁻¹¹`
+///   f16; the weights here are ≥ 2⁻¹⁴ in magnitude or 0, so no f16 subnormals) plus
+///   both products' summation bounds.
+#[test]
+fn half_weights_match_reference() {
+    for format in [Half::Bf16, Half::F16] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 37, 100),
+            (2, 17, 16),
+            (3, 5, 17),
+            (4, 50, 300),
+            (5, 9, 7),
+            (37, 60, 129),
+        ] {
+            for a_rowmajor in [true, false] {
+                for (alpha, beta, relu) in [(1.0, 0.0, true), (0.5, -1.0, false)] {
+                    let x = fill(m * k, (m * 31 + n * 7 + k) as u64);
+                    // Weights away from f16's subnormal range: |w| ≥ 2⁻¹⁴ or 0.
+                    let w32: Vec<f32> = fill(n * k, 99 + k as u64)
+                        .into_iter()
+                        .map(|v| if v.abs() < 1e-3 { 0.0 } else { v * 3.0 })
+                        .collect();
+                    let w16: Vec<u16> = w32.iter().map(|&v| format.from_f32(v)).collect();
+                    let wide: Vec<f32> = w16.iter().map(|&v| format.to_f32(v)).collect();
+                    let bias = fill(n, 5);
+                    let c0 = fill(m * n, 6);
+                    let epi = if relu {
+                        Epilogue::BiasRelu(&bias)
+                    } else {
+                        Epilogue::None
+                    };
+                    // A as row-major, or as a strided (column-major) view of Aᵀ.
+                    let xt: Vec<f32> = (0..k * m).map(|t| x[(t % m) * k + t / m]).collect();
+                    let av = if a_rowmajor {
+                        MatRef::row_major("a", &x, m, k).unwrap()
+                    } else {
+                        MatRef::row_major("at", &xt, k, m).unwrap().t()
+                    };
+                    // Reference on the widened weights.
+                    let mut want = c0.clone();
+                    let mut mag = vec![0.0f64; m * n];
+                    naive::gemm_f64(
+                        alpha,
+                        av,
+                        MatRef::row_major("w", &wide, n, k).unwrap().t(),
+                        beta,
+                        &mut MatMut::row_major("c", &mut want, m, n).unwrap(),
+                        epi,
+                        Some(&mut mag),
+                    );
+                    // The f32 product on the original weights, and its error scale.
+                    let mut f32c = c0.clone();
+                    let mut mag32 = vec![0.0f64; m * n];
+                    naive::gemm_f64(
+                        alpha,
+                        av,
+                        MatRef::row_major("w", &w32, n, k).unwrap().t(),
+                        beta,
+                        &mut MatMut::row_major("c", &mut f32c, m, n).unwrap(),
+                        epi,
+                        Some(&mut mag32),
+                    );
+                    for kern in available() {
+                        let mut got = c0.clone();
+                        let mut pack = vec![f32::NAN; pack_len(m, n, k)];
+                        gemm_nt_half_with(
+                            kern,
+                            format,
+                            alpha,
+                            av,
+                            &w16,
+                            n,
+                            beta,
+                            MatMut::row_major("c", &mut got, m, n).unwrap(),
+                            epi,
+                            &mut pack,
+                        )
+                        .unwrap();
+                        let u = f64::from(f32::EPSILON);
+                        let uw = f64::from(format.unit_roundoff());
+                        for e in 0..m * n {
+                            let (g, r, r32) =
+                                (f64::from(got[e]), f64::from(want[e]), f64::from(f32c[e]));
+                            let tol = (k + 4) as f64 * u * mag[e];
+                            let label = format!(
+                                "{format:?} {} m={m} n={n} k={k} rowmajor={a_rowmajor} e={e}",
+                                kern.name()
+                            );
+                            assert!((g - r).abs() <= tol, "{label}: {g} vs widened {r}");
+                            let tol32 = uw * mag32[e] + tol + (k + 4) as f64 * u * mag32[e];
+                            assert!((g - r32).abs() <= tol32, "{label}: {g} vs f32 {r32}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bad arguments to the 16-bit product are refused and leave C untouched.
+#[test]
+fn half_weights_reject_bad_arguments() {
+    let x = [1.0f32; 6];
+    let w = [0u16; 6];
+    let mut c = [7.0f32; 4];
+    let run = |w: &[u16], n: usize, c: &mut [f32]| {
+        let rows = c.len() / n;
+        gemm_nt_half(
+            Half::F16,
+            1.0,
+            MatRef::row_major("a", &x[..rows * 3], rows, 3).unwrap(),
+            w,
+            n,
+            0.0,
+            MatMut::row_major("c", c, rows, n).unwrap(),
+            Epilogue::None,
+            &mut [],
+        )
+    };
+    assert!(run(&w[..5], 2, &mut c).is_err(), "short W");
+    assert!(
+        run(&w, 3, &mut c[..3]).is_err() || c[..3] != [7.0; 3],
+        "n·k = 9 > 6"
+    );
+    assert_eq!(c, [7.0; 4]);
+    // A packed shape with no pack buffer.
+    let x8 = [1.0f32; 8 * 3];
+    let mut c8 = [7.0f32; 16];
+    let r = gemm_nt_half(
+        Half::Bf16,
+        1.0,
+        MatRef::row_major("a", &x8, 8, 3).unwrap(),
+        &w,
+        2,
+        0.0,
+        MatMut::row_major("c", &mut c8, 8, 2).unwrap(),
+        Epilogue::None,
+        &mut [],
+    );
+    assert!(r.is_err() && c8 == [7.0; 16]);
+    assert!(run(&w, 2, &mut c).is_ok(), "valid call");
+    assert_eq!(c, [0.0; 4]);
+}
+
+/// The bf16 dot-product path ([`gemm_nt_half_bf16_dot`]; `vdpbf16ps` where the CPU
+/// has AVX512_BF16, else exactly [`gemm_nt_half`]) on packed shapes, odd `k`
+/// included:
+/// - with A and W already bf16-representable, the products are exact and only the
+///   `f32` summation rounds: the f64 reference bound `(k + 4)·2⁻²³·mag` holds;
+/// - with arbitrary f32 A, against the `f32` product: `(2·2⁻⁸ + 2⁻¹⁶)·mag` for the
+///   rounding of both factors to bf16, plus the summation bounds;
+/// - on a CPU with the feature, the result differs from the f32-compute path (so the
+///   bf16 kernel really ran).
+#[test]
+fn bf16_dot_matches_reference() {
+    let u = f64::from(f32::EPSILON);
+    let mut differed = false;
+    for &(m, n, k) in &[
+        (5, 9, 7),
+        (8, 48, 1),
+        (37, 60, 129),
+        (70, 100, 301),
+        (9, 17, 2),
+    ] {
+        for (alpha, beta, relu) in [(1.0, 0.0, true), (0.5, -1.0, false)] {
+            let x32 = fill(m * k, (m + 3 * k) as u64);
+            let xb: Vec<f32> = x32
+                .iter()
+                .map(|&v| Half::Bf16.to_f32(Half::Bf16.from_f32(v)))
+                .collect();
+            let w32 = fill(n * k, (n + 5 * k) as u64);
+            let w: Vec<u16> = w32.iter().map(|&v| Half::Bf16.from_f32(v)).collect();
+            let wide: Vec<f32> = w.iter().map(|&v| Half::Bf16.to_f32(v)).collect();
+            let bias = fill(n, 8);
+            let c0 = fill(m * n, 9);
+            let epi = if relu {
+                Epilogue::BiasRelu(&bias)
+            } else {
+                Epilogue::None
+            };
+            for (x, exact) in [(&xb, true), (&x32, false)] {
+                let av = MatRef::row_major("a", x, m, k).unwrap();
+                let mut want = c0.clone();
+                let mut mag = vec![0.0f64; m * n];
+                // Exact factors: reference on the bf16 values; else on the f32 ones.
+                let wref = if exact { &wide } else { &w32 };
+                naive::gemm_f64(
+                    alpha,
+                    av,
+                    MatRef::row_major("w", wref, n, k).unwrap().t(),
+                    beta,
+                    &mut MatMut::row_major("c", &mut want, m, n).unwrap(),
+                    epi,
+                    Some(&mut mag),
+                );
+                let mut got = c0.clone();
+                let mut pack = vec![f32::NAN; pack_len(m, n, k)];
+                gemm_nt_half_bf16_dot(
+                    Half::Bf16,
+                    alpha,
+                    av,
+                    &w,
+                    n,
+                    beta,
+                    MatMut::row_major("c", &mut got, m, n).unwrap(),
+                    epi,
+                    &mut pack,
+                )
+                .unwrap();
+                let mut f32path = c0.clone();
+                gemm_nt_half(
+                    Half::Bf16,
+                    alpha,
+                    av,
+                    &w,
+                    n,
+                    beta,
+                    MatMut::row_major("c", &mut f32path, m, n).unwrap(),
+                    epi,
+                    &mut pack,
+                )
+                .unwrap();
+                differed |= got
+                    .iter()
+                    .zip(&f32path)
+                    .any(|(p, q)| p.to_bits() != q.to_bits());
+                for e in 0..m * n {
+                    let (g, r) = (f64::from(got[e]), f64::from(want[e]));
+                    let sum = (k + 4) as f64 * u * mag[e];
+                    let tol = if exact {
+                        sum
+                    } else {
+                        (2.0 / 256.0 + 1.0 / 65536.0) * mag[e] + 2.0 * sum
+                    };
+                    assert!(
+                        (g - r).abs() <= tol,
+                        "m={m} n={n} k={k} exact={exact} e={e}: {g} vs {r} (tol {tol:e})"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        differed,
+        bf16_dot_available(),
+        "the bf16 kernel must run exactly when the CPU has AVX512_BF16"
+    );
 }

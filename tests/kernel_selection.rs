@@ -4,7 +4,8 @@
 //!   runner) the selected kernel must be exactly that one.
 //! - Without it, on x86_64 with `std` and without the `force-portable` feature, the
 //!   selection must be the best kernel the CPU reports (AVX-512F, else AVX2+FMA),
-//!   unless `SAE_KERNEL` overrides the choice on purpose.
+//!   unless `SAE_KERNEL` overrides the choice on purpose. Detection needs no `std`, so
+//!   the same holds for `cargo test --no-default-features --test kernel_selection`.
 
 use sae_kernels::kernels::active_kernel;
 use sae_kernels::kernels::gemm::{Kernel, selected};
@@ -55,4 +56,17 @@ fn detection_agrees_with_cpuid() {
     } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         assert_eq!(selected(), Kernel::Avx2);
     }
+}
+
+/// The crate detects the CPU with `cpuid`/`xgetbv` from `core` (so that builds
+/// without `std` get the AVX kernels too); it must agree with `std`'s detection.
+/// Run it also as `cargo test --no-default-features --test kernel_selection`.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn core_detection_agrees_with_std() {
+    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    let avx512 = avx2 && std::is_x86_feature_detected!("avx512f");
+    assert_eq!(Kernel::Avx2.is_available(), avx2, "AVX2+FMA");
+    assert_eq!(Kernel::Avx512.is_available(), avx512, "AVX-512F");
+    assert!(Kernel::Scalar.is_available() && Kernel::Portable.is_available());
 }

@@ -29,7 +29,10 @@ fn sparse_case(seed: u64, n: usize, d: usize, h: usize, density: f64) -> Case {
         pre.sort_by(f32::total_cmp);
         let q = ((1.0 - density) * n as f64) as usize;
         let cut = pre[q.min(n - 1)];
-        c.b[j] -= cut - 5e-3;
+        // The margin differs per feature (by 1e-5, far above the encoder's rounding),
+        // so no two codes of a row tie exactly: a tie would be broken by rounding,
+        // which differs between the single-row and batch routes and between kernels.
+        c.b[j] -= cut - 5e-3 - 1e-5 * j as f32;
         for _ in 0..1000 {
             let close = (0..n).any(|i| {
                 let s = f64::from(c.b[j])

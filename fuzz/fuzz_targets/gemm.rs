@@ -13,13 +13,19 @@
 //!   underflow). Non-finite inputs elsewhere must not leak into such an element;
 //! - β = 0 never reads C: C's view is filled with NaN first, so a read would show;
 //! - the bias-ReLU epilogue never stores a negative value or −0.
+//!
+//! The last input byte picks the kernel: 0 (or none left) the selected one through
+//! `gemm`, otherwise one of every kernel this machine can run (scalar, portable, and
+//! AVX2 / AVX-512 where the CPU has them) through `gemm_with`.
 #![no_main]
 
 mod common;
 
 use common::{Input, bits};
 use libfuzzer_sys::fuzz_target;
-use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, naive::gemm_f64, pack_len};
+use sae_kernels::kernels::gemm::{
+    Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, naive::gemm_f64, pack_len,
+};
 
 /// Strides for a `rows×cols` view: packed row- or column-major, padded, or arbitrary
 /// (possibly zero or overlapping).
@@ -130,8 +136,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let expect_err = bad_inner || short_pack || (use_bias && bias_len != n);
 
+    let pick = inp.u8() as usize;
+    let kernels: Vec<Kernel> = Kernel::ALL
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect();
     let cv = MatMut::new("c", &mut c, m, n, crs, ccs).expect("checked above");
-    let res = gemm(alpha, av, bv, beta, cv, epi, &mut pack);
+    let res = if pick == 0 {
+        gemm(alpha, av, bv, beta, cv, epi, &mut pack)
+    } else {
+        let kern = kernels[(pick - 1) % kernels.len()];
+        gemm_with(kern, alpha, av, bv, beta, cv, epi, &mut pack)
+    };
     if expect_err {
         assert!(res.is_err(), "bad arguments accepted: {res:?}");
         assert_eq!(bits(&c), before, "C written on error");

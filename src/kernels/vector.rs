@@ -24,7 +24,7 @@ fn load(chunk: &[f32]) -> f32x8 {
 
 /// Fixed pairwise reduction of the 8 lanes.
 #[inline(always)]
-fn hsum(v: f32x8) -> f32 {
+pub(crate) fn hsum8(v: f32x8) -> f32 {
     let a = v.to_array();
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
@@ -39,7 +39,7 @@ pub fn sum_sq(x: &[f32]) -> f32 {
         let v = load(c);
         acc = v.mul_add(v, acc);
     }
-    let mut s = hsum(acc);
+    let mut s = hsum8(acc);
     for &t in tail {
         s += t * t;
     }
@@ -59,7 +59,7 @@ pub fn sum_sq_diff(a: &[f32], b: &[f32]) -> f32 {
         let d = load(x) - load(y);
         acc = d.mul_add(d, acc);
     }
-    let mut s = hsum(acc);
+    let mut s = hsum8(acc);
     for (x, y) in ta.iter().zip(tb) {
         let d = x - y;
         s += d * d;
@@ -76,7 +76,7 @@ pub fn l1(x: &[f32]) -> f32 {
     for c in chunks {
         acc += load(c).abs();
     }
-    let mut s = hsum(acc);
+    let mut s = hsum8(acc);
     for &t in tail {
         s += t.abs();
     }
@@ -95,7 +95,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in ca.zip(cb) {
         acc = load(x).mul_add(load(y), acc);
     }
-    let mut s = hsum(acc);
+    let mut s = hsum8(acc);
     for (x, y) in ta.iter().zip(tb) {
         s += x * y;
     }
@@ -189,7 +189,7 @@ pub fn all_finite(x: &[f32]) -> bool {
         let v = load(c);
         acc += v * f32x8::ZERO;
     }
-    let mut s = hsum(acc);
+    let mut s = hsum8(acc);
     for &t in tail {
         s += t * 0.0;
     }

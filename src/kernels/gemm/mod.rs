@@ -5,30 +5,31 @@
 //! over caller slices, so transposes are free: `Mᵀ` is the view of `M` with its strides
 //! swapped ([`MatRef::t`]).
 //!
-//! The implementation is the BLIS loop nest, written once and generic over a
-//! micro-kernel (the crate-private `MicroKernel` trait): B is packed `KC×NC` at a time
+//! The implementation is the BLIS loop nest, written once and generic over an
+//! instruction-set token ([`crate::kernels::isa`]): B is packed `KC×NC` at a time
 //! into `NR`-wide column panels and A `MC×KC` at a time into `MR`-tall row panels, both
-//! in the caller-provided `pack` buffer (size: [`pack_len`]); the micro-kernel
+//! in the caller-provided `pack` buffer (size: [`pack_len`]); the token's micro-kernel
 //! multiplies one `MR×NR` tile; α, β and the epilogue (bias + ReLU) are applied while
 //! the tile is still in registers as it is stored.
 //!
 //! ## Kernels
-//! One micro-kernel family runs per process, [`selected`] once (see [`Kernel`]): on
-//! x86_64, AVX-512F (`8×48`) or AVX2+FMA (`6×16`) kernels written with `core::arch`
-//! intrinsics and chosen at run time, so a plain `cargo build --release` is fast;
-//! elsewhere (or with the `force-portable` feature) the `wide` kernel (`8×8`), whose
-//! SIMD width is fixed at compile time. [`gemm_with`] runs a named kernel, so tests
-//! cover every path on one machine; the `SAE_KERNEL` environment variable does the
-//! same for whole programs.
+//! One instruction set runs per process, [`selected`] once (see [`Kernel`] and
+//! [`crate::kernels::isa`]): on x86_64, AVX-512F (`8×48`) or AVX2+FMA (`6×16`)
+//! kernels written with `core::arch` intrinsics and chosen at run time (with or
+//! without `std`), so a plain `cargo build --release` is fast; elsewhere (or with the
+//! `force-portable` feature) the `wide` kernel (`8×8`), whose SIMD width is fixed at
+//! compile time. [`gemm_with`] runs a named kernel, so tests cover every path on one
+//! machine; the `SAE_KERNEL` environment variable does the same for whole programs.
 //!
-//! ## Small `m`
-//! With `m ≤ 4` rows, contiguous A rows and contiguous B columns (the encoder
-//! `x·Mᵀ` of one or a few vectors), the x86 kernels skip packing and compute dot
-//! products straight from the caller's memory, so `M` is streamed exactly once per
-//! call (see [`gemm`]). This is routed inside [`gemm`] rather than exposed as a
-//! separate function so that every caller (including [`crate::model::encode`] and
-//! the model's row blocks) gets it without code changes, and [`pack_len`] stays an
-//! upper bound (the path needs no pack memory at all).
+//! ## Unpacked products
+//! Products with `m ≤` [`SMALL_M`] rows — and every product on bare-metal targets
+//! without x86/Arm caches, such as a Cortex-M — skip packing ([`packs`] is false) and
+//! read A, B and C in place: dot products when A's rows and B's columns are
+//! contiguous (the encoder `x·Mᵀ` of one or a few vectors: `M` is streamed once per
+//! call), fused row updates when B's and C's rows are (the decoder `c·M`, the
+//! backward `Gᵀ·X`), strided scalar code otherwise. [`pack_len`] is then 0, so the
+//! scratch memory of a microcontroller build does not scale with `h·d` and the
+//! weights can stay in flash.
 //!
 //! ## Threads
 //! Single-threaded by default. With the `parallel` feature, products of at least
@@ -38,230 +39,14 @@
 //!
 //! `β = 0` never reads C, so C may hold NaN or garbage.
 
-pub(crate) mod kernel;
 pub mod naive;
-mod portable;
-#[cfg(target_arch = "x86_64")]
-mod x86;
 
 use crate::error::{Error, Result};
-pub use kernel::{Kernel, selected};
-use kernel::{MicroKernel, Out, Store};
-
-/// A read-only strided matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
-///
-/// Row-major `rows×cols` data has `row_stride = cols, col_stride = 1`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-/// A mutable strided matrix view; like [`MatRef`], and no two elements may share memory.
-#[derive(Debug)]
-pub struct MatMut<'a> {
-    data: &'a mut [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-/// The number of elements a `rows×cols` view with these strides spans (0 if empty).
-fn extent(arg: &'static str, rows: usize, cols: usize, rs: usize, cs: usize) -> Result<usize> {
-    if rows == 0 || cols == 0 {
-        return Ok(0);
-    }
-    let last = (rows - 1)
-        .checked_mul(rs)
-        .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)))
-        .ok_or(Error::Overflow { arg })?;
-    last.checked_add(1).ok_or(Error::Overflow { arg })
-}
-
-impl<'a> MatRef<'a> {
-    /// A strided view.
-    ///
-    /// # Errors
-    /// [`Error::Length`] if `data` is shorter than the view's extent
-    /// `(rows−1)·row_stride + (cols−1)·col_stride + 1`; [`Error::Overflow`] if that
-    /// extent overflows.
-    pub fn new(
-        arg: &'static str,
-        data: &'a [f32],
-        rows: usize,
-        cols: usize,
-        row_stride: usize,
-        col_stride: usize,
-    ) -> Result<Self> {
-        let need = extent(arg, rows, cols, row_stride, col_stride)?;
-        if data.len() < need {
-            return Err(Error::Length {
-                arg,
-                expected: need,
-                got: data.len(),
-            });
-        }
-        Ok(Self {
-            data,
-            rows,
-            cols,
-            rs: row_stride,
-            cs: col_stride,
-        })
-    }
-
-    /// A row-major `rows×cols` view; `data.len()` must be exactly `rows·cols`.
-    ///
-    /// # Errors
-    /// [`Error::Length`] if `data.len() != rows·cols`.
-    pub fn row_major(arg: &'static str, data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
-        let need = crate::error::mul(arg, rows, cols)?;
-        crate::error::check_len(arg, data.len(), need)?;
-        Ok(Self {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        })
-    }
-
-    /// The transpose, as a view (no copy).
-    #[must_use]
-    pub fn t(self) -> Self {
-        Self {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-
-    /// Number of rows.
-    #[must_use]
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Number of columns.
-    #[must_use]
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Element `(i, j)`; `i < rows`, `j < cols`.
-    #[inline(always)]
-    #[must_use]
-    pub fn at(&self, i: usize, j: usize) -> f32 {
-        self.data[i * self.rs + j * self.cs]
-    }
-}
-
-impl<'a> MatMut<'a> {
-    /// A strided mutable view.
-    ///
-    /// # Errors
-    /// [`Error::Length`] if `data` is shorter than the extent; [`Error::Overflow`];
-    /// [`Error::AliasingStrides`] if two elements would share memory (for example a
-    /// zero stride with more than one row).
-    pub fn new(
-        arg: &'static str,
-        data: &'a mut [f32],
-        rows: usize,
-        cols: usize,
-        row_stride: usize,
-        col_stride: usize,
-    ) -> Result<Self> {
-        let need = extent(arg, rows, cols, row_stride, col_stride)?;
-        if data.len() < need {
-            return Err(Error::Length {
-                arg,
-                expected: need,
-                got: data.len(),
-            });
-        }
-        if rows > 1 && cols > 1 {
-            // Sufficient condition for distinct addresses: one stride steps over the
-            // whole extent of the other dimension.
-            let row_ext = (cols - 1) * col_stride + 1;
-            let col_ext = (rows - 1) * row_stride + 1;
-            let ok = (col_stride >= 1 && row_stride >= row_ext)
-                || (row_stride >= 1 && col_stride >= col_ext);
-            if !ok {
-                return Err(Error::AliasingStrides { arg });
-            }
-        } else if (rows > 1 && row_stride == 0) || (cols > 1 && col_stride == 0) {
-            return Err(Error::AliasingStrides { arg });
-        }
-        Ok(Self {
-            data,
-            rows,
-            cols,
-            rs: row_stride,
-            cs: col_stride,
-        })
-    }
-
-    /// A row-major `rows×cols` view; `data.len()` must be exactly `rows·cols`.
-    ///
-    /// # Errors
-    /// [`Error::Length`] if `data.len() != rows·cols`.
-    pub fn row_major(
-        arg: &'static str,
-        data: &'a mut [f32],
-        rows: usize,
-        cols: usize,
-    ) -> Result<Self> {
-        let need = crate::error::mul(arg, rows, cols)?;
-        crate::error::check_len(arg, data.len(), need)?;
-        Ok(Self {
-            data,
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        })
-    }
-
-    /// Number of rows.
-    #[must_use]
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Number of columns.
-    #[must_use]
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    /// Reborrow as a read-only view.
-    #[must_use]
-    pub fn as_ref(&self) -> MatRef<'_> {
-        MatRef {
-            data: self.data,
-            rows: self.rows,
-            cols: self.cols,
-            rs: self.rs,
-            cs: self.cs,
-        }
-    }
-}
-
-/// What to do with each output element after `α·A·B + β·C` is formed.
-#[derive(Clone, Copy, Debug)]
-pub enum Epilogue<'a> {
-    /// Store `α·A·B + β·C` as is.
-    None,
-    /// Store `relu(α·A·B + β·C + bias[j])`, `bias.len() == C.cols` (the SAE encoder:
-    /// one bias per feature column). ReLU as in [`crate::kernels::vector::relu`].
-    BiasRelu(&'a [f32]),
-}
+use crate::kernels::half;
+pub use crate::kernels::half::Half;
+use crate::kernels::isa::{self, Isa, IsaVisitor, Out, Store, TILE_MAX};
+pub use crate::kernels::isa::{Kernel, selected};
+pub use crate::kernels::mat::{Epilogue, MatMut, MatRef};
 
 /// Cache blocking shared by every micro-kernel (in elements).
 ///
@@ -296,11 +81,13 @@ fn round_up(x: usize, m: usize) -> usize {
 /// this build may select at run time (the maximum over the kernels compiled into this
 /// build, [`Kernel::is_compiled_in`]: on x86_64 the AVX tiles count, elsewhere not), so it can
 /// be computed once at the largest sizes and reused for every smaller product. It is
-/// `0` when `m`, `n` or `k` is 0. The small-`m` path (see [`gemm`]) needs none of it.
-/// The `parallel` feature does not change it.
+/// `0` when `m`, `n` or `k` is 0, and `0` for every product that runs unpacked
+/// ([`packs`] is false: at most [`SMALL_M`] rows, or any product on a bare-metal
+/// target without x86/Arm caches, such as a Cortex-M). The `parallel` feature does
+/// not change it.
 #[must_use]
 pub fn pack_len(m: usize, n: usize, k: usize) -> usize {
-    if m == 0 || n == 0 || k == 0 {
+    if !packs(m, n, k) {
         return 0;
     }
     let kc = k.min(KC);
@@ -314,17 +101,39 @@ pub fn pack_len(m: usize, n: usize, k: usize) -> usize {
     kc * (ma + nb) + ALIGN_SLACK
 }
 
+/// Products with at most this many rows (`m`) run without packing, reading A, B
+/// and C in place (see [`gemm`]).
+pub const SMALL_M: usize = 4;
+
+/// Whether this build packs at all: targets with data caches and SIMD worth blocking
+/// for. On bare-metal targets other than x86_64 and aarch64 (microcontrollers such
+/// as the Cortex-M, whose memory has no cache hierarchy to block for) every
+/// product runs unpacked, so the scratch memory never scales with `h·d` and the
+/// weights can be read in place from flash.
+const PACKING_TARGET: bool = cfg!(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    not(target_os = "none")
+));
+
+/// Whether [`gemm`] packs an `m×k` by `k×n` product (shape only, the same for every
+/// kernel): false for empty products, for `m ≤` [`SMALL_M`], and on targets that
+/// never pack (see [`pack_len`]).
+#[must_use]
+pub fn packs(m: usize, n: usize, k: usize) -> bool {
+    PACKING_TARGET && m > SMALL_M && n > 0 && k > 0
+}
+
 /// `C ← epilogue(α·A·B + β·C)` for `A: m×k`, `B: k×n`, `C: m×n`.
 ///
 /// With `k == 0` the product is zero and C becomes `epilogue(β·C)`. With `β == 0`, C is
 /// only written, never read.
 ///
-/// The kernel is [`selected`] once per process. On x86_64 with AVX2 or AVX-512, a
-/// product with `m ≤ 4` rows whose A rows and B columns are contiguous (`a` row-major,
-/// `b` the transpose of a row-major matrix, as in the SAE encoder `x·Mᵀ`) takes a
-/// matrix-vector path instead: each column of B is read once, straight from the
-/// caller's memory, without packing. That is what makes encoding a single vector run
-/// at the speed of streaming `M`; it uses no `pack` memory.
+/// The kernel is [`selected`] once per process. A product with at most [`SMALL_M`]
+/// rows (on a microcontroller target: every product) runs without packing, straight
+/// from the caller's memory (see the module documentation): encoding a single vector
+/// reads each column of `Mᵀ` once, at the speed of streaming `M`, and needs no
+/// `pack` memory ([`pack_len`] is 0).
 ///
 /// # Errors
 /// [`Error::Dimension`] if the inner or outer dimensions do not match;
@@ -394,6 +203,213 @@ pub fn gemm_with(
     Ok(())
 }
 
+/// `C ← epilogue(α·A·Wᵀ + β·C)` with 16-bit weights: `A: m×k` (`f32`), `W` a
+/// row-major `n×k` matrix of bf16 or f16 values ([`Half`]; `w.len() == n·k`), `C: m×n`.
+///
+/// This is the SAE encoder `relu(X·Mᵀ + b)` with the dictionary `M` (`h×d`) stored in
+/// 16 bits. The weights are widened to `f32` (exactly) as they are read and every
+/// sum is accumulated in `f32`, so the result equals [`gemm`] on the widened weights
+/// up to summation order; see [`crate::kernels::half`] for the bound against the
+/// original `f32` weights. With at most [`SMALL_M`] rows the weights are read in place
+/// and widened in registers (the single-vector encoder reads half the bytes of the
+/// `f32` one); larger products widen them while packing, so `pack` is sized by
+/// [`pack_len`]`(m, n, k)` as for [`gemm`].
+///
+/// # Errors
+/// As [`gemm`], with [`Error::Length`] (`arg = "w"`) if `w.len() != n·k`. On error C
+/// is unchanged.
+///
+/// # Example
+/// ```
+/// use sae_kernels::kernels::gemm::{gemm_nt_half, pack_len, Epilogue, MatMut, MatRef};
+/// use sae_kernels::kernels::half::Half;
+/// let x = [1.0, 2.0]; // one row, k = 2
+/// let w: Vec<u16> = [1.0f32, 0.5, -1.0, 3.0].iter().map(|&v| Half::Bf16.from_f32(v)).collect();
+/// let mut c = [0.0; 2];
+/// gemm_nt_half(
+///     Half::Bf16, 1.0,
+///     MatRef::row_major("x", &x, 1, 2)?, &w, 2,
+///     0.0, MatMut::row_major("c", &mut c, 1, 2)?,
+///     Epilogue::None, &mut [],
+/// )?;
+/// assert_eq!(c, [2.0, 5.0]);
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nt_half(
+    format: Half,
+    alpha: f32,
+    a: MatRef<'_>,
+    w: &[u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    gemm_nt_half_with(selected(), format, alpha, a, w, n, beta, c, epilogue, pack)
+}
+
+/// [`gemm_nt_half`] with a chosen kernel family (for tests and benchmarks).
+///
+/// # Errors
+/// As [`gemm_nt_half`].
+///
+/// # Panics
+/// If `!kernel.is_available()` on this machine.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nt_half_with(
+    kernel: Kernel,
+    format: Half,
+    alpha: f32,
+    a: MatRef<'_>,
+    w: &[u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    assert!(
+        kernel.is_available(),
+        "GEMM kernel {} is not available on this machine",
+        kernel.name()
+    );
+    let product = half_product(format, alpha, a, w, n, beta, c, epilogue, pack)?;
+    isa::visit(kernel, product);
+    Ok(())
+}
+
+/// Whether this CPU has the bf16 dot-product instructions (AVX512_BF16) that
+/// [`gemm_nt_half_bf16_dot`] uses.
+#[must_use]
+pub fn bf16_dot_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa::x86::avx512bf16().is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`gemm_nt_half`] computed in bf16 where the CPU can (only when asked for, by
+/// calling this function): if [`bf16_dot_available`] and the product is packed
+/// ([`packs`]), A is rounded to bf16 as it is packed, the weights are packed as bf16
+/// (f16 weights are rounded to bf16), and the micro-kernel multiplies bf16 pairs
+/// with `vdpbf16ps`, accumulating in `f32`; α, β, the bias and ReLU are applied in
+/// `f32`. Otherwise exactly [`gemm_nt_half`].
+///
+/// Error against the `f32` product with `f32` inputs: each product term carries the
+/// rounding of both factors to bf16, so `|Δ| ≤ (2·2⁻⁸ + 2⁻¹⁶)·Σ_p|α·a_ip·w_jp|` plus
+/// the usual `f32` summation bound.
+///
+/// # Errors
+/// As [`gemm_nt_half`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_nt_half_bf16_dot(
+    format: Half,
+    alpha: f32,
+    a: MatRef<'_>,
+    w: &[u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    let packed = packs(a.rows, n, a.cols);
+    let product = half_product(format, alpha, a, w, n, beta, c, epilogue, pack)?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = isa::x86::avx512bf16().filter(|_| packed) {
+        product.visit(t);
+        return Ok(());
+    }
+    let _ = packed;
+    isa::visit(selected(), product);
+    Ok(())
+}
+
+/// Validate a 16-bit-weight product (see [`gemm_nt_half`]).
+#[allow(clippy::too_many_arguments)]
+fn half_product<'a, 'p>(
+    format: Half,
+    alpha: f32,
+    a: MatRef<'a>,
+    w: &'a [u16],
+    n: usize,
+    beta: f32,
+    c: MatMut<'a>,
+    epi: Epilogue<'a>,
+    pack: &'p mut [f32],
+) -> Result<HalfProduct<'a, 'p>> {
+    let k = a.cols;
+    let need = crate::error::mul("w", n, k)?;
+    crate::error::check_len("w", w.len(), need)?;
+    // The shape checks of `gemm`, with a zero-stride stand-in view for B (`k×n`).
+    let b = MatRef {
+        data: &[0.0],
+        rows: k,
+        cols: n,
+        rs: 0,
+        cs: 0,
+    };
+    check(&a, &b, &c, epi, pack)?;
+    Ok(HalfProduct {
+        src: HalfT { w, n, k, format },
+        alpha,
+        a,
+        beta,
+        c,
+        epi,
+        pack,
+    })
+}
+
+/// A validated 16-bit-weight product, waiting for its instruction set.
+struct HalfProduct<'a, 'p> {
+    src: HalfT<'a>,
+    alpha: f32,
+    a: MatRef<'a>,
+    beta: f32,
+    c: MatMut<'a>,
+    epi: Epilogue<'a>,
+    pack: &'p mut [f32],
+}
+
+impl IsaVisitor for HalfProduct<'_, '_> {
+    type Output = ();
+    fn visit<I: Isa>(self, isa: I) {
+        let HalfProduct {
+            src,
+            alpha,
+            a,
+            beta,
+            mut c,
+            epi,
+            pack,
+        } = self;
+        let (m, k, n) = (a.rows, a.cols, src.n);
+        if packs(m, n, k) {
+            gemm_loop(isa, alpha, a, &src, beta, c, epi, pack);
+        } else if m == 0 || n == 0 {
+        } else if k == 0 {
+            scale_c(&mut c, beta, epi);
+        } else if a.cs == 1 || k == 1 {
+            isa.dots_half(src.format, alpha, &a, src.w, beta, &mut c, epi);
+        } else {
+            for i in 0..m {
+                for j in 0..n {
+                    let wr = &src.w[j * k..(j + 1) * k];
+                    let s = (0..k).fold(0.0f32, |s, p| s + a.at(i, p) * src.format.to_f32(wr[p]));
+                    isa::put(&mut c, i, j, s, alpha, beta, epi);
+                }
+            }
+        }
+    }
+}
+
 /// Shape, bias and workspace checks shared by [`gemm`] and [`gemm_with`].
 fn check(
     a: &MatRef<'_>,
@@ -450,57 +466,147 @@ fn run(
     epi: Epilogue<'_>,
     pack: &mut [f32],
 ) {
-    match kernel {
-        Kernel::Scalar => gemm_loop(portable::Scalar, alpha, a, b, beta, c, epi, pack),
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 if x86::Avx512::new().is_some() => {
-            if let Some(t) = x86::Avx512::new() {
-                run_x86(t, alpha, a, b, beta, c, epi, pack);
-            }
+    isa::visit(
+        kernel,
+        Product {
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+            epi,
+            pack,
+        },
+    );
+}
+
+/// A validated product, waiting for its instruction set.
+struct Product<'a, 'p> {
+    alpha: f32,
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    beta: f32,
+    c: MatMut<'a>,
+    epi: Epilogue<'a>,
+    pack: &'p mut [f32],
+}
+
+impl IsaVisitor for Product<'_, '_> {
+    type Output = ();
+    fn visit<I: Isa>(self, isa: I) {
+        let Product {
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+            epi,
+            pack,
+        } = self;
+        if packs(a.rows, b.cols, a.cols) {
+            gemm_loop(isa, alpha, a, &b, beta, c, epi, pack);
+        } else {
+            unpacked(isa, alpha, a, b, beta, c, epi);
         }
-        #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 if x86::Avx2::new().is_some() => {
-            if let Some(t) = x86::Avx2::new() {
-                run_x86(t, alpha, a, b, beta, c, epi, pack);
-            }
-        }
-        _ => gemm_loop(portable::Portable, alpha, a, b, beta, c, epi, pack),
     }
 }
 
-/// An x86 kernel: the small-m path when it applies, else the blocked loop nest.
-#[cfg(target_arch = "x86_64")]
+/// The product without packing (A, B and C read in place), for the shapes where
+/// [`packs`] is false. Three forms, by layout:
+/// - **dot form** (A rows and B columns contiguous, e.g. the encoder `x·Mᵀ`): each
+///   element is a dot product ([`Isa::dots`]; register-blocked on x86 so that each
+///   column of B is read once per four rows);
+/// - **axpy form** (B rows and C rows contiguous, β = 0 or α = 1, e.g. the decoder
+///   `c·M` or the backward `Gᵀ·X`): for each pair of `k` steps, every row of C takes
+///   a fused [`Isa::axpy2`] of two rows of B, so B is streamed once and the C rows
+///   stay in cache;
+/// - otherwise one scalar dot product per element through the strides.
 #[allow(clippy::too_many_arguments)]
-fn run_x86<K: MicroKernel + x86::GemvToken>(
-    k: K,
+fn unpacked<I: Isa>(
+    isa: I,
     alpha: f32,
     a: MatRef<'_>,
     b: MatRef<'_>,
     beta: f32,
     mut c: MatMut<'_>,
     epi: Epilogue<'_>,
-    pack: &mut [f32],
 ) {
-    if x86::gemv_applies(&a, &b) {
-        x86::gemv(k, alpha, &a, &b, beta, &mut c, epi);
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        scale_c(&mut c, beta, epi);
+        return;
+    }
+    if k == 1 || (a.cs == 1 && b.rs == 1) {
+        isa.dots(alpha, &a, &b, beta, &mut c, epi);
+    } else if (n == 1 || (b.cs == 1 && c.cs == 1)) && (beta == 0.0 || alpha == 1.0) {
+        // The sums Σ_p a_ip·b_p accumulate in C's rows, so either C starts at 0 and α
+        // is applied at the end (β = 0: C is written, never read), or α = 1 and C
+        // starts at β·C. (α is never folded into a_ip, which could overflow where
+        // α·a_ip·b_pj does not.)
+        for i in 0..m {
+            let row = &mut c.data[i * c.rs..i * c.rs + n];
+            if beta == 0.0 {
+                row.fill(0.0);
+            } else if beta != 1.0 {
+                row.iter_mut().for_each(|v| *v *= beta);
+            }
+        }
+        let brow = |p: usize| &b.data[p * b.rs..p * b.rs + n];
+        let mut p = 0;
+        while p + 2 <= k {
+            let (b0, b1) = (brow(p), brow(p + 1));
+            for i in 0..m {
+                let row = &mut c.data[i * c.rs..i * c.rs + n];
+                isa.axpy2(a.at(i, p), b0, a.at(i, p + 1), b1, row);
+            }
+            p += 2;
+        }
+        if p < k {
+            let b0 = brow(p);
+            for i in 0..m {
+                isa.axpy(a.at(i, p), b0, &mut c.data[i * c.rs..i * c.rs + n]);
+            }
+        }
+        let scale = beta == 0.0 && alpha != 1.0;
+        if scale || matches!(epi, Epilogue::BiasRelu(_)) {
+            for i in 0..m {
+                let row = &mut c.data[i * c.rs..i * c.rs + n];
+                if scale {
+                    row.iter_mut().for_each(|v| *v *= alpha);
+                }
+                if let Epilogue::BiasRelu(bias) = epi {
+                    for (v, &bj) in row.iter_mut().zip(bias) {
+                        *v = crate::kernels::vector::relu(*v + bj);
+                    }
+                }
+            }
+        }
     } else {
-        gemm_loop(k, alpha, a, b, beta, c, epi, pack);
+        for i in 0..m {
+            for j in 0..n {
+                let s = (0..k).fold(0.0f32, |s, p| s + a.at(i, p) * b.at(p, j));
+                isa::put(&mut c, i, j, s, alpha, beta, epi);
+            }
+        }
     }
 }
 
 /// The loop nest, written once for every micro-kernel. Shapes are already validated.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_loop<K: MicroKernel>(
+fn gemm_loop<K: Isa, B: PackB>(
     kern: K,
     alpha: f32,
     a: MatRef<'_>,
-    b: MatRef<'_>,
+    b: &B,
     beta: f32,
     mut c: MatMut<'_>,
     epi: Epilogue<'_>,
     pack: &mut [f32],
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, k, n) = (a.rows, a.cols, b.cols());
     if m == 0 || n == 0 {
         return;
     }
@@ -533,7 +639,7 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
             // reuse the packed panels. Threads need the whole block packed first.
             let lazy_b = threads <= 1;
             if !lazy_b {
-                pack_panels(kern, &b, pc, kc, jc, nc, nr, bpack);
+                b.pack(kern, pc, kc, jc, nc, nr, bpack);
             }
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
@@ -550,7 +656,7 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
                     for (q, jr) in (0..nc).step_by(nr).enumerate() {
                         let nr_eff = nr.min(nc - jr);
                         let panel = &mut bpack[q * nr * kc..(q + 1) * nr * kc];
-                        pack_panels(kern, &b, pc, kc, jc + jr, nr_eff, nr, panel);
+                        b.pack(kern, pc, kc, jc + jr, nr_eff, nr, panel);
                         let blk = Block {
                             alpha,
                             beta,
@@ -583,6 +689,104 @@ pub(crate) fn gemm_loop<K: MicroKernel>(
     }
 }
 
+/// A `k×n` right-hand side the loop nest can pack: an `f32` view, or 16-bit weights.
+trait PackB {
+    /// Columns (`n`).
+    fn cols(&self) -> usize;
+    /// Pack rows `k0..k0+kc`, columns `j0..j0+nc` into `w`-wide panels (the layout of
+    /// [`pack_panels`]), widening to `f32`.
+    #[allow(clippy::too_many_arguments)]
+    fn pack<K: Isa>(
+        &self,
+        kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    );
+}
+
+impl PackB for MatRef<'_> {
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    #[inline(always)]
+    fn pack<K: Isa>(
+        &self,
+        kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        pack_panels(kern, self, k0, kc, j0, nc, w, out);
+    }
+}
+
+/// `B = Wᵀ` for a row-major `n×k` matrix `W` of 16-bit values.
+struct HalfT<'a> {
+    w: &'a [u16],
+    n: usize,
+    k: usize,
+    format: Half,
+}
+
+impl PackB for HalfT<'_> {
+    fn cols(&self) -> usize {
+        self.n
+    }
+    fn pack<K: Isa>(
+        &self,
+        _kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        if K::BF16_PAIRS {
+            let at = |kk: usize, j: usize| self.w[(j0 + j) * self.k + k0 + kk];
+            match self.format {
+                Half::Bf16 => pack_pairs(kc, nc, w, out, at),
+                Half::F16 => pack_pairs(kc, nc, w, out, |kk, j| {
+                    half::f32_to_bf16(half::f16_to_f32(at(kk, j)))
+                }),
+            }
+            return;
+        }
+        for (q, jr) in (0..nc).step_by(w).enumerate() {
+            let panel = &mut out[q * w * kc..(q + 1) * w * kc];
+            let cols = w.min(nc - jr);
+            for j in 0..cols {
+                let s = (j0 + jr + j) * self.k + k0;
+                let src = &self.w[s..s + kc];
+                match self.format {
+                    Half::Bf16 => {
+                        for (dst, &v) in panel.chunks_exact_mut(w).zip(src) {
+                            dst[j] = half::bf16_to_f32(v);
+                        }
+                    }
+                    Half::F16 => {
+                        for (dst, &v) in panel.chunks_exact_mut(w).zip(src) {
+                            dst[j] = half::f16_to_f32(v);
+                        }
+                    }
+                }
+            }
+            if cols < w {
+                for dst in panel.chunks_exact_mut(w) {
+                    dst[cols..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
 /// One packed `kc×nc` block of B and what the stores of its products apply.
 struct Block<'a> {
     alpha: f32,
@@ -599,7 +803,7 @@ struct Block<'a> {
 /// Multiply A panels `ir0/MR ..` of the packed A block (`apack`) by the packed B
 /// block into `c`, a view of the matching rows of C (`c` row `i` is row `ir0 + i` of
 /// the block; `ir0` is a multiple of `MR`).
-fn panels<K: MicroKernel>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, ir0: usize) {
+fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, ir0: usize) {
     let (mr, nr) = (K::MR, K::NR);
     let Block {
         alpha,
@@ -610,7 +814,7 @@ fn panels<K: MicroKernel>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMu
         nc,
         bpack,
     } = *blk;
-    let mut tile = [0.0f32; kernel::TILE_MAX];
+    let mut tile = [0.0f32; TILE_MAX];
     let direct_ok = c.cs == 1;
     for (q, jr) in (0..nc).step_by(nr).enumerate() {
         let nr_eff = nr.min(nc - jr);
@@ -654,7 +858,7 @@ fn panels<K: MicroKernel>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMu
 /// views without unit column stride stay on the calling thread.
 #[cfg(feature = "parallel")]
 mod par {
-    use super::{Block, MatMut, MicroKernel};
+    use super::{Block, Isa, MatMut};
 
     /// The most threads one product uses.
     pub(super) const MAX_THREADS: usize = 8;
@@ -668,12 +872,21 @@ mod par {
         if work < MIN_WORK || c.cs != 1 {
             return 1;
         }
-        let hw = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let cap = THREAD_CAP.load(core::sync::atomic::Ordering::Relaxed);
+        let hw = if cap > 0 {
+            cap
+        } else {
+            std::thread::available_parallelism().map_or(1, |t| t.get())
+        };
         hw.clamp(1, MAX_THREADS)
     }
 
+    /// The thread count set by [`super::set_max_threads`] (0: the hardware's).
+    pub(super) static THREAD_CAP: core::sync::atomic::AtomicUsize =
+        core::sync::atomic::AtomicUsize::new(0);
+
     /// [`super::panels`] over `c`'s rows, split into `threads` ranges of whole panels.
-    pub(super) fn panels<K: MicroKernel>(
+    pub(super) fn panels<K: Isa>(
         kern: K,
         blk: &Block<'_>,
         apack: &[f32],
@@ -718,16 +931,25 @@ mod par {
     }
 }
 
+/// Cap the threads one product may use (feature `parallel`): `0` restores the
+/// default (the hardware's parallelism, at most 8); `1` makes every product
+/// single-threaded. Process-wide; for benchmarks and for callers that run their own
+/// threads.
+#[cfg(feature = "parallel")]
+pub fn set_max_threads(n: usize) {
+    par::THREAD_CAP.store(n, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Single-threaded stand-in when the `parallel` feature is off.
 #[cfg(not(feature = "parallel"))]
 mod par {
-    use super::{Block, MatMut, MicroKernel};
+    use super::{Block, Isa, MatMut};
 
     pub(super) fn threads(_: usize, _: usize, _: usize, _: &MatMut<'_>) -> usize {
         1
     }
 
-    pub(super) fn panels<K: MicroKernel>(
+    pub(super) fn panels<K: Isa>(
         kern: K,
         blk: &Block<'_>,
         apack: &[f32],
@@ -744,10 +966,10 @@ mod par {
 ///
 /// Contiguous rows (`col_stride == 1`, e.g. a row-major B) are copied slice by
 /// slice; contiguous columns (`row_stride == 1`, e.g. `B = Mᵀ`) are transposed by
-/// the kernel's [`MicroKernel::pack_cols`] (8×8 AVX shuffles on x86) or eight source
+/// the kernel's [`Isa::pack_cols`] (8×8 AVX shuffles on x86) or eight source
 /// columns at a time; other strides go element by element.
 #[allow(clippy::too_many_arguments)]
-fn pack_panels<K: MicroKernel>(
+fn pack_panels<K: Isa>(
     kern: K,
     src: &MatRef<'_>,
     k0: usize,
@@ -757,6 +979,11 @@ fn pack_panels<K: MicroKernel>(
     w: usize,
     out: &mut [f32],
 ) {
+    if K::BF16_PAIRS {
+        let get = |kk: usize, j: usize| half::f32_to_bf16(src.at(k0 + kk, j0 + j));
+        pack_pairs(kc, nc, w, out, get);
+        return;
+    }
     let (rs, cs, data) = (src.rs, src.cs, src.data);
     for (q, jr) in (0..nc).step_by(w).enumerate() {
         let panel = &mut out[q * w * kc..(q + 1) * w * kc];
@@ -812,6 +1039,34 @@ fn pack_panels<K: MicroKernel>(
                         0.0
                     };
                 }
+            }
+        }
+    }
+}
+
+/// The bf16-pair variant of [`pack_panels`] (for `Isa::BF16_PAIRS` kernels): slot
+/// `p·w + j` of panel `q` holds `get(2p, q·w + j)` in its low and `get(2p + 1, q·w + j)`
+/// in its high 16 bits (0 past `kc` or past the last column), as `f32` bits.
+fn pack_pairs(kc: usize, nc: usize, w: usize, out: &mut [f32], get: impl Fn(usize, usize) -> u16) {
+    let kp = kc.div_ceil(2);
+    for (q, jr) in (0..nc).step_by(w).enumerate() {
+        let panel = &mut out[q * w * kc..q * w * kc + kp * w];
+        let cols = w.min(nc - jr);
+        for (p, dst) in panel.chunks_exact_mut(w).enumerate() {
+            let (k0, k1) = (2 * p, 2 * p + 1);
+            for (j, d) in dst.iter_mut().enumerate() {
+                let v = if j < cols {
+                    let lo = u32::from(get(k0, jr + j));
+                    let hi = if k1 < kc {
+                        u32::from(get(k1, jr + j))
+                    } else {
+                        0
+                    };
+                    lo | (hi << 16)
+                } else {
+                    0
+                };
+                *d = f32::from_bits(v);
             }
         }
     }

@@ -1,0 +1,1311 @@
+//! The x86_64 tokens [`Avx2`] and [`Avx512`]: CPU detection without `std`, the
+//! micro-kernels, the register-blocked small products, the transposing pack and the
+//! row kernels, all written with `core::arch` intrinsics and chosen at run time.
+//!
+//! `wide` cannot be used here: its code paths are fixed by `cfg(target_feature)` at
+//! compile time, so inside a `#[target_feature(enable = "avx2,fma")]` function of a
+//! default build it still emits SSE halves without FMA. Instead the kernels are
+//! written once over a tiny SIMD trait ([`Simd`]), implemented for `__m256`
+//! (AVX2+FMA) and `__m512` (AVX-512F) — the tokens' `Isa::Vector` types — and
+//! instantiated inside one `#[target_feature]` function per instruction set.
+//! Everything is `#[inline(always)]` down to the intrinsics, so each instantiation
+//! compiles to straight-line `vfmadd231ps` code on `ymm`/`zmm` registers.
+//!
+//! ## Tile shapes (measured on the benchmark machine: an AVX-512 server core with
+//! two 512-bit FMA pipes of 4-cycle latency and 32 vector registers)
+//! - AVX-512: `MR×NR = 8×48` (8 rows × 3 `zmm`): 24 accumulators (≥ 8 are needed to
+//!   hide 2 pipes × 4 cycles) + 3 B vectors + 1 broadcast = 28 of 32 registers. Each
+//!   `k` step issues 3 vector loads and 8 broadcasts for 24 FMAs, within two loads
+//!   per cycle. `MR = 8` divides the model's row blocks. Against `8×32`, `12×32` and
+//!   `6×64` this shape was the fastest at the SAE shapes (`examples/bench.rs`).
+//! - AVX2: `6×16` (6 rows × 2 `ymm`): 12 accumulators + 2 B vectors + 1 broadcast fill
+//!   15 of the 16 `ymm` registers, the classic shape for 16-register AVX2.
+//!
+//! The B micro-panel (`KC·NR` floats) is bigger than L1 at `KC = 768`, so the kernel
+//! prefetches it [`PF_DIST`] steps ahead. (Prefetching the C tile before the `k`
+//! loop was tried: no gain at `k ≥ 256`, 6 % slower at `k = 64`.)
+//!
+//! ## Safety
+//! Intrinsics run only (a) inside `#[target_feature]` functions, which are `unsafe`
+//! to call from code without those features and are called only by methods of a
+//! token (whose existence proves the features were detected), or (b) in the
+//! `unsafe` methods of [`Simd`], whose contract is that the caller runs under the
+//! matching features (again: holds the token). Raw-pointer loads and stores are each
+//! preceded by a length check of the slice they point into.
+
+use super::{Avx2, Avx512, Isa, Kernel, Out, Private, Store, TILE_MAX, put};
+use crate::kernels::half::Half;
+use crate::kernels::mat::{Epilogue, MatMut, MatRef};
+use core::arch::x86_64::*;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+// ---------------------------------------------------------------------------------
+// Detection: cpuid + xgetbv from `core`, no `std` needed. Cached in an atomic.
+// ---------------------------------------------------------------------------------
+
+const F_DONE: u8 = 1;
+const F_AVX2_FMA: u8 = 2;
+const F_AVX512F: u8 = 4;
+const F_F16C: u8 = 8;
+const F_AVX512BF16: u8 = 16;
+
+static FEATURES: AtomicU8 = AtomicU8::new(0);
+
+/// `xgetbv(0)`: which register states the OS saves (XCR0).
+///
+/// # Safety
+/// The CPU must report OSXSAVE (CPUID.1:ECX bit 27), or the instruction faults.
+#[cfg(not(miri))]
+#[target_feature(enable = "xsave")]
+unsafe fn xcr0() -> u64 {
+    // SAFETY: the caller checked OSXSAVE (function contract).
+    unsafe { _xgetbv(0) }
+}
+
+/// Read the CPU's features (never cached; see [`features`]).
+#[cfg(not(miri))]
+#[allow(unused_unsafe)]
+fn probe() -> u8 {
+    // SAFETY: `cpuid` exists on every x86_64 CPU; leaves above the maximum reported
+    // by leaf 0 are not queried.
+    let l0 = unsafe { __cpuid(0) };
+    if l0.eax < 1 {
+        return 0;
+    }
+    // SAFETY: as above (leaf 1 ≤ max leaf).
+    let l1 = unsafe { __cpuid(1) };
+    let bit = |r: u32, b: u32| (r >> b) & 1 == 1;
+    let (fma, osxsave, avx, f16c) = (
+        bit(l1.ecx, 12),
+        bit(l1.ecx, 27),
+        bit(l1.ecx, 28),
+        bit(l1.ecx, 29),
+    );
+    if !(osxsave && avx) {
+        return 0;
+    }
+    // SAFETY: OSXSAVE is set, so `xgetbv` is enabled.
+    let xcr0 = unsafe { xcr0() };
+    // XCR0 bits 1 (SSE) and 2 (AVX upper halves) must both be saved by the OS.
+    if xcr0 & 0b110 != 0b110 {
+        return 0;
+    }
+    let mut f = 0;
+    if f16c {
+        f |= F_F16C;
+    }
+    if l0.eax < 7 {
+        return f;
+    }
+    // SAFETY: leaf 7 ≤ max leaf.
+    let l7 = unsafe { __cpuid_count(7, 0) };
+    if bit(l7.ebx, 5) && fma {
+        f |= F_AVX2_FMA;
+    }
+    // AVX-512F (leaf 7 EBX bit 16) with the opmask, ZMM_Hi256 and Hi16_ZMM states
+    // (XCR0 bits 5–7) enabled by the OS; the kernels also use AVX2 and FMA.
+    if bit(l7.ebx, 16) && xcr0 & 0xE0 == 0xE0 && f & F_AVX2_FMA != 0 {
+        f |= F_AVX512F;
+        if l7.eax >= 1 {
+            // SAFETY: sub-leaf 1 exists (leaf 7 EAX reports the max sub-leaf).
+            let l71 = unsafe { __cpuid_count(7, 1) };
+            if bit(l71.eax, 5) {
+                f |= F_AVX512BF16;
+            }
+        }
+    }
+    f
+}
+
+/// Miri cannot run `cpuid`: the x86 kernels are reported unavailable.
+#[cfg(miri)]
+fn probe() -> u8 {
+    0
+}
+
+/// The detected features (probed once, then cached).
+#[inline]
+fn features() -> u8 {
+    let f = FEATURES.load(Ordering::Relaxed);
+    if f & F_DONE != 0 {
+        return f;
+    }
+    let f = probe() | F_DONE;
+    FEATURES.store(f, Ordering::Relaxed);
+    f
+}
+
+/// The AVX2 + FMA token, if the CPU and OS support it.
+#[inline]
+pub(crate) fn avx2() -> Option<Avx2> {
+    (features() & F_AVX2_FMA != 0).then_some(Avx2(Private::detected()))
+}
+
+/// The AVX-512F token, if the CPU and OS support AVX-512F, AVX2 and FMA.
+#[inline]
+pub(crate) fn avx512() -> Option<Avx512> {
+    (features() & F_AVX512F != 0).then_some(Avx512(Private::detected()))
+}
+
+#[allow(dead_code)] // used by the half-precision kernels
+/// Whether the CPU has F16C (half-precision conversion for 256-bit vectors).
+#[inline]
+pub(crate) fn has_f16c() -> bool {
+    features() & F_F16C != 0
+}
+
+/// The AVX-512 BF16 token, if the CPU and OS support AVX-512F and AVX512_BF16
+/// (`vdpbf16ps`), besides AVX2 and FMA.
+#[inline]
+pub(crate) fn avx512bf16() -> Option<Avx512Bf16> {
+    (features() & F_AVX512BF16 != 0).then_some(Avx512Bf16(Avx512(Private::detected())))
+}
+
+/// The bf16 dot-product token: the [`Avx512`] kernels, except that the GEMM
+/// micro-kernel multiplies bf16 pairs with `vdpbf16ps` (twice the multiply-adds of an
+/// f32 FMA per instruction, f32 accumulation). Its packed panels hold pairs of bf16
+/// values along `k` in each 32-bit slot (`Isa::BF16_PAIRS`): A is rounded to bf16 as
+/// it is packed. Never selected automatically: only
+/// [`crate::kernels::gemm::gemm_nt_half_bf16_dot`] uses it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512Bf16(Avx512);
+
+// ---------------------------------------------------------------------------------
+// The SIMD vocabulary of the kernels, for one register type.
+// ---------------------------------------------------------------------------------
+
+/// The SIMD operations the kernels need, for one register type.
+///
+/// # Safety
+/// Implementations use intrinsics of an ISA extension; every method may only be
+/// called from code running under that extension's `#[target_feature]` (after
+/// detection). Pointer arguments must be valid for the lanes they access.
+unsafe trait Simd: Copy {
+    const LANES: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn loadu(p: *const f32) -> Self;
+    /// Loads lanes `0..n` (`n < LANES`) and zeroes the rest; never touches `p + n..`.
+    unsafe fn load_part(p: *const f32, n: usize) -> Self;
+    unsafe fn storeu(p: *mut f32, v: Self);
+    /// Stores lanes `0..n` (`n < LANES`); never touches `p + n..`.
+    unsafe fn store_part(p: *mut f32, v: Self, n: usize);
+    /// `a·b + c`, fused.
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+    unsafe fn mul(a: Self, b: Self) -> Self;
+    unsafe fn add(a: Self, b: Self) -> Self;
+    /// [`crate::kernels::vector::relu`] per lane: `x > 0 || NaN ? x : +0`.
+    unsafe fn relu(a: Self) -> Self;
+    /// Sum of the lanes in a fixed order.
+    unsafe fn hsum(a: Self) -> f32;
+    /// `LANES` bf16 values at `p`, widened to `f32` (exact).
+    unsafe fn load_bf16(p: *const u16) -> Self;
+    /// `LANES` IEEE f16 values at `p`, widened to `f32` (exact). For `__m256`, F16C
+    /// must be enabled as well.
+    unsafe fn load_f16(p: *const u16) -> Self;
+}
+
+// SAFETY: the methods use AVX and FMA intrinsics only; callers run under
+// `#[target_feature(enable = "avx2,fma")]` (see the trait's contract).
+unsafe impl Simd for __m256 {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn loadu(p: *const f32) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
+        unsafe {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx);
+            // Masked-off lanes are neither read nor faulted on.
+            _mm256_maskload_ps(p, mask)
+        }
+    }
+    #[inline(always)]
+    unsafe fn storeu(p: *mut f32, v: Self) {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self, n: usize) {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
+        unsafe {
+            let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx);
+            // Masked-off lanes are neither written nor faulted on.
+            _mm256_maskstore_ps(p, mask, v)
+        }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn relu(a: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe {
+            let keep = _mm256_cmp_ps::<_CMP_NLE_UQ>(a, _mm256_setzero_ps());
+            _mm256_and_ps(keep, a)
+        }
+    }
+    #[inline(always)]
+    unsafe fn hsum(a: Self) -> f32 {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+            _mm_cvtss_f32(s)
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for 8 `u16` (trait contract).
+        unsafe {
+            let h = _mm_loadu_si128(p.cast::<__m128i>());
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        // SAFETY: AVX2 and F16C are enabled and `p` is valid for 8 `u16` (contract).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) }
+    }
+}
+
+// SAFETY: the methods use AVX-512F intrinsics only; callers run under
+// `#[target_feature(enable = "avx512f")]` (see the trait's contract).
+unsafe impl Simd for __m512 {
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn loadu(p: *const f32) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for `n` lanes (trait contract);
+        // masked-off lanes are neither read nor faulted on.
+        unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p) }
+    }
+    #[inline(always)]
+    unsafe fn storeu(p: *mut f32, v: Self) {
+        // SAFETY: the ISA is enabled and `p` is valid for the lanes accessed
+        // (the trait contract, upheld by every caller).
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: Self, n: usize) {
+        // SAFETY: the ISA is enabled and `p` is valid for `n` lanes (trait contract);
+        // masked-off lanes are neither written nor faulted on.
+        unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self, b: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn relu(a: Self) -> Self {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe {
+            let keep = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(a, _mm512_setzero_ps());
+            _mm512_maskz_mov_ps(keep, a)
+        }
+    }
+    #[inline(always)]
+    unsafe fn hsum(a: Self) -> f32 {
+        // SAFETY: register-only intrinsics; the ISA is enabled (trait contract).
+        unsafe {
+            let lo = _mm512_castps512_ps256(a);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+            <__m256 as Simd>::hsum(_mm256_add_ps(lo, hi))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for 16 `u16` (trait contract).
+        unsafe {
+            let h = _mm256_loadu_si256(p.cast::<__m256i>());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        // SAFETY: the ISA is enabled and `p` is valid for 16 `u16` (trait contract).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
+    }
+}
+
+/// The register-blocked product of an `MR×kc` A panel and a `kc×NR` B panel
+/// (`NR = NV·LANES`), then the store.
+///
+/// # Safety
+/// `V`'s ISA is enabled; `a.len() ≥ kc·MR` and `b.len() ≥ kc·NR` (checked by the
+/// caller [`tile_impl`]); `out` as documented on [`Out`].
+#[inline(always)]
+unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    out: Out<'_>,
+    st: &Store<'_>,
+) {
+    let nr = NV * V::LANES;
+    assert!(a.len() >= kc * MR && b.len() >= kc * nr);
+    // SAFETY: the ISA is enabled (function contract); the loop reads `a[..kc·MR]` and
+    // `b[..kc·NR]`, in bounds by the assert above.
+    let acc = unsafe {
+        let mut acc = [[V::zero(); NV]; MR];
+        let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
+        for _ in 0..kc {
+            // The B micro-panel (KC·NR·4 bytes) is larger than L1: fetch it a few
+            // steps ahead. Prefetches never fault, and the address is only formed
+            // with wrapping arithmetic.
+            for line in 0..nr.div_ceil(16) {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_DIST * nr + line * 16).cast::<i8>());
+            }
+            let mut bv = [V::zero(); NV];
+            for (v, bvv) in bv.iter_mut().enumerate() {
+                *bvv = V::loadu(bp.add(v * V::LANES));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = V::splat(*ap.add(i));
+                for (x, &bvv) in row.iter_mut().zip(&bv) {
+                    *x = V::fmadd(ai, bvv, *x);
+                }
+            }
+            ap = ap.add(MR);
+            bp = bp.add(nr);
+        }
+        acc
+    };
+    // SAFETY: forwarded contract (ISA enabled, `out` as documented on `Out`).
+    unsafe { store_acc::<V, MR, NV>(&acc, out, st) }
+}
+
+/// Store an `MR×NR` accumulator tile (`NR = NV·LANES`) as [`Out`] asks, applying the
+/// [`Store`] for `Out::Direct`.
+///
+/// # Safety
+/// `V`'s ISA is enabled; `out` as documented on [`Out`].
+#[inline(always)]
+unsafe fn store_acc<V: Simd, const MR: usize, const NV: usize>(
+    acc: &[[V; NV]; MR],
+    out: Out<'_>,
+    st: &Store<'_>,
+) {
+    let nr = NV * V::LANES;
+    match out {
+        Out::Buf(tile) => {
+            assert!(MR * nr <= TILE_MAX);
+            // SAFETY: writes `tile[..MR·NR]`, in bounds by the assert.
+            unsafe {
+                for (i, row) in acc.iter().enumerate() {
+                    for (v, &x) in row.iter().enumerate() {
+                        V::storeu(tile.as_mut_ptr().add(i * nr + v * V::LANES), x);
+                    }
+                }
+            }
+        }
+        Out::Direct { c, ldc, rows, cols } => {
+            assert!(rows <= MR && cols <= nr && rows >= 1 && cols >= 1);
+            assert!((rows == 1 || ldc >= cols) && c.len() >= (rows - 1) * ldc + cols);
+            if let Some(bias) = st.bias {
+                assert!(bias.len() >= cols);
+            }
+            // SAFETY: reads/writes `c[i·ldc .. i·ldc + cols]` for `i < rows` and reads
+            // `bias[..cols]`, all in bounds by the asserts above: full vectors only
+            // where `(v+1)·LANES ≤ cols`, else a masked access of `cols − v·LANES`
+            // lanes that touches nothing beyond.
+            unsafe {
+                let alpha = V::splat(st.alpha);
+                let beta = V::splat(st.beta);
+                for (i, row) in acc.iter().enumerate().take(rows) {
+                    for (v, &x) in row.iter().enumerate() {
+                        let j = v * V::LANES;
+                        if j >= cols {
+                            break;
+                        }
+                        let p = c.as_mut_ptr().add(i * ldc + j);
+                        let n = cols - j;
+                        let mut y = V::mul(alpha, x);
+                        if n >= V::LANES {
+                            if st.beta != 0.0 {
+                                y = V::fmadd(beta, V::loadu(p), y);
+                            }
+                            if let Some(bias) = st.bias {
+                                y = V::relu(V::add(y, V::loadu(bias.as_ptr().add(j))));
+                            }
+                            V::storeu(p, y);
+                        } else {
+                            if st.beta != 0.0 {
+                                y = V::fmadd(beta, V::load_part(p, n), y);
+                            }
+                            if let Some(bias) = st.bias {
+                                y = V::relu(V::add(y, V::load_part(bias.as_ptr().add(j), n)));
+                            }
+                            V::store_part(p, y, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How many `k` steps ahead the micro-kernel prefetches its B panel.
+const PF_DIST: usize = 8;
+
+const AVX512_MR: usize = <Avx512 as super::TileShape>::MR;
+const AVX512_NV: usize = <Avx512 as super::TileShape>::NR / 16;
+const AVX2_MR: usize = <Avx2 as super::TileShape>::MR;
+const AVX2_NV: usize = <Avx2 as super::TileShape>::NR / 8;
+
+#[target_feature(enable = "avx2,fma")]
+fn avx2_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+    // SAFETY: AVX2 and FMA are enabled for this function; `micro` checks the slices.
+    unsafe { micro::<__m256, AVX2_MR, AVX2_NV>(kc, a, b, out, st) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn avx512_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+    // SAFETY: AVX-512F is enabled for this function; `micro` checks the slices.
+    unsafe { micro::<__m512, AVX512_MR, AVX512_NV>(kc, a, b, out, st) }
+}
+
+/// The bf16-pair micro-kernel: `a` holds `MR` 32-bit slots per `k` pair (row `i`:
+/// `a(i,2p)` in the low half, `a(i,2p+1)` in the high half), `b` holds `NR` slots
+/// per pair likewise; `kp = ⌈kc/2⌉` pairs. Each step broadcasts one A pair and
+/// accumulates `a_lo·b_lo + a_hi·b_hi` into every lane with `vdpbf16ps`.
+///
+/// # Safety
+/// AVX-512F and AVX512_BF16 are enabled; `a.len() ≥ kp·MR`, `b.len() ≥ kp·NR`
+/// (checked); `out` as documented on [`Out`].
+#[inline(always)]
+unsafe fn micro_bf16<const MR: usize, const NV: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    out: Out<'_>,
+    st: &Store<'_>,
+) {
+    let nr = NV * 16;
+    let kp = kc.div_ceil(2);
+    assert!(a.len() >= kp * MR && b.len() >= kp * nr);
+    // SAFETY: the features are enabled (contract); the loop reads `a[..kp·MR]` and
+    // `b[..kp·NR]` as 32-bit slots, in bounds by the assert above; `__m512i` and
+    // `__m512bh` are both 64 plain bytes.
+    let acc = unsafe {
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        let (mut ap, mut bp) = (a.as_ptr().cast::<i32>(), b.as_ptr());
+        for _ in 0..kp {
+            for line in 0..nr.div_ceil(16) {
+                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_DIST * nr + line * 16).cast::<i8>());
+            }
+            let mut bv = [core::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
+            for (v, bvv) in bv.iter_mut().enumerate() {
+                *bvv = core::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    bp.add(v * 16).cast::<__m512i>(),
+                ));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                    ap.add(i).read_unaligned(),
+                ));
+                for (x, &bvv) in row.iter_mut().zip(&bv) {
+                    *x = _mm512_dpbf16_ps(*x, ai, bvv);
+                }
+            }
+            ap = ap.add(MR);
+            bp = bp.add(nr);
+        }
+        acc
+    };
+    // SAFETY: AVX-512F is enabled (contract); `out` as documented on `Out`.
+    unsafe { store_acc::<__m512, MR, NV>(&acc, out, st) }
+}
+
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn avx512bf16_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+    // SAFETY: AVX-512F and AVX512_BF16 are enabled here; `micro_bf16` checks slices.
+    unsafe { micro_bf16::<AVX512_MR, AVX512_NV>(kc, a, b, out, st) }
+}
+
+// ---------------------------------------------------------------------------------
+// Row kernels (the sparse path and the unpacked small products).
+// ---------------------------------------------------------------------------------
+
+/// Σ aᵢ bᵢ: two accumulators over `2·LANES`-element steps, then one step, then a
+/// masked tail; a fixed order for a given `V`.
+///
+/// # Safety
+/// `V`'s instruction set is enabled.
+#[inline(always)]
+unsafe fn dot_v<V: Simd>(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let l = V::LANES;
+    // SAFETY: every load reads `[i, i + LANES)` with `i + LANES ≤ n`, or a masked
+    // `n − i` lanes; `n` is within both slices. The ISA is enabled (contract).
+    unsafe {
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let (mut s0, mut s1) = (V::zero(), V::zero());
+        let mut i = 0;
+        while i + 2 * l <= n {
+            s0 = V::fmadd(V::loadu(pa.add(i)), V::loadu(pb.add(i)), s0);
+            s1 = V::fmadd(V::loadu(pa.add(i + l)), V::loadu(pb.add(i + l)), s1);
+            i += 2 * l;
+        }
+        if i + l <= n {
+            s0 = V::fmadd(V::loadu(pa.add(i)), V::loadu(pb.add(i)), s0);
+            i += l;
+        }
+        if i < n {
+            let r = n - i;
+            s1 = V::fmadd(V::load_part(pa.add(i), r), V::load_part(pb.add(i), r), s1);
+        }
+        V::hsum(V::add(s0, s1))
+    }
+}
+
+/// z ← z + a·x (+ b·y if `two`), fused, `LANES` at a time, then a masked tail.
+///
+/// # Safety
+/// `V`'s instruction set is enabled.
+#[inline(always)]
+unsafe fn axpy2_v<V: Simd>(a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32], two: bool) {
+    let n = if two {
+        x.len().min(y.len()).min(z.len())
+    } else {
+        x.len().min(z.len())
+    };
+    let l = V::LANES;
+    // SAFETY: every access covers `[i, i + LANES)` with `i + LANES ≤ n`, or a masked
+    // `n − i` lanes, inside `x`, `z` (and `y` if `two`); `z` is a unique borrow, so it
+    // aliases neither `x` nor `y`. The ISA is enabled (contract).
+    unsafe {
+        let (av, bv) = (V::splat(a), V::splat(b));
+        let (px, py, pz) = (x.as_ptr(), y.as_ptr(), z.as_mut_ptr());
+        let mut i = 0;
+        while i + l <= n {
+            let mut r = V::fmadd(av, V::loadu(px.add(i)), V::loadu(pz.add(i)));
+            if two {
+                r = V::fmadd(bv, V::loadu(py.add(i)), r);
+            }
+            V::storeu(pz.add(i), r);
+            i += l;
+        }
+        if i < n {
+            let r = n - i;
+            let mut v = V::fmadd(av, V::load_part(px.add(i), r), V::load_part(pz.add(i), r));
+            if two {
+                v = V::fmadd(bv, V::load_part(py.add(i), r), v);
+            }
+            V::store_part(pz.add(i), v, r);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: AVX2 and FMA are enabled for this function.
+    unsafe { dot_v::<__m256>(a, b) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: AVX-512F is enabled for this function.
+    unsafe { dot_v::<__m512>(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn axpy2_avx2(a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32], two: bool) {
+    // SAFETY: AVX2 and FMA are enabled for this function.
+    unsafe { axpy2_v::<__m256>(a, x, b, y, z, two) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn axpy2_avx512(a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32], two: bool) {
+    // SAFETY: AVX-512F is enabled for this function.
+    unsafe { axpy2_v::<__m512>(a, x, b, y, z, two) }
+}
+
+// ---------------------------------------------------------------------------------
+// Small products in dot form (C with few rows, from A rows with unit column stride
+// and a B whose columns are contiguous: `B = Mᵀ` for a row-major M). Each column of
+// B is read once per four rows of A, straight from the caller's memory (no packing),
+// so the product runs at the speed of streaming B.
+// ---------------------------------------------------------------------------------
+
+/// Dot products of `M` contiguous A rows with `NC` contiguous B columns.
+///
+/// # Safety
+/// `V`'s ISA is enabled; every `arows[i]` and `bcols[c]` is valid for `k` reads.
+#[inline(always)]
+unsafe fn dots<V: Simd, const M: usize, const NC: usize>(
+    k: usize,
+    arows: [*const f32; M],
+    bcols: [*const f32; NC],
+) -> [[f32; NC]; M] {
+    // SAFETY: reads `arows[i][..k]` and `bcols[c][..k]` (contract); the tail uses a
+    // masked load that touches only the `k % LANES` valid elements.
+    unsafe {
+        let mut acc = [[V::zero(); NC]; M];
+        let full = k / V::LANES * V::LANES;
+        let mut p = 0;
+        while p < full {
+            let bv: [V; NC] = core::array::from_fn(|c| V::loadu(bcols[c].add(p)));
+            for (row, ar) in acc.iter_mut().zip(&arows) {
+                let av = V::loadu(ar.add(p));
+                for (x, &b) in row.iter_mut().zip(&bv) {
+                    *x = V::fmadd(av, b, *x);
+                }
+            }
+            p += V::LANES;
+        }
+        if p < k {
+            let bv: [V; NC] = core::array::from_fn(|c| V::load_part(bcols[c].add(p), k - p));
+            for (row, ar) in acc.iter_mut().zip(&arows) {
+                let av = V::load_part(ar.add(p), k - p);
+                for (x, &b) in row.iter_mut().zip(&bv) {
+                    *x = V::fmadd(av, b, *x);
+                }
+            }
+        }
+        let mut out = [[0.0f32; NC]; M];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (y, &x) in o.iter_mut().zip(a) {
+                *y = V::hsum(x);
+            }
+        }
+        out
+    }
+}
+
+/// The dot-form product, rows `i0..i0+M` of C.
+///
+/// # Safety
+/// `V`'s ISA is enabled; shapes validated by [`crate::kernels::gemm::gemm`];
+/// `i0 + M ≤ a.rows`, `a.cs == 1` (or `k == 1`), `b.rs == 1` (or `k == 1`), `k ≥ 1`.
+#[inline(always)]
+unsafe fn gemv_m<V: Simd, const M: usize>(
+    i0: usize,
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let (k, n) = (a.cols, b.cols);
+    // Row i of A is `a.data[i·rs .. i·rs + k]`, column j of B is `b.data[j·cs .. + k]`:
+    // both inside the views' extents, which `MatRef::new` checked against the slices.
+    let arows: [&[f32]; M] =
+        core::array::from_fn(|i| &a.data[(i0 + i) * a.rs..(i0 + i) * a.rs + k]);
+    let ap: [*const f32; M] = core::array::from_fn(|i| arows[i].as_ptr());
+    let bcol = |j: usize| b.data[j * b.cs..j * b.cs + k].as_ptr();
+    let mut j = 0;
+    while j + 4 <= n {
+        let cols = [bcol(j), bcol(j + 1), bcol(j + 2), bcol(j + 3)];
+        // SAFETY: ISA enabled (contract); every pointer comes from a slice of length k.
+        let r = unsafe { dots::<V, M, 4>(k, ap, cols) };
+        for (i, row) in r.iter().enumerate() {
+            for (jj, &d) in row.iter().enumerate() {
+                put(c, i0 + i, j + jj, d, alpha, beta, epi);
+            }
+        }
+        j += 4;
+    }
+    while j < n {
+        // SAFETY: as above.
+        let r = unsafe { dots::<V, M, 1>(k, ap, [bcol(j)]) };
+        for (i, row) in r.iter().enumerate() {
+            put(c, i0 + i, j, row[0], alpha, beta, epi);
+        }
+        j += 1;
+    }
+}
+
+/// [`gemv_m`] over all rows of A, four at a time.
+///
+/// # Safety
+/// As [`gemv_m`] for the whole of A.
+#[inline(always)]
+unsafe fn gemv_any<V: Simd>(
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let m = a.rows;
+    let mut i0 = 0;
+    // SAFETY: forwarded contract; each call covers rows `i0..i0+M` with `i0 + M ≤ m`.
+    unsafe {
+        while i0 + 4 <= m {
+            gemv_m::<V, 4>(i0, alpha, a, b, beta, c, epi);
+            i0 += 4;
+        }
+        match m - i0 {
+            1 => gemv_m::<V, 1>(i0, alpha, a, b, beta, c, epi),
+            2 => gemv_m::<V, 2>(i0, alpha, a, b, beta, c, epi),
+            3 => gemv_m::<V, 3>(i0, alpha, a, b, beta, c, epi),
+            _ => {}
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn gemv_avx2(
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX2+FMA enabled here; shape conditions are `Isa::dots`'s contract.
+    unsafe { gemv_any::<__m256>(alpha, a, b, beta, c, epi) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn gemv_avx512(
+    alpha: f32,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX-512F enabled here; shape conditions are `Isa::dots`'s contract.
+    unsafe { gemv_any::<__m512>(alpha, a, b, beta, c, epi) }
+}
+
+// ---------------------------------------------------------------------------------
+// Small products with 16-bit weights (`A·Wᵀ`, W row-major `n×k` bf16 or f16): the
+// weights are widened in registers as they stream in, so the product reads half
+// the bytes of the f32 one.
+// ---------------------------------------------------------------------------------
+
+/// Dot products of `M` contiguous A rows with `NC` contiguous 16-bit W rows (`BF`:
+/// bf16, else f16).
+///
+/// # Safety
+/// `V`'s ISA is enabled (and F16C for `__m256` when `!BF`); every `arows[i]` and
+/// `wrows[c]` is valid for `k` reads.
+#[inline(always)]
+unsafe fn dots_half<V: Simd, const M: usize, const NC: usize, const BF: bool>(
+    k: usize,
+    arows: [*const f32; M],
+    wrows: [*const u16; NC],
+) -> [[f32; NC]; M] {
+    let load = |p: *const u16| {
+        // SAFETY: forwarded contract (ISA enabled, `p` valid for LANES reads).
+        unsafe { if BF { V::load_bf16(p) } else { V::load_f16(p) } }
+    };
+    // SAFETY: full-vector reads stay below `k` (`p + LANES ≤ full ≤ k`); the tail
+    // widens the last `k − p` weights into a stack buffer and uses masked loads that
+    // touch only `k − p` lanes.
+    unsafe {
+        let mut acc = [[V::zero(); NC]; M];
+        let full = k / V::LANES * V::LANES;
+        let mut p = 0;
+        while p < full {
+            let wv: [V; NC] = core::array::from_fn(|c| load(wrows[c].add(p)));
+            for (row, ar) in acc.iter_mut().zip(&arows) {
+                let av = V::loadu(ar.add(p));
+                for (x, &b) in row.iter_mut().zip(&wv) {
+                    *x = V::fmadd(av, b, *x);
+                }
+            }
+            p += V::LANES;
+        }
+        if p < k {
+            let r = k - p;
+            let mut buf = [[0.0f32; 16]; NC];
+            for (bc, wr) in buf.iter_mut().zip(&wrows) {
+                let tail = core::slice::from_raw_parts(wr.add(p), r);
+                for (d, &v) in bc.iter_mut().zip(tail) {
+                    *d = if BF {
+                        crate::kernels::half::bf16_to_f32(v)
+                    } else {
+                        crate::kernels::half::f16_to_f32(v)
+                    };
+                }
+            }
+            let wv: [V; NC] = core::array::from_fn(|c| V::load_part(buf[c].as_ptr(), r));
+            for (row, ar) in acc.iter_mut().zip(&arows) {
+                let av = V::load_part(ar.add(p), r);
+                for (x, &b) in row.iter_mut().zip(&wv) {
+                    *x = V::fmadd(av, b, *x);
+                }
+            }
+        }
+        let mut out = [[0.0f32; NC]; M];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (y, &x) in o.iter_mut().zip(a) {
+                *y = V::hsum(x);
+            }
+        }
+        out
+    }
+}
+
+/// Rows `i0..i0+M` of `C ← epilogue(α·A·Wᵀ + β·C)`.
+///
+/// # Safety
+/// As [`dots_half`]; `i0 + M ≤ a.rows`, `a.cs == 1` (or `k == 1`), `k ≥ 1`,
+/// `w.len() ≥ c.cols·k`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn gemv_half_m<V: Simd, const M: usize, const BF: bool>(
+    i0: usize,
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let (k, n) = (a.cols, c.cols);
+    let ap: [*const f32; M] =
+        core::array::from_fn(|i| a.data[(i0 + i) * a.rs..(i0 + i) * a.rs + k].as_ptr());
+    let wrow = |j: usize| w[j * k..(j + 1) * k].as_ptr();
+    let mut j = 0;
+    while j + 4 <= n {
+        let rows = [wrow(j), wrow(j + 1), wrow(j + 2), wrow(j + 3)];
+        // SAFETY: forwarded contract; every pointer comes from a slice of length k.
+        let r = unsafe { dots_half::<V, M, 4, BF>(k, ap, rows) };
+        for (i, row) in r.iter().enumerate() {
+            for (jj, &d) in row.iter().enumerate() {
+                put(c, i0 + i, j + jj, d, alpha, beta, epi);
+            }
+        }
+        j += 4;
+    }
+    while j < n {
+        // SAFETY: as above.
+        let r = unsafe { dots_half::<V, M, 1, BF>(k, ap, [wrow(j)]) };
+        for (i, row) in r.iter().enumerate() {
+            put(c, i0 + i, j, row[0], alpha, beta, epi);
+        }
+        j += 1;
+    }
+}
+
+/// [`gemv_half_m`] over all rows of A, four at a time.
+///
+/// # Safety
+/// As [`gemv_half_m`] for the whole of A.
+#[inline(always)]
+unsafe fn gemv_half_any<V: Simd, const BF: bool>(
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let m = a.rows;
+    let mut i0 = 0;
+    // SAFETY: forwarded contract; each call covers rows `i0..i0+M` with `i0 + M ≤ m`.
+    unsafe {
+        while i0 + 4 <= m {
+            gemv_half_m::<V, 4, BF>(i0, alpha, a, w, beta, c, epi);
+            i0 += 4;
+        }
+        match m - i0 {
+            1 => gemv_half_m::<V, 1, BF>(i0, alpha, a, w, beta, c, epi),
+            2 => gemv_half_m::<V, 2, BF>(i0, alpha, a, w, beta, c, epi),
+            3 => gemv_half_m::<V, 3, BF>(i0, alpha, a, w, beta, c, epi),
+            _ => {}
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn gemv_bf16_avx2(
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX2+FMA enabled here; shape conditions are `Isa::dots_half`'s contract.
+    unsafe { gemv_half_any::<__m256, true>(alpha, a, w, beta, c, epi) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_f16_avx2(
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX2+FMA+F16C enabled here; shapes are `Isa::dots_half`'s contract.
+    unsafe { gemv_half_any::<__m256, false>(alpha, a, w, beta, c, epi) }
+}
+
+#[target_feature(enable = "avx512f")]
+fn gemv_half_avx512(
+    format: Half,
+    alpha: f32,
+    a: &MatRef<'_>,
+    w: &[u16],
+    beta: f32,
+    c: &mut MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    // SAFETY: AVX-512F enabled here; shape conditions are `Isa::dots_half`'s contract.
+    unsafe {
+        match format {
+            Half::Bf16 => gemv_half_any::<__m512, true>(alpha, a, w, beta, c, epi),
+            Half::F16 => gemv_half_any::<__m512, false>(alpha, a, w, beta, c, epi),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The tokens.
+// ---------------------------------------------------------------------------------
+
+impl Isa for Avx2 {
+    const KERNEL: Kernel = Kernel::Avx2;
+    type Vector = __m256;
+
+    #[inline(always)]
+    fn hsum(self, v: __m256) -> f32 {
+        // SAFETY: the token proves AVX2 (register-only intrinsics).
+        unsafe { <__m256 as Simd>::hsum(v) }
+    }
+    #[inline(always)]
+    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { avx2_tile(kc, a, b, out, st) }
+    }
+    #[inline(always)]
+    fn pack_cols(
+        self,
+        src: &[f32],
+        cs: usize,
+        kc: usize,
+        cols: usize,
+        w: usize,
+        panel: &mut [f32],
+    ) -> bool {
+        // SAFETY: the token proves AVX2.
+        unsafe { pack_cols_avx(src, cs, kc, cols, w, panel) };
+        true
+    }
+    #[inline]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { dot_avx2(a, b) }
+    }
+    #[inline]
+    fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { axpy2_avx2(a, x, 0.0, x, y, false) }
+    }
+    #[inline]
+    fn axpy2(self, a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32]) {
+        // SAFETY: the token proves AVX2 and FMA.
+        unsafe { axpy2_avx2(a, x, b, y, z, true) }
+    }
+    fn dots(
+        self,
+        alpha: f32,
+        a: &MatRef<'_>,
+        b: &MatRef<'_>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        // SAFETY: the token proves AVX2 and FMA; the shape conditions are this
+        // method's contract (`Isa::dots`).
+        unsafe { gemv_avx2(alpha, a, b, beta, c, epi) }
+    }
+    fn dots_half(
+        self,
+        format: Half,
+        alpha: f32,
+        a: &MatRef<'_>,
+        w: &[u16],
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        match format {
+            // SAFETY: the token proves AVX2 and FMA; shapes are the method's contract.
+            Half::Bf16 => unsafe { gemv_bf16_avx2(alpha, a, w, beta, c, epi) },
+            // SAFETY: as above, and F16C was detected.
+            Half::F16 if has_f16c() => unsafe { gemv_f16_avx2(alpha, a, w, beta, c, epi) },
+            // No F16C: widen in software (the trait's default).
+            Half::F16 => super::default_dots_half(self, format, alpha, a, w, beta, c, epi),
+        }
+    }
+}
+
+impl Isa for Avx512 {
+    const KERNEL: Kernel = Kernel::Avx512;
+    type Vector = __m512;
+
+    #[inline(always)]
+    fn hsum(self, v: __m512) -> f32 {
+        // SAFETY: the token proves AVX-512F (register-only intrinsics).
+        unsafe { <__m512 as Simd>::hsum(v) }
+    }
+    #[inline(always)]
+    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { avx512_tile(kc, a, b, out, st) }
+    }
+    #[inline(always)]
+    fn pack_cols(
+        self,
+        src: &[f32],
+        cs: usize,
+        kc: usize,
+        cols: usize,
+        w: usize,
+        panel: &mut [f32],
+    ) -> bool {
+        // SAFETY: the token proves AVX2 too (`avx512` checks it).
+        unsafe { pack_cols_avx(src, cs, kc, cols, w, panel) };
+        true
+    }
+    #[inline]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { dot_avx512(a, b) }
+    }
+    #[inline]
+    fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { axpy2_avx512(a, x, 0.0, x, y, false) }
+    }
+    #[inline]
+    fn axpy2(self, a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32]) {
+        // SAFETY: the token proves AVX-512F.
+        unsafe { axpy2_avx512(a, x, b, y, z, true) }
+    }
+    fn dots(
+        self,
+        alpha: f32,
+        a: &MatRef<'_>,
+        b: &MatRef<'_>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        // SAFETY: the token proves AVX-512F; the shape conditions are this method's
+        // contract (`Isa::dots`).
+        unsafe { gemv_avx512(alpha, a, b, beta, c, epi) }
+    }
+    fn dots_half(
+        self,
+        format: Half,
+        alpha: f32,
+        a: &MatRef<'_>,
+        w: &[u16],
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        // SAFETY: the token proves AVX-512F; the shape conditions are this method's
+        // contract (`Isa::dots_half`).
+        unsafe { gemv_half_avx512(format, alpha, a, w, beta, c, epi) }
+    }
+}
+
+impl super::TileShape for Avx512Bf16 {
+    const MR: usize = <Avx512 as super::TileShape>::MR;
+    const NR: usize = <Avx512 as super::TileShape>::NR;
+}
+
+impl Isa for Avx512Bf16 {
+    const KERNEL: Kernel = Kernel::Avx512;
+    const BF16_PAIRS: bool = true;
+    type Vector = __m512;
+
+    #[inline(always)]
+    fn hsum(self, v: __m512) -> f32 {
+        self.0.hsum(v)
+    }
+    #[inline(always)]
+    fn tile(self, kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
+        // SAFETY: the token proves AVX-512F and AVX512_BF16 (`avx512bf16`).
+        unsafe { avx512bf16_tile(kc, a, b, out, st) }
+    }
+    #[inline]
+    fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        self.0.dot(a, b)
+    }
+    #[inline]
+    fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
+        self.0.axpy(a, x, y)
+    }
+    #[inline]
+    fn axpy2(self, a: f32, x: &[f32], b: f32, y: &[f32], z: &mut [f32]) {
+        self.0.axpy2(a, x, b, y, z)
+    }
+    fn dots(
+        self,
+        alpha: f32,
+        a: &MatRef<'_>,
+        b: &MatRef<'_>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        self.0.dots(alpha, a, b, beta, c, epi)
+    }
+    fn dots_half(
+        self,
+        format: Half,
+        alpha: f32,
+        a: &MatRef<'_>,
+        w: &[u16],
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
+        self.0.dots_half(format, alpha, a, w, beta, c, epi)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Transposing pack: `w`-wide panels from source columns that are contiguous along k
+// (`B = Mᵀ` for a row-major M, or a row-major A packed as `Aᵀ`), 8×8 blocks at a
+// time with AVX shuffles instead of one scalar load and store per element.
+// ---------------------------------------------------------------------------------
+
+/// In-register transpose of eight 8-lane rows: `out[s][t] = rows[t][s]`.
+#[target_feature(enable = "avx2")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+}
+
+/// `panel[kk·w + j] = src[j·cs + kk]` for `kk < kc`, `j < cols`; zero for
+/// `cols ≤ j < w`.
+#[target_feature(enable = "avx2")]
+fn pack_cols_avx(src: &[f32], cs: usize, kc: usize, cols: usize, w: usize, panel: &mut [f32]) {
+    assert!(cols >= 1 && cols <= w && panel.len() >= kc * w);
+    assert!(src.len() >= (cols - 1) * cs + kc);
+    let (sp, pp) = (src.as_ptr(), panel.as_mut_ptr());
+    let mut j = 0;
+    while j + 8 <= cols {
+        let mut kk = 0;
+        while kk + 8 <= kc {
+            // SAFETY: reads `src[(j+t)·cs + kk .. + 8]` with `j + t < cols` and
+            // `kk + 8 ≤ kc`, inside `src` by the assert; writes
+            // `panel[(kk+s)·w + j .. + 8]` with `kk + s < kc`, `j + 8 ≤ cols ≤ w`,
+            // inside `panel` by the assert.
+            unsafe {
+                let rows: [__m256; 8] =
+                    core::array::from_fn(|t| _mm256_loadu_ps(sp.add((j + t) * cs + kk)));
+                let cols8 = transpose8(rows);
+                for (s, v) in cols8.iter().enumerate() {
+                    _mm256_storeu_ps(pp.add((kk + s) * w + j), *v);
+                }
+            }
+            kk += 8;
+        }
+        for kk in kk..kc {
+            for t in 0..8 {
+                panel[kk * w + j + t] = src[(j + t) * cs + kk];
+            }
+        }
+        j += 8;
+    }
+    for jj in j..cols {
+        for (kk, &v) in src[jj * cs..jj * cs + kc].iter().enumerate() {
+            panel[kk * w + jj] = v;
+        }
+    }
+    if cols < w {
+        for row in panel[..kc * w].chunks_exact_mut(w) {
+            row[cols..].fill(0.0);
+        }
+    }
+}
