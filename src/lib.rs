@@ -85,14 +85,14 @@ pub use model::{
     untied_forward, untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
 };
 
-pub use optim::{Adam, Optim, Optimizer, sgd_step};
+pub use optim::{Adam, Optim, OptimConfig, Optimizer, sgd_step};
 #[cfg(feature = "std")]
 pub use owned::{ActivationKind, TiedSae, UntiedSae};
 #[cfg(feature = "std")]
 pub use owned::{
-    ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
+    ArrayBatches, BatchSource, ToyBatches, TrainConfig, TrainSae, Trainer, load_model, save_model,
 };
-pub use train::{StepHyper, train_step, train_step_workspace_len};
+pub use train::{Arch, ModelMut, ModelRef, StepHyper, train_step, train_step_workspace_len};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

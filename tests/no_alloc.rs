@@ -21,13 +21,18 @@ use sae_kernels::sparse::{
     encode_sparse, encode_sparse_scratch_len,
 };
 use sae_kernels::toy::{ToyConfig, ToyRng, toy_init, toy_rng, toy_sample};
-use sae_kernels::train::{StreamConfig, StreamingTrainer, streaming_state_len};
+use sae_kernels::train::{
+    DeadLatents, StreamConfig, StreamingTrainer, UntiedArch, streaming_state_len,
+};
+use sae_kernels::{
+    Arch, ModelMut, ModelRef, Optim, OptimConfig, Optimizer, StepHyper, UntiedParams,
+    UntiedParamsMut, train_step, train_step_workspace_len,
+};
 use sae_kernels::{
     Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
     encode_scratch_len, forward, forward_scratch_len, forward_with, grad_scratch_len, init_tied,
     loss_and_grad, loss_and_grad_with, sgd_step,
 };
-use sae_kernels::{Optim, Optimizer, StepHyper, train_step, train_step_workspace_len};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -123,12 +128,19 @@ struct TrainBufs {
     features: Vec<f32>,
     probs: Vec<f32>,
     rng: ToyRng,
+    // Untied TopK (rescaled, AuxK, clipping) training and evaluation.
+    untied: Vec<f32>,
+    untied_adam: Vec<f32>,
+    untied_ws: Vec<f32>,
+    untied_eval: Vec<f32>,
+    since: Vec<u32>,
+    flags: Vec<bool>,
 }
 
 impl TrainBufs {
     fn new(dims: Dims, block: usize) -> Self {
         let stream_cfg = StreamConfig {
-            optimizer: Optimizer::default(),
+            optimizer: Optimizer::default().into(),
             lr: LrSchedule::constant(1e-3),
             l1: L1Warmup {
                 alpha: 1e-3,
@@ -138,13 +150,27 @@ impl TrainBufs {
         };
         let toy = ToyConfig::new(dims.d, dims.h / 2);
         Self {
-            adam: vec![0.0; Optimizer::default().state_len(dims)],
-            momentum: vec![0.0; Optimizer::Sgd { momentum: 0.9 }.state_len(dims)],
-            workspace: vec![0.0; train_step_workspace_len(dims, block)],
-            stream: vec![0.0; streaming_state_len(dims, &stream_cfg)],
+            adam: vec![0.0; Optimizer::default().state_len(Arch::Tied.param_count(dims))],
+            momentum: vec![
+                0.0;
+                Optimizer::Sgd { momentum: 0.9 }.state_len(Arch::Tied.param_count(dims))
+            ],
+            workspace: vec![0.0; train_step_workspace_len(dims, Arch::Tied, block, false)],
+            stream: vec![0.0; streaming_state_len(dims, Arch::Tied, &stream_cfg, false)],
             stream_cfg,
             metrics: vec![0.0; metrics_state_len(dims)],
-            eval: vec![0.0; eval_scratch_len(dims, block)],
+            eval: vec![0.0; eval_scratch_len(dims, Arch::Tied, block)],
+            untied: (0..topk_arch(dims).param_count(dims))
+                .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.05)
+                .collect(),
+            untied_adam: vec![
+                0.0;
+                Optimizer::default().state_len(topk_arch(dims).param_count(dims))
+            ],
+            untied_ws: vec![0.0; train_step_workspace_len(dims, topk_arch(dims), block, true)],
+            untied_eval: vec![0.0; eval_scratch_len(dims, topk_arch(dims), block)],
+            since: vec![0; dims.h],
+            flags: vec![false; 2 * dims.h],
             toy,
             features: vec![0.0; toy.g * toy.d],
             probs: vec![0.0; toy.g],
@@ -250,30 +276,80 @@ fn op_optimizers(fx: &mut Fixture) {
         (Optimizer::default(), &mut t.adam),
         (Optimizer::Sgd { momentum: 0.9 }, &mut t.momentum),
     ] {
-        let mut o = Optim::new(opt, fx.dims, state, 0).expect("Optim::new");
-        let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
-        let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-        o.step(p, g, 1e-3).expect("Optim::step");
+        let cfg = OptimConfig {
+            rule: opt,
+            max_grad_norm: Some(0.5),
+            unit_norm_decoder: true,
+        };
+        let mut o = Optim::new(cfg, fx.dims, Arch::Tied.param_count(fx.dims), state, 0)
+            .expect("Optim::new");
+        let g = ModelRef::from(TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap());
+        let mut p = ModelMut::from(TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap());
+        o.step(&mut p.tensors_mut(), &g.tensors(), 1e-3)
+            .expect("Optim::step");
     }
 }
 
 fn op_train_step(fx: &mut Fixture) {
     let t = &mut fx.train;
-    let mut o = Optim::new(Optimizer::default(), fx.dims, &mut t.adam, 1).unwrap();
+    let pc = Arch::Tied.param_count(fx.dims);
+    let mut o = Optim::new(Optimizer::default(), fx.dims, pc, &mut t.adam, 1).unwrap();
     let hyper = StepHyper {
         alpha: 1e-3,
         lr: 1e-3,
     };
     let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-    train_step(p, &mut o, &fx.x, fx.n, hyper, &mut t.workspace).expect("train_step");
+    train_step(p, &mut o, &fx.x, fx.n, hyper, None, &mut t.workspace).expect("train_step");
     // The refused path (NaN in the batch) allocates nothing either.
     let d = fx.dims.d;
     let saved = fx.x[d];
     fx.x[d] = f32::NAN;
     let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-    let r = train_step(p, &mut o, &fx.x[..2 * d], 2, hyper, &mut t.workspace);
+    let r = train_step(p, &mut o, &fx.x[..2 * d], 2, hyper, None, &mut t.workspace);
     fx.x[d] = saved;
     assert!(r.is_err(), "NaN batch accepted");
+
+    // Untied TopK: rescaled by decoder norms, AuxK on tracked dead latents, clipping.
+    let dims = fx.dims;
+    let arch = topk_arch(dims);
+    let cfg = OptimConfig {
+        rule: Optimizer::default(),
+        max_grad_norm: Some(1.0),
+        unit_norm_decoder: false,
+    };
+    let mut o = Optim::new(cfg, dims, arch.param_count(dims), &mut t.untied_adam, 0).unwrap();
+    let mut dead = DeadLatents::new(&mut t.since, &mut t.flags, 0).unwrap();
+    let hd = dims.m_len();
+    let (we, rest) = t.untied.split_at_mut(hd);
+    let (be, rest) = rest.split_at_mut(dims.h);
+    let (wd, bd) = rest.split_at_mut(hd);
+    let Arch::Untied(u) = arch else {
+        unreachable!()
+    };
+    for _ in 0..2 {
+        let p = ModelMut::Untied(
+            UntiedParamsMut::new(dims, &mut *we, &mut *be, &mut *wd, &mut *bd).unwrap(),
+            u,
+        );
+        train_step(
+            p,
+            &mut o,
+            &fx.x,
+            fx.n,
+            hyper,
+            Some(&mut dead),
+            &mut t.untied_ws,
+        )
+        .expect("untied train_step");
+    }
+    let p = ModelRef::Untied(UntiedParams::new(dims, we, be, wd, bd).unwrap(), u);
+    let mut met = Metrics::new(dims, &mut t.metrics).unwrap();
+    evaluate(p, &fx.x, fx.n, &mut met, &mut t.untied_eval).expect("untied evaluate");
+}
+
+/// TopK with k = 2, SAELens' training options (rescaling, AuxK k_aux = d/2).
+fn topk_arch(dims: Dims) -> Arch {
+    Arch::Untied(UntiedArch::topk(2, dims.d))
 }
 
 fn op_streaming_trainer(fx: &mut Fixture) {

@@ -13,6 +13,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// Every parameter's bits, tensors in canonical order.
+fn flat(m: ModelRef<'_>) -> Vec<u32> {
+    m.tensors().iter().flat_map(|t| bits(t.data)).collect()
+}
+
 /// Adam on a 1×1 model (M = [m], b = [b]) for three steps, against PyTorch's formula
 /// evaluated by hand in f64.
 #[test]
@@ -21,7 +26,7 @@ fn adam_matches_hand_computed_steps() {
     let (mut m, mut b) = ([0.5f32], [-0.25f32]);
     let cfg = Adam::default();
     let opt = Optimizer::Adam(cfg);
-    let mut state = vec![0.0f32; opt.state_len(dims)];
+    let mut state = vec![0.0f32; opt.state_len(Arch::Tied.param_count(dims))];
     assert_eq!(state.len(), 4);
     let grads = [(0.2f64, -1.0f64), (-0.1, 0.5), (0.3, 0.0)];
     let lr = 0.01f64;
@@ -29,10 +34,17 @@ fn adam_matches_hand_computed_steps() {
     let (mut mm, mut vm, mut mb, mut vb) = (0.0f64, 0.0, 0.0, 0.0);
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
     for (t, &(gm, gb)) in grads.iter().enumerate() {
-        let mut o = Optim::new(opt, dims, &mut state, t as u64).unwrap();
+        let mut o = Optim::new(
+            opt,
+            dims,
+            Arch::Tied.param_count(dims),
+            &mut state,
+            t as u64,
+        )
+        .unwrap();
         o.step(
-            TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
-            TiedParams::new(dims, &[gm as f32], &[gb as f32]).unwrap(),
+            &mut ModelMut::from(TiedParamsMut::new(dims, &mut m, &mut b).unwrap()).tensors_mut(),
+            &ModelRef::from(TiedParams::new(dims, &[gm as f32], &[gb as f32]).unwrap()).tensors(),
             lr as f32,
         )
         .unwrap();
@@ -70,19 +82,22 @@ fn sgd_momentum_matches_hand_computed_steps() {
     let dims = Dims::new(1, 1).unwrap();
     let (mut m, mut b) = ([1.0f32], [0.0f32]);
     let opt = Optimizer::Sgd { momentum: 0.5 };
-    let mut state = vec![0.0f32; opt.state_len(dims)];
-    let mut o = Optim::new(opt, dims, &mut state, 0).unwrap();
+    let mut state = vec![0.0f32; opt.state_len(Arch::Tied.param_count(dims))];
+    let mut o = Optim::new(opt, dims, Arch::Tied.param_count(dims), &mut state, 0).unwrap();
     // vel: 1, 0.5·1 + 2 = 2.5; p: 1 − 0.1·1 = 0.9, 0.9 − 0.1·2.5 = 0.65.
     for g in [1.0f32, 2.0] {
         o.step(
-            TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
-            TiedParams::new(dims, &[g], &[0.0]).unwrap(),
+            &mut ModelMut::from(TiedParamsMut::new(dims, &mut m, &mut b).unwrap()).tensors_mut(),
+            &ModelRef::from(TiedParams::new(dims, &[g], &[0.0]).unwrap()).tensors(),
             0.1,
         )
         .unwrap();
     }
     assert!((m[0] - 0.65).abs() < 1e-6, "{}", m[0]);
-    assert_eq!(Optimizer::Sgd { momentum: 0.0 }.state_len(dims), 0);
+    assert_eq!(
+        Optimizer::Sgd { momentum: 0.0 }.state_len(Arch::Tied.param_count(dims)),
+        0
+    );
     assert!(matches!(
         Optimizer::Sgd { momentum: 1.0 }.validate(),
         Err(Error::OutOfRange {
@@ -121,8 +136,8 @@ fn setup(opt: Optimizer) -> Setup {
         dims,
         m,
         b,
-        state: vec![0.0; opt.state_len(dims)],
-        ws: vec![0.0; train_step_workspace_len(dims, 4)],
+        state: vec![0.0; opt.state_len(Arch::Tied.param_count(dims))],
+        ws: vec![0.0; train_step_workspace_len(dims, Arch::Tied, 4, false)],
         x,
     }
 }
@@ -139,13 +154,15 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
             lr: 1e-2,
         };
         for t in 0..3 {
-            let mut o = Optim::new(opt, dims, &mut s.state, t).unwrap();
+            let mut o =
+                Optim::new(opt, dims, Arch::Tied.param_count(dims), &mut s.state, t).unwrap();
             train_step(
                 TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
                 &mut o,
                 &s.x,
                 6,
                 hyper,
+                None,
                 &mut s.ws,
             )
             .unwrap();
@@ -154,13 +171,15 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut x = s.x.clone();
             x[13] = bad;
-            let mut o = Optim::new(opt, dims, &mut s.state, 3).unwrap();
+            let mut o =
+                Optim::new(opt, dims, Arch::Tied.param_count(dims), &mut s.state, 3).unwrap();
             let r = train_step(
                 TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
                 &mut o,
                 &x,
                 6,
                 hyper,
+                None,
                 &mut s.ws,
             );
             assert!(
@@ -176,10 +195,11 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
         let mut g = vec![0.5f32; dims.m_len()];
         g[dims.m_len() - 1] = f32::NAN;
         let gb = vec![0.0f32; dims.h];
-        let mut o = Optim::new(opt, dims, &mut s.state, 3).unwrap();
+        let mut o = Optim::new(opt, dims, Arch::Tied.param_count(dims), &mut s.state, 3).unwrap();
         let r = o.step(
-            TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
-            TiedParams::new(dims, &g, &gb).unwrap(),
+            &mut ModelMut::from(TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap())
+                .tensors_mut(),
+            &ModelRef::from(TiedParams::new(dims, &g, &gb).unwrap()).tensors(),
             0.1,
         );
         assert!(
@@ -200,7 +220,7 @@ fn transactional_step_refuses_overflowing_update() {
     let mut s = setup(opt);
     let dims = s.dims;
     let (m0, b0) = (bits(&s.m), bits(&s.b));
-    let mut o = Optim::new(opt, dims, &mut s.state, 0).unwrap();
+    let mut o = Optim::new(opt, dims, Arch::Tied.param_count(dims), &mut s.state, 0).unwrap();
     let r = train_step(
         TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
         &mut o,
@@ -210,6 +230,7 @@ fn transactional_step_refuses_overflowing_update() {
             alpha: 0.0,
             lr: f32::MAX,
         },
+        None,
         &mut s.ws,
     );
     assert!(
@@ -303,7 +324,7 @@ fn evaluate_identity_model() {
     let x = [1.0, 0.0, 2.0, 0.5, 0.5, 0.0, 0.0, 0.0, 3.0];
     let mut st = vec![0.0f64; metrics_state_len(dims)];
     let mut met = Metrics::new(dims, &mut st).unwrap();
-    let mut scratch = vec![0.0f32; eval_scratch_len(dims, 2)];
+    let mut scratch = vec![0.0f32; eval_scratch_len(dims, Arch::Tied, 2)];
     evaluate(
         TiedParams::new(dims, &m, &b).unwrap(),
         &x,
@@ -369,7 +390,7 @@ fn toy_generator_statistics() {
 
 fn small_config(steps: u64) -> TrainConfig {
     TrainConfig {
-        optimizer: Optimizer::default(),
+        optimizer: Optimizer::default().into(),
         lr: LrSchedule {
             peak: 1e-2,
             warmup_steps: 20,
@@ -383,6 +404,7 @@ fn small_config(steps: u64) -> TrainConfig {
             warmup_steps: steps / 20,
         },
         batch: 32,
+        dead_window_tokens: None,
     }
 }
 
@@ -394,68 +416,115 @@ fn toy_training_recovers_features() {
     let mut toy = ToyBatches::new(ToyConfig::new(32, 32), 1).unwrap();
     let dims = Dims::new(32, 64).unwrap();
     let mut t = Trainer::new(TiedSae::new(dims, 2), small_config(steps)).unwrap();
-    let before = mmcs(&toy.features, 32, t.sae().m(), 64, 32).unwrap();
+    let before = mmcs(&toy.features, 32, t.sae().decoder(), 64, 32).unwrap();
     let held = toy.sample(1000, 77).unwrap();
     t.fit(&mut toy, steps, &held, 400, false, &mut |_, _, _| {})
         .unwrap();
-    let after = mmcs(&toy.features, 32, t.sae().m(), 64, 32).unwrap();
+    let after = mmcs(&toy.features, 32, t.sae().decoder(), 64, 32).unwrap();
     let (s, _) = t.evaluate(&held, 1000).unwrap();
     assert!(before < 0.7, "random start {before}");
     assert!(after >= 0.85, "MMCS {after} (from {before}); {s:?}");
     assert!(s.fvu < 0.3 && s.l0 < 10.0, "{s:?}");
 }
 
-/// Checkpoint at step 5, resume, continue to 12: bit-for-bit the uninterrupted run.
+/// Checkpoint at step 5, resume, continue to 12: bit-for-bit the uninterrupted run, for
+/// the tied model, SAELens' standard SAE (with gradient clipping) and TopK with AuxK
+/// (dead window short enough that latents die and AuxK is active before the
+/// checkpoint, so the dead counters must be restored exactly).
 #[test]
 fn checkpoint_resume_is_bitwise_identical() {
     let data: Vec<f32> = (0..100 * 8)
         .map(|i| ((i * 7919 % 23) as f32 - 11.0) * 0.05)
         .collect();
-    let cfg = TrainConfig {
+    let dims = Dims::new(8, 12).unwrap();
+    let base = TrainConfig {
         batch: 16,
         ..small_config(12)
     };
-    let dims = Dims::new(8, 12).unwrap();
-    let mut src = ArrayBatches::new(data.clone(), 8, 16, 4).unwrap();
-    let mut a = Trainer::new(TiedSae::new(dims, 1), cfg).unwrap();
-    for _ in 0..5 {
-        a.step_from(&mut src).unwrap();
-    }
-    let ckpt = a.checkpoint_bytes();
-    for _ in 5..12 {
-        a.step_from(&mut src).unwrap();
-    }
-    let mut src2 = ArrayBatches::new(data, 8, 16, 4).unwrap();
-    let mut b = Trainer::from_checkpoint(&ckpt, cfg).unwrap();
-    assert_eq!(b.steps(), 5);
-    for _ in 5..12 {
-        b.step_from(&mut src2).unwrap();
-    }
-    assert_eq!(bits(a.sae().m()), bits(b.sae().m()));
-    assert_eq!(bits(a.sae().b()), bits(b.sae().b()));
-    assert_eq!(a.checkpoint_bytes(), b.checkpoint_bytes());
-    // Damaged or mismatched checkpoints are refused.
-    assert!(matches!(
-        Trainer::from_checkpoint(&ckpt[..ckpt.len() - 1], cfg),
-        Err(Error::File {
-            arg: "checkpoint",
-            ..
-        })
-    ));
-    let sgd = TrainConfig {
-        optimizer: Optimizer::Sgd { momentum: 0.0 },
-        ..cfg
+    let clipped = TrainConfig {
+        optimizer: OptimConfig {
+            max_grad_norm: Some(0.5),
+            ..OptimConfig::default()
+        },
+        ..base
     };
-    assert!(Trainer::from_checkpoint(&ckpt, sgd).is_err());
+    let topk = sae_kernels::train::UntiedArch::topk(2, 8);
+    let cases: Vec<(TrainSae, TrainConfig)> = vec![
+        (TiedSae::new(dims, 1).into(), base),
+        (
+            TrainSae::untied(dims, sae_kernels::train::UntiedArch::standard(), 1).unwrap(),
+            clipped,
+        ),
+        (
+            TrainSae::untied(dims, topk, 1).unwrap(),
+            TrainConfig {
+                dead_window_tokens: Some(32),
+                ..clipped
+            },
+        ),
+    ];
+    for (sae, cfg) in cases {
+        let mut src = ArrayBatches::new(data.clone(), 8, 16, 4).unwrap();
+        let mut a = Trainer::new(sae, cfg).unwrap();
+        for _ in 0..5 {
+            a.step_from(&mut src).unwrap();
+        }
+        let ckpt = a.checkpoint_bytes().unwrap();
+        for _ in 5..12 {
+            a.step_from(&mut src).unwrap();
+        }
+        let mut src2 = ArrayBatches::new(data.clone(), 8, 16, 4).unwrap();
+        let mut b = Trainer::from_checkpoint(&ckpt, cfg).unwrap();
+        assert_eq!(b.steps(), 5);
+        for _ in 5..12 {
+            b.step_from(&mut src2).unwrap();
+        }
+        assert_eq!(a.sae(), b.sae(), "{:?}", a.sae().arch());
+        assert_eq!(a.checkpoint_bytes().unwrap(), b.checkpoint_bytes().unwrap());
+        // Damaged or mismatched checkpoints are refused.
+        assert!(matches!(
+            Trainer::from_checkpoint(&ckpt[..ckpt.len() - 1], cfg),
+            Err(Error::File {
+                arg: "checkpoint",
+                ..
+            })
+        ));
+        let sgd = TrainConfig {
+            optimizer: Optimizer::Sgd { momentum: 0.0 }.into(),
+            ..cfg
+        };
+        assert!(Trainer::from_checkpoint(&ckpt, sgd).is_err());
+        let other_dead = TrainConfig {
+            dead_window_tokens: if cfg.dead_window_tokens.is_some() {
+                None
+            } else {
+                Some(5)
+            },
+            ..cfg
+        };
+        assert!(Trainer::from_checkpoint(&ckpt, other_dead).is_err());
+        if cfg.dead_window_tokens.is_some() {
+            assert!(
+                a.dead_fraction().unwrap() > 0.0,
+                "AuxK never had dead latents"
+            );
+        }
+    }
     // And through a file.
+    let mut src = ArrayBatches::new(data, 8, 16, 4).unwrap();
+    let mut a = Trainer::new(TiedSae::new(dims, 1), base).unwrap();
+    a.step_from(&mut src).unwrap();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("training-ckpt");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("c.bin");
     a.save_checkpoint(&p).unwrap();
-    let c = Trainer::load_checkpoint(&p, cfg).unwrap();
-    assert_eq!(c.checkpoint_bytes(), a.checkpoint_bytes());
-    save_model(a.sae(), &dir.join("m.saek")).unwrap();
-    assert_eq!(&load_model(&dir.join("m.saek")).unwrap(), a.sae());
+    let c = Trainer::load_checkpoint(&p, base).unwrap();
+    assert_eq!(c.checkpoint_bytes().unwrap(), a.checkpoint_bytes().unwrap());
+    let TrainSae::Tied(tied) = a.sae() else {
+        unreachable!()
+    };
+    save_model(tied, &dir.join("m.saek")).unwrap();
+    assert_eq!(&load_model(&dir.join("m.saek")).unwrap(), tied);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -468,7 +537,7 @@ fn streaming_trainer_matches_block_steps() {
         .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
         .collect();
     let cfg = StreamConfig {
-        optimizer: Optimizer::default(),
+        optimizer: Optimizer::default().into(),
         lr: LrSchedule::constant(1e-2),
         l1: L1Warmup {
             alpha: 0.05,
@@ -478,7 +547,7 @@ fn streaming_trainer_matches_block_steps() {
     };
     let init = TiedSae::new(dims, 6);
     let (mut m1, mut b1) = (init.m().to_vec(), init.b().to_vec());
-    let mut st1 = vec![0.0; streaming_state_len(dims, &cfg)];
+    let mut st1 = vec![0.0; streaming_state_len(dims, Arch::Tied, &cfg, false)];
     let mut s1 = StreamingTrainer::new(
         TiedParamsMut::new(dims, &mut m1, &mut b1).unwrap(),
         cfg,
@@ -492,7 +561,7 @@ fn streaming_trainer_matches_block_steps() {
         }
     }
     assert_eq!((stepped, s1.steps(), s1.buffered()), (2, 2, 0));
-    let p1 = (bits(s1.params().m()), bits(s1.params().b()));
+    let p1 = flat(s1.params());
 
     let mut owned = Trainer::new(
         init,
@@ -501,12 +570,13 @@ fn streaming_trainer_matches_block_steps() {
             lr: cfg.lr,
             l1: cfg.l1,
             batch: 4,
+            dead_window_tokens: None,
         },
     )
     .unwrap();
     owned.step(&data[..32], 4).unwrap();
     owned.step(&data[32..], 4).unwrap();
-    assert_eq!(p1, (bits(owned.sae().m()), bits(owned.sae().b())));
+    assert_eq!(p1, flat(owned.sae().view().unwrap()));
 
     // A NaN sample: the block's step fails and the model is unchanged.
     let mut bad = data[..8].to_vec();
@@ -518,7 +588,7 @@ fn streaming_trainer_matches_block_steps() {
         s1.push(&bad),
         Err(Error::NonFiniteStep { arg: "loss" })
     ));
-    assert_eq!(p1, (bits(s1.params().m()), bits(s1.params().b())));
+    assert_eq!(p1, flat(s1.params()));
     assert!(matches!(
         s1.push(&bad[..3]),
         Err(Error::Length { arg: "sample", .. })
@@ -607,4 +677,97 @@ fn npy_round_trip_and_errors() {
     std::fs::write(dir.join("g.npy"), b"not an npy").unwrap();
     assert!(read_npy(&dir.join("g.npy")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The generic loss-and-gradient ([`sae_kernels::train::loss_and_grad`]) against
+/// central finite differences (f32 loss, accumulated in f64), for every trainable
+/// architecture: tied, standard (decoder-norm L1), and SAELens TopK with
+/// `rescale_acts_by_decoder_norm` (whose gradient is mapped back through the decoder
+/// norms by the chain rule).
+#[test]
+fn generic_gradients_match_finite_differences() {
+    use sae_kernels::train::{Arch, UntiedArch, grad_tensors, loss_and_grad};
+    let dims = Dims::new(5, 7).unwrap();
+    let n = 6;
+    let x: Vec<f32> = (0..n * 5)
+        .map(|i| ((i * 37 % 13) as f32 - 6.0) * 0.3 + 0.2)
+        .collect();
+    let mut dead = vec![false; 7];
+    dead[1] = true;
+    dead[4] = true;
+    let mut topk = UntiedArch::topk(2, 5);
+    if let Some(a) = topk.aux.as_mut() {
+        a.k_aux = 2;
+    }
+    let cases: Vec<(TrainSae, f32, Option<&[bool]>)> = vec![
+        (TiedSae::new(dims, 3).into(), 0.05, None),
+        (
+            TrainSae::untied(dims, UntiedArch::standard(), 3).unwrap(),
+            0.3,
+            None,
+        ),
+        // AuxK's residual is detached (a constant in its gradient), so finite
+        // differences of the total loss do not apply to it: no dead latents here.
+        (TrainSae::untied(dims, topk, 3).unwrap(), 0.0, None),
+    ];
+    let _ = &dead;
+    for (mut sae, alpha, dd) in cases {
+        // Move away from the symmetric init: biases and decoder norms differ per latent.
+        {
+            let mut v = sae.view_mut().unwrap();
+            for (ti, t) in v.tensors_mut().iter_mut().enumerate() {
+                for (i, p) in t.data.iter_mut().enumerate() {
+                    *p += ((i * 29 + ti * 7) % 11) as f32 * 0.02 - 0.1;
+                }
+            }
+        }
+        let arch = sae.arch();
+        let p_len = arch.param_count(dims);
+        let mut grads = vec![0.0f32; p_len];
+        let mut scratch = vec![0.0f32; arch.grad_scratch_len(dims, 4, false)];
+        let eval = |s: &TrainSae, g: &mut [f32], sc: &mut [f32]| {
+            let (parts, _) =
+                loss_and_grad(s.view().unwrap(), &x, n, alpha, dd, g, None, sc).unwrap();
+            f64::from(parts.loss)
+        };
+        eval(&sae, &mut grads, &mut scratch);
+        let g0 = grads.clone();
+        let names: Vec<&str> = grad_tensors(arch, dims, &g0)
+            .unwrap()
+            .iter()
+            .flat_map(|t| std::iter::repeat_n(t.name, t.data.len()))
+            .collect();
+        let mut tmp = vec![0.0f32; p_len];
+        let mut worst = 0.0f64;
+        for j in 0..p_len {
+            let h = 1e-3f32;
+            let mut plus = sae.clone();
+            let mut minus = sae.clone();
+            for (s, sign) in [(&mut plus, 1.0f32), (&mut minus, -1.0)] {
+                let mut v = s.view_mut().unwrap();
+                let mut ts = v.tensors_mut();
+                let mut k = j;
+                for t in ts.iter_mut() {
+                    if k < t.data.len() {
+                        t.data[k] += sign * h;
+                        break;
+                    }
+                    k -= t.data.len();
+                }
+            }
+            let fd = (eval(&plus, &mut tmp, &mut scratch) - eval(&minus, &mut tmp, &mut scratch))
+                / (2.0 * f64::from(h));
+            let err = (fd - f64::from(g0[j])).abs() / (1.0 + fd.abs());
+            worst = worst.max(err);
+            assert!(
+                err < 2e-2,
+                "{:?}: parameter {j} ({}): analytic {} vs finite difference {fd}",
+                arch,
+                names[j],
+                g0[j]
+            );
+        }
+        assert!(worst < 2e-2);
+        assert!(matches!(arch, Arch::Tied | Arch::Untied(_)));
+    }
 }

@@ -33,7 +33,8 @@ use sae_kernels::sparse::{
     encode_sparse, encode_sparse_scratch_len, top_k,
 };
 use sae_kernels::{
-    Activation, Adam, Dims, Error, ForwardOutputs, Optim, Optimizer, Path, Penalty, StepHyper,
+    Activation, Adam, Arch, Dims, Error, ForwardOutputs, ModelMut, ModelRef, Optim, OptimConfig,
+    Optimizer, Path, Penalty, StepHyper,
     TiedParams, TiedParamsMut, UntiedConfig, UntiedParams, UntiedParamsMut, decode,
     decode_scratch_len, encode, encode_scratch_len, forward_scratch_len, forward_with,
     grad_scratch_len, init_tied, loss_and_grad_with, sgd_step, train_step,
@@ -640,17 +641,26 @@ fn optim_case(dims: Dims, m: &mut [f32], b: &mut [f32], sm: Style, inp: &mut Inp
     } else {
         dims
     };
-    let (mut st, fresh) = state(inp, cfg.state_len(odims));
+    let (mut st, fresh) = state(inp, cfg.state_len(Arch::Tied.param_count(odims)));
     let t0 = steps(inp);
     let st_before = bits(&st);
-    let mut o = match Optim::new(cfg, odims, &mut st, t0) {
+    let ocfg = OptimConfig {
+        rule: cfg,
+        max_grad_norm: match inp.u8() % 4 {
+            0 => Some(lr(inp)),
+            1 => Some(1.0),
+            _ => None,
+        },
+        unit_norm_decoder: inp.u8() % 2 == 0,
+    };
+    let mut o = match Optim::new(ocfg, odims, Arch::Tied.param_count(odims), &mut st, t0) {
         Ok(o) => o,
         Err(_) => {
             assert_eq!(st_before, bits(&st), "Optim::new wrote the state");
             return;
         }
     };
-    assert!(cfg.validate().is_ok());
+    assert!(ocfg.validate().is_ok());
     let gdims = if inp.u8() % 8 == 0 {
         Dims::new(1 + inp.upto(12), 1 + inp.upto(12)).unwrap()
     } else {
@@ -661,9 +671,9 @@ fn optim_case(dims: Dims, m: &mut [f32], b: &mut [f32], sm: Style, inp: &mut Inp
     let gb = inp.vec(gdims.h, sg);
     let lr = lr(inp);
     let before = [bits(m), bits(b), bits(o.state())];
-    let pm = TiedParamsMut::new(dims, m, b).unwrap();
-    let g = TiedParams::new(gdims, &gm, &gb).unwrap();
-    let r = o.step(pm, g, lr);
+    let mut pm = ModelMut::from(TiedParamsMut::new(dims, m, b).unwrap());
+    let g = ModelRef::from(TiedParams::new(gdims, &gm, &gb).unwrap());
+    let r = o.step(&mut pm.tensors_mut(), &g.tensors(), lr);
     match r {
         Err(e) => {
             let after = [bits(m), bits(b), bits(o.state())];
@@ -685,7 +695,15 @@ fn optim_case(dims: Dims, m: &mut [f32], b: &mut [f32], sm: Style, inp: &mut Inp
     // Moderate finite inputs and a fresh state of the default rules must step.
     let moderate = matches!(sm, Style::Grid) && matches!(sg, Style::Grid);
     let plain = matches!(cfg, Optimizer::Sgd { momentum: 0.0 }) || cfg == Optimizer::default();
-    if moderate && plain && fresh && odims == dims && gdims == dims && (0.0..=1.0).contains(&lr) {
+    let options = ocfg.max_grad_norm.is_none() && !ocfg.unit_norm_decoder;
+    if moderate
+        && plain
+        && options
+        && fresh
+        && odims == dims
+        && gdims == dims
+        && (0.0..=1.0).contains(&lr)
+    {
         assert!(r.is_ok(), "{cfg:?} refused a moderate step: {r:?}");
     }
 }
@@ -705,17 +723,19 @@ fn train_case(
         return;
     }
     let cfg = optimizer(inp);
-    let (mut st, fresh) = state(inp, cfg.state_len(dims));
+    let pc = Arch::Tied.param_count(dims);
+    let (mut st, fresh) = state(inp, cfg.state_len(pc));
     let t0 = steps(inp);
-    let Ok(mut o) = Optim::new(cfg, dims, &mut st, t0) else {
+    let Ok(mut o) = Optim::new(cfg, dims, pc, &mut st, t0) else {
         return;
     };
     let lr = lr(inp);
     let rows = 1 + inp.upto(300);
-    let mut ws = vec![-2.5; inp.len_near(Some(train_step_workspace_len(dims, rows)))];
+    let ws_len = train_step_workspace_len(dims, Arch::Tied, rows, false);
+    let mut ws = vec![-2.5; inp.len_near(Some(ws_len))];
     let before = [bits(m), bits(b), bits(o.state())];
     let pm = TiedParamsMut::new(dims, m, b).unwrap();
-    let r = train_step(pm, &mut o, x, n, StepHyper { alpha, lr }, &mut ws);
+    let r = train_step(pm, &mut o, x, n, StepHyper { alpha, lr }, None, &mut ws);
     match r {
         Err(e) => {
             let after = [bits(m), bits(b), bits(o.state())];
@@ -737,7 +757,7 @@ fn train_case(
         && fresh
         && n >= 1
         && x.len() == n * dims.d
-        && ws.len() >= train_step_workspace_len(dims, 1)
+        && ws.len() >= train_step_workspace_len(dims, Arch::Tied, 1, false)
         && (0.0..=1.0).contains(&alpha)
         && (0.0..=1.0).contains(&lr)
     {

@@ -6,6 +6,6 @@ mod untied;
 
 pub use tied::TiedSae;
 pub use trainer::{
-    ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
+    ArrayBatches, BatchSource, ToyBatches, TrainConfig, TrainSae, Trainer, load_model, save_model,
 };
 pub use untied::{ActivationKind, UntiedSae};

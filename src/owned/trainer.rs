@@ -4,10 +4,13 @@
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Summary, eval_scratch_len, evaluate, metrics_state_len};
 use crate::model::{DEFAULT_BLOCK_ROWS, Dims, LossParts};
-use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, Optimizer};
-use crate::owned::TiedSae;
+use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, OptimConfig, Optimizer};
+use crate::owned::{ActivationKind, TiedSae, UntiedSae};
 use crate::toy::{ToyConfig, toy_init, toy_rng, toy_sample};
-use crate::train::{StepHyper, train_step, train_step_workspace_len};
+use crate::train::{
+    Arch, AuxKConfig, DeadLatents, ModelMut, ModelRef, StepHyper, TrainActivation, TrainPenalty,
+    UntiedArch, train_step, train_step_workspace_len,
+};
 use rand_core::{Rng, SeedableRng};
 use std::path::Path;
 use std::{vec, vec::Vec};
@@ -15,14 +18,19 @@ use std::{vec, vec::Vec};
 /// What a [`Trainer`] does each step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainConfig {
-    /// The update rule (default: Adam, β = (0.9, 0.999), ε = 1e-8).
-    pub optimizer: Optimizer,
+    /// The update rule (e.g. Adam, β = (0.9, 0.999), ε = 1e-8), gradient clipping and
+    /// decoder constraint.
+    pub optimizer: OptimConfig,
     /// Learning rate as a function of the step.
     pub lr: LrSchedule,
     /// L1 coefficient as a function of the step.
     pub l1: L1Warmup,
     /// Rows per minibatch (`≥ 1`).
     pub batch: usize,
+    /// Track dead latents with this window in tokens ([`DeadLatents`]; SAELens:
+    /// 1000 steps = `1000·batch` tokens). Needed for the AuxK loss; `None` = no
+    /// tracking (and no AuxK).
+    pub dead_window_tokens: Option<u64>,
 }
 
 /// A source of minibatches. Batch `step` must be a pure function of the source's
@@ -193,36 +201,219 @@ impl BatchSource for ToyBatches {
     }
 }
 
-/// A tied SAE with its optimizer state and workspace: everything training needs.
+/// The model a [`Trainer`] trains: a tied SAE, or an untied one with its training
+/// architecture.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainSae {
+    /// The seed's tied SAE.
+    Tied(TiedSae),
+    /// An untied SAE (its `kind` and `apply_b_dec_to_input` must agree with the
+    /// architecture's).
+    Untied(UntiedSae, UntiedArch),
+}
+
+impl From<TiedSae> for TrainSae {
+    fn from(s: TiedSae) -> Self {
+        TrainSae::Tied(s)
+    }
+}
+
+impl TrainSae {
+    /// A freshly initialised untied SAE for `arch` with SAELens v6's initialisation
+    /// ([`crate::model::init_untied`], decoder rows of norm `0.1`).
+    ///
+    /// # Errors
+    /// As [`Arch::validate`].
+    pub fn untied(dims: Dims, arch: UntiedArch, seed: u64) -> Result<Self> {
+        Arch::Untied(arch).validate()?;
+        let n = dims.m_len();
+        let kind = match arch.activation {
+            TrainActivation::Relu => ActivationKind::Relu,
+            TrainActivation::TopK(k) => ActivationKind::TopK(k),
+        };
+        let mut sae = UntiedSae::from_parts(
+            dims,
+            vec![0.0; n],
+            vec![0.0; dims.h],
+            vec![0.0; n],
+            vec![0.0; dims.d],
+            Vec::new(),
+            kind,
+            arch.apply_b_dec_to_input,
+        )?;
+        crate::model::init_untied(sae.params_mut()?, seed, 0.1)?;
+        Ok(TrainSae::Untied(sae, arch))
+    }
+
+    /// The dimensions.
+    #[must_use]
+    pub fn dims(&self) -> Dims {
+        match self {
+            TrainSae::Tied(s) => s.dims(),
+            TrainSae::Untied(s, _) => s.dims(),
+        }
+    }
+
+    /// The architecture.
+    #[must_use]
+    pub fn arch(&self) -> Arch {
+        match self {
+            TrainSae::Tied(_) => Arch::Tied,
+            TrainSae::Untied(_, a) => Arch::Untied(*a),
+        }
+    }
+
+    /// The decoder rows (`h×d`, row `i` = feature `i`'s direction): `M` or `W_dec`.
+    #[must_use]
+    pub fn decoder(&self) -> &[f32] {
+        match self {
+            TrainSae::Tied(s) => s.m(),
+            TrainSae::Untied(s, _) => &s.w_dec,
+        }
+    }
+
+    /// A read-only view for the no_std entry points.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if an untied model's public buffers were resized.
+    pub fn view(&self) -> Result<ModelRef<'_>> {
+        Ok(match self {
+            TrainSae::Tied(s) => ModelRef::Tied(s.params()),
+            TrainSae::Untied(s, a) => {
+                let p = s.params();
+                crate::model::UntiedParams::new(
+                    s.dims(),
+                    p.w_enc(),
+                    p.b_enc(),
+                    p.w_dec(),
+                    p.b_dec(),
+                )?;
+                ModelRef::Untied(p, *a)
+            }
+        })
+    }
+
+    /// A mutable view for the no_std entry points.
+    ///
+    /// # Errors
+    /// [`Error::Length`] if an untied model's public buffers were resized.
+    pub fn view_mut(&mut self) -> Result<ModelMut<'_>> {
+        Ok(match self {
+            TrainSae::Tied(s) => ModelMut::Tied(s.params_mut()),
+            TrainSae::Untied(s, a) => ModelMut::Untied(s.params_mut()?, *a),
+        })
+    }
+
+    /// The model as SAELens would save it: the tied model as its untied equivalent
+    /// ([`UntiedSae::from_tied`]); a model trained with `rescale_acts_by_decoder_norm`
+    /// with the decoder norms folded into the encoder (SAELens' `_fold_norm_topk`:
+    /// `W_enc[:, i] ·= n_i`, `b_enc_i ·= n_i`, `W_dec,i /= n_i`), which gives the same
+    /// codes and reconstructions with plain TopK.
+    #[must_use]
+    pub fn to_inference(&self) -> UntiedSae {
+        match self {
+            TrainSae::Tied(s) => UntiedSae::from_tied(s.params()),
+            TrainSae::Untied(s, a) if a.rescale_acts_by_decoder_norm => {
+                let Dims { d, h } = s.dims();
+                let mut out = s.clone();
+                for i in 0..h {
+                    let row = &mut out.w_dec[i * d..(i + 1) * d];
+                    let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
+                    for v in row.iter_mut() {
+                        *v *= inv;
+                    }
+                    for j in 0..d {
+                        out.w_enc[j * h + i] *= n;
+                    }
+                    out.b_enc[i] *= n;
+                }
+                out
+            }
+            TrainSae::Untied(s, _) => s.clone(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if let TrainSae::Untied(s, a) = self {
+            let kind = match a.activation {
+                TrainActivation::Relu => ActivationKind::Relu,
+                TrainActivation::TopK(k) => ActivationKind::TopK(k),
+            };
+            if s.kind != kind || s.apply_b_dec_to_input != a.apply_b_dec_to_input {
+                return Err(Error::OutOfRange {
+                    arg: "arch",
+                    allowed: "the model's activation and input centring must match the architecture's",
+                });
+            }
+        }
+        self.arch().validate()
+    }
+}
+
+/// A model with its optimizer state, dead-latent counters and workspace: everything
+/// training needs, for every architecture.
 ///
 /// Steps are [`train_step`]s: transactional, so a batch with a NaN returns `Err` and
-/// leaves the model and optimizer untouched.
+/// leaves the model, optimizer and counters untouched.
 #[derive(Clone, Debug)]
 pub struct Trainer {
-    sae: TiedSae,
+    sae: TrainSae,
     config: TrainConfig,
     opt_state: Vec<f32>,
     steps: u64,
+    since: Vec<u32>,
+    flags: Vec<bool>,
     workspace: Vec<f32>,
     batch_buf: Vec<f32>,
     eval_scratch: Vec<f32>,
 }
 
+/// Allocate `n` zeroed values, or a clean error (never an abort).
+fn try_zeroed<T: Clone + Default>(n: usize, what: &'static str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::File {
+        arg: what,
+        what: "not enough memory",
+    })?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 impl Trainer {
-    /// A trainer for `sae` with a fresh optimizer.
+    /// A trainer for `sae` (a [`TiedSae`] converts with `.into()`) with a fresh
+    /// optimizer and fresh dead-latent counters.
     ///
     /// # Errors
-    /// [`Error::Dimension`] naming `batch` if zero; as [`Optimizer::validate`].
-    pub fn new(sae: TiedSae, config: TrainConfig) -> Result<Self> {
+    /// [`Error::Dimension`] naming `batch` if zero; as [`OptimConfig::validate`] and
+    /// [`Arch::validate`]; [`Error::OutOfRange`] naming `arch` if an untied model's
+    /// activation differs from its architecture's; [`Error::File`] naming a buffer if
+    /// memory runs out.
+    pub fn new(sae: impl Into<TrainSae>, config: TrainConfig) -> Result<Self> {
+        let sae = sae.into();
         crate::error::check_nonzero("batch", config.batch)?;
         config.optimizer.validate()?;
+        sae.check()?;
         let dims = sae.dims();
+        let arch = sae.arch();
+        let track = config.dead_window_tokens.is_some();
         Ok(Self {
-            opt_state: vec![0.0; config.optimizer.state_len(dims)],
+            opt_state: try_zeroed(
+                config.optimizer.state_len(arch.param_count(dims)),
+                "optimizer state",
+            )?,
             steps: 0,
-            workspace: vec![0.0; train_step_workspace_len(dims, DEFAULT_BLOCK_ROWS)],
-            batch_buf: vec![0.0; config.batch * dims.d],
-            eval_scratch: vec![0.0; eval_scratch_len(dims, DEFAULT_BLOCK_ROWS)],
+            since: try_zeroed(if track { dims.h } else { 0 }, "dead counters")?,
+            flags: try_zeroed(if track { 2 * dims.h } else { 0 }, "dead counters")?,
+            workspace: try_zeroed(
+                train_step_workspace_len(dims, arch, DEFAULT_BLOCK_ROWS, track),
+                "workspace",
+            )?,
+            batch_buf: try_zeroed(config.batch.saturating_mul(dims.d), "batch")?,
+            eval_scratch: try_zeroed(
+                eval_scratch_len(dims, arch, DEFAULT_BLOCK_ROWS),
+                "eval scratch",
+            )?,
             sae,
             config,
         })
@@ -230,7 +421,7 @@ impl Trainer {
 
     /// The model.
     #[must_use]
-    pub fn sae(&self) -> &TiedSae {
+    pub fn sae(&self) -> &TrainSae {
         &self.sae
     }
 
@@ -246,24 +437,45 @@ impl Trainer {
         self.steps
     }
 
-    /// One step on `n` rows of `x` (`n×d`) with this step's learning rate and L1
-    /// coefficient; returns the loss parts before the update.
+    /// Fraction of latents dead by the training-time rule ([`DeadLatents`]), or `None`
+    /// without tracking.
+    #[must_use]
+    pub fn dead_fraction(&self) -> Option<f64> {
+        let w = self.config.dead_window_tokens?;
+        let h = self.since.len().max(1);
+        Some(self.since.iter().filter(|&&c| u64::from(c) > w).count() as f64 / h as f64)
+    }
+
+    /// One step on `n` rows of `x` (`n×d`) with this step's learning rate and
+    /// sparsity coefficient; returns the loss parts before the update.
     ///
     /// # Errors
     /// As [`train_step`].
     pub fn step(&mut self, x: &[f32], n: usize) -> Result<LossParts> {
         let dims = self.sae.dims();
+        let arch = self.sae.arch();
         let hyper = StepHyper {
             alpha: self.config.l1.alpha(self.steps),
             lr: self.config.lr.lr(self.steps),
         };
-        let mut optim = Optim::new(self.config.optimizer, dims, &mut self.opt_state, self.steps)?;
+        let mut optim = Optim::new(
+            self.config.optimizer,
+            dims,
+            arch.param_count(dims),
+            &mut self.opt_state,
+            self.steps,
+        )?;
+        let mut dead = match self.config.dead_window_tokens {
+            Some(w) => Some(DeadLatents::new(&mut self.since, &mut self.flags, w)?),
+            None => None,
+        };
         let parts = train_step(
-            self.sae.params_mut(),
+            self.sae.view_mut()?,
             &mut optim,
             x,
             n,
             hyper,
+            dead.as_mut(),
             &mut self.workspace,
         )?;
         self.steps = optim.steps();
@@ -299,44 +511,87 @@ impl Trainer {
     /// As [`evaluate`].
     pub fn evaluate(&mut self, x: &[f32], n: usize) -> Result<(Summary, Vec<f64>)> {
         let dims = self.sae.dims();
-        let mut state = vec![0.0f64; metrics_state_len(dims)];
+        let mut state = try_zeroed::<f64>(metrics_state_len(dims), "metrics")?;
         let mut m = Metrics::new(dims, &mut state)?;
-        evaluate(self.sae.params(), x, n, &mut m, &mut self.eval_scratch)?;
+        evaluate(self.sae.view()?, x, n, &mut m, &mut self.eval_scratch)?;
         Ok((m.summary(n as u64), m.feature_counts().to_vec()))
     }
 
-    /// Serialise the model, optimizer state and step count (format below).
+    /// Serialise the model, architecture, optimizer state, dead-latent counters and
+    /// step count (format below).
     ///
-    /// ## Checkpoint format (version 1, little-endian)
-    /// `b"SAEKCKPT"`, `u32` version = 1, `u64` d, `u64` h, `u64` steps, `u32` optimizer
-    /// kind (0 = SGD, 1 = Adam), three `f32` (SGD: momentum, 0, 0; Adam: β1, β2, ε),
-    /// `u64` length of the optimizer state, then the `f32`s of `M` (`h·d`), `b` (`h`)
-    /// and the optimizer state. The schedules and batch size are not stored: resume
-    /// with the same [`TrainConfig`].
-    #[must_use]
-    pub fn checkpoint_bytes(&self) -> Vec<u8> {
+    /// ## Checkpoint format (version 2, little-endian)
+    /// `b"SAEKCKPT"`, `u32` version = 2, `u64` d, `u64` h, `u64` steps;
+    /// the architecture: `u32` 0 = tied, or 1 = untied followed by `u32` activation
+    /// (0 ReLU, 1 TopK), `u64` k, `u32` penalty (0 none, 1 L1, 2 decoder-norm L1),
+    /// `u8` apply_b_dec_to_input, `u8` rescale_acts_by_decoder_norm, `u8` AuxK present,
+    /// `u64` k_aux, `f32` coefficient; the optimizer: `u32` kind (0 = SGD, 1 = Adam),
+    /// three `f32` (SGD: momentum, 0, 0; Adam: β1, β2, ε), `f32` max_grad_norm (NaN =
+    /// none), `u8` unit_norm_decoder; `u64` length of the optimizer state; `u64`
+    /// number of dead counters (0 or h); then the `f32`s of every tensor in canonical
+    /// order, the optimizer state, and the `u32` dead counters. The schedules, batch
+    /// size and dead window are not stored: resume with the same [`TrainConfig`].
+    ///
+    /// # Errors
+    /// [`Error::Length`] if an untied model's public buffers were resized.
+    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
         let dims = self.sae.dims();
         let mut out = Vec::new();
         out.extend_from_slice(CKPT_MAGIC);
-        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&2u32.to_le_bytes());
         for v in [dims.d as u64, dims.h as u64, self.steps] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        let (kind, a, b, c) = match self.config.optimizer {
+        match self.sae.arch() {
+            Arch::Tied => out.extend_from_slice(&0u32.to_le_bytes()),
+            Arch::Untied(u) => {
+                out.extend_from_slice(&1u32.to_le_bytes());
+                let (a, k) = match u.activation {
+                    TrainActivation::Relu => (0u32, 0u64),
+                    TrainActivation::TopK(k) => (1, k as u64),
+                };
+                out.extend_from_slice(&a.to_le_bytes());
+                out.extend_from_slice(&k.to_le_bytes());
+                let pen: u32 = match u.penalty {
+                    TrainPenalty::None => 0,
+                    TrainPenalty::L1 => 1,
+                    TrainPenalty::DecoderNormL1 => 2,
+                };
+                out.extend_from_slice(&pen.to_le_bytes());
+                out.push(u8::from(u.apply_b_dec_to_input));
+                out.push(u8::from(u.rescale_acts_by_decoder_norm));
+                out.push(u8::from(u.aux.is_some()));
+                let (ka, c) = u
+                    .aux
+                    .map_or((0u64, 0.0f32), |a| (a.k_aux as u64, a.coefficient));
+                out.extend_from_slice(&ka.to_le_bytes());
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+        }
+        let oc = self.config.optimizer;
+        let (kind, a, b, c) = match oc.rule {
             Optimizer::Sgd { momentum } => (0u32, momentum, 0.0, 0.0),
             Optimizer::Adam(x) => (1u32, x.beta1, x.beta2, x.eps),
         };
         out.extend_from_slice(&kind.to_le_bytes());
-        for v in [a, b, c] {
+        for v in [a, b, c, oc.max_grad_norm.unwrap_or(f32::NAN)] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.push(u8::from(oc.unit_norm_decoder));
         out.extend_from_slice(&(self.opt_state.len() as u64).to_le_bytes());
-        for s in [self.sae.m(), self.sae.b(), &self.opt_state[..]] {
-            for v in s {
+        out.extend_from_slice(&(self.since.len() as u64).to_le_bytes());
+        for t in self.sae.view()?.tensors() {
+            for v in t.data {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
-        out
+        for v in &self.opt_state {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in &self.since {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Ok(out)
     }
 
     /// Rebuild a trainer from [`Trainer::checkpoint_bytes`] and the run's config.
@@ -344,8 +599,9 @@ impl Trainer {
     /// (same build, same batches).
     ///
     /// # Errors
-    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-1
-    /// checkpoint, are truncated, or their optimizer differs from `config`'s.
+    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-2
+    /// checkpoint, are truncated, or their optimizer or dead tracking differs from
+    /// `config`'s.
     pub fn from_checkpoint(bytes: &[u8], config: TrainConfig) -> Result<Self> {
         let bad = |what| Error::File {
             arg: "checkpoint",
@@ -358,15 +614,47 @@ impl Trainer {
         if r.take(8)? != CKPT_MAGIC {
             return Err(bad("not a sae-kernels checkpoint (bad magic)"));
         }
-        if r.u32()? != 1 {
+        if r.u32()? != 2 {
             return Err(bad("unsupported checkpoint version"));
         }
         let d = r.usize()?;
         let h = r.usize()?;
         let steps = r.u64()?;
+        let dims = Dims::new(d, h).map_err(|_| bad("zero or overflowing dimensions"))?;
+        let arch = match r.u32()? {
+            0 => Arch::Tied,
+            1 => {
+                let act = match (r.u32()?, r.usize()?) {
+                    (0, _) => TrainActivation::Relu,
+                    (1, k) => TrainActivation::TopK(k),
+                    _ => return Err(bad("unknown activation")),
+                };
+                let penalty = match r.u32()? {
+                    0 => TrainPenalty::None,
+                    1 => TrainPenalty::L1,
+                    2 => TrainPenalty::DecoderNormL1,
+                    _ => return Err(bad("unknown penalty")),
+                };
+                let apply = r.u8()? != 0;
+                let rescale = r.u8()? != 0;
+                let has_aux = r.u8()? != 0;
+                let k_aux = r.usize()?;
+                let coefficient = r.f32()?;
+                Arch::Untied(UntiedArch {
+                    activation: act,
+                    penalty,
+                    apply_b_dec_to_input: apply,
+                    rescale_acts_by_decoder_norm: rescale,
+                    aux: has_aux.then_some(AuxKConfig { k_aux, coefficient }),
+                })
+            }
+            _ => return Err(bad("unknown architecture")),
+        };
+        arch.validate().map_err(|_| bad("invalid architecture"))?;
         let kind = r.u32()?;
-        let (a, b, c) = (r.f32()?, r.f32()?, r.f32()?);
-        let opt = match kind {
+        let (a, b, c, clip) = (r.f32()?, r.f32()?, r.f32()?, r.f32()?);
+        let unit = r.u8()? != 0;
+        let rule = match kind {
             0 => Optimizer::Sgd { momentum: a },
             1 => Optimizer::Adam(Adam {
                 beta1: a,
@@ -375,22 +663,63 @@ impl Trainer {
             }),
             _ => return Err(bad("unknown optimizer kind")),
         };
+        let opt = OptimConfig {
+            rule,
+            max_grad_norm: (!clip.is_nan()).then_some(clip),
+            unit_norm_decoder: unit,
+        };
         if opt != config.optimizer {
             return Err(bad("optimizer differs from the config's"));
         }
-        let dims = Dims::new(d, h).map_err(|_| bad("zero or overflowing dimensions"))?;
         let n_state = r.usize()?;
-        if n_state != opt.state_len(dims) {
+        if n_state != opt.state_len(arch.param_count(dims)) {
             return Err(bad("optimizer state length does not match the dimensions"));
         }
-        let m = r.f32s(dims.m_len())?;
-        let bias = r.f32s(h)?;
+        let n_dead = r.usize()?;
+        let want_dead = if config.dead_window_tokens.is_some() {
+            h
+        } else {
+            0
+        };
+        if n_dead != want_dead {
+            return Err(bad("dead-latent tracking differs from the config's"));
+        }
+        let sae = match arch {
+            Arch::Tied => {
+                let m = r.f32s(dims.m_len())?;
+                let bias = r.f32s(h)?;
+                TrainSae::Tied(TiedSae::from_parts(dims, m, bias)?)
+            }
+            Arch::Untied(u) => {
+                let w_enc = r.f32s(dims.m_len())?;
+                let b_enc = r.f32s(h)?;
+                let w_dec = r.f32s(dims.m_len())?;
+                let b_dec = r.f32s(d)?;
+                let kind = match u.activation {
+                    TrainActivation::Relu => ActivationKind::Relu,
+                    TrainActivation::TopK(k) => ActivationKind::TopK(k),
+                };
+                let s = UntiedSae::from_parts(
+                    dims,
+                    w_enc,
+                    b_enc,
+                    w_dec,
+                    b_dec,
+                    Vec::new(),
+                    kind,
+                    u.apply_b_dec_to_input,
+                )?;
+                TrainSae::Untied(s, u)
+            }
+        };
         let state = r.f32s(n_state)?;
+        let since = r.u32s(n_dead)?;
         if !r.b.is_empty() {
             return Err(bad("trailing bytes"));
         }
-        let mut t = Self::new(TiedSae::from_parts(dims, m, bias)?, config)?;
+        let mut t = Self::new(sae, config)?;
         t.opt_state = state;
+        t.since = since;
         t.steps = steps;
         Ok(t)
     }
@@ -400,7 +729,7 @@ impl Trainer {
     /// # Errors
     /// [`Error::File`] naming `path` if it cannot be written.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.checkpoint_bytes()).map_err(|e| io_err("path", &e))
+        std::fs::write(path, self.checkpoint_bytes()?).map_err(|e| io_err("path", &e))
     }
 
     /// Read a checkpoint written by [`Trainer::save_checkpoint`].
@@ -470,8 +799,13 @@ impl Trainer {
                 } else {
                     std::format!("{fvu:.4}")
                 };
+                let dead = self
+                    .dead_fraction()
+                    .map_or(std::string::String::new(), |f| {
+                        std::format!("  dead {f:.3}")
+                    });
                 bar.set_message(std::format!(
-                    "loss {:.4}  L0 {:.2}  held-out FVU {fvu}",
+                    "loss {:.4}  L0 {:.2}  held-out FVU {fvu}{dead}",
                     parts.loss,
                     parts.l0
                 ));
@@ -529,6 +863,16 @@ impl<'a> Reader<'a> {
     }
     fn f32(&mut self) -> Result<f32> {
         self.u32().map(f32::from_bits)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32s(&mut self, n: usize) -> Result<Vec<u32>> {
+        let bytes = self.take(n.checked_mul(4).ok_or(Error::Overflow { arg: self.arg })?)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         // Checked against the remaining bytes before allocating.

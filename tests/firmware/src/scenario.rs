@@ -11,9 +11,9 @@
 //! one batch.
 
 use sae_kernels::{
-    Dims, Error, ForwardOutputs, LossParts, Optim, Optimizer, TiedParams, TiedParamsMut, encode,
-    encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
-    sgd_step,
+    Arch, Dims, Error, ForwardOutputs, LossParts, ModelMut, ModelRef, Optim, Optimizer, TiedParams,
+    TiedParamsMut, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
+    init_tied, loss_and_grad, sgd_step,
 };
 
 /// Input width.
@@ -35,7 +35,12 @@ pub const ADAM_STEPS: usize = 2;
 /// Adam's learning rate.
 pub const ADAM_LR: f32 = 0.01;
 /// Adam's state: two moments per parameter.
-pub const STATE_LEN: usize = 2 * (H * D + H);
+pub const STATE_LEN: usize = Optimizer::Adam(sae_kernels::Adam {
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+})
+.state_len(Arch::Tied.param_count(Dims { d: D, h: H }));
 /// Seed of [`init_tied`].
 pub const SEED: u64 = 2026;
 /// Length of the caller's scratch buffer; the scenario checks it is enough.
@@ -209,7 +214,14 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
 
     // Then Adam, its moments in the caller's `state`.
     state.fill(0.0);
-    let mut opt = Optim::new(Optimizer::Adam(Default::default()), dims, state, 0)?;
+    let n_params = Arch::Tied.param_count(dims);
+    let mut opt = Optim::new(
+        Optimizer::Adam(Default::default()),
+        dims,
+        n_params,
+        state,
+        0,
+    )?;
     for k in 0..ADAM_STEPS {
         if k > 0 {
             observe(Kind::Trace, "m", STEPS + k, m);
@@ -220,8 +232,8 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
         let l = loss_and_grad(p, x, N, ALPHA, g, &mut scratch[..grad_len])?;
         observe(Kind::Check, "adam.loss", k, &parts(l));
         opt.step(
-            TiedParamsMut::new(dims, m, b)?,
-            TiedParams::new(dims, gm, gb)?,
+            &mut ModelMut::from(TiedParamsMut::new(dims, m, b)?).tensors_mut(),
+            &ModelRef::from(TiedParams::new(dims, gm, gb)?).tensors(),
             ADAM_LR,
         )?;
     }
