@@ -74,7 +74,7 @@ pub struct UntiedArch {
     pub penalty: TrainPenalty,
     /// Encode `x − b_dec` (SAELens' default).
     pub apply_b_dec_to_input: bool,
-    /// SAELens' TopK training option (see the [module docs](self)).
+    /// SAELens' TopK training option (see [`crate::train::loss_and_grad`]'s module).
     pub rescale_acts_by_decoder_norm: bool,
     /// The AuxK loss (needs dead-latent tracking, [`super::DeadLatents`]).
     pub aux: Option<AuxKConfig>,

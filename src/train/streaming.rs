@@ -81,7 +81,7 @@ impl<'a> StreamingTrainer<'a> {
     ///
     /// # Errors
     /// [`Error::Dimension`] naming `block_rows` if it is 0 or above
-    /// [`MAX_BLOCK_ROWS`]; as [`Optimizer::validate`]; [`Error::WorkspaceTooSmall`]
+    /// [`MAX_BLOCK_ROWS`]; as [`OptimConfig::validate`]; [`Error::WorkspaceTooSmall`]
     /// naming `state` if it is shorter than [`streaming_state_len`].
     pub fn new(
         params: impl Into<ModelMut<'a>>,
