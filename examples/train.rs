@@ -12,10 +12,10 @@ use sae_kernels::format::saelens;
 use sae_kernels::metrics::{Summary, mmcs};
 use sae_kernels::optim::{Decay, L1Warmup, LrSchedule};
 use sae_kernels::toy::ToyConfig;
-use sae_kernels::train::{AuxKConfig, UntiedArch};
+use sae_kernels::train::{AuxKConfig, TrainOptions};
 use sae_kernels::{
-    ArrayBatches, BatchSource, Dims, OptimConfig, Optimizer, TiedSae, ToyBatches, TrainConfig,
-    TrainSae, Trainer, save_model,
+    Arch, ArrayBatches, BatchSource, Dims, OptimConfig, Optimizer, Sae, TiedSae, ToyBatches,
+    TrainConfig, Trainer, save_model,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -303,21 +303,27 @@ fn run(a: &Args) -> Result<(), String> {
         L1Warmup::constant(coef)
     };
     let clip = if a.arch == "tied" { None } else { Some(1.0) };
-    let (sae, dead_window): (TrainSae, Option<u64>) = match a.arch.as_str() {
-        "tied" => (TiedSae::new(dims, a.seed).into(), None),
+    let (sae, options, dead_window): (Sae, TrainOptions, Option<u64>) = match a.arch.as_str() {
+        "tied" => (
+            TiedSae::new(dims, a.seed).into(),
+            TrainOptions::default(),
+            None,
+        ),
         "standard" => (
-            TrainSae::untied(dims, UntiedArch::standard(), a.seed).map_err(|e| e.to_string())?,
+            Sae::new(Arch::standard(), dims, a.seed).map_err(|e| e.to_string())?,
+            TrainOptions::default(),
             None,
         ),
         _ => {
-            let mut arch = UntiedArch::topk(a.k as usize, d);
+            let mut options = TrainOptions::saelens_topk(d);
             let k_aux = a.aux_k.map_or((d / 2).max(1), |x| x as usize);
-            arch.aux = (k_aux > 0).then_some(AuxKConfig {
+            options.aux = (k_aux > 0).then_some(AuxKConfig {
                 k_aux,
                 coefficient: 1.0,
             });
             (
-                TrainSae::untied(dims, arch, a.seed).map_err(|e| e.to_string())?,
+                Sae::new(Arch::topk(a.k as usize), dims, a.seed).map_err(|e| e.to_string())?,
+                options,
                 Some(a.dead_window.saturating_mul(batch as u64)),
             )
         }
@@ -333,7 +339,7 @@ fn run(a: &Args) -> Result<(), String> {
         batch,
         dead_window_tokens: dead_window,
     };
-    let mut trainer = Trainer::new(sae, config).map_err(|e| e.to_string())?;
+    let mut trainer = Trainer::new(sae, options, config).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&a.out)
         .map_err(|e| format!("--out {}: cannot create directory: {e}", a.out.display()))?;
     let pen = match a.arch.as_str() {
@@ -380,22 +386,29 @@ fn run(a: &Args) -> Result<(), String> {
     let sae = trainer.sae();
     let score = match &toy {
         Some(t) => Some(
-            mmcs(&t.features, t.config.g, sae.decoder(), hidden, d).map_err(|e| e.to_string())?,
+            mmcs(&t.features, t.config.g, sae.params().decoder(), hidden, d)
+                .map_err(|e| e.to_string())?,
         ),
         None => None,
     };
 
     // Outputs.
     let out = &a.out;
-    let inference = sae.to_inference();
+    let inference = trainer
+        .inference_model()
+        .map_err(|e| format!("writing the SAELens folder: {e}"))?;
     saelens::save(
         &out.join("sae"),
         &inference,
         &saelens::SaeLensConfig::for_model(&inference),
     )
     .map_err(|e| format!("writing the SAELens folder: {e}"))?;
-    if let TrainSae::Tied(t) = sae {
-        save_model(t, &out.join("model.saek")).map_err(|e| format!("writing the model: {e}"))?;
+    if sae.arch().is_tied() {
+        let p = sae.params();
+        let tied = TiedSae::from_parts(dims, p.decoder().to_vec(), p.b_enc().to_vec())
+            .map_err(|e| format!("writing the model: {e}"))?;
+        save_model(&tied, &out.join("model.saek"))
+            .map_err(|e| format!("writing the model: {e}"))?;
     }
     write_csv(&out.join("metrics.csv"), &rows).map_err(|e| format!("writing metrics.csv: {e}"))?;
     plot_curves(&out.join("loss_l0.svg"), &rows).map_err(|e| format!("plotting: {e}"))?;
@@ -476,7 +489,7 @@ fn run(a: &Args) -> Result<(), String> {
     println!(
         "wrote {0}/sae/ (SAELens: cfg.json + sae_weights.safetensors), {0}/metrics.csv, {0}/loss_l0.svg, {0}/feature_frequency.svg{1}",
         out.display(),
-        if matches!(sae, TrainSae::Tied(_)) {
+        if sae.arch().is_tied() {
             format!(", {}/model.saek", out.display())
         } else {
             String::new()

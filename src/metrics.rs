@@ -19,10 +19,9 @@
 use crate::error::{Error, Result, check_len, check_nonzero, mul};
 use crate::kernels::vector;
 use crate::model::{
-    Dims, ForwardOutputs, MAX_BLOCK_ROWS, Penalty, UntiedParams, forward, forward_scratch_len,
-    untied_forward, untied_forward_scratch_len,
+    Arch, Dims, ForwardOutputs, LossOptions, MAX_BLOCK_ROWS, forward, forward_scratch_len,
 };
-use crate::train::{Arch, ModelRef};
+use crate::train::{ModelRef, TrainOptions};
 
 const HEAD: usize = 4; // rows, Σ sq_err, Σ l1, Σ l0
 
@@ -33,20 +32,16 @@ pub fn metrics_state_len(dims: Dims) -> usize {
         .saturating_add(dims.h.saturating_mul(2))
 }
 
-/// Scratch `f32` for [`evaluate`] on a model of `arch` with row blocks of
-/// `block_rows`: `block_rows·(h + d)` for the block's codes and reconstruction, the
-/// model's forward scratch ([`forward_scratch_len`] or [`untied_forward_scratch_len`]),
-/// and for `rescale_acts_by_decoder_norm` the effective parameters (`2hd + 3h`).
+/// Scratch `f32` for [`evaluate`] on a model of `arch` with `options`, row blocks of
+/// `block_rows`: `block_rows·(h + d)` for the block's codes and reconstruction,
+/// [`forward_scratch_len`], and with `rescale_acts_by_decoder_norm` the effective
+/// parameters (`2hd + 3h`).
 #[must_use]
-pub fn eval_scratch_len(dims: Dims, arch: Arch, block_rows: usize) -> usize {
+pub fn eval_scratch_len(arch: Arch, options: TrainOptions, dims: Dims, block_rows: usize) -> usize {
     let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);
-    let fwd = match arch {
-        Arch::Tied => forward_scratch_len(dims, rows),
-        Arch::Untied(_) => untied_forward_scratch_len(dims, rows),
-    };
     rows.saturating_mul(dims.h.saturating_add(dims.d))
-        .saturating_add(fwd)
-        .saturating_add(crate::train::effective_len(arch, dims))
+        .saturating_add(forward_scratch_len(arch, dims, rows))
+        .saturating_add(options.effective_len(dims))
 }
 
 /// The metrics so far (see the module docs for the definitions).
@@ -165,9 +160,9 @@ impl<'a> Metrics<'a> {
     }
 }
 
-/// Run the model (any architecture; a `TiedParams` converts with `.into()`) on `n`
-/// rows of `x` (`n×d`) and add them to `metrics`, in row blocks inside `scratch` (at
-/// least [`eval_scratch_len`]`(dims, arch, 1)` `f32`).
+/// Run the model (any architecture; a `Params` or `TiedParams` converts with
+/// `.into()`) on `n` rows of `x` (`n×d`) and add them to `metrics`, in row blocks
+/// inside `scratch` (at least [`eval_scratch_len`]`(arch, options, dims, 1)` `f32`).
 ///
 /// # Errors
 /// [`Error::Dimension`] if `n == 0` or `metrics` is for other dimensions;
@@ -192,23 +187,16 @@ pub fn evaluate<'m>(
         });
     }
     check_len("x", x.len(), mul("x", n, d)?)?;
-    let need = eval_scratch_len(dims, arch, 1);
+    let opts = model.options;
+    opts.validate(arch)?;
+    let need = eval_scratch_len(arch, opts, dims, 1);
     crate::error::check_scratch(scratch.len(), need)?;
     let mut rb = MAX_BLOCK_ROWS;
-    while eval_scratch_len(dims, arch, rb) > scratch.len() {
+    while eval_scratch_len(arch, opts, dims, rb) > scratch.len() {
         rb -= 1;
     }
-    let (eff, scratch) = scratch.split_at_mut(crate::train::effective_len(arch, dims));
-    let model = match model {
-        ModelRef::Untied(p, u) if u.rescale_acts_by_decoder_norm => {
-            let (e, nr) = eff.split_at_mut(2 * dims.m_len() + dims.h);
-            crate::train::effective_params(&p, e, &mut nr[..h]);
-            let (we, r) = e.split_at(dims.m_len());
-            let (be, wd) = r.split_at(h);
-            ModelRef::Untied(UntiedParams::new(dims, we, be, wd, p.b_dec)?, u)
-        }
-        m => m,
-    };
+    let (eff, scratch) = scratch.split_at_mut(opts.effective_len(dims));
+    let (p, _) = crate::train::effective(model.params, opts, eff)?;
     let (codes, rest) = scratch.split_at_mut(rb * h);
     let (recon, fwd) = rest.split_at_mut(rb * d);
     for r0 in (0..n).step_by(rb) {
@@ -220,22 +208,7 @@ pub fn evaluate<'m>(
             recon: Some(&mut *rcb),
             ..Default::default()
         };
-        match model {
-            ModelRef::Tied(p) => {
-                forward(p, xb, rows, 0.0, out, fwd)?;
-            }
-            ModelRef::Untied(p, u) => {
-                untied_forward(
-                    p,
-                    u.config(),
-                    xb,
-                    rows,
-                    Penalty::L1 { alpha: 0.0 },
-                    out,
-                    fwd,
-                )?;
-            }
-        }
+        forward(p, xb, rows, &LossOptions::alpha(0.0), out, fwd)?;
         metrics.observe(xb, cb, rcb, rows)?;
     }
     Ok(())

@@ -22,17 +22,15 @@ use sae_kernels::sparse::{
 };
 use sae_kernels::toy::{ToyConfig, ToyRng, toy_init, toy_rng, toy_sample};
 use sae_kernels::train::{
-    DeadLatents, StreamConfig, StreamingTrainer, UntiedArch, streaming_state_len,
+    DeadLatents, ModelMut, ModelRef, StreamConfig, StreamingTrainer, TrainOptions,
+    streaming_state_len,
 };
 use sae_kernels::{
-    Arch, ModelMut, ModelRef, Optim, OptimConfig, Optimizer, StepHyper, UntiedParams,
-    UntiedParamsMut, train_step, train_step_workspace_len,
+    Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, TiedParams, TiedParamsMut,
+    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
+    grad_scratch_len, init_tied, loss_and_grad, sgd_step,
 };
-use sae_kernels::{
-    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
-    encode_scratch_len, forward, forward_scratch_len, forward_with, grad_scratch_len, init_tied,
-    loss_and_grad, loss_and_grad_with, sgd_step,
-};
+use sae_kernels::{Optim, OptimConfig, Optimizer, StepHyper, train_step, train_step_workspace_len};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -150,25 +148,43 @@ impl TrainBufs {
         };
         let toy = ToyConfig::new(dims.d, dims.h / 2);
         Self {
-            adam: vec![0.0; Optimizer::default().state_len(Arch::Tied.param_count(dims))],
+            adam: vec![0.0; Optimizer::default().state_len(Arch::tied().param_len(dims))],
             momentum: vec![
                 0.0;
-                Optimizer::Sgd { momentum: 0.9 }.state_len(Arch::Tied.param_count(dims))
+                Optimizer::Sgd { momentum: 0.9 }.state_len(Arch::tied().param_len(dims))
             ],
-            workspace: vec![0.0; train_step_workspace_len(dims, Arch::Tied, block, false)],
-            stream: vec![0.0; streaming_state_len(dims, Arch::Tied, &stream_cfg, false)],
+            workspace: vec![
+                0.0;
+                train_step_workspace_len(
+                    Arch::tied(),
+                    TrainOptions::default(),
+                    dims,
+                    block,
+                    false
+                )
+            ],
+            stream: vec![
+                0.0;
+                streaming_state_len(
+                    Arch::tied(),
+                    TrainOptions::default(),
+                    dims,
+                    &stream_cfg,
+                    false
+                )
+            ],
             stream_cfg,
             metrics: vec![0.0; metrics_state_len(dims)],
-            eval: vec![0.0; eval_scratch_len(dims, Arch::Tied, block)],
-            untied: (0..topk_arch(dims).param_count(dims))
+            eval: vec![0.0; eval_scratch_len(Arch::tied(), TrainOptions::default(), dims, block)],
+            untied: (0..TOPK.param_len(dims))
                 .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.05)
                 .collect(),
-            untied_adam: vec![
+            untied_adam: vec![0.0; Optimizer::default().state_len(TOPK.param_len(dims))],
+            untied_ws: vec![
                 0.0;
-                Optimizer::default().state_len(topk_arch(dims).param_count(dims))
+                train_step_workspace_len(TOPK, topk_options(dims), dims, block, true)
             ],
-            untied_ws: vec![0.0; train_step_workspace_len(dims, topk_arch(dims), block, true)],
-            untied_eval: vec![0.0; eval_scratch_len(dims, topk_arch(dims), block)],
+            untied_eval: vec![0.0; eval_scratch_len(TOPK, topk_options(dims), dims, block)],
             since: vec![0; dims.h],
             flags: vec![false; 2 * dims.h],
             toy,
@@ -189,12 +205,12 @@ impl Fixture {
             (16, 64, 70, 32)
         };
         let dims = Dims::new(d, h).unwrap();
-        let scratch_len = forward_scratch_len(dims, block)
-            .max(grad_scratch_len(dims, block))
-            .max(encode_scratch_len(dims))
-            .max(decode_scratch_len(dims))
-            .max(encode_sparse_scratch_len(dims))
-            .max(encode_csr_scratch_len(dims, block));
+        let scratch_len = forward_scratch_len(Arch::tied(), dims, block)
+            .max(grad_scratch_len(Arch::tied(), dims, block))
+            .max(encode_scratch_len(Arch::tied(), dims, 1))
+            .max(decode_scratch_len(dims, 1))
+            .max(encode_sparse_scratch_len(Arch::tied(), dims))
+            .max(encode_csr_scratch_len(Arch::tied(), dims, block));
         let mut fx = Fixture {
             dims,
             n,
@@ -215,7 +231,7 @@ impl Fixture {
             csr_val: vec![0.0; n * h],
             train: TrainBufs::new(dims, block),
         };
-        init_tied(TiedParamsMut::new(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
+        init_tied(ParamsMut::tied(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
         // Some positive biases so that codes are not all zero.
         for (j, v) in fx.b.iter_mut().enumerate() {
             *v = (j % 3) as f32 * 0.05;
@@ -225,43 +241,64 @@ impl Fixture {
 }
 
 fn op_init_tied(fx: &mut Fixture) {
-    init_tied(
-        TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap(),
-        11,
-    );
+    init_tied(ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap(), 11);
 }
 
 fn op_encode(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     encode(p, &fx.x, fx.n, &mut fx.codes, &mut fx.scratch).expect("encode");
 }
 
 fn op_decode(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     decode(p, &fx.codes, fx.n, &mut fx.recon, &mut fx.scratch).expect("decode");
 }
 
 fn op_forward_all_outputs(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs {
         codes: Some(&mut fx.codes),
         recon: Some(&mut fx.recon),
         row_sq_err: Some(&mut fx.row_sq),
         row_l1: Some(&mut fx.row_l1),
     };
-    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
 }
 
 fn op_forward_loss_only(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs::default();
-    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
 }
 
 fn op_loss_and_grad(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
-    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
-    loss_and_grad(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch).expect("loss_and_grad");
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
+    let g = ParamsMut::tied(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        g,
+        &mut fx.scratch,
+    )
+    .expect("loss_and_grad");
 }
 
 fn op_sgd_step(fx: &mut Fixture) {
@@ -281,10 +318,10 @@ fn op_optimizers(fx: &mut Fixture) {
             max_grad_norm: Some(0.5),
             unit_norm_decoder: true,
         };
-        let mut o = Optim::new(cfg, fx.dims, Arch::Tied.param_count(fx.dims), state, 0)
+        let mut o = Optim::new(cfg, fx.dims, Arch::tied().param_len(fx.dims), state, 0)
             .expect("Optim::new");
-        let g = ModelRef::from(TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap());
-        let mut p = ModelMut::from(TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap());
+        let g = Params::tied(fx.dims, &fx.gm, &fx.gb).unwrap();
+        let mut p = ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap();
         o.step(&mut p.tensors_mut(), &g.tensors(), 1e-3)
             .expect("Optim::step");
     }
@@ -292,7 +329,7 @@ fn op_optimizers(fx: &mut Fixture) {
 
 fn op_train_step(fx: &mut Fixture) {
     let t = &mut fx.train;
-    let pc = Arch::Tied.param_count(fx.dims);
+    let pc = Arch::tied().param_len(fx.dims);
     let mut o = Optim::new(Optimizer::default(), fx.dims, pc, &mut t.adam, 1).unwrap();
     let hyper = StepHyper {
         alpha: 1e-3,
@@ -311,26 +348,19 @@ fn op_train_step(fx: &mut Fixture) {
 
     // Untied TopK: rescaled by decoder norms, AuxK on tracked dead latents, clipping.
     let dims = fx.dims;
-    let arch = topk_arch(dims);
+    let options = topk_options(dims);
     let cfg = OptimConfig {
         rule: Optimizer::default(),
         max_grad_norm: Some(1.0),
         unit_norm_decoder: false,
     };
-    let mut o = Optim::new(cfg, dims, arch.param_count(dims), &mut t.untied_adam, 0).unwrap();
+    let mut o = Optim::new(cfg, dims, TOPK.param_len(dims), &mut t.untied_adam, 0).unwrap();
     let mut dead = DeadLatents::new(&mut t.since, &mut t.flags, 0).unwrap();
-    let hd = dims.m_len();
-    let (we, rest) = t.untied.split_at_mut(hd);
-    let (be, rest) = rest.split_at_mut(dims.h);
-    let (wd, bd) = rest.split_at_mut(hd);
-    let Arch::Untied(u) = arch else {
-        unreachable!()
-    };
     for _ in 0..2 {
-        let p = ModelMut::Untied(
-            UntiedParamsMut::new(dims, &mut *we, &mut *be, &mut *wd, &mut *bd).unwrap(),
-            u,
-        );
+        let p = ModelMut {
+            params: ParamsMut::from_flat(TOPK, dims, &mut t.untied).unwrap(),
+            options,
+        };
         train_step(
             p,
             &mut o,
@@ -342,14 +372,19 @@ fn op_train_step(fx: &mut Fixture) {
         )
         .expect("untied train_step");
     }
-    let p = ModelRef::Untied(UntiedParams::new(dims, we, be, wd, bd).unwrap(), u);
+    let p = ModelRef {
+        params: Params::from_flat(TOPK, dims, &t.untied).unwrap(),
+        options,
+    };
     let mut met = Metrics::new(dims, &mut t.metrics).unwrap();
     evaluate(p, &fx.x, fx.n, &mut met, &mut t.untied_eval).expect("untied evaluate");
 }
 
-/// TopK with k = 2, SAELens' training options (rescaling, AuxK k_aux = d/2).
-fn topk_arch(dims: Dims) -> Arch {
-    Arch::Untied(UntiedArch::topk(2, dims.d))
+/// TopK with k = 2 and SAELens' training options (rescaling, AuxK k_aux = d/2).
+const TOPK: Arch = Arch::topk(2);
+
+fn topk_options(dims: Dims) -> TrainOptions {
+    TrainOptions::saelens_topk(dims.d)
 }
 
 fn op_streaming_trainer(fx: &mut Fixture) {
@@ -394,19 +429,40 @@ fn op_gemm_strided(fx: &mut Fixture) {
 }
 
 fn op_sparse_path(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs {
         recon: Some(&mut fx.recon),
         ..Default::default()
     };
-    forward_with(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch, Path::Sparse).expect("forward");
-    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
-    loss_and_grad_with(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch, Path::Sparse)
-        .expect("loss_and_grad");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions {
+            path: Path::Sparse,
+            ..LossOptions::alpha(1e-3)
+        },
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
+    let g = ParamsMut::tied(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions {
+            path: Path::Sparse,
+            ..LossOptions::alpha(1e-3)
+        },
+        g,
+        &mut fx.scratch,
+    )
+    .expect("loss_and_grad");
 }
 
 fn op_sparse_outputs(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let d = fx.dims.d;
     let mut one = heapless::Vec::<(u32, f32), 128>::new();
     encode_sparse(p, &fx.x[..d], &mut one, Overflow::Error, &mut fx.scratch).expect("encode");
@@ -431,10 +487,20 @@ fn op_sparse_outputs(fx: &mut Fixture) {
 
 fn op_error_paths(fx: &mut Fixture) {
     // Rejected calls build an `Error` (a `Copy` enum) and must not allocate either.
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let short = &mut fx.scratch[..1];
     assert!(encode(p, &fx.x, fx.n, &mut fx.codes, short).is_err());
-    assert!(forward(p, &fx.x, fx.n, f32::NAN, ForwardOutputs::default(), short).is_err());
+    assert!(
+        forward(
+            p,
+            &fx.x,
+            fx.n,
+            &LossOptions::alpha(f32::NAN),
+            ForwardOutputs::default(),
+            short
+        )
+        .is_err()
+    );
     assert!(decode(p, &fx.codes, 0, &mut fx.recon, short).is_err());
     let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
     let pm = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
@@ -460,10 +526,7 @@ const ENTRY_POINTS: &[(&str, Op)] = &[
     ("metrics, toy generator, mmcs", op_metrics_and_toy),
     ("gemm (strided, beta, bias-relu)", op_gemm_strided),
     ("error paths", op_error_paths),
-    (
-        "sparse path (forward_with, loss_and_grad_with)",
-        op_sparse_path,
-    ),
+    ("sparse path (loss_and_grad_with)", op_sparse_path),
     (
         "sparse outputs (encode_sparse, encode_csr, decode_*)",
         op_sparse_outputs,

@@ -22,50 +22,20 @@
 //! pre-activation is 1 (and 0 elsewhere, including at the kink: relu'(0) = 0), so the
 //! backward pass reads its mask from the codes (`f_i > 0`).
 
-use crate::error::{Error, Result, check_len};
+use super::params::Activation;
 use crate::kernels::vector;
 use core::cmp::Ordering;
 
-/// The activation of an untied SAE; see the [module docs](self) for the definitions.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation<'a> {
-    /// `relu(pre)`.
-    Relu,
-    /// ReLU on the `k` largest pre-activations of each row, 0 elsewhere (`k ≥ 1`;
-    /// `k ≥ h` keeps every feature and equals [`Activation::Relu`]).
-    TopK {
-        /// How many features each row may keep.
-        k: usize,
-    },
-    /// `relu(pre_i)·1[pre_i > threshold_i]`; `threshold` has `h` entries.
-    JumpRelu {
-        /// Per-feature thresholds θ (`h` entries).
-        threshold: &'a [f32],
-    },
-}
-
-impl Activation<'_> {
-    /// Check the activation's parameters against the dictionary size `h`.
-    ///
-    /// # Errors
-    /// [`Error::OutOfRange`] naming `k` if `k == 0`; [`Error::Length`] naming
-    /// `threshold` if it does not have `h` entries.
-    pub fn check(&self, h: usize) -> Result<()> {
-        match *self {
-            Activation::Relu => Ok(()),
-            Activation::TopK { k: 0 } => Err(Error::OutOfRange {
-                arg: "k",
-                allowed: "k must be at least 1",
-            }),
-            Activation::TopK { .. } => Ok(()),
-            Activation::JumpRelu { threshold } => check_len("threshold", threshold.len(), h),
-        }
-    }
-}
-
 /// Apply `act` in place to a block of rows of pre-activations (`rows×h` row-major,
-/// bias already added). `sel` must hold at least `h` entries when `act` is TopK.
-pub(crate) fn apply_rows(act: Activation<'_>, pre: &mut [f32], h: usize, sel: &mut [f32]) {
+/// bias already added). `threshold` holds the JumpReLU thresholds (`h`; ignored
+/// otherwise); `sel` must hold at least `h` entries when `act` is TopK.
+pub(crate) fn apply_rows(
+    act: Activation,
+    pre: &mut [f32],
+    h: usize,
+    threshold: &[f32],
+    sel: &mut [f32],
+) {
     match act {
         Activation::Relu => vector::relu_inplace(pre),
         Activation::TopK { k } => {
@@ -73,7 +43,7 @@ pub(crate) fn apply_rows(act: Activation<'_>, pre: &mut [f32], h: usize, sel: &m
                 topk_relu_row(row, k, &mut sel[..h]);
             }
         }
-        Activation::JumpRelu { threshold } => {
+        Activation::JumpRelu => {
             for row in pre.chunks_exact_mut(h) {
                 jumprelu_row(row, threshold);
             }
@@ -106,6 +76,10 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
         row.fill(0.0);
         return;
     }
+    if k <= HEAP_MAX_K && h >= 8 * k {
+        topk_relu_heap(row, k);
+        return;
+    }
     let sel = &mut sel[..h];
     sel.copy_from_slice(row);
     // Descending order: after this, sel[k-1] is the k-th largest and sel[..k-1] are
@@ -126,6 +100,67 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
             }
             _ => 0.0,
         };
+    }
+}
+
+/// The largest `k` for which [`topk_relu_row`] selects with a bounded heap instead of
+/// `select_nth_unstable_by` (when `h ≥ 8k`): one pass with one comparison per entry.
+const HEAP_MAX_K: usize = 64;
+
+/// Is `a` worse than `b` in the TopK order (smaller value by `total_cmp`, then higher
+/// index)?
+#[inline(always)]
+fn worse(a: (f32, u32), b: (f32, u32)) -> bool {
+    match a.0.total_cmp(&b.0) {
+        Ordering::Less => true,
+        Ordering::Equal => a.1 > b.1,
+        Ordering::Greater => false,
+    }
+}
+
+/// Sift `e` down from node `i` of a min-heap (worst at the root).
+fn sift_down(heap: &mut [(f32, u32)], mut i: usize, e: (f32, u32)) {
+    let len = heap.len();
+    loop {
+        let l = 2 * i + 1;
+        if l >= len {
+            break;
+        }
+        let c = if l + 1 < len && worse(heap[l + 1], heap[l]) {
+            l + 1
+        } else {
+            l
+        };
+        if worse(heap[c], e) {
+            heap[i] = heap[c];
+            i = c;
+        } else {
+            break;
+        }
+    }
+    heap[i] = e;
+}
+
+/// [`topk_relu_row`] for `k ≤ HEAP_MAX_K`: the same kept set (scanning in index order,
+/// a later entry replaces the worst kept one only if strictly larger, so ties keep the
+/// lowest index).
+fn topk_relu_heap(row: &mut [f32], k: usize) {
+    let mut store = [(0.0f32, 0u32); HEAP_MAX_K];
+    let heap = &mut store[..k];
+    for (j, e) in heap.iter_mut().enumerate() {
+        *e = (row[j], j as u32);
+    }
+    for i in (0..k / 2).rev() {
+        sift_down(heap, i, heap[i]);
+    }
+    for (j, &v) in row.iter().enumerate().skip(k) {
+        if v.total_cmp(&heap[0].0) == Ordering::Greater {
+            sift_down(heap, 0, (v, j as u32));
+        }
+    }
+    row.fill(0.0);
+    for &(v, j) in heap.iter() {
+        row[j as usize] = vector::relu(v);
     }
 }
 

@@ -7,7 +7,7 @@
 //! ## State layout
 //! An optimizer's state is one `f32` slice of [`Optimizer::state_len`]`(P)` entries,
 //! where `P` is the total number of parameters (the sum of the tensor lengths, e.g.
-//! [`crate::train::Arch::param_count`]). It is laid out over the tensors in their
+//! [`crate::model::Arch::param_len`]). It is laid out over the tensors in their
 //! canonical order, concatenated:
 //! - SGD with momentum: the velocities `[vel_0 | vel_1 | …]` (`P`);
 //! - Adam: the first moments `[m_0 | m_1 | …]` (`P`), then the second moments
@@ -118,7 +118,7 @@ impl Default for Optimizer {
 
 impl Optimizer {
     /// The number of `f32` of state this optimizer needs for `params` parameters in
-    /// total (e.g. [`crate::train::Arch::param_count`]): `0` for plain SGD, `params`
+    /// total (e.g. [`crate::model::Arch::param_len`]): `0` for plain SGD, `params`
     /// for SGD with momentum and `2·params` for Adam (saturating on overflow).
     /// A `const fn`, so firmware can size a `static` buffer with it.
     #[must_use]
@@ -297,7 +297,7 @@ fn grad_arg(name: &str) -> &'static str {
 impl<'a> Optim<'a> {
     /// Bind `config` to `state` after `steps` completed steps, for a model of `dims`
     /// with `params` parameters in total (the sum of its tensor lengths;
-    /// [`crate::train::Arch::param_count`]). `state` must hold exactly
+    /// [`crate::model::Arch::param_len`]). `state` must hold exactly
     /// `config.state_len(params)` `f32`.
     ///
     /// # Errors

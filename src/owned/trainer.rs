@@ -3,13 +3,13 @@
 
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, Summary, eval_scratch_len, evaluate, metrics_state_len};
-use crate::model::{DEFAULT_BLOCK_ROWS, Dims, LossParts};
+use crate::model::{Activation, Arch, DEFAULT_BLOCK_ROWS, Dims, LossParts, Penalty, Weights};
 use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, OptimConfig, Optimizer};
-use crate::owned::{ActivationKind, TiedSae, UntiedSae};
+use crate::owned::{Sae, TiedSae};
 use crate::toy::{ToyConfig, toy_init, toy_rng, toy_sample};
 use crate::train::{
-    Arch, AuxKConfig, DeadLatents, ModelMut, ModelRef, StepHyper, TrainActivation, TrainPenalty,
-    UntiedArch, train_step, train_step_workspace_len,
+    AuxKConfig, DeadLatents, ModelMut, ModelRef, StepHyper, TrainOptions, train_step,
+    train_step_workspace_len,
 };
 use rand_core::{Rng, SeedableRng};
 use std::path::Path;
@@ -201,154 +201,30 @@ impl BatchSource for ToyBatches {
     }
 }
 
-/// The model a [`Trainer`] trains: a tied SAE, or an untied one with its training
-/// architecture.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TrainSae {
-    /// The seed's tied SAE.
-    Tied(TiedSae),
-    /// An untied SAE (its `kind` and `apply_b_dec_to_input` must agree with the
-    /// architecture's).
-    Untied(UntiedSae, UntiedArch),
-}
-
-impl From<TiedSae> for TrainSae {
-    fn from(s: TiedSae) -> Self {
-        TrainSae::Tied(s)
+impl From<TiedSae> for Sae {
+    /// The same tied model as an [`Sae`] of architecture [`Arch::tied`].
+    fn from(t: TiedSae) -> Self {
+        Sae::from_params(t.params().into())
     }
 }
 
-impl TrainSae {
-    /// A freshly initialised untied SAE for `arch` with SAELens v6's initialisation
-    /// ([`crate::model::init_untied`], decoder rows of norm `0.1`).
-    ///
-    /// # Errors
-    /// As [`Arch::validate`].
-    pub fn untied(dims: Dims, arch: UntiedArch, seed: u64) -> Result<Self> {
-        Arch::Untied(arch).validate()?;
-        let n = dims.m_len();
-        let kind = match arch.activation {
-            TrainActivation::Relu => ActivationKind::Relu,
-            TrainActivation::TopK(k) => ActivationKind::TopK(k),
-        };
-        let mut sae = UntiedSae::from_parts(
-            dims,
-            vec![0.0; n],
-            vec![0.0; dims.h],
-            vec![0.0; n],
-            vec![0.0; dims.d],
-            Vec::new(),
-            kind,
-            arch.apply_b_dec_to_input,
-        )?;
-        crate::model::init_untied(sae.params_mut()?, seed, 0.1)?;
-        Ok(TrainSae::Untied(sae, arch))
+/// The model as SAELens would save it, from a model trained with `options`: a tied
+/// model as its untied equivalent ([`Sae::to_untied`]); a model trained with
+/// `rescale_acts_by_decoder_norm` with the decoder norms folded into the encoder
+/// (SAELens' `_fold_norm_topk`: `W_enc[:, i] ·= n_i`, `b_enc_i ·= n_i`,
+/// `W_dec,i /= n_i`), which gives the same codes and reconstructions with plain TopK.
+///
+/// # Errors
+/// As [`TrainOptions::validate`].
+pub fn inference_model(sae: &Sae, options: TrainOptions) -> Result<Sae> {
+    options.validate(sae.arch())?;
+    if !options.rescale_acts_by_decoder_norm {
+        return Ok(sae.to_untied());
     }
-
-    /// The dimensions.
-    #[must_use]
-    pub fn dims(&self) -> Dims {
-        match self {
-            TrainSae::Tied(s) => s.dims(),
-            TrainSae::Untied(s, _) => s.dims(),
-        }
-    }
-
-    /// The architecture.
-    #[must_use]
-    pub fn arch(&self) -> Arch {
-        match self {
-            TrainSae::Tied(_) => Arch::Tied,
-            TrainSae::Untied(_, a) => Arch::Untied(*a),
-        }
-    }
-
-    /// The decoder rows (`h×d`, row `i` = feature `i`'s direction): `M` or `W_dec`.
-    #[must_use]
-    pub fn decoder(&self) -> &[f32] {
-        match self {
-            TrainSae::Tied(s) => s.m(),
-            TrainSae::Untied(s, _) => &s.w_dec,
-        }
-    }
-
-    /// A read-only view for the no_std entry points.
-    ///
-    /// # Errors
-    /// [`Error::Length`] if an untied model's public buffers were resized.
-    pub fn view(&self) -> Result<ModelRef<'_>> {
-        Ok(match self {
-            TrainSae::Tied(s) => ModelRef::Tied(s.params()),
-            TrainSae::Untied(s, a) => {
-                let p = s.params();
-                crate::model::UntiedParams::new(
-                    s.dims(),
-                    p.w_enc(),
-                    p.b_enc(),
-                    p.w_dec(),
-                    p.b_dec(),
-                )?;
-                ModelRef::Untied(p, *a)
-            }
-        })
-    }
-
-    /// A mutable view for the no_std entry points.
-    ///
-    /// # Errors
-    /// [`Error::Length`] if an untied model's public buffers were resized.
-    pub fn view_mut(&mut self) -> Result<ModelMut<'_>> {
-        Ok(match self {
-            TrainSae::Tied(s) => ModelMut::Tied(s.params_mut()),
-            TrainSae::Untied(s, a) => ModelMut::Untied(s.params_mut()?, *a),
-        })
-    }
-
-    /// The model as SAELens would save it: the tied model as its untied equivalent
-    /// ([`UntiedSae::from_tied`]); a model trained with `rescale_acts_by_decoder_norm`
-    /// with the decoder norms folded into the encoder (SAELens' `_fold_norm_topk`:
-    /// `W_enc[:, i] ·= n_i`, `b_enc_i ·= n_i`, `W_dec,i /= n_i`), which gives the same
-    /// codes and reconstructions with plain TopK.
-    #[must_use]
-    pub fn to_inference(&self) -> UntiedSae {
-        match self {
-            TrainSae::Tied(s) => UntiedSae::from_tied(s.params()),
-            TrainSae::Untied(s, a) if a.rescale_acts_by_decoder_norm => {
-                let Dims { d, h } = s.dims();
-                let mut out = s.clone();
-                for i in 0..h {
-                    let row = &mut out.w_dec[i * d..(i + 1) * d];
-                    let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-                    let inv = if n > 0.0 { 1.0 / n } else { 0.0 };
-                    for v in row.iter_mut() {
-                        *v *= inv;
-                    }
-                    for j in 0..d {
-                        out.w_enc[j * h + i] *= n;
-                    }
-                    out.b_enc[i] *= n;
-                }
-                out
-            }
-            TrainSae::Untied(s, _) => s.clone(),
-        }
-    }
-
-    fn check(&self) -> Result<()> {
-        if let TrainSae::Untied(s, a) = self {
-            let kind = match a.activation {
-                TrainActivation::Relu => ActivationKind::Relu,
-                TrainActivation::TopK(k) => ActivationKind::TopK(k),
-            };
-            if s.kind != kind || s.apply_b_dec_to_input != a.apply_b_dec_to_input {
-                return Err(Error::OutOfRange {
-                    arg: "arch",
-                    allowed: "the model's activation and input centring must match the architecture's",
-                });
-            }
-        }
-        self.arch().validate()
-    }
+    let dims = sae.dims();
+    let mut eff = vec![0.0f32; options.effective_len(dims)];
+    let (p, _) = crate::train::effective(sae.params(), options, &mut eff)?;
+    Ok(Sae::from_params(p))
 }
 
 /// A model with its optimizer state, dead-latent counters and workspace: everything
@@ -358,7 +234,8 @@ impl TrainSae {
 /// leaves the model, optimizer and counters untouched.
 #[derive(Clone, Debug)]
 pub struct Trainer {
-    sae: TrainSae,
+    sae: Sae,
+    options: TrainOptions,
     config: TrainConfig,
     opt_state: Vec<f32>,
     steps: u64,
@@ -381,48 +258,61 @@ fn try_zeroed<T: Clone + Default>(n: usize, what: &'static str) -> Result<Vec<T>
 }
 
 impl Trainer {
-    /// A trainer for `sae` (a [`TiedSae`] converts with `.into()`) with a fresh
-    /// optimizer and fresh dead-latent counters.
+    /// A trainer for `sae` (any architecture; a [`TiedSae`] converts with `.into()`)
+    /// with training `options`, a fresh optimizer and fresh dead-latent counters.
     ///
     /// # Errors
     /// [`Error::Dimension`] naming `batch` if zero; as [`OptimConfig::validate`] and
-    /// [`Arch::validate`]; [`Error::OutOfRange`] naming `arch` if an untied model's
-    /// activation differs from its architecture's; [`Error::File`] naming a buffer if
-    /// memory runs out.
-    pub fn new(sae: impl Into<TrainSae>, config: TrainConfig) -> Result<Self> {
+    /// [`TrainOptions::validate`]; [`Error::File`] naming a buffer if memory runs out.
+    pub fn new(sae: impl Into<Sae>, options: TrainOptions, config: TrainConfig) -> Result<Self> {
         let sae = sae.into();
         crate::error::check_nonzero("batch", config.batch)?;
         config.optimizer.validate()?;
-        sae.check()?;
+        options.validate(sae.arch())?;
         let dims = sae.dims();
         let arch = sae.arch();
         let track = config.dead_window_tokens.is_some();
         Ok(Self {
             opt_state: try_zeroed(
-                config.optimizer.state_len(arch.param_count(dims)),
+                config.optimizer.state_len(arch.param_len(dims)),
                 "optimizer state",
             )?,
             steps: 0,
             since: try_zeroed(if track { dims.h } else { 0 }, "dead counters")?,
             flags: try_zeroed(if track { 2 * dims.h } else { 0 }, "dead counters")?,
             workspace: try_zeroed(
-                train_step_workspace_len(dims, arch, DEFAULT_BLOCK_ROWS, track),
+                train_step_workspace_len(arch, options, dims, DEFAULT_BLOCK_ROWS, track),
                 "workspace",
             )?,
             batch_buf: try_zeroed(config.batch.saturating_mul(dims.d), "batch")?,
             eval_scratch: try_zeroed(
-                eval_scratch_len(dims, arch, DEFAULT_BLOCK_ROWS),
+                eval_scratch_len(arch, options, dims, DEFAULT_BLOCK_ROWS),
                 "eval scratch",
             )?,
             sae,
+            options,
             config,
         })
     }
 
-    /// The model.
+    /// The model (as trained: see [`inference_model`] for the one to save).
     #[must_use]
-    pub fn sae(&self) -> &TrainSae {
+    pub fn sae(&self) -> &Sae {
         &self.sae
+    }
+
+    /// The training options.
+    #[must_use]
+    pub fn options(&self) -> TrainOptions {
+        self.options
+    }
+
+    /// The model as SAELens would save it ([`inference_model`]).
+    ///
+    /// # Errors
+    /// As [`inference_model`].
+    pub fn inference_model(&self) -> Result<Sae> {
+        inference_model(&self.sae, self.options)
     }
 
     /// The configuration.
@@ -461,7 +351,7 @@ impl Trainer {
         let mut optim = Optim::new(
             self.config.optimizer,
             dims,
-            arch.param_count(dims),
+            arch.param_len(dims),
             &mut self.opt_state,
             self.steps,
         )?;
@@ -470,7 +360,10 @@ impl Trainer {
             None => None,
         };
         let parts = train_step(
-            self.sae.view_mut()?,
+            ModelMut {
+                params: self.sae.params_mut(),
+                options: self.options,
+            },
             &mut optim,
             x,
             n,
@@ -513,61 +406,66 @@ impl Trainer {
         let dims = self.sae.dims();
         let mut state = try_zeroed::<f64>(metrics_state_len(dims), "metrics")?;
         let mut m = Metrics::new(dims, &mut state)?;
-        evaluate(self.sae.view()?, x, n, &mut m, &mut self.eval_scratch)?;
+        let model = ModelRef {
+            params: self.sae.params(),
+            options: self.options,
+        };
+        evaluate(model, x, n, &mut m, &mut self.eval_scratch)?;
         Ok((m.summary(n as u64), m.feature_counts().to_vec()))
     }
 
-    /// Serialise the model, architecture, optimizer state, dead-latent counters and
-    /// step count (format below).
+    /// Serialise the model, architecture, training options, optimizer state,
+    /// dead-latent counters and step count (format below).
     ///
     /// ## Checkpoint format (version 2, little-endian)
     /// `b"SAEKCKPT"`, `u32` version = 2, `u64` d, `u64` h, `u64` steps;
-    /// the architecture: `u32` 0 = tied, or 1 = untied followed by `u32` activation
-    /// (0 ReLU, 1 TopK), `u64` k, `u32` penalty (0 none, 1 L1, 2 decoder-norm L1),
-    /// `u8` apply_b_dec_to_input, `u8` rescale_acts_by_decoder_norm, `u8` AuxK present,
-    /// `u64` k_aux, `f32` coefficient; the optimizer: `u32` kind (0 = SGD, 1 = Adam),
-    /// three `f32` (SGD: momentum, 0, 0; Adam: β1, β2, ε), `f32` max_grad_norm (NaN =
-    /// none), `u8` unit_norm_decoder; `u64` length of the optimizer state; `u64`
-    /// number of dead counters (0 or h); then the `f32`s of every tensor in canonical
-    /// order, the optimizer state, and the `u32` dead counters. The schedules, batch
-    /// size and dead window are not stored: resume with the same [`TrainConfig`].
-    ///
-    /// # Errors
-    /// [`Error::Length`] if an untied model's public buffers were resized.
-    pub fn checkpoint_bytes(&self) -> Result<Vec<u8>> {
+    /// the architecture: `u8` weights (0 tied, 1 untied, 2 untied with input
+    /// centring), `u8` activation (0 ReLU, 1 TopK, 2 JumpReLU), `u64` k, `u8` penalty
+    /// (0 none, 1 L1, 2 decoder-norm L1); the options: `u8`
+    /// rescale_acts_by_decoder_norm, `u8` AuxK present, `u64` k_aux, `f32` coefficient;
+    /// the optimizer: `u32` kind (0 = SGD, 1 = Adam), three `f32` (SGD: momentum, 0, 0;
+    /// Adam: β1, β2, ε), `f32` max_grad_norm (NaN = none), `u8` unit_norm_decoder;
+    /// `u64` length of the optimizer state; `u64` number of dead counters (0 or h);
+    /// then the `f32`s of every tensor in canonical order, the optimizer state, and the
+    /// `u32` dead counters. The schedules, batch size and dead window are not stored:
+    /// resume with the same [`TrainConfig`].
+    #[must_use]
+    pub fn checkpoint_bytes(&self) -> Vec<u8> {
         let dims = self.sae.dims();
+        let arch = self.sae.arch();
         let mut out = Vec::new();
         out.extend_from_slice(CKPT_MAGIC);
         out.extend_from_slice(&2u32.to_le_bytes());
         for v in [dims.d as u64, dims.h as u64, self.steps] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        match self.sae.arch() {
-            Arch::Tied => out.extend_from_slice(&0u32.to_le_bytes()),
-            Arch::Untied(u) => {
-                out.extend_from_slice(&1u32.to_le_bytes());
-                let (a, k) = match u.activation {
-                    TrainActivation::Relu => (0u32, 0u64),
-                    TrainActivation::TopK(k) => (1, k as u64),
-                };
-                out.extend_from_slice(&a.to_le_bytes());
-                out.extend_from_slice(&k.to_le_bytes());
-                let pen: u32 = match u.penalty {
-                    TrainPenalty::None => 0,
-                    TrainPenalty::L1 => 1,
-                    TrainPenalty::DecoderNormL1 => 2,
-                };
-                out.extend_from_slice(&pen.to_le_bytes());
-                out.push(u8::from(u.apply_b_dec_to_input));
-                out.push(u8::from(u.rescale_acts_by_decoder_norm));
-                out.push(u8::from(u.aux.is_some()));
-                let (ka, c) = u
-                    .aux
-                    .map_or((0u64, 0.0f32), |a| (a.k_aux as u64, a.coefficient));
-                out.extend_from_slice(&ka.to_le_bytes());
-                out.extend_from_slice(&c.to_le_bytes());
-            }
-        }
+        out.push(match arch.weights {
+            Weights::Tied => 0,
+            Weights::Untied {
+                center_input: false,
+            } => 1,
+            Weights::Untied { center_input: true } => 2,
+        });
+        let (act, k) = match arch.activation {
+            Activation::Relu => (0u8, 0u64),
+            Activation::TopK { k } => (1, k as u64),
+            Activation::JumpRelu => (2, 0),
+        };
+        out.push(act);
+        out.extend_from_slice(&k.to_le_bytes());
+        out.push(match arch.penalty {
+            Penalty::None => 0,
+            Penalty::L1 => 1,
+            Penalty::DecoderNormL1 => 2,
+        });
+        let o = self.options;
+        out.push(u8::from(o.rescale_acts_by_decoder_norm));
+        out.push(u8::from(o.aux.is_some()));
+        let (ka, c) = o
+            .aux
+            .map_or((0u64, 0.0f32), |a| (a.k_aux as u64, a.coefficient));
+        out.extend_from_slice(&ka.to_le_bytes());
+        out.extend_from_slice(&c.to_le_bytes());
         let oc = self.config.optimizer;
         let (kind, a, b, c) = match oc.rule {
             Optimizer::Sgd { momentum } => (0u32, momentum, 0.0, 0.0),
@@ -580,10 +478,8 @@ impl Trainer {
         out.push(u8::from(oc.unit_norm_decoder));
         out.extend_from_slice(&(self.opt_state.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.since.len() as u64).to_le_bytes());
-        for t in self.sae.view()?.tensors() {
-            for v in t.data {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        for v in self.sae.as_flat() {
+            out.extend_from_slice(&v.to_le_bytes());
         }
         for v in &self.opt_state {
             out.extend_from_slice(&v.to_le_bytes());
@@ -591,7 +487,7 @@ impl Trainer {
         for v in &self.since {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        Ok(out)
+        out
     }
 
     /// Rebuild a trainer from [`Trainer::checkpoint_bytes`] and the run's config.
@@ -621,36 +517,43 @@ impl Trainer {
         let h = r.usize()?;
         let steps = r.u64()?;
         let dims = Dims::new(d, h).map_err(|_| bad("zero or overflowing dimensions"))?;
-        let arch = match r.u32()? {
-            0 => Arch::Tied,
-            1 => {
-                let act = match (r.u32()?, r.usize()?) {
-                    (0, _) => TrainActivation::Relu,
-                    (1, k) => TrainActivation::TopK(k),
-                    _ => return Err(bad("unknown activation")),
-                };
-                let penalty = match r.u32()? {
-                    0 => TrainPenalty::None,
-                    1 => TrainPenalty::L1,
-                    2 => TrainPenalty::DecoderNormL1,
-                    _ => return Err(bad("unknown penalty")),
-                };
-                let apply = r.u8()? != 0;
-                let rescale = r.u8()? != 0;
-                let has_aux = r.u8()? != 0;
-                let k_aux = r.usize()?;
-                let coefficient = r.f32()?;
-                Arch::Untied(UntiedArch {
-                    activation: act,
-                    penalty,
-                    apply_b_dec_to_input: apply,
-                    rescale_acts_by_decoder_norm: rescale,
-                    aux: has_aux.then_some(AuxKConfig { k_aux, coefficient }),
-                })
-            }
-            _ => return Err(bad("unknown architecture")),
+        let weights = match r.u8()? {
+            0 => Weights::Tied,
+            1 => Weights::Untied {
+                center_input: false,
+            },
+            2 => Weights::Untied { center_input: true },
+            _ => return Err(bad("unknown weights layout")),
         };
-        arch.validate().map_err(|_| bad("invalid architecture"))?;
+        let (act, k) = (r.u8()?, r.usize()?);
+        let activation = match act {
+            0 => Activation::Relu,
+            1 => Activation::TopK { k },
+            2 => Activation::JumpRelu,
+            _ => return Err(bad("unknown activation")),
+        };
+        let penalty = match r.u8()? {
+            0 => Penalty::None,
+            1 => Penalty::L1,
+            2 => Penalty::DecoderNormL1,
+            _ => return Err(bad("unknown penalty")),
+        };
+        let arch = Arch {
+            weights,
+            activation,
+            penalty,
+        };
+        let rescale = r.u8()? != 0;
+        let has_aux = r.u8()? != 0;
+        let k_aux = r.usize()?;
+        let coefficient = r.f32()?;
+        let options = TrainOptions {
+            rescale_acts_by_decoder_norm: rescale,
+            aux: has_aux.then_some(AuxKConfig { k_aux, coefficient }),
+        };
+        options
+            .validate(arch)
+            .map_err(|_| bad("invalid architecture or options"))?;
         let kind = r.u32()?;
         let (a, b, c, clip) = (r.f32()?, r.f32()?, r.f32()?, r.f32()?);
         let unit = r.u8()? != 0;
@@ -672,7 +575,7 @@ impl Trainer {
             return Err(bad("optimizer differs from the config's"));
         }
         let n_state = r.usize()?;
-        if n_state != opt.state_len(arch.param_count(dims)) {
+        if n_state != opt.state_len(arch.param_len(dims)) {
             return Err(bad("optimizer state length does not match the dimensions"));
         }
         let n_dead = r.usize()?;
@@ -684,40 +587,14 @@ impl Trainer {
         if n_dead != want_dead {
             return Err(bad("dead-latent tracking differs from the config's"));
         }
-        let sae = match arch {
-            Arch::Tied => {
-                let m = r.f32s(dims.m_len())?;
-                let bias = r.f32s(h)?;
-                TrainSae::Tied(TiedSae::from_parts(dims, m, bias)?)
-            }
-            Arch::Untied(u) => {
-                let w_enc = r.f32s(dims.m_len())?;
-                let b_enc = r.f32s(h)?;
-                let w_dec = r.f32s(dims.m_len())?;
-                let b_dec = r.f32s(d)?;
-                let kind = match u.activation {
-                    TrainActivation::Relu => ActivationKind::Relu,
-                    TrainActivation::TopK(k) => ActivationKind::TopK(k),
-                };
-                let s = UntiedSae::from_parts(
-                    dims,
-                    w_enc,
-                    b_enc,
-                    w_dec,
-                    b_dec,
-                    Vec::new(),
-                    kind,
-                    u.apply_b_dec_to_input,
-                )?;
-                TrainSae::Untied(s, u)
-            }
-        };
+        let data = r.f32s(arch.param_len(dims))?;
         let state = r.f32s(n_state)?;
         let since = r.u32s(n_dead)?;
         if !r.b.is_empty() {
             return Err(bad("trailing bytes"));
         }
-        let mut t = Self::new(sae, config)?;
+        let sae = Sae::from_flat(arch, dims, data)?;
+        let mut t = Self::new(sae, options, config)?;
         t.opt_state = state;
         t.since = since;
         t.steps = steps;
@@ -729,7 +606,7 @@ impl Trainer {
     /// # Errors
     /// [`Error::File`] naming `path` if it cannot be written.
     pub fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.checkpoint_bytes()?).map_err(|e| io_err("path", &e))
+        std::fs::write(path, self.checkpoint_bytes()).map_err(|e| io_err("path", &e))
     }
 
     /// Read a checkpoint written by [`Trainer::save_checkpoint`].

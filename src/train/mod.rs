@@ -6,30 +6,23 @@
 //! owns no memory, takes samples one at a time (or in small blocks) and steps every
 //! `block_rows` samples, all inside one slice sized by [`streaming_state_len`].
 //!
-//! The model is a [`ModelMut`] (tied or untied view plus its [`Arch`]); a
-//! `TiedParamsMut` converts into one with `.into()`. Dead-latent tracking
-//! ([`DeadLatents`]) is optional, and needed for the AuxK loss of TopK training.
+//! The model is a [`ModelMut`] (a [`crate::model::ParamsMut`] of any architecture plus
+//! its [`TrainOptions`]); a `ParamsMut` or `TiedParamsMut` converts into one with
+//! `.into()`. Dead-latent tracking ([`DeadLatents`]) is optional, and needed for the
+//! AuxK loss of TopK training.
 
 mod dead;
 mod model;
 mod streaming;
 
 pub use dead::DeadLatents;
-pub use model::{
-    Arch, AuxKConfig, ModelMut, ModelRef, TrainActivation, TrainPenalty, UntiedArch, grad_tensors,
-    loss_and_grad,
-};
+pub use model::{AuxKConfig, ModelMut, ModelRef, TrainOptions, grad_tensors, loss_and_grad};
 pub use streaming::{StreamConfig, StreamingTrainer, streaming_state_len};
 
-pub(crate) use model::effective_params;
-
-/// See `Arch::effective_len`.
-pub(crate) const fn effective_len(arch: Arch, dims: Dims) -> usize {
-    arch.effective_len(dims)
-}
+pub(crate) use model::effective;
 
 use crate::error::{Error, Result};
-use crate::model::{Dims, LossParts};
+use crate::model::{Arch, Dims, LossParts};
 use crate::optim::Optim;
 
 /// The hyper-parameters of one step.
@@ -42,30 +35,33 @@ pub struct StepHyper {
     pub lr: f32,
 }
 
-/// Workspace `f32` for [`train_step`] on `arch` with row blocks of `block_rows`: the
-/// gradient buffer ([`Arch::param_count`]) plus [`Arch::grad_scratch_len`]
-/// (`track_dead`: whether a [`DeadLatents`] is passed). Saturates on overflow.
+/// Workspace `f32` for [`train_step`] on `arch` with `options`, row blocks of
+/// `block_rows`: the gradient buffer ([`Arch::param_len`]) plus
+/// [`TrainOptions::grad_scratch_len`] (`track_dead`: whether a [`DeadLatents`] is
+/// passed). Saturates on overflow.
 #[must_use]
 pub fn train_step_workspace_len(
-    dims: Dims,
     arch: Arch,
+    options: TrainOptions,
+    dims: Dims,
     block_rows: usize,
     track_dead: bool,
 ) -> usize {
-    arch.param_count(dims)
-        .saturating_add(arch.grad_scratch_len(dims, block_rows, track_dead))
+    arch.param_len(dims)
+        .saturating_add(options.grad_scratch_len(arch, dims, block_rows, track_dead))
 }
 
 /// One training step on a batch: loss, exact gradients and the optimizer update.
 ///
-/// - `model`: the parameters and architecture (a `TiedParamsMut` converts with
-///   `.into()`);
-/// - `optim`: bound to `model.arch().param_count(dims)` parameters;
+/// - `model`: the parameters and training options (a `ParamsMut` or `TiedParamsMut`
+///   converts with `.into()`);
+/// - `optim`: bound to `model.arch().param_len(dims)` parameters;
 /// - `x`: `n×d` row-major;
 /// - `dead`: dead-latent tracking; the AuxK loss of an architecture that has one uses
 ///   its mask (from before this step), and after a successful step the batch's firing
 ///   is recorded in it;
-/// - `workspace`: at least [`train_step_workspace_len`]`(dims, arch, 1, dead.is_some())`
+/// - `workspace`: at least [`train_step_workspace_len`]`(arch, options, dims, 1,
+///   dead.is_some())`
 ///   `f32` (more gives larger row blocks, up to [`crate::model::MAX_BLOCK_ROWS`]); its
 ///   contents on entry do not matter.
 ///
@@ -94,8 +90,8 @@ pub fn train_step<'m>(
     let mut model = model.into();
     let dims = model.dims();
     let arch = model.arch();
-    let p_len = arch.param_count(dims);
-    let need = train_step_workspace_len(dims, arch, 1, dead.is_some());
+    let p_len = arch.param_len(dims);
+    let need = train_step_workspace_len(arch, model.options, dims, 1, dead.is_some());
     if workspace.len() < need {
         return Err(Error::WorkspaceTooSmall {
             arg: "workspace",
@@ -108,7 +104,7 @@ pub fn train_step<'m>(
     }
     crate::error::check_finite("lr", hyper.lr)?;
     let (grads, scratch) = workspace.split_at_mut(p_len);
-    let (parts, _aux) = {
+    let parts = {
         let (mask, fired) = match dead.as_deref_mut() {
             Some(t) => {
                 let (m, f) = t.masks();

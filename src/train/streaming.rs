@@ -2,10 +2,10 @@
 //! fixed caller-provided slice.
 
 use super::{
-    Arch, DeadLatents, ModelMut, ModelRef, StepHyper, train_step, train_step_workspace_len,
+    DeadLatents, ModelMut, ModelRef, StepHyper, TrainOptions, train_step, train_step_workspace_len,
 };
 use crate::error::{Error, Result, check_len, check_nonzero};
-use crate::model::{Dims, LossParts, MAX_BLOCK_ROWS};
+use crate::model::{Arch, Dims, LossParts, MAX_BLOCK_ROWS};
 use crate::optim::{L1Warmup, LrSchedule, Optim, OptimConfig};
 
 /// Configuration of a [`StreamingTrainer`].
@@ -21,24 +21,28 @@ pub struct StreamConfig {
     pub block_rows: usize,
 }
 
-/// The `f32` a [`StreamingTrainer`] for a model of `arch` needs: optimizer state
-/// ([`OptimConfig::state_len`] of [`Arch::param_count`]), a `block_rows×d` sample
-/// buffer, and the step workspace ([`train_step_workspace_len`]`(dims, arch,
-/// block_rows, track_dead)`; `track_dead`: whether [`StreamingTrainer::with_dead_latents`]
-/// is used). Saturates on overflow.
+/// The `f32` a [`StreamingTrainer`] for a model of `arch` with `options` needs:
+/// optimizer state ([`OptimConfig::state_len`] of [`Arch::param_len`]), a
+/// `block_rows×d` sample buffer, and the step workspace
+/// ([`train_step_workspace_len`]`(arch, options, dims, block_rows, track_dead)`;
+/// `track_dead`: whether [`StreamingTrainer::with_dead_latents`] is used). Saturates
+/// on overflow.
 #[must_use]
 pub fn streaming_state_len(
-    dims: Dims,
     arch: Arch,
+    options: TrainOptions,
+    dims: Dims,
     config: &StreamConfig,
     track_dead: bool,
 ) -> usize {
     let rows = config.block_rows.clamp(1, MAX_BLOCK_ROWS);
     config
         .optimizer
-        .state_len(arch.param_count(dims))
+        .state_len(arch.param_len(dims))
         .saturating_add(rows.saturating_mul(dims.d))
-        .saturating_add(train_step_workspace_len(dims, arch, rows, track_dead))
+        .saturating_add(train_step_workspace_len(
+            arch, options, dims, rows, track_dead,
+        ))
 }
 
 /// A trainer that borrows everything it uses: the parameters and one state slice.
@@ -54,10 +58,11 @@ pub fn streaming_state_len(
 /// let dims = Dims::new(4, 8)?;
 /// let (mut m, mut b) = ([0.0f32; 32], [0.0f32; 8]);
 /// init_tied(TiedParamsMut::new(dims, &mut m, &mut b)?, 1);
-/// use sae_kernels::train::Arch;
+/// use sae_kernels::train::TrainOptions;
 /// let cfg = StreamConfig { optimizer: Optimizer::default().into(), lr: LrSchedule::constant(1e-3),
 ///                          l1: L1Warmup::constant(1e-3), block_rows: 2 };
-/// let mut state = vec![0.0f32; streaming_state_len(dims, Arch::Tied, &cfg, false)]; // a static array on a device
+/// let len = streaming_state_len(Arch::tied(), TrainOptions::default(), dims, &cfg, false);
+/// let mut state = vec![0.0f32; len]; // a static array on a device
 /// let mut t = StreamingTrainer::new(TiedParamsMut::new(dims, &mut m, &mut b)?, cfg, &mut state)?;
 /// assert!(t.push(&[1.0, 0.0, 0.0, 0.0])?.is_none()); // buffered
 /// assert!(t.push(&[0.0, 1.0, 0.0, 0.0])?.is_some()); // block full: one step
@@ -103,7 +108,7 @@ impl<'a> StreamingTrainer<'a> {
         let dims = self.params.dims();
         check_len("dead", dead.len(), dims.h)?;
         let arch = self.params.arch();
-        let need = train_step_workspace_len(dims, arch, 1, true);
+        let need = train_step_workspace_len(arch, self.params.options, dims, 1, true);
         if self.workspace.len() < need {
             return Err(Error::WorkspaceTooSmall {
                 arg: "state",
@@ -154,8 +159,8 @@ impl<'a> StreamingTrainer<'a> {
         config.optimizer.validate()?;
         let dims = params.dims();
         let arch = params.arch();
-        arch.validate()?;
-        let need = streaming_state_len(dims, arch, &config, false);
+        params.options.validate(arch)?;
+        let need = streaming_state_len(arch, params.options, dims, &config, false);
         if state.len() < need {
             return Err(Error::WorkspaceTooSmall {
                 arg: "state",
@@ -164,7 +169,7 @@ impl<'a> StreamingTrainer<'a> {
             });
         }
         let (opt_state, rest) =
-            state.split_at_mut(config.optimizer.state_len(arch.param_count(dims)));
+            state.split_at_mut(config.optimizer.state_len(arch.param_len(dims)));
         let (buf, workspace) = rest.split_at_mut(config.block_rows * dims.d);
         if zero {
             opt_state.fill(0.0);
@@ -261,13 +266,13 @@ fn step_on(
     workspace: &mut [f32],
 ) -> Result<LossParts> {
     let dims = params.dims();
-    let p = params.arch().param_count(dims);
+    let p = params.arch().param_len(dims);
     let mut optim = Optim::new(config.optimizer, dims, p, opt_state, *steps)?;
     let hyper = StepHyper {
         alpha: config.l1.alpha(*steps),
         lr: config.lr.lr(*steps),
     };
-    let parts = train_step(params.reborrow()?, &mut optim, x, n, hyper, dead, workspace)?;
+    let parts = train_step(params.reborrow(), &mut optim, x, n, hyper, dead, workspace)?;
     *steps = optim.steps();
     Ok(parts)
 }
