@@ -531,17 +531,61 @@ fn plot_curves(path: &Path, rows: &[Row]) -> Result<(), Box<dyn std::error::Erro
         let pos = pts.iter().map(|p| p.1).filter(|&v| v > 0.0);
         let ymax = pos.clone().fold(1e-9f64, f64::max) * 1.2;
         let ymin = pos.fold(ymax, f64::min) / 1.2;
+        let ticks = log_ticks(ymin, ymax);
         let mut chart = ChartBuilder::on(area)
             .caption(*title, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(55)
-            .build_cartesian_2d(0u64..max_step, (ymin..ymax).log_scale())?;
-        chart.configure_mesh().x_desc("step").draw()?;
+            .build_cartesian_2d(
+                0u64..max_step,
+                (ymin..ymax).log_scale().with_key_points(ticks),
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("log scale")
+            .y_label_formatter(&|v| tick_label(*v))
+            .draw()?;
         chart.draw_series(LineSeries::new(pts.iter().copied(), &BLUE))?;
     }
     root.present()?;
     Ok(())
+}
+
+/// Tick values for a log axis over `[lo, hi]`: the 1-2-5 sequence of every decade in
+/// range (1, 2, 5, 10, 20, …), thinned to at most ~8 labels, and never fewer than two
+/// (the range's ends) so that values can be read off the plot.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut t = Vec::new();
+    let (e0, e1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    for e in e0..=e1 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(e);
+            if v >= lo && v <= hi {
+                t.push(v);
+            }
+        }
+    }
+    if t.len() > 8 {
+        t.retain(|v| {
+            let m = v / 10f64.powf(v.log10().floor());
+            (m - 1.0).abs() < 1e-9
+        });
+    }
+    if t.len() < 2 {
+        t = vec![lo, (lo * hi).sqrt(), hi];
+    }
+    t
+}
+
+/// A short, readable label: 3 significant digits, no trailing `.0` noise.
+fn tick_label(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    format!("{v:.digits$}")
 }
 
 fn plot_hist(path: &Path, freq: &[f64]) -> Result<(), Box<dyn std::error::Error>> {

@@ -766,3 +766,229 @@ fn generic_gradients_match_finite_differences() {
         }
     }
 }
+
+/// Gradient-norm clipping (PyTorch's `clip_grad_norm_`): above the limit every
+/// gradient is scaled by `c / (‖g‖ + 1e-6)` over all tensors together; below it the
+/// step is the unclipped one, bit for bit.
+#[test]
+fn optimizer_clips_the_global_gradient_norm() {
+    let dims = Dims::new(2, 1).unwrap();
+    let pc = Arch::tied().param_len(dims);
+    let sgd = |clip: Option<f32>, g: [f32; 3]| {
+        let (mut m, mut b) = ([1.0f32, -1.0], [0.5f32]);
+        let cfg = OptimConfig {
+            rule: Optimizer::Sgd { momentum: 0.0 },
+            max_grad_norm: clip,
+            unit_norm_decoder: false,
+        };
+        let mut o = Optim::new(cfg, dims, pc, &mut [], 0).unwrap();
+        o.step(
+            &mut ParamsMut::tied(dims, &mut m, &mut b).unwrap().tensors_mut(),
+            &Params::tied(dims, &g[..2], &g[2..]).unwrap().tensors(),
+            0.1,
+        )
+        .unwrap();
+        [m[0], m[1], b[0]]
+    };
+    // ‖(3, 0, 4)‖ = 5 > 1: scaled by 1/(5 + 1e-6).
+    let got = sgd(Some(1.0), [3.0, 0.0, 4.0]);
+    let s = 1.0 / (5.0 + 1e-6);
+    let want = [1.0 - 0.1 * 3.0 * s, -1.0, 0.5 - 0.1 * 4.0 * s];
+    for (g, w) in got.iter().zip(want) {
+        assert!((f64::from(*g) - w).abs() < 1e-7, "{got:?} vs {want:?}");
+    }
+    // Below the limit: identical to no clipping.
+    assert_eq!(sgd(Some(10.0), [3.0, 0.0, 4.0]), sgd(None, [3.0, 0.0, 4.0]));
+    assert_ne!(sgd(Some(1.0), [3.0, 0.0, 4.0]), sgd(None, [3.0, 0.0, 4.0]));
+    // A bad limit is refused by name.
+    let bad = OptimConfig {
+        max_grad_norm: Some(0.0),
+        ..OptimConfig::default()
+    };
+    assert!(matches!(
+        Optim::new(bad, dims, pc, &mut [0.0; 6], 0),
+        Err(Error::OutOfRange {
+            arg: "max_grad_norm",
+            ..
+        })
+    ));
+}
+
+/// Unit-norm decoder rows: the gradient component parallel to a row is removed before
+/// the update and the row is renormalised after it; other tensors are untouched by
+/// the constraint. For an untied model only `W_dec` is constrained.
+#[test]
+fn optimizer_keeps_decoder_rows_unit_norm() {
+    let dims = Dims::new(2, 2).unwrap();
+    let arch = Arch::standard();
+    let pc = arch.param_len(dims); // W_enc 4, b_enc 2, W_dec 4, b_dec 2
+    let mut p: Vec<f32> = vec![
+        1.0, 2.0, 3.0, 4.0, // W_enc
+        0.0, 0.0, // b_enc
+        3.0, 4.0, 0.0, 2.0, // W_dec: rows (3,4) and (0,2)
+        0.0, 0.0, // b_dec
+    ];
+    // Row 0's gradient is parallel to it (removed entirely); row 1's is orthogonal.
+    let g: Vec<f32> = vec![
+        1.0, 1.0, 1.0, 1.0, //
+        0.0, 0.0, //
+        0.3, 0.4, 1.0, 0.0, //
+        0.0, 0.0,
+    ];
+    let cfg = OptimConfig {
+        rule: Optimizer::Sgd { momentum: 0.0 },
+        max_grad_norm: None,
+        unit_norm_decoder: true,
+    };
+    let mut o = Optim::new(cfg, dims, pc, &mut [], 0).unwrap();
+    o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        0.5,
+    )
+    .unwrap();
+    // Row 0: no perpendicular gradient, so the direction stays (3,4)/5.
+    assert!(
+        (p[6] - 0.6).abs() < 1e-6 && (p[7] - 0.8).abs() < 1e-6,
+        "{p:?}"
+    );
+    // Row 1: (0,2) − 0.5·(1,0) = (−0.5, 2), normalised.
+    let n = (0.25f32 + 4.0).sqrt();
+    assert!(
+        (p[8] + 0.5 / n).abs() < 1e-6 && (p[9] - 2.0 / n).abs() < 1e-6,
+        "{p:?}"
+    );
+    // W_enc: a plain SGD step, not normalised.
+    assert_eq!(&p[..4], &[0.5, 1.5, 2.5, 3.5]);
+}
+
+/// With clipping and the decoder constraint on, an update that would overflow is still
+/// refused as a whole: parameters and Adam state bit-for-bit unchanged, step not
+/// counted; mismatched gradient lists are named.
+#[test]
+fn optimizer_with_options_is_transactional() {
+    let dims = Dims::new(2, 2).unwrap();
+    let arch = Arch::standard();
+    let pc = arch.param_len(dims);
+    let mut p: Vec<f32> = (0..pc).map(|i| i as f32 * 0.25 + 0.5).collect();
+    let cfg = OptimConfig {
+        rule: Optimizer::default(),
+        max_grad_norm: Some(1e30),
+        unit_norm_decoder: true,
+    };
+    let mut state = vec![0.0f32; cfg.state_len(pc)];
+    let mut o = Optim::new(cfg, dims, pc, &mut state, 7).unwrap();
+    let mut g = vec![0.1f32; pc];
+    g[1] = 1e30; // its square overflows Adam's second moment
+    let before = bits(&p);
+    let r = o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        1e-3,
+    );
+    assert_eq!(r, Err(Error::NonFiniteStep { arg: "state" }));
+    assert_eq!(o.steps(), 7);
+    assert_eq!(bits(&p), before);
+    assert!(o.state().iter().all(|&v| v == 0.0));
+    g[1] = f32::NAN;
+    let r = o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        1e-3,
+    );
+    assert_eq!(r, Err(Error::NonFinite { arg: "grads.W_enc" }));
+    // A tied gradient list for an untied model: refused, nothing written.
+    let (gm, gb) = (vec![0.0f32; 4], vec![0.0f32; 2]);
+    let r = o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::tied(dims, &gm, &gb).unwrap().tensors(),
+        1e-3,
+    );
+    assert!(
+        matches!(r, Err(Error::Dimension { arg: "grads", .. })),
+        "{r:?}"
+    );
+    assert_eq!(bits(&p), before);
+    // Adam over four tensors: state is [m of all | v of all]; one good step fills both.
+    g[1] = 0.1;
+    o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        1e-3,
+    )
+    .unwrap();
+    assert!((o.state()[pc - 1] - 0.01).abs() < 1e-7); // m of b_dec's last entry: 0.1·0.1
+    assert!((o.state()[2 * pc - 1] - 1e-5).abs() < 1e-9); // v: 0.001·0.01
+}
+
+/// The streaming trainer trains a TopK SAE with AuxK on tracked dead latents, in one
+/// state slice plus the tracker's memory, and matches the owned trainer bit for bit.
+#[test]
+fn streaming_topk_with_dead_latents_matches_trainer() {
+    use sae_kernels::train::DeadLatents;
+    let dims = Dims::new(8, 12).unwrap();
+    let arch = Arch::topk(2);
+    let options = TrainOptions::saelens_topk(8);
+    let data: Vec<f32> = (0..8 * 8)
+        .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
+        .collect();
+    let optimizer = OptimConfig {
+        max_grad_norm: Some(1.0),
+        ..OptimConfig::default()
+    };
+    let cfg = StreamConfig {
+        optimizer,
+        lr: LrSchedule::constant(1e-2),
+        l1: L1Warmup::constant(0.0),
+        block_rows: 4,
+    };
+    let init = Sae::new(arch, dims, 5).unwrap();
+    let mut buf = init.as_flat().to_vec();
+    let mut st = vec![0.0; streaming_state_len(arch, options, dims, &cfg, true)];
+    let (mut since, mut flags) = (vec![0u32; 12], vec![false; 24]);
+    let window = 4; // dead after one block without firing
+    let mut s = StreamingTrainer::new(
+        sae_kernels::train::ModelMut {
+            params: ParamsMut::from_flat(arch, dims, &mut buf).unwrap(),
+            options,
+        },
+        cfg,
+        &mut st,
+    )
+    .unwrap()
+    .with_dead_latents(DeadLatents::new(&mut since, &mut flags, window).unwrap())
+    .unwrap();
+    for row in data.chunks_exact(8) {
+        s.push(row).unwrap();
+    }
+    assert_eq!(s.steps(), 2);
+    let dead = s.dead_latents().unwrap().dead_fraction();
+    assert!(dead > 0.0, "TopK 2 of 12 on 4 rows leaves latents dead");
+    let p1 = flat(s.params());
+    let mut owned = Trainer::new(
+        init,
+        options,
+        TrainConfig {
+            optimizer,
+            lr: cfg.lr,
+            l1: cfg.l1,
+            batch: 4,
+            dead_window_tokens: Some(window),
+        },
+    )
+    .unwrap();
+    owned.step(&data[..32], 4).unwrap();
+    owned.step(&data[32..], 4).unwrap();
+    assert_eq!(p1, flat(owned.sae().params().into()));
+    assert_eq!(owned.dead_fraction(), Some(dead));
+}
