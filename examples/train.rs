@@ -99,6 +99,10 @@ struct Args {
     /// targets of issue 11.
     #[arg(long)]
     compare_saelens: bool,
+    /// Only time this many training steps (after 2 warm-up steps, no evaluation) and
+    /// print the best and median milliseconds per step; writes nothing.
+    #[arg(long, default_value_t = 0)]
+    time_steps: u64,
     /// Toy benchmark: input width d.
     #[arg(long, default_value_t = 256)]
     toy_d: usize,
@@ -363,19 +367,44 @@ fn run(a: &Args) -> Result<(), String> {
             None => format!("{} held-out rows", held.len() / d),
         }
     );
+    if a.time_steps > 0 {
+        let mut times = Vec::new();
+        for i in 0..a.time_steps + 2 {
+            let t = Instant::now();
+            trainer
+                .step_from(source.as_mut())
+                .map_err(|e| format!("step {i}: {e}"))?;
+            if i >= 2 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "sae-kernels {} n={batch} d={d} h={hidden}: {:.1} ms/step (median {:.1}) over {} steps (one thread)",
+            a.arch,
+            times[0],
+            times[times.len() / 2],
+            times.len()
+        );
+        return Ok(());
+    }
     let mut rows: Vec<Row> = Vec::new();
-    let t_train = Instant::now();
-    trainer
+    let fit_secs = trainer
         .fit(
             source.as_mut(),
             steps,
             &held,
             a.eval_every,
             true,
-            &mut |step, loss, s| rows.push(Row { step, loss, s: *s }),
+            &mut |step, loss, s| {
+                println!(
+                    "  step {step:>6}: mean loss {loss:.4}, held-out FVU {:.4}, L0 {:.2}",
+                    s.fvu, s.l0
+                );
+                rows.push(Row { step, loss, s: *s });
+            },
         )
         .map_err(|e| format!("training stopped at step {}: {e}", trainer.steps()))?;
-    let fit_secs = t_train.elapsed().as_secs_f64();
     let (fin, counts) = trainer
         .evaluate(&held, held.len() / d)
         .map_err(|e| e.to_string())?;

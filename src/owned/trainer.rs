@@ -625,6 +625,9 @@ impl Trainer {
     /// summary)` (not called when `eval` is empty). With `progress`, an indicatif bar on
     /// stderr shows the live batch loss and L0 and the last held-out FVU.
     ///
+    /// Returns the wall-clock seconds spent in the training steps themselves (batch
+    /// fill, loss, gradients, update; not the evaluations).
+    ///
     /// # Errors
     /// The first failing step's or evaluation's error (the model keeps the state of
     /// the last successful step).
@@ -636,7 +639,7 @@ impl Trainer {
         eval_every: u64,
         progress: bool,
         on_eval: &mut dyn FnMut(u64, f64, &Summary),
-    ) -> Result<()> {
+    ) -> Result<f64> {
         let d = self.sae.dims().d;
         let n_eval = eval.len() / d;
         let bar = if progress {
@@ -653,11 +656,14 @@ impl Trainer {
             indicatif::ProgressBar::hidden()
         };
         let (mut loss_sum, mut loss_n) = (0.0f64, 0u32);
+        let mut step_secs = 0.0f64;
         let mut fvu = f64::NAN;
         let end = self.steps.saturating_add(steps);
         let every = eval_every.max(1);
         while self.steps < end {
+            let t0 = std::time::Instant::now();
             let parts = self.step_from(source)?;
+            step_secs += t0.elapsed().as_secs_f64();
             loss_sum += f64::from(parts.loss);
             loss_n += 1;
             bar.inc(1);
@@ -689,7 +695,7 @@ impl Trainer {
             }
         }
         bar.finish_and_clear();
-        Ok(())
+        Ok(step_secs)
     }
 }
 
