@@ -15,7 +15,7 @@
 //! - decode at L0 = 64 of h = 16384: `decode_csr` vs the dense `decode` GEMM.
 //!
 //! `--quick` uses a quarter of the rows, fewer repetitions and skips the crossover
-//! densities.
+//! densities; `--topk-only` stops after the TopK table.
 
 use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::sparse::{
@@ -283,6 +283,9 @@ fn main() {
             dense / sparse,
             100.0 * floor / sparse,
         );
+    }
+    if std::env::args().any(|a| a == "--topk-only") {
+        return;
     }
     println!("\ntied SAE training step (ReLU, bias set for the density)");
     println!(

@@ -49,7 +49,7 @@
 
 use super::activation::{apply_rows, topk_among};
 use super::params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, check_grads};
-use super::sparse_path::{self, Acc, Model, Path};
+use super::sparse_path::{self, Acc, Model, Path, TILE};
 use super::stack::{MemStack, StackReq};
 #[cfg(doc)]
 use crate::error::Error;
@@ -317,7 +317,7 @@ fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] {
         sel,
         StackReq::f32s(if weighted { h } else { 0 }),
         StackReq::f32s(if weighted { h } else { 0 }),
-        StackReq::f32s(if arch.is_tied() { 0 } else { d }),
+        StackReq::mat(if arch.is_tied() { 0 } else { 1 + TILE }, d),
         StackReq::u32s(h),
         StackReq::mat(aux_rows, h),
         StackReq::mat(aux_rows, h),
@@ -353,7 +353,8 @@ pub fn forward_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
 /// Scratch `f32` for [`loss_and_grad`] with blocks of `block_rows` rows:
 /// `rows·(2h + d)` (codes, code gradient, residual), `h` for a row's active list, the
 /// largest pack buffer of its products, and for some architectures `rows·d` (centred
-/// input), `d` (untied), `h` (TopK selection), `2h` (decoder-norm penalty) and
+/// input), `17·d` (untied: encoder-gradient columns), `h` (TopK selection), `2h`
+/// (decoder-norm penalty) and
 /// `rows·(2h + d)` (AuxK, TopK).
 #[must_use]
 pub fn grad_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
@@ -870,6 +871,7 @@ pub fn loss_and_grad(
         stack.split([codes_r, area_r, xc_r, sel_r, w_r, fsum_r, col_r]);
     let idx = stack.u32s(idx_r);
     let [pre_s, dpa_s, ar_s, pack] = stack.split([pre_r, dpa_r, ar_r, pack_r]);
+    let (col, tile) = col.split_at_mut(if arch.is_tied() { 0 } else { d });
     let weighted = arch.penalty == Penalty::DecoderNormL1;
     if weighted {
         decoder_norms(&p, w);
@@ -895,6 +897,7 @@ pub fn loss_and_grad(
         b_dec: (!tied).then_some(g_bdec),
         fsum,
         col,
+        tile,
     };
 
     let mut sums = Sums::default();

@@ -194,6 +194,9 @@ pub(crate) struct Acc<'g> {
     pub fsum: &'g mut [f32],
     /// `d` slots: one feature's encoder-gradient column before it is added (untied).
     pub col: &'g mut [f32],
+    /// `d·TILE` slots: the encoder-gradient columns of `TILE` consecutive features
+    /// (untied), `d×TILE` row-major.
+    pub tile: &'g mut [f32],
 }
 
 /// `recon ← Σ_{j ∈ idx} codes[j]·W_dec[j] (+ b_dec)` for one row (`recon.len() == d`).
@@ -361,6 +364,8 @@ pub(crate) fn super_flush(
         }
     }
     let g: &[f32] = g;
+    let mut tile0 = 0usize;
+    acc.tile[..if acc.dec.is_some() { d * TILE } else { 0 }].fill(0.0);
     each(&mut |j, rs, cs| {
         let row = j * d..(j + 1) * d;
         let mut dbj = 0.0f32;
@@ -393,8 +398,15 @@ pub(crate) fn super_flush(
                 if let Some(b) = m.center {
                     axpy(-dbj, b, col);
                 }
+                // Into the tile of TILE consecutive columns (d×TILE, in L1), which goes
+                // to W_enc one cache line per row when the features move past it.
+                if j >= tile0 + TILE {
+                    flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
+                    tile0 = j - j % TILE;
+                }
+                let t = j - tile0;
                 for (i, &a) in col.iter().enumerate() {
-                    acc.enc[i * h + j] += a;
+                    acc.tile[i * TILE + t] = a;
                 }
             }
         }
@@ -403,6 +415,25 @@ pub(crate) fn super_flush(
             *f += fs;
         }
     });
+    if acc.dec.is_some() {
+        flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
+    }
+}
+
+/// Columns per tile of the untied encoder gradient in [`super_flush`].
+pub(crate) const TILE: usize = 16;
+
+/// `W_enc[i, j0 + t] += tile[i·TILE + t]` for the columns that exist, then zero the
+/// tile (`W_enc` is `d×h`, the tile `d×TILE`).
+fn flush_tile(enc: &mut [f32], tile: &mut [f32], h: usize, j0: usize) {
+    let w = TILE.min(h - j0);
+    for (i, t) in tile.chunks_exact_mut(TILE).enumerate() {
+        let row = &mut enc[i * h + j0..i * h + j0 + w];
+        for (r, v) in row.iter_mut().zip(t.iter_mut()) {
+            *r += *v;
+            *v = 0.0;
+        }
+    }
 }
 
 #[cfg(test)]
