@@ -1058,7 +1058,11 @@ fn auxk_gradients_match_finite_differences() {
                 margin > 1e-4,
                 "aux selection too close to a tie ({margin:e})"
             );
-            for block in [2, 64] {
+            for (block, path) in [2, 64]
+                .into_iter()
+                .flat_map(|b| [(b, Path::Dense), (b, Path::Sparse)])
+            {
+                old::PATH.with(|p| p.set(path));
                 let mut g = [
                     vec![f32::NAN; h * d],
                     vec![f32::NAN; h],
@@ -1097,7 +1101,10 @@ fn auxk_gradients_match_finite_differences() {
                         })
                         .collect();
                     let err = rel(&g[t], &fd);
-                    assert!(err < 1e-4, "auxk block {block} tensor {t}: rel err {err:e}");
+                    assert!(
+                        err < 1e-4,
+                        "auxk block {block} {path:?} tensor {t}: rel err {err:e}"
+                    );
                 }
             }
         }
