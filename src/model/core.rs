@@ -118,7 +118,8 @@ impl Sums {
 /// no `b_dec` (it is already in the residual; SAELens ≥ 6 and OpenAI agree). Gradients
 /// reach `W_dec` (rows of the selected latents) and, through the selected
 /// pre-activations, `W_enc`, `b_enc` and (with input centring) `b_dec`. With no dead
-/// latent the term is 0. A row block with AuxK active runs on the dense path.
+/// latent the term is 0. On the sparse path the selections join the active codes as
+/// entries of their own (see [`super::sparse_path`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AuxK<'a> {
     /// Which latents are dead (`h` entries), e.g. not fired for some number of tokens.
@@ -822,7 +823,7 @@ pub fn forward(
 }
 
 /// The loss and the exact gradient of every tensor of a batch (formulas in the
-/// [module docs](self)).
+/// [module docs](crate::model)).
 ///
 /// - `x`: `n×d` row-major; `opts`: α, the path, AuxK (see [`LossOptions`]).
 /// - `grads`: a view of the model's shape (same architecture's tensors, same `dims`);
