@@ -932,18 +932,27 @@ fn untied_entry_points_do_not_allocate() {
             forward(p, &x, n, &LossOptions::alpha(0.1), out, &mut s).unwrap();
             let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
             loss_and_grad(p, &x, n, &LossOptions::alpha(0.1), grads, &mut s).unwrap();
+            let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
+            let o = LossOptions {
+                path: Path::Sparse,
+                ..LossOptions::alpha(0.1)
+            };
+            loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
             if let sae_kernels::Activation::TopK { .. } = act {
-                let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
                 let aux = sae_kernels::AuxK {
                     dead: &dead,
                     k_aux: 3,
                     coefficient: 1.0,
                 };
-                let o = LossOptions {
-                    aux: Some(aux),
-                    ..LossOptions::alpha(0.1)
-                };
-                loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
+                for path in [Path::Dense, Path::Sparse] {
+                    let o = LossOptions {
+                        aux: Some(aux),
+                        path,
+                        ..LossOptions::alpha(0.1)
+                    };
+                    let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
+                    loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
+                }
             }
             remove_parallel_decoder_grad(dims, &m.w_dec, &mut g[280..520]).unwrap();
             normalize_decoder_rows(dims, &mut wd).unwrap();
