@@ -112,7 +112,18 @@ pub use train::{StepHyper, train_step, train_step_workspace_len};
 ///
 /// It brings the model description, the core entry points and their scratch sizes,
 /// and [`Error`]; it does not bring a `Result` alias, so `fn main() -> Result<(),
-/// Box<dyn std::error::Error>>` keeps meaning `std`'s `Result`.
+/// Box<dyn std::error::Error>>` keeps meaning `std`'s `Result`:
+///
+/// ```
+/// use sae_kernels::prelude::*;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let sae = Sae::new(Arch::standard(), Dims::new(4, 16)?, 1)?;
+///     let codes = sae.encode(&[0.5; 4], 1)?;
+///     assert_eq!(codes.len(), 16);
+///     Ok(())
+/// }
+/// ```
 pub mod prelude {
     pub use crate::error::Error;
     pub use crate::model::{

@@ -238,12 +238,18 @@ pub(crate) fn check_batch(dims: Dims, x: &[f32], n: usize) -> Result<()> {
 // ----------------------------------------------------------------------------------
 // Scratch plans: one list of slots per operation, used by the size query and the carving.
 
-fn is_topk(arch: Arch) -> bool {
+const fn is_topk(arch: Arch) -> bool {
     matches!(arch.activation, Activation::TopK { .. })
 }
 
-fn rows_of(block_rows: usize) -> usize {
-    block_rows.clamp(1, MAX_BLOCK_ROWS)
+const fn rows_of(block_rows: usize) -> usize {
+    if block_rows < 1 {
+        1
+    } else if block_rows > MAX_BLOCK_ROWS {
+        MAX_BLOCK_ROWS
+    } else {
+        block_rows
+    }
 }
 
 /// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer.
