@@ -15,7 +15,7 @@
 //! - decode at L0 = 64 of h = 16384: `decode_csr` vs the dense `decode` GEMM.
 //!
 //! `--quick` uses a quarter of the rows, fewer repetitions and skips the crossover
-//! densities.
+//! densities; `--topk-only` stops after the TopK table.
 
 use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::sparse::{
@@ -138,7 +138,7 @@ fn train_steps(st: &Setup, densities: &[f64], reps: usize) -> Vec<StepRow> {
     let Dims { d, h } = st.dims;
     let n = st.n;
     let scratch_len = grad_scratch_len(Arch::tied(), st.dims, MAX_BLOCK_ROWS)
-        .max(encode_scratch_len(Arch::tied(), st.dims, 1) + n * h);
+        .max(encode_scratch_len(Arch::tied(), st.dims, MAX_BLOCK_ROWS) + n * h);
     let mut s = vec![0.0; scratch_len];
     let (mut gm, mut gb) = (vec![0.0; h * d], vec![0.0; h]);
     // One training step: loss and gradients on `path`, then a (tiny) SGD update, which
@@ -283,6 +283,9 @@ fn main() {
             dense / sparse,
             100.0 * floor / sparse,
         );
+    }
+    if std::env::args().any(|a| a == "--topk-only") {
+        return;
     }
     println!("\ntied SAE training step (ReLU, bias set for the density)");
     println!(

@@ -25,6 +25,7 @@
 use super::params::Activation;
 use crate::kernels::vector;
 use core::cmp::Ordering;
+use wide::f32x8;
 
 /// Apply `act` in place to a block of rows of pre-activations (`rows×h` row-major,
 /// bias already added). `threshold` holds the JumpReLU thresholds (`h`; ignored
@@ -77,7 +78,7 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
         return;
     }
     if k <= HEAP_MAX_K && h >= 8 * k {
-        topk_relu_heap(row, k);
+        topk_relu_small(row, k, sel);
         return;
     }
     let sel = &mut sel[..h];
@@ -103,63 +104,76 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
     }
 }
 
-/// The largest `k` for which [`topk_relu_row`] selects with a bounded heap instead of
-/// `select_nth_unstable_by` (when `h ≥ 8k`): one pass with one comparison per entry.
+/// The largest `k` for which [`topk_relu_row`] preselects candidates (when `h ≥ 8k`)
+/// instead of running `select_nth_unstable_by` on the whole row.
 const HEAP_MAX_K: usize = 64;
 
-/// Is `a` worse than `b` in the TopK order (smaller value by `total_cmp`, then higher
-/// index)?
+/// The total-order key of `v` ([`f32::total_cmp`] compares these as `i32`).
 #[inline(always)]
-fn worse(a: (f32, u32), b: (f32, u32)) -> bool {
-    match a.0.total_cmp(&b.0) {
-        Ordering::Less => true,
-        Ordering::Equal => a.1 > b.1,
-        Ordering::Greater => false,
-    }
+fn key(v: f32) -> i32 {
+    let b = v.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
 }
 
-/// Sift `e` down from node `i` of a min-heap (worst at the root).
-fn sift_down(heap: &mut [(f32, u32)], mut i: usize, e: (f32, u32)) {
-    let len = heap.len();
-    loop {
-        let l = 2 * i + 1;
-        if l >= len {
-            break;
-        }
-        let c = if l + 1 < len && worse(heap[l + 1], heap[l]) {
-            l + 1
-        } else {
-            l
-        };
-        if worse(heap[c], e) {
-            heap[i] = heap[c];
-            i = c;
-        } else {
-            break;
+/// [`topk_relu_row`] for `k ≤ HEAP_MAX_K` and `h ≥ 8k`, in three passes:
+/// 1. the largest key of each of `k` contiguous groups; their minimum `t` has at least
+///    `k` entries at or above it (one per group), so the kept set lies in `{v ≥ t}`;
+/// 2. the candidates `v ≥ t` (a SIMD test on a superset: `v ≥ t` as floats, or NaN),
+///    typically a few times `k` for unordered data;
+/// 3. an exact selection among the candidates by (value by `total_cmp` descending,
+///    index ascending): the same kept set as the definition.
+///
+/// `sel` (at least `h` slots) holds the candidates' indices.
+fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32]) {
+    let h = row.len();
+    let g = h / k;
+    let mut t = i32::MAX;
+    for gi in 0..k {
+        let end = if gi + 1 == k { h } else { (gi + 1) * g };
+        let m = row[gi * g..end].iter().map(|&v| key(v)).max();
+        t = t.min(m.unwrap_or(i32::MIN));
+    }
+    // The float with key t (the key map is its own inverse).
+    let tf = f32::from_bits(key(f32::from_bits(t as u32)) as u32);
+    let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
+    let mut c = 0usize;
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder().len();
+    let tv = f32x8::splat(tf);
+    for (ci, ch) in chunks.enumerate() {
+        let v = f32x8::new(ch.try_into().unwrap_or([0.0; 8]));
+        let mut on = (v.simd_ge(tv) | v.simd_ne(v)).to_bitmask() & 0xFF;
+        while on != 0 {
+            let i = on.trailing_zeros() as usize;
+            let j = ci * 8 + i;
+            if key(row[j]) >= t {
+                idx[c] = j as u32;
+                c += 1;
+            }
+            on &= on - 1;
         }
     }
-    heap[i] = e;
-}
-
-/// [`topk_relu_row`] for `k ≤ HEAP_MAX_K`: the same kept set (scanning in index order,
-/// a later entry replaces the worst kept one only if strictly larger, so ties keep the
-/// lowest index).
-fn topk_relu_heap(row: &mut [f32], k: usize) {
-    let mut store = [(0.0f32, 0u32); HEAP_MAX_K];
-    let heap = &mut store[..k];
-    for (j, e) in heap.iter_mut().enumerate() {
-        *e = (row[j], j as u32);
-    }
-    for i in (0..k / 2).rev() {
-        sift_down(heap, i, heap[i]);
-    }
-    for (j, &v) in row.iter().enumerate().skip(k) {
-        if v.total_cmp(&heap[0].0) == Ordering::Greater {
-            sift_down(heap, 0, (v, j as u32));
+    for (j, &v) in row.iter().enumerate().skip(h - tail) {
+        if key(v) >= t {
+            idx[c] = j as u32;
+            c += 1;
         }
+    }
+    let cand = &mut idx[..c];
+    let order = |a: &u32, b: &u32| {
+        key(row[*b as usize])
+            .cmp(&key(row[*a as usize]))
+            .then(a.cmp(b))
+    };
+    if c > k {
+        cand.select_nth_unstable_by(k - 1, order);
+    }
+    let mut vals = [0.0f32; HEAP_MAX_K];
+    for (v, &j) in vals.iter_mut().zip(&cand[..k]) {
+        *v = row[j as usize];
     }
     row.fill(0.0);
-    for &(v, j) in heap.iter() {
+    for (&v, &j) in vals.iter().zip(&cand[..k]) {
         row[j as usize] = vector::relu(v);
     }
 }
@@ -203,5 +217,48 @@ pub(crate) fn topk_among(row: &mut [f32], cand: &[bool], k: usize, sel: &mut [f3
             (true, true) => -0.0,
             (true, false) => *v,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The candidate route keeps exactly the defined set (ties, NaN, ±0).
+    #[test]
+    fn heap_and_selection_agree() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for trial in 0..200 {
+            let h = 64 + (next() % 300) as usize;
+            let k = 1 + (next() % 8) as usize;
+            let row: [f32; 400] = core::array::from_fn(|_| match next() % 16 {
+                0 => 0.0,
+                1 => -0.0,
+                2 if trial % 3 == 0 => f32::NAN,
+                3 => 0.5,
+                _ => (next() % 2000) as f32 / 1000.0 - 1.0,
+            });
+            let (mut a, mut b) = ([0.0f32; 400], [0.0f32; 400]);
+            a[..h].copy_from_slice(&row[..h]);
+            b[..h].copy_from_slice(&row[..h]);
+            let mut sel = [0.0f32; 400];
+            topk_relu_small(&mut a[..h], k, &mut sel);
+            // The definition: sort by total order, ties to the lowest index.
+            let mut idx: [usize; 400] = core::array::from_fn(|i| i);
+            idx[..h].sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
+            b[..h].fill(0.0);
+            for &i in &idx[..k] {
+                b[i] = vector::relu(row[i]);
+            }
+            for i in 0..h {
+                assert_eq!(a[i].to_bits(), b[i].to_bits(), "trial {trial}, index {i}");
+            }
+        }
     }
 }

@@ -49,7 +49,7 @@
 
 use super::activation::{apply_rows, topk_among};
 use super::params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, check_grads};
-use super::sparse_path::{self, Acc, Model, Path};
+use super::sparse_path::{self, Acc, Model, Path, TILE};
 use super::stack::{MemStack, StackReq};
 #[cfg(doc)]
 use crate::error::Error;
@@ -118,7 +118,8 @@ impl Sums {
 /// no `b_dec` (it is already in the residual; SAELens ≥ 6 and OpenAI agree). Gradients
 /// reach `W_dec` (rows of the selected latents) and, through the selected
 /// pre-activations, `W_enc`, `b_enc` and (with input centring) `b_dec`. With no dead
-/// latent the term is 0. A row block with AuxK active runs on the dense path.
+/// latent the term is 0. On the sparse path the selections join the active codes as
+/// entries of their own (see [`super::sparse_path`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AuxK<'a> {
     /// Which latents are dead (`h` entries), e.g. not fired for some number of tokens.
@@ -237,12 +238,18 @@ pub(crate) fn check_batch(dims: Dims, x: &[f32], n: usize) -> Result<()> {
 // ----------------------------------------------------------------------------------
 // Scratch plans: one list of slots per operation, used by the size query and the carving.
 
-fn is_topk(arch: Arch) -> bool {
+const fn is_topk(arch: Arch) -> bool {
     matches!(arch.activation, Activation::TopK { .. })
 }
 
-fn rows_of(block_rows: usize) -> usize {
-    block_rows.clamp(1, MAX_BLOCK_ROWS)
+const fn rows_of(block_rows: usize) -> usize {
+    if block_rows < 1 {
+        1
+    } else if block_rows > MAX_BLOCK_ROWS {
+        MAX_BLOCK_ROWS
+    } else {
+        block_rows
+    }
 }
 
 /// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer.
@@ -317,7 +324,7 @@ fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] {
         sel,
         StackReq::f32s(if weighted { h } else { 0 }),
         StackReq::f32s(if weighted { h } else { 0 }),
-        StackReq::f32s(if arch.is_tied() { 0 } else { d }),
+        StackReq::mat(if arch.is_tied() { 0 } else { 1 + TILE }, d),
         StackReq::u32s(h),
         StackReq::mat(aux_rows, h),
         StackReq::mat(aux_rows, h),
@@ -353,7 +360,8 @@ pub fn forward_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
 /// Scratch `f32` for [`loss_and_grad`] with blocks of `block_rows` rows:
 /// `rows·(2h + d)` (codes, code gradient, residual), `h` for a row's active list, the
 /// largest pack buffer of its products, and for some architectures `rows·d` (centred
-/// input), `d` (untied), `h` (TopK selection), `2h` (decoder-norm penalty) and
+/// input), `17·d` (untied: encoder-gradient columns), `h` (TopK selection), `2h`
+/// (decoder-norm penalty) and
 /// `rows·(2h + d)` (AuxK, TopK).
 #[must_use]
 pub fn grad_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
@@ -821,7 +829,7 @@ pub fn forward(
 }
 
 /// The loss and the exact gradient of every tensor of a batch (formulas in the
-/// [module docs](self)).
+/// [module docs](crate::model)).
 ///
 /// - `x`: `n×d` row-major; `opts`: α, the path, AuxK (see [`LossOptions`]).
 /// - `grads`: a view of the model's shape (same architecture's tensors, same `dims`);
@@ -870,6 +878,7 @@ pub fn loss_and_grad(
         stack.split([codes_r, area_r, xc_r, sel_r, w_r, fsum_r, col_r]);
     let idx = stack.u32s(idx_r);
     let [pre_s, dpa_s, ar_s, pack] = stack.split([pre_r, dpa_r, ar_r, pack_r]);
+    let (col, tile) = col.split_at_mut(if arch.is_tied() { 0 } else { d });
     let weighted = arch.penalty == Penalty::DecoderNormL1;
     if weighted {
         decoder_norms(&p, w);
@@ -895,6 +904,7 @@ pub fn loss_and_grad(
         b_dec: (!tied).then_some(g_bdec),
         fsum,
         col,
+        tile,
     };
 
     let mut sums = Sums::default();
@@ -921,13 +931,25 @@ pub fn loss_and_grad(
                  area: &mut [f32],
                  sums: &mut Sums,
                  acc: &mut Acc<'_>,
-                 started: &mut bool| {
+                 started: &mut bool,
+                 aux_sum: &mut f64| {
         if *s_rows == 0 {
             return;
         }
         start(acc, started);
         let xs = &x[s0 * d..(s0 + *s_rows) * d];
-        sparse_path::super_flush(&sm, xs, *s_rows, *s_nnz, area, scale, &mut sums.sq_err, acc);
+        let ax = aux.map(|a| (a.gscale, aux_sum));
+        sparse_path::super_flush(
+            &sm,
+            xs,
+            *s_rows,
+            *s_nnz,
+            area,
+            scale,
+            &mut sums.sq_err,
+            ax,
+            acc,
+        );
         *s_rows = 0;
         *s_nnz = 0;
     };
@@ -938,14 +960,24 @@ pub fn loss_and_grad(
         let xin = encoder_input(&p, xb, xc);
         let pre = aux.map(|_| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
-        let active = sparse_path::count_active(cb);
-        let sparse = aux.is_none() && sparse_path::use_sparse(opts.path, active, rows, h);
+        let mut active = sparse_path::count_active(cb);
+        let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
+        if sparse && let Some(a) = &aux {
+            // The AuxK selections join the super-block as entries of their own.
+            let pa = &mut pre_s[..rows * h];
+            for row in pa.chunks_exact_mut(h) {
+                topk_among(row, a.dead, a.k, sel);
+            }
+            active += pa.iter().filter(|v| v.to_bits() != 0).count();
+        }
         if sparse {
             // Sparse blocks accumulate into a super-block as long as its entries, the
             // feature counts and its rows' residuals fit in the area: each touched row
             // of the weights and gradients is then loaded once per super-block.
             let area_len = area.len();
-            let fits = |r, z| sparse_path::super_need(r, z, d, h).is_some_and(|v| v <= area_len);
+            let has_aux = aux.is_some();
+            let fits =
+                |r, z| sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len);
             if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
                 flush(
                     s0,
@@ -955,6 +987,7 @@ pub fn loss_and_grad(
                     &mut sums,
                     &mut acc,
                     &mut started,
+                    &mut aux_sum,
                 );
             }
             if fits(rows, active) {
@@ -962,6 +995,10 @@ pub fn loss_and_grad(
                     s0 = r0;
                 }
                 s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area);
+                if aux.is_some() {
+                    let pa = &pre_s[..rows * h];
+                    s_nnz = sparse_path::super_append_aux(pa, h, s_rows, s_nnz, area);
+                }
                 s_rows += rows;
                 // The code statistics now, in row order; the squared errors at the
                 // flush, also in row order.
@@ -980,12 +1017,26 @@ pub fn loss_and_grad(
             &mut sums,
             &mut acc,
             &mut started,
+            &mut aux_sum,
         );
         let first = !started;
         let (dpre, resid) = area.split_at_mut(rb * h);
         let gb = &mut resid[..rows * d];
         let pb = &mut dpre[..rows * h];
-        if sparse {
+        if sparse && aux.is_some() {
+            // A block too dense for the area with AuxK: the dense route below, whose
+            // AuxK selection starts again from the pre-activations.
+            encode_block(
+                &p,
+                encoder_input(&p, xb, xc),
+                rows,
+                cb,
+                sel,
+                pack,
+                Some(&mut pre_s[..rows * h]),
+            )?;
+        }
+        if sparse && aux.is_none() {
             // A block too dense for the area: one row at a time.
             start(&mut acc, &mut started);
             for ((c, g), xr) in cb
@@ -1145,6 +1196,7 @@ pub fn loss_and_grad(
         &mut sums,
         &mut acc,
         &mut started,
+        &mut aux_sum,
     );
     if centre_in {
         // db_dec −= (Σ_rows dPre)·W_encᵀ   (x̄ = x − b_dec)
