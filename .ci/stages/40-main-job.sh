@@ -38,5 +38,13 @@ if [ -f "$real/minilm_l5_train.npy" ]; then
     awk -v f="${fvu:-9}" 'BEGIN { exit !(f < 0.9) }' || {
       echo "main job: $arch on real data: FVU ${fvu:-?} after 40 steps" >&2; cat "$out/$arch.log" >&2; exit 1; }
     echo "main job: $arch on real activations (40 steps, h = 768): FVU $fvu, SAELens folder written"
+    # Where SAELens is installed, it must load the folder and measure the same FVU.
+    py=${SAE_LENS_PYTHON:-python3}
+    if "$py" -c "import sae_lens" 2>/dev/null; then
+      theirs=$("$py" .ci/saelens_eval.py "$out/$arch/sae" "$real/minilm_l5_eval.npy" | awk '{print $(NF-2)}')
+      awk -v a="$fvu" -v b="$theirs" 'BEGIN { d = a - b; exit !(d < 1e-3 && d > -1e-3) }' || {
+        echo "main job: SAELens measures FVU $theirs for the $arch folder, we $fvu" >&2; exit 1; }
+      echo "main job: SAELens loads the $arch folder and measures FVU $theirs"
+    fi
   done
 fi
