@@ -333,7 +333,8 @@ fn run(a: &Args) -> Result<(), String> {
             (
                 Sae::new(Arch::topk(a.k as usize), dims, a.seed).map_err(|e| e.to_string())?,
                 options,
-                Some(a.dead_window.saturating_mul(batch as u64)),
+                // Dead-latent tracking feeds AuxK; without AuxK it is not needed.
+                (k_aux > 0).then(|| a.dead_window.saturating_mul(batch as u64)),
             )
         }
     };
