@@ -25,7 +25,7 @@ use clap::Parser;
 use sae_kernels::format::npy::{read_npy, write_npy};
 use sae_kernels::format::npz::CsrCodes;
 use sae_kernels::format::saelens;
-use sae_kernels::{UntiedSae, untied_encode, untied_encode_scratch_len};
+use sae_kernels::{Activation, Sae, encode, encode_scratch_len};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -86,11 +86,14 @@ fn zeroed(len: usize, what: &str) -> Result<Vec<f32>, String> {
     Ok(v)
 }
 
-fn encode_all(sae: &UntiedSae, x: &[f32], n: usize, args: &Args) -> Result<Codes, String> {
+fn encode_all(sae: &Sae, x: &[f32], n: usize, args: &Args) -> Result<Codes, String> {
     let dims = sae.dims();
     let (d, h) = (dims.d, dims.h);
     let chunk = args.chunk.clamp(1, n);
-    let mut scratch = zeroed(untied_encode_scratch_len(dims, 256), "the scratch space")?;
+    let mut scratch = zeroed(
+        encode_scratch_len(sae.arch(), dims, 256),
+        "the scratch space",
+    )?;
     let chunk_len = chunk
         .checked_mul(h)
         .ok_or_else(|| format!("--chunk {chunk} × d_sae {h} overflows"))?;
@@ -109,9 +112,8 @@ fn encode_all(sae: &UntiedSae, x: &[f32], n: usize, args: &Args) -> Result<Codes
     for r0 in (0..n).step_by(chunk) {
         let rows = chunk.min(n - r0);
         let cb = &mut codes[..rows * h];
-        untied_encode(
+        encode(
             sae.params(),
-            sae.config(),
             &x[r0 * d..(r0 + rows) * d],
             rows,
             cb,
@@ -170,10 +172,10 @@ fn run(args: &Args) -> Result<(), String> {
             )
         }
     };
-    let arch = match sae.kind {
-        sae_kernels::ActivationKind::Relu => "standard".to_string(),
-        sae_kernels::ActivationKind::TopK(k) => format!("topk (k = {k})"),
-        sae_kernels::ActivationKind::JumpRelu => "jumprelu".to_string(),
+    let arch = match sae.arch().activation {
+        Activation::Relu => "standard".to_string(),
+        Activation::TopK { k } => format!("topk (k = {k})"),
+        Activation::JumpRelu => "jumprelu".to_string(),
     };
     println!(
         "{} SAE {}→{} ({}): encoded {} rows in {:.3} s ({:.0} rows/s); wrote {} ({})",

@@ -1,22 +1,40 @@
 //! # sae-kernels
 //!
-//! Sparse autoencoders (SAEs) for interpretability, as fast allocation-free kernels.
+//! Sparse autoencoders (SAEs) for interpretability, as fast allocation-free kernels:
+//! the seed's tied SAE (Cunningham et al. 2023) and the field's untied ones (SAELens
+//! `standard`, `topk`, `jumprelu`), trained and run by one core.
 //!
-//! The seed model is the tied-weight SAE of Cunningham et al. (2023): each input row `x`
-//! (width `d`) is encoded into `h` non-negative feature activations
-//! `c = ReLU(M·x + b)` and reconstructed as `x̂ = Mᵀ·c`, where the rows of the
-//! dictionary `M` (`h×d`) are the feature directions. Training minimises
-//! `L = mean over rows of (‖x − x̂‖² + α·‖c‖₁)`: reconstruct well with few active
-//! features.
+//! Each input row `x` (width `d`) is encoded into `h` feature activations
+//! `f = act(x̄·W_enc + b_enc)` (`x̄ = x − b_dec` with input centring) and reconstructed
+//! as `x̂ = f·W_dec (+ b_dec)`; the tied model has `W_enc = Mᵀ`, `W_dec = M`, no `b_dec`.
+//! Training minimises `mean over rows of (‖x − x̂‖² + α·P(f))`.
+//!
+//! ## Where to start
+//! - **Load a SAELens SAE and encode**: [`format::saelens::load`] gives a [`Sae`]; call
+//!   [`Sae::encode`] / [`Sae::decode`], or the no_std [`encode`] on [`Sae::params`].
+//!   `cargo run --release --example encode -- --sae DIR --input x.npy --output c.npy`.
+//! - **Train on activations**: `cargo run --release --example train` (the main job); in
+//!   code, [`loss_and_grad`] on a [`Params`] view gives every tensor's gradient as a
+//!   [`ParamsMut`] of the same architecture ([`ParamsMut::tensors_mut`] lists them by
+//!   name for an optimizer), and [`train`] / [`optim`] build the steps on it.
+//! - **Sparse features for an engine**: [`sparse`] (`encode_sparse` into a
+//!   [`heapless::Vec`], batch CSR output, sparse decode), for every architecture.
+//! - **Firmware / WASM**: build with `default-features = false`; everything in
+//!   [`model`], [`sparse`], [`optim`], [`train`] and [`metrics`] runs on caller memory
+//!   (`static` buffers sized by the `*_scratch_len` functions, see `tests/firmware`).
+//! - One import for the common names: `use sae_kernels::prelude::*;` (no `Result`
+//!   alias in it).
 //!
 //! ## Layout
 //! - [`kernels`]: SIMD building blocks with no SAE knowledge (the GEMM, vector ops).
-//! - [`model`]: parameter views, scratch sizes, forward pass and exact backward pass.
+//! - [`model`]: architectures ([`Arch`]), parameter views, scratch plans, the forward
+//!   and exact backward passes (dense and sparse), initialisation.
 //! - [`optim`]: in-place parameter updates (SGD, momentum, Adam) and schedules.
 //! - [`train`]: the transactional training step and the streaming (on-device) trainer.
 //! - [`metrics`]: streaming MSE, FVU, L0, L1, feature counts, dead fraction; MMCS.
 //! - [`toy`]: the toy superposition benchmark (ground-truth features).
-//! - `owned` (feature `std`): owned models on top of the same kernels.
+//! - [`format`] (feature `std`): `.npy` activations, SAELens folders.
+//! - [`Sae`], [`Trainer`] (feature `std`): owned model and trainer on the same kernels.
 //!
 //! ## Memory
 //! The core is `#![no_std]` and never allocates. Every operation takes its outputs and a
@@ -31,21 +49,24 @@
 //!
 //! ## Example
 //! ```
-//! use sae_kernels::*;
+//! use sae_kernels::prelude::*;
 //! let dims = Dims::new(8, 32)?;
-//! let (mut m, mut b) = (vec![0.0; dims.m_len()], vec![0.0; dims.h]);
-//! init_tied(TiedParamsMut::new(dims, &mut m, &mut b)?, 42);
+//! let arch = Arch::tied();
+//! let mut params = vec![0.0; arch.param_len(dims)];
+//! init_tied(ParamsMut::from_flat(arch, dims, &mut params)?, 42);
 //! let x: Vec<f32> = (0..4 * 8).map(|i| (i % 5) as f32 * 0.1).collect(); // n = 4 rows
-//! let (mut gm, mut gb) = (vec![0.0; dims.m_len()], vec![0.0; dims.h]);
-//! let mut scratch = vec![0.0; grad_scratch_len(dims, DEFAULT_BLOCK_ROWS)];
+//! let mut grads = vec![0.0; arch.param_len(dims)];
+//! let mut scratch = vec![0.0; grad_scratch_len(arch, dims, DEFAULT_BLOCK_ROWS)];
+//! let opts = LossOptions::alpha(1e-3);
 //! let before = loss_and_grad(
-//!     TiedParams::new(dims, &m, &b)?, &x, 4, 1e-3,
-//!     TiedParamsMut::new(dims, &mut gm, &mut gb)?, &mut scratch,
+//!     Params::from_flat(arch, dims, &params)?, &x, 4, &opts,
+//!     ParamsMut::from_flat(arch, dims, &mut grads)?, &mut scratch,
 //! )?;
-//! sgd_step(TiedParamsMut::new(dims, &mut m, &mut b)?, TiedParams::new(dims, &gm, &gb)?, 1e-2)?;
-//! let after = forward(
-//!     TiedParams::new(dims, &m, &b)?, &x, 4, 1e-3, ForwardOutputs::default(), &mut scratch,
-//! )?;
+//! for (w, g) in params.iter_mut().zip(&grads) {
+//!     *w -= 1e-2 * g;
+//! }
+//! let p = Params::from_flat(arch, dims, &params)?;
+//! let after = forward(p, &x, 4, &opts, ForwardOutputs::default(), &mut scratch)?;
 //! assert!(after.loss < before.loss);
 //! # Ok::<(), sae_kernels::Error>(())
 //! ```
@@ -72,27 +93,55 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{
-    DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossParts, Path, SPARSE_CROSSOVER, TiedParams,
-    TiedParamsMut, decode, decode_scratch_len, encode, encode_scratch_len, forward,
-    forward_scratch_len, forward_with, grad_scratch_len, init_tied, loss_and_grad,
-    loss_and_grad_with,
+    Activation, Arch, AuxK, DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossOptions, LossParts,
+    Params, ParamsMut, Path, Penalty, SPARSE_CROSSOVER, TiedParams, TiedParamsMut, Weights, decode,
+    decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
+    init_tied, init_untied, loss_and_grad,
 };
 
-// The untied SAE family (SAELens layout).
-pub use model::{
-    Activation, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, tied_to_untied,
-    untied_decode, untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
-    untied_forward, untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
-};
-
-pub use optim::{Adam, Optim, Optimizer, sgd_step};
-#[cfg(feature = "std")]
-pub use owned::{ActivationKind, TiedSae, UntiedSae};
+pub use optim::{Adam, Optim, OptimConfig, Optimizer, sgd_step};
 #[cfg(feature = "std")]
 pub use owned::{
-    ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
+    ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, inference_model, load_model,
+    save_model,
 };
-pub use train::{StepHyper, train_step, train_step_workspace_len};
+#[cfg(feature = "std")]
+pub use owned::{Sae, TiedSae};
+pub use train::{
+    ModelMut, ModelRef, StepHyper, TrainOptions, train_step, train_step_workspace_len,
+};
+
+/// The names most programs need, in one import: `use sae_kernels::prelude::*;`.
+///
+/// It brings the model description, the core entry points and their scratch sizes,
+/// and [`Error`]; it does not bring a `Result` alias, so `fn main() -> Result<(),
+/// Box<dyn std::error::Error>>` keeps meaning `std`'s `Result`:
+///
+/// ```
+/// use sae_kernels::prelude::*;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let sae = Sae::new(Arch::standard(), Dims::new(4, 16)?, 1)?;
+///     let codes = sae.encode(&[0.5; 4], 1)?;
+///     assert_eq!(codes.len(), 16);
+///     Ok(())
+/// }
+/// ```
+pub mod prelude {
+    pub use crate::error::Error;
+    pub use crate::model::{
+        Activation, Arch, AuxK, DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossOptions, LossParts,
+        Params, ParamsMut, Path, Penalty, Weights, decode, decode_scratch_len, encode,
+        encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, init_untied,
+        loss_and_grad,
+    };
+    #[cfg(feature = "std")]
+    pub use crate::owned::Sae;
+}
+
+/// The `heapless` crate this crate's API uses (`sparse::encode_sparse` fills a
+/// `heapless::Vec`), re-exported so callers need not match its version by hand.
+pub use heapless;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -19,8 +19,9 @@
 use crate::error::{Error, Result, check_len, check_nonzero, mul};
 use crate::kernels::vector;
 use crate::model::{
-    Dims, ForwardOutputs, MAX_BLOCK_ROWS, TiedParams, forward, forward_scratch_len,
+    Arch, Dims, ForwardOutputs, LossOptions, MAX_BLOCK_ROWS, forward, forward_scratch_len,
 };
+use crate::train::{ModelRef, TrainOptions};
 
 const HEAD: usize = 4; // rows, Σ sq_err, Σ l1, Σ l0
 
@@ -31,14 +32,16 @@ pub fn metrics_state_len(dims: Dims) -> usize {
         .saturating_add(dims.h.saturating_mul(2))
 }
 
-/// Scratch `f32` for [`evaluate`] with row blocks of `block_rows`:
-/// `block_rows·(h + d)` for the block's codes and reconstruction, plus
-/// [`forward_scratch_len`]`(dims, block_rows)`.
+/// Scratch `f32` for [`evaluate`] on a model of `arch` with `options`, row blocks of
+/// `block_rows`: `block_rows·(h + d)` for the block's codes and reconstruction,
+/// [`forward_scratch_len`], and with `rescale_acts_by_decoder_norm` the effective
+/// parameters (`2hd + 3h`).
 #[must_use]
-pub fn eval_scratch_len(dims: Dims, block_rows: usize) -> usize {
+pub fn eval_scratch_len(arch: Arch, options: TrainOptions, dims: Dims, block_rows: usize) -> usize {
     let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);
     rows.saturating_mul(dims.h.saturating_add(dims.d))
-        .saturating_add(forward_scratch_len(dims, rows))
+        .saturating_add(forward_scratch_len(arch, dims, rows))
+        .saturating_add(options.effective_len(dims))
 }
 
 /// The metrics so far (see the module docs for the definitions).
@@ -157,20 +160,23 @@ impl<'a> Metrics<'a> {
     }
 }
 
-/// Run the model on `n` rows of `x` (`n×d`) and add them to `metrics`, in row blocks
-/// inside `scratch` (at least [`eval_scratch_len`]`(dims, 1)` `f32`).
+/// Run the model (any architecture; a `Params` or `TiedParams` converts with
+/// `.into()`) on `n` rows of `x` (`n×d`) and add them to `metrics`, in row blocks
+/// inside `scratch` (at least [`eval_scratch_len`]`(arch, options, dims, 1)` `f32`).
 ///
 /// # Errors
 /// [`Error::Dimension`] if `n == 0` or `metrics` is for other dimensions;
 /// [`Error::Length`] naming `x`; [`Error::WorkspaceTooSmall`] naming `scratch`.
-pub fn evaluate(
-    p: TiedParams<'_>,
+pub fn evaluate<'m>(
+    model: impl Into<ModelRef<'m>>,
     x: &[f32],
     n: usize,
     metrics: &mut Metrics<'_>,
     scratch: &mut [f32],
 ) -> Result<()> {
-    let dims = p.dims();
+    let model = model.into();
+    let dims = model.dims();
+    let arch = model.arch();
     let Dims { d, h } = dims;
     check_nonzero("n", n)?;
     if metrics.dims != dims {
@@ -181,12 +187,16 @@ pub fn evaluate(
         });
     }
     check_len("x", x.len(), mul("x", n, d)?)?;
-    let need = eval_scratch_len(dims, 1);
+    let opts = model.options;
+    opts.validate(arch)?;
+    let need = eval_scratch_len(arch, opts, dims, 1);
     crate::error::check_scratch(scratch.len(), need)?;
     let mut rb = MAX_BLOCK_ROWS;
-    while eval_scratch_len(dims, rb) > scratch.len() {
+    while eval_scratch_len(arch, opts, dims, rb) > scratch.len() {
         rb -= 1;
     }
+    let (eff, scratch) = scratch.split_at_mut(opts.effective_len(dims));
+    let (p, _) = crate::train::effective(model.params, opts, eff)?;
     let (codes, rest) = scratch.split_at_mut(rb * h);
     let (recon, fwd) = rest.split_at_mut(rb * d);
     for r0 in (0..n).step_by(rb) {
@@ -198,7 +208,7 @@ pub fn evaluate(
             recon: Some(&mut *rcb),
             ..Default::default()
         };
-        forward(p, xb, rows, 0.0, out, fwd)?;
+        forward(p, xb, rows, &LossOptions::alpha(0.0), out, fwd)?;
         metrics.observe(xb, cb, rcb, rows)?;
     }
     Ok(())

@@ -7,11 +7,11 @@
 #![cfg(target_pointer_width = "64")]
 
 use sae_kernels::optim::{Decay, L1Warmup, LrSchedule};
-use sae_kernels::{Dims, Error, Optimizer, TiedSae, TrainConfig, Trainer};
+use sae_kernels::{Dims, Error, Optimizer, TiedSae, TrainConfig, TrainOptions, Trainer};
 
 fn config(batch: usize) -> TrainConfig {
     TrainConfig {
-        optimizer: Optimizer::default(),
+        optimizer: Optimizer::default().into(),
         lr: LrSchedule {
             peak: 1e-3,
             warmup_steps: 0,
@@ -25,6 +25,7 @@ fn config(batch: usize) -> TrainConfig {
             warmup_steps: 0,
         },
         batch,
+        dead_window_tokens: None,
     }
 }
 
@@ -50,7 +51,7 @@ fn model_too_large_for_memory_is_an_error() {
 fn trainer_with_a_batch_too_large_for_memory_is_an_error() {
     let sae = TiedSae::new(Dims::new(4, 8).unwrap(), 1);
     // batch·d = 2^58·4 f32 = 2^62 bytes: the batch buffer cannot be allocated.
-    let e = Trainer::new(sae.clone(), config(1 << 58)).unwrap_err();
+    let e = Trainer::new(sae.clone(), TrainOptions::default(), config(1 << 58)).unwrap_err();
     assert_eq!(
         e,
         Error::Alloc {
@@ -59,8 +60,8 @@ fn trainer_with_a_batch_too_large_for_memory_is_an_error() {
         }
     );
     // batch·d overflowing usize is refused before any allocation.
-    let e = Trainer::new(sae.clone(), config(usize::MAX / 2)).unwrap_err();
+    let e = Trainer::new(sae.clone(), TrainOptions::default(), config(usize::MAX / 2)).unwrap_err();
     assert_eq!(e, Error::Overflow { arg: "batch" });
     // And a sensible batch still works.
-    assert!(Trainer::new(sae, config(16)).is_ok());
+    assert!(Trainer::new(sae, TrainOptions::default(), config(16)).is_ok());
 }

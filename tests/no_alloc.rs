@@ -21,13 +21,16 @@ use sae_kernels::sparse::{
     encode_sparse, encode_sparse_scratch_len,
 };
 use sae_kernels::toy::{ToyConfig, ToyRng, toy_init, toy_rng, toy_sample};
-use sae_kernels::train::{StreamConfig, StreamingTrainer, streaming_state_len};
-use sae_kernels::{
-    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
-    encode_scratch_len, forward, forward_scratch_len, forward_with, grad_scratch_len, init_tied,
-    loss_and_grad, loss_and_grad_with, sgd_step,
+use sae_kernels::train::{
+    DeadLatents, ModelMut, ModelRef, StreamConfig, StreamingTrainer, TrainOptions,
+    streaming_state_len,
 };
-use sae_kernels::{Optim, Optimizer, StepHyper, train_step, train_step_workspace_len};
+use sae_kernels::{
+    Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, Penalty,
+    TiedParams, TiedParamsMut, Weights, decode, decode_scratch_len, encode, encode_scratch_len,
+    forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad, sgd_step,
+};
+use sae_kernels::{Optim, OptimConfig, Optimizer, StepHyper, train_step, train_step_workspace_len};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -107,7 +110,31 @@ struct Fixture {
     csr_idx: Vec<u32>,
     csr_val: Vec<f32>,
     train: TrainBufs,
+    /// Parameters and gradients of the untied architectures (room for JumpReLU's five
+    /// tensors), and a dead-latent mask for AuxK.
+    untied: Vec<f32>,
+    ugrad: Vec<f32>,
+    dead: Vec<bool>,
 }
+
+/// The architectures `op_every_architecture` runs (besides the tied seed model).
+const ARCHS: [Arch; 5] = [
+    Arch::standard(),
+    Arch::topk(3),
+    Arch::jumprelu(),
+    Arch {
+        weights: Weights::Untied {
+            center_input: false,
+        },
+        activation: Activation::TopK { k: 5 },
+        penalty: Penalty::L1,
+    },
+    Arch {
+        weights: Weights::Tied,
+        activation: Activation::TopK { k: 4 },
+        penalty: Penalty::DecoderNormL1,
+    },
+];
 
 /// Buffers of the training entry points (optimizers, transactional step, streaming
 /// trainer, metrics, toy generator).
@@ -123,12 +150,19 @@ struct TrainBufs {
     features: Vec<f32>,
     probs: Vec<f32>,
     rng: ToyRng,
+    // Untied TopK (rescaled, AuxK, clipping) training and evaluation.
+    untied: Vec<f32>,
+    untied_adam: Vec<f32>,
+    untied_ws: Vec<f32>,
+    untied_eval: Vec<f32>,
+    since: Vec<u32>,
+    flags: Vec<bool>,
 }
 
 impl TrainBufs {
     fn new(dims: Dims, block: usize) -> Self {
         let stream_cfg = StreamConfig {
-            optimizer: Optimizer::default(),
+            optimizer: Optimizer::default().into(),
             lr: LrSchedule::constant(1e-3),
             l1: L1Warmup {
                 alpha: 1e-3,
@@ -138,13 +172,45 @@ impl TrainBufs {
         };
         let toy = ToyConfig::new(dims.d, dims.h / 2);
         Self {
-            adam: vec![0.0; Optimizer::default().state_len(dims)],
-            momentum: vec![0.0; Optimizer::Sgd { momentum: 0.9 }.state_len(dims)],
-            workspace: vec![0.0; train_step_workspace_len(dims, block)],
-            stream: vec![0.0; streaming_state_len(dims, &stream_cfg)],
+            adam: vec![0.0; Optimizer::default().state_len(Arch::tied().param_len(dims))],
+            momentum: vec![
+                0.0;
+                Optimizer::Sgd { momentum: 0.9 }.state_len(Arch::tied().param_len(dims))
+            ],
+            workspace: vec![
+                0.0;
+                train_step_workspace_len(
+                    Arch::tied(),
+                    TrainOptions::default(),
+                    dims,
+                    block,
+                    false
+                )
+            ],
+            stream: vec![
+                0.0;
+                streaming_state_len(
+                    Arch::tied(),
+                    TrainOptions::default(),
+                    dims,
+                    &stream_cfg,
+                    false
+                )
+            ],
             stream_cfg,
             metrics: vec![0.0; metrics_state_len(dims)],
-            eval: vec![0.0; eval_scratch_len(dims, block)],
+            eval: vec![0.0; eval_scratch_len(Arch::tied(), TrainOptions::default(), dims, block)],
+            untied: (0..TOPK.param_len(dims))
+                .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.05)
+                .collect(),
+            untied_adam: vec![0.0; Optimizer::default().state_len(TOPK.param_len(dims))],
+            untied_ws: vec![
+                0.0;
+                train_step_workspace_len(TOPK, topk_options(dims), dims, block, true)
+            ],
+            untied_eval: vec![0.0; eval_scratch_len(TOPK, topk_options(dims), dims, block)],
+            since: vec![0; dims.h],
+            flags: vec![false; 2 * dims.h],
             toy,
             features: vec![0.0; toy.g * toy.d],
             probs: vec![0.0; toy.g],
@@ -163,12 +229,17 @@ impl Fixture {
             (16, 64, 70, 32)
         };
         let dims = Dims::new(d, h).unwrap();
-        let scratch_len = forward_scratch_len(dims, block)
-            .max(grad_scratch_len(dims, block))
-            .max(encode_scratch_len(dims))
-            .max(decode_scratch_len(dims))
-            .max(encode_sparse_scratch_len(dims))
-            .max(encode_csr_scratch_len(dims, block));
+        let big = Arch::topk(3);
+        let scratch_len = forward_scratch_len(Arch::tied(), dims, block)
+            .max(grad_scratch_len(Arch::tied(), dims, block))
+            .max(grad_scratch_len(big, dims, block))
+            .max(forward_scratch_len(big, dims, block))
+            .max(encode_scratch_len(big, dims, block))
+            .max(grad_scratch_len(Arch::standard(), dims, block))
+            .max(encode_scratch_len(Arch::tied(), dims, 1))
+            .max(decode_scratch_len(dims, 1))
+            .max(encode_sparse_scratch_len(Arch::tied(), dims))
+            .max(encode_csr_scratch_len(Arch::tied(), dims, block));
         let mut fx = Fixture {
             dims,
             n,
@@ -188,8 +259,13 @@ impl Fixture {
             csr_idx: vec![0; n * h],
             csr_val: vec![0.0; n * h],
             train: TrainBufs::new(dims, block),
+            untied: (0..Arch::jumprelu().param_len(dims))
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.05)
+                .collect(),
+            ugrad: vec![0.0; Arch::jumprelu().param_len(dims)],
+            dead: (0..h).map(|j| j % 3 == 0).collect(),
         };
-        init_tied(TiedParamsMut::new(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
+        init_tied(ParamsMut::tied(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
         // Some positive biases so that codes are not all zero.
         for (j, v) in fx.b.iter_mut().enumerate() {
             *v = (j % 3) as f32 * 0.05;
@@ -199,43 +275,64 @@ impl Fixture {
 }
 
 fn op_init_tied(fx: &mut Fixture) {
-    init_tied(
-        TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap(),
-        11,
-    );
+    init_tied(ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap(), 11);
 }
 
 fn op_encode(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     encode(p, &fx.x, fx.n, &mut fx.codes, &mut fx.scratch).expect("encode");
 }
 
 fn op_decode(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     decode(p, &fx.codes, fx.n, &mut fx.recon, &mut fx.scratch).expect("decode");
 }
 
 fn op_forward_all_outputs(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs {
         codes: Some(&mut fx.codes),
         recon: Some(&mut fx.recon),
         row_sq_err: Some(&mut fx.row_sq),
         row_l1: Some(&mut fx.row_l1),
     };
-    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
 }
 
 fn op_forward_loss_only(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs::default();
-    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
 }
 
 fn op_loss_and_grad(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
-    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
-    loss_and_grad(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch).expect("loss_and_grad");
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
+    let g = ParamsMut::tied(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        g,
+        &mut fx.scratch,
+    )
+    .expect("loss_and_grad");
 }
 
 fn op_sgd_step(fx: &mut Fixture) {
@@ -250,30 +347,78 @@ fn op_optimizers(fx: &mut Fixture) {
         (Optimizer::default(), &mut t.adam),
         (Optimizer::Sgd { momentum: 0.9 }, &mut t.momentum),
     ] {
-        let mut o = Optim::new(opt, fx.dims, state, 0).expect("Optim::new");
-        let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
-        let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-        o.step(p, g, 1e-3).expect("Optim::step");
+        let cfg = OptimConfig {
+            rule: opt,
+            max_grad_norm: Some(0.5),
+            unit_norm_decoder: true,
+        };
+        let mut o = Optim::new(cfg, fx.dims, Arch::tied().param_len(fx.dims), state, 0)
+            .expect("Optim::new");
+        let g = Params::tied(fx.dims, &fx.gm, &fx.gb).unwrap();
+        let mut p = ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+        o.step(&mut p.tensors_mut(), &g.tensors(), 1e-3)
+            .expect("Optim::step");
     }
 }
 
 fn op_train_step(fx: &mut Fixture) {
     let t = &mut fx.train;
-    let mut o = Optim::new(Optimizer::default(), fx.dims, &mut t.adam, 1).unwrap();
+    let pc = Arch::tied().param_len(fx.dims);
+    let mut o = Optim::new(Optimizer::default(), fx.dims, pc, &mut t.adam, 1).unwrap();
     let hyper = StepHyper {
         alpha: 1e-3,
         lr: 1e-3,
     };
     let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-    train_step(p, &mut o, &fx.x, fx.n, hyper, &mut t.workspace).expect("train_step");
+    train_step(p, &mut o, &fx.x, fx.n, hyper, None, &mut t.workspace).expect("train_step");
     // The refused path (NaN in the batch) allocates nothing either.
     let d = fx.dims.d;
     let saved = fx.x[d];
     fx.x[d] = f32::NAN;
     let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-    let r = train_step(p, &mut o, &fx.x[..2 * d], 2, hyper, &mut t.workspace);
+    let r = train_step(p, &mut o, &fx.x[..2 * d], 2, hyper, None, &mut t.workspace);
     fx.x[d] = saved;
     assert!(r.is_err(), "NaN batch accepted");
+
+    // Untied TopK: rescaled by decoder norms, AuxK on tracked dead latents, clipping.
+    let dims = fx.dims;
+    let options = topk_options(dims);
+    let cfg = OptimConfig {
+        rule: Optimizer::default(),
+        max_grad_norm: Some(1.0),
+        unit_norm_decoder: false,
+    };
+    let mut o = Optim::new(cfg, dims, TOPK.param_len(dims), &mut t.untied_adam, 0).unwrap();
+    let mut dead = DeadLatents::new(&mut t.since, &mut t.flags, 0).unwrap();
+    for _ in 0..2 {
+        let p = ModelMut {
+            params: ParamsMut::from_flat(TOPK, dims, &mut t.untied).unwrap(),
+            options,
+        };
+        train_step(
+            p,
+            &mut o,
+            &fx.x,
+            fx.n,
+            hyper,
+            Some(&mut dead),
+            &mut t.untied_ws,
+        )
+        .expect("untied train_step");
+    }
+    let p = ModelRef {
+        params: Params::from_flat(TOPK, dims, &t.untied).unwrap(),
+        options,
+    };
+    let mut met = Metrics::new(dims, &mut t.metrics).unwrap();
+    evaluate(p, &fx.x, fx.n, &mut met, &mut t.untied_eval).expect("untied evaluate");
+}
+
+/// TopK with k = 2 and SAELens' training options (rescaling, AuxK k_aux = d/2).
+const TOPK: Arch = Arch::topk(2);
+
+fn topk_options(dims: Dims) -> TrainOptions {
+    TrainOptions::saelens_topk(dims.d)
 }
 
 fn op_streaming_trainer(fx: &mut Fixture) {
@@ -318,19 +463,40 @@ fn op_gemm_strided(fx: &mut Fixture) {
 }
 
 fn op_sparse_path(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs {
         recon: Some(&mut fx.recon),
         ..Default::default()
     };
-    forward_with(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch, Path::Sparse).expect("forward");
-    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
-    loss_and_grad_with(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch, Path::Sparse)
-        .expect("loss_and_grad");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions {
+            path: Path::Sparse,
+            ..LossOptions::alpha(1e-3)
+        },
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
+    let g = ParamsMut::tied(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions {
+            path: Path::Sparse,
+            ..LossOptions::alpha(1e-3)
+        },
+        g,
+        &mut fx.scratch,
+    )
+    .expect("loss_and_grad");
 }
 
 fn op_sparse_outputs(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let d = fx.dims.d;
     let mut one = heapless::Vec::<(u32, f32), 128>::new();
     encode_sparse(p, &fx.x[..d], &mut one, Overflow::Error, &mut fx.scratch).expect("encode");
@@ -355,10 +521,20 @@ fn op_sparse_outputs(fx: &mut Fixture) {
 
 fn op_error_paths(fx: &mut Fixture) {
     // Rejected calls build an `Error` (a `Copy` enum) and must not allocate either.
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let short = &mut fx.scratch[..1];
     assert!(encode(p, &fx.x, fx.n, &mut fx.codes, short).is_err());
-    assert!(forward(p, &fx.x, fx.n, f32::NAN, ForwardOutputs::default(), short).is_err());
+    assert!(
+        forward(
+            p,
+            &fx.x,
+            fx.n,
+            &LossOptions::alpha(f32::NAN),
+            ForwardOutputs::default(),
+            short
+        )
+        .is_err()
+    );
     assert!(decode(p, &fx.codes, 0, &mut fx.recon, short).is_err());
     let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
     let pm = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
@@ -370,7 +546,43 @@ type Op = fn(&mut Fixture);
 
 /// The entry points checked by [`entry_points_do_not_allocate`], in call order (later
 /// ones use earlier ones' outputs, e.g. `sgd_step` the gradients).
+/// Every entry point of the core on untied and non-ReLU architectures, both paths,
+/// with AuxK for TopK.
+fn op_every_architecture(fx: &mut Fixture) {
+    let (dims, n) = (fx.dims, fx.n);
+    for arch in ARCHS {
+        let len = arch.param_len(dims);
+        let p = Params::from_flat(arch, dims, &fx.untied[..len]).unwrap();
+        encode(p, &fx.x, n, &mut fx.codes, &mut fx.scratch).expect("encode");
+        decode(p, &fx.codes, n, &mut fx.recon, &mut fx.scratch).expect("decode");
+        let aux = AuxK {
+            dead: &fx.dead,
+            k_aux: 4,
+            coefficient: 0.5,
+        };
+        let topk = matches!(arch.activation, Activation::TopK { .. });
+        for path in [Path::Dense, Path::Sparse] {
+            let opts = LossOptions {
+                alpha: 1e-3,
+                path,
+                aux: topk.then_some(aux),
+            };
+            let out = ForwardOutputs {
+                codes: Some(&mut fx.codes),
+                ..Default::default()
+            };
+            forward(p, &fx.x, n, &opts, out, &mut fx.scratch).expect("forward");
+            let g = ParamsMut::from_flat(arch, dims, &mut fx.ugrad[..len]).unwrap();
+            loss_and_grad(p, &fx.x, n, &opts, g, &mut fx.scratch).expect("loss_and_grad");
+        }
+    }
+}
+
 const ENTRY_POINTS: &[(&str, Op)] = &[
+    (
+        "every architecture (encode, decode, forward, loss_and_grad, AuxK)",
+        op_every_architecture,
+    ),
     ("init_tied", op_init_tied),
     ("encode", op_encode),
     ("decode", op_decode),
@@ -384,10 +596,7 @@ const ENTRY_POINTS: &[(&str, Op)] = &[
     ("metrics, toy generator, mmcs", op_metrics_and_toy),
     ("gemm (strided, beta, bias-relu)", op_gemm_strided),
     ("error paths", op_error_paths),
-    (
-        "sparse path (forward_with, loss_and_grad_with)",
-        op_sparse_path,
-    ),
+    ("sparse path (forced Path::Sparse)", op_sparse_path),
     (
         "sparse outputs (encode_sparse, encode_csr, decode_*)",
         op_sparse_outputs,

@@ -6,11 +6,16 @@ use sae_kernels::format::npy::{read_npy, write_npy};
 use sae_kernels::metrics::{Metrics, eval_scratch_len, evaluate, metrics_state_len, mmcs};
 use sae_kernels::optim::{Decay, L1Warmup, LrSchedule};
 use sae_kernels::toy::{ToyConfig, toy_init, toy_rng, toy_sample};
-use sae_kernels::train::{StreamConfig, StreamingTrainer, streaming_state_len};
+use sae_kernels::train::{StreamConfig, StreamingTrainer, TrainOptions, streaming_state_len};
 use sae_kernels::*;
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Every parameter's bits, tensors in canonical order.
+fn flat(m: ModelRef<'_>) -> Vec<u32> {
+    m.tensors().iter().flat_map(|t| bits(t.data)).collect()
 }
 
 /// Adam on a 1×1 model (M = [m], b = [b]) for three steps, against PyTorch's formula
@@ -21,7 +26,7 @@ fn adam_matches_hand_computed_steps() {
     let (mut m, mut b) = ([0.5f32], [-0.25f32]);
     let cfg = Adam::default();
     let opt = Optimizer::Adam(cfg);
-    let mut state = vec![0.0f32; opt.state_len(dims)];
+    let mut state = vec![0.0f32; opt.state_len(Arch::tied().param_len(dims))];
     assert_eq!(state.len(), 4);
     let grads = [(0.2f64, -1.0f64), (-0.1, 0.5), (0.3, 0.0)];
     let lr = 0.01f64;
@@ -29,10 +34,17 @@ fn adam_matches_hand_computed_steps() {
     let (mut mm, mut vm, mut mb, mut vb) = (0.0f64, 0.0, 0.0, 0.0);
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
     for (t, &(gm, gb)) in grads.iter().enumerate() {
-        let mut o = Optim::new(opt, dims, &mut state, t as u64).unwrap();
+        let mut o = Optim::new(
+            opt,
+            dims,
+            Arch::tied().param_len(dims),
+            &mut state,
+            t as u64,
+        )
+        .unwrap();
         o.step(
-            TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
-            TiedParams::new(dims, &[gm as f32], &[gb as f32]).unwrap(),
+            &mut ModelMut::from(TiedParamsMut::new(dims, &mut m, &mut b).unwrap()).tensors_mut(),
+            &ModelRef::from(TiedParams::new(dims, &[gm as f32], &[gb as f32]).unwrap()).tensors(),
             lr as f32,
         )
         .unwrap();
@@ -70,19 +82,22 @@ fn sgd_momentum_matches_hand_computed_steps() {
     let dims = Dims::new(1, 1).unwrap();
     let (mut m, mut b) = ([1.0f32], [0.0f32]);
     let opt = Optimizer::Sgd { momentum: 0.5 };
-    let mut state = vec![0.0f32; opt.state_len(dims)];
-    let mut o = Optim::new(opt, dims, &mut state, 0).unwrap();
+    let mut state = vec![0.0f32; opt.state_len(Arch::tied().param_len(dims))];
+    let mut o = Optim::new(opt, dims, Arch::tied().param_len(dims), &mut state, 0).unwrap();
     // vel: 1, 0.5·1 + 2 = 2.5; p: 1 − 0.1·1 = 0.9, 0.9 − 0.1·2.5 = 0.65.
     for g in [1.0f32, 2.0] {
         o.step(
-            TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
-            TiedParams::new(dims, &[g], &[0.0]).unwrap(),
+            &mut ModelMut::from(TiedParamsMut::new(dims, &mut m, &mut b).unwrap()).tensors_mut(),
+            &ModelRef::from(TiedParams::new(dims, &[g], &[0.0]).unwrap()).tensors(),
             0.1,
         )
         .unwrap();
     }
     assert!((m[0] - 0.65).abs() < 1e-6, "{}", m[0]);
-    assert_eq!(Optimizer::Sgd { momentum: 0.0 }.state_len(dims), 0);
+    assert_eq!(
+        Optimizer::Sgd { momentum: 0.0 }.state_len(Arch::tied().param_len(dims)),
+        0
+    );
     assert!(matches!(
         Optimizer::Sgd { momentum: 1.0 }.validate(),
         Err(Error::OutOfRange {
@@ -121,8 +136,11 @@ fn setup(opt: Optimizer) -> Setup {
         dims,
         m,
         b,
-        state: vec![0.0; opt.state_len(dims)],
-        ws: vec![0.0; train_step_workspace_len(dims, 4)],
+        state: vec![0.0; opt.state_len(Arch::tied().param_len(dims))],
+        ws: vec![
+            0.0;
+            train_step_workspace_len(Arch::tied(), TrainOptions::default(), dims, 4, false)
+        ],
         x,
     }
 }
@@ -139,13 +157,15 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
             lr: 1e-2,
         };
         for t in 0..3 {
-            let mut o = Optim::new(opt, dims, &mut s.state, t).unwrap();
+            let mut o =
+                Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, t).unwrap();
             train_step(
                 TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
                 &mut o,
                 &s.x,
                 6,
                 hyper,
+                None,
                 &mut s.ws,
             )
             .unwrap();
@@ -154,13 +174,15 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut x = s.x.clone();
             x[13] = bad;
-            let mut o = Optim::new(opt, dims, &mut s.state, 3).unwrap();
+            let mut o =
+                Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, 3).unwrap();
             let r = train_step(
                 TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
                 &mut o,
                 &x,
                 6,
                 hyper,
+                None,
                 &mut s.ws,
             );
             assert!(
@@ -176,10 +198,11 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
         let mut g = vec![0.5f32; dims.m_len()];
         g[dims.m_len() - 1] = f32::NAN;
         let gb = vec![0.0f32; dims.h];
-        let mut o = Optim::new(opt, dims, &mut s.state, 3).unwrap();
+        let mut o = Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, 3).unwrap();
         let r = o.step(
-            TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
-            TiedParams::new(dims, &g, &gb).unwrap(),
+            &mut ModelMut::from(TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap())
+                .tensors_mut(),
+            &ModelRef::from(TiedParams::new(dims, &g, &gb).unwrap()).tensors(),
             0.1,
         );
         assert!(
@@ -200,7 +223,7 @@ fn transactional_step_refuses_overflowing_update() {
     let mut s = setup(opt);
     let dims = s.dims;
     let (m0, b0) = (bits(&s.m), bits(&s.b));
-    let mut o = Optim::new(opt, dims, &mut s.state, 0).unwrap();
+    let mut o = Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, 0).unwrap();
     let r = train_step(
         TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
         &mut o,
@@ -210,6 +233,7 @@ fn transactional_step_refuses_overflowing_update() {
             alpha: 0.0,
             lr: f32::MAX,
         },
+        None,
         &mut s.ws,
     );
     assert!(
@@ -303,7 +327,8 @@ fn evaluate_identity_model() {
     let x = [1.0, 0.0, 2.0, 0.5, 0.5, 0.0, 0.0, 0.0, 3.0];
     let mut st = vec![0.0f64; metrics_state_len(dims)];
     let mut met = Metrics::new(dims, &mut st).unwrap();
-    let mut scratch = vec![0.0f32; eval_scratch_len(dims, 2)];
+    let mut scratch =
+        vec![0.0f32; eval_scratch_len(Arch::tied(), TrainOptions::default(), dims, 2)];
     evaluate(
         TiedParams::new(dims, &m, &b).unwrap(),
         &x,
@@ -369,7 +394,7 @@ fn toy_generator_statistics() {
 
 fn small_config(steps: u64) -> TrainConfig {
     TrainConfig {
-        optimizer: Optimizer::default(),
+        optimizer: Optimizer::default().into(),
         lr: LrSchedule {
             peak: 1e-2,
             warmup_steps: 20,
@@ -383,6 +408,7 @@ fn small_config(steps: u64) -> TrainConfig {
             warmup_steps: steps / 20,
         },
         batch: 32,
+        dead_window_tokens: None,
     }
 }
 
@@ -393,69 +419,119 @@ fn toy_training_recovers_features() {
     let steps = 1000;
     let mut toy = ToyBatches::new(ToyConfig::new(32, 32), 1).unwrap();
     let dims = Dims::new(32, 64).unwrap();
-    let mut t = Trainer::new(TiedSae::new(dims, 2), small_config(steps)).unwrap();
-    let before = mmcs(&toy.features, 32, t.sae().m(), 64, 32).unwrap();
+    let mut t = Trainer::new(
+        TiedSae::new(dims, 2),
+        TrainOptions::default(),
+        small_config(steps),
+    )
+    .unwrap();
+    let before = mmcs(&toy.features, 32, t.sae().params().decoder(), 64, 32).unwrap();
     let held = toy.sample(1000, 77).unwrap();
     t.fit(&mut toy, steps, &held, 400, false, &mut |_, _, _| {})
         .unwrap();
-    let after = mmcs(&toy.features, 32, t.sae().m(), 64, 32).unwrap();
+    let after = mmcs(&toy.features, 32, t.sae().params().decoder(), 64, 32).unwrap();
     let (s, _) = t.evaluate(&held, 1000).unwrap();
     assert!(before < 0.7, "random start {before}");
     assert!(after >= 0.85, "MMCS {after} (from {before}); {s:?}");
     assert!(s.fvu < 0.3 && s.l0 < 10.0, "{s:?}");
 }
 
-/// Checkpoint at step 5, resume, continue to 12: bit-for-bit the uninterrupted run.
+/// Checkpoint at step 5, resume, continue to 12: bit-for-bit the uninterrupted run, for
+/// the tied model, SAELens' standard SAE (with gradient clipping) and TopK with AuxK
+/// (dead window short enough that latents die and AuxK is active before the
+/// checkpoint, so the dead counters must be restored exactly).
 #[test]
 fn checkpoint_resume_is_bitwise_identical() {
     let data: Vec<f32> = (0..100 * 8)
         .map(|i| ((i * 7919 % 23) as f32 - 11.0) * 0.05)
         .collect();
-    let cfg = TrainConfig {
+    let dims = Dims::new(8, 12).unwrap();
+    let base = TrainConfig {
         batch: 16,
         ..small_config(12)
     };
-    let dims = Dims::new(8, 12).unwrap();
-    let mut src = ArrayBatches::new(data.clone(), 8, 16, 4).unwrap();
-    let mut a = Trainer::new(TiedSae::new(dims, 1), cfg).unwrap();
-    for _ in 0..5 {
-        a.step_from(&mut src).unwrap();
-    }
-    let ckpt = a.checkpoint_bytes();
-    for _ in 5..12 {
-        a.step_from(&mut src).unwrap();
-    }
-    let mut src2 = ArrayBatches::new(data, 8, 16, 4).unwrap();
-    let mut b = Trainer::from_checkpoint(&ckpt, cfg).unwrap();
-    assert_eq!(b.steps(), 5);
-    for _ in 5..12 {
-        b.step_from(&mut src2).unwrap();
-    }
-    assert_eq!(bits(a.sae().m()), bits(b.sae().m()));
-    assert_eq!(bits(a.sae().b()), bits(b.sae().b()));
-    assert_eq!(a.checkpoint_bytes(), b.checkpoint_bytes());
-    // Damaged or mismatched checkpoints are refused.
-    assert!(matches!(
-        Trainer::from_checkpoint(&ckpt[..ckpt.len() - 1], cfg),
-        Err(Error::File {
-            arg: "checkpoint",
-            ..
-        })
-    ));
-    let sgd = TrainConfig {
-        optimizer: Optimizer::Sgd { momentum: 0.0 },
-        ..cfg
+    let clipped = TrainConfig {
+        optimizer: OptimConfig {
+            max_grad_norm: Some(0.5),
+            ..OptimConfig::default()
+        },
+        ..base
     };
-    assert!(Trainer::from_checkpoint(&ckpt, sgd).is_err());
+    let none = TrainOptions::default();
+    let cases: Vec<(Sae, TrainOptions, TrainConfig)> = vec![
+        (TiedSae::new(dims, 1).into(), none, base),
+        (Sae::new(Arch::standard(), dims, 1).unwrap(), none, clipped),
+        (
+            Sae::new(Arch::topk(2), dims, 1).unwrap(),
+            TrainOptions::saelens_topk(8),
+            TrainConfig {
+                dead_window_tokens: Some(32),
+                ..clipped
+            },
+        ),
+    ];
+    for (sae, options, cfg) in cases {
+        let mut src = ArrayBatches::new(data.clone(), 8, 16, 4).unwrap();
+        let mut a = Trainer::new(sae, options, cfg).unwrap();
+        for _ in 0..5 {
+            a.step_from(&mut src).unwrap();
+        }
+        let ckpt = a.checkpoint_bytes();
+        for _ in 5..12 {
+            a.step_from(&mut src).unwrap();
+        }
+        let mut src2 = ArrayBatches::new(data.clone(), 8, 16, 4).unwrap();
+        let mut b = Trainer::from_checkpoint(&ckpt, cfg).unwrap();
+        assert_eq!(b.steps(), 5);
+        for _ in 5..12 {
+            b.step_from(&mut src2).unwrap();
+        }
+        assert_eq!(a.sae(), b.sae(), "{:?}", a.sae().arch());
+        assert_eq!(a.options(), b.options());
+        assert_eq!(a.checkpoint_bytes(), b.checkpoint_bytes());
+        // Damaged or mismatched checkpoints are refused.
+        assert!(matches!(
+            Trainer::from_checkpoint(&ckpt[..ckpt.len() - 1], cfg),
+            Err(Error::File {
+                arg: "checkpoint",
+                ..
+            })
+        ));
+        let sgd = TrainConfig {
+            optimizer: Optimizer::Sgd { momentum: 0.0 }.into(),
+            ..cfg
+        };
+        assert!(Trainer::from_checkpoint(&ckpt, sgd).is_err());
+        let other_dead = TrainConfig {
+            dead_window_tokens: if cfg.dead_window_tokens.is_some() {
+                None
+            } else {
+                Some(5)
+            },
+            ..cfg
+        };
+        assert!(Trainer::from_checkpoint(&ckpt, other_dead).is_err());
+        if cfg.dead_window_tokens.is_some() {
+            assert!(
+                a.dead_fraction().unwrap() > 0.0,
+                "AuxK never had dead latents"
+            );
+        }
+    }
     // And through a file.
+    let mut src = ArrayBatches::new(data, 8, 16, 4).unwrap();
+    let mut a = Trainer::new(TiedSae::new(dims, 1), TrainOptions::default(), base).unwrap();
+    a.step_from(&mut src).unwrap();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("training-ckpt");
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("c.bin");
     a.save_checkpoint(&p).unwrap();
-    let c = Trainer::load_checkpoint(&p, cfg).unwrap();
+    let c = Trainer::load_checkpoint(&p, base).unwrap();
     assert_eq!(c.checkpoint_bytes(), a.checkpoint_bytes());
-    save_model(a.sae(), &dir.join("m.saek")).unwrap();
-    assert_eq!(&load_model(&dir.join("m.saek")).unwrap(), a.sae());
+    let p = a.sae().params();
+    let tied = TiedSae::from_parts(dims, p.decoder().to_vec(), p.b_enc().to_vec()).unwrap();
+    save_model(&tied, &dir.join("m.saek")).unwrap();
+    assert_eq!(load_model(&dir.join("m.saek")).unwrap(), tied);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -468,7 +544,7 @@ fn streaming_trainer_matches_block_steps() {
         .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
         .collect();
     let cfg = StreamConfig {
-        optimizer: Optimizer::default(),
+        optimizer: Optimizer::default().into(),
         lr: LrSchedule::constant(1e-2),
         l1: L1Warmup {
             alpha: 0.05,
@@ -478,7 +554,8 @@ fn streaming_trainer_matches_block_steps() {
     };
     let init = TiedSae::new(dims, 6);
     let (mut m1, mut b1) = (init.m().to_vec(), init.b().to_vec());
-    let mut st1 = vec![0.0; streaming_state_len(dims, &cfg)];
+    let mut st1 =
+        vec![0.0; streaming_state_len(Arch::tied(), TrainOptions::default(), dims, &cfg, false)];
     let mut s1 = StreamingTrainer::new(
         TiedParamsMut::new(dims, &mut m1, &mut b1).unwrap(),
         cfg,
@@ -492,21 +569,23 @@ fn streaming_trainer_matches_block_steps() {
         }
     }
     assert_eq!((stepped, s1.steps(), s1.buffered()), (2, 2, 0));
-    let p1 = (bits(s1.params().m()), bits(s1.params().b()));
+    let p1 = flat(s1.params());
 
     let mut owned = Trainer::new(
         init,
+        TrainOptions::default(),
         TrainConfig {
             optimizer: cfg.optimizer,
             lr: cfg.lr,
             l1: cfg.l1,
             batch: 4,
+            dead_window_tokens: None,
         },
     )
     .unwrap();
     owned.step(&data[..32], 4).unwrap();
     owned.step(&data[32..], 4).unwrap();
-    assert_eq!(p1, (bits(owned.sae().m()), bits(owned.sae().b())));
+    assert_eq!(p1, flat(owned.sae().params().into()));
 
     // A NaN sample: the block's step fails and the model is unchanged.
     let mut bad = data[..8].to_vec();
@@ -518,7 +597,7 @@ fn streaming_trainer_matches_block_steps() {
         s1.push(&bad),
         Err(Error::NonFiniteStep { arg: "loss" })
     ));
-    assert_eq!(p1, (bits(s1.params().m()), bits(s1.params().b())));
+    assert_eq!(p1, flat(s1.params()));
     assert!(matches!(
         s1.push(&bad[..3]),
         Err(Error::Length { arg: "sample", .. })
@@ -607,4 +686,309 @@ fn npy_round_trip_and_errors() {
     std::fs::write(dir.join("g.npy"), b"not an npy").unwrap();
     assert!(read_npy(&dir.join("g.npy")).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The generic loss-and-gradient ([`sae_kernels::train::loss_and_grad`]) against
+/// central finite differences (f32 loss, accumulated in f64), for every trainable
+/// architecture: tied, standard (decoder-norm L1), and SAELens TopK with
+/// `rescale_acts_by_decoder_norm` (whose gradient is mapped back through the decoder
+/// norms by the chain rule).
+#[test]
+fn generic_gradients_match_finite_differences() {
+    use sae_kernels::train::{ModelRef, grad_tensors, loss_and_grad};
+    let dims = Dims::new(5, 7).unwrap();
+    let n = 6;
+    let x: Vec<f32> = (0..n * 5)
+        .map(|i| ((i * 37 % 13) as f32 - 6.0) * 0.3 + 0.2)
+        .collect();
+    let mut topk = TrainOptions::saelens_topk(5);
+    // AuxK's residual is detached (a constant in its gradient), so finite differences
+    // of the total loss do not apply to it: no AuxK here.
+    topk.aux = None;
+    let none = TrainOptions::default();
+    let cases: Vec<(Sae, TrainOptions, f32)> = vec![
+        (TiedSae::new(dims, 3).into(), none, 0.05),
+        (Sae::new(Arch::standard(), dims, 3).unwrap(), none, 0.3),
+        (Sae::new(Arch::topk(2), dims, 3).unwrap(), topk, 0.0),
+    ];
+    for (mut sae, options, alpha) in cases {
+        // Move away from the symmetric init: biases and decoder norms differ per latent.
+        for (ti, t) in sae.params_mut().tensors_mut().iter_mut().enumerate() {
+            for (i, p) in t.data.iter_mut().enumerate() {
+                *p += ((i * 29 + ti * 7) % 11) as f32 * 0.02 - 0.1;
+            }
+        }
+        let arch = sae.arch();
+        let p_len = arch.param_len(dims);
+        let mut grads = vec![0.0f32; p_len];
+        let mut scratch = vec![0.0f32; options.grad_scratch_len(arch, dims, 4, false)];
+        let eval = |s: &Sae, g: &mut [f32], sc: &mut [f32]| {
+            let m = ModelRef {
+                params: s.params(),
+                options,
+            };
+            let parts = loss_and_grad(m, &x, n, alpha, None, g, None, sc).unwrap();
+            f64::from(parts.loss)
+        };
+        eval(&sae, &mut grads, &mut scratch);
+        let g0 = grads.clone();
+        let names: Vec<&str> = grad_tensors(arch, dims, &g0)
+            .unwrap()
+            .iter()
+            .flat_map(|t| std::iter::repeat_n(t.name, t.data.len()))
+            .collect();
+        let mut tmp = vec![0.0f32; p_len];
+        for j in 0..p_len {
+            let h = 1e-3f32;
+            let mut plus = sae.clone();
+            let mut minus = sae.clone();
+            for (s, sign) in [(&mut plus, 1.0f32), (&mut minus, -1.0)] {
+                let mut v = s.params_mut();
+                let mut ts = v.tensors_mut();
+                let mut k = j;
+                for t in ts.iter_mut() {
+                    if k < t.data.len() {
+                        t.data[k] += sign * h;
+                        break;
+                    }
+                    k -= t.data.len();
+                }
+            }
+            let fd = (eval(&plus, &mut tmp, &mut scratch) - eval(&minus, &mut tmp, &mut scratch))
+                / (2.0 * f64::from(h));
+            let err = (fd - f64::from(g0[j])).abs() / (1.0 + fd.abs());
+            assert!(
+                err < 2e-2,
+                "{arch:?} {options:?}: parameter {j} ({}): analytic {} vs finite difference {fd}",
+                names[j],
+                g0[j]
+            );
+        }
+    }
+}
+
+/// Gradient-norm clipping (PyTorch's `clip_grad_norm_`): above the limit every
+/// gradient is scaled by `c / (‖g‖ + 1e-6)` over all tensors together; below it the
+/// step is the unclipped one, bit for bit.
+#[test]
+fn optimizer_clips_the_global_gradient_norm() {
+    let dims = Dims::new(2, 1).unwrap();
+    let pc = Arch::tied().param_len(dims);
+    let sgd = |clip: Option<f32>, g: [f32; 3]| {
+        let (mut m, mut b) = ([1.0f32, -1.0], [0.5f32]);
+        let cfg = OptimConfig {
+            rule: Optimizer::Sgd { momentum: 0.0 },
+            max_grad_norm: clip,
+            unit_norm_decoder: false,
+        };
+        let mut o = Optim::new(cfg, dims, pc, &mut [], 0).unwrap();
+        o.step(
+            &mut ParamsMut::tied(dims, &mut m, &mut b).unwrap().tensors_mut(),
+            &Params::tied(dims, &g[..2], &g[2..]).unwrap().tensors(),
+            0.1,
+        )
+        .unwrap();
+        [m[0], m[1], b[0]]
+    };
+    // ‖(3, 0, 4)‖ = 5 > 1: scaled by 1/(5 + 1e-6).
+    let got = sgd(Some(1.0), [3.0, 0.0, 4.0]);
+    let s = 1.0 / (5.0 + 1e-6);
+    let want = [1.0 - 0.1 * 3.0 * s, -1.0, 0.5 - 0.1 * 4.0 * s];
+    for (g, w) in got.iter().zip(want) {
+        assert!((f64::from(*g) - w).abs() < 1e-7, "{got:?} vs {want:?}");
+    }
+    // Below the limit: identical to no clipping.
+    assert_eq!(sgd(Some(10.0), [3.0, 0.0, 4.0]), sgd(None, [3.0, 0.0, 4.0]));
+    assert_ne!(sgd(Some(1.0), [3.0, 0.0, 4.0]), sgd(None, [3.0, 0.0, 4.0]));
+    // A bad limit is refused by name.
+    let bad = OptimConfig {
+        max_grad_norm: Some(0.0),
+        ..OptimConfig::default()
+    };
+    assert!(matches!(
+        Optim::new(bad, dims, pc, &mut [0.0; 6], 0),
+        Err(Error::OutOfRange {
+            arg: "max_grad_norm",
+            ..
+        })
+    ));
+}
+
+/// Unit-norm decoder rows: the gradient component parallel to a row is removed before
+/// the update and the row is renormalised after it; other tensors are untouched by
+/// the constraint. For an untied model only `W_dec` is constrained.
+#[test]
+fn optimizer_keeps_decoder_rows_unit_norm() {
+    let dims = Dims::new(2, 2).unwrap();
+    let arch = Arch::standard();
+    let pc = arch.param_len(dims); // W_enc 4, b_enc 2, W_dec 4, b_dec 2
+    let mut p: Vec<f32> = vec![
+        1.0, 2.0, 3.0, 4.0, // W_enc
+        0.0, 0.0, // b_enc
+        3.0, 4.0, 0.0, 2.0, // W_dec: rows (3,4) and (0,2)
+        0.0, 0.0, // b_dec
+    ];
+    // Row 0's gradient is parallel to it (removed entirely); row 1's is orthogonal.
+    let g: Vec<f32> = vec![
+        1.0, 1.0, 1.0, 1.0, //
+        0.0, 0.0, //
+        0.3, 0.4, 1.0, 0.0, //
+        0.0, 0.0,
+    ];
+    let cfg = OptimConfig {
+        rule: Optimizer::Sgd { momentum: 0.0 },
+        max_grad_norm: None,
+        unit_norm_decoder: true,
+    };
+    let mut o = Optim::new(cfg, dims, pc, &mut [], 0).unwrap();
+    o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        0.5,
+    )
+    .unwrap();
+    // Row 0: no perpendicular gradient, so the direction stays (3,4)/5.
+    assert!(
+        (p[6] - 0.6).abs() < 1e-6 && (p[7] - 0.8).abs() < 1e-6,
+        "{p:?}"
+    );
+    // Row 1: (0,2) − 0.5·(1,0) = (−0.5, 2), normalised.
+    let n = (0.25f32 + 4.0).sqrt();
+    assert!(
+        (p[8] + 0.5 / n).abs() < 1e-6 && (p[9] - 2.0 / n).abs() < 1e-6,
+        "{p:?}"
+    );
+    // W_enc: a plain SGD step, not normalised.
+    assert_eq!(&p[..4], &[0.5, 1.5, 2.5, 3.5]);
+}
+
+/// With clipping and the decoder constraint on, an update that would overflow is still
+/// refused as a whole: parameters and Adam state bit-for-bit unchanged, step not
+/// counted; mismatched gradient lists are named.
+#[test]
+fn optimizer_with_options_is_transactional() {
+    let dims = Dims::new(2, 2).unwrap();
+    let arch = Arch::standard();
+    let pc = arch.param_len(dims);
+    let mut p: Vec<f32> = (0..pc).map(|i| i as f32 * 0.25 + 0.5).collect();
+    let cfg = OptimConfig {
+        rule: Optimizer::default(),
+        max_grad_norm: Some(1e30),
+        unit_norm_decoder: true,
+    };
+    let mut state = vec![0.0f32; cfg.state_len(pc)];
+    let mut o = Optim::new(cfg, dims, pc, &mut state, 7).unwrap();
+    let mut g = vec![0.1f32; pc];
+    g[1] = 1e30; // its square overflows Adam's second moment
+    let before = bits(&p);
+    let r = o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        1e-3,
+    );
+    assert_eq!(r, Err(Error::NonFiniteStep { arg: "state" }));
+    assert_eq!(o.steps(), 7);
+    assert_eq!(bits(&p), before);
+    assert!(o.state().iter().all(|&v| v == 0.0));
+    g[1] = f32::NAN;
+    let r = o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        1e-3,
+    );
+    assert_eq!(r, Err(Error::NonFinite { arg: "grads.W_enc" }));
+    // A tied gradient list for an untied model: refused, nothing written.
+    let (gm, gb) = (vec![0.0f32; 4], vec![0.0f32; 2]);
+    let r = o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::tied(dims, &gm, &gb).unwrap().tensors(),
+        1e-3,
+    );
+    assert!(
+        matches!(r, Err(Error::Dimension { arg: "grads", .. })),
+        "{r:?}"
+    );
+    assert_eq!(bits(&p), before);
+    // Adam over four tensors: state is [m of all | v of all]; one good step fills both.
+    g[1] = 0.1;
+    o.step(
+        &mut ParamsMut::from_flat(arch, dims, &mut p)
+            .unwrap()
+            .tensors_mut(),
+        &Params::from_flat(arch, dims, &g).unwrap().tensors(),
+        1e-3,
+    )
+    .unwrap();
+    assert!((o.state()[pc - 1] - 0.01).abs() < 1e-7); // m of b_dec's last entry: 0.1·0.1
+    assert!((o.state()[2 * pc - 1] - 1e-5).abs() < 1e-9); // v: 0.001·0.01
+}
+
+/// The streaming trainer trains a TopK SAE with AuxK on tracked dead latents, in one
+/// state slice plus the tracker's memory, and matches the owned trainer bit for bit.
+#[test]
+fn streaming_topk_with_dead_latents_matches_trainer() {
+    use sae_kernels::train::DeadLatents;
+    let dims = Dims::new(8, 12).unwrap();
+    let arch = Arch::topk(2);
+    let options = TrainOptions::saelens_topk(8);
+    let data: Vec<f32> = (0..8 * 8)
+        .map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.1)
+        .collect();
+    let optimizer = OptimConfig {
+        max_grad_norm: Some(1.0),
+        ..OptimConfig::default()
+    };
+    let cfg = StreamConfig {
+        optimizer,
+        lr: LrSchedule::constant(1e-2),
+        l1: L1Warmup::constant(0.0),
+        block_rows: 4,
+    };
+    let init = Sae::new(arch, dims, 5).unwrap();
+    let mut buf = init.as_flat().to_vec();
+    let mut st = vec![0.0; streaming_state_len(arch, options, dims, &cfg, true)];
+    let (mut since, mut flags) = (vec![0u32; 12], vec![false; 24]);
+    let window = 4; // dead after one block without firing
+    let mut s = StreamingTrainer::new(
+        sae_kernels::train::ModelMut {
+            params: ParamsMut::from_flat(arch, dims, &mut buf).unwrap(),
+            options,
+        },
+        cfg,
+        &mut st,
+    )
+    .unwrap()
+    .with_dead_latents(DeadLatents::new(&mut since, &mut flags, window).unwrap())
+    .unwrap();
+    for row in data.chunks_exact(8) {
+        s.push(row).unwrap();
+    }
+    assert_eq!(s.steps(), 2);
+    let dead = s.dead_latents().unwrap().dead_fraction();
+    assert!(dead > 0.0, "TopK 2 of 12 on 4 rows leaves latents dead");
+    let p1 = flat(s.params());
+    let mut owned = Trainer::new(
+        init,
+        options,
+        TrainConfig {
+            optimizer,
+            lr: cfg.lr,
+            l1: cfg.l1,
+            batch: 4,
+            dead_window_tokens: Some(window),
+        },
+    )
+    .unwrap();
+    owned.step(&data[..32], 4).unwrap();
+    owned.step(&data[32..], 4).unwrap();
+    assert_eq!(p1, flat(owned.sae().params().into()));
+    assert_eq!(owned.dead_fraction(), Some(dead));
 }

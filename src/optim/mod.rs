@@ -1,14 +1,34 @@
 //! Parameter updates, in place, with no allocation: SGD (with optional momentum) and
-//! Adam over caller-provided state, plus learning-rate and L1-coefficient schedules.
+//! Adam over any list of named tensors ([`TensorMut`] / [`TensorRef`], the model's
+//! canonical order), with the pieces SAE training relies on — global gradient-norm
+//! clipping, unit-norm decoder rows and removal of the gradient component parallel to
+//! them — plus learning-rate and L1-coefficient schedules.
 //!
 //! ## State layout
-//! An optimizer's state is one `f32` slice of [`Optimizer::state_len`] entries, laid
-//! out per parameter buffer in the order `M` (`h·d`), then `b` (`h`):
-//! - SGD with momentum: the velocity `[vel_M | vel_b]`;
-//! - Adam: the first moments `[m_M | m_b]`, then the second moments `[v_M | v_b]`.
+//! An optimizer's state is one `f32` slice of [`Optimizer::state_len`]`(P)` entries,
+//! where `P` is the total number of parameters (the sum of the tensor lengths, e.g.
+//! [`crate::model::Arch::param_len`]). It is laid out over the tensors in their
+//! canonical order, concatenated:
+//! - SGD with momentum: the velocities `[vel_0 | vel_1 | …]` (`P`);
+//! - Adam: the first moments `[m_0 | m_1 | …]` (`P`), then the second moments
+//!   `[v_0 | v_1 | …]` (`P`).
 //!
-//! A zeroed slice is a fresh optimizer. The step counter `t` (needed by Adam's bias
-//! correction) is kept next to it by [`Optim`].
+//! For the tied model (`M`, then `b`) this is `[m_M | m_b | v_M | v_b]`. A zeroed slice
+//! is a fresh optimizer. The step counter `t` (needed by Adam's bias correction) is
+//! kept next to it by [`Optim`].
+//!
+//! ## One step, in order (as SAELens / OpenAI / PyTorch do it)
+//! 1. with [`OptimConfig::unit_norm_decoder`], each decoder row's gradient `g_i` (tensors
+//!    whose [`Role::is_decoder`]) loses its component parallel to the row:
+//!    `g_i ← g_i − (g_i·w_i / ‖w_i‖²)·w_i` (rows of norm 0 keep `g_i`);
+//! 2. with [`OptimConfig::max_grad_norm`]` = Some(c)`, every gradient is scaled by
+//!    `min(1, c / (‖g‖ + 1e-6))` with `‖g‖` the L2 norm over **all** tensors together
+//!    (PyTorch's `clip_grad_norm_`, which SAELens calls with `c = 1`);
+//! 3. the update rule ([`Optimizer`]);
+//! 4. with [`OptimConfig::unit_norm_decoder`], each decoder row is rescaled to unit L2
+//!    norm (rows that come out exactly 0 stay 0).
+//!
+//! The gradients are read-only: steps 1–2 are applied on the fly, never written back.
 //!
 //! ## Transactional updates
 //! Every update first computes all new values without writing anything and checks that
@@ -21,12 +41,14 @@ pub use schedule::{Decay, L1Warmup, LrSchedule};
 
 use crate::error::{Error, Result, check_finite};
 use crate::kernels::vector;
+use crate::model::tensors::{Role, TensorMut, TensorRef};
 use crate::model::{Dims, TiedParams, TiedParamsMut};
 
-/// One plain SGD step: `params ← params − lr·grads`.
+/// One plain SGD step on the tied model: `params ← params − lr·grads`.
 ///
 /// Transactional: every check runs before the first write, so on `Err` the
-/// parameters are bit-for-bit unchanged.
+/// parameters are bit-for-bit unchanged. For any architecture, or with clipping and
+/// decoder constraints, use [`Optim`] with `Optimizer::Sgd { momentum: 0.0 }`.
 ///
 /// # Errors
 /// [`Error::NonFinite`] if `lr` is not finite or a gradient holds NaN/±∞ (naming
@@ -73,7 +95,7 @@ impl Default for Adam {
 ///
 /// With gradient `g`, learning rate `lr` and step number `t = 1, 2, …`:
 /// - `Sgd { momentum: μ }`: `vel ← μ·vel + g`, `p ← p − lr·vel` (PyTorch's form; with
-///   `μ = 0` there is no state and this is [`sgd_step`]);
+///   `μ = 0` there is no state);
 /// - `Adam`: `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
 ///   `p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)` (PyTorch's form).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -95,16 +117,21 @@ impl Default for Optimizer {
 }
 
 impl Optimizer {
-    /// The number of `f32` of state this optimizer needs for a model of `dims`:
-    /// `0` for plain SGD, `P` for SGD with momentum and `2P` for Adam, where
-    /// `P = h·d + h` is the number of parameters (saturating on overflow).
+    /// The number of `f32` of state this optimizer needs for `params` parameters in
+    /// total (e.g. [`crate::model::Arch::param_len`]): `0` for plain SGD, `params`
+    /// for SGD with momentum and `2·params` for Adam (saturating on overflow).
+    /// A `const fn`, so firmware can size a `static` buffer with it.
     #[must_use]
-    pub fn state_len(&self, dims: Dims) -> usize {
-        let p = dims.m_len().saturating_add(dims.h);
+    pub const fn state_len(&self, params: usize) -> usize {
         match *self {
-            Optimizer::Sgd { momentum: 0.0 } => 0,
-            Optimizer::Sgd { .. } => p,
-            Optimizer::Adam(_) => p.saturating_mul(2),
+            Optimizer::Sgd { momentum } => {
+                if momentum == 0.0 {
+                    0
+                } else {
+                    params
+                }
+            }
+            Optimizer::Adam(_) => params.saturating_mul(2),
         }
     }
 
@@ -144,15 +171,96 @@ impl Optimizer {
     }
 }
 
-/// An optimizer bound to its state: the rule, the caller's state slice and the
-/// number of steps taken so far.
+/// The update rule plus what SAE training does around it (see the
+/// [module docs](self) for the order of the steps).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimConfig {
+    /// The update rule.
+    pub rule: Optimizer,
+    /// Clip the global gradient norm to this value (`> 0`; SAELens: `Some(1.0)`), or
+    /// `None` for no clipping.
+    pub max_grad_norm: Option<f32>,
+    /// Keep decoder rows at unit norm: remove the gradient component parallel to each
+    /// row before the update and renormalise the rows after it (OpenAI's TopK recipe;
+    /// Towards Monosemanticity).
+    pub unit_norm_decoder: bool,
+}
+
+impl Default for OptimConfig {
+    /// Adam with the default hyper-parameters, no clipping, free decoder norms.
+    fn default() -> Self {
+        Optimizer::default().into()
+    }
+}
+
+impl From<Optimizer> for OptimConfig {
+    fn from(rule: Optimizer) -> Self {
+        Self {
+            rule,
+            max_grad_norm: None,
+            unit_norm_decoder: false,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// The `f32` of state: [`Optimizer::state_len`] of the rule.
+    #[must_use]
+    pub const fn state_len(&self, params: usize) -> usize {
+        self.rule.state_len(params)
+    }
+
+    /// Check the hyper-parameters.
+    ///
+    /// # Errors
+    /// As [`Optimizer::validate`]; [`Error::NonFinite`] or [`Error::OutOfRange`] naming
+    /// `max_grad_norm` unless it is finite and `> 0`.
+    pub fn validate(&self) -> Result<()> {
+        self.rule.validate()?;
+        if let Some(c) = self.max_grad_norm {
+            check_finite("max_grad_norm", c)?;
+            if c <= 0.0 {
+                return Err(Error::OutOfRange {
+                    arg: "max_grad_norm",
+                    allowed: "must be > 0",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An optimizer bound to its state: the configuration, the caller's state slice and
+/// the number of steps taken so far.
 ///
 /// Create it over a zeroed slice for a fresh optimizer, or over saved state (with the
 /// saved step count) to resume.
+///
+/// ```
+/// use sae_kernels::{Dims, Optim, Optimizer};
+/// use sae_kernels::model::{Role, TensorMut, TensorRef};
+/// let dims = Dims::new(2, 1)?; // one decoder row of width 2, plus a bias
+/// let (mut w, mut b) = ([3.0f32, 4.0], [0.0f32]);
+/// let mut state = [0.0f32; 6]; // Adam: 2 × 3 parameters
+/// let mut opt = Optim::new(Optimizer::default(), dims, 3, &mut state, 0)?;
+/// let mut params = [
+///     TensorMut { name: "M", role: Role::Dictionary, data: &mut w },
+///     TensorMut { name: "b", role: Role::EncoderBias, data: &mut b },
+/// ];
+/// let grads = [
+///     TensorRef { name: "M", role: Role::Dictionary, data: &[1.0, 1.0] },
+///     TensorRef { name: "b", role: Role::EncoderBias, data: &[-1.0] },
+/// ];
+/// opt.step(&mut params, &grads, 0.1)?;
+/// assert_eq!(opt.steps(), 1);
+/// assert!((b[0] - 0.1).abs() < 1e-6); // Adam's first step moves each entry by ≈ lr
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Optim<'a> {
-    config: Optimizer,
+    config: OptimConfig,
     dims: Dims,
+    params: usize,
     state: &'a mut [f32],
     steps: u64,
 }
@@ -164,6 +272,7 @@ struct Coef {
     a: f32,
     b: f32,
     c: f32,
+    eps: f32,
     kind: u8,
 }
 
@@ -171,26 +280,50 @@ const PLAIN: u8 = 0;
 const MOMENTUM: u8 = 1;
 const ADAM: u8 = 2;
 
+/// `grads.<name>` for the argument of a gradient error.
+fn grad_arg(name: &str) -> &'static str {
+    match name {
+        "M" => "grads.m",
+        "b" => "grads.b",
+        "W_enc" => "grads.W_enc",
+        "b_enc" => "grads.b_enc",
+        "W_dec" => "grads.W_dec",
+        "b_dec" => "grads.b_dec",
+        "threshold" => "grads.threshold",
+        _ => "grads",
+    }
+}
+
 impl<'a> Optim<'a> {
-    /// Bind `config` to `state` (exactly `config.state_len(dims)` `f32`) after `steps`
-    /// completed steps.
+    /// Bind `config` to `state` after `steps` completed steps, for a model of `dims`
+    /// with `params` parameters in total (the sum of its tensor lengths;
+    /// [`crate::model::Arch::param_len`]). `state` must hold exactly
+    /// `config.state_len(params)` `f32`.
     ///
     /// # Errors
-    /// As [`Optimizer::validate`]; [`Error::Length`] naming `state`.
-    pub fn new(config: Optimizer, dims: Dims, state: &'a mut [f32], steps: u64) -> Result<Self> {
+    /// As [`OptimConfig::validate`]; [`Error::Length`] naming `state`.
+    pub fn new(
+        config: impl Into<OptimConfig>,
+        dims: Dims,
+        params: usize,
+        state: &'a mut [f32],
+        steps: u64,
+    ) -> Result<Self> {
+        let config = config.into();
         config.validate()?;
-        crate::error::check_len("state", state.len(), config.state_len(dims))?;
+        crate::error::check_len("state", state.len(), config.state_len(params))?;
         Ok(Self {
             config,
             dims,
+            params,
             state,
             steps,
         })
     }
 
-    /// The update rule.
+    /// The configuration.
     #[must_use]
-    pub fn config(&self) -> Optimizer {
+    pub fn config(&self) -> OptimConfig {
         self.config
     }
 
@@ -207,20 +340,14 @@ impl<'a> Optim<'a> {
     }
 
     fn coef(&self, lr: f32) -> Coef {
-        match self.config {
-            Optimizer::Sgd { momentum: 0.0 } => Coef {
-                lr,
-                a: 0.0,
-                b: 0.0,
-                c: 0.0,
-                kind: PLAIN,
-            },
+        match self.config.rule {
             Optimizer::Sgd { momentum } => Coef {
                 lr,
                 a: momentum,
                 b: 0.0,
                 c: 0.0,
-                kind: MOMENTUM,
+                eps: 0.0,
+                kind: if momentum == 0.0 { PLAIN } else { MOMENTUM },
             },
             Optimizer::Adam(a) => {
                 // t saturates at i32::MAX; β^t has long underflowed to 0 by then.
@@ -232,28 +359,93 @@ impl<'a> Optim<'a> {
                     a: a.beta1,
                     b: a.beta2,
                     c: libm::sqrt(bc2) as f32,
+                    eps: a.eps,
                     kind: ADAM,
                 }
             }
         }
     }
 
-    /// Apply one update with learning rate `lr` (finite, `≥ 0`) and increment the step
-    /// count.
+    /// Check the tensor lists against each other and this optimizer.
+    fn check(&self, params: &[TensorMut<'_>], grads: &[TensorRef<'_>]) -> Result<()> {
+        if grads.len() != params.len() {
+            return Err(Error::Dimension {
+                arg: "grads",
+                expected: params.len(),
+                got: grads.len(),
+            });
+        }
+        let mut total = 0usize;
+        for (p, g) in params.iter().zip(grads) {
+            crate::error::check_len(grad_arg(p.name), g.data.len(), p.data.len())?;
+            if p.role.is_decoder() {
+                crate::error::check_len(p.name, p.data.len(), self.dims.m_len())?;
+            }
+            total = total.saturating_add(p.data.len());
+        }
+        crate::error::check_len("params", total, self.params)?;
+        for g in grads {
+            if !vector::all_finite(g.data) {
+                return Err(Error::NonFinite {
+                    arg: grad_arg(g.name),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Does this tensor get the decoder treatment?
+    fn constrained(&self, role: Role) -> bool {
+        self.config.unit_norm_decoder && role.is_decoder()
+    }
+
+    /// The clipping factor (1 without clipping or below the limit).
+    fn clip_scale(&self, params: &[TensorMut<'_>], grads: &[TensorRef<'_>]) -> f32 {
+        let Some(c) = self.config.max_grad_norm else {
+            return 1.0;
+        };
+        let d = self.dims.d;
+        let mut sq = 0.0f64;
+        for (p, g) in params.iter().zip(grads) {
+            if self.constrained(p.role) {
+                for (gr, wr) in g.data.chunks_exact(d).zip(p.data.chunks_exact(d)) {
+                    let k = parallel_coef(gr, wr);
+                    for (&gv, &wv) in gr.iter().zip(wr) {
+                        let e = f64::from(gv - k * wv);
+                        sq += e * e;
+                    }
+                }
+            } else {
+                sq += g
+                    .data
+                    .iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>();
+            }
+        }
+        let coef = f64::from(c) / (libm::sqrt(sq) + 1e-6);
+        if coef < 1.0 { coef as f32 } else { 1.0 }
+    }
+
+    /// Apply one update with learning rate `lr` (finite, `≥ 0`) to `params`, whose
+    /// gradients `grads` list the same tensors in the same order with the same lengths,
+    /// and increment the step count. Steps 1–4 of the [module docs](self).
     ///
     /// Transactional: all new values are computed and checked before any is written;
     /// on `Err` the parameters and the state are bit-for-bit unchanged.
     ///
     /// # Errors
-    /// [`Error::NonFinite`] or [`Error::OutOfRange`] for `lr`; [`Error::Dimension`] if
-    /// the parameters, gradients or this optimizer have different dimensions;
-    /// [`Error::NonFinite`] naming `grads.m` / `grads.b` for a NaN/±∞ gradient;
-    /// [`Error::NonFiniteStep`] naming `params` or `state` if the update itself would
-    /// overflow to a non-finite value.
+    /// [`Error::NonFinite`] or [`Error::OutOfRange`] for `lr`; [`Error::Dimension`]
+    /// naming `grads` if the lists differ in length; [`Error::Length`] naming a
+    /// gradient (`grads.<name>`) whose length differs from its tensor's, a decoder
+    /// tensor that is not `h×d`, or `params` if the total differs from the count given
+    /// to [`Optim::new`]; [`Error::NonFinite`] naming `grads.<name>` for a NaN/±∞
+    /// gradient; [`Error::NonFiniteStep`] naming `params` or `state` if the update
+    /// itself would overflow to a non-finite value.
     pub fn step(
         &mut self,
-        params: TiedParamsMut<'_>,
-        grads: TiedParams<'_>,
+        params: &mut [TensorMut<'_>],
+        grads: &[TensorRef<'_>],
         lr: f32,
     ) -> Result<()> {
         check_finite("lr", lr)?;
@@ -263,60 +455,119 @@ impl<'a> Optim<'a> {
                 allowed: "must be >= 0",
             });
         }
-        crate::model::params::check_grad_dims(self.dims, params.dims)?;
-        crate::model::params::check_grad_dims(params.dims, grads.dims)?;
-        if !vector::all_finite(grads.m) {
-            return Err(Error::NonFinite { arg: "grads.m" });
-        }
-        if !vector::all_finite(grads.b) {
-            return Err(Error::NonFinite { arg: "grads.b" });
-        }
+        self.check(params, grads)?;
         let coef = self.coef(lr);
-        let eps = match self.config {
-            Optimizer::Adam(a) => a.eps,
-            Optimizer::Sgd { .. } => 0.0,
-        };
-        let ml = self.dims.m_len();
-        let p_len = ml + self.dims.h;
+        let scale = self.clip_scale(params, grads);
+        let d = self.dims.d;
+        let p_len = self.params;
         let (s1, s2) = match coef.kind {
             PLAIN => (&mut [][..], &mut [][..]),
             MOMENTUM => (&mut self.state[..], &mut [][..]),
             _ => self.state.split_at_mut(p_len),
         };
-        let (s1m, s1b) = if s1.is_empty() {
-            (&mut [][..], &mut [][..])
-        } else {
-            s1.split_at_mut(ml)
-        };
-        let (s2m, s2b) = if s2.is_empty() {
-            (&mut [][..], &mut [][..])
-        } else {
-            s2.split_at_mut(ml)
-        };
         // Pass 1: compute, check, write nothing.
-        let ok = |p: &[f32], g: &[f32], s1: &[f32], s2: &[f32]| -> Result<()> {
-            let mut p_ok = true;
-            let mut s_ok = true;
-            for i in 0..p.len() {
-                let (np, n1, n2) = update(coef, eps, p[i], g[i], get(s1, i), get(s2, i));
-                p_ok &= np.is_finite();
-                s_ok &= n1.is_finite() & n2.is_finite();
+        let mut off = 0;
+        for (p, g) in params.iter().zip(grads) {
+            let len = p.data.len();
+            let (t1, t2) = (sub(s1, off, len), sub(s2, off, len));
+            if self.config.unit_norm_decoder && p.role.is_decoder() {
+                for (r, (gr, wr)) in g
+                    .data
+                    .chunks_exact(d)
+                    .zip(p.data.chunks_exact(d))
+                    .enumerate()
+                {
+                    let k = parallel_coef(gr, wr);
+                    let (r1, r2) = (sub(t1, r * d, d), sub(t2, r * d, d));
+                    let mut nsq = 0.0f64;
+                    for i in 0..d {
+                        let ge = (gr[i] - k * wr[i]) * scale;
+                        let (np, n1, n2) = update(coef, wr[i], ge, get(r1, i), get(r2, i));
+                        check_new(np, n1, n2)?;
+                        nsq += f64::from(np) * f64::from(np);
+                    }
+                    if nsq > 0.0 && !((1.0 / libm::sqrt(nsq)) as f32).is_finite() {
+                        return Err(Error::NonFiniteStep { arg: "params" });
+                    }
+                }
+            } else {
+                for i in 0..len {
+                    let (np, n1, n2) =
+                        update(coef, p.data[i], g.data[i] * scale, get(t1, i), get(t2, i));
+                    check_new(np, n1, n2)?;
+                }
             }
-            if !p_ok {
-                return Err(Error::NonFiniteStep { arg: "params" });
-            }
-            if !s_ok {
-                return Err(Error::NonFiniteStep { arg: "state" });
-            }
-            Ok(())
-        };
-        ok(params.m, grads.m, s1m, s2m)?;
-        ok(params.b, grads.b, s1b, s2b)?;
+            off += len;
+        }
         // Pass 2: the same arithmetic, written.
-        apply(coef, eps, params.m, grads.m, s1m, s2m);
-        apply(coef, eps, params.b, grads.b, s1b, s2b);
+        let mut off = 0;
+        for (p, g) in params.iter_mut().zip(grads) {
+            let len = p.data.len();
+            let (t1, t2) = (sub_mut(s1, off, len), sub_mut(s2, off, len));
+            if self.config.unit_norm_decoder && p.role.is_decoder() {
+                for (r, (gr, wr)) in g
+                    .data
+                    .chunks_exact(d)
+                    .zip(p.data.chunks_exact_mut(d))
+                    .enumerate()
+                {
+                    let k = parallel_coef(gr, wr);
+                    let (r1, r2) = (sub_mut(t1, r * d, d), sub_mut(t2, r * d, d));
+                    let mut nsq = 0.0f64;
+                    for i in 0..d {
+                        let ge = (gr[i] - k * wr[i]) * scale;
+                        let (np, n1, n2) = update(coef, wr[i], ge, get(r1, i), get(r2, i));
+                        set(r1, i, n1);
+                        set(r2, i, n2);
+                        nsq += f64::from(np) * f64::from(np);
+                        wr[i] = np;
+                    }
+                    if nsq > 0.0 {
+                        let inv = (1.0 / libm::sqrt(nsq)) as f32;
+                        for v in wr.iter_mut() {
+                            *v *= inv;
+                        }
+                    }
+                }
+            } else {
+                for i in 0..len {
+                    let (np, n1, n2) =
+                        update(coef, p.data[i], g.data[i] * scale, get(t1, i), get(t2, i));
+                    p.data[i] = np;
+                    set(t1, i, n1);
+                    set(t2, i, n2);
+                }
+            }
+            off += len;
+        }
         self.steps = self.steps.saturating_add(1);
         Ok(())
+    }
+}
+
+/// `g·w / ‖w‖²` (0 for a zero row): the coefficient of `g`'s component along `w`.
+#[inline]
+fn parallel_coef(g: &[f32], w: &[f32]) -> f32 {
+    let nn = vector::sum_sq(w);
+    if nn > 0.0 {
+        vector::dot(g, w) / nn
+    } else {
+        0.0
+    }
+}
+
+/// `s[off..off+len]`, or empty when `s` is (no state for this rule).
+#[inline]
+fn sub(s: &[f32], off: usize, len: usize) -> &[f32] {
+    if s.is_empty() { s } else { &s[off..off + len] }
+}
+
+#[inline]
+fn sub_mut(s: &mut [f32], off: usize, len: usize) -> &mut [f32] {
+    if s.is_empty() {
+        s
+    } else {
+        &mut s[off..off + len]
     }
 }
 
@@ -325,9 +576,27 @@ fn get(s: &[f32], i: usize) -> f32 {
     s.get(i).copied().unwrap_or(0.0)
 }
 
+#[inline(always)]
+fn set(s: &mut [f32], i: usize, v: f32) {
+    if let Some(x) = s.get_mut(i) {
+        *x = v;
+    }
+}
+
+#[inline(always)]
+fn check_new(p: f32, s1: f32, s2: f32) -> Result<()> {
+    if !p.is_finite() {
+        return Err(Error::NonFiniteStep { arg: "params" });
+    }
+    if !(s1.is_finite() & s2.is_finite()) {
+        return Err(Error::NonFiniteStep { arg: "state" });
+    }
+    Ok(())
+}
+
 /// New (param, state1, state2) for one element.
 #[inline(always)]
-fn update(c: Coef, eps: f32, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
+fn update(c: Coef, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
     match c.kind {
         PLAIN => (p - c.lr * g, 0.0, 0.0),
         MOMENTUM => {
@@ -337,79 +606,8 @@ fn update(c: Coef, eps: f32, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32
         _ => {
             let m = c.a * s1 + (1.0 - c.a) * g;
             let v = c.b * s2 + (1.0 - c.b) * (g * g);
-            let denom = crate::math::sqrtf(v) / c.c + eps;
+            let denom = crate::math::sqrtf(v) / c.c + c.eps;
             (p - c.lr * (m / denom), m, v)
-        }
-    }
-}
-
-fn apply(c: Coef, eps: f32, p: &mut [f32], g: &[f32], s1: &mut [f32], s2: &mut [f32]) {
-    for i in 0..p.len() {
-        let (np, n1, n2) = update(c, eps, p[i], g[i], get(s1, i), get(s2, i));
-        p[i] = np;
-        if let Some(s) = s1.get_mut(i) {
-            *s = n1;
-        }
-        if let Some(s) = s2.get_mut(i) {
-            *s = n2;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A gradient whose square overflows would make Adam's second moment infinite:
-    /// refused as a whole, nothing written.
-    #[test]
-    fn adam_refuses_overflowing_second_moment() {
-        let dims = Dims::new(2, 1).unwrap();
-        let (mut m, mut b) = ([1.0f32, 2.0], [3.0f32]);
-        let mut state = [0.0f32; 6];
-        let mut o = Optim::new(Optimizer::default(), dims, &mut state, 0).unwrap();
-        let r = o.step(
-            TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
-            TiedParams::new(dims, &[0.1, 1e30], &[0.1]).unwrap(),
-            1e-3,
-        );
-        assert_eq!(r, Err(Error::NonFiniteStep { arg: "state" }));
-        assert_eq!(o.steps(), 0);
-        assert_eq!((m, b), ([1.0, 2.0], [3.0]));
-        assert_eq!(state, [0.0; 6]);
-    }
-
-    #[test]
-    fn bad_lr_and_state_length_are_named() {
-        let dims = Dims::new(2, 1).unwrap();
-        let mut state = [0.0f32; 5];
-        assert_eq!(
-            Optim::new(Optimizer::default(), dims, &mut state, 0).unwrap_err(),
-            Error::Length {
-                arg: "state",
-                expected: 6,
-                got: 5
-            }
-        );
-        let mut none: [f32; 0] = [];
-        let mut o = Optim::new(Optimizer::Sgd { momentum: 0.0 }, dims, &mut none, 0).unwrap();
-        let (mut m, mut b) = ([0.0f32; 2], [0.0f32]);
-        for (lr, want) in [
-            (f32::NAN, Error::NonFinite { arg: "lr" }),
-            (
-                -1.0,
-                Error::OutOfRange {
-                    arg: "lr",
-                    allowed: "must be >= 0",
-                },
-            ),
-        ] {
-            let r = o.step(
-                TiedParamsMut::new(dims, &mut m, &mut b).unwrap(),
-                TiedParams::new(dims, &[1.0, 1.0], &[1.0]).unwrap(),
-                lr,
-            );
-            assert_eq!(r, Err(want));
         }
     }
 }

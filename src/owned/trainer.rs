@@ -2,13 +2,16 @@
 //! evaluation, checkpoints and a progress bar.
 
 use crate::error::{Error, Result};
-use crate::format::alloc::try_zeroed_f32;
+use crate::format::alloc::{try_with_capacity, try_zeroed_f32};
 use crate::metrics::{Metrics, Summary, eval_scratch_len, evaluate, metrics_state_len};
-use crate::model::{DEFAULT_BLOCK_ROWS, Dims, LossParts};
-use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, Optimizer};
-use crate::owned::TiedSae;
+use crate::model::{Activation, Arch, DEFAULT_BLOCK_ROWS, Dims, LossParts, Penalty, Weights};
+use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, OptimConfig, Optimizer};
+use crate::owned::{Sae, TiedSae};
 use crate::toy::{ToyConfig, toy_init, toy_rng, toy_sample};
-use crate::train::{StepHyper, train_step, train_step_workspace_len};
+use crate::train::{
+    AuxKConfig, DeadLatents, ModelMut, ModelRef, StepHyper, TrainOptions, train_step,
+    train_step_workspace_len,
+};
 use rand_core::{Rng, SeedableRng};
 use std::path::Path;
 use std::{vec, vec::Vec};
@@ -16,14 +19,19 @@ use std::{vec, vec::Vec};
 /// What a [`Trainer`] does each step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainConfig {
-    /// The update rule (default: Adam, β = (0.9, 0.999), ε = 1e-8).
-    pub optimizer: Optimizer,
+    /// The update rule (e.g. Adam, β = (0.9, 0.999), ε = 1e-8), gradient clipping and
+    /// decoder constraint.
+    pub optimizer: OptimConfig,
     /// Learning rate as a function of the step.
     pub lr: LrSchedule,
     /// L1 coefficient as a function of the step.
     pub l1: L1Warmup,
     /// Rows per minibatch (`≥ 1`).
     pub batch: usize,
+    /// Track dead latents with this window in tokens ([`DeadLatents`]; SAELens:
+    /// 1000 steps = `1000·batch` tokens). Needed for the AuxK loss; `None` = no
+    /// tracking (and no AuxK).
+    pub dead_window_tokens: Option<u64>,
 }
 
 /// A source of minibatches. Batch `step` must be a pure function of the source's
@@ -194,53 +202,115 @@ impl BatchSource for ToyBatches {
     }
 }
 
-/// A tied SAE with its optimizer state and workspace: everything training needs.
+impl From<TiedSae> for Sae {
+    /// The same tied model as an [`Sae`] of architecture [`Arch::tied`].
+    fn from(t: TiedSae) -> Self {
+        Sae::from_params(t.params().into())
+    }
+}
+
+/// The model as SAELens would save it, from a model trained with `options`: a tied
+/// model as its untied equivalent ([`Sae::to_untied`]); a model trained with
+/// `rescale_acts_by_decoder_norm` with the decoder norms folded into the encoder
+/// (SAELens' `_fold_norm_topk`: `W_enc[:, i] ·= n_i`, `b_enc_i ·= n_i`,
+/// `W_dec,i /= n_i`), which gives the same codes and reconstructions with plain TopK.
+///
+/// # Errors
+/// As [`TrainOptions::validate`].
+pub fn inference_model(sae: &Sae, options: TrainOptions) -> Result<Sae> {
+    options.validate(sae.arch())?;
+    if !options.rescale_acts_by_decoder_norm {
+        return Ok(sae.to_untied());
+    }
+    let dims = sae.dims();
+    let mut eff = vec![0.0f32; options.effective_len(dims)];
+    let (p, _) = crate::train::effective(sae.params(), options, &mut eff)?;
+    Ok(Sae::from_params(p))
+}
+
+/// A model with its optimizer state, dead-latent counters and workspace: everything
+/// training needs, for every architecture.
 ///
 /// Steps are [`train_step`]s: transactional, so a batch with a NaN returns `Err` and
-/// leaves the model and optimizer untouched.
+/// leaves the model, optimizer and counters untouched.
 #[derive(Clone, Debug)]
 pub struct Trainer {
-    sae: TiedSae,
+    sae: Sae,
+    options: TrainOptions,
     config: TrainConfig,
     opt_state: Vec<f32>,
     steps: u64,
+    since: Vec<u32>,
+    flags: Vec<bool>,
     workspace: Vec<f32>,
     batch_buf: Vec<f32>,
     eval_scratch: Vec<f32>,
 }
 
+/// Allocate `n` zeroed values, or [`Error::Alloc`] naming the buffer (never an abort).
+fn try_zeroed<T: Clone + Default>(n: usize, what: &'static str) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(n, what)?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 impl Trainer {
-    /// A trainer for `sae` with a fresh optimizer.
+    /// A trainer for `sae` (any architecture; a [`TiedSae`] converts with `.into()`)
+    /// with training `options`, a fresh optimizer and fresh dead-latent counters.
     ///
     /// # Errors
-    /// [`Error::Dimension`] naming `batch` if zero; as [`Optimizer::validate`];
-    /// [`Error::Alloc`] (never an abort) if the optimizer state, workspace or batch
-    /// buffer does not fit in memory.
-    pub fn new(sae: TiedSae, config: TrainConfig) -> Result<Self> {
+    /// [`Error::Dimension`] naming `batch` if zero; as [`OptimConfig::validate`] and
+    /// [`TrainOptions::validate`]; [`Error::Alloc`] (never an abort) if the optimizer state,
+    /// workspace or batch buffer does not fit in memory.
+    pub fn new(sae: impl Into<Sae>, options: TrainOptions, config: TrainConfig) -> Result<Self> {
+        let sae = sae.into();
         crate::error::check_nonzero("batch", config.batch)?;
         config.optimizer.validate()?;
+        options.validate(sae.arch())?;
         let dims = sae.dims();
+        let arch = sae.arch();
+        let track = config.dead_window_tokens.is_some();
         Ok(Self {
-            opt_state: try_zeroed_f32(config.optimizer.state_len(dims), "optimizer state")?,
+            opt_state: try_zeroed(
+                config.optimizer.state_len(arch.param_len(dims)),
+                "optimizer state",
+            )?,
             steps: 0,
-            workspace: try_zeroed_f32(
-                train_step_workspace_len(dims, DEFAULT_BLOCK_ROWS),
+            since: try_zeroed(if track { dims.h } else { 0 }, "dead counters")?,
+            flags: try_zeroed(if track { 2 * dims.h } else { 0 }, "dead counters")?,
+            workspace: try_zeroed(
+                train_step_workspace_len(arch, options, dims, DEFAULT_BLOCK_ROWS, track),
                 "workspace",
             )?,
-            batch_buf: try_zeroed_f32(crate::error::mul("batch", config.batch, dims.d)?, "batch")?,
-            eval_scratch: try_zeroed_f32(
-                eval_scratch_len(dims, DEFAULT_BLOCK_ROWS),
+            batch_buf: try_zeroed(crate::error::mul("batch", config.batch, dims.d)?, "batch")?,
+            eval_scratch: try_zeroed(
+                eval_scratch_len(arch, options, dims, DEFAULT_BLOCK_ROWS),
                 "eval scratch",
             )?,
             sae,
+            options,
             config,
         })
     }
 
-    /// The model.
+    /// The model (as trained: see [`inference_model`] for the one to save).
     #[must_use]
-    pub fn sae(&self) -> &TiedSae {
+    pub fn sae(&self) -> &Sae {
         &self.sae
+    }
+
+    /// The training options.
+    #[must_use]
+    pub fn options(&self) -> TrainOptions {
+        self.options
+    }
+
+    /// The model as SAELens would save it ([`inference_model`]).
+    ///
+    /// # Errors
+    /// As [`inference_model`].
+    pub fn inference_model(&self) -> Result<Sae> {
+        inference_model(&self.sae, self.options)
     }
 
     /// The configuration.
@@ -255,24 +325,48 @@ impl Trainer {
         self.steps
     }
 
-    /// One step on `n` rows of `x` (`n×d`) with this step's learning rate and L1
-    /// coefficient; returns the loss parts before the update.
+    /// Fraction of latents dead by the training-time rule ([`DeadLatents`]), or `None`
+    /// without tracking.
+    #[must_use]
+    pub fn dead_fraction(&self) -> Option<f64> {
+        let w = self.config.dead_window_tokens?;
+        let h = self.since.len().max(1);
+        Some(self.since.iter().filter(|&&c| u64::from(c) > w).count() as f64 / h as f64)
+    }
+
+    /// One step on `n` rows of `x` (`n×d`) with this step's learning rate and
+    /// sparsity coefficient; returns the loss parts before the update.
     ///
     /// # Errors
     /// As [`train_step`].
     pub fn step(&mut self, x: &[f32], n: usize) -> Result<LossParts> {
         let dims = self.sae.dims();
+        let arch = self.sae.arch();
         let hyper = StepHyper {
             alpha: self.config.l1.alpha(self.steps),
             lr: self.config.lr.lr(self.steps),
         };
-        let mut optim = Optim::new(self.config.optimizer, dims, &mut self.opt_state, self.steps)?;
+        let mut optim = Optim::new(
+            self.config.optimizer,
+            dims,
+            arch.param_len(dims),
+            &mut self.opt_state,
+            self.steps,
+        )?;
+        let mut dead = match self.config.dead_window_tokens {
+            Some(w) => Some(DeadLatents::new(&mut self.since, &mut self.flags, w)?),
+            None => None,
+        };
         let parts = train_step(
-            self.sae.params_mut(),
+            ModelMut {
+                params: self.sae.params_mut(),
+                options: self.options,
+            },
             &mut optim,
             x,
             n,
             hyper,
+            dead.as_mut(),
             &mut self.workspace,
         )?;
         self.steps = optim.steps();
@@ -308,42 +402,88 @@ impl Trainer {
     /// As [`evaluate`].
     pub fn evaluate(&mut self, x: &[f32], n: usize) -> Result<(Summary, Vec<f64>)> {
         let dims = self.sae.dims();
-        let mut state = vec![0.0f64; metrics_state_len(dims)];
+        let mut state = try_zeroed::<f64>(metrics_state_len(dims), "metrics")?;
         let mut m = Metrics::new(dims, &mut state)?;
-        evaluate(self.sae.params(), x, n, &mut m, &mut self.eval_scratch)?;
+        let model = ModelRef {
+            params: self.sae.params(),
+            options: self.options,
+        };
+        evaluate(model, x, n, &mut m, &mut self.eval_scratch)?;
         Ok((m.summary(n as u64), m.feature_counts().to_vec()))
     }
 
-    /// Serialise the model, optimizer state and step count (format below).
+    /// Serialise the model, architecture, training options, optimizer state,
+    /// dead-latent counters and step count (format below).
     ///
-    /// ## Checkpoint format (version 1, little-endian)
-    /// `b"SAEKCKPT"`, `u32` version = 1, `u64` d, `u64` h, `u64` steps, `u32` optimizer
-    /// kind (0 = SGD, 1 = Adam), three `f32` (SGD: momentum, 0, 0; Adam: β1, β2, ε),
-    /// `u64` length of the optimizer state, then the `f32`s of `M` (`h·d`), `b` (`h`)
-    /// and the optimizer state. The schedules and batch size are not stored: resume
-    /// with the same [`TrainConfig`].
+    /// ## Checkpoint format (version 2, little-endian)
+    /// `b"SAEKCKPT"`, `u32` version = 2, `u64` d, `u64` h, `u64` steps;
+    /// the architecture: `u8` weights (0 tied, 1 untied, 2 untied with input
+    /// centring), `u8` activation (0 ReLU, 1 TopK, 2 JumpReLU), `u64` k, `u8` penalty
+    /// (0 none, 1 L1, 2 decoder-norm L1); the options: `u8`
+    /// rescale_acts_by_decoder_norm, `u8` AuxK present, `u64` k_aux, `f32` coefficient;
+    /// the optimizer: `u32` kind (0 = SGD, 1 = Adam), three `f32` (SGD: momentum, 0, 0;
+    /// Adam: β1, β2, ε), `f32` max_grad_norm (NaN = none), `u8` unit_norm_decoder;
+    /// `u64` length of the optimizer state; `u64` number of dead counters (0 or h);
+    /// then the `f32`s of every tensor in canonical order, the optimizer state, and the
+    /// `u32` dead counters. The schedules, batch size and dead window are not stored:
+    /// resume with the same [`TrainConfig`].
     #[must_use]
     pub fn checkpoint_bytes(&self) -> Vec<u8> {
         let dims = self.sae.dims();
+        let arch = self.sae.arch();
         let mut out = Vec::new();
         out.extend_from_slice(CKPT_MAGIC);
-        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&2u32.to_le_bytes());
         for v in [dims.d as u64, dims.h as u64, self.steps] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        let (kind, a, b, c) = match self.config.optimizer {
+        out.push(match arch.weights {
+            Weights::Tied => 0,
+            Weights::Untied {
+                center_input: false,
+            } => 1,
+            Weights::Untied { center_input: true } => 2,
+        });
+        let (act, k) = match arch.activation {
+            Activation::Relu => (0u8, 0u64),
+            Activation::TopK { k } => (1, k as u64),
+            Activation::JumpRelu => (2, 0),
+        };
+        out.push(act);
+        out.extend_from_slice(&k.to_le_bytes());
+        out.push(match arch.penalty {
+            Penalty::None => 0,
+            Penalty::L1 => 1,
+            Penalty::DecoderNormL1 => 2,
+        });
+        let o = self.options;
+        out.push(u8::from(o.rescale_acts_by_decoder_norm));
+        out.push(u8::from(o.aux.is_some()));
+        let (ka, c) = o
+            .aux
+            .map_or((0u64, 0.0f32), |a| (a.k_aux as u64, a.coefficient));
+        out.extend_from_slice(&ka.to_le_bytes());
+        out.extend_from_slice(&c.to_le_bytes());
+        let oc = self.config.optimizer;
+        let (kind, a, b, c) = match oc.rule {
             Optimizer::Sgd { momentum } => (0u32, momentum, 0.0, 0.0),
             Optimizer::Adam(x) => (1u32, x.beta1, x.beta2, x.eps),
         };
         out.extend_from_slice(&kind.to_le_bytes());
-        for v in [a, b, c] {
+        for v in [a, b, c, oc.max_grad_norm.unwrap_or(f32::NAN)] {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.push(u8::from(oc.unit_norm_decoder));
         out.extend_from_slice(&(self.opt_state.len() as u64).to_le_bytes());
-        for s in [self.sae.m(), self.sae.b(), &self.opt_state[..]] {
-            for v in s {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        out.extend_from_slice(&(self.since.len() as u64).to_le_bytes());
+        for v in self.sae.as_flat() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in &self.opt_state {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in &self.since {
+            out.extend_from_slice(&v.to_le_bytes());
         }
         out
     }
@@ -353,8 +493,9 @@ impl Trainer {
     /// (same build, same batches).
     ///
     /// # Errors
-    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-1
-    /// checkpoint, are truncated, or their optimizer differs from `config`'s.
+    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-2
+    /// checkpoint, are truncated, or their optimizer or dead tracking differs from
+    /// `config`'s.
     pub fn from_checkpoint(bytes: &[u8], config: TrainConfig) -> Result<Self> {
         let bad = |what| Error::File {
             arg: "checkpoint",
@@ -367,15 +508,54 @@ impl Trainer {
         if r.take(8)? != CKPT_MAGIC {
             return Err(bad("not a sae-kernels checkpoint (bad magic)"));
         }
-        if r.u32()? != 1 {
+        if r.u32()? != 2 {
             return Err(bad("unsupported checkpoint version"));
         }
         let d = r.usize()?;
         let h = r.usize()?;
         let steps = r.u64()?;
+        let dims = Dims::new(d, h).map_err(|_| bad("zero or overflowing dimensions"))?;
+        let weights = match r.u8()? {
+            0 => Weights::Tied,
+            1 => Weights::Untied {
+                center_input: false,
+            },
+            2 => Weights::Untied { center_input: true },
+            _ => return Err(bad("unknown weights layout")),
+        };
+        let (act, k) = (r.u8()?, r.usize()?);
+        let activation = match act {
+            0 => Activation::Relu,
+            1 => Activation::TopK { k },
+            2 => Activation::JumpRelu,
+            _ => return Err(bad("unknown activation")),
+        };
+        let penalty = match r.u8()? {
+            0 => Penalty::None,
+            1 => Penalty::L1,
+            2 => Penalty::DecoderNormL1,
+            _ => return Err(bad("unknown penalty")),
+        };
+        let arch = Arch {
+            weights,
+            activation,
+            penalty,
+        };
+        let rescale = r.u8()? != 0;
+        let has_aux = r.u8()? != 0;
+        let k_aux = r.usize()?;
+        let coefficient = r.f32()?;
+        let options = TrainOptions {
+            rescale_acts_by_decoder_norm: rescale,
+            aux: has_aux.then_some(AuxKConfig { k_aux, coefficient }),
+        };
+        options
+            .validate(arch)
+            .map_err(|_| bad("invalid architecture or options"))?;
         let kind = r.u32()?;
-        let (a, b, c) = (r.f32()?, r.f32()?, r.f32()?);
-        let opt = match kind {
+        let (a, b, c, clip) = (r.f32()?, r.f32()?, r.f32()?, r.f32()?);
+        let unit = r.u8()? != 0;
+        let rule = match kind {
             0 => Optimizer::Sgd { momentum: a },
             1 => Optimizer::Adam(Adam {
                 beta1: a,
@@ -384,22 +564,37 @@ impl Trainer {
             }),
             _ => return Err(bad("unknown optimizer kind")),
         };
+        let opt = OptimConfig {
+            rule,
+            max_grad_norm: (!clip.is_nan()).then_some(clip),
+            unit_norm_decoder: unit,
+        };
         if opt != config.optimizer {
             return Err(bad("optimizer differs from the config's"));
         }
-        let dims = Dims::new(d, h).map_err(|_| bad("zero or overflowing dimensions"))?;
         let n_state = r.usize()?;
-        if n_state != opt.state_len(dims) {
+        if n_state != opt.state_len(arch.param_len(dims)) {
             return Err(bad("optimizer state length does not match the dimensions"));
         }
-        let m = r.f32s(dims.m_len())?;
-        let bias = r.f32s(h)?;
+        let n_dead = r.usize()?;
+        let want_dead = if config.dead_window_tokens.is_some() {
+            h
+        } else {
+            0
+        };
+        if n_dead != want_dead {
+            return Err(bad("dead-latent tracking differs from the config's"));
+        }
+        let data = r.f32s(arch.param_len(dims))?;
         let state = r.f32s(n_state)?;
+        let since = r.u32s(n_dead)?;
         if !r.b.is_empty() {
             return Err(bad("trailing bytes"));
         }
-        let mut t = Self::new(TiedSae::from_parts(dims, m, bias)?, config)?;
+        let sae = Sae::from_flat(arch, dims, data)?;
+        let mut t = Self::new(sae, options, config)?;
         t.opt_state = state;
+        t.since = since;
         t.steps = steps;
         Ok(t)
     }
@@ -428,6 +623,9 @@ impl Trainer {
     /// summary)` (not called when `eval` is empty). With `progress`, an indicatif bar on
     /// stderr shows the live batch loss and L0 and the last held-out FVU.
     ///
+    /// Returns the wall-clock seconds spent in the training steps themselves (batch
+    /// fill, loss, gradients, update; not the evaluations).
+    ///
     /// # Errors
     /// The first failing step's or evaluation's error (the model keeps the state of
     /// the last successful step).
@@ -439,7 +637,7 @@ impl Trainer {
         eval_every: u64,
         progress: bool,
         on_eval: &mut dyn FnMut(u64, f64, &Summary),
-    ) -> Result<()> {
+    ) -> Result<f64> {
         let d = self.sae.dims().d;
         let n_eval = eval.len() / d;
         let bar = if progress {
@@ -456,11 +654,14 @@ impl Trainer {
             indicatif::ProgressBar::hidden()
         };
         let (mut loss_sum, mut loss_n) = (0.0f64, 0u32);
+        let mut step_secs = 0.0f64;
         let mut fvu = f64::NAN;
         let end = self.steps.saturating_add(steps);
         let every = eval_every.max(1);
         while self.steps < end {
+            let t0 = std::time::Instant::now();
             let parts = self.step_from(source)?;
+            step_secs += t0.elapsed().as_secs_f64();
             loss_sum += f64::from(parts.loss);
             loss_n += 1;
             bar.inc(1);
@@ -479,15 +680,20 @@ impl Trainer {
                 } else {
                     std::format!("{fvu:.4}")
                 };
+                let dead = self
+                    .dead_fraction()
+                    .map_or(std::string::String::new(), |f| {
+                        std::format!("  dead {f:.3}")
+                    });
                 bar.set_message(std::format!(
-                    "loss {:.4}  L0 {:.2}  held-out FVU {fvu}",
+                    "loss {:.4}  L0 {:.2}  held-out FVU {fvu}{dead}",
                     parts.loss,
                     parts.l0
                 ));
             }
         }
         bar.finish_and_clear();
-        Ok(())
+        Ok(step_secs)
     }
 }
 
@@ -538,6 +744,16 @@ impl<'a> Reader<'a> {
     }
     fn f32(&mut self) -> Result<f32> {
         self.u32().map(f32::from_bits)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32s(&mut self, n: usize) -> Result<Vec<u32>> {
+        let bytes = self.take(n.checked_mul(4).ok_or(Error::Overflow { arg: self.arg })?)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         // Checked against the remaining bytes before allocating.
