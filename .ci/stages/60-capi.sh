@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The C ABI (capi/, its own crate and lock file, not part of the root crate's build):
+# fmt and clippy; its Rust tests, which include `header_is_fresh` (the checked-in
+# include/sae_kernels.h must be what cbindgen generates now); the C fixtures must be
+# up to date with tests/fixtures/saelens; then the C test program (tests/c/test_capi.c)
+# is compiled by `cc`, linked with the static library and with the shared one, and
+# run, and once more built and run under AddressSanitizer + UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+t0=$SECONDS
+cd capi
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test 2>&1 | grep -E "^test |test result|panicked|error" || { cargo test; exit 1; }
+python3 tests/c/gen_fixtures.py --check
+cargo build --lib
+lib=target/debug
+mkdir -p target/c
+cflags=(-std=c11 -O1 -g -Wall -Wextra -Werror -Iinclude)
+libs=(-lpthread -ldl -lm)
+cc "${cflags[@]}" tests/c/test_capi.c "$lib/libsae_kernels_c.a" "${libs[@]}" -o target/c/test_capi
+./target/c/test_capi "$root"
+cc "${cflags[@]}" tests/c/test_capi.c -L"$lib" -lsae_kernels_c "${libs[@]}" -o target/c/test_capi_so
+LD_LIBRARY_PATH="$lib" ./target/c/test_capi_so "$root" | tail -1 | sed 's/^/shared library: /'
+cc "${cflags[@]}" -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+  tests/c/test_capi.c "$lib/libsae_kernels_c.a" "${libs[@]}" -o target/c/test_capi_asan
+ASAN_OPTIONS=detect_leaks=1 ./target/c/test_capi_asan "$root" | tail -1 | sed 's/^/ASan+UBSan: /'
+echo "capi: C ABI tests passed (static, shared, ASan+UBSan) in $((SECONDS - t0)) s"
