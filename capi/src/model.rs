@@ -481,9 +481,13 @@ fn sift_up(idx: &mut [u32], val: &mut [f32], mut i: usize) {
     }
 }
 
-/// The `k` largest positive codes of `row` into `idx`/`val` (`k` slots each), sorted
-/// by index; returns how many were kept (`≤ k`).
-fn top_k_row(row: &[f32], k: usize, idx: &mut [u32], val: &mut [f32]) -> Result<usize> {
+/// The `k` largest positive codes of `row` into `idx`/`val` (at least `k` slots
+/// each), sorted by index; returns how many were kept (`≤ k`). Ties go to the lower
+/// index.
+///
+/// # Errors
+/// [`Error::NonFinite`] naming `x` if a code is NaN.
+pub fn top_k_row(row: &[f32], k: usize, idx: &mut [u32], val: &mut [f32]) -> Result<usize> {
     let mut len = 0usize;
     for (j, &c) in row.iter().enumerate() {
         if c.is_nan() {
