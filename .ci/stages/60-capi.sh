@@ -4,7 +4,8 @@
 # include/sae_kernels.h must be what cbindgen generates now); the C fixtures must be
 # up to date with tests/fixtures/saelens; then the C test program (tests/c/test_capi.c)
 # is compiled by `cc`, linked with the static library and with the shared one, and
-# run, and once more built and run under AddressSanitizer + UBSan.
+# run, and once more built and run under AddressSanitizer + UBSan. Last, the no_std
+# static library for Cortex-M (caller-owned weights only; no allocator exists there).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -26,4 +27,9 @@ LD_LIBRARY_PATH="$lib" ./target/c/test_capi_so "$root" | tail -1 | sed 's/^/shar
 cc "${cflags[@]}" -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
   tests/c/test_capi.c "$lib/libsae_kernels_c.a" "${libs[@]}" -o target/c/test_capi_asan
 ASAN_OPTIONS=detect_leaks=1 ./target/c/test_capi_asan "$root" | tail -1 | sed 's/^/ASan+UBSan: /'
+rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || true
+nostd=(--lib --no-default-features --features panic-handler --target thumbv7em-none-eabihf)
+cargo clippy "${nostd[@]}" -- -D warnings
+cargo build --release "${nostd[@]}" 2>&1 | grep -v "dropping unsupported crate type" | tail -1
+ls -la target/thumbv7em-none-eabihf/release/libsae_kernels_c.a | awk '{print "no_std staticlib: " $5 " bytes"}'
 echo "capi: C ABI tests passed (static, shared, ASan+UBSan) in $((SECONDS - t0)) s"

@@ -78,7 +78,6 @@ pub extern "C" fn sae_last_error() -> *const c_char {
     }
     #[cfg(not(feature = "std"))]
     {
-        use crate::SaeStatus::*;
         let s = LAST_STATUS.load(core::sync::atomic::Ordering::Relaxed);
         let text = match s {
             0 => c"",
@@ -95,7 +94,6 @@ pub extern "C" fn sae_last_error() -> *const c_char {
             14 => c"not available without std",
             _ => c"error",
         };
-        let _ = (SAE_OK, SAE_ERR_PANIC);
         text.as_ptr()
     }
 }

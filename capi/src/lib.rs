@@ -24,6 +24,16 @@ use model::{Arch, Error, Kind, View};
 
 pub use last_error::sae_last_error;
 
+/// Without `std` a static library needs a panic handler; firmware that has its own
+/// leaves the `panic-handler` feature off.
+#[cfg(all(not(feature = "std"), feature = "panic-handler", not(test)))]
+#[panic_handler]
+fn on_panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
 /// Status code returned by every function. `SAE_OK` is 0; every other value is an
 /// error whose message `sae_last_error()` returns (on the same thread).
 #[repr(C)]
@@ -150,6 +160,7 @@ enum Fail {
     Overlap(&'static str, &'static str),
     BadHandle(&'static str),
     Arch(u32),
+    #[cfg(feature = "std")]
     Path,
     #[cfg(not(feature = "std"))]
     Unsupported(&'static str),
@@ -180,6 +191,7 @@ impl Fail {
             Fail::Misaligned(_) | Fail::Overlap(..) => SAE_ERR_BAD_BUFFER,
             Fail::BadHandle(_) => SAE_ERR_BAD_HANDLE,
             Fail::Arch(_) => SAE_ERR_OUT_OF_RANGE,
+            #[cfg(feature = "std")]
             Fail::Path => SAE_ERR_OUT_OF_RANGE,
             #[cfg(not(feature = "std"))]
             Fail::Unsupported(_) => SAE_ERR_UNSUPPORTED,
@@ -200,6 +212,7 @@ impl fmt::Display for Fail {
                 "`architecture`: unknown value {a} (SAE_ARCH_STANDARD = 0, SAE_ARCH_TOPK = 1, \
                  SAE_ARCH_JUMPRELU = 2)"
             ),
+            #[cfg(feature = "std")]
             Fail::Path => write!(f, "`dir`: not valid UTF-8"),
             #[cfg(not(feature = "std"))]
             Fail::Unsupported(w) => write!(f, "{w} needs a build with the `std` feature"),
