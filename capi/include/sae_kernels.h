@@ -23,8 +23,6 @@
 // Size of `SaeModel` in 64-bit words.
 #define SAE_MODEL_WORDS 16
 
-
-
 // Status code returned by every function. `SAE_OK` is 0; every other value is an
 // error whose message `sae_last_error()` returns (on the same thread).
 typedef enum SaeStatus {

@@ -12,7 +12,6 @@
 //! active features.
 
 use core::cmp::Ordering;
-use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::{
     Activation, Dims, TiedParams, UntiedConfig, UntiedParams, untied_decode,
     untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
@@ -25,6 +24,10 @@ pub type Result<T> = core::result::Result<T, Error>;
 
 /// The block size used when the caller does not choose one.
 pub const DEFAULT_BLOCK_ROWS: usize = sae_kernels::DEFAULT_BLOCK_ROWS;
+
+/// The largest block an encode uses, however much scratch it gets. The encoder
+/// product packs all of `W_enc` once per block, so large batches want large blocks.
+pub const MAX_BLOCK_ROWS: usize = sae_kernels::model::MAX_BLOCK_ROWS;
 
 /// An SAE architecture, as SAELens names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +120,9 @@ pub struct View<'a> {
     threshold: &'a [f32],
     arch: Arch,
     apply_b_dec_to_input: bool,
+    /// `W_encᵀ` (`h×d` row-major) when the model keeps one (owned models): batches of
+    /// at most [`SMALL_BATCH`] rows then stream it in the GEMM's small-m path.
+    w_enc_t: Option<&'a [f32]>,
 }
 
 impl<'a> View<'a> {
@@ -152,6 +158,7 @@ impl<'a> View<'a> {
             threshold,
             arch,
             apply_b_dec_to_input,
+            w_enc_t: None,
         };
         v.config().activation.check(h)?;
         Ok(v)
@@ -214,6 +221,8 @@ impl<'a> View<'a> {
 #[derive(Clone, Debug)]
 pub struct Owned {
     sae: sae_kernels::UntiedSae,
+    /// `W_encᵀ` (`h×d`), for the small-batch path of [`encode`].
+    w_enc_t: Vec<f32>,
 }
 
 #[cfg(feature = "std")]
@@ -233,7 +242,7 @@ impl Owned {
             });
         }
         let (_, sae) = sae_kernels::format::saelens::load(dir)?;
-        Ok(Self { sae })
+        Ok(Self::new(sae))
     }
 
     /// A model from owned arrays (shapes as in [`View::new`]).
@@ -278,7 +287,18 @@ impl Owned {
             kind,
             apply_b_dec_to_input,
         )?;
-        Ok(Self { sae })
+        Ok(Self::new(sae))
+    }
+
+    fn new(sae: sae_kernels::UntiedSae) -> Self {
+        let Dims { d, h } = sae.dims();
+        let mut w_enc_t = vec![0.0; d * h];
+        for (i, row) in sae.w_enc.chunks_exact(h).enumerate() {
+            for (j, &w) in row.iter().enumerate() {
+                w_enc_t[j * d + i] = w;
+            }
+        }
+        Self { sae, w_enc_t }
     }
 
     /// A view of the weights.
@@ -294,6 +314,7 @@ impl Owned {
                 sae_kernels::ActivationKind::JumpRelu => Arch::JumpRelu,
             },
             apply_b_dec_to_input: s.apply_b_dec_to_input,
+            w_enc_t: Some(&self.w_enc_t),
         }
     }
 }
@@ -304,6 +325,10 @@ impl Owned {
 pub fn encode_scratch_len(v: &View<'_>, block_rows: usize) -> usize {
     untied_encode_scratch_len(v.params.dims(), block_rows)
 }
+
+/// Batches of at most this many rows take the small-batch path when the model keeps
+/// `W_encᵀ` (the core's GEMM streams a row-major `h×d` dictionary for `m ≤ 4`).
+pub(crate) const SMALL_BATCH: usize = 4;
 
 /// Dense codes: `codes` (`n×h`) ← `act((x − b_dec?)·W_enc + b_enc)` for `x` (`n×d`).
 ///
@@ -318,7 +343,96 @@ pub fn encode(
     codes: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<()> {
-    untied_encode(v.params, v.config(), x, n, codes, scratch)
+    match v.w_enc_t {
+        Some(wt) if (1..=SMALL_BATCH).contains(&n) => encode_small(v, wt, x, n, codes, scratch),
+        _ => untied_encode(v.params, v.config(), x, n, codes, scratch),
+    }
+}
+
+/// The small-batch encode over `W_encᵀ`. The core's untied encoder reads `W_enc`
+/// (`d×h` row-major) through its packed GEMM, which for one row costs several times
+/// the read of `W_enc`; its small-m path (no packing, one pass over the dictionary)
+/// needs the dictionary as `h×d` rows, which `W_encᵀ` is. Same math as the core:
+/// centre, `x̄·W_enc + b_enc`, then the activation (the core's row functions).
+fn encode_small(
+    v: &View<'_>,
+    wt: &[f32],
+    x: &[f32],
+    n: usize,
+    codes: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+    use sae_kernels::model::activation::{jumprelu_row, topk_relu_row};
+    let (d, h) = (v.d_in(), v.d_sae());
+    let dims = v.params.dims();
+    for (arg, got, want) in [("x", x.len(), n * d), ("codes", codes.len(), n * h)] {
+        if got != want {
+            return Err(Error::Length {
+                arg,
+                expected: want,
+                got,
+            });
+        }
+    }
+    // Rows per pass: as many (≤ n) as the scratch holds, with the core's own sizes.
+    let need = untied_encode_scratch_len(dims, 1);
+    if scratch.len() < need {
+        return Err(Error::WorkspaceTooSmall {
+            arg: "scratch",
+            needed: need,
+            got: scratch.len(),
+        });
+    }
+    let rb = (1..=n)
+        .rev()
+        .find(|&r| untied_encode_scratch_len(dims, r) <= scratch.len())
+        .unwrap_or(1);
+    let (xc, rest) = scratch.split_at_mut(rb * d);
+    let (sel, pack) = rest.split_at_mut(h);
+    let b_dec = v.params.b_dec();
+    let b_enc = v.params.b_enc();
+    for r0 in (0..n).step_by(rb) {
+        let rows = rb.min(n - r0);
+        let xcb = &mut xc[..rows * d];
+        for (o, r) in xcb.chunks_exact_mut(d).zip(x[r0 * d..].chunks_exact(d)) {
+            if v.apply_b_dec_to_input {
+                for ((o, &a), &b) in o.iter_mut().zip(r).zip(b_dec) {
+                    *o = a - b;
+                }
+            } else {
+                o.copy_from_slice(r);
+            }
+        }
+        let out = &mut codes[r0 * h..(r0 + rows) * h];
+        let relu = v.arch == Arch::Standard;
+        gemm(
+            1.0,
+            MatRef::row_major("x", xcb, rows, d)?,
+            MatRef::row_major("w_enc", wt, h, d)?.t(),
+            0.0,
+            MatMut::row_major("codes", out, rows, h)?,
+            if relu {
+                Epilogue::BiasRelu(b_enc)
+            } else {
+                Epilogue::None
+            },
+            pack,
+        )?;
+        if !relu {
+            for row in out.chunks_exact_mut(h) {
+                for (c, &b) in row.iter_mut().zip(b_enc) {
+                    *c += b;
+                }
+                match v.arch {
+                    Arch::TopK(k) => topk_relu_row(row, k, sel),
+                    Arch::JumpRelu => jumprelu_row(row, v.threshold),
+                    Arch::Standard => {}
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Scratch `f32` for [`decode`].
@@ -688,6 +802,69 @@ mod tests {
         let mut s3 = vec![0.0; decode_scratch_len(&v)];
         decode(&v, &dense, 4, &mut r2, &mut s3).unwrap();
         assert_eq!(r1, r2);
+    }
+
+    /// The small-batch path (owned models, `n ≤ SMALL_BATCH`) against the core's
+    /// encoder on the same weights, for every architecture.
+    #[cfg(feature = "std")]
+    #[test]
+    fn small_batches_match_the_core_encoder() {
+        let (d, h) = (24, 80);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.8
+                })
+                .collect()
+        };
+        let (we, be, wd, bd, thr, x) = (rnd(d * h), rnd(h), rnd(h * d), rnd(d), rnd(h), rnd(7 * d));
+        for (arch, t) in [
+            (Arch::Standard, vec![]),
+            (Arch::TopK(5), vec![]),
+            (Arch::JumpRelu, thr.clone()),
+        ] {
+            let owned = Owned::from_parts(
+                d,
+                h,
+                arch,
+                true,
+                we.clone(),
+                be.clone(),
+                wd.clone(),
+                bd.clone(),
+                t.clone(),
+            )
+            .unwrap();
+            let fast = owned.view();
+            let core = View::new(d, h, arch, true, &we, &be, &wd, &bd, &t).unwrap();
+            assert!(fast.w_enc_t.is_some() && core.w_enc_t.is_none());
+            for n in 1..=SMALL_BATCH {
+                for rows in [1, n] {
+                    let mut s = vec![0.0; encode_scratch_len(&fast, rows)];
+                    let (mut a, mut b) = (vec![f32::NAN; n * h], vec![f32::NAN; n * h]);
+                    encode(&fast, &x[..n * d], n, &mut a, &mut s).unwrap();
+                    encode(&core, &x[..n * d], n, &mut b, &mut s).unwrap();
+                    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    assert!(scale > 0.0);
+                    for (p, q) in a.iter().zip(&b) {
+                        assert!((p - q).abs() <= 1e-5 * scale, "{arch:?} n={n}: {p} vs {q}");
+                        assert_eq!(*p != 0.0, *q != 0.0, "{arch:?} n={n}: support");
+                    }
+                }
+            }
+            // Errors as the core's: nothing written.
+            let mut c = vec![7.0; 2 * h];
+            let mut s = vec![0.0; encode_scratch_len(&fast, 1) - 1];
+            let e = encode(&fast, &x[..2 * d], 2, &mut c, &mut s).unwrap_err();
+            assert!(matches!(e, Error::WorkspaceTooSmall { .. }));
+            let e = encode(&fast, &x[..2 * d - 1], 2, &mut c, &mut s).unwrap_err();
+            assert!(matches!(e, Error::Length { arg: "x", .. }));
+            assert!(c.iter().all(|&v| v == 7.0));
+        }
     }
 
     #[test]

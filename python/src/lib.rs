@@ -52,9 +52,10 @@ fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
     })
 }
 
-/// Rows per block for a batch of `n`: large blocks for the GEMM, no more than needed.
+/// Rows per block for a batch of `n`: as large as the core takes (the encoder product
+/// packs all of `W_enc` once per block), no more than needed.
 fn block_rows(n: usize) -> usize {
-    n.clamp(1, model::DEFAULT_BLOCK_ROWS)
+    n.clamp(1, model::MAX_BLOCK_ROWS)
 }
 
 /// Describe an object for an error message: type, dtype, shape.

@@ -66,6 +66,10 @@ def test_reproduces_saelens_encode_and_decode(name):
     assert codes.dtype == np.float32 and codes.shape == want_codes.shape
     assert rel_err(codes, want_codes) <= TOL
     assert np.array_equal(codes != 0, want_codes != 0), "active features differ"
+    # One row at a time (batches of <= 4 rows take the small-batch path).
+    rows = np.concatenate([sae.encode(x[i : i + 1]) for i in range(len(x))])
+    assert rel_err(rows, want_codes) <= TOL
+    assert np.array_equal(rows != 0, want_codes != 0)
     recon = sae.decode(want_codes.astype(np.float32))
     assert recon.dtype == np.float32 and recon.shape == want_recon.shape
     assert rel_err(recon, want_recon) <= TOL

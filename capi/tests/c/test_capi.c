@@ -370,6 +370,24 @@ static void check_fixture(const char *root, const char *name) {
               ((c64[i] != 0) == (fx.codes[i] != 0));
   CHECK(support, "%s: the set of active features differs from SAELens", name);
 
+  /* Small batches (1 row, then 3 rows at a time; a loaded model encodes these by
+   * its small-batch path) against SAELens too. */
+  for (size_t step = 1; step <= 3; step += 2) {
+    float *cs = xmalloc(n * h * sizeof(float));
+    for (size_t r0 = 0; r0 < n; r0 += step) {
+      size_t rows = n - r0 < step ? n - r0 : step;
+      float *c = encode_dense(m, x + r0 * d, rows, h, 1);
+      memcpy(cs + r0 * h, c, rows * h * sizeof(float));
+      free(c);
+    }
+    double e = rel_err(cs, fx.codes, n * h);
+    int same = 1;
+    for (size_t i = 0; i < n * h; i++) same = same && ((cs[i] != 0) == (fx.codes[i] != 0));
+    CHECK(e <= TOL && same, "%s: %zu-row batches: rel err %g, support %s", name, step, e,
+          same ? "same" : "differs");
+    free(cs);
+  }
+
   /* Decode SAELens' codes. */
   {
     size_t slen = 0;
