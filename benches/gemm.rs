@@ -134,7 +134,7 @@ mod imp {
             let m: Vec<f32> = data(h * d, 8).iter().map(|v| v * 0.05).collect();
             let b = vec![-0.01f32; h];
             let (mut gm, mut gb) = (vec![0.0f32; h * d], vec![0.0f32; h]);
-            let mut scratch = vec![0.0f32; grad_scratch_len(dims, 256)];
+            let mut scratch = vec![0.0f32; grad_scratch_len(sae_kernels::Arch::tied(), dims, 256)];
             g.throughput(Throughput::Elements(10 * (n * d * h) as u64));
             g.bench_function(
                 BenchmarkId::new("loss_and_grad", format!("{n}x{d}x{h}")),
@@ -142,7 +142,17 @@ mod imp {
                     bch.iter(|| {
                         let p = TiedParams::new(dims, &m, &b).unwrap();
                         let gr = TiedParamsMut::new(dims, &mut gm, &mut gb).unwrap();
-                        black_box(loss_and_grad(p, &x, n, 1e-3, gr, &mut scratch).unwrap())
+                        black_box(
+                            loss_and_grad(
+                                p.into(),
+                                &x,
+                                n,
+                                &sae_kernels::LossOptions::alpha(1e-3),
+                                gr.into(),
+                                &mut scratch,
+                            )
+                            .unwrap(),
+                        )
                     })
                 },
             );

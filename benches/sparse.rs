@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the sparse path: `cargo bench --bench sparse`.
 //!
-//! - `train_step`: `loss_and_grad_with` + `sgd_step` on the dense and the sparse path
+//! - `train_step`: `loss_and_grad` + `sgd_step` on the dense and the sparse path
 //!   at (n, d, h) = (4096, 512, 4096) and (1024, 768, 16384), L0/h ≈ 0.5 %, 1 %, 5 %;
 //! - `encode_csr`: batch encode with sparse (CSR) output, in rows;
 //! - `decode`: L0 = 64 of h = 16384, `decode_csr` vs the dense `decode`.
@@ -14,8 +14,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::sparse::{RowLimit, decode_csr, encode_csr, encode_csr_scratch_len};
 use sae_kernels::{
-    Dims, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, grad_scratch_len,
-    loss_and_grad_with, sgd_step,
+    Arch, Dims, LossOptions, Params, ParamsMut, Path, TiedParams, TiedParamsMut, decode,
+    decode_scratch_len, grad_scratch_len, loss_and_grad, sgd_step,
 };
 use std::hint::black_box;
 use std::time::Duration;
@@ -57,7 +57,7 @@ fn train_step(c: &mut Criterion) {
     for &(n, d, h) in &[(4096usize, 512usize, 4096usize), (1024, 768, 16384)] {
         let dims = Dims::new(d, h).unwrap();
         let x = normal(n * d, 2);
-        let mut scratch = vec![0.0; grad_scratch_len(dims, MAX_BLOCK_ROWS)];
+        let mut scratch = vec![0.0; grad_scratch_len(Arch::tied(), dims, MAX_BLOCK_ROWS)];
         let (mut gm, mut gb) = (vec![0.0; h * d], vec![0.0; h]);
         g.throughput(Throughput::Elements(n as u64));
         for &(density, z) in &DENSITIES {
@@ -69,9 +69,19 @@ fn train_step(c: &mut Criterion) {
                 );
                 g.bench_function(id, |bench| {
                     bench.iter(|| {
-                        let p = TiedParams::new(dims, &m, &b).unwrap();
-                        let gr = TiedParamsMut::new(dims, &mut gm, &mut gb).unwrap();
-                        let l = loss_and_grad_with(p, &x, n, 1e-3, gr, &mut scratch, path);
+                        let p = Params::tied(dims, &m, &b).unwrap();
+                        let gr = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
+                        let l = loss_and_grad(
+                            p,
+                            &x,
+                            n,
+                            &LossOptions {
+                                path,
+                                ..LossOptions::alpha(1e-3)
+                            },
+                            gr,
+                            &mut scratch,
+                        );
                         black_box(l.unwrap());
                         let gr = TiedParams::new(dims, &gm, &gb).unwrap();
                         let pm = TiedParamsMut::new(dims, &mut m, &mut b).unwrap();
@@ -92,13 +102,13 @@ fn encode_sparse_output(c: &mut Criterion) {
     let (n, d, h) = (1024usize, 768usize, 16384usize);
     let dims = Dims::new(d, h).unwrap();
     let (m, x) = (dictionary(d, h), normal(n * d, 2));
-    let mut s = vec![0.0; encode_csr_scratch_len(dims, MAX_BLOCK_ROWS)];
+    let mut s = vec![0.0; encode_csr_scratch_len(Arch::tied(), dims, MAX_BLOCK_ROWS)];
     let cap = n * h / 8;
     let (mut ptr, mut idx, mut val) = (vec![0; n + 1], vec![0u32; cap], vec![0.0; cap]);
     g.throughput(Throughput::Elements(n as u64));
     for &(density, z) in &DENSITIES {
         let b = vec![-z; h];
-        let p = TiedParams::new(dims, &m, &b).unwrap();
+        let p = Params::tied(dims, &m, &b).unwrap();
         g.bench_function(BenchmarkId::from_parameter(density), |bench| {
             bench.iter(|| {
                 let r = encode_csr(
@@ -126,7 +136,7 @@ fn decode_l0_64(c: &mut Criterion) {
     let (rows, d, h, l0) = (64usize, 768usize, 16384usize, 64usize);
     let dims = Dims::new(d, h).unwrap();
     let (m, zero) = (dictionary(d, h), vec![0.0; h]);
-    let p = TiedParams::new(dims, &m, &zero).unwrap();
+    let p = Params::tied(dims, &m, &zero).unwrap();
     let mut codes = vec![0.0; rows * h];
     let (mut ptr, mut idx, mut val) = (vec![0usize; rows + 1], Vec::new(), Vec::new());
     for r in 0..rows {
@@ -143,7 +153,7 @@ fn decode_l0_64(c: &mut Criterion) {
         ptr[r + 1] = idx.len();
     }
     let mut recon = vec![0.0; rows * d];
-    let mut s = vec![0.0; decode_scratch_len(dims)];
+    let mut s = vec![0.0; decode_scratch_len(dims, 1)];
     g.throughput(Throughput::Elements(rows as u64));
     g.bench_function("dense", |bench| {
         bench.iter(|| decode(p, &codes, rows, &mut recon, &mut s).unwrap())

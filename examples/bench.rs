@@ -15,7 +15,9 @@
 #[cfg(not(target_family = "wasm"))]
 mod imp {
     use sae_kernels::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, pack_len};
-    use sae_kernels::{Dims, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad};
+    use sae_kernels::{
+        Arch, Dims, LossOptions, Params, ParamsMut, grad_scratch_len, loss_and_grad,
+    };
     use std::hint::black_box;
 
     /// CPU time of this thread, in seconds.
@@ -357,11 +359,13 @@ mod imp {
             let b = vec![-0.01f32; h];
             let (mut gm, mut gb) = (vec![0.0f32; h * d], vec![0.0f32; h]);
             let rows = 256;
-            let mut scratch = vec![0.0f32; grad_scratch_len(dims, rows)];
+            let mut scratch = vec![0.0f32; grad_scratch_len(Arch::tied(), dims, rows)];
             let t = best_of(reps.min(3), || {
-                let p = TiedParams::new(dims, &m, &b).unwrap();
-                let g = TiedParamsMut::new(dims, &mut gm, &mut gb).unwrap();
-                black_box(loss_and_grad(p, &x, n, 1e-3, g, &mut scratch).unwrap());
+                let p = Params::tied(dims, &m, &b).unwrap();
+                let g = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
+                black_box(
+                    loss_and_grad(p, &x, n, &LossOptions::alpha(1e-3), g, &mut scratch).unwrap(),
+                );
             });
             let flop = 10.0 * (n * d * h) as f64;
             let g = flop / t * 1e-9;

@@ -3,7 +3,10 @@
 //!
 //! Prints, on one thread, using per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`), best of
 //! several interleaved repetitions (the machine is shared; ratios are what matter):
-//! - the training step (`loss_and_grad_with` + `sgd_step`) on the dense and the sparse
+//! - the TopK (k = 32) training step of an untied SAELens-layout model (`loss_and_grad`
+//!   and an SGD update of every tensor) forced dense vs sparse, at (n, d, h) =
+//!   (1024, 384, 3072) and (4096, 512, 4096), with the encoder GEMM alone as the floor;
+//! - the tied training step (`loss_and_grad` + `sgd_step`) on the dense and the sparse
 //!   path at (n, d, h) = (4096, 512, 4096) and (1024, 768, 16384), with the bias set so
 //!   that L0/h ≈ 0.5 %, 1 % and 5 % (and 10 %, 20 % to locate the crossover), and the
 //!   floor: the dense encoder GEMM `ReLU(X·Mᵀ + b)` alone, which both paths run;
@@ -12,7 +15,7 @@
 //! - decode at L0 = 64 of h = 16384: `decode_csr` vs the dense `decode` GEMM.
 //!
 //! `--quick` uses a quarter of the rows, fewer repetitions and skips the crossover
-//! densities.
+//! densities; `--topk-only` stops after the TopK table.
 
 use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::sparse::{
@@ -20,8 +23,8 @@ use sae_kernels::sparse::{
     encode_sparse_scratch_len,
 };
 use sae_kernels::{
-    Dims, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode, encode_scratch_len,
-    grad_scratch_len, loss_and_grad_with, sgd_step,
+    Arch, Dims, LossOptions, Params, ParamsMut, Path, TiedParams, TiedParamsMut, decode,
+    decode_scratch_len, encode, encode_scratch_len, grad_scratch_len, loss_and_grad, sgd_step,
 };
 use std::hint::black_box;
 
@@ -93,8 +96,8 @@ impl Setup {
         let rows = n.min(64);
         let zero = vec![0.0; h];
         let mut sample = vec![0.0; rows * h];
-        let mut s = vec![0.0; encode_scratch_len(dims)];
-        let p = TiedParams::new(dims, &m, &zero).unwrap();
+        let mut s = vec![0.0; encode_scratch_len(Arch::tied(), dims, 1)];
+        let p = Params::tied(dims, &m, &zero).unwrap();
         // Only the positive half survives the ReLU; the distribution is symmetric.
         encode(p, &x[..rows * d], rows, &mut sample, &mut s).unwrap();
         sample.retain(|&v| v > 0.0);
@@ -134,16 +137,27 @@ fn timed(f: impl FnOnce()) -> f64 {
 fn train_steps(st: &Setup, densities: &[f64], reps: usize) -> Vec<StepRow> {
     let Dims { d, h } = st.dims;
     let n = st.n;
-    let scratch_len =
-        grad_scratch_len(st.dims, MAX_BLOCK_ROWS).max(encode_scratch_len(st.dims) + n * h);
+    let scratch_len = grad_scratch_len(Arch::tied(), st.dims, MAX_BLOCK_ROWS)
+        .max(encode_scratch_len(Arch::tied(), st.dims, 1) + n * h);
     let mut s = vec![0.0; scratch_len];
     let (mut gm, mut gb) = (vec![0.0; h * d], vec![0.0; h]);
     // One training step: loss and gradients on `path`, then a (tiny) SGD update, which
     // keeps the density where it was set.
     let mut step = |m: &mut [f32], b: &mut [f32], s: &mut [f32], path: Path| -> f32 {
-        let p = TiedParams::new(st.dims, m, b).unwrap();
-        let g = TiedParamsMut::new(st.dims, &mut gm, &mut gb).unwrap();
-        let l = loss_and_grad_with(p, &st.x, n, 1e-3, g, s, path).unwrap();
+        let p = Params::tied(st.dims, m, b).unwrap();
+        let g = ParamsMut::tied(st.dims, &mut gm, &mut gb).unwrap();
+        let l = loss_and_grad(
+            p,
+            &st.x,
+            n,
+            &LossOptions {
+                path,
+                ..LossOptions::alpha(1e-3)
+            },
+            g,
+            s,
+        )
+        .unwrap();
         let g = TiedParams::new(st.dims, &gm, &gb).unwrap();
         sgd_step(TiedParamsMut::new(st.dims, m, b).unwrap(), g, 1e-6).unwrap();
         l.l0
@@ -153,7 +167,7 @@ fn train_steps(st: &Setup, densities: &[f64], reps: usize) -> Vec<StepRow> {
         let b = st.bias(density);
         let (mut md, mut bd) = (st.m.clone(), b.clone());
         let (mut ms, mut bs) = (st.m.clone(), b.clone());
-        let p0 = TiedParams::new(st.dims, &st.m, &b).unwrap();
+        let p0 = Params::tied(st.dims, &st.m, &b).unwrap();
         let mut best = [f64::INFINITY; 3];
         let mut l0 = 0.0;
         // Round 0 is a warm-up; the three measurements alternate.
@@ -185,6 +199,64 @@ fn train_steps(st: &Setup, densities: &[f64], reps: usize) -> Vec<StepRow> {
     out
 }
 
+/// The TopK training step, dense vs sparse: `(L0, dense s, sparse s, encoder floor s)`.
+fn topk_step(st: &Setup, k: usize, reps: usize) -> (f32, f64, f64, f64) {
+    let Dims { d, h } = st.dims;
+    let n = st.n;
+    let arch = Arch::topk(k);
+    // W_enc = W_decᵀ with unit decoder rows (SAELens' initialisation up to the scale).
+    let mut flat = vec![0.0f32; arch.param_len(st.dims)];
+    {
+        let (we, rest) = flat.split_at_mut(d * h);
+        let wd = &mut rest[h..h + h * d];
+        wd.copy_from_slice(&st.m);
+        for i in 0..h {
+            for j in 0..d {
+                we[j * h + i] = st.m[i * d + j];
+            }
+        }
+    }
+    let mut grads = vec![0.0f32; flat.len()];
+    let mut s = vec![0.0; grad_scratch_len(arch, st.dims, MAX_BLOCK_ROWS)];
+    let mut es = vec![0.0; encode_scratch_len(arch, st.dims, MAX_BLOCK_ROWS)];
+    let mut codes = vec![0.0; n * h];
+    let mut step = |flat: &mut [f32], path: Path| -> f32 {
+        let p = Params::from_flat(arch, st.dims, flat).unwrap();
+        let g = ParamsMut::from_flat(arch, st.dims, &mut grads).unwrap();
+        let o = LossOptions {
+            path,
+            ..LossOptions::alpha(0.0)
+        };
+        let l = loss_and_grad(p, &st.x, n, &o, g, &mut s).unwrap();
+        for (w, g) in flat.iter_mut().zip(&grads) {
+            *w -= 1e-6 * g;
+        }
+        l.l0
+    };
+    let (mut fd, mut fs) = (flat.clone(), flat.clone());
+    let mut best = [f64::INFINITY; 3];
+    let mut l0 = 0.0;
+    for round in 0..=reps {
+        let t = [
+            timed(|| {
+                black_box(step(&mut fd, Path::Dense));
+            }),
+            timed(|| l0 = step(&mut fs, Path::Sparse)),
+            timed(|| {
+                let p = Params::from_flat(arch, st.dims, &flat).unwrap();
+                encode(p, &st.x, n, &mut codes, &mut es).unwrap();
+                black_box(&codes[0]);
+            }),
+        ];
+        if round > 0 {
+            for (b, t) in best.iter_mut().zip(t) {
+                *b = b.min(t);
+            }
+        }
+    }
+    (l0, best[0], best[1], best[2])
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 3 };
@@ -193,6 +265,29 @@ fn main() {
         "sparse vs dense, one thread, CPU time, best of {reps}{}",
         if quick { " (--quick: n/4)" } else { "" }
     );
+    println!("\nTopK k = 32 training step (untied, SAELens layout): forced dense vs sparse");
+    println!(
+        "{:>20} {:>7} {:>10} {:>10} {:>10} {:>8} {:>9}",
+        "(n, d, h)", "L0", "dense s", "sparse s", "encoder s", "speedup", "% floor"
+    );
+    for &(n, d, h) in &[(1024usize, 384usize, 3072usize), (4096, 512, 4096)] {
+        let st = Setup::new(n / div, d, h);
+        let (l0, dense, sparse, floor) = topk_step(&st, 32, reps);
+        println!(
+            "{:>20} {:>7.1} {:>10.4} {:>10.4} {:>10.4} {:>7.2}x {:>8.0}%",
+            format!("({}, {d}, {h})", n / div),
+            l0,
+            dense,
+            sparse,
+            floor,
+            dense / sparse,
+            100.0 * floor / sparse,
+        );
+    }
+    if std::env::args().any(|a| a == "--topk-only") {
+        return;
+    }
+    println!("\ntied SAE training step (ReLU, bias set for the density)");
     println!(
         "\n{:>20} {:>7} {:>7} {:>10} {:>10} {:>10} {:>8} {:>9}",
         "(n, d, h)", "L0/h", "L0", "dense s", "sparse s", "floor s", "speedup", "% floor"
@@ -224,11 +319,11 @@ fn main() {
     let st = Setup::new(n, d, h);
     for density in [0.005, 0.01, 0.05] {
         let b = st.bias(density);
-        let p = TiedParams::new(st.dims, &st.m, &b).unwrap();
+        let p = Params::tied(st.dims, &st.m, &b).unwrap();
         let cap = (n * h).div_ceil(8);
         let (mut ptr, mut idx, mut val) = (vec![0; n + 1], vec![0u32; cap], vec![0.0; cap]);
-        let mut s = vec![0.0; encode_csr_scratch_len(st.dims, MAX_BLOCK_ROWS)];
-        let mut s1 = vec![0.0; encode_sparse_scratch_len(st.dims)];
+        let mut s = vec![0.0; encode_csr_scratch_len(Arch::tied(), st.dims, MAX_BLOCK_ROWS)];
+        let mut s1 = vec![0.0; encode_sparse_scratch_len(Arch::tied(), st.dims)];
         let mut one = heapless::Vec::<(u32, f32), 4096>::new();
         let singles = 64.min(n);
         let mut nnz = 0;
@@ -266,10 +361,12 @@ fn main() {
 
     // Decode at L0 = 64 of 16384, random features (uniform, so a batch of many rows
     // touches most of M: the worst case for the sparse decoder).
-    println!("\ndecode at L0 = 64 of h = {h} (d = {d}), random features");
+    println!(
+        "\ndecode at L0 = 64 of h = {h} (d = {d}), random features: `decode` (automatic path) vs `decode_csr`"
+    );
     let l0 = 64;
     let zero = vec![0.0; h];
-    let p = TiedParams::new(st.dims, &st.m, &zero).unwrap();
+    let p = Params::tied(st.dims, &st.m, &zero).unwrap();
     for rows in [1, 16, 256 / div] {
         let mut codes = vec![0.0; rows * h];
         let (mut ptr, mut idx, mut val) = (vec![0usize; rows + 1], Vec::new(), Vec::new());
@@ -288,7 +385,7 @@ fn main() {
             ptr[r + 1] = idx.len();
         }
         let (mut recon, mut recon2) = (vec![0.0; rows * d], vec![0.0; rows * d]);
-        let mut s = vec![0.0; decode_scratch_len(st.dims)];
+        let mut s = vec![0.0; decode_scratch_len(st.dims, 1)];
         let inner = 256 / rows; // repeat small batches so each timing is long enough
         let t = best_interleaved(
             reps.max(3),
@@ -306,7 +403,7 @@ fn main() {
             ],
         );
         println!(
-            "  {rows:>4} rows: dense {:>10.1} us/row, sparse {:>8.2} us/row, sparse {:>5.1}x faster",
+            "  {rows:>4} rows: decode {:>10.1} us/row, decode_csr {:>8.2} us/row, {:>5.1}x",
             1e6 * t[0] / (inner * rows) as f64,
             1e6 * t[1] / (inner * rows) as f64,
             t[0] / t[1]

@@ -19,7 +19,7 @@
 use clap::Parser;
 use sae_kernels::format::npy::{read_npy, write_npy};
 use sae_kernels::format::saelens;
-use sae_kernels::{UntiedSae, untied_encode, untied_encode_scratch_len};
+use sae_kernels::{Activation, Sae, encode, encode_scratch_len};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,16 +46,11 @@ struct Args {
     chunk: usize,
 }
 
-fn encode_all(
-    sae: &UntiedSae,
-    x: &[f32],
-    n: usize,
-    args: &Args,
-) -> Result<(Vec<f32>, usize), String> {
+fn encode_all(sae: &Sae, x: &[f32], n: usize, args: &Args) -> Result<(Vec<f32>, usize), String> {
     let dims = sae.dims();
     let (d, h) = (dims.d, dims.h);
     let chunk = args.chunk.clamp(1, n);
-    let mut scratch = vec![0.0; untied_encode_scratch_len(dims, 256)];
+    let mut scratch = vec![0.0; encode_scratch_len(sae.arch(), dims, 256)];
     let mut codes = vec![0.0; chunk * h];
     let mut out = Vec::new();
     if !args.sparse {
@@ -68,9 +63,8 @@ fn encode_all(
     for r0 in (0..n).step_by(chunk) {
         let rows = chunk.min(n - r0);
         let cb = &mut codes[..rows * h];
-        untied_encode(
+        encode(
             sae.params(),
-            sae.config(),
             &x[r0 * d..(r0 + rows) * d],
             rows,
             cb,
@@ -117,10 +111,10 @@ fn run(args: &Args) -> Result<(), String> {
     let cols = if args.sparse { 3 } else { dims.h };
     write_npy(&args.output, &out, rows_out, cols)
         .map_err(|e| format!("cannot write output {}: {e}", args.output.display()))?;
-    let arch = match sae.kind {
-        sae_kernels::ActivationKind::Relu => "standard".to_string(),
-        sae_kernels::ActivationKind::TopK(k) => format!("topk (k = {k})"),
-        sae_kernels::ActivationKind::JumpRelu => "jumprelu".to_string(),
+    let arch = match sae.arch().activation {
+        Activation::Relu => "standard".to_string(),
+        Activation::TopK { k } => format!("topk (k = {k})"),
+        Activation::JumpRelu => "jumprelu".to_string(),
     };
     println!(
         "{} SAE {}→{} ({}): encoded {} rows in {:.3} s ({:.0} rows/s); wrote {} ({} × {})",

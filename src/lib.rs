@@ -31,21 +31,24 @@
 //!
 //! ## Example
 //! ```
-//! use sae_kernels::*;
+//! use sae_kernels::prelude::*;
 //! let dims = Dims::new(8, 32)?;
-//! let (mut m, mut b) = (vec![0.0; dims.m_len()], vec![0.0; dims.h]);
-//! init_tied(TiedParamsMut::new(dims, &mut m, &mut b)?, 42);
+//! let arch = Arch::tied();
+//! let mut params = vec![0.0; arch.param_len(dims)];
+//! init_tied(ParamsMut::from_flat(arch, dims, &mut params)?, 42);
 //! let x: Vec<f32> = (0..4 * 8).map(|i| (i % 5) as f32 * 0.1).collect(); // n = 4 rows
-//! let (mut gm, mut gb) = (vec![0.0; dims.m_len()], vec![0.0; dims.h]);
-//! let mut scratch = vec![0.0; grad_scratch_len(dims, DEFAULT_BLOCK_ROWS)];
+//! let mut grads = vec![0.0; arch.param_len(dims)];
+//! let mut scratch = vec![0.0; grad_scratch_len(arch, dims, DEFAULT_BLOCK_ROWS)];
+//! let opts = LossOptions::alpha(1e-3);
 //! let before = loss_and_grad(
-//!     TiedParams::new(dims, &m, &b)?, &x, 4, 1e-3,
-//!     TiedParamsMut::new(dims, &mut gm, &mut gb)?, &mut scratch,
+//!     Params::from_flat(arch, dims, &params)?, &x, 4, &opts,
+//!     ParamsMut::from_flat(arch, dims, &mut grads)?, &mut scratch,
 //! )?;
-//! sgd_step(TiedParamsMut::new(dims, &mut m, &mut b)?, TiedParams::new(dims, &gm, &gb)?, 1e-2)?;
-//! let after = forward(
-//!     TiedParams::new(dims, &m, &b)?, &x, 4, 1e-3, ForwardOutputs::default(), &mut scratch,
-//! )?;
+//! for (w, g) in params.iter_mut().zip(&grads) {
+//!     *w -= 1e-2 * g;
+//! }
+//! let p = Params::from_flat(arch, dims, &params)?;
+//! let after = forward(p, &x, 4, &opts, ForwardOutputs::default(), &mut scratch)?;
 //! assert!(after.loss < before.loss);
 //! # Ok::<(), sae_kernels::Error>(())
 //! ```
@@ -72,27 +75,41 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use model::{
-    DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossParts, Path, SPARSE_CROSSOVER, TiedParams,
-    TiedParamsMut, decode, decode_scratch_len, encode, encode_scratch_len, forward,
-    forward_scratch_len, forward_with, grad_scratch_len, init_tied, loss_and_grad,
-    loss_and_grad_with,
-};
-
-// The untied SAE family (SAELens layout).
-pub use model::{
-    Activation, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, tied_to_untied,
-    untied_decode, untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
-    untied_forward, untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
+    Activation, Arch, AuxK, DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossOptions, LossParts,
+    Params, ParamsMut, Path, Penalty, SPARSE_CROSSOVER, TiedParams, TiedParamsMut, Weights, decode,
+    decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
+    init_tied, init_untied, loss_and_grad,
 };
 
 pub use optim::{Adam, Optim, Optimizer, sgd_step};
 #[cfg(feature = "std")]
-pub use owned::{ActivationKind, TiedSae, UntiedSae};
-#[cfg(feature = "std")]
 pub use owned::{
     ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, load_model, save_model,
 };
+#[cfg(feature = "std")]
+pub use owned::{Sae, TiedSae};
 pub use train::{StepHyper, train_step, train_step_workspace_len};
+
+/// The names most programs need, in one import: `use sae_kernels::prelude::*;`.
+///
+/// It brings the model description, the core entry points and their scratch sizes,
+/// and [`Error`]; it does not bring a `Result` alias, so `fn main() -> Result<(),
+/// Box<dyn std::error::Error>>` keeps meaning `std`'s `Result`.
+pub mod prelude {
+    pub use crate::error::Error;
+    pub use crate::model::{
+        Activation, Arch, AuxK, DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossOptions, LossParts,
+        Params, ParamsMut, Path, Penalty, Weights, decode, decode_scratch_len, encode,
+        encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, init_untied,
+        loss_and_grad,
+    };
+    #[cfg(feature = "std")]
+    pub use crate::owned::Sae;
+}
+
+/// The `heapless` crate this crate's API uses (`sparse::encode_sparse` fills a
+/// `heapless::Vec`), re-exported so callers need not match its version by hand.
+pub use heapless;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

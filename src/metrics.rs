@@ -38,7 +38,7 @@ pub fn metrics_state_len(dims: Dims) -> usize {
 pub fn eval_scratch_len(dims: Dims, block_rows: usize) -> usize {
     let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);
     rows.saturating_mul(dims.h.saturating_add(dims.d))
-        .saturating_add(forward_scratch_len(dims, rows))
+        .saturating_add(forward_scratch_len(crate::model::Arch::tied(), dims, rows))
 }
 
 /// The metrics so far (see the module docs for the definitions).
@@ -198,7 +198,14 @@ pub fn evaluate(
             recon: Some(&mut *rcb),
             ..Default::default()
         };
-        forward(p, xb, rows, 0.0, out, fwd)?;
+        forward(
+            p.into(),
+            xb,
+            rows,
+            &crate::model::LossOptions::alpha(0.0),
+            out,
+            fwd,
+        )?;
         metrics.observe(xb, cb, rcb, rows)?;
     }
     Ok(())

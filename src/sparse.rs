@@ -21,8 +21,8 @@
 
 use crate::error::{Error, Result, check_len, check_nonzero, mul};
 use crate::kernels::dispatch_vector::axpy;
-use crate::model::forward::check_batch;
-use crate::model::{Dims, TiedParams, encode, encode_scratch_len};
+use crate::model::core::{block_rows_for, check_batch};
+use crate::model::{Arch, Dims, Params, encode, encode_scratch_len};
 
 /// What [`encode_sparse`] does when more features are active than `out` can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,10 +193,10 @@ pub fn top_k<const K: usize>(
 }
 
 /// Scratch `f32` for [`encode_sparse`]: one code row (`h`) plus
-/// [`encode_scratch_len`]`(dims)`.
+/// [`encode_scratch_len`]`(arch, dims, 1)`.
 #[must_use]
-pub fn encode_sparse_scratch_len(dims: Dims) -> usize {
-    dims.h.saturating_add(encode_scratch_len(dims))
+pub fn encode_sparse_scratch_len(arch: Arch, dims: Dims) -> usize {
+    dims.h.saturating_add(encode_scratch_len(arch, dims, 1))
 }
 
 /// Encode one vector into its active features: `out ← {(j, c_j) : c_j > 0}` with
@@ -217,28 +217,28 @@ pub fn encode_sparse_scratch_len(dims: Dims) -> usize {
 ///
 /// # Example
 /// ```
-/// use sae_kernels::{Dims, TiedParams};
+/// use sae_kernels::{Dims, Params};
 /// use sae_kernels::sparse::{Overflow, encode_sparse, encode_sparse_scratch_len};
 /// let dims = Dims::new(2, 3)?;
 /// let (m, b) = ([1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.0, 0.0, -1.5]);
-/// let p = TiedParams::new(dims, &m, &b)?;
-/// let mut scratch = vec![0.0; encode_sparse_scratch_len(dims)];
+/// let p = Params::tied(dims, &m, &b)?;
+/// let mut scratch = vec![0.0; encode_sparse_scratch_len(p.arch(), dims)];
 /// let mut out = heapless::Vec::<(u32, f32), 4>::new();
 /// encode_sparse(p, &[2.0, 0.0], &mut out, Overflow::Error, &mut scratch)?;
 /// assert_eq!(&out[..], &[(0, 2.0), (2, 0.5)]);
 /// # Ok::<(), sae_kernels::Error>(())
 /// ```
 pub fn encode_sparse<const K: usize>(
-    p: TiedParams<'_>,
+    p: Params<'_>,
     x: &[f32],
     out: &mut heapless::Vec<(u32, f32), K>,
     overflow: Overflow,
     scratch: &mut [f32],
 ) -> Result<usize> {
-    let Dims { d, h } = p.dims;
+    let Dims { d, h } = p.dims();
     out.clear();
     check_len("x", x.len(), d)?;
-    let need = encode_sparse_scratch_len(p.dims);
+    let need = encode_sparse_scratch_len(p.arch(), p.dims());
     crate::error::check_scratch(scratch.len(), need)?;
     let (codes, rest) = scratch.split_at_mut(h);
     encode(p, x, 1, codes, rest)?;
@@ -276,12 +276,12 @@ pub fn csr_top_k_len(n: usize, k: usize) -> usize {
 
 /// Scratch `f32` for [`encode_csr`] and blocks of `block_rows` rows (at most
 /// [`crate::model::MAX_BLOCK_ROWS`]): `block_rows·h` codes plus
-/// [`encode_scratch_len`]`(dims)`.
+/// [`encode_scratch_len`]`(arch, dims, block_rows)`.
 #[must_use]
-pub fn encode_csr_scratch_len(dims: Dims, block_rows: usize) -> usize {
+pub fn encode_csr_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
     let rows = block_rows.clamp(1, crate::model::MAX_BLOCK_ROWS);
     rows.saturating_mul(dims.h)
-        .saturating_add(encode_scratch_len(dims))
+        .saturating_add(encode_scratch_len(arch, dims, rows))
 }
 
 /// Encode a batch into CSR buffers: row `i`'s active features are
@@ -307,7 +307,7 @@ pub fn encode_csr_scratch_len(dims: Dims, block_rows: usize) -> usize {
 /// are unspecified.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_csr(
-    p: TiedParams<'_>,
+    p: Params<'_>,
     x: &[f32],
     n: usize,
     limit: RowLimit,
@@ -316,7 +316,7 @@ pub fn encode_csr(
     values: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<usize> {
-    let dims = p.dims;
+    let (arch, dims) = (p.arch(), p.dims());
     let Dims { d, h } = dims;
     check_batch(dims, x, n)?;
     check_len(
@@ -335,9 +335,7 @@ pub fn encode_csr(
             });
         }
     }
-    let rb = crate::model::workspace::block_rows_for(scratch.len(), |r| {
-        encode_csr_scratch_len(dims, r)
-    })?;
+    let rb = block_rows_for(scratch.len(), |r| encode_csr_scratch_len(arch, dims, r))?;
     let (codes, pack) = scratch.split_at_mut(rb * h);
     row_ptr[0] = 0;
     let mut nnz = 0usize;
@@ -414,16 +412,20 @@ fn check_index(arg: &'static str, j: u32, h: usize) -> Result<()> {
 /// # Errors
 /// [`Error::Length`] naming `recon`; [`Error::OutOfRange`] naming `pairs` if an index
 /// is `≥ h`. Nothing is written on error.
-pub fn decode_sparse(p: TiedParams<'_>, pairs: &[(u32, f32)], recon: &mut [f32]) -> Result<()> {
-    let Dims { d, h } = p.dims;
+pub fn decode_sparse(p: Params<'_>, pairs: &[(u32, f32)], recon: &mut [f32]) -> Result<()> {
+    let Dims { d, h } = p.dims();
     check_len("recon", recon.len(), d)?;
     for &(j, _) in pairs {
         check_index("pairs", j, h)?;
     }
+    let dec = p.decoder();
     recon.fill(0.0);
     for &(j, v) in pairs {
         let j = j as usize;
-        axpy(v, &p.m[j * d..(j + 1) * d], recon);
+        axpy(v, &dec[j * d..(j + 1) * d], recon);
+    }
+    if let Some(b) = p.b_dec() {
+        crate::kernels::vector::axpy(1.0, b, recon);
     }
     Ok(())
 }
@@ -438,14 +440,14 @@ pub fn decode_sparse(p: TiedParams<'_>, pairs: &[(u32, f32)], recon: &mut [f32])
 /// naming `row_ptr` if it decreases or points past `indices`, or `indices` if one is
 /// `≥ h`. Nothing is written on error.
 pub fn decode_csr(
-    p: TiedParams<'_>,
+    p: Params<'_>,
     n: usize,
     row_ptr: &[usize],
     indices: &[u32],
     values: &[f32],
     recon: &mut [f32],
 ) -> Result<()> {
-    let Dims { d, h } = p.dims;
+    let Dims { d, h } = p.dims();
     check_nonzero("n", n)?;
     check_len(
         "row_ptr",
@@ -469,12 +471,16 @@ pub fn decode_csr(
     for &j in &indices[row_ptr[0]..row_ptr[n]] {
         check_index("indices", j, h)?;
     }
+    let dec = p.decoder();
     for (i, r) in recon.chunks_exact_mut(d).enumerate() {
         r.fill(0.0);
         let e = row_ptr[i]..row_ptr[i + 1];
         for (&j, &v) in indices[e.clone()].iter().zip(&values[e]) {
             let j = j as usize;
-            axpy(v, &p.m[j * d..(j + 1) * d], r);
+            axpy(v, &dec[j * d..(j + 1) * d], r);
+        }
+        if let Some(b) = p.b_dec() {
+            crate::kernels::vector::axpy(1.0, b, r);
         }
     }
     Ok(())

@@ -3,8 +3,9 @@
 
 use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
 use sae_kernels::{
-    Dims, Error, ForwardOutputs, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
-    encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, loss_and_grad, sgd_step,
+    Arch, Dims, Error, ForwardOutputs, LossOptions, Params, ParamsMut, TiedParams, TiedParamsMut,
+    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
+    grad_scratch_len, loss_and_grad, sgd_step,
 };
 
 fn arg_of(e: Error) -> &'static str {
@@ -59,16 +60,16 @@ fn dims_reject_zero_and_overflow() {
 #[test]
 fn param_views_check_lengths() {
     let f = fx();
-    let e = TiedParams::new(f.dims, &f.m[1..], &f.b).unwrap_err();
+    let e = Params::tied(f.dims, &f.m[1..], &f.b).unwrap_err();
     assert_eq!(
         e,
         Error::Length {
-            arg: "m",
+            arg: "M",
             expected: H * D,
             got: H * D - 1
         }
     );
-    let e = TiedParams::new(f.dims, &f.m, &f.b[..H - 1]).unwrap_err();
+    let e = Params::tied(f.dims, &f.m, &f.b[..H - 1]).unwrap_err();
     assert_eq!(arg_of(e), "b");
     let msg = e.to_string();
     assert!(
@@ -80,8 +81,8 @@ fn param_views_check_lengths() {
 #[test]
 fn forward_rejects_bad_input_without_writing() {
     let f = fx();
-    let p = TiedParams::new(f.dims, &f.m, &f.b).unwrap();
-    let mut s = vec![0.0; forward_scratch_len(f.dims, 4)];
+    let p = Params::tied(f.dims, &f.m, &f.b).unwrap();
+    let mut s = vec![0.0; forward_scratch_len(Arch::tied(), f.dims, 4)];
     let mut codes = vec![-7.0; N * H];
     let mut recon = vec![-7.0; N * D];
 
@@ -92,7 +93,7 @@ fn forward_rejects_bad_input_without_writing() {
                 recon: Some(recon),
                 ..Default::default()
             };
-            forward(p, x, n, alpha, out, s).unwrap_err()
+            forward(p, x, n, &LossOptions::alpha(alpha), out, s).unwrap_err()
         };
     let sl = s.len();
     assert_eq!(
@@ -119,7 +120,7 @@ fn forward_rejects_bad_input_without_writing() {
         arg_of(call(&f.x, N, 0.1, &mut codes, &mut recon[1..], &mut s)),
         "recon"
     );
-    let need = forward_scratch_len(f.dims, 1);
+    let need = forward_scratch_len(Arch::tied(), f.dims, 1);
     let e = call(&f.x, N, 0.1, &mut codes, &mut recon, &mut s[..need - 1]);
     assert_eq!(
         e,
@@ -141,7 +142,7 @@ fn forward_rejects_bad_input_without_writing() {
         ..Default::default()
     };
     assert_eq!(
-        arg_of(forward(p, &f.x, N, 0.1, out, &mut s).unwrap_err()),
+        arg_of(forward(p, &f.x, N, &LossOptions::alpha(0.1), out, &mut s).unwrap_err()),
         "row_sq_err"
     );
     let out = ForwardOutputs {
@@ -149,7 +150,7 @@ fn forward_rejects_bad_input_without_writing() {
         ..Default::default()
     };
     assert_eq!(
-        arg_of(forward(p, &f.x, N, 0.1, out, &mut s).unwrap_err()),
+        arg_of(forward(p, &f.x, N, &LossOptions::alpha(0.1), out, &mut s).unwrap_err()),
         "row_l1"
     );
 }
@@ -157,10 +158,11 @@ fn forward_rejects_bad_input_without_writing() {
 #[test]
 fn encode_decode_reject_bad_input() {
     let f = fx();
-    let p = TiedParams::new(f.dims, &f.m, &f.b).unwrap();
+    let p = Params::tied(f.dims, &f.m, &f.b).unwrap();
     let mut codes = vec![-7.0; N * H];
     let mut recon = vec![-7.0; N * D];
-    let mut s = vec![0.0; encode_scratch_len(f.dims).max(decode_scratch_len(f.dims))];
+    let mut s =
+        vec![0.0; encode_scratch_len(Arch::tied(), f.dims, 1).max(decode_scratch_len(f.dims, 1))];
     assert_eq!(
         arg_of(encode(p, &f.x, N, &mut codes[1..], &mut s).unwrap_err()),
         "codes"
@@ -173,7 +175,7 @@ fn encode_decode_reject_bad_input() {
         arg_of(encode(p, &f.x, 0, &mut codes, &mut s).unwrap_err()),
         "n"
     );
-    let short = encode_scratch_len(f.dims) - 1;
+    let short = encode_scratch_len(Arch::tied(), f.dims, 1) - 1;
     assert_eq!(
         arg_of(encode(p, &f.x, N, &mut codes, &mut s[..short]).unwrap_err()),
         "scratch"
@@ -186,7 +188,7 @@ fn encode_decode_reject_bad_input() {
         arg_of(decode(p, &codes[1..], N, &mut recon, &mut s).unwrap_err()),
         "codes"
     );
-    let short = decode_scratch_len(f.dims) - 1;
+    let short = decode_scratch_len(f.dims, 1) - 1;
     assert_eq!(
         arg_of(decode(p, &codes, N, &mut recon, &mut s[..short]).unwrap_err()),
         "scratch"
@@ -197,8 +199,8 @@ fn encode_decode_reject_bad_input() {
 #[test]
 fn loss_and_grad_rejects_bad_input_without_writing() {
     let f = fx();
-    let p = TiedParams::new(f.dims, &f.m, &f.b).unwrap();
-    let mut s = vec![0.0; grad_scratch_len(f.dims, 8)];
+    let p = Params::tied(f.dims, &f.m, &f.b).unwrap();
+    let mut s = vec![0.0; grad_scratch_len(Arch::tied(), f.dims, 8)];
     let (mut gm, mut gb) = (vec![-7.0; H * D], vec![-7.0; H]);
     let call = |x: &[f32],
                 n: usize,
@@ -207,8 +209,8 @@ fn loss_and_grad_rejects_bad_input_without_writing() {
                 gm: &mut [f32],
                 gb: &mut [f32],
                 s: &mut [f32]| {
-        let g = TiedParamsMut::new(dims, gm, gb).unwrap();
-        loss_and_grad(p, x, n, alpha, g, s).unwrap_err()
+        let g = ParamsMut::tied(dims, gm, gb).unwrap();
+        loss_and_grad(p, x, n, &LossOptions::alpha(alpha), g, s).unwrap_err()
     };
     assert_eq!(
         arg_of(call(&f.x[1..], N, 0.1, f.dims, &mut gm, &mut gb, &mut s)),
@@ -230,7 +232,7 @@ fn loss_and_grad_rejects_bad_input_without_writing() {
         )),
         "alpha"
     );
-    let need = grad_scratch_len(f.dims, 1);
+    let need = grad_scratch_len(Arch::tied(), f.dims, 1);
     assert_eq!(
         arg_of(call(
             &f.x,

@@ -12,8 +12,8 @@ mod common;
 
 use common::rel_err;
 use sae_kernels::{
-    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, forward_scratch_len, forward_with,
-    grad_scratch_len, loss_and_grad_with,
+    Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, forward, forward_scratch_len,
+    grad_scratch_len, loss_and_grad,
 };
 use serde_json::Value;
 use std::path::PathBuf;
@@ -53,7 +53,11 @@ fn run(case: &Value, block_rows: usize, path: Path) -> Outputs {
     let alpha = case["alpha"].as_f64().unwrap() as f32;
     let dims = Dims::new(d, h).unwrap();
     let (m, b, x) = (f32s(case, "M"), f32s(case, "b"), f32s(case, "X"));
-    let p = TiedParams::new(dims, &m, &b).unwrap();
+    let p = Params::tied(dims, &m, &b).unwrap();
+    let opts = LossOptions {
+        path,
+        ..LossOptions::alpha(alpha)
+    };
 
     let mut o = Outputs {
         xh: vec![f32::NAN; n * d],
@@ -64,17 +68,17 @@ fn run(case: &Value, block_rows: usize, path: Path) -> Outputs {
         row_sq: vec![f32::NAN; n],
         row_l1: vec![f32::NAN; n],
     };
-    let mut scratch = vec![f32::NAN; forward_scratch_len(dims, block_rows)];
+    let mut scratch = vec![f32::NAN; forward_scratch_len(Arch::tied(), dims, block_rows)];
     let out = ForwardOutputs {
         codes: Some(&mut o.c),
         recon: Some(&mut o.xh),
         row_sq_err: Some(&mut o.row_sq),
         row_l1: Some(&mut o.row_l1),
     };
-    let fwd = forward_with(p, &x, n, alpha, out, &mut scratch, path).unwrap();
-    let mut scratch = vec![f32::NAN; grad_scratch_len(dims, block_rows)];
-    let g = TiedParamsMut::new(dims, &mut o.dm, &mut o.db).unwrap();
-    let bwd = loss_and_grad_with(p, &x, n, alpha, g, &mut scratch, path).unwrap();
+    let fwd = forward(p, &x, n, &opts, out, &mut scratch).unwrap();
+    let mut scratch = vec![f32::NAN; grad_scratch_len(Arch::tied(), dims, block_rows)];
+    let g = ParamsMut::tied(dims, &mut o.dm, &mut o.db).unwrap();
+    let bwd = loss_and_grad(p, &x, n, &opts, g, &mut scratch).unwrap();
     assert_eq!(
         fwd.loss.to_bits(),
         bwd.loss.to_bits(),

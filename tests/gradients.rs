@@ -12,21 +12,25 @@ mod common;
 use common::TestRng;
 use common::model::{Case, f64v};
 use common::reference;
-use sae_kernels::{Dims, Path, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad_with};
+use sae_kernels::{
+    Arch, Dims, LossOptions, Params, ParamsMut, Path, grad_scratch_len, loss_and_grad,
+};
 
 fn fd_check(c: &Case, path: Path) {
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
     let (mut dm, mut db) = (vec![0.0; c.h * c.d], vec![0.0; c.h]);
-    let mut scratch = vec![0.0; grad_scratch_len(dims, 4)];
-    loss_and_grad_with(
+    let mut scratch = vec![0.0; grad_scratch_len(Arch::tied(), dims, 4)];
+    loss_and_grad(
         p,
         &c.x,
         c.n,
-        c.alpha,
-        TiedParamsMut::new(dims, &mut dm, &mut db).unwrap(),
+        &LossOptions {
+            path,
+            ..LossOptions::alpha(c.alpha)
+        },
+        ParamsMut::tied(dims, &mut dm, &mut db).unwrap(),
         &mut scratch,
-        path,
     )
     .unwrap();
 

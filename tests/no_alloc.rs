@@ -23,9 +23,9 @@ use sae_kernels::sparse::{
 use sae_kernels::toy::{ToyConfig, ToyRng, toy_init, toy_rng, toy_sample};
 use sae_kernels::train::{StreamConfig, StreamingTrainer, streaming_state_len};
 use sae_kernels::{
-    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, decode, decode_scratch_len, encode,
-    encode_scratch_len, forward, forward_scratch_len, forward_with, grad_scratch_len, init_tied,
-    loss_and_grad, loss_and_grad_with, sgd_step,
+    Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, TiedParams, TiedParamsMut,
+    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
+    grad_scratch_len, init_tied, loss_and_grad, sgd_step,
 };
 use sae_kernels::{Optim, Optimizer, StepHyper, train_step, train_step_workspace_len};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -163,12 +163,12 @@ impl Fixture {
             (16, 64, 70, 32)
         };
         let dims = Dims::new(d, h).unwrap();
-        let scratch_len = forward_scratch_len(dims, block)
-            .max(grad_scratch_len(dims, block))
-            .max(encode_scratch_len(dims))
-            .max(decode_scratch_len(dims))
-            .max(encode_sparse_scratch_len(dims))
-            .max(encode_csr_scratch_len(dims, block));
+        let scratch_len = forward_scratch_len(Arch::tied(), dims, block)
+            .max(grad_scratch_len(Arch::tied(), dims, block))
+            .max(encode_scratch_len(Arch::tied(), dims, 1))
+            .max(decode_scratch_len(dims, 1))
+            .max(encode_sparse_scratch_len(Arch::tied(), dims))
+            .max(encode_csr_scratch_len(Arch::tied(), dims, block));
         let mut fx = Fixture {
             dims,
             n,
@@ -189,7 +189,7 @@ impl Fixture {
             csr_val: vec![0.0; n * h],
             train: TrainBufs::new(dims, block),
         };
-        init_tied(TiedParamsMut::new(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
+        init_tied(ParamsMut::tied(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
         // Some positive biases so that codes are not all zero.
         for (j, v) in fx.b.iter_mut().enumerate() {
             *v = (j % 3) as f32 * 0.05;
@@ -199,43 +199,64 @@ impl Fixture {
 }
 
 fn op_init_tied(fx: &mut Fixture) {
-    init_tied(
-        TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap(),
-        11,
-    );
+    init_tied(ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap(), 11);
 }
 
 fn op_encode(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     encode(p, &fx.x, fx.n, &mut fx.codes, &mut fx.scratch).expect("encode");
 }
 
 fn op_decode(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     decode(p, &fx.codes, fx.n, &mut fx.recon, &mut fx.scratch).expect("decode");
 }
 
 fn op_forward_all_outputs(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs {
         codes: Some(&mut fx.codes),
         recon: Some(&mut fx.recon),
         row_sq_err: Some(&mut fx.row_sq),
         row_l1: Some(&mut fx.row_l1),
     };
-    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
 }
 
 fn op_forward_loss_only(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs::default();
-    forward(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch).expect("forward");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
 }
 
 fn op_loss_and_grad(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
-    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
-    loss_and_grad(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch).expect("loss_and_grad");
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
+    let g = ParamsMut::tied(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions::alpha(1e-3),
+        g,
+        &mut fx.scratch,
+    )
+    .expect("loss_and_grad");
 }
 
 fn op_sgd_step(fx: &mut Fixture) {
@@ -318,19 +339,40 @@ fn op_gemm_strided(fx: &mut Fixture) {
 }
 
 fn op_sparse_path(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let out = ForwardOutputs {
         recon: Some(&mut fx.recon),
         ..Default::default()
     };
-    forward_with(p, &fx.x, fx.n, 1e-3, out, &mut fx.scratch, Path::Sparse).expect("forward");
-    let g = TiedParamsMut::new(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
-    loss_and_grad_with(p, &fx.x, fx.n, 1e-3, g, &mut fx.scratch, Path::Sparse)
-        .expect("loss_and_grad");
+    forward(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions {
+            path: Path::Sparse,
+            ..LossOptions::alpha(1e-3)
+        },
+        out,
+        &mut fx.scratch,
+    )
+    .expect("forward");
+    let g = ParamsMut::tied(fx.dims, &mut fx.gm, &mut fx.gb).unwrap();
+    loss_and_grad(
+        p,
+        &fx.x,
+        fx.n,
+        &LossOptions {
+            path: Path::Sparse,
+            ..LossOptions::alpha(1e-3)
+        },
+        g,
+        &mut fx.scratch,
+    )
+    .expect("loss_and_grad");
 }
 
 fn op_sparse_outputs(fx: &mut Fixture) {
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let d = fx.dims.d;
     let mut one = heapless::Vec::<(u32, f32), 128>::new();
     encode_sparse(p, &fx.x[..d], &mut one, Overflow::Error, &mut fx.scratch).expect("encode");
@@ -355,10 +397,20 @@ fn op_sparse_outputs(fx: &mut Fixture) {
 
 fn op_error_paths(fx: &mut Fixture) {
     // Rejected calls build an `Error` (a `Copy` enum) and must not allocate either.
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let short = &mut fx.scratch[..1];
     assert!(encode(p, &fx.x, fx.n, &mut fx.codes, short).is_err());
-    assert!(forward(p, &fx.x, fx.n, f32::NAN, ForwardOutputs::default(), short).is_err());
+    assert!(
+        forward(
+            p,
+            &fx.x,
+            fx.n,
+            &LossOptions::alpha(f32::NAN),
+            ForwardOutputs::default(),
+            short
+        )
+        .is_err()
+    );
     assert!(decode(p, &fx.codes, 0, &mut fx.recon, short).is_err());
     let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
     let pm = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
@@ -384,10 +436,7 @@ const ENTRY_POINTS: &[(&str, Op)] = &[
     ("metrics, toy generator, mmcs", op_metrics_and_toy),
     ("gemm (strided, beta, bias-relu)", op_gemm_strided),
     ("error paths", op_error_paths),
-    (
-        "sparse path (forward_with, loss_and_grad_with)",
-        op_sparse_path,
-    ),
+    ("sparse path (loss_and_grad_with)", op_sparse_path),
     (
         "sparse outputs (encode_sparse, encode_csr, decode_*)",
         op_sparse_outputs,

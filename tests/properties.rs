@@ -11,8 +11,8 @@ mod common;
 use common::model::Case;
 use common::{TestRng, rel_err};
 use sae_kernels::{
-    Dims, ForwardOutputs, Path, TiedParams, TiedParamsMut, forward_scratch_len, forward_with,
-    grad_scratch_len, loss_and_grad, loss_and_grad_with,
+    Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, forward, forward_scratch_len,
+    grad_scratch_len, loss_and_grad,
 };
 
 const TOL: f64 = 2e-5;
@@ -27,20 +27,31 @@ fn check_case(c: &Case, block_rows: usize, label: &str) {
 fn check_case_on(c: &Case, block_rows: usize, label: &str, path: Path) {
     let dims = Dims::new(c.d, c.h).unwrap();
     let r = c.reference();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
 
     let mut codes = vec![f32::NAN; c.n * c.h];
     let mut recon = vec![f32::NAN; c.n * c.d];
     let mut row_sq = vec![f32::NAN; c.n];
     let mut row_l1 = vec![f32::NAN; c.n];
-    let mut scratch = vec![f32::NAN; forward_scratch_len(dims, block_rows)];
+    let mut scratch = vec![f32::NAN; forward_scratch_len(Arch::tied(), dims, block_rows)];
     let out = ForwardOutputs {
         codes: Some(&mut codes),
         recon: Some(&mut recon),
         row_sq_err: Some(&mut row_sq),
         row_l1: Some(&mut row_l1),
     };
-    let parts = forward_with(p, &c.x, c.n, c.alpha, out, &mut scratch, path).unwrap();
+    let parts = forward(
+        p,
+        &c.x,
+        c.n,
+        &LossOptions {
+            path,
+            ..LossOptions::alpha(c.alpha)
+        },
+        out,
+        &mut scratch,
+    )
+    .unwrap();
     for (name, got, want) in [
         ("codes", &codes[..], &r.codes[..]),
         ("recon", &recon[..], &r.recon[..]),
@@ -61,9 +72,20 @@ fn check_case_on(c: &Case, block_rows: usize, label: &str, path: Path) {
 
     let mut dm = vec![f32::NAN; c.h * c.d];
     let mut db = vec![f32::NAN; c.h];
-    let mut scratch = vec![f32::NAN; grad_scratch_len(dims, block_rows)];
-    let g = TiedParamsMut::new(dims, &mut dm, &mut db).unwrap();
-    let parts2 = loss_and_grad_with(p, &c.x, c.n, c.alpha, g, &mut scratch, path).unwrap();
+    let mut scratch = vec![f32::NAN; grad_scratch_len(Arch::tied(), dims, block_rows)];
+    let g = ParamsMut::tied(dims, &mut dm, &mut db).unwrap();
+    let parts2 = loss_and_grad(
+        p,
+        &c.x,
+        c.n,
+        &LossOptions {
+            path,
+            ..LossOptions::alpha(c.alpha)
+        },
+        g,
+        &mut scratch,
+    )
+    .unwrap();
     assert_eq!(
         parts.loss.to_bits(),
         parts2.loss.to_bits(),
@@ -127,8 +149,8 @@ fn results_do_not_depend_on_scratch_beyond_block_size() {
     let mut rng = TestRng(99);
     let c = Case::random(&mut rng, 70, 24, 40, 0.01, 1e-3);
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
-    let len = grad_scratch_len(dims, 16);
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
+    let len = grad_scratch_len(Arch::tied(), dims, 16);
     let run = |fill: f32| {
         let mut s = vec![fill; len];
         let (mut dm, mut db) = (vec![fill; c.h * c.d], vec![fill; c.h]);
@@ -136,8 +158,8 @@ fn results_do_not_depend_on_scratch_beyond_block_size() {
             p,
             &c.x,
             c.n,
-            c.alpha,
-            TiedParamsMut::new(dims, &mut dm, &mut db).unwrap(),
+            &LossOptions::alpha(c.alpha),
+            ParamsMut::tied(dims, &mut dm, &mut db).unwrap(),
             &mut s,
         )
         .unwrap();
@@ -165,15 +187,15 @@ fn scratch_does_not_grow_with_batch() {
     let mut rng = TestRng(5);
     let c = Case::random(&mut rng, n, 4, 8, 0.1, 1e-3);
     let dims = Dims::new(4, 8).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
-    let mut scratch = vec![0.0; grad_scratch_len(dims, 64)];
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
+    let mut scratch = vec![0.0; grad_scratch_len(Arch::tied(), dims, 64)];
     let (mut dm, mut db) = (vec![0.0; 32], vec![0.0; 8]);
     let l = loss_and_grad(
         p,
         &c.x,
         n,
-        c.alpha,
-        TiedParamsMut::new(dims, &mut dm, &mut db).unwrap(),
+        &LossOptions::alpha(c.alpha),
+        ParamsMut::tied(dims, &mut dm, &mut db).unwrap(),
         &mut scratch,
     )
     .unwrap();

@@ -10,8 +10,8 @@
 
 use sae_kernels::format::saelens::{self, SaeLensConfig};
 use sae_kernels::{
-    ActivationKind, Dims, Error, Penalty, TiedParams, UntiedParamsMut, UntiedSae,
-    untied_grad_scratch_len, untied_loss_and_grad,
+    Activation, Arch, AuxK, Dims, Error, LossOptions, LossParts, ParamsMut, Penalty, Sae,
+    TiedParams, grad_scratch_len, loss_and_grad,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -105,20 +105,20 @@ fn configs_are_read_as_saelens_reads_them() {
     let (c, sae) = saelens::load(&fixture("topk")).unwrap();
     assert!(c.v6);
     assert_eq!((c.d_in, c.d_sae), (8, 32));
-    assert_eq!(sae.kind, ActivationKind::TopK(4));
-    assert!(sae.apply_b_dec_to_input);
+    assert_eq!(sae.arch().activation, Activation::TopK { k: 4 });
+    assert!(sae.arch().centers_input());
 
     let (c, sae) = saelens::load(&fixture("prev6_topk")).unwrap();
     assert!(!c.v6);
-    assert_eq!(sae.kind, ActivationKind::TopK(4));
+    assert_eq!(sae.arch().activation, Activation::TopK { k: 4 });
     let meta: Value = serde_json::from_str(&c.metadata_json).unwrap();
     assert_eq!(meta["hook_name"], "blocks.8.hook_resid_pre");
     assert_eq!(meta["model_name"], "gpt2-small");
 
     let (_, sae) = saelens::load(&fixture("jumprelu_f16")).unwrap();
-    assert_eq!(sae.kind, ActivationKind::JumpRelu);
-    assert!(!sae.apply_b_dec_to_input);
-    assert_eq!(sae.threshold.len(), 32);
+    assert_eq!(sae.arch().activation, Activation::JumpRelu);
+    assert!(!sae.arch().centers_input());
+    assert_eq!(sae.params().threshold().unwrap().len(), 32);
 }
 
 /// Our exact gradients against PyTorch autograd of SAELens' training loss.
@@ -131,27 +131,10 @@ fn gradients_match_pytorch_autograd_of_saelens_loss() {
         let x: Vec<f32> = f64s(&e, "x").into_iter().map(|v| v as f32).collect();
         let alpha = e["alpha"].as_f64().unwrap() as f32;
         let pen = match e["penalty"].as_str().unwrap() {
-            "decoder_norm_l1" => Penalty::DecoderNormL1 { alpha },
-            _ => Penalty::L1 { alpha: 0.0 },
+            "decoder_norm_l1" => Penalty::DecoderNormL1,
+            _ => Penalty::None,
         };
-        let dims = sae.dims();
-        let (mut gwe, mut gbe, mut gwd, mut gbd) = (
-            vec![f32::NAN; dims.m_len()],
-            vec![f32::NAN; dims.h],
-            vec![f32::NAN; dims.m_len()],
-            vec![f32::NAN; dims.d],
-        );
-        let mut scratch = vec![0.0; untied_grad_scratch_len(dims, 4)];
-        let loss = untied_loss_and_grad(
-            sae.params(),
-            sae.config(),
-            &x,
-            n,
-            pen,
-            UntiedParamsMut::new(dims, &mut gwe, &mut gbe, &mut gwd, &mut gbd).unwrap(),
-            &mut scratch,
-        )
-        .unwrap();
+        let (loss, [gwe, gbe, gwd, gbd]) = grads_of(&sae, &x, n, alpha, pen, None);
         let want_loss = e["loss"].as_f64().unwrap();
         let lerr = (f64::from(loss.loss) - want_loss).abs() / want_loss.abs();
         assert!(lerr <= TOL, "{name}: loss {} vs {want_loss}", loss.loss);
@@ -167,15 +150,44 @@ fn gradients_match_pytorch_autograd_of_saelens_loss() {
     }
 }
 
-fn same_model(a: &UntiedSae, b: &UntiedSae) {
+/// Loss and the four gradients of a loaded model under penalty `pen` (coefficient `alpha`).
+fn grads_of(
+    sae: &Sae,
+    x: &[f32],
+    n: usize,
+    alpha: f32,
+    pen: Penalty,
+    aux: Option<AuxK<'_>>,
+) -> (LossParts, [Vec<f32>; 4]) {
+    let dims = sae.dims();
+    let arch = Arch {
+        penalty: pen,
+        ..sae.arch()
+    };
+    let p = sae.params().with_arch(arch).unwrap();
+    let mut g = [
+        vec![f32::NAN; dims.m_len()],
+        vec![f32::NAN; dims.h],
+        vec![f32::NAN; dims.m_len()],
+        vec![f32::NAN; dims.d],
+    ];
+    let mut scratch = vec![0.0; grad_scratch_len(arch, dims, 4)];
+    let [a, b, c, d] = &mut g;
+    let grads = ParamsMut::new(arch, dims, [&mut a[..], b, c, d]).unwrap();
+    let opts = LossOptions {
+        aux,
+        ..LossOptions::alpha(alpha)
+    };
+    let loss = loss_and_grad(p, x, n, &opts, grads, &mut scratch).unwrap();
+    (loss, g)
+}
+
+fn same_model(a: &Sae, b: &Sae) {
     assert_eq!(a.dims(), b.dims());
-    assert_eq!(a.kind, b.kind);
-    assert_eq!(a.apply_b_dec_to_input, b.apply_b_dec_to_input);
-    assert_eq!(a.w_enc, b.w_enc);
-    assert_eq!(a.b_enc, b.b_enc);
-    assert_eq!(a.w_dec, b.w_dec);
-    assert_eq!(a.b_dec, b.b_dec);
-    assert_eq!(a.threshold, b.threshold);
+    assert_eq!(a.arch(), b.arch());
+    for (ta, tb) in a.tensors().iter().zip(b.tensors().iter()) {
+        assert_eq!((ta.name, ta.data), (tb.name, tb.data));
+    }
 }
 
 /// Load → save (v6, F32) → load gives bit-identical parameters and keeps metadata.
@@ -220,12 +232,12 @@ fn tied_model_saved_as_standard() {
         .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2)
         .collect();
     let mut want = vec![0.0; 5 * 32];
-    let mut scratch = vec![0.0; sae_kernels::encode_scratch_len(dims)];
-    sae_kernels::encode(tied.params(), &x, 5, &mut want, &mut scratch).unwrap();
+    let mut scratch = vec![0.0; sae_kernels::encode_scratch_len(Arch::tied(), dims, 1)];
+    sae_kernels::encode(tied.params().into(), &x, 5, &mut want, &mut scratch).unwrap();
     let got = sae.encode(&x, 5).unwrap();
     let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
     assert!(rel_err(&got, &want64) <= 1e-6);
-    assert!(sae.b_dec.iter().all(|&v| v == 0.0));
+    assert!(sae.params().b_dec().unwrap().iter().all(|&v| v == 0.0));
     let _: TiedParams<'_> = tied.params();
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -340,7 +352,7 @@ fn reads_and_refuses_pre_v6_configs() {
     let parse = |v: &Value| saelens::parse_config(v.to_string().as_bytes());
     // Missing architecture and activation = standard; b_dec applied by default.
     let c = parse(&old(serde_json::json!({}))).unwrap();
-    assert_eq!(c.kind, ActivationKind::Relu);
+    assert_eq!(c.activation, Activation::Relu);
     assert!(c.apply_b_dec_to_input && !c.v6);
     let meta: Value = serde_json::from_str(&c.metadata_json).unwrap();
     assert_eq!(meta["hook_name"], "blocks.0.hook_resid_pre");
@@ -355,7 +367,7 @@ fn reads_and_refuses_pre_v6_configs() {
         serde_json::json!({"activation_fn_str": "topk", "activation_fn_kwargs": {"k": 7}}),
     ))
     .unwrap();
-    assert_eq!(c.kind, ActivationKind::TopK(7));
+    assert_eq!(c.activation, Activation::TopK { k: 7 });
     assert_eq!(
         cfg_field_err(&old(serde_json::json!({"activation_fn_str": "topk"}))).1,
         "activation_fn_kwargs.k"
@@ -537,29 +549,13 @@ fn auxk_matches_saelens() {
             .iter()
             .map(|v| v.as_bool().unwrap())
             .collect();
-        let aux = sae_kernels::model::AuxK {
+        let aux = AuxK {
             dead: &dead,
             k_aux: dims.d / 2,
             coefficient,
         };
-        let (mut gwe, mut gbe, mut gwd, mut gbd) = (
-            vec![f32::NAN; dims.m_len()],
-            vec![f32::NAN; dims.h],
-            vec![f32::NAN; dims.m_len()],
-            vec![f32::NAN; dims.d],
-        );
-        let mut scratch = vec![0.0; sae_kernels::model::untied_grad_auxk_scratch_len(dims, 4)];
-        let (parts, aux_loss) = sae_kernels::model::untied_loss_and_grad_auxk(
-            sae.params(),
-            sae.config(),
-            &x,
-            n,
-            Penalty::L1 { alpha: 0.0 },
-            aux,
-            UntiedParamsMut::new(dims, &mut gwe, &mut gbe, &mut gwd, &mut gbd).unwrap(),
-            &mut scratch,
-        )
-        .unwrap();
+        let (parts, [gwe, gbe, gwd, gbd]) = grads_of(&sae, &x, n, 0.0, Penalty::None, Some(aux));
+        let aux_loss = parts.aux;
         let want_aux = e[format!("{case}aux_loss")].as_f64().unwrap();
         let want_loss = e[format!("{case}loss")].as_f64().unwrap();
         assert!(

@@ -10,9 +10,9 @@ use sae_kernels::sparse::{
     encode_csr_scratch_len, encode_sparse, encode_sparse_scratch_len, top_k,
 };
 use sae_kernels::{
-    Dims, Error, ForwardOutputs, Path, SPARSE_CROSSOVER, TiedParams, TiedParamsMut, decode,
-    decode_scratch_len, encode, encode_scratch_len, forward_scratch_len, forward_with,
-    grad_scratch_len, loss_and_grad_with,
+    Arch, Dims, Error, ForwardOutputs, LossOptions, Params, ParamsMut, Path, SPARSE_CROSSOVER,
+    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
+    grad_scratch_len, loss_and_grad,
 };
 
 /// A random model whose codes are sparse: biases are shifted down so that about
@@ -49,9 +49,9 @@ fn sparse_case(seed: u64, n: usize, d: usize, h: usize, density: f64) -> Case {
 
 fn dense_codes(c: &Case) -> Vec<f32> {
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
     let mut codes = vec![0.0; c.n * c.h];
-    let mut s = vec![0.0; encode_scratch_len(dims)];
+    let mut s = vec![0.0; encode_scratch_len(Arch::tied(), dims, 1)];
     // Row by row, as encode_sparse does (the single-row route), for bit equality.
     for i in 0..c.n {
         encode(
@@ -98,9 +98,9 @@ fn same_pairs(got: &[(u32, f32)], want: &[(u32, f32)], label: &str) {
 fn encode_sparse_lists_the_active_codes() {
     let c = sparse_case(1, 6, 12, 40, 0.2);
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
     let codes = dense_codes(&c);
-    let mut s = vec![f32::NAN; encode_sparse_scratch_len(dims)];
+    let mut s = vec![f32::NAN; encode_sparse_scratch_len(Arch::tied(), dims)];
     for i in 0..c.n {
         let row = &codes[i * c.h..(i + 1) * c.h];
         let want = largest(row, c.h);
@@ -122,9 +122,9 @@ fn encode_sparse_lists_the_active_codes() {
 fn encode_sparse_capacity_is_an_error_or_keeps_the_largest() {
     let c = sparse_case(2, 4, 10, 64, 0.5);
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
     let codes = dense_codes(&c);
-    let mut s = vec![0.0; encode_sparse_scratch_len(dims)];
+    let mut s = vec![0.0; encode_sparse_scratch_len(Arch::tied(), dims)];
     let mut checked = 0;
     for i in 0..c.n {
         let row = &codes[i * c.h..(i + 1) * c.h];
@@ -157,8 +157,8 @@ fn encode_sparse_capacity_is_an_error_or_keeps_the_largest() {
 fn encode_sparse_rejects_bad_input() {
     let c = sparse_case(3, 1, 4, 8, 0.5);
     let dims = Dims::new(4, 8).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
-    let mut s = vec![0.0; encode_sparse_scratch_len(dims)];
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
+    let mut s = vec![0.0; encode_sparse_scratch_len(Arch::tied(), dims)];
     let mut out = heapless::Vec::<(u32, f32), 8>::new();
     let e = encode_sparse(p, &c.x[..3], &mut out, Overflow::Error, &mut s);
     assert!(matches!(e, Err(Error::Length { arg: "x", .. })));
@@ -206,14 +206,14 @@ fn top_k_is_one_pass_exact_and_breaks_ties_by_index() {
 fn encode_csr_matches_dense_codes_and_reports_capacity() {
     let c = sparse_case(4, 37, 9, 50, 0.1);
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
     // Reference: the dense batch encoder.
     let mut codes = vec![0.0; c.n * c.h];
-    let mut s = vec![0.0; encode_scratch_len(dims)];
+    let mut s = vec![0.0; encode_scratch_len(Arch::tied(), dims, 1)];
     encode(p, &c.x, c.n, &mut codes, &mut s).unwrap();
     let total = codes.iter().filter(|&&v| v > 0.0).count();
     for block in [1, 4, 64] {
-        let mut s = vec![f32::NAN; encode_csr_scratch_len(dims, block)];
+        let mut s = vec![f32::NAN; encode_csr_scratch_len(Arch::tied(), dims, block)];
         let mut ptr = vec![usize::MAX; c.n + 1];
         let (mut idx, mut val) = (vec![u32::MAX; total], vec![f32::NAN; total]);
         let nnz = encode_csr(
@@ -297,7 +297,7 @@ fn encode_csr_matches_dense_codes_and_reports_capacity() {
             })
         );
     }
-    let mut s = vec![0.0; encode_csr_scratch_len(dims, 1)];
+    let mut s = vec![0.0; encode_csr_scratch_len(Arch::tied(), dims, 1)];
     let mut ptr = vec![0; c.n];
     let r = encode_csr(
         p,
@@ -316,9 +316,9 @@ fn encode_csr_matches_dense_codes_and_reports_capacity() {
 fn sparse_decode_matches_the_reference() {
     let c = sparse_case(5, 20, 17, 70, 0.05);
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
     let r = c.reference();
-    let mut s = vec![0.0; encode_csr_scratch_len(dims, 8)];
+    let mut s = vec![0.0; encode_csr_scratch_len(Arch::tied(), dims, 8)];
     let mut ptr = vec![0; c.n + 1];
     let (mut idx, mut val) = (vec![0; c.n * c.h], vec![0.0; c.n * c.h]);
     encode_csr(
@@ -347,7 +347,7 @@ fn sparse_decode_matches_the_reference() {
         }
     }
     let mut dense = vec![0.0; c.n * c.d];
-    let mut s = vec![0.0; decode_scratch_len(dims)];
+    let mut s = vec![0.0; decode_scratch_len(dims, 1)];
     decode(p, &codes, c.n, &mut dense, &mut s).unwrap();
     let d64: Vec<f64> = dense.iter().map(|&v| f64::from(v)).collect();
     assert!(rel_err(&recon, &d64) <= 2e-5);
@@ -381,11 +381,22 @@ fn sparse_decode_matches_the_reference() {
 
 fn grads(c: &Case, block: usize, path: Path) -> (f32, Vec<f32>, Vec<f32>) {
     let dims = Dims::new(c.d, c.h).unwrap();
-    let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+    let p = Params::tied(dims, &c.m, &c.b).unwrap();
     let (mut dm, mut db) = (vec![f32::NAN; c.h * c.d], vec![f32::NAN; c.h]);
-    let mut s = vec![f32::NAN; grad_scratch_len(dims, block)];
-    let g = TiedParamsMut::new(dims, &mut dm, &mut db).unwrap();
-    let l = loss_and_grad_with(p, &c.x, c.n, c.alpha, g, &mut s, path).unwrap();
+    let mut s = vec![f32::NAN; grad_scratch_len(Arch::tied(), dims, block)];
+    let g = ParamsMut::tied(dims, &mut dm, &mut db).unwrap();
+    let l = loss_and_grad(
+        p,
+        &c.x,
+        c.n,
+        &LossOptions {
+            path,
+            ..LossOptions::alpha(c.alpha)
+        },
+        g,
+        &mut s,
+    )
+    .unwrap();
     (l.loss, dm, db)
 }
 
@@ -416,15 +427,26 @@ fn auto_follows_the_measured_density() {
             "the paths must differ in rounding"
         );
         let dims = Dims::new(c.d, c.h).unwrap();
-        let p = TiedParams::new(dims, &c.m, &c.b).unwrap();
+        let p = Params::tied(dims, &c.m, &c.b).unwrap();
         let mut recon = [vec![0.0; c.n * c.d], vec![0.0; c.n * c.d]];
         for (r, path) in recon.iter_mut().zip([Path::Auto, expect]) {
-            let mut s = vec![0.0; forward_scratch_len(dims, 8)];
+            let mut s = vec![0.0; forward_scratch_len(Arch::tied(), dims, 8)];
             let out = ForwardOutputs {
                 recon: Some(r),
                 ..Default::default()
             };
-            forward_with(p, &c.x, c.n, c.alpha, out, &mut s, path).unwrap();
+            forward(
+                p,
+                &c.x,
+                c.n,
+                &LossOptions {
+                    path,
+                    ..LossOptions::alpha(c.alpha)
+                },
+                out,
+                &mut s,
+            )
+            .unwrap();
         }
         assert_eq!(bits(&recon[0]), bits(&recon[1]));
     }
@@ -465,29 +487,6 @@ fn mixed_dense_and_sparse_blocks_accumulate_exactly() {
         assert!(rel_err(&dma, &r.dm) <= 2e-5, "dM");
         assert!(rel_err(&dba, &r.db) <= 2e-5, "db");
     }
-}
-
-#[test]
-fn sparse_path_rejects_too_wide_models() {
-    let h = (1 << 24) + 1;
-    let dims = Dims::new(1, h).unwrap();
-    let (m, b) = (vec![0.0f32; h], vec![0.0f32; h]);
-    let p = TiedParams::new(dims, &m, &b).unwrap();
-    let (mut dm, mut db) = (vec![0.0f32; h], vec![0.0f32; h]);
-    let g = TiedParamsMut::new(dims, &mut dm, &mut db).unwrap();
-    let mut s = [0.0f32; 4];
-    let e = loss_and_grad_with(p, &[1.0], 1, 0.1, g, &mut s, Path::Sparse);
-    assert!(matches!(e, Err(Error::OutOfRange { arg: "path", .. })));
-    let e = forward_with(
-        p,
-        &[1.0],
-        1,
-        0.1,
-        ForwardOutputs::default(),
-        &mut s,
-        Path::Sparse,
-    );
-    assert!(matches!(e, Err(Error::OutOfRange { arg: "path", .. })));
 }
 
 #[test]

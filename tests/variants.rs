@@ -3,20 +3,237 @@
 //! helpers and error paths.
 //!
 //! Finite differences: central, step 1e-5, on an f64 re-implementation of the loss
-//! (written from the formulas in `model::untied`, not from the library code); the
+//! (written from the formulas in `model::core`, not from the library code); the
 //! library's f32 gradients must agree to `max|a − g| / max|g| ≤ 1e-4` per tensor
 //! (f32 rounding gives ~1e-6; the FD error is ~1e-9). The test data keeps every
 //! pre-activation at least 1e-4 away from a kink (0, θ, or the TopK boundary), while a
 //! step moves one by at most ~2e-5, so no step crosses one; the test checks that margin.
 
+use old::{
+    Activation, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, untied_encode,
+    untied_forward, untied_loss_and_grad, untied_loss_and_grad_auxk,
+};
 use sae_kernels::model::activation::topk_relu_row;
 use sae_kernels::model::{normalize_decoder_rows, remove_parallel_decoder_grad};
 use sae_kernels::{
-    Activation, Dims, Error, ForwardOutputs, Penalty, TiedParams, TiedParamsMut, UntiedConfig,
-    UntiedParams, UntiedParamsMut, UntiedSae, forward, forward_scratch_len, grad_scratch_len,
-    loss_and_grad, tied_to_untied, untied_encode, untied_encode_scratch_len, untied_forward,
-    untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
+    Arch, Dims, Error, ForwardOutputs, LossOptions, Params, ParamsMut, Path, Sae, forward,
+    forward_scratch_len, grad_scratch_len, loss_and_grad,
 };
+
+/// The untied family's former call shapes (activation with its thresholds, penalty
+/// with its coefficient), written over the one core so that the reference checks
+/// below read as before; `PATH` runs them on the dense or the sparse path.
+mod old {
+    use sae_kernels::{
+        Arch, Dims, Error, ForwardOutputs, LossOptions, LossParts, Params, ParamsMut, Path, Weights,
+    };
+    use std::cell::Cell;
+
+    thread_local! {
+        pub static PATH: Cell<Path> = const { Cell::new(Path::Auto) };
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum Activation<'a> {
+        Relu,
+        TopK { k: usize },
+        JumpRelu { threshold: &'a [f32] },
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum Penalty {
+        L1 { alpha: f32 },
+        DecoderNormL1 { alpha: f32 },
+    }
+
+    impl Penalty {
+        fn parts(self) -> (sae_kernels::Penalty, f32) {
+            match self {
+                Penalty::L1 { alpha } => (sae_kernels::Penalty::L1, alpha),
+                Penalty::DecoderNormL1 { alpha } => (sae_kernels::Penalty::DecoderNormL1, alpha),
+            }
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    pub struct UntiedConfig<'a> {
+        pub activation: Activation<'a>,
+        pub apply_b_dec_to_input: bool,
+    }
+
+    impl UntiedConfig<'_> {
+        pub fn standard() -> Self {
+            Self {
+                activation: Activation::Relu,
+                apply_b_dec_to_input: true,
+            }
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    pub struct UntiedParams<'a> {
+        dims: Dims,
+        t: [&'a [f32]; 4],
+    }
+
+    impl<'a> UntiedParams<'a> {
+        pub fn new(
+            dims: Dims,
+            w_enc: &'a [f32],
+            b_enc: &'a [f32],
+            w_dec: &'a [f32],
+            b_dec: &'a [f32],
+        ) -> Result<Self, Error> {
+            Params::new(Arch::standard(), dims, [w_enc, b_enc, w_dec, b_dec])?;
+            Ok(Self {
+                dims,
+                t: [w_enc, b_enc, w_dec, b_dec],
+            })
+        }
+    }
+
+    pub struct UntiedParamsMut<'a> {
+        dims: Dims,
+        t: [&'a mut [f32]; 4],
+    }
+
+    impl<'a> UntiedParamsMut<'a> {
+        pub fn new(
+            dims: Dims,
+            w_enc: &'a mut [f32],
+            b_enc: &'a mut [f32],
+            w_dec: &'a mut [f32],
+            b_dec: &'a mut [f32],
+        ) -> Result<Self, Error> {
+            let t = [w_enc, b_enc, w_dec, b_dec];
+            let lens = [dims.m_len(), dims.h, dims.m_len(), dims.d];
+            for (name, (t, l)) in ["W_enc", "b_enc", "W_dec", "b_dec"]
+                .into_iter()
+                .zip(t.iter().zip(lens))
+            {
+                if t.len() != l {
+                    return Err(Error::Length {
+                        arg: name,
+                        expected: l,
+                        got: t.len(),
+                    });
+                }
+            }
+            Ok(Self { dims, t })
+        }
+    }
+
+    fn arch(cfg: &UntiedConfig<'_>, pen: sae_kernels::Penalty) -> Arch {
+        Arch {
+            weights: Weights::Untied {
+                center_input: cfg.apply_b_dec_to_input,
+            },
+            activation: match cfg.activation {
+                Activation::Relu => sae_kernels::Activation::Relu,
+                Activation::TopK { k } => sae_kernels::Activation::TopK { k },
+                Activation::JumpRelu { .. } => sae_kernels::Activation::JumpRelu,
+            },
+            penalty: pen,
+        }
+    }
+
+    fn params<'a>(
+        p: UntiedParams<'a>,
+        cfg: &UntiedConfig<'a>,
+        pen: sae_kernels::Penalty,
+    ) -> Result<Params<'a>, Error> {
+        let a = arch(cfg, pen);
+        let [we, be, wd, bd] = p.t;
+        match cfg.activation {
+            Activation::JumpRelu { threshold } => {
+                Params::new(a, p.dims, [we, be, wd, bd, threshold])
+            }
+            _ => Params::new(a, p.dims, [we, be, wd, bd]),
+        }
+    }
+
+    fn opts<'a>(alpha: f32, aux: Option<sae_kernels::AuxK<'a>>) -> LossOptions<'a> {
+        LossOptions {
+            alpha,
+            path: PATH.with(Cell::get),
+            aux,
+        }
+    }
+
+    /// A scratch length that fits every architecture of these tests.
+    pub fn scratch_len(dims: Dims, rows: usize) -> usize {
+        let big = Arch {
+            weights: Weights::Untied { center_input: true },
+            activation: sae_kernels::Activation::TopK { k: 1 },
+            penalty: sae_kernels::Penalty::DecoderNormL1,
+        };
+        sae_kernels::grad_scratch_len(big, dims, rows)
+            .max(sae_kernels::forward_scratch_len(big, dims, rows))
+    }
+
+    pub fn untied_encode(
+        p: UntiedParams<'_>,
+        cfg: UntiedConfig<'_>,
+        x: &[f32],
+        n: usize,
+        codes: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), Error> {
+        let p = params(p, &cfg, sae_kernels::Penalty::None)?;
+        sae_kernels::encode(p, x, n, codes, scratch)
+    }
+
+    pub fn untied_forward(
+        p: UntiedParams<'_>,
+        cfg: UntiedConfig<'_>,
+        x: &[f32],
+        n: usize,
+        pen: Penalty,
+        out: ForwardOutputs<'_>,
+        scratch: &mut [f32],
+    ) -> Result<LossParts, Error> {
+        let (pk, alpha) = pen.parts();
+        let p = params(p, &cfg, pk)?;
+        sae_kernels::forward(p, x, n, &opts(alpha, None), out, scratch)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn untied_loss_and_grad_auxk(
+        p: UntiedParams<'_>,
+        cfg: UntiedConfig<'_>,
+        x: &[f32],
+        n: usize,
+        pen: Penalty,
+        aux: Option<sae_kernels::AuxK<'_>>,
+        grads: UntiedParamsMut<'_>,
+        scratch: &mut [f32],
+    ) -> Result<(LossParts, f32), Error> {
+        let (pk, alpha) = pen.parts();
+        let p = params(p, &cfg, pk)?;
+        let [a, b, c, d] = grads.t;
+        let mut th = vec![0.0; grads.dims.h];
+        let g = match cfg.activation {
+            Activation::JumpRelu { .. } => {
+                ParamsMut::new(p.arch(), grads.dims, [a, b, c, d, &mut th])
+            }
+            _ => ParamsMut::new(p.arch(), grads.dims, [a, b, c, d]),
+        }?;
+        let parts = sae_kernels::loss_and_grad(p, x, n, &opts(alpha, aux), g, scratch)?;
+        Ok((parts, parts.aux))
+    }
+
+    pub fn untied_loss_and_grad(
+        p: UntiedParams<'_>,
+        cfg: UntiedConfig<'_>,
+        x: &[f32],
+        n: usize,
+        pen: Penalty,
+        grads: UntiedParamsMut<'_>,
+        scratch: &mut [f32],
+    ) -> Result<LossParts, Error> {
+        untied_loss_and_grad_auxk(p, cfg, x, n, pen, None, grads, scratch).map(|r| r.0)
+    }
+}
 
 /// SplitMix64, uniform in [-1, 1).
 struct Rng(u64);
@@ -144,7 +361,9 @@ fn ref_loss(
                     f[i] = pre[i].max(0.0);
                     margin = margin.min(pre[i].abs());
                 }
-                margin = margin.min(pre[idx[k - 1]] - pre[idx[k]]);
+                if k < h {
+                    margin = margin.min(pre[idx[k - 1]] - pre[idx[k]]);
+                }
             }
             Act::Jump(t) => {
                 for i in 0..h {
@@ -194,7 +413,7 @@ fn lib_grads(
         vec![f32::NAN; dims.m_len()],
         vec![f32::NAN; dims.d],
     ];
-    let mut scratch = vec![0.0; untied_grad_scratch_len(dims, block)];
+    let mut scratch = vec![0.0; old::scratch_len(dims, block)];
     let [a, b, c, e] = &mut g;
     let cfg = UntiedConfig {
         activation: act.lib(),
@@ -228,7 +447,11 @@ fn check_fd(m: &Model, act: Act<'_>, apply: bool, pen: Penalty, x: &[f32], n: us
         margin > 1e-4,
         "{label}: test data too close to a kink ({margin:e})"
     );
-    for block in [1, 3, 64] {
+    for (block, path) in [1, 3, 64]
+        .into_iter()
+        .flat_map(|b| [(b, Path::Dense), (b, Path::Sparse)])
+    {
+        old::PATH.with(|p| p.set(path));
         let (loss, g) = lib_grads(m, act, apply, pen, x, n, block);
         assert!(
             ((f64::from(loss) - l0) / l0).abs() < 1e-5,
@@ -248,7 +471,7 @@ fn check_fd(m: &Model, act: Act<'_>, apply: bool, pen: Penalty, x: &[f32], n: us
             let err = rel(&g[t], &fd);
             assert!(
                 err < 1e-4,
-                "{label} (block {block}): tensor {t} rel err {err:e}"
+                "{label} (block {block}, {path:?}): tensor {t} rel err {err:e}"
             );
             assert!(
                 fd.iter().any(|&v| v != 0.0),
@@ -338,37 +561,27 @@ fn tied_model_is_the_mapped_untied_model() {
     let mut r = Rng(5);
     let (m, b, x) = (r.vec(h * d, 0.5), r.vec(h, 0.2), r.vec(n * d, 1.0));
     let alpha = 0.07;
-    let tied = TiedParams::new(dims, &m, &b).unwrap();
-    let sae = UntiedSae::from_tied(tied);
-    // Same mapping through the no_std function.
-    let (mut we, mut be, mut wd, mut bd) = (
-        vec![9.0; h * d],
-        vec![9.0; h],
-        vec![9.0; h * d],
-        vec![9.0; d],
-    );
-    tied_to_untied(
-        tied,
-        UntiedParamsMut::new(dims, &mut we, &mut be, &mut wd, &mut bd).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        (we.as_slice(), be.as_slice()),
-        (sae.w_enc.as_slice(), sae.b_enc.as_slice())
-    );
-    assert_eq!(
-        (wd.as_slice(), bd.as_slice()),
-        (sae.w_dec.as_slice(), sae.b_dec.as_slice())
-    );
+    let tied = Params::tied(dims, &m, &b).unwrap();
+    let sae = Sae::from_params(tied).to_untied();
+    let t = sae.tensors();
+    let (we, be, wd, bd) = (t[0].data, t[1].data, t[2].data, t[3].data);
+    assert_eq!((be, wd), (&b[..], &m[..]));
+    assert!(bd.iter().all(|&v| v == 0.0));
+    assert!(!sae.arch().centers_input());
     assert_eq!(we[3 * h + 7], m[7 * d + 3], "W_enc = Mᵀ");
+    let untied = UntiedParams::new(dims, we, be, wd, bd).unwrap();
+    let ucfg = UntiedConfig {
+        activation: Activation::Relu,
+        apply_b_dec_to_input: false,
+    };
 
     let (mut tc, mut tr) = (vec![0.0; n * h], vec![0.0; n * d]);
-    let mut s = vec![0.0; forward_scratch_len(dims, 4)];
+    let mut s = vec![0.0; forward_scratch_len(Arch::tied(), dims, 4)];
     let tl = forward(
         tied,
         &x,
         n,
-        alpha,
+        &LossOptions::alpha(alpha),
         ForwardOutputs {
             codes: Some(&mut tc),
             recon: Some(&mut tr),
@@ -378,10 +591,10 @@ fn tied_model_is_the_mapped_untied_model() {
     )
     .unwrap();
     let (mut uc, mut ur) = (vec![0.0; n * h], vec![0.0; n * d]);
-    let mut s = vec![0.0; untied_forward_scratch_len(dims, 4)];
+    let mut s = vec![0.0; old::scratch_len(dims, 4)];
     let ul = untied_forward(
-        sae.params(),
-        sae.config(),
+        untied,
+        ucfg,
         &x,
         n,
         Penalty::L1 { alpha },
@@ -399,23 +612,23 @@ fn tied_model_is_the_mapped_untied_model() {
     assert_eq!(ul.l0, tl.l0);
 
     let (mut gm, mut gb) = (vec![0.0; h * d], vec![0.0; h]);
-    let mut s = vec![0.0; grad_scratch_len(dims, 4)];
+    let mut s = vec![0.0; grad_scratch_len(Arch::tied(), dims, 4)];
     loss_and_grad(
         tied,
         &x,
         n,
-        alpha,
-        TiedParamsMut::new(dims, &mut gm, &mut gb).unwrap(),
+        &LossOptions::alpha(alpha),
+        ParamsMut::tied(dims, &mut gm, &mut gb).unwrap(),
         &mut s,
     )
     .unwrap();
     let (_, g) = lib_grads(
         &Model {
             dims,
-            w_enc: sae.w_enc.clone(),
-            b_enc: sae.b_enc.clone(),
-            w_dec: sae.w_dec.clone(),
-            b_dec: sae.b_dec.clone(),
+            w_enc: we.to_vec(),
+            b_enc: be.to_vec(),
+            w_dec: wd.to_vec(),
+            b_dec: bd.to_vec(),
         },
         Act::Relu,
         false,
@@ -483,7 +696,7 @@ fn jumprelu_is_strict_and_keeps_the_raw_value() {
         apply_b_dec_to_input: true,
     };
     let mut codes = [9.0; 4];
-    let mut s = vec![0.0; untied_encode_scratch_len(dims, 1)];
+    let mut s = vec![0.0; old::scratch_len(dims, 1)];
     untied_encode(p, cfg, &[1.0, 2.0], 1, &mut codes, &mut s).unwrap();
     assert_eq!(codes, [0.0, 0.5000001, 0.25, 0.0]);
 }
@@ -524,7 +737,7 @@ fn bad_arguments_are_errors_naming_them() {
     let dims = m.dims;
     let x = vec![0.5; 3 * 4];
     let mut codes = vec![7.0; 3 * 6];
-    let mut s = vec![0.0; untied_encode_scratch_len(dims, 8)];
+    let mut s = vec![0.0; old::scratch_len(dims, 8)];
     let cfg = |a| UntiedConfig {
         activation: a,
         apply_b_dec_to_input: true,
@@ -571,12 +784,12 @@ fn bad_arguments_are_errors_naming_them() {
     assert!(codes.iter().all(|&v| v == 7.0), "nothing written on error");
     assert!(matches!(
         UntiedParams::new(dims, &m.w_enc, &m.b_enc, &m.w_dec[..5], &m.b_dec),
-        Err(Error::Length { arg: "w_dec", .. })
+        Err(Error::Length { arg: "W_dec", .. })
     ));
     // Gradients of another shape; a non-finite α.
     let other = Dims::new(4, 5).unwrap();
     let (mut a, mut b, mut c, mut d) = (vec![0.0; 20], vec![0.0; 5], vec![0.0; 20], vec![0.0; 4]);
-    let mut gs = vec![0.0; untied_grad_scratch_len(dims, 8)];
+    let mut gs = vec![0.0; old::scratch_len(dims, 8)];
     let e = untied_loss_and_grad(
         m.p(),
         cfg(Activation::Relu),
@@ -587,7 +800,7 @@ fn bad_arguments_are_errors_naming_them() {
         &mut gs,
     );
     assert!(matches!(e, Err(Error::Dimension { arg: "grads.h", .. })));
-    let mut fs = vec![0.0; untied_forward_scratch_len(dims, 8)];
+    let mut fs = vec![0.0; old::scratch_len(dims, 8)];
     let e = untied_forward(
         m.p(),
         cfg(Activation::Relu),
@@ -607,7 +820,7 @@ fn forward_reports_the_weighted_penalty() {
     let x = Rng(4).vec(5 * 4, 1.0);
     let mut row_pen = vec![0.0; 5];
     let mut codes = vec![0.0; 5 * 6];
-    let mut s = vec![0.0; untied_forward_scratch_len(m.dims, 2)];
+    let mut s = vec![0.0; old::scratch_len(m.dims, 2)];
     let out = untied_forward(
         m.p(),
         UntiedConfig::standard(),
@@ -689,53 +902,50 @@ fn untied_entry_points_do_not_allocate() {
     let th: Vec<f32> = vec![0.1; 40];
     let mut codes = vec![0.0; n * 40];
     let mut recon = vec![0.0; n * 6];
-    let len = sae_kernels::model::untied_grad_auxk_scratch_len(dims, 4)
-        .max(untied_forward_scratch_len(dims, 4))
-        .max(sae_kernels::untied_decode_scratch_len(dims));
-    let mut s = vec![0.0; len];
-    let mut g = [vec![0.0; 240], vec![0.0; 40], vec![0.0; 240], vec![0.0; 6]];
+    let mut s = vec![0.0; old::scratch_len(dims, 4)];
+    let mut g = vec![0.0; 240 + 40 + 240 + 6 + 40];
     let mut wd = m.w_dec.clone();
     let dead: Vec<bool> = (0..40).map(|i| i % 4 == 0).collect();
     for act in [
-        Activation::Relu,
-        Activation::TopK { k: 5 },
-        Activation::JumpRelu { threshold: &th },
+        sae_kernels::Activation::Relu,
+        sae_kernels::Activation::TopK { k: 5 },
+        sae_kernels::Activation::JumpRelu,
     ] {
-        let cfg = UntiedConfig {
+        let arch = Arch {
             activation: act,
-            apply_b_dec_to_input: true,
+            ..Arch::standard()
         };
+        let p = if act == sae_kernels::Activation::JumpRelu {
+            Params::new(arch, dims, [&m.w_enc, &m.b_enc, &m.w_dec, &m.b_dec, &th])
+        } else {
+            Params::new(arch, dims, [&m.w_enc, &m.b_enc, &m.w_dec, &m.b_dec])
+        }
+        .unwrap();
+        let glen = arch.param_len(dims);
         let count = allocs(|| {
-            untied_encode(m.p(), cfg, &x, n, &mut codes, &mut s).unwrap();
-            sae_kernels::untied_decode(m.p(), &codes, n, &mut recon, &mut s).unwrap();
+            sae_kernels::encode(p, &x, n, &mut codes, &mut s).unwrap();
+            sae_kernels::decode(p, &codes, n, &mut recon, &mut s).unwrap();
             let out = ForwardOutputs {
                 codes: Some(&mut codes),
                 ..Default::default()
             };
-            let pen = Penalty::DecoderNormL1 { alpha: 0.1 };
-            untied_forward(m.p(), cfg, &x, n, pen, out, &mut s).unwrap();
-            let [a, b, c, d] = &mut g;
-            let grads = UntiedParamsMut::new(dims, a, b, c, d).unwrap();
-            untied_loss_and_grad(m.p(), cfg, &x, n, pen, grads, &mut s).unwrap();
-            let [a, b, c, d] = &mut g;
-            let grads = UntiedParamsMut::new(dims, a, b, c, d).unwrap();
-            let aux = sae_kernels::model::AuxK {
-                dead: &dead,
-                k_aux: 3,
-                coefficient: 1.0,
-            };
-            sae_kernels::model::untied_loss_and_grad_auxk(
-                m.p(),
-                cfg,
-                &x,
-                n,
-                pen,
-                aux,
-                grads,
-                &mut s,
-            )
-            .unwrap();
-            remove_parallel_decoder_grad(dims, &m.w_dec, &mut g[2]).unwrap();
+            forward(p, &x, n, &LossOptions::alpha(0.1), out, &mut s).unwrap();
+            let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
+            loss_and_grad(p, &x, n, &LossOptions::alpha(0.1), grads, &mut s).unwrap();
+            if let sae_kernels::Activation::TopK { .. } = act {
+                let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
+                let aux = sae_kernels::AuxK {
+                    dead: &dead,
+                    k_aux: 3,
+                    coefficient: 1.0,
+                };
+                let o = LossOptions {
+                    aux: Some(aux),
+                    ..LossOptions::alpha(0.1)
+                };
+                loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
+            }
+            remove_parallel_decoder_grad(dims, &m.w_dec, &mut g[280..520]).unwrap();
             normalize_decoder_rows(dims, &mut wd).unwrap();
         });
         assert_eq!(count, 0, "{act:?} allocated");
@@ -814,7 +1024,9 @@ fn auxk_gradients_match_finite_differences() {
     let many: Vec<bool> = (0..h).map(|i| i % 2 == 1).collect();
     let few: Vec<bool> = (0..h).map(|i| i == 3 || i == 10).collect();
     let coef = 0.7f32;
-    for (act, apply) in [(Act::TopK(3), true), (Act::Relu, false)] {
+    // AuxK is defined for TopK models; `k = h` (every feature kept) also covers the
+    // ReLU-like case, without input centring.
+    for (act, apply) in [(Act::TopK(3), true), (Act::TopK(h), false)] {
         for dead in [&many, &few] {
             let k_aux = d / 2;
             let cfg = UntiedConfig {
@@ -824,7 +1036,7 @@ fn auxk_gradients_match_finite_differences() {
             let pen = Penalty::L1 { alpha: 0.05 };
             // The fixed residual e0 = x − x̂ at the unperturbed parameters.
             let mut recon = vec![0.0; n * d];
-            let mut s = vec![0.0; untied_forward_scratch_len(dims, 8)];
+            let mut s = vec![0.0; old::scratch_len(dims, 8)];
             let out = ForwardOutputs {
                 recon: Some(&mut recon),
                 ..Default::default()
@@ -854,20 +1066,19 @@ fn auxk_gradients_match_finite_differences() {
                     vec![f32::NAN; d],
                 ];
                 let [a, b, c, e] = &mut g;
-                let mut s =
-                    vec![0.0; sae_kernels::model::untied_grad_auxk_scratch_len(dims, block)];
-                let aux = sae_kernels::model::AuxK {
+                let mut s = vec![0.0; old::scratch_len(dims, block)];
+                let aux = sae_kernels::AuxK {
                     dead,
                     k_aux,
                     coefficient: coef,
                 };
-                let (parts, aux_loss) = sae_kernels::model::untied_loss_and_grad_auxk(
+                let (parts, aux_loss) = untied_loss_and_grad_auxk(
                     m.p(),
                     cfg,
                     &x,
                     n,
                     pen,
-                    aux,
+                    Some(aux),
                     UntiedParamsMut::new(dims, a, b, c, e).unwrap(),
                     &mut s,
                 )
@@ -898,26 +1109,41 @@ fn auxk_bad_arguments_and_no_dead_latents() {
     let m = Model::random(4, 6, 2);
     let dims = m.dims;
     let x = vec![0.5; 3 * 4];
-    let mut s = vec![0.0; sae_kernels::model::untied_grad_auxk_scratch_len(dims, 4)];
+    let mut s = vec![0.0; old::scratch_len(dims, 4)];
     let mut g = [vec![0.0; 24], vec![0.0; 6], vec![0.0; 24], vec![0.0; 4]];
-    let cfg = UntiedConfig::standard();
+    let relu = UntiedConfig::standard();
+    let cfg = UntiedConfig {
+        activation: Activation::TopK { k: 2 },
+        ..relu
+    };
     let pen = Penalty::L1 { alpha: 0.1 };
+    {
+        let [a, b, c, d] = &mut g;
+        let aux = sae_kernels::AuxK {
+            dead: &[true; 6],
+            k_aux: 2,
+            coefficient: 1.0,
+        };
+        let grads = UntiedParamsMut::new(dims, a, b, c, d).unwrap();
+        let e = untied_loss_and_grad_auxk(m.p(), relu, &x, 3, pen, Some(aux), grads, &mut s);
+        assert!(matches!(e, Err(Error::OutOfRange { arg: "aux", .. })));
+    }
     let run = |aux, g: &mut [Vec<f32>; 4], s: &mut [f32]| {
         let [a, b, c, d] = g;
-        sae_kernels::model::untied_loss_and_grad_auxk(
+        untied_loss_and_grad_auxk(
             m.p(),
             cfg,
             &x,
             3,
             pen,
-            aux,
+            Some(aux),
             UntiedParamsMut::new(dims, a, b, c, d).unwrap(),
             s,
         )
     };
     let dead = [false; 6];
     let short = [true; 5];
-    let aux = |dead, k_aux, coefficient| sae_kernels::model::AuxK {
+    let aux = |dead, k_aux, coefficient| sae_kernels::AuxK {
         dead,
         k_aux,
         coefficient,
@@ -965,8 +1191,8 @@ fn init_untied_then_training_lowers_the_loss() {
         vec![1.0; h * d],
         vec![1.0; d],
     );
-    let bad = sae_kernels::model::init_untied(
-        UntiedParamsMut::new(dims, &mut we, &mut be, &mut wd, &mut bd).unwrap(),
+    let bad = sae_kernels::init_untied(
+        ParamsMut::new(Arch::standard(), dims, [&mut we, &mut be, &mut wd, &mut bd]).unwrap(),
         7,
         f32::NAN,
     );
@@ -977,8 +1203,8 @@ fn init_untied_then_training_lowers_the_loss() {
         })
     ));
     assert!(wd.iter().all(|&v| v == 1.0), "nothing written on error");
-    sae_kernels::model::init_untied(
-        UntiedParamsMut::new(dims, &mut we, &mut be, &mut wd, &mut bd).unwrap(),
+    sae_kernels::init_untied(
+        ParamsMut::new(Arch::standard(), dims, [&mut we, &mut be, &mut wd, &mut bd]).unwrap(),
         7,
         0.1,
     )

@@ -4,7 +4,8 @@
 //! buffer it could write (outputs, gradients, parameters, scratch, optimizer state) is
 //! bit-for-bit unchanged where the API promises it; and on `Ok` the documented contract
 //! holds:
-//! - `forward[_with]`/`loss_and_grad[_with]` (each `Path`) refuse a non-finite α;
+//! - `forward`/`loss_and_grad` (each `Path`, with and without AuxK) refuse a non-finite
+//!   α;
 //!   `sgd_step` a non-finite learning rate or gradient;
 //! - codes are ReLU outputs (never negative, never −0); `l0` is within `[0, h]`;
 //! - with moderate finite inputs the loss parts are finite and non-negative;
@@ -19,9 +20,11 @@
 //!   optimizer state and the step count are unchanged; on `Ok` all of them are finite
 //!   and the step count went up by one; with moderate finite inputs and a fresh state
 //!   they succeed;
-//! - the untied family (`untied_encode`, `untied_forward`, `untied_loss_and_grad`) with
-//!   each `Activation`: nothing written on error, non-negative codes, at most `k`
-//!   non-zero codes per row for TopK.
+//! - every architecture: `encode`, `decode`, `forward`, `loss_and_grad`, the sparse
+//!   outputs run on a fuzzed `Arch` (tied or untied weights, with or without input
+//!   centring; ReLU, TopK with any `k`, JumpReLU; no penalty, L1 or decoder-norm L1),
+//!   with parameter and gradient buffers of fuzzed lengths and architectures: nothing
+//!   written on error, non-negative codes, at most `k` non-zero codes per row for TopK.
 #![no_main]
 
 mod common;
@@ -33,12 +36,10 @@ use sae_kernels::sparse::{
     encode_sparse, encode_sparse_scratch_len, top_k,
 };
 use sae_kernels::{
-    Activation, Adam, Dims, Error, ForwardOutputs, Optim, Optimizer, Path, Penalty, StepHyper,
-    TiedParams, TiedParamsMut, UntiedConfig, UntiedParams, UntiedParamsMut, decode,
-    decode_scratch_len, encode, encode_scratch_len, forward_scratch_len, forward_with,
-    grad_scratch_len, init_tied, loss_and_grad_with, sgd_step, train_step,
-    train_step_workspace_len, untied_encode, untied_encode_scratch_len, untied_forward,
-    untied_forward_scratch_len, untied_grad_scratch_len, untied_loss_and_grad,
+    Activation, Adam, Arch, AuxK, Dims, Error, ForwardOutputs, LossOptions, Optim, Optimizer,
+    Params, ParamsMut, Path, Penalty, StepHyper, TiedParams, TiedParamsMut, Weights, decode,
+    decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
+    init_tied, loss_and_grad, sgd_step, train_step, train_step_workspace_len,
 };
 
 fn dim(inp: &mut Input<'_>) -> usize {
@@ -74,16 +75,51 @@ fn mul(a: usize, b: usize) -> Option<usize> {
     a.checked_mul(b)
 }
 
-fn relu_outputs_ok(v: &[f32]) {
+/// Codes are never negative nor −0, and TopK keeps at most `k` per row.
+fn codes_ok(arch: Arch, h: usize, v: &[f32]) {
     for &c in v {
         assert!(!(c < 0.0), "negative code {c}");
         assert_ne!(c.to_bits(), (-0.0f32).to_bits(), "code -0");
+    }
+    if let Activation::TopK { k } = arch.activation {
+        for row in v.chunks(h) {
+            let on = row.iter().filter(|&&c| c != 0.0).count();
+            assert!(on <= k, "TopK kept {on} > {k}");
+        }
+    }
+}
+
+/// Any architecture (`k` near `h`, sometimes 0).
+fn arch(inp: &mut Input<'_>, h: usize) -> Arch {
+    let weights = match inp.u8() % 3 {
+        0 => Weights::Tied,
+        1 => Weights::Untied { center_input: true },
+        _ => Weights::Untied {
+            center_input: false,
+        },
+    };
+    let activation = match inp.u8() % 3 {
+        0 => Activation::Relu,
+        1 => Activation::TopK {
+            k: inp.upto(h.saturating_add(2).min(64)),
+        },
+        _ => Activation::JumpRelu,
+    };
+    let penalty = match inp.u8() % 3 {
+        0 => Penalty::None,
+        1 => Penalty::L1,
+        _ => Penalty::DecoderNormL1,
+    };
+    Arch {
+        weights,
+        activation,
+        penalty,
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input(data);
-    let op = inp.u8() % 14;
+    let op = inp.u8() % 13;
     let (d, h, n) = (dim(&mut inp), dim(&mut inp), inp.upto(12));
     let Ok(dims) = Dims::new(d, h) else {
         return;
@@ -98,9 +134,28 @@ fuzz_target!(|data: &[u8]| {
     let a = alpha(&mut inp);
     let finite_in = matches!(sm, Style::Grid) && matches!(sx, Style::Grid);
 
+    // Every architecture's parameters as one flat buffer of a fuzzed length.
+    let ar = arch(&mut inp, h);
+    let flat_len = inp.len_near(Some(ar.param_len(dims)));
+    let flat = if flat_len > 1 << 16 {
+        Vec::new()
+    } else {
+        inp.vec(flat_len, sm)
+    };
+    let model = Params::from_flat(ar, dims, &flat);
+    // AuxK sometimes (a TopK model needs it; other activations refuse it).
+    let dead: Vec<bool> = (0..inp.len_near(Some(h)).min(1 << 12))
+        .map(|_| inp.u8() & 1 == 1)
+        .collect();
+    let aux = (inp.u8() % 4 == 0).then(|| AuxK {
+        dead: &dead,
+        k_aux: inp.upto(8),
+        coefficient: alpha(&mut inp),
+    });
+
     match op {
         0 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             let want = [inp.u8() & 1, inp.u8() & 1, inp.u8() & 1, inp.u8() & 1];
@@ -108,8 +163,13 @@ fuzz_target!(|data: &[u8]| {
             let mut recon = vec![-1.5; inp.len_near(mul(n, d))];
             let mut rsq = vec![-1.5; inp.len_near(Some(n))];
             let mut rl1 = vec![-1.5; inp.len_near(Some(n))];
-            let mut s = scratch(&mut inp, |r| forward_scratch_len(dims, r));
+            let mut s = scratch(&mut inp, |r| forward_scratch_len(ar, dims, r));
             let path = path(&mut inp);
+            let opts = LossOptions {
+                alpha: a,
+                path,
+                aux,
+            };
             let before = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
             let out = ForwardOutputs {
                 codes: (want[0] == 1).then_some(&mut codes[..]),
@@ -117,7 +177,7 @@ fuzz_target!(|data: &[u8]| {
                 row_sq_err: (want[2] == 1).then_some(&mut rsq[..]),
                 row_l1: (want[3] == 1).then_some(&mut rl1[..]),
             };
-            match forward_with(p, &x, n, a, out, &mut s, path) {
+            match forward(p, &x, n, &opts, out, &mut s) {
                 Err(_) => {
                     let after = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
                     assert_eq!(before, after, "forward wrote on error");
@@ -130,9 +190,9 @@ fuzz_target!(|data: &[u8]| {
                         l.l0
                     );
                     if want[0] == 1 {
-                        relu_outputs_ok(&codes);
+                        codes_ok(ar, h, &codes);
                     }
-                    if finite_in && (0.0..=1e3).contains(&a) {
+                    if finite_in && (0.0..=1e3).contains(&a) && aux.is_none() {
                         for v in [l.loss, l.sq_err, l.l1] {
                             assert!(v.is_finite() && v >= 0.0, "loss parts {l:?}");
                         }
@@ -141,7 +201,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             // Gradient buffers, sometimes of other dimensions.
@@ -152,56 +212,68 @@ fuzz_target!(|data: &[u8]| {
             } else {
                 dims
             };
-            let mut gm = vec![7.0; gdims.m_len()];
-            let mut gb = vec![7.0; gdims.h];
-            let mut s = scratch(&mut inp, |r| grad_scratch_len(dims, r));
+            // Sometimes gradients of another architecture.
+            let garch = if inp.u8() % 8 == 0 {
+                arch(&mut inp, h)
+            } else {
+                ar
+            };
+            let mut gflat = vec![7.0; garch.param_len(gdims)];
+            let mut s = scratch(&mut inp, |r| grad_scratch_len(ar, dims, r));
             let path = path(&mut inp);
-            let before = [bits(&gm), bits(&gb), bits(&s)];
-            let g = TiedParamsMut::new(gdims, &mut gm, &mut gb).expect("sized from gdims");
-            match loss_and_grad_with(p, &x, n, a, g, &mut s, path) {
-                Err(_) => assert_eq!(before, [bits(&gm), bits(&gb), bits(&s)], "wrote on error"),
+            let opts = LossOptions {
+                alpha: a,
+                path,
+                aux,
+            };
+            let before = [bits(&gflat), bits(&s)];
+            let Ok(g) = ParamsMut::from_flat(garch, gdims, &mut gflat) else {
+                return;
+            };
+            match loss_and_grad(p, &x, n, &opts, g, &mut s) {
+                Err(_) => assert_eq!(before, [bits(&gflat), bits(&s)], "wrote on error"),
                 Ok(l) => {
                     assert!(a.is_finite(), "loss_and_grad accepted alpha = {a}");
                     assert_eq!(gdims, dims, "gradients of other dimensions accepted");
+                    assert_eq!(garch.tensor_count(), ar.tensor_count(), "other tensors");
                     assert!(
                         l.l0 >= 0.0 && l.l0 <= h as f32 * (1.0 + 1e-6),
                         "l0 {}",
                         l.l0
                     );
-                    if finite_in && (0.0..=1e3).contains(&a) {
+                    if finite_in && (0.0..=1e3).contains(&a) && aux.is_none() {
                         assert!(l.loss.is_finite() && l.loss >= 0.0, "loss {l:?}");
-                        assert!(gm.iter().all(|v| v.is_finite()), "dM not finite");
-                        assert!(gb.iter().all(|v| v.is_finite()), "db not finite");
+                        assert!(gflat.iter().all(|v| v.is_finite()), "gradients not finite");
                     }
                 }
             }
         }
         2 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             let mut codes = vec![-1.5; inp.len_near(mul(n, h))];
-            let mut s = scratch(&mut inp, |_| encode_scratch_len(dims));
+            let mut s = scratch(&mut inp, |r| encode_scratch_len(ar, dims, r));
             let before = [bits(&codes), bits(&s)];
             match encode(p, &x, n, &mut codes, &mut s) {
                 Err(_) => assert_eq!(before, [bits(&codes), bits(&s)], "encode wrote on error"),
-                Ok(()) => relu_outputs_ok(&codes),
+                Ok(()) => codes_ok(ar, h, &codes),
             }
         }
         3 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             let sc = inp.style();
             let codes_len = inp.len_near(mul(n, h));
             let codes = inp.vec(codes_len, sc);
             let mut recon = vec![-1.5; inp.len_near(mul(n, d))];
-            let mut s = scratch(&mut inp, |_| decode_scratch_len(dims));
+            let mut s = scratch(&mut inp, |r| decode_scratch_len(dims, r));
             let before = [bits(&recon), bits(&s)];
             match decode(p, &codes, n, &mut recon, &mut s) {
                 Err(_) => assert_eq!(before, [bits(&recon), bits(&s)], "decode wrote on error"),
                 Ok(()) => {
-                    if finite_in && matches!(sc, Style::Grid) {
+                    if finite_in && matches!(sc, Style::Grid) && matches!(sm, Style::Grid) {
                         assert!(recon.iter().all(|v| v.is_finite()), "recon not finite");
                     }
                 }
@@ -265,7 +337,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(b.iter().all(|&v| v == 0.0), "init_tied: nonzero b");
         }
         6 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             let x1 = &x[..x.len().min(d + usize::from(inp.u8() % 8 == 0))];
@@ -278,7 +350,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         7 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             csr_case(p, &x, n, finite_in, &mut inp);
@@ -295,7 +367,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         9 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             let sv = inp.style();
@@ -314,7 +386,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         10 => {
-            let Ok(p) = TiedParams::new(dims, &m, &b) else {
+            let Ok(p) = model else {
                 return;
             };
             let nnz = inp.upto(16);
@@ -346,8 +418,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         11 => optim_case(dims, &mut m, &mut b, sm, &mut inp),
-        12 => train_case(dims, &mut m, &mut b, &x, n, a, finite_in, &mut inp),
-        _ => untied_case(dims, &m, &b, &x, n, a, finite_in, &mut inp),
+        _ => train_case(dims, &mut m, &mut b, &x, n, a, finite_in, &mut inp),
     }
 });
 
@@ -436,9 +507,9 @@ fn top_k_case<const K: usize>(codes: &[f32]) {
     }
 }
 
-fn sparse_case<const K: usize>(p: TiedParams<'_>, x: &[f32], keep: bool, inp: &mut Input<'_>) {
+fn sparse_case<const K: usize>(p: Params<'_>, x: &[f32], keep: bool, inp: &mut Input<'_>) {
     let dims = p.dims();
-    let mut s = scratch(inp, |_| encode_sparse_scratch_len(dims));
+    let mut s = scratch(inp, |_| encode_sparse_scratch_len(p.arch(), dims));
     let mut out = Default::default();
     let _ = top_k::<K>(&[2.0; K], &mut out);
     let before = bits(&s);
@@ -451,7 +522,7 @@ fn sparse_case<const K: usize>(p: TiedParams<'_>, x: &[f32], keep: bool, inp: &m
     // The dense encoder's codes of the same row, for reference.
     let reference = (x.len() == dims.d).then(|| {
         let mut codes = vec![0.0; dims.h];
-        let mut s2 = vec![0.0; encode_scratch_len(dims)];
+        let mut s2 = vec![0.0; encode_scratch_len(p.arch(), dims, 1)];
         encode(p, x, 1, &mut codes, &mut s2).expect("valid encode");
         codes
     });
@@ -465,7 +536,7 @@ fn sparse_case<const K: usize>(p: TiedParams<'_>, x: &[f32], keep: bool, inp: &m
                 Error::Length { .. } | Error::WorkspaceTooSmall { .. } => {
                     assert_eq!(before, bits(&s), "encode_sparse wrote on {e:?}");
                     assert!(
-                        x.len() != dims.d || s.len() < encode_sparse_scratch_len(dims),
+                        x.len() != dims.d || s.len() < encode_sparse_scratch_len(p.arch(), dims),
                         "{e:?}"
                     );
                 }
@@ -489,7 +560,10 @@ fn sparse_case<const K: usize>(p: TiedParams<'_>, x: &[f32], keep: bool, inp: &m
         }
         Ok(active) => {
             let codes = reference.expect("accepted x of the wrong length");
-            assert!(s.len() >= encode_sparse_scratch_len(dims), "short scratch");
+            assert!(
+                s.len() >= encode_sparse_scratch_len(p.arch(), dims),
+                "short scratch"
+            );
             let (want, n) = reference_top(&codes, if keep { K } else { usize::MAX })
                 .expect("accepted NaN codes");
             assert_eq!(active, n, "encode_sparse: active count");
@@ -510,7 +584,7 @@ fn sparse_case<const K: usize>(p: TiedParams<'_>, x: &[f32], keep: bool, inp: &m
     }
 }
 
-fn csr_case(p: TiedParams<'_>, x: &[f32], n: usize, finite_in: bool, inp: &mut Input<'_>) {
+fn csr_case(p: Params<'_>, x: &[f32], n: usize, finite_in: bool, inp: &mut Input<'_>) {
     let Dims { d, h } = p.dims();
     let limit = match inp.u8() % 8 {
         0 => RowLimit::TopK(usize::MAX / 2 + inp.upto(3)),
@@ -525,7 +599,7 @@ fn csr_case(p: TiedParams<'_>, x: &[f32], n: usize, finite_in: bool, inp: &mut I
     let cap = inp.len_near(want_cap);
     let mut indices = vec![0xdead_u32; cap];
     let mut values = vec![-9.5f32; inp.len_near(Some(cap))];
-    let mut s = scratch(inp, |r| encode_csr_scratch_len(p.dims(), r));
+    let mut s = scratch(inp, |r| encode_csr_scratch_len(p.arch(), p.dims(), r));
     let r = encode_csr(
         p,
         x,
@@ -742,147 +816,5 @@ fn train_case(
         && (0.0..=1.0).contains(&lr)
     {
         assert!(r.is_ok(), "{cfg:?} refused a moderate training step: {r:?}");
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn untied_case(
-    dims: Dims,
-    w_enc: &[f32],
-    b_enc: &[f32],
-    x: &[f32],
-    n: usize,
-    alpha: f32,
-    finite_in: bool,
-    inp: &mut Input<'_>,
-) {
-    let Dims { d, h } = dims;
-    let sd = inp.style();
-    let wd_len = inp.len_near(Some(dims.m_len()));
-    let w_dec = inp.vec(wd_len, sd);
-    let bd_len = inp.len_near(Some(d));
-    let b_dec = inp.vec(bd_len, sd);
-    let Ok(p) = UntiedParams::new(dims, w_enc, b_enc, &w_dec, &b_dec) else {
-        return;
-    };
-    let st = inp.style();
-    let th_len = inp.len_near(Some(h));
-    let threshold = inp.vec(th_len, st);
-    let activation = match inp.u8() % 3 {
-        0 => Activation::Relu,
-        1 => Activation::TopK { k: inp.upto(h + 1) },
-        _ => Activation::JumpRelu {
-            threshold: &threshold,
-        },
-    };
-    let cfg = UntiedConfig {
-        activation,
-        apply_b_dec_to_input: inp.u8() & 1 == 1,
-    };
-    let moderate = finite_in && matches!(sd, Style::Grid) && (0.0..=1e3).contains(&alpha);
-    // TopK keeps at most k non-zero codes per row.
-    let codes_ok = |codes: &[f32]| {
-        for c in codes {
-            assert!(!(*c < 0.0), "untied: negative code {c}");
-        }
-        if let Activation::TopK { k } = activation {
-            for row in codes.chunks_exact(h) {
-                let nz = row.iter().filter(|&&c| c != 0.0).count();
-                assert!(nz <= k, "TopK {k}: {nz} non-zero codes");
-            }
-        }
-    };
-    match inp.u8() % 3 {
-        0 => {
-            let mut codes = vec![-1.5; inp.len_near(mul(n, h))];
-            let mut s = scratch(inp, |r| untied_encode_scratch_len(dims, r));
-            let before = [bits(&codes), bits(&s)];
-            match untied_encode(p, cfg, x, n, &mut codes, &mut s) {
-                Err(e) => assert_eq!(before, [bits(&codes), bits(&s)], "wrote on {e:?}"),
-                Ok(()) => codes_ok(&codes),
-            }
-        }
-        1 => {
-            let pen = if inp.u8() & 1 == 0 {
-                Penalty::L1 { alpha }
-            } else {
-                Penalty::DecoderNormL1 { alpha }
-            };
-            let want = [inp.u8() & 1, inp.u8() & 1, inp.u8() & 1, inp.u8() & 1];
-            let mut codes = vec![-1.5; inp.len_near(mul(n, h))];
-            let mut recon = vec![-1.5; inp.len_near(mul(n, d))];
-            let mut rsq = vec![-1.5; inp.len_near(Some(n))];
-            let mut rl1 = vec![-1.5; inp.len_near(Some(n))];
-            let mut s = scratch(inp, |r| untied_forward_scratch_len(dims, r));
-            let before = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
-            let out = ForwardOutputs {
-                codes: (want[0] == 1).then_some(&mut codes[..]),
-                recon: (want[1] == 1).then_some(&mut recon[..]),
-                row_sq_err: (want[2] == 1).then_some(&mut rsq[..]),
-                row_l1: (want[3] == 1).then_some(&mut rl1[..]),
-            };
-            match untied_forward(p, cfg, x, n, pen, out, &mut s) {
-                Err(e) => {
-                    let after = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
-                    assert_eq!(before, after, "untied_forward wrote on {e:?}");
-                }
-                Ok(l) => {
-                    assert!(alpha.is_finite(), "untied_forward accepted alpha = {alpha}");
-                    let kmax = match activation {
-                        Activation::TopK { k } => k.min(h),
-                        _ => h,
-                    };
-                    assert!(
-                        l.l0 >= 0.0 && l.l0 <= kmax as f32 * (1.0 + 1e-6),
-                        "l0 {} > {kmax}",
-                        l.l0
-                    );
-                    if want[0] == 1 {
-                        codes_ok(&codes);
-                    }
-                    if moderate {
-                        for v in [l.loss, l.sq_err, l.l1] {
-                            assert!(v.is_finite() && v >= 0.0, "loss parts {l:?}");
-                        }
-                    }
-                }
-            }
-        }
-        _ => {
-            let pen = if inp.u8() & 1 == 0 {
-                Penalty::L1 { alpha }
-            } else {
-                Penalty::DecoderNormL1 { alpha }
-            };
-            let gdims = if inp.u8() % 8 == 0 || dims.m_len() > 1 << 14 {
-                Dims::new(1 + inp.upto(12), 1 + inp.upto(12)).unwrap()
-            } else {
-                dims
-            };
-            let mut g = [
-                vec![7.0; gdims.m_len()],
-                vec![7.0; gdims.h],
-                vec![7.0; gdims.m_len()],
-                vec![7.0; gdims.d],
-            ];
-            let mut s = scratch(inp, |r| untied_grad_scratch_len(dims, r));
-            let before = [bits(&g[0]), bits(&g[1]), bits(&g[2]), bits(&g[3]), bits(&s)];
-            let [g0, g1, g2, g3] = &mut g;
-            let gm = UntiedParamsMut::new(gdims, g0, g1, g2, g3).expect("sized from gdims");
-            match untied_loss_and_grad(p, cfg, x, n, pen, gm, &mut s) {
-                Err(e) => {
-                    let after = [bits(&g[0]), bits(&g[1]), bits(&g[2]), bits(&g[3]), bits(&s)];
-                    assert_eq!(before, after, "untied_loss_and_grad wrote on {e:?}");
-                }
-                Ok(l) => {
-                    assert!(alpha.is_finite(), "accepted alpha = {alpha}");
-                    assert_eq!(gdims, dims, "gradients of other dimensions accepted");
-                    if moderate {
-                        assert!(l.loss.is_finite() && l.loss >= 0.0, "loss {l:?}");
-                        assert!(g.iter().all(|v| all_finite(v)), "gradients not finite");
-                    }
-                }
-            }
-        }
     }
 }

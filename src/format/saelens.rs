@@ -40,11 +40,11 @@
 //! A v6 `cfg.json` (with `metadata.sae_lens_version = "6.0.0"` as the schema marker
 //! and `metadata.sae_kernels_version`) and F32 tensors; the tied model is written as a
 //! `standard` SAE with `apply_b_dec_to_input = false` and `b_dec = 0`
-//! (see [`crate::model::untied`]).
+//! (see [`crate::Sae::to_untied`]).
 
 use crate::error::{Error, Result};
-use crate::model::{Dims, TiedParams, UntiedParams};
-use crate::owned::{ActivationKind, UntiedSae};
+use crate::model::{Activation, Arch, Dims, TiedParams, Weights};
+use crate::owned::{Sae, saelens_penalty};
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -83,7 +83,7 @@ pub struct SaeLensConfig {
     /// Dictionary size `d_sae` (= [`Dims::h`]).
     pub d_sae: usize,
     /// The activation (`standard` = ReLU, `topk` with its `k`, `jumprelu`).
-    pub kind: ActivationKind,
+    pub activation: Activation,
     /// Subtract `b_dec` from the input before encoding.
     pub apply_b_dec_to_input: bool,
     /// TopK only: SAELens multiplies pre-activations by the decoder row norms (folded
@@ -104,12 +104,12 @@ pub struct SaeLensConfig {
 impl SaeLensConfig {
     /// A config describing `sae` with empty metadata.
     #[must_use]
-    pub fn for_model(sae: &UntiedSae) -> Self {
+    pub fn for_model(sae: &Sae) -> Self {
         Self {
             d_in: sae.dims().d,
             d_sae: sae.dims().h,
-            kind: sae.kind,
-            apply_b_dec_to_input: sae.apply_b_dec_to_input,
+            activation: sae.arch().activation,
+            apply_b_dec_to_input: sae.arch().centers_input(),
             rescale_acts_by_decoder_norm: false,
             dtype: "float32".to_string(),
             reshape_activations: "none".to_string(),
@@ -288,9 +288,9 @@ pub fn parse_config(json: &[u8]) -> Result<SaeLensConfig> {
     }
     let arch = arch.ok_or(cfg_err("architecture", "missing (required in v6 configs)"))?;
     let mut rescale = false;
-    let kind = match arch {
-        "standard" => ActivationKind::Relu,
-        "jumprelu" => ActivationKind::JumpRelu,
+    let activation = match arch {
+        "standard" => Activation::Relu,
+        "jumprelu" => Activation::JumpRelu,
         "topk" => {
             let (v, field) = match k_field {
                 Some((v, f)) => (Some(v), f),
@@ -302,7 +302,7 @@ pub fn parse_config(json: &[u8]) -> Result<SaeLensConfig> {
                 // SAELens' torch.topk fails on such a file; refuse it too.
                 return Err(cfg_err(field, "k must not exceed d_sae"));
             }
-            ActivationKind::TopK(k)
+            Activation::TopK { k }
         }
         "gated" => return Err(cfg_err("architecture", "gated SAEs are not supported")),
         _ => {
@@ -339,7 +339,7 @@ pub fn parse_config(json: &[u8]) -> Result<SaeLensConfig> {
     Ok(SaeLensConfig {
         d_in,
         d_sae,
-        kind,
+        activation,
         apply_b_dec_to_input,
         rescale_acts_by_decoder_norm: rescale,
         dtype: dtype.to_string(),
@@ -418,10 +418,10 @@ fn to_f32(t: &TensorView<'_>, field: &'static str, shape: &[usize]) -> Result<Ve
 /// [`Error::Format`] (file `sae_weights.safetensors`) for a malformed or truncated file
 /// (field empty), or naming the tensor that is missing, has the wrong shape or dtype,
 /// is unexpected, or is a `scaling_factor` that is not all ones.
-pub fn parse_weights(cfg: &SaeLensConfig, bytes: &[u8]) -> Result<UntiedSae> {
+pub fn parse_weights(cfg: &SaeLensConfig, bytes: &[u8]) -> Result<Sae> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| st_err(&e))?;
     let (d, h) = (cfg.d_in, cfg.d_sae);
-    let jump = cfg.kind == ActivationKind::JumpRelu;
+    let jump = cfg.activation == Activation::JumpRelu;
     for name in st.names() {
         let known = matches!(
             name,
@@ -483,16 +483,18 @@ pub fn parse_weights(cfg: &SaeLensConfig, bytes: &[u8]) -> Result<UntiedSae> {
         }
     }
     let dims = Dims::new(d, h)?;
-    UntiedSae::from_parts(
-        dims,
-        w_enc,
-        b_enc,
-        w_dec,
-        b_dec,
-        threshold,
-        cfg.kind,
-        cfg.apply_b_dec_to_input,
-    )
+    let arch = Arch {
+        weights: Weights::Untied {
+            center_input: cfg.apply_b_dec_to_input,
+        },
+        activation: cfg.activation,
+        penalty: saelens_penalty(cfg.activation),
+    };
+    let mut tensors: Vec<&[f32]> = std::vec![&w_enc, &b_enc, &w_dec, &b_dec];
+    if jump {
+        tensors.push(&threshold);
+    }
+    Sae::from_tensors(arch, dims, &tensors)
 }
 
 fn io_what(e: &std::io::Error) -> &'static str {
@@ -511,7 +513,7 @@ fn io_what(e: &std::io::Error) -> &'static str {
 /// # Errors
 /// [`Error::Format`] with field empty if a file cannot be read (not found, …);
 /// otherwise as [`parse_config`] and [`parse_weights`].
-pub fn load(dir: &Path) -> Result<(SaeLensConfig, UntiedSae)> {
+pub fn load(dir: &Path) -> Result<(SaeLensConfig, Sae)> {
     let cfg_bytes = std::fs::read(dir.join(CFG_FILE)).map_err(|e| cfg_err("", io_what(&e)))?;
     let cfg = parse_config(&cfg_bytes)?;
     let w = std::fs::read(dir.join(WEIGHTS_FILE)).map_err(|e| w_err("", io_what(&e)))?;
@@ -520,11 +522,12 @@ pub fn load(dir: &Path) -> Result<(SaeLensConfig, UntiedSae)> {
 }
 
 /// The v6 `cfg.json` text for `sae`, taking `reshape_activations` and the metadata
-/// from `cfg` (its other fields are ignored: the model decides them).
+/// from `cfg` (its other fields are ignored: the model decides them). A tied model is
+/// described as its untied equivalent ([`Sae::to_untied`]).
 ///
 /// # Errors
 /// [`Error::Format`] naming `metadata` if `cfg.metadata_json` is not a JSON object.
-pub fn config_json(sae: &UntiedSae, cfg: &SaeLensConfig) -> Result<String> {
+pub fn config_json(sae: &Sae, cfg: &SaeLensConfig) -> Result<String> {
     let mut meta: Map<String, Value> = match serde_json::from_str(&cfg.metadata_json) {
         Ok(Value::Object(m)) => m,
         _ => return Err(cfg_err("metadata", "metadata_json must be a JSON object")),
@@ -554,7 +557,7 @@ pub fn config_json(sae: &UntiedSae, cfg: &SaeLensConfig) -> Result<String> {
     o.insert("device".into(), "cpu".into());
     o.insert(
         "apply_b_dec_to_input".into(),
-        sae.apply_b_dec_to_input.into(),
+        sae.arch().centers_input().into(),
     );
     o.insert("normalize_activations".into(), "none".into());
     let reshape = if cfg.reshape_activations == "hook_z" {
@@ -564,14 +567,14 @@ pub fn config_json(sae: &UntiedSae, cfg: &SaeLensConfig) -> Result<String> {
     };
     o.insert("reshape_activations".into(), reshape.into());
     o.insert("metadata".into(), Value::Object(meta));
-    let arch = match sae.kind {
-        ActivationKind::Relu => "standard",
-        ActivationKind::TopK(k) => {
+    let arch = match sae.arch().activation {
+        Activation::Relu => "standard",
+        Activation::TopK { k } => {
             o.insert("k".into(), k.into());
             o.insert("rescale_acts_by_decoder_norm".into(), false.into());
             "topk"
         }
-        ActivationKind::JumpRelu => "jumprelu",
+        Activation::JumpRelu => "jumprelu",
     };
     o.insert("architecture".into(), arch.into());
     serde_json::to_string_pretty(&Value::Object(o)).map_err(|_| cfg_err("", "cannot serialise"))
@@ -581,23 +584,27 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// The `sae_weights.safetensors` bytes for `sae` (F32 tensors).
+/// The `sae_weights.safetensors` bytes for `sae` (F32 tensors; a tied model as its
+/// untied equivalent, [`Sae::to_untied`]).
 ///
 /// # Errors
-/// [`Error::Length`] naming the buffer if a public field of `sae` was resized away
-/// from the model's dimensions; [`Error::Format`] if the serialiser fails.
-pub fn weights_bytes(sae: &UntiedSae) -> Result<Vec<u8>> {
+/// [`Error::Format`] if the serialiser fails.
+pub fn weights_bytes(sae: &Sae) -> Result<Vec<u8>> {
     let Dims { d, h } = sae.dims();
-    let p = UntiedParams::new(sae.dims(), &sae.w_enc, &sae.b_enc, &sae.w_dec, &sae.b_dec)?;
-    let mut tensors: Vec<(&str, Vec<u8>, Vec<usize>)> = std::vec![
-        ("W_enc", f32_bytes(p.w_enc()), std::vec![d, h]),
-        ("b_enc", f32_bytes(p.b_enc()), std::vec![h]),
-        ("W_dec", f32_bytes(p.w_dec()), std::vec![h, d]),
-        ("b_dec", f32_bytes(p.b_dec()), std::vec![d]),
-    ];
-    if sae.kind == ActivationKind::JumpRelu {
-        tensors.push(("threshold", f32_bytes(&sae.threshold), std::vec![h]));
-    }
+    let untied = sae.to_untied();
+    let tensors: Vec<(&str, Vec<u8>, Vec<usize>)> = untied
+        .tensors()
+        .iter()
+        .map(|t| {
+            let shape = match t.name {
+                "W_enc" => std::vec![d, h],
+                "W_dec" => std::vec![h, d],
+                "b_dec" => std::vec![d],
+                _ => std::vec![h],
+            };
+            (t.name, f32_bytes(t.data), shape)
+        })
+        .collect();
     let views = tensors
         .iter()
         .map(|(name, bytes, shape)| {
@@ -627,7 +634,7 @@ fn name_static(name: &str) -> &'static str {
 /// # Errors
 /// [`Error::Format`] with field empty if the folder or a file cannot be written;
 /// as [`config_json`] and [`weights_bytes`].
-pub fn save(dir: &Path, sae: &UntiedSae, cfg: &SaeLensConfig) -> Result<()> {
+pub fn save(dir: &Path, sae: &Sae, cfg: &SaeLensConfig) -> Result<()> {
     let json = config_json(sae, cfg)?;
     let w = weights_bytes(sae)?;
     std::fs::create_dir_all(dir).map_err(|e| cfg_err("", io_what(&e)))?;
@@ -643,6 +650,6 @@ pub fn save(dir: &Path, sae: &UntiedSae, cfg: &SaeLensConfig) -> Result<()> {
 /// # Errors
 /// As [`save`].
 pub fn save_tied(dir: &Path, tied: TiedParams<'_>) -> Result<()> {
-    let sae = UntiedSae::from_tied(tied);
+    let sae = Sae::from_params(tied.into()).to_untied();
     save(dir, &sae, &SaeLensConfig::for_model(&sae))
 }

@@ -22,50 +22,21 @@
 //! pre-activation is 1 (and 0 elsewhere, including at the kink: relu'(0) = 0), so the
 //! backward pass reads its mask from the codes (`f_i > 0`).
 
-use crate::error::{Error, Result, check_len};
+use super::params::Activation;
 use crate::kernels::vector;
 use core::cmp::Ordering;
-
-/// The activation of an untied SAE; see the [module docs](self) for the definitions.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation<'a> {
-    /// `relu(pre)`.
-    Relu,
-    /// ReLU on the `k` largest pre-activations of each row, 0 elsewhere (`k ≥ 1`;
-    /// `k ≥ h` keeps every feature and equals [`Activation::Relu`]).
-    TopK {
-        /// How many features each row may keep.
-        k: usize,
-    },
-    /// `relu(pre_i)·1[pre_i > threshold_i]`; `threshold` has `h` entries.
-    JumpRelu {
-        /// Per-feature thresholds θ (`h` entries).
-        threshold: &'a [f32],
-    },
-}
-
-impl Activation<'_> {
-    /// Check the activation's parameters against the dictionary size `h`.
-    ///
-    /// # Errors
-    /// [`Error::OutOfRange`] naming `k` if `k == 0`; [`Error::Length`] naming
-    /// `threshold` if it does not have `h` entries.
-    pub fn check(&self, h: usize) -> Result<()> {
-        match *self {
-            Activation::Relu => Ok(()),
-            Activation::TopK { k: 0 } => Err(Error::OutOfRange {
-                arg: "k",
-                allowed: "k must be at least 1",
-            }),
-            Activation::TopK { .. } => Ok(()),
-            Activation::JumpRelu { threshold } => check_len("threshold", threshold.len(), h),
-        }
-    }
-}
+use wide::f32x8;
 
 /// Apply `act` in place to a block of rows of pre-activations (`rows×h` row-major,
-/// bias already added). `sel` must hold at least `h` entries when `act` is TopK.
-pub(crate) fn apply_rows(act: Activation<'_>, pre: &mut [f32], h: usize, sel: &mut [f32]) {
+/// bias already added). `threshold` holds the JumpReLU thresholds (`h`; ignored
+/// otherwise); `sel` must hold at least `h` entries when `act` is TopK.
+pub(crate) fn apply_rows(
+    act: Activation,
+    pre: &mut [f32],
+    h: usize,
+    threshold: &[f32],
+    sel: &mut [f32],
+) {
     match act {
         Activation::Relu => vector::relu_inplace(pre),
         Activation::TopK { k } => {
@@ -73,7 +44,7 @@ pub(crate) fn apply_rows(act: Activation<'_>, pre: &mut [f32], h: usize, sel: &m
                 topk_relu_row(row, k, &mut sel[..h]);
             }
         }
-        Activation::JumpRelu { threshold } => {
+        Activation::JumpRelu => {
             for row in pre.chunks_exact_mut(h) {
                 jumprelu_row(row, threshold);
             }
@@ -106,6 +77,10 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
         row.fill(0.0);
         return;
     }
+    if k <= HEAP_MAX_K && h >= 8 * k {
+        topk_relu_small(row, k, sel);
+        return;
+    }
     let sel = &mut sel[..h];
     sel.copy_from_slice(row);
     // Descending order: after this, sel[k-1] is the k-th largest and sel[..k-1] are
@@ -126,6 +101,80 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
             }
             _ => 0.0,
         };
+    }
+}
+
+/// The largest `k` for which [`topk_relu_row`] preselects candidates (when `h ≥ 8k`)
+/// instead of running `select_nth_unstable_by` on the whole row.
+const HEAP_MAX_K: usize = 64;
+
+/// The total-order key of `v` ([`f32::total_cmp`] compares these as `i32`).
+#[inline(always)]
+fn key(v: f32) -> i32 {
+    let b = v.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+/// [`topk_relu_row`] for `k ≤ HEAP_MAX_K` and `h ≥ 8k`, in three passes:
+/// 1. the largest key of each of `k` contiguous groups; their minimum `t` has at least
+///    `k` entries at or above it (one per group), so the kept set lies in `{v ≥ t}`;
+/// 2. the candidates `v ≥ t` (a SIMD test on a superset: `v ≥ t` as floats, or NaN),
+///    typically a few times `k` for unordered data;
+/// 3. an exact selection among the candidates by (value by `total_cmp` descending,
+///    index ascending): the same kept set as the definition.
+///
+/// `sel` (at least `h` slots) holds the candidates' indices.
+fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32]) {
+    let h = row.len();
+    let g = h / k;
+    let mut t = i32::MAX;
+    for gi in 0..k {
+        let end = if gi + 1 == k { h } else { (gi + 1) * g };
+        let m = row[gi * g..end].iter().map(|&v| key(v)).max();
+        t = t.min(m.unwrap_or(i32::MIN));
+    }
+    // The float with key t (the key map is its own inverse).
+    let tf = f32::from_bits(key(f32::from_bits(t as u32)) as u32);
+    let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
+    let mut c = 0usize;
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder().len();
+    let tv = f32x8::splat(tf);
+    for (ci, ch) in chunks.enumerate() {
+        let v = f32x8::new(ch.try_into().unwrap_or([0.0; 8]));
+        let mut on = (v.simd_ge(tv) | v.simd_ne(v)).to_bitmask() & 0xFF;
+        while on != 0 {
+            let i = on.trailing_zeros() as usize;
+            let j = ci * 8 + i;
+            if key(row[j]) >= t {
+                idx[c] = j as u32;
+                c += 1;
+            }
+            on &= on - 1;
+        }
+    }
+    for (j, &v) in row.iter().enumerate().skip(h - tail) {
+        if key(v) >= t {
+            idx[c] = j as u32;
+            c += 1;
+        }
+    }
+    let cand = &mut idx[..c];
+    let order = |a: &u32, b: &u32| {
+        key(row[*b as usize])
+            .cmp(&key(row[*a as usize]))
+            .then(a.cmp(b))
+    };
+    if c > k {
+        cand.select_nth_unstable_by(k - 1, order);
+    }
+    let mut vals = [0.0f32; HEAP_MAX_K];
+    for (v, &j) in vals.iter_mut().zip(&cand[..k]) {
+        *v = row[j as usize];
+    }
+    row.fill(0.0);
+    for (&v, &j) in vals.iter().zip(&cand[..k]) {
+        row[j as usize] = vector::relu(v);
     }
 }
 
@@ -168,5 +217,48 @@ pub(crate) fn topk_among(row: &mut [f32], cand: &[bool], k: usize, sel: &mut [f3
             (true, true) => -0.0,
             (true, false) => *v,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The candidate route keeps exactly the defined set (ties, NaN, ±0).
+    #[test]
+    fn heap_and_selection_agree() {
+        let mut state = 7u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for trial in 0..200 {
+            let h = 64 + (next() % 300) as usize;
+            let k = 1 + (next() % 8) as usize;
+            let row: [f32; 400] = core::array::from_fn(|_| match next() % 16 {
+                0 => 0.0,
+                1 => -0.0,
+                2 if trial % 3 == 0 => f32::NAN,
+                3 => 0.5,
+                _ => (next() % 2000) as f32 / 1000.0 - 1.0,
+            });
+            let (mut a, mut b) = ([0.0f32; 400], [0.0f32; 400]);
+            a[..h].copy_from_slice(&row[..h]);
+            b[..h].copy_from_slice(&row[..h]);
+            let mut sel = [0.0f32; 400];
+            topk_relu_small(&mut a[..h], k, &mut sel);
+            // The definition: sort by total order, ties to the lowest index.
+            let mut idx: [usize; 400] = core::array::from_fn(|i| i);
+            idx[..h].sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
+            b[..h].fill(0.0);
+            for &i in &idx[..k] {
+                b[i] = vector::relu(row[i]);
+            }
+            for i in 0..h {
+                assert_eq!(a[i].to_bits(), b[i].to_bits(), "trial {trial}, index {i}");
+            }
+        }
     }
 }

@@ -1,38 +1,36 @@
-//! What a sparse autoencoder is: parameters, workspace sizes, forward and backward.
+//! What a sparse autoencoder is, for every architecture: parameter views, scratch
+//! plans, the forward pass and the exact backward pass.
 //!
-//! Three separate concepts, so that new variants slot in beside the tied model:
-//! - parameters ([`TiedParams`], [`TiedParamsMut`]) are views over caller memory;
-//! - the activation (here ReLU, fused into the encoder GEMM's epilogue);
-//! - scratch memory, sized by the `*_scratch_len` functions in [`workspace`].
+//! - [`Arch`] describes an architecture (tied or untied weights with optional input
+//!   centring, an [`Activation`], a [`Penalty`]); [`Params`] / [`ParamsMut`] are views
+//!   of its tensors (or of their gradients) over caller memory, listed by
+//!   [`Params::tensors`] / [`ParamsMut::tensors_mut`] in the canonical order of
+//!   [`tensors`].
+//! - [`encode`], [`decode`], [`forward`] and [`loss_and_grad`] run one row-block loop
+//!   each for every architecture ([`core`] has the formulas), on the dense or the
+//!   sparse path ([`sparse_path`]).
+//! - Each operation's scratch is one plan of slots ([`StackReq`]); its
+//!   `*_scratch_len(arch, dims, block_rows)` is that plan's size.
 
 pub mod activation;
-pub mod backward;
-pub mod forward;
+pub mod core;
+mod decoder;
 pub mod init;
 pub mod params;
 pub mod sparse_path;
+pub mod stack;
 pub mod tensors;
-pub mod untied;
-pub mod workspace;
 
-pub use backward::{loss_and_grad, loss_and_grad_with};
-pub use forward::{
-    ForwardOutputs, LossParts, decode, decode_scratch_len, encode, forward, forward_with,
+pub use self::core::{
+    AuxK, DEFAULT_BLOCK_ROWS, ForwardOutputs, LossOptions, LossParts, MAX_BLOCK_ROWS, decode,
+    decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
+    loss_and_grad,
 };
+pub use decoder::{init_untied, normalize_decoder_rows, remove_parallel_decoder_grad};
 pub use init::init_tied;
-pub use params::{Dims, TiedParams, TiedParamsMut};
-pub use sparse_path::{Path, SPARSE_CROSSOVER, SPARSE_MAX_H};
+pub use params::{
+    Activation, Arch, Dims, Params, ParamsMut, Penalty, TiedParams, TiedParamsMut, Weights,
+};
+pub use sparse_path::{Path, SPARSE_CROSSOVER};
+pub use stack::StackReq;
 pub use tensors::{MAX_TENSORS, Role, TensorMut, TensorRef, Tensors, TensorsMut};
-pub use workspace::{
-    DEFAULT_BLOCK_ROWS, MAX_BLOCK_ROWS, encode_scratch_len, forward_scratch_len, grad_scratch_len,
-};
-
-// The untied SAE family (SAELens layout).
-pub use activation::Activation;
-pub use untied::{
-    AuxK, Penalty, UntiedConfig, UntiedParams, UntiedParamsMut, init_untied,
-    normalize_decoder_rows, remove_parallel_decoder_grad, tied_to_untied, untied_decode,
-    untied_decode_scratch_len, untied_encode, untied_encode_scratch_len, untied_forward,
-    untied_forward_scratch_len, untied_grad_auxk_scratch_len, untied_grad_scratch_len,
-    untied_loss_and_grad, untied_loss_and_grad_auxk,
-};

@@ -1,42 +1,45 @@
-//! The sparse path of the tied SAE: decoder and backward products over active features
-//! only, exact and in fixed memory.
+//! The sparse path: decoder and backward products over the active codes only, exact
+//! and in fixed memory, for every architecture and activation.
 //!
-//! After the encoder (a dense GEMM with the bias-ReLU epilogue) most codes of a row are
-//! exactly zero. A zero code contributes nothing to `X̂ = C·M` nor to `Cᵀ·G`, and its
-//! code gradient is masked to zero, so it contributes nothing to `dPreᵀ·X` or `db`
-//! either. The sparse path therefore works on the active features
-//! `A(r) = { j : c[r, j] > 0 }` of each row only (NaN codes are kept so that they
-//! propagate as on the dense path):
+//! After the encoder (a dense GEMM) most codes of a row are exactly zero (ReLU with a
+//! sparsity penalty, TopK with `k ≪ h`, JumpReLU). A zero code contributes nothing to
+//! `X̂ = C·W_dec` nor to `Cᵀ·G`, and its code gradient is masked to zero, so it
+//! contributes nothing to the encoder gradient or `b_enc` either. The sparse path
+//! works on the active features `A(r) = { j : c[r, j] > 0 }` of each row only (NaN
+//! codes are kept so that they propagate as on the dense path). With `w_j` the
+//! penalty weight (1 for L1, `‖W_dec,j‖` for the decoder-norm penalty, 0 for none),
+//! `x̄_r = x_r − b_dec` with input centring (else `x_r`):
 //!
 //! ```text
-//! x̂_r      = Σ_{j∈A(r)} c[r,j]·M[j]                      (gather rows of M, SIMD axpy)
-//! g_r      = (2/n)·(x̂_r − x_r)
-//! dpre[r,j] = g_r·M[j] + α/n    for j ∈ A(r) with c > 0   (SIMD dot), else 0
-//! dM[j]   += c[r,j]·g_r + dpre[r,j]·x_r                   (one fused SIMD pass)
-//! db[j]   += dpre[r,j]
+//! x̂_r        = Σ_{j∈A(r)} c[r,j]·W_dec[j] (+ b_dec)           (gather rows, SIMD axpy)
+//! g_r        = (2/n)·(x̂_r − x_r)
+//! dpre[r,j]  = g_r·W_dec[j] + (α/n)·w_j   for j ∈ A(r) with c > 0, else 0   (SIMD dot)
+//! dW_dec[j] += c[r,j]·g_r                  dW_enc[:, j] += dpre[r,j]·x̄_r
+//! db_enc[j] += dpre[r,j]                   db_dec += g_r
 //! ```
+//!
+//! For tied weights `W_dec = M` and `W_enc = Mᵀ`, so both weight contributions go to
+//! row `j` of `dM` in one fused pass (`dM[j] += c·g_r + dpre·x_r`). For untied
+//! weights the encoder column `j` is strided in `W_enc` (`d×h`): a feature's
+//! contributions are summed into a contiguous `d`-vector first and added to the column
+//! once per super-block.
 //!
 //! ## Memory and order
 //! In the backward pass, consecutive sparse row blocks form a *super-block*: after each
 //! block's encoder GEMM its active codes are appended as `(row, feature, code)`
-//! triples; when the area is full (or a dense block or the batch's end comes), the
-//! entries are grouped by feature with a counting sort and the formulas above run
-//! feature by feature, so each touched row of `M` and `dM` is loaded once per
-//! super-block however many rows use it. The area is the scratch the dense path uses
-//! for `dPre` and the residuals (`rows·(h + d)`): a super-block of `R` rows with `z`
-//! active codes needs `5z + h + R·d`. A single block too dense for that falls back to
-//! grouping within the block (`build_columns`) or to row by row (`decode_row`,
-//! `grad_row`). The forward pass decodes row by row (`h` extra scratch slots for one
-//! row's index list). Every row's reconstruction sums its features in ascending order
-//! with the same `axpy` on every route, so `forward` and `loss_and_grad` report the
-//! same loss bits. Indices are stored in `f32` slots as exact integers, which limits
-//! the sparse path to `h ≤` [`SPARSE_MAX_H`].
+//! triples (indices as `u32`); when the area is full (or a dense block or the batch's
+//! end comes), the entries are grouped by feature with a counting sort and the
+//! formulas above run feature by feature, so each touched row of `W_dec` and of the
+//! gradients is loaded once per super-block however many rows use it. The area is the
+//! scratch the dense path uses for `dPre` and the residuals (`rows·(h + d)`): a
+//! super-block of `R` rows with `z` active codes needs `5z + h + R·d` slots. A single
+//! block too dense for that runs row by row (`decode_row`, `grad_row`). Every
+//! row's reconstruction sums its features in ascending order with the same `axpy` on
+//! every route, so `forward` and `loss_and_grad` report the same loss bits.
 //!
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
 
-use super::params::Dims;
-use crate::error::{Error, Result};
 use crate::kernels::dispatch_vector::{axpy, axpy2, dot};
 use crate::kernels::vector;
 use wide::f32x8;
@@ -45,16 +48,15 @@ use wide::f32x8;
 ///
 /// Both give the same results up to f32 rounding (they sum in different orders); the
 /// encoder is the same dense GEMM on both.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Path {
     /// Per row block, measure the fraction of active codes after the encoder and take
-    /// the sparse path when it is at most [`SPARSE_CROSSOVER`] (and `h ≤`
-    /// [`SPARSE_MAX_H`]), otherwise the dense one.
+    /// the sparse path when it is at most [`SPARSE_CROSSOVER`], otherwise the dense one.
     #[default]
     Auto,
     /// Always the dense GEMMs.
     Dense,
-    /// Always the sparse path (requires `h ≤` [`SPARSE_MAX_H`]).
+    /// Always the sparse path.
     Sparse,
 }
 
@@ -67,12 +69,8 @@ pub enum Path {
 /// (4096, 512, 4096) and (1024, 768, 16384) (1.3–1.4× faster at 10 %, 0.8× at 20 %).
 /// `Auto` switches a little earlier because a sparse block's cost grows with its
 /// density while a dense block's does not. The same threshold decides the decoder in
-/// [`super::forward::forward`].
+/// the forward pass.
 pub const SPARSE_CROSSOVER: f32 = 0.12;
-
-/// The largest `h` the sparse path supports: feature indices are kept in `f32`
-/// scratch slots, which represent every integer up to `2^24` exactly.
-pub const SPARSE_MAX_H: usize = 1 << 24;
 
 const LANES: usize = 8;
 
@@ -80,17 +78,6 @@ const LANES: usize = 8;
 fn load(chunk: &[f32]) -> f32x8 {
     let arr: [f32; LANES] = chunk.try_into().unwrap_or([0.0; LANES]);
     f32x8::new(arr)
-}
-
-/// Reject [`Path::Sparse`] for models too wide for it.
-pub(crate) fn check_path(path: Path, dims: Dims) -> Result<()> {
-    if path == Path::Sparse && dims.h > SPARSE_MAX_H {
-        return Err(Error::OutOfRange {
-            arg: "path",
-            allowed: "Path::Sparse needs h <= 2^24",
-        });
-    }
-    Ok(())
 }
 
 /// Is a code active: `> 0`, or NaN (kept so that it propagates)?
@@ -118,9 +105,7 @@ pub(crate) fn use_sparse(path: Path, active: usize, rows: usize, h: usize) -> bo
     match path {
         Path::Dense => false,
         Path::Sparse => true,
-        Path::Auto => {
-            h <= SPARSE_MAX_H && (active as f64) <= f64::from(SPARSE_CROSSOVER) * (rows * h) as f64
-        }
+        Path::Auto => (active as f64) <= f64::from(SPARSE_CROSSOVER) * (rows * h) as f64,
     }
 }
 
@@ -145,214 +130,135 @@ fn each_active(row: &[f32], mut f: impl FnMut(usize)) {
     }
 }
 
-/// Write the indices of the active codes of one row (ascending, as exact `f32`
-/// integers) to the front of `idx` (`idx.len() ≥ row.len()`); return their number.
-pub(crate) fn collect_row(row: &[f32], idx: &mut [f32]) -> usize {
+/// Write the indices of the active codes of one row (ascending) to the front of `idx`
+/// (`idx.len() ≥ row.len()`); return their number.
+pub(crate) fn collect_row(row: &[f32], idx: &mut [u32]) -> usize {
     let mut k = 0usize;
     each_active(row, |j| {
-        idx[k] = j as f32;
+        idx[k] = j as u32;
         k += 1;
     });
     k
 }
 
-/// `recon ← Σ_{j ∈ idx} codes[j]·M[j]` for one row (`recon.len() == d`).
-pub(crate) fn decode_row(m: &[f32], d: usize, codes: &[f32], idx: &[f32], recon: &mut [f32]) {
-    recon.fill(0.0);
-    for &jf in idx {
-        let j = jf as usize;
-        axpy(codes[j], &m[j * d..(j + 1) * d], recon);
-    }
+/// The model side of the sparse products.
+#[derive(Clone, Copy)]
+pub(crate) struct Model<'a> {
+    pub d: usize,
+    pub h: usize,
+    /// The decoder, `h×d` row-major (tied: `M`).
+    pub dec: &'a [f32],
+    /// `b_dec` (`d`), added to every reconstruction; `None` for tied weights.
+    pub b_dec: Option<&'a [f32]>,
+    /// `b_dec` again when it is subtracted from the input (the encoder sees `x − b_dec`).
+    pub center: Option<&'a [f32]>,
+    /// Penalty weight per feature (`h`), multiplied by `add`; `None` for weight 1.
+    pub w: Option<&'a [f32]>,
+    /// `α/n`.
+    pub add: f32,
 }
 
-/// The gradient contributions of one row on the sparse path:
-/// for each active `j`, `dpre = g·M[j] + add` (0 unless `codes[j] > 0`),
-/// `dM[j] += codes[j]·g + dpre·x`, `db[j] += dpre`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn grad_row(
-    m: &[f32],
-    d: usize,
-    codes: &[f32],
-    idx: &[f32],
-    g: &[f32],
-    x: &[f32],
-    add: f32,
-    dm: &mut [f32],
-    db: &mut [f32],
-) {
-    for &jf in idx {
-        let j = jf as usize;
-        let c = codes[j];
-        let row = j * d..(j + 1) * d;
-        let dpre = if c > 0.0 {
-            dot(g, &m[row.clone()]) + add
+impl Model<'_> {
+    #[inline(always)]
+    fn dec_row(&self, j: usize) -> &[f32] {
+        &self.dec[j * self.d..(j + 1) * self.d]
+    }
+
+    /// The code gradient of an active entry: `g·W_dec[j] + (α/n)·w_j` if `c > 0`.
+    #[inline(always)]
+    fn dpre(&self, j: usize, c: f32, g: &[f32]) -> f32 {
+        if c > 0.0 {
+            let wj = match self.w {
+                Some(w) => w[j],
+                None => 1.0,
+            };
+            dot(g, self.dec_row(j)) + self.add * wj
         } else {
             0.0
-        };
-        axpy2(c, g, dpre, x, &mut dm[row]);
-        db[j] += dpre;
+        }
     }
 }
 
-/// The active codes of a row block, grouped by feature (CSC), built in `work` by a
-/// counting sort: `work = [end: h][tmp: h][rows: nnz][codes: nnz]`, where column `j`'s
-/// entries are `end[j−1]..end[j]` (row index and code), rows ascending. Every integer
-/// is stored exactly in an `f32` slot.
-///
-/// Grouping by feature loads each active row of `M` (and `dM`) once per block instead
-/// of once per active code. `nnz` is [`count_active`] of the block. Returns `nnz`, or
-/// `None` (nothing usable written) if the entries do not fit in `work` or their count
-/// is not exact in `f32`.
-pub(crate) fn build_columns(
+/// The gradient accumulators the sparse path adds to (zeroed or holding earlier
+/// blocks' contributions).
+pub(crate) struct Acc<'g> {
+    /// Tied: `dM` (`h×d`, both contributions); untied: `dW_enc` (`d×h`).
+    pub enc: &'g mut [f32],
+    /// Untied: `dW_dec` (`h×d`); tied: `None`.
+    pub dec: Option<&'g mut [f32]>,
+    /// `db_enc` (`h`).
+    pub b_enc: &'g mut [f32],
+    /// Untied: `db_dec` (`d`), the row sums of `G` (the centring term comes later).
+    pub b_dec: Option<&'g mut [f32]>,
+    /// `Σ_rows c[r, j]` per feature (`h`), for the decoder-norm penalty (empty without it).
+    pub fsum: &'g mut [f32],
+    /// `d` slots: one feature's encoder-gradient column before it is added (untied).
+    pub col: &'g mut [f32],
+    /// `d·TILE` slots: the encoder-gradient columns of `TILE` consecutive features
+    /// (untied), `d×TILE` row-major.
+    pub tile: &'g mut [f32],
+}
+
+/// `recon ← Σ_{j ∈ idx} codes[j]·W_dec[j] (+ b_dec)` for one row (`recon.len() == d`).
+pub(crate) fn decode_row(m: &Model<'_>, codes: &[f32], idx: &[u32], recon: &mut [f32]) {
+    recon.fill(0.0);
+    for &j in idx {
+        let j = j as usize;
+        axpy(codes[j], m.dec_row(j), recon);
+    }
+    if let Some(b) = m.b_dec {
+        vector::axpy(1.0, b, recon);
+    }
+}
+
+/// The gradient contributions of one row on the sparse path (see the module docs);
+/// `g` is the row's `(2/n)(x̂ − x)`, `x` its input. Adds `g` to `db_dec`.
+pub(crate) fn grad_row(
+    m: &Model<'_>,
     codes: &[f32],
-    rows: usize,
-    h: usize,
-    nnz: usize,
-    work: &mut [f32],
-) -> Option<usize> {
-    let need = nnz.checked_mul(2)?.checked_add(2 * h)?;
-    if need > work.len() || nnz >= SPARSE_MAX_H || h > SPARSE_MAX_H {
-        return None;
-    }
-    let (end, rest) = work.split_at_mut(h);
-    let (tmp, rest) = rest.split_at_mut(h);
-    let (ent_r, rest) = rest.split_at_mut(nnz);
-    let ent_c = &mut rest[..nnz];
-    end.fill(0.0);
-    for row in codes.chunks_exact(h).take(rows) {
-        let k = collect_row(row, tmp);
-        for &jf in &tmp[..k] {
-            end[jf as usize] += 1.0;
-        }
-    }
-    // Exclusive prefix sums: end[j] becomes the start of column j.
-    let mut acc = 0.0f32;
-    for e in end.iter_mut() {
-        let c = *e;
-        *e = acc;
-        acc += c;
-    }
-    for (r, row) in codes.chunks_exact(h).take(rows).enumerate() {
-        let k = collect_row(row, tmp);
-        for &jf in &tmp[..k] {
-            let j = jf as usize;
-            let e = end[j] as usize;
-            ent_r[e] = r as f32;
-            ent_c[e] = row[j];
-            end[j] += 1.0;
-        }
-    }
-    Some(nnz)
-}
-
-/// Active codes grouped by feature: column `j`'s entries (row index, code) are
-/// `r[end[j−1]..end[j]]`, `c[..]` (with `end[−1] = 0`), rows ascending.
-pub(crate) struct Cols<'a> {
-    end: &'a [f32],
-    r: &'a [f32],
-    c: &'a [f32],
-}
-
-impl<'a> Cols<'a> {
-    /// The CSC that [`build_columns`] wrote to `work`.
-    pub(crate) fn of_block(work: &'a [f32], h: usize, nnz: usize) -> Self {
-        Self {
-            end: &work[..h],
-            r: &work[2 * h..2 * h + nnz],
-            c: &work[2 * h + nnz..2 * h + 2 * nnz],
-        }
-    }
-
-    /// Call `f(j, rows, codes)` for each feature `j` with entries.
-    fn each(&self, mut f: impl FnMut(usize, &[f32], &[f32])) {
-        let mut start = 0usize;
-        for (j, &e) in self.end.iter().enumerate() {
-            let e = e as usize;
-            if e > start {
-                f(j, &self.r[start..e], &self.c[start..e]);
-            }
-            start = e;
-        }
-    }
-
-    /// `recon ← codes·M` (`recon` is `rows×d`). Each row's sum runs over ascending
-    /// features with the same `axpy` as [`decode_row`], so both give the same bits.
-    pub(crate) fn decode(&self, m: &[f32], d: usize, recon: &mut [f32]) {
-        recon.fill(0.0);
-        self.each(|j, rs, cs| {
-            let mj = &m[j * d..(j + 1) * d];
-            for (&r, &c) in rs.iter().zip(cs) {
-                let r = r as usize;
-                axpy(c, mj, &mut recon[r * d..(r + 1) * d]);
-            }
-        });
-    }
-
-    /// The gradient contributions, feature by feature: for each entry `(r, c)` of
-    /// column `j`, `dpre = g_r·M[j] + add` (0 unless `c > 0`), `dM[j] += c·g_r +
-    /// dpre·x_r`, `db[j] += dpre`. `g` and `x` are `rows×d`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn grad(
-        &self,
-        m: &[f32],
-        d: usize,
-        g: &[f32],
-        x: &[f32],
-        add: f32,
-        dm: &mut [f32],
-        db: &mut [f32],
-    ) {
-        self.each(|j, rs, cs| {
-            let row = j * d..(j + 1) * d;
-            let (mj, dmj) = (&m[row.clone()], &mut dm[row]);
-            let mut dbj = db[j];
-            for (&r, &c) in rs.iter().zip(cs) {
-                let r = r as usize;
-                let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-                let dpre = if c > 0.0 { dot(gr, mj) + add } else { 0.0 };
-                axpy2(c, gr, dpre, xr, dmj);
-                dbj += dpre;
-            }
-            db[j] = dbj;
-        });
-    }
-}
-
-/// [`Cols::decode`] of the CSC that [`build_columns`] wrote to `work`.
-pub(crate) fn decode_columns(
-    m: &[f32],
-    d: usize,
-    h: usize,
-    work: &[f32],
-    nnz: usize,
-    recon: &mut [f32],
-) {
-    Cols::of_block(work, h, nnz).decode(m, d, recon);
-}
-
-/// [`Cols::grad`] of the CSC that [`build_columns`] wrote to `work`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn grad_columns(
-    m: &[f32],
-    d: usize,
-    h: usize,
-    work: &[f32],
-    nnz: usize,
+    idx: &[u32],
     g: &[f32],
     x: &[f32],
-    add: f32,
-    dm: &mut [f32],
-    db: &mut [f32],
+    acc: &mut Acc<'_>,
 ) {
-    Cols::of_block(work, h, nnz).grad(m, d, g, x, add, dm, db);
+    let d = m.d;
+    for &j in idx {
+        let j = j as usize;
+        let c = codes[j];
+        let dpre = m.dpre(j, c, g);
+        let row = j * d..(j + 1) * d;
+        match acc.dec.as_deref_mut() {
+            None => axpy2(c, g, dpre, x, &mut acc.enc[row]),
+            Some(dw_dec) => {
+                axpy(c, g, &mut dw_dec[row]);
+                let col = &mut acc.col[..d];
+                col.fill(0.0);
+                axpy(dpre, x, col);
+                if let Some(b) = m.center {
+                    axpy(-dpre, b, col);
+                }
+                for (i, &a) in col.iter().enumerate() {
+                    acc.enc[i * m.h + j] += a;
+                }
+            }
+        }
+        acc.b_enc[j] += dpre;
+        if let Some(f) = acc.fsum.get_mut(j) {
+            *f += c;
+        }
+    }
+    if let Some(db) = acc.b_dec.as_deref_mut() {
+        vector::axpy(1.0, g, db);
+    }
 }
 
-/// `f32` a super-block of `rows` rows with `nnz` active codes needs in the work area
-/// of [`super_append`] and [`super_flush`]: `5·nnz + h + rows·d`, or `None` if that
-/// overflows or an index would not be exact in `f32`.
+/// Slots a super-block of `rows` rows with `nnz` active codes needs in the work area
+/// of [`super_append`] and [`super_flush`]: `5·nnz + h + rows·d`, or `None` on overflow
+/// or if an index would not fit a `u32`.
 #[must_use]
 pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize) -> Option<usize> {
-    if nnz >= SPARSE_MAX_H || rows >= SPARSE_MAX_H || h > SPARSE_MAX_H {
+    let max = u32::MAX as usize;
+    if nnz >= max || rows >= max || h > max {
         return None;
     }
     nnz.checked_mul(5)?
@@ -361,9 +267,9 @@ pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize) -> Option<
 }
 
 /// Append the active codes of a block (`rows×h`) to a super-block's entry list, as
-/// `(row, feature, code)` triples at `work[3·nnz..]`, rows numbered from `row0`, in row
-/// order and ascending features. Returns the new number of entries. The caller has
-/// checked [`super_need`] against `work.len()`.
+/// `(row, feature, code bits)` triples at `work[3·nnz..]`, rows numbered from `row0`,
+/// in row order and ascending features. Returns the new number of entries. The caller
+/// has checked [`super_need`] against `work.len()`.
 pub(crate) fn super_append(
     codes: &[f32],
     h: usize,
@@ -371,13 +277,14 @@ pub(crate) fn super_append(
     nnz: usize,
     work: &mut [f32],
 ) -> usize {
+    let work: &mut [u32] = bytemuck::cast_slice_mut(work);
     let mut e = 3 * nnz;
     for (r, row) in codes.chunks_exact(h).enumerate() {
-        let rf = (row0 + r) as f32;
+        let rr = (row0 + r) as u32;
         each_active(row, |j| {
-            work[e] = rf;
-            work[e + 1] = j as f32;
-            work[e + 2] = row[j];
+            work[e] = rr;
+            work[e + 1] = j as u32;
+            work[e + 2] = row[j].to_bits();
             e += 3;
         });
     }
@@ -386,56 +293,147 @@ pub(crate) fn super_append(
 
 /// Finish a super-block of `rows` rows (inputs `x`, `rows×d`) whose `nnz` entries
 /// [`super_append`] wrote to `work`: group them by feature (counting sort), decode,
-/// add each row's `‖x − x̂‖²` to `sq_sum` in row order, form `G = scale·(x̂ − x)` and
-/// accumulate `dM` and `db` feature by feature (see [`grad_columns`]).
+/// add each row's `‖x − x̂‖²` to `sq_sum` in row order, form `G = scale·(x̂ − x)`, and
+/// accumulate every gradient feature by feature.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn super_flush(
-    m: &[f32],
-    d: usize,
-    h: usize,
+    m: &Model<'_>,
     x: &[f32],
     rows: usize,
     nnz: usize,
     work: &mut [f32],
     scale: f32,
-    add: f32,
     sq_sum: &mut f64,
-    dm: &mut [f32],
-    db: &mut [f32],
+    acc: &mut Acc<'_>,
 ) {
-    let (coo, rest) = work.split_at_mut(3 * nnz);
-    let (end, rest) = rest.split_at_mut(h);
-    let (ent_r, rest) = rest.split_at_mut(nnz);
-    let (ent_c, rest) = rest.split_at_mut(nnz);
+    let (d, h) = (m.d, m.h);
+    let (ints, rest) = work.split_at_mut(5 * nnz + h);
     let g = &mut rest[..rows * d];
-    end.fill(0.0);
+    let ints: &mut [u32] = bytemuck::cast_slice_mut(ints);
+    let (coo, rest) = ints.split_at_mut(3 * nnz);
+    let (end, rest) = rest.split_at_mut(h);
+    let (ent_r, ent_c) = rest.split_at_mut(nnz);
+    end.fill(0);
     for t in coo.chunks_exact(3) {
-        end[t[1] as usize] += 1.0;
+        end[t[1] as usize] += 1;
     }
-    let mut acc = 0.0f32;
+    // Exclusive prefix sums: end[j] becomes the start of column j.
+    let mut sum = 0u32;
     for e in end.iter_mut() {
         let c = *e;
-        *e = acc;
-        acc += c;
+        *e = sum;
+        sum += c;
     }
     for t in coo.chunks_exact(3) {
         let j = t[1] as usize;
         let e = end[j] as usize;
         ent_r[e] = t[0];
         ent_c[e] = t[2];
-        end[j] += 1.0;
+        end[j] += 1;
     }
-    let cols = Cols {
-        end,
-        r: ent_r,
-        c: ent_c,
+    let (end, ent_r, ent_c): (&[u32], &[u32], &[u32]) = (end, ent_r, ent_c);
+    // Call f(j, rows, code bits) for each feature with entries.
+    type Visit<'v> = dyn FnMut(usize, &[u32], &[u32]) + 'v;
+    let each = |f: &mut Visit<'_>| {
+        let mut start = 0usize;
+        for (j, &e) in end.iter().enumerate() {
+            let e = e as usize;
+            if e > start {
+                f(j, &ent_r[start..e], &ent_c[start..e]);
+            }
+            start = e;
+        }
     };
-    cols.decode(m, d, g);
+    // Decode: each row sums its features in ascending order, as `decode_row`.
+    g.fill(0.0);
+    each(&mut |j, rs, cs| {
+        let dj = m.dec_row(j);
+        for (&r, &c) in rs.iter().zip(cs) {
+            let r = r as usize;
+            axpy(f32::from_bits(c), dj, &mut g[r * d..(r + 1) * d]);
+        }
+    });
     for (gr, xr) in g.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        if let Some(b) = m.b_dec {
+            vector::axpy(1.0, b, gr);
+        }
         *sq_sum += f64::from(vector::sum_sq_diff(xr, gr));
         vector::sub_scale_inplace(scale, gr, xr);
+        if let Some(db) = acc.b_dec.as_deref_mut() {
+            vector::axpy(1.0, gr, db);
+        }
     }
-    cols.grad(m, d, g, x, add, dm, db);
+    let g: &[f32] = g;
+    let mut tile0 = 0usize;
+    acc.tile[..if acc.dec.is_some() { d * TILE } else { 0 }].fill(0.0);
+    each(&mut |j, rs, cs| {
+        let row = j * d..(j + 1) * d;
+        let mut dbj = 0.0f32;
+        let mut fs = 0.0f32;
+        match acc.dec.as_deref_mut() {
+            None => {
+                let dmj = &mut acc.enc[row];
+                for (&r, &c) in rs.iter().zip(cs) {
+                    let (r, c) = (r as usize, f32::from_bits(c));
+                    let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
+                    let dpre = m.dpre(j, c, gr);
+                    axpy2(c, gr, dpre, xr, dmj);
+                    dbj += dpre;
+                    fs += c;
+                }
+            }
+            Some(dw_dec) => {
+                let ddj = &mut dw_dec[row];
+                let col = &mut acc.col[..d];
+                col.fill(0.0);
+                for (&r, &c) in rs.iter().zip(cs) {
+                    let (r, c) = (r as usize, f32::from_bits(c));
+                    let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
+                    let dpre = m.dpre(j, c, gr);
+                    axpy(c, gr, ddj);
+                    axpy(dpre, xr, col);
+                    dbj += dpre;
+                    fs += c;
+                }
+                if let Some(b) = m.center {
+                    axpy(-dbj, b, col);
+                }
+                // Into the tile of TILE consecutive columns (d×TILE, in L1), which goes
+                // to W_enc one cache line per row when the features move past it.
+                if j >= tile0 + TILE {
+                    flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
+                    tile0 = j - j % TILE;
+                }
+                let t = j - tile0;
+                for (i, &a) in col.iter().enumerate() {
+                    acc.tile[i * TILE + t] = a;
+                }
+            }
+        }
+        acc.b_enc[j] += dbj;
+        if let Some(f) = acc.fsum.get_mut(j) {
+            *f += fs;
+        }
+    });
+    if acc.dec.is_some() {
+        flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
+    }
+}
+
+/// Columns per tile of the untied encoder gradient in [`super_flush`].
+pub(crate) const TILE: usize = 16;
+
+/// `W_enc[i, j0 + t] += tile[i·TILE + t]` for the columns that exist, then zero the
+/// tile (`W_enc` is `d×h`, the tile `d×TILE`).
+fn flush_tile(enc: &mut [f32], tile: &mut [f32], h: usize, j0: usize) {
+    let w = TILE.min(h - j0);
+    for (i, t) in tile.chunks_exact_mut(TILE).enumerate() {
+        let row = &mut enc[i * h + j0..i * h + j0 + w];
+        for (r, v) in row.iter_mut().zip(t.iter_mut()) {
+            *r += *v;
+            *v = 0.0;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -454,7 +452,7 @@ mod tests {
                 _ => 0.0,
             };
         }
-        let mut idx = [f32::NAN; 37];
+        let mut idx = [u32::MAX; 37];
         let k = collect_row(&row, &mut idx);
         let mut want = (0..37).filter(|&i| is_active(row[i]));
         for &f in &idx[..k] {
@@ -462,8 +460,7 @@ mod tests {
         }
         assert_eq!(want.next(), None);
         assert_eq!(count_active(&row), k);
-        let got = &idx[..k];
-        assert!(got.contains(&13.0), "NaN codes are kept");
+        assert!(idx[..k].contains(&13), "NaN codes are kept");
     }
 
     #[test]
@@ -475,60 +472,6 @@ mod tests {
         for (i, &v) in z.iter().enumerate() {
             assert_eq!(v, 2.0 + 0.5 * i as f32 + 2.0 * (1.0 - i as f32));
         }
-    }
-
-    #[test]
-    fn columns_agree_with_rows() {
-        // A 5×11 block (d = 6) with ~30 % active codes, a NaN, and a -0.
-        const R: usize = 5;
-        const H: usize = 11;
-        const D: usize = 6;
-        let v = |i: usize| ((i * 37 + 11) % 23) as f32 / 23.0 - 0.5;
-        let codes: [f32; R * H] = core::array::from_fn(|i| match i {
-            7 => f32::NAN,
-            8 => -0.0,
-            _ if v(i) > 0.2 => v(i),
-            _ => 0.0,
-        });
-        let m: [f32; H * D] = core::array::from_fn(|i| v(i + 100));
-        let x: [f32; R * D] = core::array::from_fn(|i| v(i + 300));
-        let mut work = [f32::NAN; R * H];
-        let nnz = build_columns(&codes, R, H, count_active(&codes), &mut work).expect("fits");
-        assert_eq!(nnz, count_active(&codes));
-        let mut rec_c = [f32::NAN; R * D];
-        decode_columns(&m, D, H, &work, nnz, &mut rec_c);
-        let mut rec_r = [f32::NAN; R * D];
-        let mut idx = [0.0; H];
-        for r in 0..R {
-            let c = &codes[r * H..(r + 1) * H];
-            let k = collect_row(c, &mut idx);
-            decode_row(&m, D, c, &idx[..k], &mut rec_r[r * D..(r + 1) * D]);
-        }
-        for (a, b) in rec_c.iter().zip(&rec_r) {
-            assert_eq!(a.to_bits(), b.to_bits(), "same order, same bits");
-        }
-        // Gradients with a finite g (the NaN code poisons its own dM row on both).
-        let g: [f32; R * D] = core::array::from_fn(|i| v(i + 500));
-        let (mut dm_c, mut db_c) = ([0.0f32; H * D], [0.0f32; H]);
-        grad_columns(&m, D, H, &work, nnz, &g, &x, 0.25, &mut dm_c, &mut db_c);
-        let (mut dm_r, mut db_r) = ([0.0f32; H * D], [0.0f32; H]);
-        for r in 0..R {
-            let c = &codes[r * H..(r + 1) * H];
-            let k = collect_row(c, &mut idx);
-            let (gr, xr) = (&g[r * D..(r + 1) * D], &x[r * D..(r + 1) * D]);
-            grad_row(&m, D, c, &idx[..k], gr, xr, 0.25, &mut dm_r, &mut db_r);
-        }
-        for (a, b) in dm_c.iter().chain(&db_c).zip(dm_r.iter().chain(&db_r)) {
-            assert!(a.is_nan() == b.is_nan() && (a.is_nan() || (a - b).abs() <= 1e-6));
-        }
-        let nan_row = &dm_c[7 * D..8 * D];
-        assert!(
-            nan_row.iter().all(|v| v.is_nan()),
-            "code (0, 7) is NaN: so is dM row 7"
-        );
-        // Too little room: None.
-        let nnz = count_active(&codes);
-        assert_eq!(build_columns(&codes, R, H, nnz, &mut work[..2 * H]), None);
     }
 
     #[test]

@@ -29,7 +29,11 @@ pub struct StepHyper {
 pub fn train_step_workspace_len(dims: Dims, block_rows: usize) -> usize {
     dims.m_len()
         .saturating_add(dims.h)
-        .saturating_add(grad_scratch_len(dims, block_rows))
+        .saturating_add(grad_scratch_len(
+            crate::model::Arch::tied(),
+            dims,
+            block_rows,
+        ))
 }
 
 /// One training step on a batch: loss, exact gradients and the optimizer update.
@@ -72,11 +76,11 @@ pub fn train_step(
     let (grads, scratch) = workspace.split_at_mut(p_len);
     let (gm, gb) = grads.split_at_mut(dims.m_len());
     let parts = loss_and_grad(
-        params.as_ref(),
+        params.as_ref().into(),
         x,
         n,
-        hyper.alpha,
-        TiedParamsMut::new(dims, gm, gb)?,
+        &crate::model::LossOptions::alpha(hyper.alpha),
+        TiedParamsMut::new(dims, gm, gb)?.into(),
         scratch,
     )?;
     if !parts.loss.is_finite() {

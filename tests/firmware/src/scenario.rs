@@ -11,9 +11,9 @@
 //! one batch.
 
 use sae_kernels::{
-    Dims, Error, ForwardOutputs, LossParts, Optim, Optimizer, TiedParams, TiedParamsMut, encode,
-    encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
-    sgd_step,
+    Arch, Dims, Error, ForwardOutputs, LossOptions, LossParts, Optim, Optimizer, Params, ParamsMut,
+    TiedParams, TiedParamsMut, encode, encode_scratch_len, forward, forward_scratch_len,
+    grad_scratch_len, init_tied, loss_and_grad, sgd_step,
 };
 
 /// Input width.
@@ -126,9 +126,9 @@ pub type Observer<'a> = dyn FnMut(Kind, &'static str, usize, &[f32]) + 'a;
 /// Any error of the library (none is expected).
 pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
     let dims = Dims::new(D, H)?;
-    let grad_len = grad_scratch_len(dims, BLOCK);
-    let fwd_len = forward_scratch_len(dims, BLOCK);
-    let enc_len = encode_scratch_len(dims);
+    let grad_len = grad_scratch_len(Arch::tied(), dims, BLOCK);
+    let fwd_len = forward_scratch_len(Arch::tied(), dims, BLOCK);
+    let enc_len = encode_scratch_len(Arch::tied(), dims, N);
     assert!(
         grad_len.max(fwd_len).max(enc_len) <= SCRATCH_LEN,
         "SCRATCH_LEN too small"
@@ -147,7 +147,7 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
 
     make_data(x);
     observe(Kind::Check, "x", 0, x);
-    init_tied(TiedParamsMut::new(dims, m, b)?, SEED);
+    init_tied(ParamsMut::tied(dims, m, b)?, SEED);
     // Summary of the initial dictionary: Σm, Σm², first and last entry.
     let (s1, s2) = m
         .iter()
@@ -157,20 +157,34 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
     for step in 0..STEPS {
         observe(Kind::Trace, "m", step, m);
         observe(Kind::Trace, "b", step, b);
-        let p = TiedParams::new(dims, m, b)?;
+        let p = Params::tied(dims, m, b)?;
         if step == 0 {
             let out = ForwardOutputs {
                 codes: Some(&mut *codes),
                 recon: Some(&mut *recon),
                 ..Default::default()
             };
-            let l = forward(p, x, N, ALPHA, out, &mut scratch[..fwd_len])?;
+            let l = forward(
+                p,
+                x,
+                N,
+                &LossOptions::alpha(ALPHA),
+                out,
+                &mut scratch[..fwd_len],
+            )?;
             observe(Kind::Check, "forward.loss", step, &parts(l));
             observe(Kind::Check, "forward.codes", step, codes);
             observe(Kind::Check, "forward.recon", step, recon);
         }
-        let g = TiedParamsMut::new(dims, gm, gb)?;
-        let l = loss_and_grad(p, x, N, ALPHA, g, &mut scratch[..grad_len])?;
+        let g = ParamsMut::tied(dims, gm, gb)?;
+        let l = loss_and_grad(
+            p,
+            x,
+            N,
+            &LossOptions::alpha(ALPHA),
+            g,
+            &mut scratch[..grad_len],
+        )?;
         observe(Kind::Check, "grad.loss", step, &parts(l));
         if step == 0 {
             observe(Kind::Check, "grad.m", step, gm);
@@ -187,12 +201,12 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
     observe(Kind::Trace, "b", STEPS, b);
     observe(Kind::Check, "trained.m", STEPS, m);
     observe(Kind::Check, "trained.b", STEPS, b);
-    let p = TiedParams::new(dims, m, b)?;
+    let p = Params::tied(dims, m, b)?;
     let l = forward(
         p,
         x,
         N,
-        ALPHA,
+        &LossOptions::alpha(ALPHA),
         ForwardOutputs::default(),
         &mut scratch[..fwd_len],
     )?;
@@ -215,9 +229,16 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
             observe(Kind::Trace, "m", STEPS + k, m);
             observe(Kind::Trace, "b", STEPS + k, b);
         }
-        let p = TiedParams::new(dims, m, b)?;
-        let g = TiedParamsMut::new(dims, gm, gb)?;
-        let l = loss_and_grad(p, x, N, ALPHA, g, &mut scratch[..grad_len])?;
+        let p = Params::tied(dims, m, b)?;
+        let g = ParamsMut::tied(dims, gm, gb)?;
+        let l = loss_and_grad(
+            p,
+            x,
+            N,
+            &LossOptions::alpha(ALPHA),
+            g,
+            &mut scratch[..grad_len],
+        )?;
         observe(Kind::Check, "adam.loss", k, &parts(l));
         opt.step(
             TiedParamsMut::new(dims, m, b)?,
@@ -229,12 +250,12 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
     observe(Kind::Trace, "b", STEPS + ADAM_STEPS, b);
     observe(Kind::Check, "adam.m", ADAM_STEPS, m);
     observe(Kind::Check, "adam.b", ADAM_STEPS, b);
-    let p = TiedParams::new(dims, m, b)?;
+    let p = Params::tied(dims, m, b)?;
     let l = forward(
         p,
         x,
         N,
-        ALPHA,
+        &LossOptions::alpha(ALPHA),
         ForwardOutputs::default(),
         &mut scratch[..fwd_len],
     )?;

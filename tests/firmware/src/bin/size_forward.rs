@@ -9,13 +9,13 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::say;
-use sae_kernels::{Dims, ForwardOutputs, TiedParams, forward, forward_scratch_len};
+use sae_kernels::{Arch, Dims, ForwardOutputs, LossOptions, Params, forward, forward_scratch_len};
 
 const D: usize = 64;
 const H: usize = 256;
 /// Rows per call (one row block).
 const N: usize = 8;
-/// ≥ `forward_scratch_len(dims, N)` (checked at run time), with headroom: the GEMM pack
+/// ≥ `forward_scratch_len(Arch::tied(), dims, N)` (checked at run time), with headroom: the GEMM pack
 /// buffer grows with the largest micro-kernel tile the library has.
 const SCRATCH_LEN: usize = 40 * 1024;
 
@@ -44,7 +44,7 @@ fn main() -> ! {
     static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
 
     let dims = Dims::new(D, H).unwrap();
-    let need = forward_scratch_len(dims, N);
+    let need = forward_scratch_len(Arch::tied(), dims, N);
     say!(
         "size_forward: d={} h={} n={} scratch {} of {} f32",
         D,
@@ -60,12 +60,20 @@ fn main() -> ! {
     for (i, v) in X.iter_mut().enumerate() {
         *v = ((i * 37 % 101) as f32 - 50.0) * 0.02;
     }
-    let p = TiedParams::new(dims, black_box(&M[..]), black_box(&B[..])).unwrap();
+    let p = Params::tied(dims, black_box(&M[..]), black_box(&B[..])).unwrap();
     let out = ForwardOutputs {
         codes: Some(&mut CODES[..]),
         ..Default::default()
     };
-    let l = forward(p, black_box(&X[..]), N, 1e-3, out, &mut SCRATCH[..need]).unwrap();
+    let l = forward(
+        p,
+        black_box(&X[..]),
+        N,
+        &LossOptions::alpha(1e-3),
+        out,
+        &mut SCRATCH[..need],
+    )
+    .unwrap();
     let active = CODES.iter().filter(|&&c| c > 0.0).count();
     say!(
         "size_forward: loss bits {:#010x}, {} active codes",

@@ -10,7 +10,8 @@ use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::say;
 use sae_kernels::{
-    Dims, TiedParams, TiedParamsMut, grad_scratch_len, init_tied, loss_and_grad, sgd_step,
+    Arch, Dims, LossOptions, Params, ParamsMut, TiedParams, TiedParamsMut, grad_scratch_len,
+    init_tied, loss_and_grad, sgd_step,
 };
 
 const D: usize = 64;
@@ -18,7 +19,7 @@ const H: usize = 256;
 /// Rows per batch (one row block).
 const N: usize = 8;
 const STEPS: usize = 3;
-/// ≥ `grad_scratch_len(dims, N)` (checked at run time), with headroom: the GEMM pack
+/// ≥ `grad_scratch_len(Arch::tied(), dims, N)` (checked at run time), with headroom: the GEMM pack
 /// buffer grows with the largest micro-kernel tile the library has.
 const SCRATCH_LEN: usize = 40 * 1024;
 
@@ -32,7 +33,7 @@ fn main() -> ! {
     static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
 
     let dims = Dims::new(D, H).unwrap();
-    let need = grad_scratch_len(dims, N);
+    let need = grad_scratch_len(Arch::tied(), dims, N);
     say!(
         "size_train: d={} h={} n={} scratch {} of {} f32",
         D,
@@ -49,16 +50,23 @@ fn main() -> ! {
         *v = ((i * 37 % 101) as f32 - 50.0) * 0.02;
     }
     init_tied(
-        TiedParamsMut::new(dims, &mut M[..], &mut B[..]).unwrap(),
+        ParamsMut::tied(dims, &mut M[..], &mut B[..]).unwrap(),
         black_box(5),
     );
     let mut losses = [0.0f32; STEPS];
     for l in losses.iter_mut() {
-        let p = TiedParams::new(dims, &M[..], &B[..]).unwrap();
-        let g = TiedParamsMut::new(dims, &mut GM[..], &mut GB[..]).unwrap();
-        *l = loss_and_grad(p, black_box(&X[..]), N, 1e-3, g, &mut SCRATCH[..need])
-            .unwrap()
-            .loss;
+        let p = Params::tied(dims, &M[..], &B[..]).unwrap();
+        let g = ParamsMut::tied(dims, &mut GM[..], &mut GB[..]).unwrap();
+        *l = loss_and_grad(
+            p,
+            black_box(&X[..]),
+            N,
+            &LossOptions::alpha(1e-3),
+            g,
+            &mut SCRATCH[..need],
+        )
+        .unwrap()
+        .loss;
         let p = TiedParamsMut::new(dims, &mut M[..], &mut B[..]).unwrap();
         sgd_step(p, TiedParams::new(dims, &GM[..], &GB[..]).unwrap(), 1e-3).unwrap();
     }

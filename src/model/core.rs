@@ -1,0 +1,1198 @@
+//! The SAE core: one row-block loop for the forward pass and one for the backward pass,
+//! for every architecture ([`Arch`]).
+//!
+//! For each input row `x` (width `d`):
+//!
+//! ```text
+//! x̄   = x − b_dec   with input centring, else x
+//! pre = x̄·W_enc + b_enc                      (h; tied: W_enc = Mᵀ)
+//! f   = act(pre)                             (h; ReLU, TopK or JumpReLU)
+//! x̂   = f·W_dec (+ b_dec)                    (d; tied: W_dec = M, no b_dec)
+//! L   = (1/n)·Σ_rows( ‖x − x̂‖² + α·P(f) ) (+ AuxK)
+//! ```
+//!
+//! with the penalty `P` of [`Penalty`]. The squared error is summed over the `d`
+//! coordinates and averaged over rows (SAELens' `mse.sum(-1).mean()`, the seed's loss).
+//!
+//! ## Gradients
+//! With `G = (2/n)(X̂ − X)`, `w_i` the penalty weight (1 for L1, `‖W_dec,i‖` for the
+//! decoder-norm penalty, 0 for none) and `mask = [f > 0]` (so relu'(0) = 0, as
+//! `jax.grad`; for TopK the kept entries, for JumpReLU `pre > max(θ, 0)`):
+//!
+//! ```text
+//! dPre   = (G·W_decᵀ + (α/n)·w) ⊙ mask                                  (n×h)
+//! dW_dec = Fᵀ·G (+ (α/n)·(Σ_rows f_i)·W_dec,i / w_i per row i, decoder-norm penalty)
+//! dW_enc = X̄ᵀ·dPre                                                      (d×h)
+//! db_enc = Σ_rows dPre
+//! db_dec = Σ_rows G − W_enc·(Σ_rows dPre)       (2nd term with input centring)
+//! ```
+//!
+//! For tied weights both weight gradients are gradients of `M`: `dM = Fᵀ·G + dPreᵀ·X`,
+//! summed into one buffer block by block exactly as the seed's model does. The
+//! JumpReLU threshold gets gradient 0 (the loss is piecewise constant in θ).
+//!
+//! Each row block runs the dense GEMMs or the sparse path of [`super::sparse_path`]
+//! (the same formulas over the active codes only), as [`Path`] chooses.
+//!
+//! ## NaN and infinity in `X`
+//! Non-finite inputs are not rejected (checking would cost a pass over `X`); they
+//! propagate into the codes, the loss and the gradients. Nothing here panics on them
+//! or modifies the parameters; [`crate::train::train_step`] refuses non-finite
+//! gradients.
+//!
+//! ## Memory
+//! Rows are processed in blocks; each operation's scratch is described once (a list of
+//! [`StackReq`] slots) and its `*_scratch_len(arch, dims, block_rows)` is that list's
+//! size. Any scratch length `≥ *_scratch_len(arch, dims, 1)` works: the largest block
+//! (up to [`MAX_BLOCK_ROWS`]) that fits is used, and for a given length every result
+//! bit is fixed.
+
+use super::activation::{apply_rows, topk_among};
+use super::params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, check_grads};
+use super::sparse_path::{self, Acc, Model, Path, TILE};
+use super::stack::{MemStack, StackReq};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::{Error as E, Result, check_finite, check_len, check_nonzero, mul};
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+use crate::kernels::vector;
+
+/// The block size the `*_scratch_len` functions are usually called with: large
+/// enough for the GEMM to reach full speed.
+pub const DEFAULT_BLOCK_ROWS: usize = 64;
+
+/// The largest block an entry point will use, however much scratch it is given.
+pub const MAX_BLOCK_ROWS: usize = 256;
+
+/// The loss of a batch and its parts, each a mean over the batch's rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossParts {
+    /// `sq_err + α·l1 (+ aux)`, the quantity whose gradient [`loss_and_grad`] returns
+    /// (without `α·l1` for [`Penalty::None`]).
+    pub loss: f32,
+    /// Mean over rows of `‖x − x̂‖²` (summed over the `d` coordinates, not averaged).
+    pub sq_err: f32,
+    /// Mean over rows of the penalty `P(f)` (not multiplied by α): `‖f‖₁`, or
+    /// `Σ_i f_i‖W_dec,i‖` for [`Penalty::DecoderNormL1`].
+    pub l1: f32,
+    /// Mean over rows of the number of active features (codes `> 0`).
+    pub l0: f32,
+    /// The AuxK term included in `loss` (0 without [`AuxK`] or without dead latents).
+    pub aux: f32,
+}
+
+/// Running sums over rows, in `f64` so that a long batch loses no precision.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Sums {
+    pub sq_err: f64,
+    pub l1: f64,
+    pub l0: f64,
+}
+
+impl Sums {
+    pub(crate) fn finish(self, n: usize, alpha: f32) -> LossParts {
+        let inv = 1.0 / n as f64;
+        let sq = self.sq_err * inv;
+        let l1 = self.l1 * inv;
+        LossParts {
+            loss: (sq + f64::from(alpha) * l1) as f32,
+            sq_err: sq as f32,
+            l1: l1 as f32,
+            l0: (self.l0 * inv) as f32,
+            aux: 0.0,
+        }
+    }
+}
+
+/// The AuxK dead-latent loss of Gao et al. (2024), with SAELens v6's semantics (TopK
+/// models only):
+///
+/// ```text
+/// m     = number of dead latents,  k' = min(k_aux, m),  s = min(m / k_aux, 1)
+/// A     = the k' largest pre-activations among the dead latents of each row, raw
+///         (no ReLU), 0 elsewhere (ties: lowest index, as for TopK)
+/// L_aux = coefficient · s · (1/n)·Σ_rows ‖A·W_dec − (x − x̂)‖²
+/// ```
+///
+/// The residual `x − x̂` is a constant (detached), and the auxiliary reconstruction has
+/// no `b_dec` (it is already in the residual; SAELens ≥ 6 and OpenAI agree). Gradients
+/// reach `W_dec` (rows of the selected latents) and, through the selected
+/// pre-activations, `W_enc`, `b_enc` and (with input centring) `b_dec`. With no dead
+/// latent the term is 0. A row block with AuxK active runs on the dense path.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AuxK<'a> {
+    /// Which latents are dead (`h` entries), e.g. not fired for some number of tokens.
+    pub dead: &'a [bool],
+    /// `k_aux ≥ 1`; SAELens and EleutherAI use `d / 2`, OpenAI 256.
+    pub k_aux: usize,
+    /// The loss coefficient (finite): 1 in SAELens, 1/32 in OpenAI's code.
+    pub coefficient: f32,
+}
+
+impl AuxK<'_> {
+    fn check(&self, arch: Arch, h: usize) -> Result<()> {
+        if !matches!(arch.activation, Activation::TopK { .. }) {
+            return Err(E::OutOfRange {
+                arg: "aux",
+                allowed: "AuxK needs a TopK activation",
+            });
+        }
+        check_len("dead", self.dead.len(), h)?;
+        if self.k_aux == 0 {
+            return Err(E::OutOfRange {
+                arg: "k_aux",
+                allowed: "k_aux must be at least 1",
+            });
+        }
+        check_finite("coefficient", self.coefficient)
+    }
+}
+
+/// The per-call options of [`forward`] and [`loss_and_grad`].
+///
+/// ```
+/// use sae_kernels::model::{LossOptions, Path};
+/// let o = LossOptions { path: Path::Dense, ..LossOptions::alpha(1e-3) };
+/// assert_eq!((o.alpha, o.aux), (1e-3, None));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossOptions<'a> {
+    /// The penalty coefficient α (finite; ignored for [`Penalty::None`]).
+    pub alpha: f32,
+    /// Dense, sparse or automatic decoder and backward products.
+    pub path: Path,
+    /// The AuxK loss (TopK models), or `None`.
+    pub aux: Option<AuxK<'a>>,
+}
+
+impl LossOptions<'_> {
+    /// α, with the automatic path and no AuxK.
+    #[must_use]
+    pub const fn alpha(alpha: f32) -> Self {
+        Self {
+            alpha,
+            path: Path::Auto,
+            aux: None,
+        }
+    }
+
+    fn check(&self, arch: Arch, h: usize) -> Result<()> {
+        check_finite("alpha", self.alpha)?;
+        if let Some(a) = self.aux {
+            a.check(arch, h)?;
+        }
+        Ok(())
+    }
+
+    /// α as applied: 0 for [`Penalty::None`].
+    fn effective_alpha(&self, arch: Arch) -> f32 {
+        if arch.penalty == Penalty::None {
+            0.0
+        } else {
+            self.alpha
+        }
+    }
+}
+
+/// Optional outputs of [`forward`], each for the whole batch of `n` rows.
+/// `None` means "not wanted"; the values are then computed block by block in scratch.
+#[derive(Debug, Default)]
+pub struct ForwardOutputs<'a> {
+    /// The codes `C`, `n×h` row-major.
+    pub codes: Option<&'a mut [f32]>,
+    /// The reconstruction `X̂`, `n×d` row-major.
+    pub recon: Option<&'a mut [f32]>,
+    /// Per-row squared error `‖x − x̂‖²`, `n` entries.
+    pub row_sq_err: Option<&'a mut [f32]>,
+    /// Per-row penalty `P(f)` (`‖c‖₁` for L1 and none), `n` entries.
+    pub row_l1: Option<&'a mut [f32]>,
+}
+
+impl ForwardOutputs<'_> {
+    /// Check every requested output's length against a batch of `n` rows.
+    pub(crate) fn check(&self, dims: Dims, n: usize) -> Result<()> {
+        let Dims { d, h } = dims;
+        if let Some(c) = self.codes.as_deref() {
+            check_len("codes", c.len(), mul("codes", n, h)?)?;
+        }
+        if let Some(r) = self.recon.as_deref() {
+            check_len("recon", r.len(), mul("recon", n, d)?)?;
+        }
+        if let Some(r) = self.row_sq_err.as_deref() {
+            check_len("row_sq_err", r.len(), n)?;
+        }
+        if let Some(r) = self.row_l1.as_deref() {
+            check_len("row_l1", r.len(), n)?;
+        }
+        Ok(())
+    }
+}
+
+/// Check `x` against `n·d` and `n ≥ 1`.
+pub(crate) fn check_batch(dims: Dims, x: &[f32], n: usize) -> Result<()> {
+    check_nonzero("n", n)?;
+    check_len("x", x.len(), mul("x", n, dims.d)?)
+}
+
+// ----------------------------------------------------------------------------------
+// Scratch plans: one list of slots per operation, used by the size query and the carving.
+
+fn is_topk(arch: Arch) -> bool {
+    matches!(arch.activation, Activation::TopK { .. })
+}
+
+fn rows_of(block_rows: usize) -> usize {
+    block_rows.clamp(1, MAX_BLOCK_ROWS)
+}
+
+/// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer.
+fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 3] {
+    let rows = rows_of(block_rows);
+    let Dims { d, h } = dims;
+    [
+        StackReq::mat(rows, if arch.centers_input() { d } else { 0 }),
+        StackReq::f32s(if is_topk(arch) { h } else { 0 }),
+        StackReq::f32s(pack_len(rows, h, d)),
+    ]
+}
+
+/// Decoder slots: one row's active-feature list, decoder pack buffer.
+fn decode_plan(dims: Dims, block_rows: usize) -> [StackReq; 2] {
+    let rows = rows_of(block_rows);
+    [
+        StackReq::u32s(dims.h),
+        StackReq::f32s(pack_len(rows, dims.d, dims.h)),
+    ]
+}
+
+/// Forward slots: codes, reconstruction, centred input, TopK selection, penalty
+/// weights, a row's active list, AuxK pre-activations and residual, pack buffer.
+fn forward_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 9] {
+    let rows = rows_of(block_rows);
+    let Dims { d, h } = dims;
+    let [xc, sel, _] = encode_plan(arch, dims, rows);
+    let topk = is_topk(arch);
+    let weighted = arch.penalty == Penalty::DecoderNormL1;
+    [
+        StackReq::mat(rows, h),
+        StackReq::mat(rows, d),
+        xc,
+        sel,
+        StackReq::f32s(if weighted { h } else { 0 }),
+        StackReq::u32s(h),
+        StackReq::mat(if topk { rows } else { 0 }, h),
+        StackReq::mat(if topk { rows } else { 0 }, d),
+        StackReq::any_of(&[
+            StackReq::f32s(pack_len(rows, h, d)),
+            StackReq::f32s(pack_len(rows, d, h)),
+        ]),
+    ]
+}
+
+/// Backward slots: codes, the dPre + residual area (the sparse super-block's area too),
+/// centred input, TopK selection, penalty weights and per-feature code sums, one
+/// encoder column, a row's active list, AuxK buffers, pack buffer.
+fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] {
+    let rows = rows_of(block_rows);
+    let Dims { d, h } = dims;
+    let [xc, sel, _] = encode_plan(arch, dims, rows);
+    let topk = is_topk(arch);
+    let weighted = arch.penalty == Penalty::DecoderNormL1;
+    let aux_rows = if topk { rows } else { 0 };
+    let mut packs = [
+        StackReq::f32s(pack_len(rows, h, d)),
+        StackReq::f32s(pack_len(rows, d, h)),
+        StackReq::f32s(pack_len(h, d, rows)),
+        StackReq::EMPTY,
+        StackReq::EMPTY,
+    ];
+    if !arch.is_tied() {
+        packs[3] = StackReq::f32s(pack_len(d, h, rows));
+        packs[4] = StackReq::f32s(pack_len(1, d, h));
+    }
+    [
+        StackReq::mat(rows, h),
+        StackReq::mat(rows, h.saturating_add(d)),
+        xc,
+        sel,
+        StackReq::f32s(if weighted { h } else { 0 }),
+        StackReq::f32s(if weighted { h } else { 0 }),
+        StackReq::mat(if arch.is_tied() { 0 } else { 1 + TILE }, d),
+        StackReq::u32s(h),
+        StackReq::mat(aux_rows, h),
+        StackReq::mat(aux_rows, h),
+        StackReq::mat(aux_rows, d),
+        StackReq::any_of(&packs),
+    ]
+}
+
+/// Scratch `f32` for [`encode`] with blocks of `block_rows` rows: the encoder's pack
+/// buffer `pack_len(rows, h, d)`, plus `rows·d` for the centred input (with input
+/// centring) and `h` for the TopK selection (TopK).
+#[must_use]
+pub fn encode_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
+    StackReq::all_of(&encode_plan(arch, dims, block_rows)).len()
+}
+
+/// Scratch `f32` for [`decode`] with blocks of `block_rows` rows: `h` for one row's
+/// active-feature list and the decoder's pack buffer `pack_len(rows, d, h)`.
+#[must_use]
+pub fn decode_scratch_len(dims: Dims, block_rows: usize) -> usize {
+    StackReq::all_of(&decode_plan(dims, block_rows)).len()
+}
+
+/// Scratch `f32` for [`forward`] with blocks of `block_rows` rows: `rows·(h + d)` for
+/// codes and reconstruction, `h` for a row's active list, the encoder/decoder pack
+/// buffer, and for some architectures `rows·d` (centred input), `h` (TopK selection,
+/// decoder norms) and `rows·(h + d)` (AuxK, TopK).
+#[must_use]
+pub fn forward_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
+    StackReq::all_of(&forward_plan(arch, dims, block_rows)).len()
+}
+
+/// Scratch `f32` for [`loss_and_grad`] with blocks of `block_rows` rows:
+/// `rows·(2h + d)` (codes, code gradient, residual), `h` for a row's active list, the
+/// largest pack buffer of its products, and for some architectures `rows·d` (centred
+/// input), `17·d` (untied: encoder-gradient columns), `h` (TopK selection), `2h`
+/// (decoder-norm penalty) and
+/// `rows·(2h + d)` (AuxK, TopK).
+#[must_use]
+pub fn grad_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
+    StackReq::all_of(&grad_plan(arch, dims, block_rows)).len()
+}
+
+/// The largest block size whose plan fits in `have` slots.
+pub(crate) fn block_rows_for(have: usize, len: impl Fn(usize) -> usize) -> Result<usize> {
+    let need = len(1);
+    if have < need {
+        return Err(E::WorkspaceTooSmall {
+            arg: "scratch",
+            needed: need,
+            got: have,
+        });
+    }
+    // len is monotone in the block size: binary search the largest that fits.
+    let (mut lo, mut hi) = (1usize, MAX_BLOCK_ROWS);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if len(mid) <= have {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
+    }
+    Ok(lo)
+}
+
+// ----------------------------------------------------------------------------------
+// Block kernels shared by every entry point.
+
+/// `xc ← x − b_dec` row by row.
+fn centre(xb: &[f32], b_dec: &[f32], xc: &mut [f32]) {
+    let d = b_dec.len();
+    for (o, r) in xc.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+        for ((o, &a), &b) in o.iter_mut().zip(r).zip(b_dec) {
+            *o = a - b;
+        }
+    }
+}
+
+/// The encoder's input for a block: `x − b_dec` (in `xc`) with centring, else `x`.
+fn encoder_input<'x>(p: &Params<'_>, xb: &'x [f32], xc: &'x mut [f32]) -> &'x [f32] {
+    match p.b_dec() {
+        Some(b) if p.arch().centers_input() => {
+            let xc = &mut xc[..xb.len()];
+            centre(xb, b, xc);
+            xc
+        }
+        _ => xb,
+    }
+}
+
+/// `codes ← act(xin·W_enc + b_enc)` for one block (`xin` `rows×d`, `codes` `rows×h`);
+/// with `pre_out`, the pre-activations are copied there too.
+fn encode_block(
+    p: &Params<'_>,
+    xin: &[f32],
+    rows: usize,
+    codes: &mut [f32],
+    sel: &mut [f32],
+    pack: &mut [f32],
+    pre_out: Option<&mut [f32]>,
+) -> Result<()> {
+    let Dims { d, h } = p.dims();
+    let fused = p.arch().activation == Activation::Relu && pre_out.is_none();
+    let epilogue = if fused {
+        Epilogue::BiasRelu(p.b_enc())
+    } else {
+        Epilogue::None
+    };
+    gemm(
+        1.0,
+        MatRef::row_major("x", xin, rows, d)?,
+        p.encoder(),
+        0.0,
+        MatMut::row_major("codes", codes, rows, h)?,
+        epilogue,
+        pack,
+    )?;
+    if !fused {
+        for row in codes.chunks_exact_mut(h) {
+            vector::axpy(1.0, p.b_enc(), row);
+        }
+        if let Some(pre) = pre_out {
+            pre.copy_from_slice(codes);
+        }
+        let th = p.threshold().unwrap_or(&[]);
+        apply_rows(p.arch().activation, codes, h, th, sel);
+    }
+    Ok(())
+}
+
+/// `recon ← codes·W_dec (+ b_dec)` by the dense GEMM.
+fn decode_dense(
+    p: &Params<'_>,
+    codes: &[f32],
+    rows: usize,
+    recon: &mut [f32],
+    pack: &mut [f32],
+) -> Result<()> {
+    let Dims { d, h } = p.dims();
+    gemm(
+        1.0,
+        MatRef::row_major("codes", codes, rows, h)?,
+        MatRef::row_major("W_dec", p.decoder(), h, d)?,
+        0.0,
+        MatMut::row_major("recon", recon, rows, d)?,
+        Epilogue::None,
+        pack,
+    )?;
+    if let Some(b) = p.b_dec() {
+        for row in recon.chunks_exact_mut(d) {
+            vector::axpy(1.0, b, row);
+        }
+    }
+    Ok(())
+}
+
+/// The sparse path's view of the model; `w` are the penalty weights (or `None` for
+/// weight 1), `add = α/n`.
+fn sparse_model<'a>(p: &Params<'a>, w: Option<&'a [f32]>, add: f32) -> Model<'a> {
+    let Dims { d, h } = p.dims();
+    Model {
+        d,
+        h,
+        dec: p.decoder(),
+        b_dec: p.b_dec(),
+        center: p.b_dec().filter(|_| p.arch().centers_input()),
+        w,
+        add,
+    }
+}
+
+/// `recon ← codes·W_dec (+ b_dec)` on the dense or the sparse path.
+#[allow(clippy::too_many_arguments)]
+fn decode_block(
+    p: &Params<'_>,
+    sm: &Model<'_>,
+    codes: &[f32],
+    rows: usize,
+    recon: &mut [f32],
+    idx: &mut [u32],
+    pack: &mut [f32],
+    path: Path,
+) -> Result<()> {
+    let Dims { d, h } = p.dims();
+    if sparse_path::use_sparse(path, sparse_path::count_active(codes), rows, h) {
+        for (c, r) in codes.chunks_exact(h).zip(recon.chunks_exact_mut(d)) {
+            let k = sparse_path::collect_row(c, idx);
+            sparse_path::decode_row(sm, c, &idx[..k], r);
+        }
+        Ok(())
+    } else {
+        decode_dense(p, codes, rows, recon, pack)
+    }
+}
+
+/// Per-row statistics of one block, added to `sums`; optionally stored per row.
+/// With decoder-norm weights `w`, the penalty is `Σ_i f_i·w_i` instead of `‖f‖₁`.
+#[allow(clippy::too_many_arguments)]
+fn block_stats(
+    dims: Dims,
+    xb: &[f32],
+    codes: &[f32],
+    recon: &[f32],
+    w: Option<&[f32]>,
+    sums: &mut Sums,
+    mut row_sq: Option<&mut [f32]>,
+    mut row_pen: Option<&mut [f32]>,
+) {
+    let Dims { d, h } = dims;
+    for (r, (xr, c)) in xb.chunks_exact(d).zip(codes.chunks_exact(h)).enumerate() {
+        let sq = vector::sum_sq_diff(xr, &recon[r * d..(r + 1) * d]);
+        sums.sq_err += f64::from(sq);
+        if let Some(o) = row_sq.as_deref_mut() {
+            o[r] = sq;
+        }
+        code_stats(c, w, sums, row_pen.as_deref_mut().map(|o| &mut o[r]));
+    }
+}
+
+/// A code row's penalty and L0, added to `sums`.
+fn code_stats(c: &[f32], w: Option<&[f32]>, sums: &mut Sums, out: Option<&mut f32>) {
+    let pen = match w {
+        Some(w) => vector::dot(c, w),
+        None => vector::l1(c),
+    };
+    sums.l1 += f64::from(pen);
+    sums.l0 += c.iter().filter(|&&v| v > 0.0).count() as f64;
+    if let Some(o) = out {
+        *o = pen;
+    }
+}
+
+/// `w_i ← ‖W_dec,i‖₂`.
+fn decoder_norms(p: &Params<'_>, w: &mut [f32]) {
+    let d = p.dims().d;
+    for (wi, row) in w.iter_mut().zip(p.decoder().chunks_exact(d)) {
+        *wi = crate::math::sqrtf(vector::sum_sq(row));
+    }
+}
+
+/// AuxK state for one call: dead mask, `k'`, the gradient scale `2·coef·s/n` and the
+/// loss scale `coef·s`; `None` when there is no AuxK or no dead latent.
+#[derive(Clone, Copy)]
+struct AuxState<'a> {
+    dead: &'a [bool],
+    k: usize,
+    gscale: f32,
+    lscale: f32,
+}
+
+fn aux_state<'a>(aux: Option<AuxK<'a>>, n: usize) -> Option<AuxState<'a>> {
+    let a = aux?;
+    let m = a.dead.iter().filter(|&&v| v).count();
+    (m > 0).then(|| {
+        let s = (m as f32 / a.k_aux as f32).min(1.0);
+        AuxState {
+            dead: a.dead,
+            k: a.k_aux.min(m),
+            gscale: 2.0 * a.coefficient * s / n as f32,
+            lscale: a.coefficient * s,
+        }
+    })
+}
+
+/// AuxK on one block: `pre` (the block's pre-activations) becomes `A` (the `k'`
+/// largest dead pre-activations per row; selected entries have non-zero bits),
+/// `r ← A·W_dec − (x − x̂)`; returns `Σ r²`.
+#[allow(clippy::too_many_arguments)]
+fn aux_block(
+    p: &Params<'_>,
+    a: &AuxState<'_>,
+    pre: &mut [f32],
+    xb: &[f32],
+    recon: &[f32],
+    r: &mut [f32],
+    sel: &mut [f32],
+    pack: &mut [f32],
+) -> Result<f64> {
+    let Dims { d, h } = p.dims();
+    let rows = xb.len() / d;
+    for row in pre.chunks_exact_mut(h) {
+        topk_among(row, a.dead, a.k, sel);
+    }
+    gemm(
+        1.0,
+        MatRef::row_major("aux", pre, rows, h)?,
+        MatRef::row_major("W_dec", p.decoder(), h, d)?,
+        0.0,
+        MatMut::row_major("aux_resid", r, rows, d)?,
+        Epilogue::None,
+        pack,
+    )?;
+    let mut sum = 0.0f64;
+    for ((v, &xv), &xh) in r.iter_mut().zip(xb).zip(recon) {
+        *v -= xv - xh;
+        sum += f64::from(*v) * f64::from(*v);
+    }
+    Ok(sum)
+}
+
+fn check_common(p: &Params<'_>, x: &[f32], n: usize, opts: &LossOptions<'_>) -> Result<()> {
+    check_batch(p.dims(), x, n)?;
+    opts.check(p.arch(), p.dims().h)
+}
+
+// ----------------------------------------------------------------------------------
+// Entry points.
+
+/// Codes of a batch: `codes ← act(x̄·W_enc + b_enc)`.
+///
+/// - `x`: `n×d` row-major; `codes`: `n×h` row-major (written, never read).
+/// - `scratch`: at least [`encode_scratch_len`]`(arch, dims, 1)` `f32`.
+///
+/// # Errors
+/// [`Error::Dimension`] if `n == 0`; [`Error::Length`] naming `x` or `codes`;
+/// [`Error::WorkspaceTooSmall`] for `scratch`. Nothing is written on error.
+///
+/// # Example
+/// ```
+/// use sae_kernels::model::{Arch, Dims, Params, encode, encode_scratch_len};
+/// let dims = Dims::new(2, 3)?;
+/// let (w_enc, b_enc) = ([1.0, 0.0, 1.0, 0.0, 1.0, 1.0], [0.0, 0.0, -1.0]); // d×h, h
+/// let (w_dec, b_dec) = ([1.0, 0.0, 0.0, 1.0, 0.5, 0.5], [0.0, 0.0]); // h×d, d
+/// let p = Params::new(Arch::topk(1), dims, [&w_enc, &b_enc, &w_dec, &b_dec])?;
+/// let mut codes = [0.0; 3];
+/// let mut scratch = vec![0.0; encode_scratch_len(p.arch(), dims, 1)];
+/// encode(p, &[2.0, 0.5], 1, &mut codes, &mut scratch)?;
+/// assert_eq!(codes, [2.0, 0.0, 0.0]); // pre = [2, 0.5, 1.5]: only the largest is kept
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+pub fn encode(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    codes: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    let (arch, dims) = (p.arch(), p.dims());
+    let Dims { d, h } = dims;
+    check_batch(dims, x, n)?;
+    check_len("codes", codes.len(), mul("codes", n, h)?)?;
+    let rb = block_rows_for(scratch.len(), |r| encode_scratch_len(arch, dims, r))?;
+    let [xc, sel, pack] = MemStack::new(scratch).split(encode_plan(arch, dims, rb));
+    for r0 in (0..n).step_by(rb) {
+        let rows = rb.min(n - r0);
+        let xin = encoder_input(&p, &x[r0 * d..(r0 + rows) * d], xc);
+        let cb = &mut codes[r0 * h..(r0 + rows) * h];
+        encode_block(&p, xin, rows, cb, sel, pack, None)?;
+    }
+    Ok(())
+}
+
+/// Reconstruction from codes: `recon ← codes·W_dec (+ b_dec)`, on the dense or the
+/// sparse path as each row block's density decides ([`Path::Auto`]).
+///
+/// - `codes`: `n×h` row-major; `recon`: `n×d` row-major (written, never read).
+/// - `scratch`: at least [`decode_scratch_len`]`(dims, 1)` `f32`.
+///
+/// # Errors
+/// [`Error::Dimension`] if `n == 0`; [`Error::Length`] naming `codes` or `recon`;
+/// [`Error::WorkspaceTooSmall`] for `scratch`. Nothing is written on error.
+pub fn decode(
+    p: Params<'_>,
+    codes: &[f32],
+    n: usize,
+    recon: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<()> {
+    let dims = p.dims();
+    let Dims { d, h } = dims;
+    check_nonzero("n", n)?;
+    check_len("codes", codes.len(), mul("codes", n, h)?)?;
+    check_len("recon", recon.len(), mul("recon", n, d)?)?;
+    let rb = block_rows_for(scratch.len(), |r| decode_scratch_len(dims, r))?;
+    let mut stack = MemStack::new(scratch);
+    let [idx, pack] = decode_plan(dims, rb);
+    let idx = stack.u32s(idx);
+    let pack = stack.f32s(pack);
+    let sm = sparse_model(&p, None, 0.0);
+    for r0 in (0..n).step_by(rb) {
+        let rows = rb.min(n - r0);
+        let cb = &codes[r0 * h..(r0 + rows) * h];
+        let rcb = &mut recon[r0 * d..(r0 + rows) * d];
+        decode_block(&p, &sm, cb, rows, rcb, idx, pack, Path::Auto)?;
+    }
+    Ok(())
+}
+
+/// The forward pass and loss of a batch, with whichever per-batch outputs are wanted.
+///
+/// - `x`: `n×d` row-major; `opts`: α, the path, AuxK (see [`LossOptions`]).
+/// - `out`: optional codes (`n×h`), reconstruction (`n×d`), per-row squared error and
+///   per-row penalty (`n` each).
+/// - `scratch`: at least [`forward_scratch_len`]`(arch, dims, 1)` `f32`.
+///
+/// Returns the loss and its parts (means over rows), the same bits as
+/// [`loss_and_grad`] reports for the same scratch length and path.
+///
+/// # Errors
+/// [`Error::Dimension`] if `n == 0`; [`Error::NonFinite`] for `alpha` or the AuxK
+/// coefficient; [`Error::Length`] naming `x`, an output or `dead`;
+/// [`Error::OutOfRange`] naming `aux` (AuxK without TopK) or `k_aux`;
+/// [`Error::WorkspaceTooSmall`] for `scratch`. Nothing is written on error.
+///
+/// # Example
+/// ```
+/// use sae_kernels::model::{Dims, ForwardOutputs, LossOptions, Params, forward, forward_scratch_len};
+/// let dims = Dims::new(2, 3)?;
+/// let m = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3 features in 2 dims
+/// let b = [0.0, 0.0, -1.5];
+/// let p = Params::tied(dims, &m, &b)?;
+/// let mut codes = [0.0; 3];
+/// let mut scratch = vec![0.0; forward_scratch_len(p.arch(), dims, 1)];
+/// let out = ForwardOutputs { codes: Some(&mut codes), ..Default::default() };
+/// let loss = forward(p, &[2.0, 0.0], 1, &LossOptions::alpha(0.1), out, &mut scratch)?;
+/// assert_eq!(codes, [2.0, 0.0, 0.5]); // ReLU(x·Mᵀ + b)
+/// assert_eq!(loss.l0, 2.0);
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+pub fn forward(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    out: ForwardOutputs<'_>,
+    scratch: &mut [f32],
+) -> Result<LossParts> {
+    let (arch, dims) = (p.arch(), p.dims());
+    let Dims { d, h } = dims;
+    check_common(&p, x, n, opts)?;
+    out.check(dims, n)?;
+    let ForwardOutputs {
+        mut codes,
+        mut recon,
+        mut row_sq_err,
+        mut row_l1,
+    } = out;
+    let rb = block_rows_for(scratch.len(), |r| forward_scratch_len(arch, dims, r))?;
+    let mut stack = MemStack::new(scratch);
+    let [
+        codes_r,
+        recon_r,
+        xc_r,
+        sel_r,
+        w_r,
+        idx_r,
+        pre_r,
+        ar_r,
+        pack_r,
+    ] = forward_plan(arch, dims, rb);
+    let [codes_s, recon_s, xc, sel, w] = stack.split([codes_r, recon_r, xc_r, sel_r, w_r]);
+    let idx = stack.u32s(idx_r);
+    let [pre_s, ar_s, pack] = stack.split([pre_r, ar_r, pack_r]);
+    let w: Option<&[f32]> = if arch.penalty == Penalty::DecoderNormL1 {
+        decoder_norms(&p, w);
+        Some(w)
+    } else {
+        None
+    };
+    let sm = sparse_model(&p, None, 0.0);
+    let aux = aux_state(opts.aux, n);
+    let mut aux_sum = 0.0f64;
+
+    let mut sums = Sums::default();
+    for r0 in (0..n).step_by(rb) {
+        let rows = rb.min(n - r0);
+        let xb = &x[r0 * d..(r0 + rows) * d];
+        let xin = encoder_input(&p, xb, xc);
+        let cb: &mut [f32] = match codes.as_deref_mut() {
+            Some(c) => &mut c[r0 * h..(r0 + rows) * h],
+            None => &mut codes_s[..rows * h],
+        };
+        let pre = aux.map(|_| &mut pre_s[..rows * h]);
+        encode_block(&p, xin, rows, cb, sel, pack, pre)?;
+        let rcb: &mut [f32] = match recon.as_deref_mut() {
+            Some(r) => &mut r[r0 * d..(r0 + rows) * d],
+            None => &mut recon_s[..rows * d],
+        };
+        decode_block(&p, &sm, cb, rows, rcb, idx, pack, opts.path)?;
+        block_stats(
+            dims,
+            xb,
+            cb,
+            rcb,
+            w,
+            &mut sums,
+            row_sq_err.as_deref_mut().map(|o| &mut o[r0..r0 + rows]),
+            row_l1.as_deref_mut().map(|o| &mut o[r0..r0 + rows]),
+        );
+        if let Some(a) = &aux {
+            let (pb, arb) = (&mut pre_s[..rows * h], &mut ar_s[..rows * d]);
+            aux_sum += aux_block(&p, a, pb, xb, rcb, arb, sel, pack)?;
+        }
+    }
+    let mut parts = sums.finish(n, opts.effective_alpha(arch));
+    if let Some(a) = aux {
+        parts.aux = (f64::from(a.lscale) * aux_sum / n as f64) as f32;
+        parts.loss += parts.aux;
+    }
+    Ok(parts)
+}
+
+/// The loss and the exact gradient of every tensor of a batch (formulas in the
+/// [module docs](self)).
+///
+/// - `x`: `n×d` row-major; `opts`: α, the path, AuxK (see [`LossOptions`]).
+/// - `grads`: a view of the model's shape (same architecture's tensors, same `dims`);
+///   overwritten, never read, so it need not be zeroed. A JumpReLU threshold's
+///   gradient is 0.
+/// - `scratch`: at least [`grad_scratch_len`]`(arch, dims, 1)` `f32`.
+///
+/// On the sparse path a code that is exactly zero contributes nothing, as on the dense
+/// path, with one difference for non-finite inputs: on the dense path `0·∞` in `Cᵀ·G`
+/// spreads NaN to every decoder-gradient row, on the sparse path only to the active
+/// features' rows. Both are non-finite, which [`crate::train::train_step`] refuses.
+///
+/// # Errors
+/// As [`forward`], plus [`Error::Dimension`] naming `grads.d` / `grads.h` or
+/// [`Error::OutOfRange`] naming `grads` if the gradient view does not have the model's
+/// tensors. Nothing is written on error.
+pub fn loss_and_grad(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    grads: ParamsMut<'_>,
+    scratch: &mut [f32],
+) -> Result<LossParts> {
+    let (arch, dims) = (p.arch(), p.dims());
+    let Dims { d, h } = dims;
+    check_common(&p, x, n, opts)?;
+    check_grads(&p, &grads)?;
+    let rb = block_rows_for(scratch.len(), |r| grad_scratch_len(arch, dims, r))?;
+    let mut stack = MemStack::new(scratch);
+    let [
+        codes_r,
+        area_r,
+        xc_r,
+        sel_r,
+        w_r,
+        fsum_r,
+        col_r,
+        idx_r,
+        pre_r,
+        dpa_r,
+        ar_r,
+        pack_r,
+    ] = grad_plan(arch, dims, rb);
+    let [codes, area, xc, sel, w, fsum, col] =
+        stack.split([codes_r, area_r, xc_r, sel_r, w_r, fsum_r, col_r]);
+    let idx = stack.u32s(idx_r);
+    let [pre_s, dpa_s, ar_s, pack] = stack.split([pre_r, dpa_r, ar_r, pack_r]);
+    let (col, tile) = col.split_at_mut(if arch.is_tied() { 0 } else { d });
+    let weighted = arch.penalty == Penalty::DecoderNormL1;
+    if weighted {
+        decoder_norms(&p, w);
+        fsum.fill(0.0);
+    }
+    let wv: Option<&[f32]> = weighted.then_some(&*w);
+    let alpha = opts.effective_alpha(arch);
+    let scale = 2.0 / n as f32;
+    let add = alpha / n as f32;
+    let sm = sparse_model(&p, wv, add);
+    let aux = aux_state(opts.aux, n);
+    let mut aux_sum = 0.0f64;
+    let tied = arch.is_tied();
+    let centre_in = arch.centers_input();
+
+    let parts = grads.parts();
+    parts.threshold.fill(0.0);
+    let (g_enc, g_benc, g_dec, g_bdec) = (parts.enc, parts.b_enc, parts.dec, parts.b_dec);
+    let mut acc = Acc {
+        enc: g_enc,
+        dec: g_dec,
+        b_enc: g_benc,
+        b_dec: (!tied).then_some(g_bdec),
+        fsum,
+        col,
+        tile,
+    };
+
+    let mut sums = Sums::default();
+    // Whether the gradients hold values yet (else the next contribution overwrites them).
+    let mut started = false;
+    let start = |acc: &mut Acc<'_>, started: &mut bool| {
+        if !*started {
+            acc.enc.fill(0.0);
+            if let Some(g) = acc.dec.as_deref_mut() {
+                g.fill(0.0);
+            }
+            acc.b_enc.fill(0.0);
+            if let Some(g) = acc.b_dec.as_deref_mut() {
+                g.fill(0.0);
+            }
+            *started = true;
+        }
+    };
+    // The pending sparse super-block: first row, rows, active codes.
+    let (mut s0, mut s_rows, mut s_nnz) = (0usize, 0usize, 0usize);
+    let flush = |s0: usize,
+                 s_rows: &mut usize,
+                 s_nnz: &mut usize,
+                 area: &mut [f32],
+                 sums: &mut Sums,
+                 acc: &mut Acc<'_>,
+                 started: &mut bool| {
+        if *s_rows == 0 {
+            return;
+        }
+        start(acc, started);
+        let xs = &x[s0 * d..(s0 + *s_rows) * d];
+        sparse_path::super_flush(&sm, xs, *s_rows, *s_nnz, area, scale, &mut sums.sq_err, acc);
+        *s_rows = 0;
+        *s_nnz = 0;
+    };
+    for r0 in (0..n).step_by(rb) {
+        let rows = rb.min(n - r0);
+        let xb = &x[r0 * d..(r0 + rows) * d];
+        let cb = &mut codes[..rows * h];
+        let xin = encoder_input(&p, xb, xc);
+        let pre = aux.map(|_| &mut pre_s[..rows * h]);
+        encode_block(&p, xin, rows, cb, sel, pack, pre)?;
+        let active = sparse_path::count_active(cb);
+        let sparse = aux.is_none() && sparse_path::use_sparse(opts.path, active, rows, h);
+        if sparse {
+            // Sparse blocks accumulate into a super-block as long as its entries, the
+            // feature counts and its rows' residuals fit in the area: each touched row
+            // of the weights and gradients is then loaded once per super-block.
+            let area_len = area.len();
+            let fits = |r, z| sparse_path::super_need(r, z, d, h).is_some_and(|v| v <= area_len);
+            if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
+                flush(
+                    s0,
+                    &mut s_rows,
+                    &mut s_nnz,
+                    area,
+                    &mut sums,
+                    &mut acc,
+                    &mut started,
+                );
+            }
+            if fits(rows, active) {
+                if s_rows == 0 {
+                    s0 = r0;
+                }
+                s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area);
+                s_rows += rows;
+                // The code statistics now, in row order; the squared errors at the
+                // flush, also in row order.
+                for c in cb.chunks_exact(h) {
+                    code_stats(c, wv, &mut sums, None);
+                }
+                continue;
+            }
+        }
+        // Every other block starts after the pending super-block.
+        flush(
+            s0,
+            &mut s_rows,
+            &mut s_nnz,
+            area,
+            &mut sums,
+            &mut acc,
+            &mut started,
+        );
+        let first = !started;
+        let (dpre, resid) = area.split_at_mut(rb * h);
+        let gb = &mut resid[..rows * d];
+        let pb = &mut dpre[..rows * h];
+        if sparse {
+            // A block too dense for the area: one row at a time.
+            start(&mut acc, &mut started);
+            for ((c, g), xr) in cb
+                .chunks_exact(h)
+                .zip(gb.chunks_exact_mut(d))
+                .zip(xb.chunks_exact(d))
+            {
+                let k = sparse_path::collect_row(c, idx);
+                let ix = &idx[..k];
+                sparse_path::decode_row(&sm, c, ix, g);
+                block_stats(dims, xr, c, g, wv, &mut sums, None, None);
+                vector::sub_scale_inplace(scale, g, xr);
+                sparse_path::grad_row(&sm, c, ix, g, xr, &mut acc);
+            }
+            continue;
+        }
+        started = true;
+        decode_dense(&p, cb, rows, gb, pack)?;
+        block_stats(dims, xb, cb, gb, wv, &mut sums, None, None);
+        if let Some(a) = &aux {
+            let (pa, arb) = (&mut pre_s[..rows * h], &mut ar_s[..rows * d]);
+            aux_sum += aux_block(&p, a, pa, xb, gb, arb, sel, pack)?;
+            for v in arb.iter_mut() {
+                *v *= a.gscale;
+            }
+        }
+        // G = (2/n)(X̂ − X), in place of X̂.
+        for (g, xr) in gb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+            vector::sub_scale_inplace(scale, g, xr);
+        }
+        let beta = if first { 0.0 } else { 1.0 };
+        let c_t = MatRef::row_major("codes", cb, rows, h)?.t();
+        let g = MatRef::row_major("resid", gb, rows, d)?;
+        let w_dec = MatRef::row_major("W_dec", p.decoder(), h, d)?;
+        // dW_dec (+)= Cᵀ·G   (tied: the decoder's use of M)
+        let gd: &mut [f32] = match acc.dec.as_deref_mut() {
+            Some(g) => g,
+            None => acc.enc,
+        };
+        gemm(
+            1.0,
+            c_t,
+            g,
+            beta,
+            MatMut::row_major("dW_dec", gd, h, d)?,
+            Epilogue::None,
+            pack,
+        )?;
+        // dPre = G·W_decᵀ, then masked and shifted by (α/n)·w.
+        gemm(
+            1.0,
+            g,
+            w_dec.t(),
+            0.0,
+            MatMut::row_major("dpre", pb, rows, h)?,
+            Epilogue::None,
+            pack,
+        )?;
+        match wv {
+            None => vector::relu_backward_add(cb, add, pb),
+            Some(w) => {
+                for (prow, crow) in pb.chunks_exact_mut(h).zip(cb.chunks_exact(h)) {
+                    for ((gv, &c), &wi) in prow.iter_mut().zip(crow).zip(w) {
+                        *gv = if c > 0.0 { *gv + add * wi } else { 0.0 };
+                    }
+                }
+            }
+        }
+        if aux.is_some() {
+            let (pa, dpa, arb) = (
+                &pre_s[..rows * h],
+                &mut dpa_s[..rows * h],
+                &ar_s[..rows * d],
+            );
+            let gd: &mut [f32] = match acc.dec.as_deref_mut() {
+                Some(g) => g,
+                None => acc.enc,
+            };
+            let rm = MatRef::row_major("aux_resid", arb, rows, d)?;
+            // dW_dec += Aᵀ·R;  dPre += (R·W_decᵀ) on the selected entries.
+            let at = MatRef::row_major("aux", pa, rows, h)?.t();
+            gemm(
+                1.0,
+                at,
+                rm,
+                1.0,
+                MatMut::row_major("dW_dec", gd, h, d)?,
+                Epilogue::None,
+                pack,
+            )?;
+            gemm(
+                1.0,
+                rm,
+                w_dec.t(),
+                0.0,
+                MatMut::row_major("aux_dpre", dpa, rows, h)?,
+                Epilogue::None,
+                pack,
+            )?;
+            for ((gv, &a), &da) in pb.iter_mut().zip(pa).zip(dpa.iter()) {
+                if a.to_bits() != 0 {
+                    *gv += da;
+                }
+            }
+        }
+        let dpre_m = MatRef::row_major("dpre", pb, rows, h)?;
+        if tied {
+            // dM += dPreᵀ·X   (the encoder's use of M)
+            let xm = MatRef::row_major("x", xb, rows, d)?;
+            gemm(
+                1.0,
+                dpre_m.t(),
+                xm,
+                1.0,
+                MatMut::row_major("dM", acc.enc, h, d)?,
+                Epilogue::None,
+                pack,
+            )?;
+        } else {
+            // dW_enc (+)= X̄ᵀ·dPre
+            let xm = MatRef::row_major("x", xin_again(&p, xb, xc), rows, d)?;
+            gemm(
+                1.0,
+                xm.t(),
+                dpre_m,
+                beta,
+                MatMut::row_major("dW_enc", acc.enc, d, h)?,
+                Epilogue::None,
+                pack,
+            )?;
+        }
+        // Bias gradients and feature sums (row sums of dPre, G, F).
+        for (r, (prow, grow)) in pb.chunks_exact(h).zip(gb.chunks_exact(d)).enumerate() {
+            if first && r == 0 {
+                acc.b_enc.copy_from_slice(prow);
+                if let Some(db) = acc.b_dec.as_deref_mut() {
+                    db.copy_from_slice(grow);
+                }
+            } else {
+                vector::axpy(1.0, prow, acc.b_enc);
+                if let Some(db) = acc.b_dec.as_deref_mut() {
+                    vector::axpy(1.0, grow, db);
+                }
+            }
+        }
+        if weighted {
+            for crow in cb.chunks_exact(h) {
+                vector::axpy(1.0, crow, acc.fsum);
+            }
+        }
+    }
+    flush(
+        s0,
+        &mut s_rows,
+        &mut s_nnz,
+        area,
+        &mut sums,
+        &mut acc,
+        &mut started,
+    );
+    if centre_in {
+        // db_dec −= (Σ_rows dPre)·W_encᵀ   (x̄ = x − b_dec)
+        if let Some(db) = acc.b_dec.as_deref_mut() {
+            gemm(
+                -1.0,
+                MatRef::row_major("db_enc", acc.b_enc, 1, h)?,
+                p.encoder().t(),
+                1.0,
+                MatMut::row_major("db_dec", db, 1, d)?,
+                Epilogue::None,
+                pack,
+            )?;
+        }
+    }
+    if let Some(w) = wv {
+        // d(α/n Σ f_i ‖W_dec,i‖)/dW_dec,i = (α/n)·(Σ_rows f_i)·W_dec,i/‖W_dec,i‖
+        let gd: &mut [f32] = match acc.dec.as_deref_mut() {
+            Some(g) => g,
+            None => acc.enc,
+        };
+        for (((grow, row), &fs), &wi) in gd
+            .chunks_exact_mut(d)
+            .zip(p.decoder().chunks_exact(d))
+            .zip(acc.fsum.iter())
+            .zip(w)
+        {
+            if wi > 0.0 && fs != 0.0 {
+                vector::axpy(add * fs / wi, row, grow);
+            }
+        }
+    }
+    let mut parts = sums.finish(n, alpha);
+    if let Some(a) = aux {
+        parts.aux = (f64::from(a.lscale) * aux_sum / n as f64) as f32;
+        parts.loss += parts.aux;
+    }
+    Ok(parts)
+}
+
+/// The encoder input of a block again (the centred rows are still in `xc`).
+fn xin_again<'x>(p: &Params<'_>, xb: &'x [f32], xc: &'x [f32]) -> &'x [f32] {
+    if p.arch().centers_input() {
+        &xc[..xb.len()]
+    } else {
+        xb
+    }
+}
