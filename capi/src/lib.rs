@@ -490,7 +490,8 @@ unsafe fn put_req<T>(name: &'static str, p: *mut T, value: T) -> Res {
 ///
 /// Errors: `SAE_ERR_NULL_POINTER` (`model`, `weights`, or a weight buffer with a
 /// non-zero length), `SAE_ERR_DIMENSION` (`d_in` or `d_sae` is 0), `SAE_ERR_LENGTH` (a
-/// `*_len` that does not match the shape, naming the buffer), `SAE_ERR_OUT_OF_RANGE`
+/// `*_len` that does not match the shape, naming the tensor as SAELens does: `W_enc`,
+/// `b_enc`, `W_dec`, `b_dec`, `threshold`), `SAE_ERR_OUT_OF_RANGE`
 /// (unknown architecture, TopK with `k == 0`), `SAE_ERR_OVERFLOW`,
 /// `SAE_ERR_BAD_BUFFER` (a misaligned buffer). On error `*model` is not written.
 ///
@@ -850,20 +851,23 @@ pub unsafe extern "C" fn sae_encode_csr(
     })
 }
 
-/// `*len` = the number of `float` of scratch `sae_decode` needs.
+/// `*len` = the number of `float` of scratch `sae_decode` needs to decode in blocks of
+/// `block_rows` rows (clamped to 1..256). Any scratch at least the length for
+/// `block_rows = 1` works; a longer one gives larger blocks.
 ///
 /// # Safety
 /// `model` as for every function; `len` writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sae_decode_scratch_len(
     model: *const SaeModel,
+    block_rows: usize,
     len: *mut usize,
 ) -> SaeStatus {
     guard(|| {
         // SAFETY: the caller's contract.
         let (v, _) = unsafe { view_of(model) }?;
         // SAFETY: the caller's contract.
-        unsafe { put_req("len", len, model::decode_scratch_len(&v)) }
+        unsafe { put_req("len", len, model::decode_scratch_len(&v, block_rows)) }
     })
 }
 
@@ -871,7 +875,7 @@ pub unsafe extern "C" fn sae_decode_scratch_len(
 /// `codes` (`n x d_sae`).
 ///
 /// - `codes_len == n * d_sae`, `recon_len == n * d_in`;
-/// - `scratch`: at least `sae_decode_scratch_len` floats.
+/// - `scratch`: at least `sae_decode_scratch_len(model, 1, ...)` floats.
 ///
 /// Errors: `SAE_ERR_NULL_POINTER`, `SAE_ERR_DIMENSION`, `SAE_ERR_LENGTH`,
 /// `SAE_ERR_SCRATCH_TOO_SMALL`, `SAE_ERR_BAD_BUFFER`. `recon` is not written on error.

@@ -3,19 +3,15 @@
 //! [`View`], [`Owned`] and the functions below, so a change of the core's API is a
 //! change of this file only.
 //!
-//! What the core gives today: the untied family (`UntiedParams`, `UntiedConfig`,
-//! `untied_encode` / `untied_decode` and their scratch sizes), the SAELens loader and
-//! the sparse decode over a row-major dictionary (`sparse::decode_csr`). CSR and
-//! top-k-per-row *encoding* exist in the core for the tied model only, so
-//! [`encode_csr`] here encodes dense codes block by block into the caller's scratch
-//! (bounded memory: `block_rows·h` codes, whatever `n` is) and gathers each block's
-//! active features.
+//! It maps the three SAELens architectures onto the core's one model description
+//! (`model::{Arch, Params}`), and uses the core's `encode` / `decode` and its CSR
+//! encode/decode (`sparse::{encode_csr, decode_csr}`, every architecture). One thing
+//! is added here: owned models keep `W_encᵀ` so that batches of at most
+//! [`SMALL_BATCH`] rows are encoded through the core's small-m GEMM path (see
+//! [`encode`]).
 
-use core::cmp::Ordering;
-use sae_kernels::{
-    Activation, Dims, TiedParams, UntiedConfig, UntiedParams, untied_decode,
-    untied_decode_scratch_len, untied_encode, untied_encode_scratch_len,
-};
+use sae_kernels::model::{self as core_model, Activation, Params, Penalty, Weights as Layout};
+use sae_kernels::sparse::{self, RowLimit};
 
 pub use sae_kernels::Error;
 
@@ -23,11 +19,11 @@ pub use sae_kernels::Error;
 pub type Result<T> = core::result::Result<T, Error>;
 
 /// The block size used when the caller does not choose one.
-pub const DEFAULT_BLOCK_ROWS: usize = sae_kernels::DEFAULT_BLOCK_ROWS;
+pub const DEFAULT_BLOCK_ROWS: usize = core_model::DEFAULT_BLOCK_ROWS;
 
 /// The largest block an encode uses, however much scratch it gets. The encoder
 /// product packs all of `W_enc` once per block, so large batches want large blocks.
-pub const MAX_BLOCK_ROWS: usize = sae_kernels::model::MAX_BLOCK_ROWS;
+pub const MAX_BLOCK_ROWS: usize = core_model::MAX_BLOCK_ROWS;
 
 /// An SAE architecture, as SAELens names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +44,40 @@ impl Arch {
             Arch::Standard => "standard",
             Arch::TopK(_) => "topk",
             Arch::JumpRelu => "jumprelu",
+        }
+    }
+
+    fn activation(self) -> Activation {
+        match self {
+            Arch::Standard => Activation::Relu,
+            Arch::TopK(k) => Activation::TopK { k },
+            Arch::JumpRelu => Activation::JumpRelu,
+        }
+    }
+
+    /// The core's description (inference: the penalty does not matter).
+    fn core(self, center_input: bool) -> core_model::Arch {
+        core_model::Arch {
+            weights: Layout::Untied { center_input },
+            activation: self.activation(),
+            penalty: Penalty::None,
+        }
+    }
+
+    /// The same activation over one `h×d` dictionary (`W_encᵀ`), no input centring.
+    fn core_transposed(self) -> core_model::Arch {
+        core_model::Arch {
+            weights: Layout::Tied,
+            activation: self.activation(),
+            penalty: Penalty::None,
+        }
+    }
+
+    fn of(a: Activation) -> Self {
+        match a {
+            Activation::Relu => Arch::Standard,
+            Activation::TopK { k } => Arch::TopK(k),
+            Activation::JumpRelu => Arch::JumpRelu,
         }
     }
 }
@@ -116,13 +146,11 @@ pub struct Weights<'a> {
 /// Cheap to copy; never allocates.
 #[derive(Clone, Copy, Debug)]
 pub struct View<'a> {
-    params: UntiedParams<'a>,
-    threshold: &'a [f32],
-    arch: Arch,
-    apply_b_dec_to_input: bool,
-    /// `W_encᵀ` (`h×d` row-major) when the model keeps one (owned models): batches of
-    /// at most [`SMALL_BATCH`] rows then stream it in the GEMM's small-m path.
-    w_enc_t: Option<&'a [f32]>,
+    params: Params<'a>,
+    w: Weights<'a>,
+    /// The same model over `W_encᵀ` (`h×d`) when the model keeps one (owned models):
+    /// batches of at most [`SMALL_BATCH`] rows then stream it (see [`encode`]).
+    transposed: Option<Params<'a>>,
 }
 
 impl<'a> View<'a> {
@@ -143,25 +171,31 @@ impl<'a> View<'a> {
         b_dec: &'a [f32],
         threshold: &'a [f32],
     ) -> Result<Self> {
-        let dims = Dims::new(d, h)?;
-        let params = UntiedParams::new(dims, w_enc, b_enc, w_dec, b_dec)?;
-        let want = if arch == Arch::JumpRelu { h } else { 0 };
-        if threshold.len() != want {
-            return Err(Error::Length {
-                arg: "threshold",
-                expected: want,
-                got: threshold.len(),
-            });
-        }
-        let v = Self {
-            params,
-            threshold,
-            arch,
-            apply_b_dec_to_input,
-            w_enc_t: None,
+        let dims = core_model::Dims::new(d, h)?;
+        let a = arch.core(apply_b_dec_to_input);
+        let params = if arch == Arch::JumpRelu {
+            Params::new(a, dims, [w_enc, b_enc, w_dec, b_dec, threshold])?
+        } else {
+            if !threshold.is_empty() {
+                return Err(Error::Length {
+                    arg: "threshold",
+                    expected: 0,
+                    got: threshold.len(),
+                });
+            }
+            Params::new(a, dims, [w_enc, b_enc, w_dec, b_dec])?
         };
-        v.config().activation.check(h)?;
-        Ok(v)
+        Ok(Self {
+            params,
+            w: Weights {
+                w_enc,
+                b_enc,
+                w_dec,
+                b_dec,
+                threshold,
+            },
+            transposed: None,
+        })
     }
 
     /// Input width `d` (SAELens `d_in`).
@@ -179,49 +213,29 @@ impl<'a> View<'a> {
     /// The architecture.
     #[must_use]
     pub fn arch(&self) -> Arch {
-        self.arch
+        Arch::of(self.params.arch().activation)
     }
 
     /// Whether `b_dec` is subtracted from the input before encoding.
     #[must_use]
     pub fn apply_b_dec_to_input(&self) -> bool {
-        self.apply_b_dec_to_input
+        self.params.arch().centers_input()
     }
 
     /// The weight buffers.
     #[must_use]
     pub fn weights(&self) -> Weights<'a> {
-        let p = &self.params;
-        Weights {
-            w_enc: p.w_enc(),
-            b_enc: p.b_enc(),
-            w_dec: p.w_dec(),
-            b_dec: p.b_dec(),
-            threshold: self.threshold,
-        }
-    }
-
-    fn config(&self) -> UntiedConfig<'a> {
-        UntiedConfig {
-            activation: match self.arch {
-                Arch::Standard => Activation::Relu,
-                Arch::TopK(k) => Activation::TopK { k },
-                Arch::JumpRelu => Activation::JumpRelu {
-                    threshold: self.threshold,
-                },
-            },
-            apply_b_dec_to_input: self.apply_b_dec_to_input,
-        }
+        self.w
     }
 }
 
 /// A model that owns its weights (feature `std`): loaded from a SAELens folder or
-/// copied from arrays.
+/// copied from arrays. It also keeps `W_encᵀ` (one more `d·h` floats) for the
+/// small-batch path of [`encode`].
 #[cfg(feature = "std")]
 #[derive(Clone, Debug)]
 pub struct Owned {
-    sae: sae_kernels::UntiedSae,
-    /// `W_encᵀ` (`h×d`), for the small-batch path of [`encode`].
+    sae: sae_kernels::Sae,
     w_enc_t: Vec<f32>,
 }
 
@@ -242,7 +256,7 @@ impl Owned {
             });
         }
         let (_, sae) = sae_kernels::format::saelens::load(dir)?;
-        Ok(Self::new(sae))
+        Ok(Self::new(sae.to_untied()))
     }
 
     /// A model from owned arrays (shapes as in [`View::new`]).
@@ -261,7 +275,7 @@ impl Owned {
         b_dec: Vec<f32>,
         threshold: Vec<f32>,
     ) -> Result<Self> {
-        View::new(
+        let v = View::new(
             d,
             h,
             arch,
@@ -272,28 +286,15 @@ impl Owned {
             &b_dec,
             &threshold,
         )?;
-        let kind = match arch {
-            Arch::Standard => sae_kernels::ActivationKind::Relu,
-            Arch::TopK(k) => sae_kernels::ActivationKind::TopK(k),
-            Arch::JumpRelu => sae_kernels::ActivationKind::JumpRelu,
-        };
-        let sae = sae_kernels::UntiedSae::from_parts(
-            Dims::new(d, h)?,
-            w_enc,
-            b_enc,
-            w_dec,
-            b_dec,
-            threshold,
-            kind,
-            apply_b_dec_to_input,
-        )?;
+        let sae = sae_kernels::Sae::from_params(v.params);
         Ok(Self::new(sae))
     }
 
-    fn new(sae: sae_kernels::UntiedSae) -> Self {
-        let Dims { d, h } = sae.dims();
+    fn new(sae: sae_kernels::Sae) -> Self {
+        let core_model::Dims { d, h } = sae.dims();
+        let w_enc = sae.params().tensors()[0].data;
         let mut w_enc_t = vec![0.0; d * h];
-        for (i, row) in sae.w_enc.chunks_exact(h).enumerate() {
+        for (i, row) in w_enc.chunks_exact(h).enumerate() {
             for (j, &w) in row.iter().enumerate() {
                 w_enc_t[j * d + i] = w;
             }
@@ -304,17 +305,28 @@ impl Owned {
     /// A view of the weights.
     #[must_use]
     pub fn view(&self) -> View<'_> {
-        let s = &self.sae;
+        let p = self.sae.params();
+        let t = p.tensors();
+        let threshold = p.threshold().unwrap_or(&[]);
+        let w = Weights {
+            w_enc: t[0].data,
+            b_enc: t[1].data,
+            w_dec: t[2].data,
+            b_dec: t[3].data,
+            threshold,
+        };
+        let arch = Arch::of(p.arch().activation);
+        let ta = arch.core_transposed();
+        // Same lengths as the checked model's: these cannot fail.
+        let transposed = if arch == Arch::JumpRelu {
+            Params::new(ta, p.dims(), [&self.w_enc_t[..], w.b_enc, threshold]).ok()
+        } else {
+            Params::new(ta, p.dims(), [&self.w_enc_t[..], w.b_enc]).ok()
+        };
         View {
-            params: s.params(),
-            threshold: &s.threshold,
-            arch: match s.kind {
-                sae_kernels::ActivationKind::Relu => Arch::Standard,
-                sae_kernels::ActivationKind::TopK(k) => Arch::TopK(k),
-                sae_kernels::ActivationKind::JumpRelu => Arch::JumpRelu,
-            },
-            apply_b_dec_to_input: s.apply_b_dec_to_input,
-            w_enc_t: Some(&self.w_enc_t),
+            params: p,
+            w,
+            transposed,
         }
     }
 }
@@ -323,19 +335,24 @@ impl Owned {
 /// `1..=MAX_BLOCK_ROWS`); saturates instead of overflowing.
 #[must_use]
 pub fn encode_scratch_len(v: &View<'_>, block_rows: usize) -> usize {
-    untied_encode_scratch_len(v.params.dims(), block_rows)
+    core_model::encode_scratch_len(v.params.arch(), v.params.dims(), block_rows)
 }
 
 /// Batches of at most this many rows take the small-batch path when the model keeps
-/// `W_encᵀ` (the core's GEMM streams a row-major `h×d` dictionary for `m ≤ 4`).
+/// `W_encᵀ`.
 pub(crate) const SMALL_BATCH: usize = 4;
 
 /// Dense codes: `codes` (`n×h`) ← `act((x − b_dec?)·W_enc + b_enc)` for `x` (`n×d`).
 ///
+/// Owned models encode batches of at most [`SMALL_BATCH`] rows over `W_encᵀ`: the
+/// core's encoder reads an untied `W_enc` (`d×h` row-major) through its packed GEMM,
+/// which for one row costs several times one read of `W_enc`, while its small-m path
+/// (no packing, one pass) needs the dictionary as `h×d` rows (as for tied models). The
+/// centred input is made here, the rest is the core's `encode` on the `h×d` view.
+///
 /// # Errors
-/// As the core's `untied_encode` ([`Error::Dimension`] for `n == 0`,
-/// [`Error::Length`] for `x`/`codes`, [`Error::WorkspaceTooSmall`]). Nothing is
-/// written on error.
+/// As the core's `encode` ([`Error::Dimension`] for `n == 0`, [`Error::Length`] for
+/// `x`/`codes`, [`Error::WorkspaceTooSmall`]). Nothing is written on error.
 pub fn encode(
     v: &View<'_>,
     x: &[f32],
@@ -343,29 +360,21 @@ pub fn encode(
     codes: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<()> {
-    match v.w_enc_t {
-        Some(wt) if (1..=SMALL_BATCH).contains(&n) => encode_small(v, wt, x, n, codes, scratch),
-        _ => untied_encode(v.params, v.config(), x, n, codes, scratch),
+    match v.transposed {
+        Some(t) if (1..=SMALL_BATCH).contains(&n) => encode_small(v, t, x, n, codes, scratch),
+        _ => core_model::encode(v.params, x, n, codes, scratch),
     }
 }
 
-/// The small-batch encode over `W_encᵀ`. The core's untied encoder reads `W_enc`
-/// (`d×h` row-major) through its packed GEMM, which for one row costs several times
-/// the read of `W_enc`; its small-m path (no packing, one pass over the dictionary)
-/// needs the dictionary as `h×d` rows, which `W_encᵀ` is. Same math as the core:
-/// centre, `x̄·W_enc + b_enc`, then the activation (the core's row functions).
 fn encode_small(
     v: &View<'_>,
-    wt: &[f32],
+    t: Params<'_>,
     x: &[f32],
     n: usize,
     codes: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<()> {
-    use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
-    use sae_kernels::model::activation::{jumprelu_row, topk_relu_row};
     let (d, h) = (v.d_in(), v.d_sae());
-    let dims = v.params.dims();
     for (arg, got, want) in [("x", x.len(), n * d), ("codes", codes.len(), n * h)] {
         if got != want {
             return Err(Error::Length {
@@ -375,8 +384,7 @@ fn encode_small(
             });
         }
     }
-    // Rows per pass: as many (≤ n) as the scratch holds, with the core's own sizes.
-    let need = untied_encode_scratch_len(dims, 1);
+    let need = encode_scratch_len(v, 1);
     if scratch.len() < need {
         return Err(Error::WorkspaceTooSmall {
             arg: "scratch",
@@ -384,67 +392,48 @@ fn encode_small(
             got: scratch.len(),
         });
     }
-    let rb = (1..=n)
-        .rev()
-        .find(|&r| untied_encode_scratch_len(dims, r) <= scratch.len())
-        .unwrap_or(1);
-    let (xc, rest) = scratch.split_at_mut(rb * d);
-    let (sel, pack) = rest.split_at_mut(h);
-    let b_dec = v.params.b_dec();
-    let b_enc = v.params.b_enc();
+    let centre = v.apply_b_dec_to_input();
+    let len = |r: usize| {
+        core_model::encode_scratch_len(t.arch(), t.dims(), r).saturating_add(if centre {
+            r * d
+        } else {
+            0
+        })
+    };
+    let Some(rb) = (1..=n).rev().find(|&r| len(r) <= scratch.len()) else {
+        // (Not expected: the transposed model needs no more.) The core's own path.
+        return core_model::encode(v.params, x, n, codes, scratch);
+    };
+    let (xc, rest) = scratch.split_at_mut(if centre { rb * d } else { 0 });
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
-        let xcb = &mut xc[..rows * d];
-        for (o, r) in xcb.chunks_exact_mut(d).zip(x[r0 * d..].chunks_exact(d)) {
-            if v.apply_b_dec_to_input {
-                for ((o, &a), &b) in o.iter_mut().zip(r).zip(b_dec) {
+        let xin = &x[r0 * d..(r0 + rows) * d];
+        let xin = if centre {
+            let xcb = &mut xc[..rows * d];
+            for (o, r) in xcb.chunks_exact_mut(d).zip(xin.chunks_exact(d)) {
+                for ((o, &a), &b) in o.iter_mut().zip(r).zip(v.w.b_dec) {
                     *o = a - b;
                 }
-            } else {
-                o.copy_from_slice(r);
             }
-        }
-        let out = &mut codes[r0 * h..(r0 + rows) * h];
-        let relu = v.arch == Arch::Standard;
-        gemm(
-            1.0,
-            MatRef::row_major("x", xcb, rows, d)?,
-            MatRef::row_major("w_enc", wt, h, d)?.t(),
-            0.0,
-            MatMut::row_major("codes", out, rows, h)?,
-            if relu {
-                Epilogue::BiasRelu(b_enc)
-            } else {
-                Epilogue::None
-            },
-            pack,
-        )?;
-        if !relu {
-            for row in out.chunks_exact_mut(h) {
-                for (c, &b) in row.iter_mut().zip(b_enc) {
-                    *c += b;
-                }
-                match v.arch {
-                    Arch::TopK(k) => topk_relu_row(row, k, sel),
-                    Arch::JumpRelu => jumprelu_row(row, v.threshold),
-                    Arch::Standard => {}
-                }
-            }
-        }
+            &xcb[..]
+        } else {
+            xin
+        };
+        core_model::encode(t, xin, rows, &mut codes[r0 * h..(r0 + rows) * h], rest)?;
     }
     Ok(())
 }
 
-/// Scratch `f32` for [`decode`].
+/// Scratch `f32` for [`decode`] with blocks of `block_rows` rows.
 #[must_use]
-pub fn decode_scratch_len(v: &View<'_>) -> usize {
-    untied_decode_scratch_len(v.params.dims())
+pub fn decode_scratch_len(v: &View<'_>, block_rows: usize) -> usize {
+    core_model::decode_scratch_len(v.params.dims(), block_rows)
 }
 
 /// Reconstruction: `recon` (`n×d`) ← `codes·W_dec + b_dec` for `codes` (`n×h`).
 ///
 /// # Errors
-/// As the core's `untied_decode`. Nothing is written on error.
+/// As the core's `decode`. Nothing is written on error.
 pub fn decode(
     v: &View<'_>,
     codes: &[f32],
@@ -452,7 +441,7 @@ pub fn decode(
     recon: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<()> {
-    untied_decode(v.params, codes, n, recon, scratch)
+    core_model::decode(v.params, codes, n, recon, scratch)
 }
 
 /// Reconstruction from CSR: row `i` of `recon` (`n×d`) is
@@ -471,26 +460,14 @@ pub fn decode_csr(
     values: &[f32],
     recon: &mut [f32],
 ) -> Result<()> {
-    let p = &v.params;
-    // The core's sparse decode sums rows of a row-major `h×d` dictionary; W_dec is one.
-    // (Its bias argument is not used by the decode.)
-    let dict = TiedParams::new(p.dims(), p.w_dec(), p.b_enc())?;
-    sae_kernels::sparse::decode_csr(dict, n, row_ptr, indices, values, recon)?;
-    for row in recon.chunks_exact_mut(p.dims().d) {
-        for (r, &b) in row.iter_mut().zip(p.b_dec()) {
-            *r += b;
-        }
-    }
-    Ok(())
+    sparse::decode_csr(v.params, n, row_ptr, indices, values, recon)
 }
 
 /// Scratch `f32` for [`encode_blocks`] and [`encode_csr`] with blocks of
 /// `block_rows` rows: `block_rows·h` codes plus [`encode_scratch_len`]; saturating.
 #[must_use]
 pub fn csr_scratch_len(v: &View<'_>, block_rows: usize) -> usize {
-    let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);
-    rows.saturating_mul(v.d_sae())
-        .saturating_add(encode_scratch_len(v, rows))
+    sparse::encode_csr_scratch_len(v.params.arch(), v.params.dims(), block_rows)
 }
 
 /// The largest block size whose [`csr_scratch_len`] fits in `have` `f32`.
@@ -517,7 +494,8 @@ fn block_rows_for(v: &View<'_>, have: usize) -> Result<usize> {
 
 /// Encode `x` (`n×d`) block by block into the front of `scratch` and call
 /// `each(first_row, codes_block)` for every block (`rows×h` dense codes). Memory is
-/// bounded by the scratch, whatever `n` is.
+/// bounded by the scratch, whatever `n` is. (For outputs whose size is not known
+/// in advance, such as growable CSR arrays.)
 ///
 /// # Errors
 /// As [`encode`]; [`Error::WorkspaceTooSmall`] if `scratch` is shorter than
@@ -556,100 +534,9 @@ pub fn encode_blocks(
     Ok(())
 }
 
-/// Is `(ja, va)` larger than `(jb, vb)`? Larger value, then lower index.
-fn better(ja: u32, va: f32, jb: u32, vb: f32) -> bool {
-    va > vb || (va == vb && ja < jb)
-}
-
-/// Min-heap order on parallel slots (the root is the worst kept entry).
-fn sift_down(idx: &mut [u32], val: &mut [f32], mut i: usize) {
-    let len = idx.len();
-    loop {
-        let (l, r) = (2 * i + 1, 2 * i + 2);
-        let mut w = i;
-        if l < len && better(idx[w], val[w], idx[l], val[l]) {
-            w = l;
-        }
-        if r < len && better(idx[w], val[w], idx[r], val[r]) {
-            w = r;
-        }
-        if w == i {
-            return;
-        }
-        idx.swap(i, w);
-        val.swap(i, w);
-        i = w;
-    }
-}
-
-fn sift_up(idx: &mut [u32], val: &mut [f32], mut i: usize) {
-    while i > 0 {
-        let p = (i - 1) / 2;
-        if better(idx[p], val[p], idx[i], val[i]) {
-            idx.swap(i, p);
-            val.swap(i, p);
-            i = p;
-        } else {
-            return;
-        }
-    }
-}
-
-/// The `k` largest positive codes of `row` into `idx`/`val` (at least `k` slots
-/// each), sorted by index; returns how many were kept (`≤ k`). Ties go to the lower
-/// index.
-///
-/// # Errors
-/// [`Error::NonFinite`] naming `x` if a code is NaN.
-pub fn top_k_row(row: &[f32], k: usize, idx: &mut [u32], val: &mut [f32]) -> Result<usize> {
-    let mut len = 0usize;
-    for (j, &c) in row.iter().enumerate() {
-        if c.is_nan() {
-            return Err(Error::NonFinite { arg: "x" });
-        }
-        if c > 0.0 {
-            let j = j as u32;
-            if len < k {
-                idx[len] = j;
-                val[len] = c;
-                sift_up(&mut idx[..len + 1], &mut val[..len + 1], len);
-                len += 1;
-            } else if better(j, c, idx[0], val[0]) {
-                idx[0] = j;
-                val[0] = c;
-                sift_down(&mut idx[..len], &mut val[..len], 0);
-            }
-        }
-    }
-    sort_by_index(&mut idx[..len], &mut val[..len]);
-    Ok(len)
-}
-
-/// Sort parallel slices by index (insertion sort; `k` is small, no allocation).
-fn sort_by_index(idx: &mut [u32], val: &mut [f32]) {
-    for i in 1..idx.len() {
-        let (j, v) = (idx[i], val[i]);
-        let mut p = i;
-        while p > 0 && idx[p - 1].cmp(&j) == Ordering::Greater {
-            idx[p] = idx[p - 1];
-            val[p] = val[p - 1];
-            p -= 1;
-        }
-        idx[p] = j;
-        val[p] = v;
-    }
-}
-
-/// Largest `d_sae` whose feature indices fit `u32` (CSR indices are `u32`).
-fn check_u32_features(v: &View<'_>) -> Result<()> {
-    if v.d_sae() > u32::MAX as usize {
-        return Err(Error::Overflow { arg: "indices" });
-    }
-    Ok(())
-}
-
-/// Encode into CSR buffers. Row `i`'s features are `indices[row_ptr[i]..row_ptr[i+1]]`
-/// (ascending) with codes `values[..]` at the same positions.
+/// Encode into CSR buffers (the core's `sparse::encode_csr`). Row `i`'s features are
+/// `indices[row_ptr[i]..row_ptr[i+1]]` (ascending) with codes `values[..]` at the same
+/// positions.
 ///
 /// - `k == 0`: every active feature (`code > 0`); `k ≥ 1`: the `k` largest active
 ///   codes of each row (ties: the lower index), and the capacity must be at least
@@ -660,10 +547,10 @@ fn check_u32_features(v: &View<'_>) -> Result<()> {
 /// Returns the number of entries stored (`row_ptr[n]`).
 ///
 /// # Errors
-/// As [`encode_blocks`]; [`Error::Length`] naming `row_ptr`; [`Error::Capacity`]
-/// naming `indices` with `needed` = the total number of active features (`k == 0`:
-/// the whole batch is encoded to count them) or `n·k`; [`Error::NonFinite`] naming `x`
-/// if a code is NaN. On error the CSR buffers' contents are unspecified.
+/// As [`encode`]; [`Error::Length`] naming `row_ptr`; [`Error::Capacity`] naming
+/// `indices` with `needed` = the total number of active features (`k == 0`: the whole
+/// batch is encoded to count them) or `n·k`; [`Error::NonFinite`] naming `x` if a code
+/// is NaN. On error the CSR buffers' contents are unspecified.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_csr(
     v: &View<'_>,
@@ -675,67 +562,12 @@ pub fn encode_csr(
     values: &mut [f32],
     scratch: &mut [f32],
 ) -> Result<usize> {
-    check_u32_features(v)?;
-    let want_ptr = n.checked_add(1).ok_or(Error::Overflow { arg: "row_ptr" })?;
-    if row_ptr.len() != want_ptr {
-        return Err(Error::Length {
-            arg: "row_ptr",
-            expected: want_ptr,
-            got: row_ptr.len(),
-        });
-    }
-    let cap = indices.len().min(values.len());
-    if k > 0 {
-        let need = n.checked_mul(k).ok_or(Error::Overflow { arg: "indices" })?;
-        if cap < need {
-            return Err(Error::Capacity {
-                arg: "indices",
-                capacity: cap,
-                needed: need,
-            });
-        }
-    }
-    let h = v.d_sae();
-    let mut stored = 0usize; // entries written
-    let mut needed = 0usize; // k == 0: active features seen so far
-    row_ptr[0] = 0;
-    encode_blocks(v, x, n, scratch, |r0, block| {
-        for (r, row) in block.chunks_exact(h).enumerate() {
-            if k == 0 {
-                for (j, &c) in row.iter().enumerate() {
-                    if c.is_nan() {
-                        return Err(Error::NonFinite { arg: "x" });
-                    }
-                    if c > 0.0 {
-                        if needed < cap {
-                            indices[needed] = j as u32;
-                            values[needed] = c;
-                        }
-                        needed += 1;
-                    }
-                }
-                stored = needed.min(cap);
-            } else {
-                let kept = top_k_row(
-                    row,
-                    k,
-                    &mut indices[stored..stored + k],
-                    &mut values[stored..stored + k],
-                )?;
-                stored += kept;
-            }
-            row_ptr[r0 + r + 1] = stored;
-        }
-        Ok(())
-    })?;
-    if needed > cap {
-        return Err(Error::Capacity {
-            arg: "indices",
-            capacity: cap,
-            needed,
-        });
-    }
-    Ok(stored)
+    let limit = if k == 0 {
+        RowLimit::All
+    } else {
+        RowLimit::TopK(k)
+    };
+    sparse::encode_csr(v.params, x, n, limit, row_ptr, indices, values, scratch)
 }
 
 #[cfg(test)]
@@ -799,7 +631,7 @@ mod tests {
         let mut s2 = vec![0.0; encode_scratch_len(&v, 4)];
         encode(&v, &x, 4, &mut dense, &mut s2).unwrap();
         let mut r2 = [f32::NAN; 8];
-        let mut s3 = vec![0.0; decode_scratch_len(&v)];
+        let mut s3 = vec![0.0; decode_scratch_len(&v, 4)];
         decode(&v, &dense, 4, &mut r2, &mut s3).unwrap();
         assert_eq!(r1, r2);
     }
@@ -841,7 +673,7 @@ mod tests {
             .unwrap();
             let fast = owned.view();
             let core = View::new(d, h, arch, true, &we, &be, &wd, &bd, &t).unwrap();
-            assert!(fast.w_enc_t.is_some() && core.w_enc_t.is_none());
+            assert!(fast.transposed.is_some() && core.transposed.is_none());
             for n in 1..=SMALL_BATCH {
                 for rows in [1, n] {
                     let mut s = vec![0.0; encode_scratch_len(&fast, rows)];

@@ -390,42 +390,39 @@ impl Sae {
         );
         indptr.push(0);
         if n > 0 {
-            if let Some(k) = k {
-                let cap = n.saturating_mul(k.min(h));
-                indices.reserve(cap);
-                values.reserve(cap);
-            }
             let len = model::csr_scratch_len(&v, block_rows(n));
             py.detach(|| {
-                with_scratch(len, |s| {
-                    let (mut ki, mut kv) = (
-                        vec![0u32; k.unwrap_or(0).min(h)],
-                        vec![0f32; k.unwrap_or(0).min(h)],
-                    );
-                    model::encode_blocks(&v, xs, n, s, |_, block| {
+                with_scratch(len, |s| match k {
+                    // Every active feature: the size is not known in advance, so the
+                    // arrays grow as the row blocks are gathered.
+                    None => model::encode_blocks(&v, xs, n, s, |_, block| {
                         for row in block.chunks_exact(h) {
-                            match k {
-                                None => {
-                                    for (j, &c) in row.iter().enumerate() {
-                                        if c.is_nan() {
-                                            return Err(Error::NonFinite { arg: "x" });
-                                        }
-                                        if c > 0.0 {
-                                            indices.push(j as i32);
-                                            values.push(c);
-                                        }
-                                    }
+                            for (j, &c) in row.iter().enumerate() {
+                                if c.is_nan() {
+                                    return Err(Error::NonFinite { arg: "x" });
                                 }
-                                Some(_) => {
-                                    let kept = model::top_k_row(row, ki.len(), &mut ki, &mut kv)?;
-                                    indices.extend(ki[..kept].iter().map(|&j| j as i32));
-                                    values.extend_from_slice(&kv[..kept]);
+                                if c > 0.0 {
+                                    indices.push(j as i32);
+                                    values.push(c);
                                 }
                             }
                             indptr.push(indices.len() as i64);
                         }
                         Ok(())
-                    })
+                    }),
+                    // Top k per row: at most n·k entries, the core's CSR encoder.
+                    Some(k) => {
+                        let cap = n.saturating_mul(k);
+                        let mut rp = vec![0usize; n + 1];
+                        let mut ix = vec![0u32; cap];
+                        let mut vs = vec![0f32; cap];
+                        let nnz = model::encode_csr(&v, xs, n, k, &mut rp, &mut ix, &mut vs, s)?;
+                        indptr.clear();
+                        indptr.extend(rp.iter().map(|&p| p as i64));
+                        indices.extend(ix[..nnz].iter().map(|&j| j as i32));
+                        values.extend_from_slice(&vs[..nnz]);
+                        Ok(())
+                    }
                 })
             })
             .map_err(py_err)?;
@@ -468,7 +465,7 @@ impl Sae {
         {
             let mut rw = out.readwrite();
             let recon = rw.as_slice_mut()?;
-            let len = model::decode_scratch_len(&v);
+            let len = model::decode_scratch_len(&v, block_rows(n));
             py.detach(|| with_scratch(len, |s| model::decode(&v, cs, n, recon, s)))
                 .map_err(py_err)?;
         }

@@ -391,7 +391,7 @@ static void check_fixture(const char *root, const char *name) {
   /* Decode SAELens' codes. */
   {
     size_t slen = 0;
-    CHECK(sae_decode_scratch_len(m, &slen) == SAE_OK, "decode scratch len");
+    CHECK(sae_decode_scratch_len(m, 4, &slen) == SAE_OK, "decode scratch len");
     float *scratch = xmalloc(slen * sizeof(float) + 1);
     float *codes = to_f32(fx.codes, n * h);
     float *recon = xmalloc(n * d * sizeof(float));
@@ -555,7 +555,7 @@ static void check_errors(const char *root) {
     CHECK(sae_model_init(&v, &w) == SAE_OK, "jumprelu init: %s", sae_last_error());
     w = good;
     w.w_dec_len = 31;
-    CHECK_ERR(sae_model_init(&v, &w), SAE_ERR_LENGTH, "w_dec");
+    CHECK_ERR(sae_model_init(&v, &w), SAE_ERR_LENGTH, "W_dec"); /* SAELens tensor names */
     w = good;
     w.b_enc = NULL;
     CHECK_ERR(sae_model_init(&v, &w), SAE_ERR_NULL_POINTER, "b_enc");
