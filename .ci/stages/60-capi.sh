@@ -27,6 +27,13 @@ LD_LIBRARY_PATH="$lib" ./target/c/test_capi_so "$root" | tail -1 | sed 's/^/shar
 cc "${cflags[@]}" -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
   tests/c/test_capi.c "$lib/libsae_kernels_c.a" "${libs[@]}" -o target/c/test_capi_asan
 ASAN_OPTIONS=detect_leaks=1 ./target/c/test_capi_asan "$root" | tail -1 | sed 's/^/ASan+UBSan: /'
+# README's C example ("### From C"), compiled and run as shown.
+awk '/^### From C/{f=1} f&&/^```c$/{g=1;next} g&&/^```$/{exit} g' ../README.md >target/c/readme_example.c
+cc "${cflags[@]}" target/c/readme_example.c "$lib/libsae_kernels_c.a" "${libs[@]}" -o target/c/readme_example
+./target/c/readme_example "$root/tests/fixtures/saelens/topk" >target/c/readme_example.out
+lines=$(grep -c "^row [01]: feature [0-9]* = " target/c/readme_example.out || true)
+[ "$lines" -eq 6 ] || { echo "README C example printed:" >&2; cat target/c/readme_example.out >&2; exit 1; }
+echo "README C example: $lines codes printed"
 rustup target add thumbv7em-none-eabihf >/dev/null 2>&1 || true
 nostd=(--lib --no-default-features --features panic-handler --target thumbv7em-none-eabihf)
 cargo clippy "${nostd[@]}" -- -D warnings
