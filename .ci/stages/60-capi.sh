@@ -39,15 +39,17 @@ nostd=(--lib --no-default-features --features panic-handler --target thumbv7em-n
 cargo clippy "${nostd[@]}" -- -D warnings
 cargo build --release "${nostd[@]}" 2>&1 | grep -v "dropping unsupported crate type" | tail -1
 ls -la target/thumbv7em-none-eabihf/release/libsae_kernels_c.a | awk '{print "no_std staticlib: " $5 " bytes"}'
-# The argument-checking fuzz target (capi/fuzz), CAPI_FUZZ_SECONDS (default 20) from
-# its seeds into a scratch corpus, when cargo-fuzz is installed (stage 53 installs it).
-if cargo fuzz --version >/dev/null 2>&1; then
+# The argument-checking fuzz target (capi/fuzz) for CAPI_FUZZ_SECONDS from its seeds
+# into a scratch corpus. Off by default (0): its AddressSanitizer build of the library
+# takes ~8 min on the 2-core machine; tests/args.rs above runs the same driver on
+# 8000 seeded cases in every run. Needs cargo-fuzz (stage 53 installs it).
+if [ "${CAPI_FUZZ_SECONDS:-0}" -gt 0 ] && cargo fuzz --version >/dev/null 2>&1; then
   scratch=$(mktemp -d)
   trap 'rm -rf "$scratch"' EXIT
   log="$scratch/fuzz.log"
   (cd fuzz && unset CARGO_TARGET_DIR RUSTFLAGS &&
     timeout 1200 cargo +nightly fuzz run -O -a args "$scratch" seeds/args -- \
-      -max_total_time="${CAPI_FUZZ_SECONDS:-20}" -timeout=30 -rss_limit_mb=2048 \
+      -max_total_time="$CAPI_FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
       -print_final_stats=1 >"$log" 2>&1) || {
     grep -E "panicked|ERROR|SUMMARY|Test unit written" "$log" >&2 || tail -40 "$log" >&2
     echo "capi fuzz: FAILED (reproduce: cd capi/fuzz && cargo +nightly fuzz run -O -a args <file>)" >&2
@@ -55,6 +57,6 @@ if cargo fuzz --version >/dev/null 2>&1; then
   }
   echo "capi fuzz args: $(awk '/stat::number_of_executed_units/ {print $2}' "$log") execs, no failure"
 else
-  echo "capi fuzz: cargo-fuzz not installed, skipped"
+  echo "capi fuzz: skipped (CAPI_FUZZ_SECONDS=N runs it for N s)"
 fi
 echo "capi: C ABI tests passed (static, shared, ASan+UBSan) in $((SECONDS - t0)) s"

@@ -65,6 +65,7 @@ impl Arch {
     }
 
     /// The same activation over one `h×d` dictionary (`W_encᵀ`), no input centring.
+    #[cfg(feature = "std")]
     fn core_transposed(self) -> core_model::Arch {
         core_model::Arch {
             weights: Layout::Tied,
