@@ -138,7 +138,7 @@ fn train_steps(st: &Setup, densities: &[f64], reps: usize) -> Vec<StepRow> {
     let Dims { d, h } = st.dims;
     let n = st.n;
     let scratch_len = grad_scratch_len(Arch::tied(), st.dims, MAX_BLOCK_ROWS)
-        .max(encode_scratch_len(Arch::tied(), st.dims, 1) + n * h);
+        .max(encode_scratch_len(Arch::tied(), st.dims, MAX_BLOCK_ROWS) + n * h);
     let mut s = vec![0.0; scratch_len];
     let (mut gm, mut gb) = (vec![0.0; h * d], vec![0.0; h]);
     // One training step: loss and gradients on `path`, then a (tiny) SGD update, which

@@ -1,22 +1,40 @@
 //! # sae-kernels
 //!
-//! Sparse autoencoders (SAEs) for interpretability, as fast allocation-free kernels.
+//! Sparse autoencoders (SAEs) for interpretability, as fast allocation-free kernels:
+//! the seed's tied SAE (Cunningham et al. 2023) and the field's untied ones (SAELens
+//! `standard`, `topk`, `jumprelu`), trained and run by one core.
 //!
-//! The seed model is the tied-weight SAE of Cunningham et al. (2023): each input row `x`
-//! (width `d`) is encoded into `h` non-negative feature activations
-//! `c = ReLU(M·x + b)` and reconstructed as `x̂ = Mᵀ·c`, where the rows of the
-//! dictionary `M` (`h×d`) are the feature directions. Training minimises
-//! `L = mean over rows of (‖x − x̂‖² + α·‖c‖₁)`: reconstruct well with few active
-//! features.
+//! Each input row `x` (width `d`) is encoded into `h` feature activations
+//! `f = act(x̄·W_enc + b_enc)` (`x̄ = x − b_dec` with input centring) and reconstructed
+//! as `x̂ = f·W_dec (+ b_dec)`; the tied model has `W_enc = Mᵀ`, `W_dec = M`, no `b_dec`.
+//! Training minimises `mean over rows of (‖x − x̂‖² + α·P(f))`.
+//!
+//! ## Where to start
+//! - **Load a SAELens SAE and encode**: [`format::saelens::load`] gives a [`Sae`]; call
+//!   [`Sae::encode`] / [`Sae::decode`], or the no_std [`encode`] on [`Sae::params`].
+//!   `cargo run --release --example encode -- --sae DIR --input x.npy --output c.npy`.
+//! - **Train on activations**: `cargo run --release --example train` (the main job); in
+//!   code, [`loss_and_grad`] on a [`Params`] view gives every tensor's gradient as a
+//!   [`ParamsMut`] of the same architecture ([`ParamsMut::tensors_mut`] lists them by
+//!   name for an optimizer), and [`train`] / [`optim`] build the steps on it.
+//! - **Sparse features for an engine**: [`sparse`] (`encode_sparse` into a
+//!   [`heapless::Vec`], batch CSR output, sparse decode), for every architecture.
+//! - **Firmware / WASM**: build with `default-features = false`; everything in
+//!   [`model`], [`sparse`], [`optim`], [`train`] and [`metrics`] runs on caller memory
+//!   (`static` buffers sized by the `*_scratch_len` functions, see `tests/firmware`).
+//! - One import for the common names: `use sae_kernels::prelude::*;` (no `Result`
+//!   alias in it).
 //!
 //! ## Layout
 //! - [`kernels`]: SIMD building blocks with no SAE knowledge (the GEMM, vector ops).
-//! - [`model`]: parameter views, scratch sizes, forward pass and exact backward pass.
+//! - [`model`]: architectures ([`Arch`]), parameter views, scratch plans, the forward
+//!   and exact backward passes (dense and sparse), initialisation.
 //! - [`optim`]: in-place parameter updates (SGD, momentum, Adam) and schedules.
 //! - [`train`]: the transactional training step and the streaming (on-device) trainer.
 //! - [`metrics`]: streaming MSE, FVU, L0, L1, feature counts, dead fraction; MMCS.
 //! - [`toy`]: the toy superposition benchmark (ground-truth features).
-//! - `owned` (feature `std`): owned models on top of the same kernels.
+//! - [`format`] (feature `std`): `.npy` activations, SAELens folders.
+//! - [`Sae`], [`Trainer`] (feature `std`): owned model and trainer on the same kernels.
 //!
 //! ## Memory
 //! The core is `#![no_std]` and never allocates. Every operation takes its outputs and a
@@ -94,7 +112,18 @@ pub use train::{StepHyper, train_step, train_step_workspace_len};
 ///
 /// It brings the model description, the core entry points and their scratch sizes,
 /// and [`Error`]; it does not bring a `Result` alias, so `fn main() -> Result<(),
-/// Box<dyn std::error::Error>>` keeps meaning `std`'s `Result`.
+/// Box<dyn std::error::Error>>` keeps meaning `std`'s `Result`:
+///
+/// ```
+/// use sae_kernels::prelude::*;
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let sae = Sae::new(Arch::standard(), Dims::new(4, 16)?, 1)?;
+///     let codes = sae.encode(&[0.5; 4], 1)?;
+///     assert_eq!(codes.len(), 16);
+///     Ok(())
+/// }
+/// ```
 pub mod prelude {
     pub use crate::error::Error;
     pub use crate::model::{

@@ -2,13 +2,14 @@
 //!
 //! An engine that reads features out of a model (or splices them back in) wants the
 //! few active features of each row, not `h` mostly-zero codes. This module encodes
-//! with the crate's dense encoder ([`crate::encode`], which takes a matrix-vector
-//! route for a single row) and then scans the codes once:
+//! with the crate's encoder ([`crate::encode`], any architecture) and then scans the
+//! codes once:
 //!
 //! - [`encode_sparse`]: one vector into a `heapless::Vec<(u32, f32), K>`;
 //! - [`encode_csr`]: a batch into caller CSR buffers (row offsets, indices, values);
 //! - [`top_k`]: the `K` largest codes of a code row in one pass (a bounded min-heap);
-//! - [`decode_sparse`] and [`decode_csr`]: the reconstruction `x̂ = Σ value·M[index]`.
+//! - [`decode_sparse`] and [`decode_csr`]: the reconstruction
+//!   `x̂ = Σ value·W_dec[index] (+ b_dec)` (tied: the rows of `M`).
 //!
 //! Running out of room is never silent: it is [`Error::Capacity`] unless the caller
 //! asked for [`Overflow::KeepLargest`] (or [`RowLimit::TopK`]), and even then the
@@ -199,8 +200,8 @@ pub fn encode_sparse_scratch_len(arch: Arch, dims: Dims) -> usize {
     dims.h.saturating_add(encode_scratch_len(arch, dims, 1))
 }
 
-/// Encode one vector into its active features: `out ← {(j, c_j) : c_j > 0}` with
-/// `c = ReLU(M·x + b)`, sorted by index.
+/// Encode one vector into its active features: `out ← {(j, c_j) : c_j > 0}` with `c`
+/// the model's codes ([`crate::encode`]), sorted by index.
 ///
 /// - `x`: `d` values; `out`: cleared, then filled;
 /// - `overflow`: what to do when more than `K` features are active;
@@ -406,8 +407,8 @@ fn check_index(arg: &'static str, j: u32, h: usize) -> Result<()> {
     }
 }
 
-/// Reconstruction from active features: `recon ← Σ_(j, v) v·M[j]` (`d` values),
-/// summed in the order given; repeated indices add up.
+/// Reconstruction from active features: `recon ← Σ_(j, v) v·W_dec[j] (+ b_dec)` (`d`
+/// values; tied: the rows of `M`), summed in the order given; repeated indices add up.
 ///
 /// # Errors
 /// [`Error::Length`] naming `recon`; [`Error::OutOfRange`] naming `pairs` if an index
@@ -431,7 +432,7 @@ pub fn decode_sparse(p: Params<'_>, pairs: &[(u32, f32)], recon: &mut [f32]) -> 
 }
 
 /// Reconstruction of a CSR batch (as written by [`encode_csr`]): row `i` of `recon`
-/// (`n×d` row-major) is `Σ values[e]·M[indices[e]]` over
+/// (`n×d` row-major) is `Σ values[e]·W_dec[indices[e]] (+ b_dec)` over
 /// `e ∈ row_ptr[i]..row_ptr[i+1]`.
 ///
 /// # Errors

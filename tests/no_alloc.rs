@@ -23,9 +23,9 @@ use sae_kernels::sparse::{
 use sae_kernels::toy::{ToyConfig, ToyRng, toy_init, toy_rng, toy_sample};
 use sae_kernels::train::{StreamConfig, StreamingTrainer, streaming_state_len};
 use sae_kernels::{
-    Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, TiedParams, TiedParamsMut,
-    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
-    grad_scratch_len, init_tied, loss_and_grad, sgd_step,
+    Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, Penalty,
+    TiedParams, TiedParamsMut, Weights, decode, decode_scratch_len, encode, encode_scratch_len,
+    forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad, sgd_step,
 };
 use sae_kernels::{Optim, Optimizer, StepHyper, train_step, train_step_workspace_len};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -107,7 +107,31 @@ struct Fixture {
     csr_idx: Vec<u32>,
     csr_val: Vec<f32>,
     train: TrainBufs,
+    /// Parameters and gradients of the untied architectures (room for JumpReLU's five
+    /// tensors), and a dead-latent mask for AuxK.
+    untied: Vec<f32>,
+    ugrad: Vec<f32>,
+    dead: Vec<bool>,
 }
+
+/// The architectures `op_every_architecture` runs (besides the tied seed model).
+const ARCHS: [Arch; 5] = [
+    Arch::standard(),
+    Arch::topk(3),
+    Arch::jumprelu(),
+    Arch {
+        weights: Weights::Untied {
+            center_input: false,
+        },
+        activation: Activation::TopK { k: 5 },
+        penalty: Penalty::L1,
+    },
+    Arch {
+        weights: Weights::Tied,
+        activation: Activation::TopK { k: 4 },
+        penalty: Penalty::DecoderNormL1,
+    },
+];
 
 /// Buffers of the training entry points (optimizers, transactional step, streaming
 /// trainer, metrics, toy generator).
@@ -163,8 +187,13 @@ impl Fixture {
             (16, 64, 70, 32)
         };
         let dims = Dims::new(d, h).unwrap();
+        let big = Arch::topk(3);
         let scratch_len = forward_scratch_len(Arch::tied(), dims, block)
             .max(grad_scratch_len(Arch::tied(), dims, block))
+            .max(grad_scratch_len(big, dims, block))
+            .max(forward_scratch_len(big, dims, block))
+            .max(encode_scratch_len(big, dims, block))
+            .max(grad_scratch_len(Arch::standard(), dims, block))
             .max(encode_scratch_len(Arch::tied(), dims, 1))
             .max(decode_scratch_len(dims, 1))
             .max(encode_sparse_scratch_len(Arch::tied(), dims))
@@ -188,6 +217,11 @@ impl Fixture {
             csr_idx: vec![0; n * h],
             csr_val: vec![0.0; n * h],
             train: TrainBufs::new(dims, block),
+            untied: (0..Arch::jumprelu().param_len(dims))
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.05)
+                .collect(),
+            ugrad: vec![0.0; Arch::jumprelu().param_len(dims)],
+            dead: (0..h).map(|j| j % 3 == 0).collect(),
         };
         init_tied(ParamsMut::tied(dims, &mut fx.m, &mut fx.b).unwrap(), 3);
         // Some positive biases so that codes are not all zero.
@@ -422,7 +456,43 @@ type Op = fn(&mut Fixture);
 
 /// The entry points checked by [`entry_points_do_not_allocate`], in call order (later
 /// ones use earlier ones' outputs, e.g. `sgd_step` the gradients).
+/// Every entry point of the core on untied and non-ReLU architectures, both paths,
+/// with AuxK for TopK.
+fn op_every_architecture(fx: &mut Fixture) {
+    let (dims, n) = (fx.dims, fx.n);
+    for arch in ARCHS {
+        let len = arch.param_len(dims);
+        let p = Params::from_flat(arch, dims, &fx.untied[..len]).unwrap();
+        encode(p, &fx.x, n, &mut fx.codes, &mut fx.scratch).expect("encode");
+        decode(p, &fx.codes, n, &mut fx.recon, &mut fx.scratch).expect("decode");
+        let aux = AuxK {
+            dead: &fx.dead,
+            k_aux: 4,
+            coefficient: 0.5,
+        };
+        let topk = matches!(arch.activation, Activation::TopK { .. });
+        for path in [Path::Dense, Path::Sparse] {
+            let opts = LossOptions {
+                alpha: 1e-3,
+                path,
+                aux: topk.then_some(aux),
+            };
+            let out = ForwardOutputs {
+                codes: Some(&mut fx.codes),
+                ..Default::default()
+            };
+            forward(p, &fx.x, n, &opts, out, &mut fx.scratch).expect("forward");
+            let g = ParamsMut::from_flat(arch, dims, &mut fx.ugrad[..len]).unwrap();
+            loss_and_grad(p, &fx.x, n, &opts, g, &mut fx.scratch).expect("loss_and_grad");
+        }
+    }
+}
+
 const ENTRY_POINTS: &[(&str, Op)] = &[
+    (
+        "every architecture (encode, decode, forward, loss_and_grad, AuxK)",
+        op_every_architecture,
+    ),
     ("init_tied", op_init_tied),
     ("encode", op_encode),
     ("decode", op_decode),
@@ -436,7 +506,7 @@ const ENTRY_POINTS: &[(&str, Op)] = &[
     ("metrics, toy generator, mmcs", op_metrics_and_toy),
     ("gemm (strided, beta, bias-relu)", op_gemm_strided),
     ("error paths", op_error_paths),
-    ("sparse path (loss_and_grad_with)", op_sparse_path),
+    ("sparse path (forced Path::Sparse)", op_sparse_path),
     (
         "sparse outputs (encode_sparse, encode_csr, decode_*)",
         op_sparse_outputs,

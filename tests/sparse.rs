@@ -513,3 +513,92 @@ fn sparse_super_blocks_match_the_reference() {
         }
     }
 }
+
+/// Sparse outputs of untied models (TopK and JumpReLU, with input centring): CSR and
+/// single-vector outputs hold exactly the dense encoder's non-zero codes, and the
+/// sparse decoders reproduce the dense decoder (with `b_dec`).
+#[test]
+fn sparse_outputs_of_untied_models() {
+    use sae_kernels::Activation;
+    let (n, d, h) = (9, 7, 40);
+    let dims = Dims::new(d, h).unwrap();
+    let mut rng = TestRng(31);
+    let (we, be, wd, bd) = (
+        rng.vec(d * h, 0.6),
+        rng.vec(h, 0.2),
+        rng.vec(h * d, 0.5),
+        rng.vec(d, 0.3),
+    );
+    let th = rng.vec(h, 0.5).iter().map(|v| v.abs()).collect::<Vec<_>>();
+    let x = rng.vec(n * d, 1.0);
+    for act in [Activation::TopK { k: 5 }, Activation::JumpRelu] {
+        let arch = Arch {
+            activation: act,
+            ..Arch::standard()
+        };
+        let p = if act == Activation::JumpRelu {
+            Params::new(arch, dims, [&we, &be, &wd, &bd, &th])
+        } else {
+            Params::new(arch, dims, [&we, &be, &wd, &bd])
+        }
+        .unwrap();
+        let mut codes = vec![0.0; n * h];
+        let mut s = vec![0.0; encode_scratch_len(arch, dims, 4)];
+        encode(p, &x, n, &mut codes, &mut s).unwrap();
+        let on = codes.iter().filter(|&&c| c > 0.0).count();
+        assert!(on > 0 && on < n * h / 2, "{act:?}: {on} active");
+        let (mut ptr, mut idx, mut val) = (vec![0; n + 1], vec![0u32; n * h], vec![0.0; n * h]);
+        let mut cs = vec![0.0; encode_csr_scratch_len(arch, dims, 3)];
+        let nnz = encode_csr(
+            p,
+            &x,
+            n,
+            RowLimit::All,
+            &mut ptr,
+            &mut idx,
+            &mut val,
+            &mut cs,
+        )
+        .unwrap();
+        assert_eq!(nnz, on);
+        for r in 0..n {
+            let mut want = Vec::new();
+            for j in 0..h {
+                if codes[r * h + j] > 0.0 {
+                    want.push((j as u32, codes[r * h + j]));
+                }
+            }
+            let got: Vec<(u32, f32)> = (ptr[r]..ptr[r + 1]).map(|e| (idx[e], val[e])).collect();
+            assert_eq!(got, want, "{act:?} row {r}");
+            let mut one = heapless::Vec::<(u32, f32), 64>::new();
+            let mut s1 = vec![0.0; encode_sparse_scratch_len(arch, dims)];
+            encode_sparse(
+                p,
+                &x[r * d..(r + 1) * d],
+                &mut one,
+                Overflow::Error,
+                &mut s1,
+            )
+            .unwrap();
+            assert_eq!(&one[..], &want[..], "{act:?} encode_sparse row {r}");
+            let mut rs = vec![0.0; d];
+            decode_sparse(p, &one, &mut rs).unwrap();
+            let mut rd = vec![0.0; d];
+            let mut ds = vec![0.0; decode_scratch_len(dims, 1)];
+            decode(p, &codes[r * h..(r + 1) * h], 1, &mut rd, &mut ds).unwrap();
+            let want64: Vec<f64> = rd.iter().map(|&v| f64::from(v)).collect();
+            assert!(
+                rel_err(&rs, &want64) < 1e-6,
+                "{act:?} decode_sparse row {r}"
+            );
+        }
+        let mut rc = vec![0.0; n * d];
+        decode_csr(p, n, &ptr, &idx[..nnz], &val[..nnz], &mut rc).unwrap();
+        let mut rd = vec![0.0; n * d];
+        let mut ds = vec![0.0; decode_scratch_len(dims, 4)];
+        decode(p, &codes, n, &mut rd, &mut ds).unwrap();
+        let want64: Vec<f64> = rd.iter().map(|&v| f64::from(v)).collect();
+        assert!(rel_err(&rc, &want64) < 1e-6, "{act:?} decode_csr");
+        assert!(bd.iter().any(|&v| v != 0.0), "b_dec is part of the check");
+    }
+}

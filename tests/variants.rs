@@ -932,18 +932,27 @@ fn untied_entry_points_do_not_allocate() {
             forward(p, &x, n, &LossOptions::alpha(0.1), out, &mut s).unwrap();
             let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
             loss_and_grad(p, &x, n, &LossOptions::alpha(0.1), grads, &mut s).unwrap();
+            let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
+            let o = LossOptions {
+                path: Path::Sparse,
+                ..LossOptions::alpha(0.1)
+            };
+            loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
             if let sae_kernels::Activation::TopK { .. } = act {
-                let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
                 let aux = sae_kernels::AuxK {
                     dead: &dead,
                     k_aux: 3,
                     coefficient: 1.0,
                 };
-                let o = LossOptions {
-                    aux: Some(aux),
-                    ..LossOptions::alpha(0.1)
-                };
-                loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
+                for path in [Path::Dense, Path::Sparse] {
+                    let o = LossOptions {
+                        aux: Some(aux),
+                        path,
+                        ..LossOptions::alpha(0.1)
+                    };
+                    let grads = ParamsMut::from_flat(arch, dims, &mut g[..glen]).unwrap();
+                    loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
+                }
             }
             remove_parallel_decoder_grad(dims, &m.w_dec, &mut g[280..520]).unwrap();
             normalize_decoder_rows(dims, &mut wd).unwrap();
@@ -1058,7 +1067,11 @@ fn auxk_gradients_match_finite_differences() {
                 margin > 1e-4,
                 "aux selection too close to a tie ({margin:e})"
             );
-            for block in [2, 64] {
+            for (block, path) in [2, 64]
+                .into_iter()
+                .flat_map(|b| [(b, Path::Dense), (b, Path::Sparse)])
+            {
+                old::PATH.with(|p| p.set(path));
                 let mut g = [
                     vec![f32::NAN; h * d],
                     vec![f32::NAN; h],
@@ -1097,7 +1110,10 @@ fn auxk_gradients_match_finite_differences() {
                         })
                         .collect();
                     let err = rel(&g[t], &fd);
-                    assert!(err < 1e-4, "auxk block {block} tensor {t}: rel err {err:e}");
+                    assert!(
+                        err < 1e-4,
+                        "auxk block {block} {path:?} tensor {t}: rel err {err:e}"
+                    );
                 }
             }
         }

@@ -118,7 +118,8 @@ impl Sums {
 /// no `b_dec` (it is already in the residual; SAELens ≥ 6 and OpenAI agree). Gradients
 /// reach `W_dec` (rows of the selected latents) and, through the selected
 /// pre-activations, `W_enc`, `b_enc` and (with input centring) `b_dec`. With no dead
-/// latent the term is 0. A row block with AuxK active runs on the dense path.
+/// latent the term is 0. On the sparse path the selections join the active codes as
+/// entries of their own (see [`super::sparse_path`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AuxK<'a> {
     /// Which latents are dead (`h` entries), e.g. not fired for some number of tokens.
@@ -237,12 +238,18 @@ pub(crate) fn check_batch(dims: Dims, x: &[f32], n: usize) -> Result<()> {
 // ----------------------------------------------------------------------------------
 // Scratch plans: one list of slots per operation, used by the size query and the carving.
 
-fn is_topk(arch: Arch) -> bool {
+const fn is_topk(arch: Arch) -> bool {
     matches!(arch.activation, Activation::TopK { .. })
 }
 
-fn rows_of(block_rows: usize) -> usize {
-    block_rows.clamp(1, MAX_BLOCK_ROWS)
+const fn rows_of(block_rows: usize) -> usize {
+    if block_rows < 1 {
+        1
+    } else if block_rows > MAX_BLOCK_ROWS {
+        MAX_BLOCK_ROWS
+    } else {
+        block_rows
+    }
 }
 
 /// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer.
@@ -822,7 +829,7 @@ pub fn forward(
 }
 
 /// The loss and the exact gradient of every tensor of a batch (formulas in the
-/// [module docs](self)).
+/// [module docs](crate::model)).
 ///
 /// - `x`: `n×d` row-major; `opts`: α, the path, AuxK (see [`LossOptions`]).
 /// - `grads`: a view of the model's shape (same architecture's tensors, same `dims`);
@@ -924,13 +931,25 @@ pub fn loss_and_grad(
                  area: &mut [f32],
                  sums: &mut Sums,
                  acc: &mut Acc<'_>,
-                 started: &mut bool| {
+                 started: &mut bool,
+                 aux_sum: &mut f64| {
         if *s_rows == 0 {
             return;
         }
         start(acc, started);
         let xs = &x[s0 * d..(s0 + *s_rows) * d];
-        sparse_path::super_flush(&sm, xs, *s_rows, *s_nnz, area, scale, &mut sums.sq_err, acc);
+        let ax = aux.map(|a| (a.gscale, aux_sum));
+        sparse_path::super_flush(
+            &sm,
+            xs,
+            *s_rows,
+            *s_nnz,
+            area,
+            scale,
+            &mut sums.sq_err,
+            ax,
+            acc,
+        );
         *s_rows = 0;
         *s_nnz = 0;
     };
@@ -941,14 +960,24 @@ pub fn loss_and_grad(
         let xin = encoder_input(&p, xb, xc);
         let pre = aux.map(|_| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
-        let active = sparse_path::count_active(cb);
-        let sparse = aux.is_none() && sparse_path::use_sparse(opts.path, active, rows, h);
+        let mut active = sparse_path::count_active(cb);
+        let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
+        if sparse && let Some(a) = &aux {
+            // The AuxK selections join the super-block as entries of their own.
+            let pa = &mut pre_s[..rows * h];
+            for row in pa.chunks_exact_mut(h) {
+                topk_among(row, a.dead, a.k, sel);
+            }
+            active += pa.iter().filter(|v| v.to_bits() != 0).count();
+        }
         if sparse {
             // Sparse blocks accumulate into a super-block as long as its entries, the
             // feature counts and its rows' residuals fit in the area: each touched row
             // of the weights and gradients is then loaded once per super-block.
             let area_len = area.len();
-            let fits = |r, z| sparse_path::super_need(r, z, d, h).is_some_and(|v| v <= area_len);
+            let has_aux = aux.is_some();
+            let fits =
+                |r, z| sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len);
             if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
                 flush(
                     s0,
@@ -958,6 +987,7 @@ pub fn loss_and_grad(
                     &mut sums,
                     &mut acc,
                     &mut started,
+                    &mut aux_sum,
                 );
             }
             if fits(rows, active) {
@@ -965,6 +995,10 @@ pub fn loss_and_grad(
                     s0 = r0;
                 }
                 s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area);
+                if aux.is_some() {
+                    let pa = &pre_s[..rows * h];
+                    s_nnz = sparse_path::super_append_aux(pa, h, s_rows, s_nnz, area);
+                }
                 s_rows += rows;
                 // The code statistics now, in row order; the squared errors at the
                 // flush, also in row order.
@@ -983,12 +1017,26 @@ pub fn loss_and_grad(
             &mut sums,
             &mut acc,
             &mut started,
+            &mut aux_sum,
         );
         let first = !started;
         let (dpre, resid) = area.split_at_mut(rb * h);
         let gb = &mut resid[..rows * d];
         let pb = &mut dpre[..rows * h];
-        if sparse {
+        if sparse && aux.is_some() {
+            // A block too dense for the area with AuxK: the dense route below, whose
+            // AuxK selection starts again from the pre-activations.
+            encode_block(
+                &p,
+                encoder_input(&p, xb, xc),
+                rows,
+                cb,
+                sel,
+                pack,
+                Some(&mut pre_s[..rows * h]),
+            )?;
+        }
+        if sparse && aux.is_none() {
             // A block too dense for the area: one row at a time.
             start(&mut acc, &mut started);
             for ((c, g), xr) in cb
@@ -1148,6 +1196,7 @@ pub fn loss_and_grad(
         &mut sums,
         &mut acc,
         &mut started,
+        &mut aux_sum,
     );
     if centre_in {
         // db_dec −= (Σ_rows dPre)·W_encᵀ   (x̄ = x − b_dec)

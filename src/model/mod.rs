@@ -7,18 +7,72 @@
 //!   [`Params::tensors`] / [`ParamsMut::tensors_mut`] in the canonical order of
 //!   [`tensors`].
 //! - [`encode`], [`decode`], [`forward`] and [`loss_and_grad`] run one row-block loop
-//!   each for every architecture ([`core`] has the formulas), on the dense or the
-//!   sparse path ([`sparse_path`]).
+//!   each for every architecture, on the dense or the sparse path ([`sparse_path`]).
 //! - Each operation's scratch is one plan of slots ([`StackReq`]); its
 //!   `*_scratch_len(arch, dims, block_rows)` is that plan's size.
+//!
+//! ## Tensors
+//! | weights | tensors, in order |
+//! |---|---|
+//! | [`Weights::Tied`] | `M` (`h×d`), `b` (`h`)[, `threshold` (`h`)] |
+//! | [`Weights::Untied`] | `W_enc` (`d×h`), `b_enc` (`h`), `W_dec` (`h×d`), `b_dec` (`d`)[, `threshold` (`h`)] |
+//!
+//! `threshold` is present exactly for [`Activation::JumpRelu`].
+//!
+//! ## The model
+//! For each input row `x` (width `d`):
+//!
+//! ```text
+//! x̄   = x − b_dec   with input centring, else x
+//! pre = x̄·W_enc + b_enc                      (h; tied: W_enc = Mᵀ)
+//! f   = act(pre)                             (h; ReLU, TopK or JumpReLU)
+//! x̂   = f·W_dec (+ b_dec)                    (d; tied: W_dec = M, no b_dec)
+//! L   = (1/n)·Σ_rows( ‖x − x̂‖² + α·P(f) ) (+ AuxK)
+//! ```
+//!
+//! with the penalty `P` of [`Penalty`]. The squared error is summed over the `d`
+//! coordinates and averaged over rows (SAELens' `mse.sum(-1).mean()`, the seed's loss).
+//!
+//! ## Gradients
+//! With `G = (2/n)(X̂ − X)`, `w_i` the penalty weight (1 for L1, `‖W_dec,i‖` for the
+//! decoder-norm penalty, 0 for none) and `mask = [f > 0]` (so relu'(0) = 0, as
+//! `jax.grad`; for TopK the kept entries, for JumpReLU `pre > max(θ, 0)`):
+//!
+//! ```text
+//! dPre   = (G·W_decᵀ + (α/n)·w) ⊙ mask                                  (n×h)
+//! dW_dec = Fᵀ·G (+ (α/n)·(Σ_rows f_i)·W_dec,i / w_i per row i, decoder-norm penalty)
+//! dW_enc = X̄ᵀ·dPre                                                      (d×h)
+//! db_enc = Σ_rows dPre
+//! db_dec = Σ_rows G − W_enc·(Σ_rows dPre)       (2nd term with input centring)
+//! ```
+//!
+//! For tied weights both weight gradients are gradients of `M`: `dM = Fᵀ·G + dPreᵀ·X`,
+//! summed into one buffer block by block exactly as the seed's model does. The
+//! JumpReLU threshold gets gradient 0 (the loss is piecewise constant in θ).
+//!
+//! Each row block runs the dense GEMMs or the sparse path of [`sparse_path`]
+//! (the same formulas over the active codes only), as [`Path`] chooses.
+//!
+//! ## NaN and infinity in `X`
+//! Non-finite inputs are not rejected (checking would cost a pass over `X`); they
+//! propagate into the codes, the loss and the gradients. Nothing here panics on them
+//! or modifies the parameters; [`crate::train::train_step`] refuses non-finite
+//! gradients.
+//!
+//! ## Memory
+//! Rows are processed in blocks; each operation's scratch is described once (a list of
+//! [`StackReq`] slots) and its `*_scratch_len(arch, dims, block_rows)` is that list's
+//! size. Any scratch length `≥ *_scratch_len(arch, dims, 1)` works: the largest block
+//! (up to [`MAX_BLOCK_ROWS`]) that fits is used, and for a given length every result
+//! bit is fixed.
 
 pub mod activation;
-pub mod core;
+pub(crate) mod core;
 mod decoder;
-pub mod init;
-pub mod params;
+mod init;
+pub(crate) mod params;
 pub mod sparse_path;
-pub mod stack;
+mod stack;
 pub mod tensors;
 
 pub use self::core::{
@@ -27,7 +81,7 @@ pub use self::core::{
     loss_and_grad,
 };
 pub use decoder::{init_untied, normalize_decoder_rows, remove_parallel_decoder_grad};
-pub use init::init_tied;
+pub use init::{InitRng, init_tied};
 pub use params::{
     Activation, Arch, Dims, Params, ParamsMut, Penalty, TiedParams, TiedParamsMut, Weights,
 };

@@ -187,7 +187,7 @@ impl Arch {
         matches!(self.weights, Weights::Untied { center_input: true })
     }
 
-    /// The number of tensors (2 to 5; see the [module docs](self)).
+    /// The number of tensors (2 to 5; see the [module docs](crate::model)).
     #[must_use]
     pub const fn tensor_count(&self) -> usize {
         let base = if self.is_tied() { 2 } else { 4 };
@@ -333,7 +333,7 @@ pub struct Params<'a> {
 
 impl<'a> Params<'a> {
     /// A view over the tensors of `arch`, in canonical order (see the
-    /// [module docs](self)).
+    /// [module docs](crate::model)).
     ///
     /// # Errors
     /// [`Error::Length`] naming `tensors` if their number is not

@@ -252,18 +252,47 @@ pub(crate) fn grad_row(
     }
 }
 
-/// Slots a super-block of `rows` rows with `nnz` active codes needs in the work area
-/// of [`super_append`] and [`super_flush`]: `5·nnz + h + rows·d`, or `None` on overflow
-/// or if an index would not fit a `u32`.
+/// Slots a super-block of `rows` rows with `nnz` entries (active codes and AuxK
+/// selections) needs in the work area of [`super_append`] and [`super_flush`]:
+/// `5·nnz + h + rows·d` (twice `rows·d` with AuxK, for its residuals), or `None` on
+/// overflow or if a row index would not fit below [`AUX_FLAG`].
 #[must_use]
-pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize) -> Option<usize> {
-    let max = u32::MAX as usize;
+pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize, aux: bool) -> Option<usize> {
+    let max = AUX_FLAG as usize;
     if nnz >= max || rows >= max || h > max {
         return None;
     }
-    nnz.checked_mul(5)?
-        .checked_add(h)?
-        .checked_add(rows.checked_mul(d)?)
+    let resid = rows.checked_mul(d)?.checked_mul(1 + usize::from(aux))?;
+    nnz.checked_mul(5)?.checked_add(h)?.checked_add(resid)
+}
+
+/// Marks an entry's row index as an AuxK selection (not an active code).
+pub(crate) const AUX_FLAG: u32 = 1 << 31;
+
+/// Append a block's AuxK selections (`a`, `rows×h`: selected entries have non-zero
+/// bits, see `topk_among`) as `(row | AUX_FLAG, feature, value bits)` triples after
+/// the `nnz` entries already in `work`. Returns the new number of entries.
+pub(crate) fn super_append_aux(
+    a: &[f32],
+    h: usize,
+    row0: usize,
+    nnz: usize,
+    work: &mut [f32],
+) -> usize {
+    let work: &mut [u32] = bytemuck::cast_slice_mut(work);
+    let mut e = 3 * nnz;
+    for (r, row) in a.chunks_exact(h).enumerate() {
+        let rr = (row0 + r) as u32 | AUX_FLAG;
+        for (j, &v) in row.iter().enumerate() {
+            if v.to_bits() != 0 {
+                work[e] = rr;
+                work[e + 1] = j as u32;
+                work[e + 2] = v.to_bits();
+                e += 3;
+            }
+        }
+    }
+    e / 3
 }
 
 /// Append the active codes of a block (`rows×h`) to a super-block's entry list, as
@@ -292,9 +321,12 @@ pub(crate) fn super_append(
 }
 
 /// Finish a super-block of `rows` rows (inputs `x`, `rows×d`) whose `nnz` entries
-/// [`super_append`] wrote to `work`: group them by feature (counting sort), decode,
-/// add each row's `‖x − x̂‖²` to `sq_sum` in row order, form `G = scale·(x̂ − x)`, and
-/// accumulate every gradient feature by feature.
+/// [`super_append`] (and [`super_append_aux`]) wrote to `work`: group them by feature
+/// (counting sort), decode, add each row's `‖x − x̂‖²` to `sq_sum` in row order, form
+/// `G = scale·(x̂ − x)`, and accumulate every gradient feature by feature. With
+/// `aux = Some((gscale, aux_sum))` the AuxK selections' residual
+/// `R = A·W_dec − (x − x̂)` adds `‖R‖²` to `aux_sum`, and `gscale·R` plays the part of
+/// `G` for those entries (no mask, no penalty: `dpre = gscale·R·W_dec[j]`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn super_flush(
     m: &Model<'_>,
@@ -304,11 +336,13 @@ pub(crate) fn super_flush(
     work: &mut [f32],
     scale: f32,
     sq_sum: &mut f64,
+    aux: Option<(f32, &mut f64)>,
     acc: &mut Acc<'_>,
 ) {
     let (d, h) = (m.d, m.h);
     let (ints, rest) = work.split_at_mut(5 * nnz + h);
-    let g = &mut rest[..rows * d];
+    let (g, rest) = rest.split_at_mut(rows * d);
+    let ar = &mut rest[..if aux.is_some() { rows * d } else { 0 }];
     let ints: &mut [u32] = bytemuck::cast_slice_mut(ints);
     let (coo, rest) = ints.split_at_mut(3 * nnz);
     let (end, rest) = rest.split_at_mut(h);
@@ -344,26 +378,49 @@ pub(crate) fn super_flush(
             start = e;
         }
     };
-    // Decode: each row sums its features in ascending order, as `decode_row`.
+    // Decode: each row sums its features in ascending order, as `decode_row`; AuxK
+    // selections go to their own rows (`A·W_dec`).
     g.fill(0.0);
+    ar.fill(0.0);
     each(&mut |j, rs, cs| {
         let dj = m.dec_row(j);
         for (&r, &c) in rs.iter().zip(cs) {
-            let r = r as usize;
-            axpy(f32::from_bits(c), dj, &mut g[r * d..(r + 1) * d]);
+            let ri = (r & !AUX_FLAG) as usize;
+            let out = if r & AUX_FLAG == 0 { &mut *g } else { &mut *ar };
+            axpy(f32::from_bits(c), dj, &mut out[ri * d..(ri + 1) * d]);
         }
     });
-    for (gr, xr) in g.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+    let mut aux = aux;
+    for (r, (gr, xr)) in g.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
         if let Some(b) = m.b_dec {
             vector::axpy(1.0, b, gr);
         }
         *sq_sum += f64::from(vector::sum_sq_diff(xr, gr));
+        if let Some((gscale, aux_sum)) = aux.as_mut() {
+            // R = A·W_dec − (x − x̂), then scaled for the gradient.
+            let rr = &mut ar[r * d..(r + 1) * d];
+            for ((v, &xv), &xh) in rr.iter_mut().zip(xr).zip(gr.iter()) {
+                *v -= xv - xh;
+                **aux_sum += f64::from(*v) * f64::from(*v);
+                *v *= *gscale;
+            }
+        }
         vector::sub_scale_inplace(scale, gr, xr);
         if let Some(db) = acc.b_dec.as_deref_mut() {
             vector::axpy(1.0, gr, db);
         }
     }
     let g: &[f32] = g;
+    let ar: &[f32] = ar;
+    // The residual row and whether the entry is an AuxK selection.
+    let resid = |r: u32| -> (&[f32], usize, bool) {
+        let ri = (r & !AUX_FLAG) as usize;
+        if r & AUX_FLAG == 0 {
+            (&g[ri * d..(ri + 1) * d], ri, false)
+        } else {
+            (&ar[ri * d..(ri + 1) * d], ri, true)
+        }
+    };
     let mut tile0 = 0usize;
     acc.tile[..if acc.dec.is_some() { d * TILE } else { 0 }].fill(0.0);
     each(&mut |j, rs, cs| {
@@ -374,12 +431,16 @@ pub(crate) fn super_flush(
             None => {
                 let dmj = &mut acc.enc[row];
                 for (&r, &c) in rs.iter().zip(cs) {
-                    let (r, c) = (r as usize, f32::from_bits(c));
-                    let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-                    let dpre = m.dpre(j, c, gr);
+                    let ((gr, ri, is_aux), c) = (resid(r), f32::from_bits(c));
+                    let xr = &x[ri * d..(ri + 1) * d];
+                    let dpre = if is_aux {
+                        dot(gr, m.dec_row(j))
+                    } else {
+                        fs += c;
+                        m.dpre(j, c, gr)
+                    };
                     axpy2(c, gr, dpre, xr, dmj);
                     dbj += dpre;
-                    fs += c;
                 }
             }
             Some(dw_dec) => {
@@ -387,13 +448,17 @@ pub(crate) fn super_flush(
                 let col = &mut acc.col[..d];
                 col.fill(0.0);
                 for (&r, &c) in rs.iter().zip(cs) {
-                    let (r, c) = (r as usize, f32::from_bits(c));
-                    let (gr, xr) = (&g[r * d..(r + 1) * d], &x[r * d..(r + 1) * d]);
-                    let dpre = m.dpre(j, c, gr);
+                    let ((gr, ri, is_aux), c) = (resid(r), f32::from_bits(c));
+                    let xr = &x[ri * d..(ri + 1) * d];
+                    let dpre = if is_aux {
+                        dot(gr, m.dec_row(j))
+                    } else {
+                        fs += c;
+                        m.dpre(j, c, gr)
+                    };
                     axpy(c, gr, ddj);
                     axpy(dpre, xr, col);
                     dbj += dpre;
-                    fs += c;
                 }
                 if let Some(b) = m.center {
                     axpy(-dbj, b, col);

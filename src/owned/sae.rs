@@ -9,7 +9,7 @@ use crate::model::{DEFAULT_BLOCK_ROWS, TiedParamsMut, init_tied};
 use std::{vec, vec::Vec};
 
 /// An SAE (any [`Arch`]) owning its parameters: one buffer holding every tensor in
-/// canonical order (see [`crate::model::params`]), private so that its length always
+/// canonical order (see [`crate::model::Params`]), private so that its length always
 /// matches the architecture and dimensions.
 ///
 /// ```
