@@ -1,0 +1,3 @@
+from ._native import SAE as SAE, __version__ as __version__
+
+__all__ = ["SAE", "__version__"]
