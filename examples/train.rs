@@ -314,7 +314,8 @@ fn run(a: &Args) -> Result<(), String> {
     let clip = if a.arch == "tied" { None } else { Some(1.0) };
     let (sae, options, dead_window): (Sae, TrainOptions, Option<u64>) = match a.arch.as_str() {
         "tied" => (
-            TiedSae::new(dims, a.seed).into(),
+            // The same initialisation as `TiedSae::new`, allocated fallibly in place.
+            Sae::new(Arch::tied(), dims, a.seed).map_err(|e| e.to_string())?,
             TrainOptions::default(),
             None,
         ),

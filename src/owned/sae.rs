@@ -1,6 +1,7 @@
 //! An SAE of any architecture that owns its parameters (feature `std`).
 
 use crate::error::{Error, Result, check_len, mul};
+use crate::format::alloc::try_zeroed_f32;
 use crate::model::{
     Activation, Arch, Dims, Params, ParamsMut, Penalty, Tensors, Weights, decode,
     decode_scratch_len, encode, encode_scratch_len, init_untied,
@@ -35,7 +36,8 @@ impl Sae {
     /// `W_enc = W_decᵀ`, biases 0); JumpReLU thresholds start at 0.
     ///
     /// # Errors
-    /// As [`Arch::validate`]; [`Error::Overflow`] if the parameter count overflows.
+    /// As [`Arch::validate`]; [`Error::Overflow`] if the parameter count overflows;
+    /// [`Error::Alloc`] (never an abort) if the parameters do not fit in memory.
     pub fn new(arch: Arch, dims: Dims, seed: u64) -> Result<Self> {
         arch.validate()?;
         let len = arch.param_len(dims);
@@ -45,7 +47,7 @@ impl Sae {
         let mut s = Self {
             arch,
             dims,
-            data: vec![0.0; len],
+            data: try_zeroed_f32(len, "params")?,
         };
         if arch.is_tied() {
             let (m, rest) = s.data.split_at_mut(dims.m_len());
@@ -194,8 +196,11 @@ impl Sae {
     /// As [`encode`] (e.g. [`Error::Length`] naming `x`).
     pub fn encode(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         check_len("x", x.len(), mul("x", n, self.dims.d)?)?;
-        let mut codes = vec![0.0; mul("codes", n, self.dims.h)?];
-        let mut scratch = vec![0.0; encode_scratch_len(self.arch, self.dims, DEFAULT_BLOCK_ROWS)];
+        let mut codes = try_zeroed_f32(mul("codes", n, self.dims.h)?, "codes")?;
+        let mut scratch = try_zeroed_f32(
+            encode_scratch_len(self.arch, self.dims, DEFAULT_BLOCK_ROWS),
+            "scratch",
+        )?;
         encode(self.params(), x, n, &mut codes, &mut scratch)?;
         Ok(codes)
     }
@@ -206,8 +211,9 @@ impl Sae {
     /// As [`decode`].
     pub fn decode(&self, codes: &[f32], n: usize) -> Result<Vec<f32>> {
         check_len("codes", codes.len(), mul("codes", n, self.dims.h)?)?;
-        let mut recon = vec![0.0; mul("recon", n, self.dims.d)?];
-        let mut scratch = vec![0.0; decode_scratch_len(self.dims, DEFAULT_BLOCK_ROWS)];
+        let mut recon = try_zeroed_f32(mul("recon", n, self.dims.d)?, "recon")?;
+        let mut scratch =
+            try_zeroed_f32(decode_scratch_len(self.dims, DEFAULT_BLOCK_ROWS), "scratch")?;
         decode(self.params(), codes, n, &mut recon, &mut scratch)?;
         Ok(recon)
     }
