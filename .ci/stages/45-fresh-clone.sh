@@ -37,7 +37,7 @@ lap clone
 # 1. README's two commands.
 log="$tmp/train.log"
 cargo run --release --example train -- --out "$tmp/train" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
-mmcs=$(awk '/MMCS vs ground truth/ {print $NF}' "$log")
+mmcs=$(grep -oE 'MMCS vs ground truth +[0-9.]+' "$log" | awk '{print $NF}')
 echo "fresh clone: train ok (MMCS ${mmcs:-?})"
 lap train
 log="$tmp/test.log"
