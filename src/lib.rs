@@ -33,7 +33,8 @@
 //!   const ARCH: Arch = Arch::tied();
 //!   const DIMS: Dims = Dims { d: 16, h: 64 };
 //!   static mut PARAMS: [f32; ARCH.param_len(DIMS)] = [0.0; ARCH.param_len(DIMS)];
-//!   static mut SCRATCH: [f32; grad_scratch_len(ARCH, DIMS, 4)] = [0.0; grad_scratch_len(ARCH, DIMS, 4)];
+//!   const SCRATCH_LEN: usize = grad_scratch_len(ARCH, DIMS, 4); // 4-row blocks
+//!   static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
 //!   ```
 //!
 //!   `tests/firmware` trains a model this way on a Cortex-M4F with no allocator

@@ -160,7 +160,8 @@ impl<'a> Metrics<'a> {
     }
 }
 
-/// Run the model (any architecture; a `Params` converts with `.into()`) on `n` rows of `x` (`n×d`) and add them to `metrics`, in row blocks
+/// Run the model (any architecture; a `Params` converts with `.into()`) on `n` rows
+/// of `x` (`n×d`) and add them to `metrics`, in row blocks
 /// inside `scratch` (at least [`eval_scratch_len`]`(arch, options, dims, 1)` `f32`).
 ///
 /// # Errors

@@ -7,7 +7,8 @@
 //! `block_rows` samples, all inside one slice sized by [`streaming_state_len`].
 //!
 //! The model is a [`ModelMut`] (a [`crate::model::ParamsMut`] of any architecture plus
-//! its [`TrainOptions`]); a `ParamsMut` converts into one with `.into()`. Dead-latent tracking ([`DeadLatents`]) is optional, and needed for the
+//! its [`TrainOptions`]); a `ParamsMut` converts into one with `.into()`. Dead-latent
+//! tracking ([`DeadLatents`]) is optional, and needed for the
 //! AuxK loss of TopK training.
 
 mod dead;
