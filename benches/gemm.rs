@@ -11,7 +11,7 @@
 mod imp {
     use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
     use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, naive, pack_len};
-    use sae_kernels::{Dims, TiedParams, TiedParamsMut, grad_scratch_len, loss_and_grad};
+    use sae_kernels::model::{Dims, Params, ParamsMut, grad_scratch_len, loss_and_grad};
     use std::hint::black_box;
     use std::time::Duration;
 
@@ -134,21 +134,22 @@ mod imp {
             let m: Vec<f32> = data(h * d, 8).iter().map(|v| v * 0.05).collect();
             let b = vec![-0.01f32; h];
             let (mut gm, mut gb) = (vec![0.0f32; h * d], vec![0.0f32; h]);
-            let mut scratch = vec![0.0f32; grad_scratch_len(sae_kernels::Arch::tied(), dims, 256)];
+            let mut scratch =
+                vec![0.0f32; grad_scratch_len(sae_kernels::model::Arch::tied(), dims, 256)];
             g.throughput(Throughput::Elements(10 * (n * d * h) as u64));
             g.bench_function(
                 BenchmarkId::new("loss_and_grad", format!("{n}x{d}x{h}")),
                 |bch| {
                     bch.iter(|| {
-                        let p = TiedParams::new(dims, &m, &b).unwrap();
-                        let gr = TiedParamsMut::new(dims, &mut gm, &mut gb).unwrap();
+                        let p = Params::tied(dims, &m, &b).unwrap();
+                        let gr = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
                         black_box(
                             loss_and_grad(
-                                p.into(),
+                                p,
                                 &x,
                                 n,
-                                &sae_kernels::LossOptions::alpha(1e-3),
-                                gr.into(),
+                                &sae_kernels::model::LossOptions::alpha(1e-3),
+                                gr,
                                 &mut scratch,
                             )
                             .unwrap(),

@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the sparse path: `cargo bench --bench sparse`.
 //!
-//! - `train_step`: `loss_and_grad` + `sgd_step` on the dense and the sparse path
+//! - `train_step`: `loss_and_grad` + a plain SGD step on the dense and the sparse path
 //!   at (n, d, h) = (4096, 512, 4096) and (1024, 768, 16384), L0/h ≈ 0.5 %, 1 %, 5 %;
 //! - `encode_csr`: batch encode with sparse (CSR) output, in rows;
 //! - `decode`: L0 = 64 of h = 16384, `decode_csr` vs the dense `decode`.
@@ -12,11 +12,12 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sae_kernels::model::MAX_BLOCK_ROWS;
-use sae_kernels::sparse::{RowLimit, decode_csr, encode_csr, encode_csr_scratch_len};
-use sae_kernels::{
-    Arch, Dims, LossOptions, Params, ParamsMut, Path, TiedParams, TiedParamsMut, decode,
-    decode_scratch_len, grad_scratch_len, loss_and_grad, sgd_step,
+use sae_kernels::model::{
+    Arch, Dims, LossOptions, Params, ParamsMut, Path, decode, decode_scratch_len, grad_scratch_len,
+    loss_and_grad,
 };
+use sae_kernels::optim::{Optim, Optimizer};
+use sae_kernels::sparse::{RowLimit, decode_csr, encode_csr, encode_csr_scratch_len};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -56,6 +57,10 @@ fn train_step(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
     for &(n, d, h) in &[(4096usize, 512usize, 4096usize), (1024, 768, 16384)] {
         let dims = Dims::new(d, h).unwrap();
+        let (sgd_rule, pc) = (
+            Optimizer::Sgd { momentum: 0.0 },
+            Arch::tied().param_len(dims),
+        );
         let x = normal(n * d, 2);
         let mut scratch = vec![0.0; grad_scratch_len(Arch::tied(), dims, MAX_BLOCK_ROWS)];
         let (mut gm, mut gb) = (vec![0.0; h * d], vec![0.0; h]);
@@ -83,9 +88,11 @@ fn train_step(c: &mut Criterion) {
                             &mut scratch,
                         );
                         black_box(l.unwrap());
-                        let gr = TiedParams::new(dims, &gm, &gb).unwrap();
-                        let pm = TiedParamsMut::new(dims, &mut m, &mut b).unwrap();
-                        sgd_step(pm, gr, 1e-6).unwrap();
+                        let gr = Params::tied(dims, &gm, &gb).unwrap();
+                        let mut pm = ParamsMut::tied(dims, &mut m, &mut b).unwrap();
+                        let mut sgd = Optim::new(sgd_rule, dims, pc, &mut [], 0).unwrap();
+                        sgd.step(&mut pm.tensors_mut(), &gr.tensors(), 1e-6)
+                            .unwrap();
                     })
                 });
             }

@@ -23,7 +23,7 @@ mod imp {
         Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
         gemm_nt_half_bf16_dot, gemm_with, pack_len,
     };
-    use sae_kernels::{
+    use sae_kernels::model::{
         Arch, Dims, LossOptions, Params, ParamsMut, grad_scratch_len, loss_and_grad,
     };
     use std::hint::black_box;

@@ -6,7 +6,7 @@
 //! - the TopK (k = 32) training step of an untied SAELens-layout model (`loss_and_grad`
 //!   and an SGD update of every tensor) forced dense vs sparse, at (n, d, h) =
 //!   (1024, 384, 3072) and (4096, 512, 4096), with the encoder GEMM alone as the floor;
-//! - the tied training step (`loss_and_grad` + `sgd_step`) on the dense and the sparse
+//! - the tied training step (`loss_and_grad` + a plain SGD step) on the dense and the sparse
 //!   path at (n, d, h) = (4096, 512, 4096) and (1024, 768, 16384), with the bias set so
 //!   that L0/h ≈ 0.5 %, 1 % and 5 % (and 10 %, 20 % to locate the crossover), and the
 //!   floor: the dense encoder GEMM `ReLU(X·Mᵀ + b)` alone, which both paths run;
@@ -18,13 +18,14 @@
 //! densities; `--topk-only` stops after the TopK table.
 
 use sae_kernels::model::MAX_BLOCK_ROWS;
+use sae_kernels::model::{
+    Arch, Dims, LossOptions, Params, ParamsMut, Path, decode, decode_scratch_len, encode,
+    encode_scratch_len, grad_scratch_len, loss_and_grad,
+};
+use sae_kernels::optim::{Optim, Optimizer};
 use sae_kernels::sparse::{
     Overflow, RowLimit, decode_csr, encode_csr, encode_csr_scratch_len, encode_sparse,
     encode_sparse_scratch_len,
-};
-use sae_kernels::{
-    Arch, Dims, LossOptions, Params, ParamsMut, Path, TiedParams, TiedParamsMut, decode,
-    decode_scratch_len, encode, encode_scratch_len, grad_scratch_len, loss_and_grad, sgd_step,
 };
 use std::hint::black_box;
 
@@ -158,8 +159,12 @@ fn train_steps(st: &Setup, densities: &[f64], reps: usize) -> Vec<StepRow> {
             s,
         )
         .unwrap();
-        let g = TiedParams::new(st.dims, &gm, &gb).unwrap();
-        sgd_step(TiedParamsMut::new(st.dims, m, b).unwrap(), g, 1e-6).unwrap();
+        let g = Params::tied(st.dims, &gm, &gb).unwrap();
+        let pc = Arch::tied().param_len(st.dims);
+        let rule = Optimizer::Sgd { momentum: 0.0 };
+        let mut sgd = Optim::new(rule, st.dims, pc, &mut [], 0).unwrap();
+        let mut pm = ParamsMut::tied(st.dims, m, b).unwrap();
+        sgd.step(&mut pm.tensors_mut(), &g.tensors(), 1e-6).unwrap();
         l.l0
     };
     let mut out = Vec::new();

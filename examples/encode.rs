@@ -25,7 +25,10 @@ use clap::Parser;
 use sae_kernels::format::npy::{read_npy, write_npy};
 use sae_kernels::format::npz::CsrCodes;
 use sae_kernels::format::saelens;
-use sae_kernels::{Activation, Sae, encode, encode_scratch_len};
+use sae_kernels::{
+    model::{Activation, encode, encode_scratch_len},
+    owned::Sae,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;

@@ -14,8 +14,9 @@ use sae_kernels::optim::{Decay, L1Warmup, LrSchedule};
 use sae_kernels::toy::ToyConfig;
 use sae_kernels::train::{AuxKConfig, TrainOptions};
 use sae_kernels::{
-    Arch, ArrayBatches, BatchSource, Dims, OptimConfig, Optimizer, Sae, TiedSae, ToyBatches,
-    TrainConfig, Trainer, save_model,
+    model::{Arch, Dims},
+    optim::{OptimConfig, Optimizer},
+    owned::{ArrayBatches, BatchSource, Sae, ToyBatches, TrainConfig, Trainer, save_model},
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -314,7 +315,7 @@ fn run(a: &Args) -> Result<(), String> {
     let clip = if a.arch == "tied" { None } else { Some(1.0) };
     let (sae, options, dead_window): (Sae, TrainOptions, Option<u64>) = match a.arch.as_str() {
         "tied" => (
-            // The same initialisation as `TiedSae::new`, allocated fallibly in place.
+            // The seed's initialisation (`init_tied`), allocated fallibly.
             Sae::new(Arch::tied(), dims, a.seed).map_err(|e| e.to_string())?,
             TrainOptions::default(),
             None,
@@ -440,11 +441,7 @@ fn run(a: &Args) -> Result<(), String> {
     )
     .map_err(|e| format!("writing the SAELens folder: {e}"))?;
     if sae.arch().is_tied() {
-        let p = sae.params();
-        let tied = TiedSae::from_parts(dims, p.decoder().to_vec(), p.b_enc().to_vec())
-            .map_err(|e| format!("writing the model: {e}"))?;
-        save_model(&tied, &out.join("model.saek"))
-            .map_err(|e| format!("writing the model: {e}"))?;
+        save_model(sae, &out.join("model.saek")).map_err(|e| format!("writing the model: {e}"))?;
     }
     write_csv(&out.join("metrics.csv"), &rows).map_err(|e| format!("writing metrics.csv: {e}"))?;
     plot_curves(&out.join("loss_l0.svg"), &rows).map_err(|e| format!("plotting: {e}"))?;

@@ -10,31 +10,51 @@
 //! Training minimises `mean over rows of (‖x − x̂‖² + α·P(f))`.
 //!
 //! ## Where to start
-//! - **Load a SAELens SAE and encode**: [`format::saelens::load`] gives a [`Sae`]; call
-//!   [`Sae::encode`] / [`Sae::decode`], or the no_std [`encode`] on [`Sae::params`].
+//! - **Load a SAELens SAE and encode** (feature `std`): [`format::saelens::load`] gives
+//!   an [`owned::Sae`]; call [`owned::Sae::encode`] / [`owned::Sae::decode`], or the
+//!   no_std [`model::encode`] on [`owned::Sae::params`]. From the command line:
 //!   `cargo run --release --example encode -- --sae DIR --input x.npy --output c.npy`.
-//! - **Train on activations**: `cargo run --release --example train` (the main job); in
-//!   code, [`loss_and_grad`] on a [`Params`] view gives every tensor's gradient as a
-//!   [`ParamsMut`] of the same architecture ([`ParamsMut::tensors_mut`] lists them by
-//!   name for an optimizer), and [`train`] / [`optim`] build the steps on it.
-//! - **Sparse features for an engine**: [`sparse`] (`encode_sparse` into a
-//!   [`heapless::Vec`], batch CSR output, sparse decode), for every architecture.
+//! - **Train on activations**: `cargo run --release --example train` (the main job;
+//!   `--help` for real data and the SAELens architectures). In code, an
+//!   [`owned::Trainer`] over an [`owned::Sae`] ([`owned::Trainer::step`],
+//!   [`owned::Trainer::fit`], checkpoints) and [`format::saelens::save`] for the result;
+//!   underneath, [`model::loss_and_grad`] on a [`model::Params`] view gives every
+//!   tensor's gradient as a [`model::ParamsMut`] of the same architecture, and
+//!   [`train::train_step`] applies an [`optim::Optim`] (Adam, SGD with momentum) to it.
+//! - **Sparse features for an engine**: [`sparse`] ([`sparse::encode_sparse`] into a
+//!   [`heapless::Vec`], [`sparse::encode_csr`] for batches, [`sparse::decode_sparse`]),
+//!   for every architecture.
 //! - **Firmware / WASM**: build with `default-features = false`; everything in
-//!   [`model`], [`sparse`], [`optim`], [`train`] and [`metrics`] runs on caller memory
-//!   (`static` buffers sized by the `*_scratch_len` functions, see `tests/firmware`).
-//! - One import for the common names: `use sae_kernels::prelude::*;` (no `Result`
-//!   alias in it).
+//!   [`model`], [`sparse`], [`optim`], [`train`] and [`metrics`] runs on caller memory.
+//!   The size functions are `const fn`, so buffers can be `static`:
+//!
+//!   ```
+//!   use sae_kernels::model::{Arch, Dims, grad_scratch_len};
+//!   const ARCH: Arch = Arch::tied();
+//!   const DIMS: Dims = Dims { d: 16, h: 64 };
+//!   static mut PARAMS: [f32; ARCH.param_len(DIMS)] = [0.0; ARCH.param_len(DIMS)];
+//!   const SCRATCH_LEN: usize = grad_scratch_len(ARCH, DIMS, 4); // 4-row blocks
+//!   static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
+//!   ```
+//!
+//!   `tests/firmware` trains a model this way on a Cortex-M4F with no allocator
+//!   ([`train::StreamingTrainer`] does it sample by sample).
+//! - One import for the common names: `use sae_kernels::prelude::*;` ([`prelude`]; no
+//!   `Result` alias in it). Every item has one path: its module (the prelude and the
+//!   root's [`Error`] and [`Result`] aside).
 //!
 //! ## Layout
 //! - [`kernels`]: SIMD building blocks with no SAE knowledge (the GEMM, vector ops).
-//! - [`model`]: architectures ([`Arch`]), parameter views, scratch plans, the forward
-//!   and exact backward passes (dense and sparse), initialisation.
+//! - [`model`]: architectures ([`model::Arch`]), parameter views, scratch plans, the
+//!   forward and exact backward passes (dense and sparse), initialisation.
 //! - [`optim`]: in-place parameter updates (SGD, momentum, Adam) and schedules.
 //! - [`train`]: the transactional training step and the streaming (on-device) trainer.
 //! - [`metrics`]: streaming MSE, FVU, L0, L1, feature counts, dead fraction; MMCS.
+//! - [`sparse`]: sparse codes (top-k, CSR) and sparse decoding.
 //! - [`toy`]: the toy superposition benchmark (ground-truth features).
-//! - [`format`] (feature `std`): `.npy` activations, SAELens folders.
-//! - [`Sae`], [`Trainer`] (feature `std`): owned model and trainer on the same kernels.
+//! - [`format`] (feature `std`): `.npy`/`.npz` files, SAELens folders.
+//! - [`owned`] (feature `std`): the owned model [`owned::Sae`] and the
+//!   [`owned::Trainer`] on the same kernels, batch sources, the native model file.
 //!
 //! ## Memory
 //! The core is `#![no_std]` and never allocates. Every operation takes its outputs and a
@@ -86,36 +106,20 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 #[cfg(feature = "std")]
-mod owned;
+pub mod owned;
 pub mod sparse;
 pub mod toy;
 pub mod train;
 
 pub use error::{Error, Result};
-pub use model::{
-    Activation, Arch, AuxK, DEFAULT_BLOCK_ROWS, Dims, ForwardOutputs, LossOptions, LossParts,
-    Params, ParamsMut, Path, Penalty, SPARSE_CROSSOVER, TiedParams, TiedParamsMut, Weights, decode,
-    decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len,
-    init_tied, init_untied, loss_and_grad,
-};
-
-pub use optim::{Adam, Optim, OptimConfig, Optimizer, sgd_step};
-#[cfg(feature = "std")]
-pub use owned::{
-    ArrayBatches, BatchSource, ToyBatches, TrainConfig, Trainer, inference_model, load_model,
-    save_model,
-};
-#[cfg(feature = "std")]
-pub use owned::{Sae, TiedSae};
-pub use train::{
-    ModelMut, ModelRef, StepHyper, TrainOptions, train_step, train_step_workspace_len,
-};
 
 /// The names most programs need, in one import: `use sae_kernels::prelude::*;`.
 ///
 /// It brings the model description, the core entry points and their scratch sizes,
-/// and [`Error`]; it does not bring a `Result` alias, so `fn main() -> Result<(),
-/// Box<dyn std::error::Error>>` keeps meaning `std`'s `Result`:
+/// the optimizer and training step, the owned [`owned::Sae`] and [`owned::Trainer`]
+/// (feature `std`), and [`Error`]. It does not bring a `Result` alias, so
+/// `fn main() -> Result<(), Box<dyn std::error::Error>>` keeps meaning `std`'s
+/// `Result` (the crate's alias is [`crate::Result`]):
 ///
 /// ```
 /// use sae_kernels::prelude::*;
@@ -127,6 +131,9 @@ pub use train::{
 ///     Ok(())
 /// }
 /// ```
+///
+/// Every item here is also reachable by its own module path (e.g.
+/// [`model::Arch`], [`optim::Optimizer`]); everything else only by its module path.
 pub mod prelude {
     pub use crate::error::Error;
     pub use crate::model::{
@@ -135,8 +142,10 @@ pub mod prelude {
         encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, init_untied,
         loss_and_grad,
     };
+    pub use crate::optim::{Optim, OptimConfig, Optimizer};
     #[cfg(feature = "std")]
-    pub use crate::owned::Sae;
+    pub use crate::owned::{Sae, TrainConfig, Trainer};
+    pub use crate::train::{TrainOptions, train_step, train_step_workspace_len};
 }
 
 /// The `heapless` crate this crate's API uses (`sparse::encode_sparse` fills a

@@ -27,7 +27,7 @@ const HEAD: usize = 4; // rows, Σ sq_err, Σ l1, Σ l0
 
 /// `f64` entries of a [`Metrics`] state: `4 + 2d + 2h` (saturating).
 #[must_use]
-pub fn metrics_state_len(dims: Dims) -> usize {
+pub const fn metrics_state_len(dims: Dims) -> usize {
     HEAD.saturating_add(dims.d.saturating_mul(2))
         .saturating_add(dims.h.saturating_mul(2))
 }
@@ -160,8 +160,8 @@ impl<'a> Metrics<'a> {
     }
 }
 
-/// Run the model (any architecture; a `Params` or `TiedParams` converts with
-/// `.into()`) on `n` rows of `x` (`n×d`) and add them to `metrics`, in row blocks
+/// Run the model (any architecture; a `Params` converts with `.into()`) on `n` rows
+/// of `x` (`n×d`) and add them to `metrics`, in row blocks
 /// inside `scratch` (at least [`eval_scratch_len`]`(arch, options, dims, 1)` `f32`).
 ///
 /// # Errors

@@ -2,7 +2,7 @@
 //!
 //! An engine that reads features out of a model (or splices them back in) wants the
 //! few active features of each row, not `h` mostly-zero codes. This module encodes
-//! with the crate's encoder ([`crate::encode`], any architecture) and then scans the
+//! with the crate's encoder ([`crate::model::encode`], any architecture) and then scans the
 //! codes once:
 //!
 //! - [`encode_sparse`]: one vector into a `heapless::Vec<(u32, f32), K>`;
@@ -196,12 +196,12 @@ pub fn top_k<const K: usize>(
 /// Scratch `f32` for [`encode_sparse`]: one code row (`h`) plus
 /// [`encode_scratch_len`]`(arch, dims, 1)`.
 #[must_use]
-pub fn encode_sparse_scratch_len(arch: Arch, dims: Dims) -> usize {
+pub const fn encode_sparse_scratch_len(arch: Arch, dims: Dims) -> usize {
     dims.h.saturating_add(encode_scratch_len(arch, dims, 1))
 }
 
 /// Encode one vector into its active features: `out ← {(j, c_j) : c_j > 0}` with `c`
-/// the model's codes ([`crate::encode`]), sorted by index.
+/// the model's codes ([`crate::model::encode`]), sorted by index.
 ///
 /// - `x`: `d` values; `out`: cleared, then filled;
 /// - `overflow`: what to do when more than `K` features are active;
@@ -218,7 +218,7 @@ pub fn encode_sparse_scratch_len(arch: Arch, dims: Dims) -> usize {
 ///
 /// # Example
 /// ```
-/// use sae_kernels::{Dims, Params};
+/// use sae_kernels::model::{Dims, Params};
 /// use sae_kernels::sparse::{Overflow, encode_sparse, encode_sparse_scratch_len};
 /// let dims = Dims::new(2, 3)?;
 /// let (m, b) = ([1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.0, 0.0, -1.5]);
@@ -271,7 +271,7 @@ pub fn encode_sparse<const K: usize>(
 
 /// CSR entries [`encode_csr`] needs with [`RowLimit::TopK`]`(k)`: `n·k` (saturating).
 #[must_use]
-pub fn csr_top_k_len(n: usize, k: usize) -> usize {
+pub const fn csr_top_k_len(n: usize, k: usize) -> usize {
     n.saturating_mul(k)
 }
 
@@ -279,8 +279,15 @@ pub fn csr_top_k_len(n: usize, k: usize) -> usize {
 /// [`crate::model::MAX_BLOCK_ROWS`]): `block_rows·h` codes plus
 /// [`encode_scratch_len`]`(arch, dims, block_rows)`.
 #[must_use]
-pub fn encode_csr_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
-    let rows = block_rows.clamp(1, crate::model::MAX_BLOCK_ROWS);
+pub const fn encode_csr_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
+    let max = crate::model::MAX_BLOCK_ROWS;
+    let rows = if block_rows < 1 {
+        1
+    } else if block_rows > max {
+        max
+    } else {
+        block_rows
+    };
     rows.saturating_mul(dims.h)
         .saturating_add(encode_scratch_len(arch, dims, rows))
 }

@@ -7,7 +7,13 @@
 #![cfg(target_pointer_width = "64")]
 
 use sae_kernels::optim::{Decay, L1Warmup, LrSchedule};
-use sae_kernels::{Dims, Error, Optimizer, TiedSae, TrainConfig, TrainOptions, Trainer};
+use sae_kernels::{
+    Error,
+    model::{Arch, Dims, ParamsMut, init_tied},
+    optim::Optimizer,
+    owned::{Sae, TrainConfig, Trainer},
+    train::TrainOptions,
+};
 
 fn config(batch: usize) -> TrainConfig {
     TrainConfig {
@@ -33,23 +39,30 @@ fn config(batch: usize) -> TrainConfig {
 fn model_too_large_for_memory_is_an_error() {
     // h·d = 2^60 f32 = 2^62 bytes.
     let dims = Dims::new(1 << 20, 1 << 40).unwrap();
-    let e = TiedSae::try_new(dims, 0).unwrap_err();
+    let e = Sae::new(Arch::tied(), dims, 0).unwrap_err();
     assert_eq!(
         e,
         Error::Alloc {
-            arg: "m",
-            bytes: 1 << 62
+            arg: "params",
+            bytes: (1 << 62) + (1 << 42) // M and b
         }
     );
     assert!(e.to_string().contains("cannot allocate"), "{e}");
-    // A size that fits is the same model `new` gives.
+    // A size that fits is the seed's initialisation over one flat buffer.
     let small = Dims::new(8, 12).unwrap();
-    assert_eq!(TiedSae::try_new(small, 5).unwrap(), TiedSae::new(small, 5));
+    let mut want = vec![0.0; Arch::tied().param_len(small)];
+    init_tied(
+        ParamsMut::from_flat(Arch::tied(), small, &mut want).unwrap(),
+        5,
+    );
+    let sae = Sae::new(Arch::tied(), small, 5).unwrap();
+    assert_eq!(sae.as_flat(), &want[..]);
+    assert!(want.iter().any(|&v| v != 0.0));
 }
 
 #[test]
 fn trainer_with_a_batch_too_large_for_memory_is_an_error() {
-    let sae = TiedSae::new(Dims::new(4, 8).unwrap(), 1);
+    let sae = Sae::new(Arch::tied(), Dims::new(4, 8).unwrap(), 1).unwrap();
     // batch·d = 2^58·4 f32 = 2^62 bytes: the batch buffer cannot be allocated.
     let e = Trainer::new(sae.clone(), TrainOptions::default(), config(1 << 58)).unwrap_err();
     assert_eq!(

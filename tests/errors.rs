@@ -2,10 +2,13 @@
 //! caller's parameters (and, for most entry points, outputs) untouched.
 
 use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+use sae_kernels::optim::{Optim, Optimizer};
 use sae_kernels::{
-    Arch, Dims, Error, ForwardOutputs, LossOptions, Params, ParamsMut, TiedParams, TiedParamsMut,
-    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
-    grad_scratch_len, loss_and_grad, sgd_step,
+    Error,
+    model::{
+        Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, decode, decode_scratch_len,
+        encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, loss_and_grad,
+    },
 };
 
 fn arg_of(e: Error) -> &'static str {
@@ -270,19 +273,24 @@ fn loss_and_grad_rejects_bad_input_without_writing() {
     );
 }
 
+/// One plain SGD step (`Optimizer::Sgd { momentum: 0 }`, no state) on the tied model.
+fn sgd(f: &mut Fx, g: Params<'_>, lr: f32) -> Result<(), Error> {
+    let dims = f.dims;
+    let rule = Optimizer::Sgd { momentum: 0.0 };
+    let mut opt = Optim::new(rule, dims, Arch::tied().param_len(dims), &mut [], 0)?;
+    let mut p = ParamsMut::tied(dims, &mut f.m, &mut f.b)?;
+    opt.step(&mut p.tensors_mut(), &g.tensors(), lr)
+}
+
 #[test]
-fn sgd_step_is_transactional() {
+fn plain_sgd_step_is_transactional() {
     let mut f = fx();
     let dims = f.dims;
     let (m0, b0) = (bits(&f.m), bits(&f.b));
     let mut gm = vec![0.5; H * D];
     let mut gb = vec![0.5; H];
     let step = |gm: &[f32], gb: &[f32], lr: f32, f: &mut Fx| {
-        sgd_step(
-            TiedParamsMut::new(dims, &mut f.m, &mut f.b).unwrap(),
-            TiedParams::new(dims, gm, gb).unwrap(),
-            lr,
-        )
+        sgd(f, Params::tied(dims, gm, gb).unwrap(), lr)
     };
     assert_eq!(arg_of(step(&gm, &gb, f32::NAN, &mut f).unwrap_err()), "lr");
     gm[H * D - 1] = f32::NAN;
@@ -297,22 +305,17 @@ fn sgd_step_is_transactional() {
     );
     let other = Dims::new(D, H + 1).unwrap();
     let (om, ob) = (vec![0.0; (H + 1) * D], vec![0.0; H + 1]);
-    let e = sgd_step(
-        TiedParamsMut::new(dims, &mut f.m, &mut f.b).unwrap(),
-        TiedParams::new(other, &om, &ob).unwrap(),
-        0.1,
-    )
-    .unwrap_err();
+    let e = sgd(&mut f, Params::tied(other, &om, &ob).unwrap(), 0.1).unwrap_err();
     assert_eq!(
         e,
-        Error::Dimension {
-            arg: "grads.h",
-            expected: H,
-            got: H + 1
+        Error::Length {
+            arg: "grads.m",
+            expected: H * D,
+            got: (H + 1) * D
         }
     );
     assert_eq!((bits(&f.m), bits(&f.b)), (m0, b0));
-    // A valid step does change them.
+    // A valid step does change them, to p − lr·g.
     gb[0] = 0.5;
     step(&gm, &gb, 0.1, &mut f).unwrap();
     assert!(

@@ -12,7 +12,7 @@ mod common;
 use common::TestRng;
 use common::model::{Case, f64v};
 use common::reference;
-use sae_kernels::{
+use sae_kernels::model::{
     Arch, Dims, LossOptions, Params, ParamsMut, Path, grad_scratch_len, loss_and_grad,
 };
 

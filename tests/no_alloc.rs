@@ -15,6 +15,11 @@
 
 use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
 use sae_kernels::metrics::{Metrics, eval_scratch_len, evaluate, metrics_state_len, mmcs};
+use sae_kernels::model::{
+    Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, Penalty,
+    Weights, decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
+    grad_scratch_len, init_tied, loss_and_grad,
+};
 use sae_kernels::optim::{L1Warmup, LrSchedule};
 use sae_kernels::sparse::{
     Overflow, RowLimit, decode_csr, decode_sparse, encode_csr, encode_csr_scratch_len,
@@ -26,11 +31,9 @@ use sae_kernels::train::{
     streaming_state_len,
 };
 use sae_kernels::{
-    Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, Penalty,
-    TiedParams, TiedParamsMut, Weights, decode, decode_scratch_len, encode, encode_scratch_len,
-    forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad, sgd_step,
+    optim::{Optim, OptimConfig, Optimizer},
+    train::{StepHyper, train_step, train_step_workspace_len},
 };
-use sae_kernels::{Optim, OptimConfig, Optimizer, StepHyper, train_step, train_step_workspace_len};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -335,10 +338,17 @@ fn op_loss_and_grad(fx: &mut Fixture) {
     .expect("loss_and_grad");
 }
 
-fn op_sgd_step(fx: &mut Fixture) {
-    let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
-    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-    sgd_step(p, g, 1e-2).expect("sgd_step");
+/// Plain SGD (`momentum: 0`, no state) on the tied model, `lr` given.
+fn plain_sgd(fx: &mut Fixture, lr: f32) -> Result<(), sae_kernels::Error> {
+    let pc = Arch::tied().param_len(fx.dims);
+    let mut o = Optim::new(Optimizer::Sgd { momentum: 0.0 }, fx.dims, pc, &mut [], 0)?;
+    let g = Params::tied(fx.dims, &fx.gm, &fx.gb)?;
+    let mut p = ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b)?;
+    o.step(&mut p.tensors_mut(), &g.tensors(), lr)
+}
+
+fn op_plain_sgd(fx: &mut Fixture) {
+    plain_sgd(fx, 1e-2).expect("plain SGD");
 }
 
 fn op_optimizers(fx: &mut Fixture) {
@@ -369,13 +379,13 @@ fn op_train_step(fx: &mut Fixture) {
         alpha: 1e-3,
         lr: 1e-3,
     };
-    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    let p = ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap();
     train_step(p, &mut o, &fx.x, fx.n, hyper, None, &mut t.workspace).expect("train_step");
     // The refused path (NaN in the batch) allocates nothing either.
     let d = fx.dims.d;
     let saved = fx.x[d];
     fx.x[d] = f32::NAN;
-    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    let p = ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap();
     let r = train_step(p, &mut o, &fx.x[..2 * d], 2, hyper, None, &mut t.workspace);
     fx.x[d] = saved;
     assert!(r.is_err(), "NaN batch accepted");
@@ -423,7 +433,7 @@ fn topk_options(dims: Dims) -> TrainOptions {
 
 fn op_streaming_trainer(fx: &mut Fixture) {
     let t = &mut fx.train;
-    let p = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
+    let p = ParamsMut::tied(fx.dims, &mut fx.m, &mut fx.b).unwrap();
     let mut s = StreamingTrainer::new(p, t.stream_cfg, &mut t.stream).expect("streaming");
     for row in fx.x.chunks_exact(fx.dims.d).take(5) {
         s.push(row).expect("push");
@@ -437,7 +447,7 @@ fn op_metrics_and_toy(fx: &mut Fixture) {
     let n = fx.n.min(8);
     let xs = &mut fx.recon[..n * fx.dims.d];
     toy_sample(&t.toy, &t.features, &t.probs, &mut t.rng, xs, n, None).expect("toy_sample");
-    let p = TiedParams::new(fx.dims, &fx.m, &fx.b).unwrap();
+    let p = Params::tied(fx.dims, &fx.m, &fx.b).unwrap();
     let mut met = Metrics::new(fx.dims, &mut t.metrics).unwrap();
     evaluate(p, &fx.x, fx.n, &mut met, &mut t.eval).expect("evaluate");
     let _ = met.summary(16);
@@ -537,16 +547,14 @@ fn op_error_paths(fx: &mut Fixture) {
         .is_err()
     );
     assert!(decode(p, &fx.codes, 0, &mut fx.recon, short).is_err());
-    let g = TiedParams::new(fx.dims, &fx.gm, &fx.gb).unwrap();
-    let pm = TiedParamsMut::new(fx.dims, &mut fx.m, &mut fx.b).unwrap();
-    assert!(sgd_step(pm, g, f32::INFINITY).is_err());
+    assert!(plain_sgd(fx, f32::INFINITY).is_err());
 }
 
 /// One entry point's call on the fixture.
 type Op = fn(&mut Fixture);
 
 /// The entry points checked by [`entry_points_do_not_allocate`], in call order (later
-/// ones use earlier ones' outputs, e.g. `sgd_step` the gradients).
+/// ones use earlier ones' outputs, e.g. plain SGD the gradients).
 /// Every entry point of the core on untied and non-ReLU architectures, both paths,
 /// with AuxK for TopK.
 fn op_every_architecture(fx: &mut Fixture) {
@@ -590,7 +598,7 @@ const ENTRY_POINTS: &[(&str, Op)] = &[
     ("forward (all outputs)", op_forward_all_outputs),
     ("forward (loss only)", op_forward_loss_only),
     ("loss_and_grad", op_loss_and_grad),
-    ("sgd_step", op_sgd_step),
+    ("plain SGD", op_plain_sgd),
     ("Optim::step (Adam, SGD momentum)", op_optimizers),
     ("train_step (accepted and refused)", op_train_step),
     ("StreamingTrainer (push, step_block)", op_streaming_trainer),

@@ -10,7 +10,7 @@ mod common;
 
 use common::model::Case;
 use common::{TestRng, rel_err};
-use sae_kernels::{
+use sae_kernels::model::{
     Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, forward, forward_scratch_len,
     grad_scratch_len, loss_and_grad,
 };

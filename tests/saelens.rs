@@ -10,8 +10,12 @@
 
 use sae_kernels::format::saelens::{self, SaeLensConfig};
 use sae_kernels::{
-    Activation, Arch, AuxK, Dims, Error, LossOptions, LossParts, ParamsMut, Penalty, Sae,
-    TiedParams, grad_scratch_len, loss_and_grad,
+    Error,
+    model::{
+        Activation, Arch, AuxK, Dims, LossOptions, LossParts, ParamsMut, Penalty, grad_scratch_len,
+        loss_and_grad,
+    },
+    owned::Sae,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -215,14 +219,16 @@ fn round_trip_is_exact() {
 #[test]
 fn tied_model_saved_as_standard() {
     let dims = Dims::new(8, 32).unwrap();
-    let tied = sae_kernels::TiedSae::new(dims, 3);
-    let mut b = tied.b().to_vec();
-    for (i, v) in b.iter_mut().enumerate() {
+    let mut tied = Sae::new(Arch::tied(), dims, 3).unwrap();
+    let mut params = tied.params_mut();
+    let mut tensors = params.tensors_mut();
+    assert_eq!(tensors[1].name, "b");
+    for (i, v) in tensors[1].data.iter_mut().enumerate() {
         *v = (i as f32 - 16.0) * 0.01;
     }
-    let tied = sae_kernels::TiedSae::from_parts(dims, tied.m().to_vec(), b).unwrap();
+    drop(tensors);
     let dir = tmp_dir("tied");
-    saelens::save_tied(&dir, tied.params()).unwrap();
+    saelens::save(&dir, &tied, &SaeLensConfig::for_model(&tied)).unwrap();
     let text = std::fs::read_to_string(dir.join("cfg.json")).unwrap();
     let cfg: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(cfg["architecture"], "standard");
@@ -232,13 +238,12 @@ fn tied_model_saved_as_standard() {
         .map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.2)
         .collect();
     let mut want = vec![0.0; 5 * 32];
-    let mut scratch = vec![0.0; sae_kernels::encode_scratch_len(Arch::tied(), dims, 1)];
-    sae_kernels::encode(tied.params().into(), &x, 5, &mut want, &mut scratch).unwrap();
+    let mut scratch = vec![0.0; sae_kernels::model::encode_scratch_len(Arch::tied(), dims, 1)];
+    sae_kernels::model::encode(tied.params(), &x, 5, &mut want, &mut scratch).unwrap();
     let got = sae.encode(&x, 5).unwrap();
     let want64: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
     assert!(rel_err(&got, &want64) <= 1e-6);
     assert!(sae.params().b_dec().unwrap().iter().all(|&v| v == 0.0));
-    let _: TiedParams<'_> = tied.params();
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -10,9 +10,12 @@ use sae_kernels::sparse::{
     encode_csr_scratch_len, encode_sparse, encode_sparse_scratch_len, top_k,
 };
 use sae_kernels::{
-    Arch, Dims, Error, ForwardOutputs, LossOptions, Params, ParamsMut, Path, SPARSE_CROSSOVER,
-    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
-    grad_scratch_len, loss_and_grad,
+    Error,
+    model::{
+        Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, SPARSE_CROSSOVER,
+        Weights, decode, decode_scratch_len, encode, encode_scratch_len, forward,
+        forward_scratch_len, grad_scratch_len, loss_and_grad,
+    },
 };
 
 /// A random model whose codes are sparse: biases are shifted down so that about
@@ -407,51 +410,92 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// The loss, the gradients (every tensor, flat) and the reconstruction of `x` on
+/// `path`, blocks of 8 rows.
+fn run_path(p: Params<'_>, x: &[f32], n: usize, alpha: f32, path: Path) -> [Vec<u32>; 3] {
+    let (arch, dims) = (p.arch(), p.dims());
+    let opts = LossOptions {
+        path,
+        ..LossOptions::alpha(alpha)
+    };
+    let mut g = vec![f32::NAN; arch.param_len(dims)];
+    let mut s = vec![f32::NAN; grad_scratch_len(arch, dims, 8)];
+    let gv = ParamsMut::from_flat(arch, dims, &mut g).unwrap();
+    let l = loss_and_grad(p, x, n, &opts, gv, &mut s).unwrap();
+    let mut recon = vec![f32::NAN; n * dims.d];
+    let mut s = vec![f32::NAN; forward_scratch_len(arch, dims, 8)];
+    let out = ForwardOutputs {
+        recon: Some(&mut recon),
+        ..Default::default()
+    };
+    let f = forward(p, x, n, &opts, out, &mut s).unwrap();
+    assert_eq!(
+        l.loss.to_bits(),
+        f.loss.to_bits(),
+        "{path:?}: forward vs backward"
+    );
+    [vec![l.loss.to_bits()], bits(&g), bits(&recon)]
+}
+
 #[test]
 fn auto_follows_the_measured_density() {
     // Clearly below and clearly above the crossover: Auto must equal Sparse resp. Dense
-    // bit for bit (the two paths round differently, so this can tell them apart).
+    // bit for bit (loss, every gradient, the reconstruction).
     let lo = sparse_case(6, 24, 16, 96, f64::from(SPARSE_CROSSOVER) / 4.0);
     let hi = sparse_case(7, 24, 16, 96, 0.6);
     for (c, expect) in [(&lo, Path::Sparse), (&hi, Path::Dense)] {
-        let other = if expect == Path::Sparse {
-            Path::Dense
-        } else {
-            Path::Sparse
-        };
-        let auto = grads(c, 8, Path::Auto);
-        let want = grads(c, 8, expect);
-        let not = grads(c, 8, other);
-        assert_eq!(auto.0.to_bits(), want.0.to_bits());
-        assert_eq!(bits(&auto.1), bits(&want.1), "{expect:?}");
-        assert_ne!(
-            bits(&auto.1),
-            bits(&not.1),
-            "the paths must differ in rounding"
-        );
         let dims = Dims::new(c.d, c.h).unwrap();
-        let p = Params::tied(dims, &c.m, &c.b).unwrap();
-        let mut recon = [vec![0.0; c.n * c.d], vec![0.0; c.n * c.d]];
-        for (r, path) in recon.iter_mut().zip([Path::Auto, expect]) {
-            let mut s = vec![0.0; forward_scratch_len(Arch::tied(), dims, 8)];
-            let out = ForwardOutputs {
-                recon: Some(r),
-                ..Default::default()
-            };
-            forward(
-                p,
-                &c.x,
-                c.n,
-                &LossOptions {
-                    path,
-                    ..LossOptions::alpha(c.alpha)
-                },
-                out,
-                &mut s,
-            )
-            .unwrap();
+        let tied = Params::tied(dims, &c.m, &c.b).unwrap();
+        assert_eq!(
+            run_path(tied, &c.x, c.n, c.alpha, Path::Auto),
+            run_path(tied, &c.x, c.n, c.alpha, expect),
+            "tied, {expect:?}"
+        );
+
+        // That equality could also hold if both paths gave the same bits (they do on
+        // the scalar kernel), so tell the paths apart by what they compute rather than
+        // by rounding: the same model untied, with feature 0 silenced by its bias and
+        // an infinite decoder row. The dense products multiply its zero codes by ∞
+        // (NaN everywhere); the sparse path never reads an inactive feature's row
+        // (finite).
+        let arch = Arch {
+            weights: Weights::Untied {
+                center_input: false,
+            },
+            ..Arch::tied()
+        };
+        let (d, h) = (c.d, c.h);
+        let mut w_enc = vec![0.0; d * h];
+        for j in 0..h {
+            for k in 0..d {
+                w_enc[k * h + j] = c.m[j * d + k];
+            }
         }
-        assert_eq!(bits(&recon[0]), bits(&recon[1]));
+        let (mut b_enc, mut w_dec) = (c.b.clone(), c.m.clone());
+        b_enc[0] = -1e6;
+        w_dec[..d].fill(f32::INFINITY);
+        let b_dec = vec![0.0; d];
+        let p = Params::new(arch, dims, [&w_enc, &b_enc, &w_dec, &b_dec]).unwrap();
+        let dense = run_path(p, &c.x, c.n, c.alpha, Path::Dense);
+        let sparse = run_path(p, &c.x, c.n, c.alpha, Path::Sparse);
+        assert!(
+            f32::from_bits(dense[0][0]).is_nan(),
+            "dense: 0·∞ in the decoder"
+        );
+        assert!(
+            sparse
+                .iter()
+                .flatten()
+                .all(|&v| f32::from_bits(v).is_finite()),
+            "sparse: the silenced feature is never read"
+        );
+        let auto = run_path(p, &c.x, c.n, c.alpha, Path::Auto);
+        let want = if expect == Path::Sparse {
+            sparse
+        } else {
+            dense
+        };
+        assert_eq!(auto, want, "untied, {expect:?}");
     }
 }
 
@@ -522,7 +566,7 @@ fn sparse_super_blocks_match_the_reference() {
 /// sparse decoders reproduce the dense decoder (with `b_dec`).
 #[test]
 fn sparse_outputs_of_untied_models() {
-    use sae_kernels::Activation;
+    use sae_kernels::model::Activation;
     let (n, d, h) = (9, 7, 40);
     let dims = Dims::new(d, h).unwrap();
     let mut rng = TestRng(31);

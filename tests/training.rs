@@ -4,10 +4,14 @@
 
 use sae_kernels::format::npy::{read_npy, write_npy};
 use sae_kernels::metrics::{Metrics, eval_scratch_len, evaluate, metrics_state_len, mmcs};
-use sae_kernels::optim::{Decay, L1Warmup, LrSchedule};
+use sae_kernels::optim::{Adam, Decay, L1Warmup, LrSchedule};
+use sae_kernels::owned::{ArrayBatches, ToyBatches, load_model, save_model};
+use sae_kernels::prelude::*;
 use sae_kernels::toy::{ToyConfig, toy_init, toy_rng, toy_sample};
-use sae_kernels::train::{StreamConfig, StreamingTrainer, TrainOptions, streaming_state_len};
-use sae_kernels::*;
+use sae_kernels::train::{
+    ModelMut, ModelRef, StepHyper, StreamConfig, StreamingTrainer, TrainOptions,
+    streaming_state_len,
+};
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
@@ -43,8 +47,8 @@ fn adam_matches_hand_computed_steps() {
         )
         .unwrap();
         o.step(
-            &mut ModelMut::from(TiedParamsMut::new(dims, &mut m, &mut b).unwrap()).tensors_mut(),
-            &ModelRef::from(TiedParams::new(dims, &[gm as f32], &[gb as f32]).unwrap()).tensors(),
+            &mut ModelMut::from(ParamsMut::tied(dims, &mut m, &mut b).unwrap()).tensors_mut(),
+            &ModelRef::from(Params::tied(dims, &[gm as f32], &[gb as f32]).unwrap()).tensors(),
             lr as f32,
         )
         .unwrap();
@@ -87,8 +91,8 @@ fn sgd_momentum_matches_hand_computed_steps() {
     // vel: 1, 0.5·1 + 2 = 2.5; p: 1 − 0.1·1 = 0.9, 0.9 − 0.1·2.5 = 0.65.
     for g in [1.0f32, 2.0] {
         o.step(
-            &mut ModelMut::from(TiedParamsMut::new(dims, &mut m, &mut b).unwrap()).tensors_mut(),
-            &ModelRef::from(TiedParams::new(dims, &[g], &[0.0]).unwrap()).tensors(),
+            &mut ModelMut::from(ParamsMut::tied(dims, &mut m, &mut b).unwrap()).tensors_mut(),
+            &ModelRef::from(Params::tied(dims, &[g], &[0.0]).unwrap()).tensors(),
             0.1,
         )
         .unwrap();
@@ -127,7 +131,7 @@ struct Setup {
 fn setup(opt: Optimizer) -> Setup {
     let dims = Dims::new(8, 16).unwrap();
     let (mut m, mut b) = (vec![0.0; dims.m_len()], vec![0.0; dims.h]);
-    init_tied(TiedParamsMut::new(dims, &mut m, &mut b).unwrap(), 3);
+    init_tied(ParamsMut::tied(dims, &mut m, &mut b).unwrap(), 3);
     b.iter_mut().for_each(|v| *v = 0.1);
     let x: Vec<f32> = (0..6 * 8)
         .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
@@ -160,7 +164,7 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
             let mut o =
                 Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, t).unwrap();
             train_step(
-                TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
+                ParamsMut::tied(dims, &mut s.m, &mut s.b).unwrap(),
                 &mut o,
                 &s.x,
                 6,
@@ -177,7 +181,7 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
             let mut o =
                 Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, 3).unwrap();
             let r = train_step(
-                TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
+                ParamsMut::tied(dims, &mut s.m, &mut s.b).unwrap(),
                 &mut o,
                 &x,
                 6,
@@ -200,9 +204,8 @@ fn transactional_step_leaves_everything_unchanged_on_non_finite() {
         let gb = vec![0.0f32; dims.h];
         let mut o = Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, 3).unwrap();
         let r = o.step(
-            &mut ModelMut::from(TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap())
-                .tensors_mut(),
-            &ModelRef::from(TiedParams::new(dims, &g, &gb).unwrap()).tensors(),
+            &mut ModelMut::from(ParamsMut::tied(dims, &mut s.m, &mut s.b).unwrap()).tensors_mut(),
+            &ModelRef::from(Params::tied(dims, &g, &gb).unwrap()).tensors(),
             0.1,
         );
         assert!(
@@ -225,7 +228,7 @@ fn transactional_step_refuses_overflowing_update() {
     let (m0, b0) = (bits(&s.m), bits(&s.b));
     let mut o = Optim::new(opt, dims, Arch::tied().param_len(dims), &mut s.state, 0).unwrap();
     let r = train_step(
-        TiedParamsMut::new(dims, &mut s.m, &mut s.b).unwrap(),
+        ParamsMut::tied(dims, &mut s.m, &mut s.b).unwrap(),
         &mut o,
         &s.x,
         6,
@@ -330,7 +333,7 @@ fn evaluate_identity_model() {
     let mut scratch =
         vec![0.0f32; eval_scratch_len(Arch::tied(), TrainOptions::default(), dims, 2)];
     evaluate(
-        TiedParams::new(dims, &m, &b).unwrap(),
+        Params::tied(dims, &m, &b).unwrap(),
         &x,
         3,
         &mut met,
@@ -420,7 +423,7 @@ fn toy_training_recovers_features() {
     let mut toy = ToyBatches::new(ToyConfig::new(32, 32), 1).unwrap();
     let dims = Dims::new(32, 64).unwrap();
     let mut t = Trainer::new(
-        TiedSae::new(dims, 2),
+        Sae::new(Arch::tied(), dims, 2).unwrap(),
         TrainOptions::default(),
         small_config(steps),
     )
@@ -459,7 +462,7 @@ fn checkpoint_resume_is_bitwise_identical() {
     };
     let none = TrainOptions::default();
     let cases: Vec<(Sae, TrainOptions, TrainConfig)> = vec![
-        (TiedSae::new(dims, 1).into(), none, base),
+        (Sae::new(Arch::tied(), dims, 1).unwrap(), none, base),
         (Sae::new(Arch::standard(), dims, 1).unwrap(), none, clipped),
         (
             Sae::new(Arch::topk(2), dims, 1).unwrap(),
@@ -520,7 +523,12 @@ fn checkpoint_resume_is_bitwise_identical() {
     }
     // And through a file.
     let mut src = ArrayBatches::new(data, 8, 16, 4).unwrap();
-    let mut a = Trainer::new(TiedSae::new(dims, 1), TrainOptions::default(), base).unwrap();
+    let mut a = Trainer::new(
+        Sae::new(Arch::tied(), dims, 1).unwrap(),
+        TrainOptions::default(),
+        base,
+    )
+    .unwrap();
     a.step_from(&mut src).unwrap();
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("training-ckpt");
     std::fs::create_dir_all(&dir).unwrap();
@@ -528,10 +536,56 @@ fn checkpoint_resume_is_bitwise_identical() {
     a.save_checkpoint(&p).unwrap();
     let c = Trainer::load_checkpoint(&p, base).unwrap();
     assert_eq!(c.checkpoint_bytes(), a.checkpoint_bytes());
-    let p = a.sae().params();
-    let tied = TiedSae::from_parts(dims, p.decoder().to_vec(), p.b_enc().to_vec()).unwrap();
-    save_model(&tied, &dir.join("m.saek")).unwrap();
-    assert_eq!(load_model(&dir.join("m.saek")).unwrap(), tied);
+    save_model(a.sae(), &dir.join("m.saek")).unwrap();
+    assert_eq!(&load_model(&dir.join("m.saek")).unwrap(), a.sae());
+    // Only the tied ReLU model has this format; the others are refused, nothing written.
+    let topk = Sae::new(Arch::topk(2), dims, 1).unwrap();
+    let e = save_model(&topk, &dir.join("topk.saek")).unwrap_err();
+    assert!(matches!(e, Error::OutOfRange { arg: "sae", .. }), "{e}");
+    assert!(!dir.join("topk.saek").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `model.saek` file written byte by byte to the documented version-1 layout (as the
+/// tied-only `TiedSae` wrote it) loads as the tied `Sae` with those tensors, and saving
+/// that `Sae` gives the same bytes back.
+#[test]
+fn native_model_file_layout_is_stable() {
+    let (d, h) = (3usize, 2usize);
+    let m = [0.5f32, -1.0, 2.0, 0.25, 0.0, -3.5];
+    let b = [0.125f32, -0.75];
+    let mut bytes = b"SAEKTIED".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&(d as u64).to_le_bytes());
+    bytes.extend_from_slice(&(h as u64).to_le_bytes());
+    for v in m.iter().chain(&b) {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("native-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("old.saek");
+    std::fs::write(&path, &bytes).unwrap();
+    let sae = load_model(&path).unwrap();
+    assert_eq!(sae.arch(), Arch::tied());
+    assert_eq!(sae.dims(), Dims::new(d, h).unwrap());
+    assert_eq!(sae.params().decoder(), &m);
+    assert_eq!(sae.params().b_enc(), &b);
+    let again = dir.join("again.saek");
+    save_model(&sae, &again).unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), bytes);
+    // One byte short, or one byte too many: refused.
+    std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    assert!(matches!(
+        load_model(&path),
+        Err(Error::File { arg: "path", .. })
+    ));
+    let mut long = bytes.clone();
+    long.push(0);
+    std::fs::write(&path, &long).unwrap();
+    assert!(matches!(
+        load_model(&path),
+        Err(Error::File { arg: "path", .. })
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -552,12 +606,13 @@ fn streaming_trainer_matches_block_steps() {
         },
         block_rows: 4,
     };
-    let init = TiedSae::new(dims, 6);
-    let (mut m1, mut b1) = (init.m().to_vec(), init.b().to_vec());
+    let init = Sae::new(Arch::tied(), dims, 6).unwrap();
+    let (m1, b1) = init.as_flat().split_at(dims.m_len());
+    let (mut m1, mut b1) = (m1.to_vec(), b1.to_vec());
     let mut st1 =
         vec![0.0; streaming_state_len(Arch::tied(), TrainOptions::default(), dims, &cfg, false)];
     let mut s1 = StreamingTrainer::new(
-        TiedParamsMut::new(dims, &mut m1, &mut b1).unwrap(),
+        ParamsMut::tied(dims, &mut m1, &mut b1).unwrap(),
         cfg,
         &mut st1,
     )
@@ -707,7 +762,7 @@ fn generic_gradients_match_finite_differences() {
     topk.aux = None;
     let none = TrainOptions::default();
     let cases: Vec<(Sae, TrainOptions, f32)> = vec![
-        (TiedSae::new(dims, 3).into(), none, 0.05),
+        (Sae::new(Arch::tied(), dims, 3).unwrap(), none, 0.05),
         (Sae::new(Arch::standard(), dims, 3).unwrap(), none, 0.3),
         (Sae::new(Arch::topk(2), dims, 3).unwrap(), topk, 0.0),
     ];

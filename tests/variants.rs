@@ -16,8 +16,12 @@ use old::{
 use sae_kernels::model::activation::topk_relu_row;
 use sae_kernels::model::{normalize_decoder_rows, remove_parallel_decoder_grad};
 use sae_kernels::{
-    Arch, Dims, Error, ForwardOutputs, LossOptions, Params, ParamsMut, Path, Sae, forward,
-    forward_scratch_len, grad_scratch_len, loss_and_grad,
+    Error,
+    model::{
+        Arch, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, forward,
+        forward_scratch_len, grad_scratch_len, loss_and_grad,
+    },
+    owned::Sae,
 };
 
 /// The untied family's former call shapes (activation with its thresholds, penalty
@@ -25,7 +29,10 @@ use sae_kernels::{
 /// below read as before; `PATH` runs them on the dense or the sparse path.
 mod old {
     use sae_kernels::{
-        Arch, Dims, Error, ForwardOutputs, LossOptions, LossParts, Params, ParamsMut, Path, Weights,
+        Error,
+        model::{
+            Arch, Dims, ForwardOutputs, LossOptions, LossParts, Params, ParamsMut, Path, Weights,
+        },
     };
     use std::cell::Cell;
 
@@ -47,10 +54,12 @@ mod old {
     }
 
     impl Penalty {
-        fn parts(self) -> (sae_kernels::Penalty, f32) {
+        fn parts(self) -> (sae_kernels::model::Penalty, f32) {
             match self {
-                Penalty::L1 { alpha } => (sae_kernels::Penalty::L1, alpha),
-                Penalty::DecoderNormL1 { alpha } => (sae_kernels::Penalty::DecoderNormL1, alpha),
+                Penalty::L1 { alpha } => (sae_kernels::model::Penalty::L1, alpha),
+                Penalty::DecoderNormL1 { alpha } => {
+                    (sae_kernels::model::Penalty::DecoderNormL1, alpha)
+                }
             }
         }
     }
@@ -123,15 +132,15 @@ mod old {
         }
     }
 
-    fn arch(cfg: &UntiedConfig<'_>, pen: sae_kernels::Penalty) -> Arch {
+    fn arch(cfg: &UntiedConfig<'_>, pen: sae_kernels::model::Penalty) -> Arch {
         Arch {
             weights: Weights::Untied {
                 center_input: cfg.apply_b_dec_to_input,
             },
             activation: match cfg.activation {
-                Activation::Relu => sae_kernels::Activation::Relu,
-                Activation::TopK { k } => sae_kernels::Activation::TopK { k },
-                Activation::JumpRelu { .. } => sae_kernels::Activation::JumpRelu,
+                Activation::Relu => sae_kernels::model::Activation::Relu,
+                Activation::TopK { k } => sae_kernels::model::Activation::TopK { k },
+                Activation::JumpRelu { .. } => sae_kernels::model::Activation::JumpRelu,
             },
             penalty: pen,
         }
@@ -140,7 +149,7 @@ mod old {
     fn params<'a>(
         p: UntiedParams<'a>,
         cfg: &UntiedConfig<'a>,
-        pen: sae_kernels::Penalty,
+        pen: sae_kernels::model::Penalty,
     ) -> Result<Params<'a>, Error> {
         let a = arch(cfg, pen);
         let [we, be, wd, bd] = p.t;
@@ -152,7 +161,7 @@ mod old {
         }
     }
 
-    fn opts<'a>(alpha: f32, aux: Option<sae_kernels::AuxK<'a>>) -> LossOptions<'a> {
+    fn opts<'a>(alpha: f32, aux: Option<sae_kernels::model::AuxK<'a>>) -> LossOptions<'a> {
         LossOptions {
             alpha,
             path: PATH.with(Cell::get),
@@ -164,11 +173,11 @@ mod old {
     pub fn scratch_len(dims: Dims, rows: usize) -> usize {
         let big = Arch {
             weights: Weights::Untied { center_input: true },
-            activation: sae_kernels::Activation::TopK { k: 1 },
-            penalty: sae_kernels::Penalty::DecoderNormL1,
+            activation: sae_kernels::model::Activation::TopK { k: 1 },
+            penalty: sae_kernels::model::Penalty::DecoderNormL1,
         };
-        sae_kernels::grad_scratch_len(big, dims, rows)
-            .max(sae_kernels::forward_scratch_len(big, dims, rows))
+        sae_kernels::model::grad_scratch_len(big, dims, rows)
+            .max(sae_kernels::model::forward_scratch_len(big, dims, rows))
     }
 
     pub fn untied_encode(
@@ -179,8 +188,8 @@ mod old {
         codes: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), Error> {
-        let p = params(p, &cfg, sae_kernels::Penalty::None)?;
-        sae_kernels::encode(p, x, n, codes, scratch)
+        let p = params(p, &cfg, sae_kernels::model::Penalty::None)?;
+        sae_kernels::model::encode(p, x, n, codes, scratch)
     }
 
     pub fn untied_forward(
@@ -194,7 +203,7 @@ mod old {
     ) -> Result<LossParts, Error> {
         let (pk, alpha) = pen.parts();
         let p = params(p, &cfg, pk)?;
-        sae_kernels::forward(p, x, n, &opts(alpha, None), out, scratch)
+        sae_kernels::model::forward(p, x, n, &opts(alpha, None), out, scratch)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -204,7 +213,7 @@ mod old {
         x: &[f32],
         n: usize,
         pen: Penalty,
-        aux: Option<sae_kernels::AuxK<'_>>,
+        aux: Option<sae_kernels::model::AuxK<'_>>,
         grads: UntiedParamsMut<'_>,
         scratch: &mut [f32],
     ) -> Result<(LossParts, f32), Error> {
@@ -218,7 +227,7 @@ mod old {
             }
             _ => ParamsMut::new(p.arch(), grads.dims, [a, b, c, d]),
         }?;
-        let parts = sae_kernels::loss_and_grad(p, x, n, &opts(alpha, aux), g, scratch)?;
+        let parts = sae_kernels::model::loss_and_grad(p, x, n, &opts(alpha, aux), g, scratch)?;
         Ok((parts, parts.aux))
     }
 
@@ -907,15 +916,15 @@ fn untied_entry_points_do_not_allocate() {
     let mut wd = m.w_dec.clone();
     let dead: Vec<bool> = (0..40).map(|i| i % 4 == 0).collect();
     for act in [
-        sae_kernels::Activation::Relu,
-        sae_kernels::Activation::TopK { k: 5 },
-        sae_kernels::Activation::JumpRelu,
+        sae_kernels::model::Activation::Relu,
+        sae_kernels::model::Activation::TopK { k: 5 },
+        sae_kernels::model::Activation::JumpRelu,
     ] {
         let arch = Arch {
             activation: act,
             ..Arch::standard()
         };
-        let p = if act == sae_kernels::Activation::JumpRelu {
+        let p = if act == sae_kernels::model::Activation::JumpRelu {
             Params::new(arch, dims, [&m.w_enc, &m.b_enc, &m.w_dec, &m.b_dec, &th])
         } else {
             Params::new(arch, dims, [&m.w_enc, &m.b_enc, &m.w_dec, &m.b_dec])
@@ -923,8 +932,8 @@ fn untied_entry_points_do_not_allocate() {
         .unwrap();
         let glen = arch.param_len(dims);
         let count = allocs(|| {
-            sae_kernels::encode(p, &x, n, &mut codes, &mut s).unwrap();
-            sae_kernels::decode(p, &codes, n, &mut recon, &mut s).unwrap();
+            sae_kernels::model::encode(p, &x, n, &mut codes, &mut s).unwrap();
+            sae_kernels::model::decode(p, &codes, n, &mut recon, &mut s).unwrap();
             let out = ForwardOutputs {
                 codes: Some(&mut codes),
                 ..Default::default()
@@ -938,8 +947,8 @@ fn untied_entry_points_do_not_allocate() {
                 ..LossOptions::alpha(0.1)
             };
             loss_and_grad(p, &x, n, &o, grads, &mut s).unwrap();
-            if let sae_kernels::Activation::TopK { .. } = act {
-                let aux = sae_kernels::AuxK {
+            if let sae_kernels::model::Activation::TopK { .. } = act {
+                let aux = sae_kernels::model::AuxK {
                     dead: &dead,
                     k_aux: 3,
                     coefficient: 1.0,
@@ -1080,7 +1089,7 @@ fn auxk_gradients_match_finite_differences() {
                 ];
                 let [a, b, c, e] = &mut g;
                 let mut s = vec![0.0; old::scratch_len(dims, block)];
-                let aux = sae_kernels::AuxK {
+                let aux = sae_kernels::model::AuxK {
                     dead,
                     k_aux,
                     coefficient: coef,
@@ -1135,7 +1144,7 @@ fn auxk_bad_arguments_and_no_dead_latents() {
     let pen = Penalty::L1 { alpha: 0.1 };
     {
         let [a, b, c, d] = &mut g;
-        let aux = sae_kernels::AuxK {
+        let aux = sae_kernels::model::AuxK {
             dead: &[true; 6],
             k_aux: 2,
             coefficient: 1.0,
@@ -1159,7 +1168,7 @@ fn auxk_bad_arguments_and_no_dead_latents() {
     };
     let dead = [false; 6];
     let short = [true; 5];
-    let aux = |dead, k_aux, coefficient| sae_kernels::AuxK {
+    let aux = |dead, k_aux, coefficient| sae_kernels::model::AuxK {
         dead,
         k_aux,
         coefficient,
@@ -1207,7 +1216,7 @@ fn init_untied_then_training_lowers_the_loss() {
         vec![1.0; h * d],
         vec![1.0; d],
     );
-    let bad = sae_kernels::init_untied(
+    let bad = sae_kernels::model::init_untied(
         ParamsMut::new(Arch::standard(), dims, [&mut we, &mut be, &mut wd, &mut bd]).unwrap(),
         7,
         f32::NAN,
@@ -1219,7 +1228,7 @@ fn init_untied_then_training_lowers_the_loss() {
         })
     ));
     assert!(wd.iter().all(|&v| v == 1.0), "nothing written on error");
-    sae_kernels::init_untied(
+    sae_kernels::model::init_untied(
         ParamsMut::new(Arch::standard(), dims, [&mut we, &mut be, &mut wd, &mut bd]).unwrap(),
         7,
         0.1,

@@ -236,7 +236,7 @@ impl<'a> View<'a> {
 #[cfg(feature = "std")]
 #[derive(Clone, Debug)]
 pub struct Owned {
-    sae: sae_kernels::Sae,
+    sae: sae_kernels::owned::Sae,
     w_enc_t: Vec<f32>,
 }
 
@@ -287,11 +287,11 @@ impl Owned {
             &b_dec,
             &threshold,
         )?;
-        let sae = sae_kernels::Sae::from_params(v.params);
+        let sae = sae_kernels::owned::Sae::from_params(v.params);
         Ok(Self::new(sae))
     }
 
-    fn new(sae: sae_kernels::Sae) -> Self {
+    fn new(sae: sae_kernels::owned::Sae) -> Self {
         let core_model::Dims { d, h } = sae.dims();
         let w_enc = sae.params().tensors()[0].data;
         let mut w_enc_t = vec![0.0; d * h];

@@ -6,10 +6,11 @@
 //! holds:
 //! - `forward`/`loss_and_grad` (each `Path`, with and without AuxK) refuse a non-finite
 //!   α;
-//!   `sgd_step` a non-finite learning rate or gradient;
+//!   plain SGD (`Optim` with momentum 0) a non-finite or negative learning rate or a
+//!   non-finite gradient;
 //! - codes are ReLU outputs (never negative, never −0); `l0` is within `[0, h]`;
 //! - with moderate finite inputs the loss parts are finite and non-negative;
-//! - `sgd_step` computes `p − lr·g` to within rounding;
+//! - plain SGD computes `p − lr·g` to within rounding;
 //! - `init_tied` gives a finite dictionary and a zero bias;
 //! - sparse outputs: `encode_sparse` returns exactly the dense encoder's active codes
 //!   (or the `K` largest, ties to the lower index), `top_k` matches a sort, CSR row
@@ -35,12 +36,7 @@ use sae_kernels::sparse::{
     Overflow, RowLimit, decode_csr, decode_sparse, encode_csr, encode_csr_scratch_len,
     encode_sparse, encode_sparse_scratch_len, top_k,
 };
-use sae_kernels::{
-    Activation, Adam, Arch, AuxK, Dims, Error, ForwardOutputs, LossOptions, Optim, OptimConfig,
-    Optimizer, Params, ParamsMut, Path, Penalty, StepHyper, TiedParams, TiedParamsMut, TrainOptions,
-    Weights, decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
-    grad_scratch_len, init_tied, loss_and_grad, sgd_step, train_step, train_step_workspace_len,
-};
+use sae_kernels::{Error, model::{Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path, Penalty, Weights, decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad}, optim::{Adam, Optim, OptimConfig, Optimizer}, train::{StepHyper, TrainOptions, train_step, train_step_workspace_len}};
 
 fn dim(inp: &mut Input<'_>) -> usize {
     match inp.u8() % 32 {
@@ -292,14 +288,20 @@ fuzz_target!(|data: &[u8]| {
             let gm = inp.vec(gdims.m_len(), sg);
             let gb = inp.vec(gdims.h, sg);
             let before = [bits(&m), bits(&b)];
-            let Ok(pm) = TiedParamsMut::new(dims, &mut m, &mut b) else {
+            let Ok(mut pm) = ParamsMut::tied(dims, &mut m, &mut b) else {
                 return;
             };
-            let g = TiedParams::new(gdims, &gm, &gb).expect("sized from gdims");
-            match sgd_step(pm, g, lr) {
-                Err(_) => assert_eq!(before, [bits(&m), bits(&b)], "sgd_step wrote on error"),
+            let g = Params::tied(gdims, &gm, &gb).expect("sized from gdims");
+            // Plain SGD: the optimizer with momentum 0 (no state).
+            let rule = Optimizer::Sgd { momentum: 0.0 };
+            let pc = Arch::tied().param_len(dims);
+            let mut sgd = Optim::new(rule, dims, pc, &mut [], 0).expect("valid rule");
+            let res = sgd.step(&mut pm.tensors_mut(), &g.tensors(), lr);
+            drop(pm);
+            match res {
+                Err(_) => assert_eq!(before, [bits(&m), bits(&b)], "plain SGD wrote on error"),
                 Ok(()) => {
-                    assert!(lr.is_finite(), "sgd_step accepted lr = {lr}");
+                    assert!(lr.is_finite() && lr >= 0.0, "plain SGD accepted lr = {lr}");
                     assert_eq!(gdims, dims, "gradients of other dimensions accepted");
                     assert!(
                         gm.iter().chain(&gb).all(|v| v.is_finite()),
@@ -328,7 +330,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         5 => {
-            let Ok(pm) = TiedParamsMut::new(dims, &mut m, &mut b) else {
+            let Ok(pm) = ParamsMut::tied(dims, &mut m, &mut b) else {
                 return;
             };
             let seed = u64::from(inp.u32());
@@ -704,7 +706,7 @@ fn all_finite(v: &[f32]) -> bool {
 }
 
 fn optim_case(dims: Dims, m: &mut [f32], b: &mut [f32], sm: Style, inp: &mut Input<'_>) {
-    if TiedParamsMut::new(dims, m, b).is_err() {
+    if ParamsMut::tied(dims, m, b).is_err() {
         return;
     }
     let cfg = optimizer(inp);
@@ -792,7 +794,7 @@ fn train_case(
     finite_in: bool,
     inp: &mut Input<'_>,
 ) {
-    if TiedParamsMut::new(dims, m, b).is_err() {
+    if ParamsMut::tied(dims, m, b).is_err() {
         return;
     }
     let cfg = optimizer(inp);
@@ -807,7 +809,7 @@ fn train_case(
     let ws_len = train_step_workspace_len(Arch::tied(), TrainOptions::default(), dims, rows, false);
     let mut ws = vec![-2.5; inp.len_near(Some(ws_len))];
     let before = [bits(m), bits(b), bits(o.state())];
-    let pm = TiedParamsMut::new(dims, m, b).unwrap();
+    let pm = ParamsMut::tied(dims, m, b).unwrap();
     let r = train_step(pm, &mut o, x, n, StepHyper { alpha, lr }, None, &mut ws);
     match r {
         Err(e) => {

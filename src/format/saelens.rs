@@ -40,10 +40,10 @@
 //! A v6 `cfg.json` (with `metadata.sae_lens_version = "6.0.0"` as the schema marker
 //! and `metadata.sae_kernels_version`) and F32 tensors; the tied model is written as a
 //! `standard` SAE with `apply_b_dec_to_input = false` and `b_dec = 0`
-//! (see [`crate::Sae::to_untied`]).
+//! (see [`crate::owned::Sae::to_untied`]).
 
 use crate::error::{Error, Result};
-use crate::model::{Activation, Arch, Dims, TiedParams, Weights};
+use crate::model::{Activation, Arch, Dims, Weights};
 use crate::owned::{Sae, saelens_penalty};
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use serde_json::{Map, Value};
@@ -629,7 +629,9 @@ fn name_static(name: &str) -> &'static str {
 /// Save `sae` as a SAELens folder (created if needed): a v6 `cfg.json` built by
 /// [`config_json`] and F32 `sae_weights.safetensors`. Pass
 /// [`SaeLensConfig::for_model`] for empty metadata, or a loaded config to keep its
-/// metadata.
+/// metadata. A tied model is saved as a `standard` SAE with `W_enc = Mᵀ`,
+/// `W_dec = M`, `b_enc = b`, `b_dec = 0` and `apply_b_dec_to_input = false` (the same
+/// codes and reconstructions).
 ///
 /// # Errors
 /// [`Error::Format`] with field empty if the folder or a file cannot be written;
@@ -641,15 +643,4 @@ pub fn save(dir: &Path, sae: &Sae, cfg: &SaeLensConfig) -> Result<()> {
     std::fs::write(dir.join(WEIGHTS_FILE), w).map_err(|e| w_err("", io_what(&e)))?;
     std::fs::write(dir.join(CFG_FILE), json).map_err(|e| cfg_err("", io_what(&e)))?;
     Ok(())
-}
-
-/// Save a tied model as a SAELens `standard` SAE: `W_enc = Mᵀ`, `W_dec = M`,
-/// `b_enc = b`, `b_dec = 0`, `apply_b_dec_to_input = false` (same codes and
-/// reconstructions as the tied model).
-///
-/// # Errors
-/// As [`save`].
-pub fn save_tied(dir: &Path, tied: TiedParams<'_>) -> Result<()> {
-    let sae = Sae::from_params(tied.into()).to_untied();
-    save(dir, &sae, &SaeLensConfig::for_model(&sae))
 }

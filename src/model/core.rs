@@ -119,7 +119,7 @@ impl Sums {
 /// reach `W_dec` (rows of the selected latents) and, through the selected
 /// pre-activations, `W_enc`, `b_enc` and (with input centring) `b_dec`. With no dead
 /// latent the term is 0. On the sparse path the selections join the active codes as
-/// entries of their own (see [`super::sparse_path`]).
+/// entries of their own (see [`super::Path`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AuxK<'a> {
     /// Which latents are dead (`h` entries), e.g. not fired for some number of tokens.
@@ -253,7 +253,7 @@ const fn rows_of(block_rows: usize) -> usize {
 }
 
 /// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer.
-fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 3] {
+const fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 3] {
     let rows = rows_of(block_rows);
     let Dims { d, h } = dims;
     [
@@ -264,7 +264,7 @@ fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 3] {
 }
 
 /// Decoder slots: one row's active-feature list, decoder pack buffer.
-fn decode_plan(dims: Dims, block_rows: usize) -> [StackReq; 2] {
+const fn decode_plan(dims: Dims, block_rows: usize) -> [StackReq; 2] {
     let rows = rows_of(block_rows);
     [
         StackReq::u32s(dims.h),
@@ -274,12 +274,12 @@ fn decode_plan(dims: Dims, block_rows: usize) -> [StackReq; 2] {
 
 /// Forward slots: codes, reconstruction, centred input, TopK selection, penalty
 /// weights, a row's active list, AuxK pre-activations and residual, pack buffer.
-fn forward_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 9] {
+const fn forward_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 9] {
     let rows = rows_of(block_rows);
     let Dims { d, h } = dims;
     let [xc, sel, _] = encode_plan(arch, dims, rows);
     let topk = is_topk(arch);
-    let weighted = arch.penalty == Penalty::DecoderNormL1;
+    let weighted = matches!(arch.penalty, Penalty::DecoderNormL1);
     [
         StackReq::mat(rows, h),
         StackReq::mat(rows, d),
@@ -299,12 +299,12 @@ fn forward_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 9] {
 /// Backward slots: codes, the dPre + residual area (the sparse super-block's area too),
 /// centred input, TopK selection, penalty weights and per-feature code sums, one
 /// encoder column, a row's active list, AuxK buffers, pack buffer.
-fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] {
+const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] {
     let rows = rows_of(block_rows);
     let Dims { d, h } = dims;
     let [xc, sel, _] = encode_plan(arch, dims, rows);
     let topk = is_topk(arch);
-    let weighted = arch.penalty == Penalty::DecoderNormL1;
+    let weighted = matches!(arch.penalty, Penalty::DecoderNormL1);
     let aux_rows = if topk { rows } else { 0 };
     let mut packs = [
         StackReq::f32s(pack_len(rows, h, d)),
@@ -337,14 +337,14 @@ fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] {
 /// buffer `pack_len(rows, h, d)`, plus `rows·d` for the centred input (with input
 /// centring) and `h` for the TopK selection (TopK).
 #[must_use]
-pub fn encode_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
+pub const fn encode_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
     StackReq::all_of(&encode_plan(arch, dims, block_rows)).len()
 }
 
 /// Scratch `f32` for [`decode`] with blocks of `block_rows` rows: `h` for one row's
 /// active-feature list and the decoder's pack buffer `pack_len(rows, d, h)`.
 #[must_use]
-pub fn decode_scratch_len(dims: Dims, block_rows: usize) -> usize {
+pub const fn decode_scratch_len(dims: Dims, block_rows: usize) -> usize {
     StackReq::all_of(&decode_plan(dims, block_rows)).len()
 }
 
@@ -353,7 +353,7 @@ pub fn decode_scratch_len(dims: Dims, block_rows: usize) -> usize {
 /// buffer, and for some architectures `rows·d` (centred input), `h` (TopK selection,
 /// decoder norms) and `rows·(h + d)` (AuxK, TopK).
 #[must_use]
-pub fn forward_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
+pub const fn forward_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
     StackReq::all_of(&forward_plan(arch, dims, block_rows)).len()
 }
 
@@ -364,7 +364,7 @@ pub fn forward_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
 /// (decoder-norm penalty) and
 /// `rows·(2h + d)` (AuxK, TopK).
 #[must_use]
-pub fn grad_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
+pub const fn grad_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
     StackReq::all_of(&grad_plan(arch, dims, block_rows)).len()
 }
 

@@ -9,7 +9,7 @@ pub type InitRng = rand_pcg::Pcg64;
 
 /// The seed's initialisation: `M ~ N(0, 1)·sqrt(2/d)` and `b = 0`.
 ///
-/// Takes a [`ParamsMut`] or a [`super::TiedParamsMut`]. For untied weights the
+/// Takes a [`ParamsMut`] (tied: [`ParamsMut::tied`]). For untied weights the
 /// decoder `W_dec` is drawn the same way, `W_enc = W_decᵀ` and both biases are 0 (use
 /// [`super::init_untied`] for SAELens' initialisation); a JumpReLU threshold is left
 /// as it is.
@@ -18,8 +18,7 @@ pub type InitRng = rand_pcg::Pcg64;
 /// `seed`, scaled, and rounded to `f32`, row by row of `M`. The same seed gives the same
 /// parameters on every target (up to `libm` vs platform `exp` in the ziggurat's rare
 /// tail branch; bit-identical for a given build).
-pub fn init_tied<'a>(params: impl Into<ParamsMut<'a>>, seed: u64) {
-    let params = params.into();
+pub fn init_tied(params: ParamsMut<'_>, seed: u64) {
     let super::Dims { d, h } = params.dims();
     let scale = libm::sqrt(2.0 / d as f64);
     let mut rng = InitRng::seed_from_u64(seed);

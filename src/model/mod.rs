@@ -4,12 +4,22 @@
 //! - [`Arch`] describes an architecture (tied or untied weights with optional input
 //!   centring, an [`Activation`], a [`Penalty`]); [`Params`] / [`ParamsMut`] are views
 //!   of its tensors (or of their gradients) over caller memory, listed by
-//!   [`Params::tensors`] / [`ParamsMut::tensors_mut`] in the canonical order of
-//!   [`tensors`].
+//!   [`Params::tensors`] / [`ParamsMut::tensors_mut`] as named tensors
+//!   ([`TensorRef`] / [`TensorMut`], with a [`Role`]) in the canonical order below.
 //! - [`encode`], [`decode`], [`forward`] and [`loss_and_grad`] run one row-block loop
-//!   each for every architecture, on the dense or the sparse path ([`sparse_path`]).
+//!   each for every architecture, on the dense or the sparse path ([`Path`]).
 //! - Each operation's scratch is one plan of slots ([`StackReq`]); its
-//!   `*_scratch_len(arch, dims, block_rows)` is that plan's size.
+//!   `*_scratch_len(arch, dims, block_rows)` is that plan's size, a `const fn`, so a
+//!   `static` buffer can be sized by it:
+//!
+//! ```
+//! use sae_kernels::model::{Arch, Dims, forward_scratch_len};
+//! const ARCH: Arch = Arch::topk(8);
+//! const DIMS: Dims = Dims { d: 32, h: 256 };
+//! static SCRATCH: std::sync::Mutex<[f32; forward_scratch_len(ARCH, DIMS, 16)]> =
+//!     std::sync::Mutex::new([0.0; forward_scratch_len(ARCH, DIMS, 16)]);
+//! assert_eq!(SCRATCH.lock().unwrap().len(), forward_scratch_len(ARCH, DIMS, 16));
+//! ```
 //!
 //! ## Tensors
 //! | weights | tensors, in order |
@@ -50,8 +60,15 @@
 //! summed into one buffer block by block exactly as the seed's model does. The
 //! JumpReLU threshold gets gradient 0 (the loss is piecewise constant in θ).
 //!
-//! Each row block runs the dense GEMMs or the sparse path of [`sparse_path`]
-//! (the same formulas over the active codes only), as [`Path`] chooses.
+//! Each row block runs the dense GEMMs or the sparse path, as [`Path`] chooses. The
+//! sparse path computes the same formulas over each row's active features
+//! `A(r) = { j : f[r, j] > 0 }` only (a zero code contributes nothing to `X̂`, to
+//! `Fᵀ·G` or, being masked, to the encoder gradients): gathered decoder rows for
+//! `x̂_r`, one dot product per active feature for `dPre`, and the weight gradients
+//! accumulated feature by feature over groups of row blocks (indices as `u32`, in the
+//! scratch the dense path uses for `dPre` and the residuals). [`Path::Auto`] measures
+//! each block's density after the encoder and goes sparse at or below
+//! [`SPARSE_CROSSOVER`].
 //!
 //! ## NaN and infinity in `X`
 //! Non-finite inputs are not rejected (checking would cost a pass over `X`); they
@@ -71,9 +88,9 @@ pub(crate) mod core;
 mod decoder;
 mod init;
 pub(crate) mod params;
-pub mod sparse_path;
+mod sparse_path;
 mod stack;
-pub mod tensors;
+pub(crate) mod tensors;
 
 pub use self::core::{
     AuxK, DEFAULT_BLOCK_ROWS, ForwardOutputs, LossOptions, LossParts, MAX_BLOCK_ROWS, decode,
@@ -82,9 +99,7 @@ pub use self::core::{
 };
 pub use decoder::{init_untied, normalize_decoder_rows, remove_parallel_decoder_grad};
 pub use init::{InitRng, init_tied};
-pub use params::{
-    Activation, Arch, Dims, Params, ParamsMut, Penalty, TiedParams, TiedParamsMut, Weights,
-};
+pub use params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, Weights};
 pub use sparse_path::{Path, SPARSE_CROSSOVER};
 pub use stack::StackReq;
 pub use tensors::{MAX_TENSORS, Role, TensorMut, TensorRef, Tensors, TensorsMut};

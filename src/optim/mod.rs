@@ -35,38 +35,14 @@
 //! they are finite; only then does a second pass write them. So on `Err` the parameters
 //! and the optimizer state are bit-for-bit unchanged.
 
-pub mod schedule;
+mod schedule;
 
 pub use schedule::{Decay, L1Warmup, LrSchedule};
 
 use crate::error::{Error, Result, check_finite};
 use crate::kernels::vector;
+use crate::model::Dims;
 use crate::model::tensors::{Role, TensorMut, TensorRef};
-use crate::model::{Dims, TiedParams, TiedParamsMut};
-
-/// One plain SGD step on the tied model: `params ← params − lr·grads`.
-///
-/// Transactional: every check runs before the first write, so on `Err` the
-/// parameters are bit-for-bit unchanged. For any architecture, or with clipping and
-/// decoder constraints, use [`Optim`] with `Optimizer::Sgd { momentum: 0.0 }`.
-///
-/// # Errors
-/// [`Error::NonFinite`] if `lr` is not finite or a gradient holds NaN/±∞ (naming
-/// `grads.m` or `grads.b`); [`Error::Dimension`] if the gradients' dimensions differ
-/// from the parameters'.
-pub fn sgd_step(params: TiedParamsMut<'_>, grads: TiedParams<'_>, lr: f32) -> Result<()> {
-    check_finite("lr", lr)?;
-    crate::model::params::check_grad_dims(params.dims, grads.dims)?;
-    if !vector::all_finite(grads.m) {
-        return Err(Error::NonFinite { arg: "grads.m" });
-    }
-    if !vector::all_finite(grads.b) {
-        return Err(Error::NonFinite { arg: "grads.b" });
-    }
-    vector::axpy(-lr, grads.m, params.m);
-    vector::axpy(-lr, grads.b, params.b);
-    Ok(())
-}
 
 /// Adam's hyper-parameters (Kingma & Ba 2015, as PyTorch's `torch.optim.Adam`).
 ///
@@ -237,7 +213,7 @@ impl OptimConfig {
 /// saved step count) to resume.
 ///
 /// ```
-/// use sae_kernels::{Dims, Optim, Optimizer};
+/// use sae_kernels::{model::Dims, optim::{Optim, Optimizer}};
 /// use sae_kernels::model::{Role, TensorMut, TensorRef};
 /// let dims = Dims::new(2, 1)?; // one decoder row of width 2, plus a bias
 /// let (mut w, mut b) = ([3.0f32, 4.0], [0.0f32]);

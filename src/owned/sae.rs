@@ -6,7 +6,7 @@ use crate::model::{
     Activation, Arch, Dims, Params, ParamsMut, Penalty, Tensors, Weights, decode,
     decode_scratch_len, encode, encode_scratch_len, init_untied,
 };
-use crate::model::{DEFAULT_BLOCK_ROWS, TiedParamsMut, init_tied};
+use crate::model::{DEFAULT_BLOCK_ROWS, init_tied};
 use std::{vec, vec::Vec};
 
 /// An SAE (any [`Arch`]) owning its parameters: one buffer holding every tensor in
@@ -14,7 +14,7 @@ use std::{vec, vec::Vec};
 /// matches the architecture and dimensions.
 ///
 /// ```
-/// use sae_kernels::{Arch, Dims, Sae};
+/// use sae_kernels::{model::{Arch, Dims}, owned::Sae};
 /// let sae = Sae::new(Arch::topk(4), Dims::new(16, 64)?, 7)?;
 /// let x = vec![0.5; 2 * 16];
 /// let codes = sae.encode(&x, 2)?;
@@ -50,8 +50,7 @@ impl Sae {
             data: try_zeroed_f32(len, "params")?,
         };
         if arch.is_tied() {
-            let (m, rest) = s.data.split_at_mut(dims.m_len());
-            init_tied(TiedParamsMut::new(dims, m, &mut rest[..dims.h])?, seed);
+            init_tied(s.params_mut(), seed);
         } else {
             init_untied(s.params_mut(), seed, 0.1)?;
         }

@@ -6,7 +6,7 @@ use crate::format::alloc::{try_with_capacity, try_zeroed_f32};
 use crate::metrics::{Metrics, Summary, eval_scratch_len, evaluate, metrics_state_len};
 use crate::model::{Activation, Arch, DEFAULT_BLOCK_ROWS, Dims, LossParts, Penalty, Weights};
 use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, OptimConfig, Optimizer};
-use crate::owned::{Sae, TiedSae};
+use crate::owned::Sae;
 use crate::toy::{ToyConfig, toy_init, toy_rng, toy_sample};
 use crate::train::{
     AuxKConfig, DeadLatents, ModelMut, ModelRef, StepHyper, TrainOptions, train_step,
@@ -202,13 +202,6 @@ impl BatchSource for ToyBatches {
     }
 }
 
-impl From<TiedSae> for Sae {
-    /// The same tied model as an [`Sae`] of architecture [`Arch::tied`].
-    fn from(t: TiedSae) -> Self {
-        Sae::from_params(t.params().into())
-    }
-}
-
 /// The model as SAELens would save it, from a model trained with `options`: a tied
 /// model as its untied equivalent ([`Sae::to_untied`]); a model trained with
 /// `rescale_acts_by_decoder_norm` with the decoder norms folded into the encoder
@@ -255,7 +248,7 @@ fn try_zeroed<T: Clone + Default>(n: usize, what: &'static str) -> Result<Vec<T>
 }
 
 impl Trainer {
-    /// A trainer for `sae` (any architecture; a [`TiedSae`] converts with `.into()`)
+    /// A trainer for `sae` (any architecture)
     /// with training `options`, a fresh optimizer and fresh dead-latent counters.
     ///
     /// # Errors
@@ -765,31 +758,41 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Write a tied SAE to `path` in this crate's simple model format:
-/// `b"SAEKTIED"`, `u32` version = 1, `u64` d, `u64` h, then `M` (`h·d` `f32`,
-/// row-major, row `i` = feature `i`) and `b` (`h` `f32`), all little-endian.
+/// Write a tied ReLU SAE ([`Arch::tied`]'s tensors `M`, `b`) to `path` in this
+/// crate's simple model format: `b"SAEKTIED"`, `u32` version = 1, `u64` d, `u64` h,
+/// then `M` (`h·d` `f32`, row-major, row `i` = feature `i`) and `b` (`h` `f32`), all
+/// little-endian. Other architectures are saved as SAELens folders
+/// ([`crate::format::saelens::save`]).
 ///
 /// # Errors
-/// [`Error::File`] naming `path` if it cannot be written.
-pub fn save_model(sae: &TiedSae, path: &Path) -> Result<()> {
+/// [`Error::OutOfRange`] naming `sae` unless its weights are tied and its activation
+/// is ReLU; [`Error::File`] naming `path` if it cannot be written.
+pub fn save_model(sae: &Sae, path: &Path) -> Result<()> {
+    if !sae.arch().is_tied() || sae.arch().activation != Activation::Relu {
+        return Err(Error::OutOfRange {
+            arg: "sae",
+            allowed: "a tied ReLU model (save other architectures with format::saelens::save)",
+        });
+    }
     let dims = sae.dims();
     let mut out = Vec::with_capacity(28 + 4 * (dims.m_len() + dims.h));
     out.extend_from_slice(MODEL_MAGIC);
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&(dims.d as u64).to_le_bytes());
     out.extend_from_slice(&(dims.h as u64).to_le_bytes());
-    for v in sae.m().iter().chain(sae.b()) {
+    // `M` then `b`: the tied model's canonical order.
+    for v in sae.as_flat() {
         out.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(path, out).map_err(|e| io_err("path", &e))
 }
 
-/// Read a model written by [`save_model`].
+/// Read a model written by [`save_model`]: an [`Sae`] of architecture [`Arch::tied`].
 ///
 /// # Errors
 /// [`Error::File`] naming `path` if it cannot be read or is not a version-1 model
 /// file of consistent length.
-pub fn load_model(path: &Path) -> Result<TiedSae> {
+pub fn load_model(path: &Path) -> Result<Sae> {
     let bytes = std::fs::read(path).map_err(|e| io_err("path", &e))?;
     let mut r = Reader {
         b: &bytes,
@@ -804,10 +807,9 @@ pub fn load_model(path: &Path) -> Result<TiedSae> {
     }
     let (d, h) = (r.usize()?, r.usize()?);
     let dims = Dims::new(d, h).map_err(|_| bad("zero or overflowing dimensions"))?;
-    let m = r.f32s(dims.m_len())?;
-    let b = r.f32s(h)?;
+    let params = r.f32s(Arch::tied().param_len(dims))?;
     if !r.b.is_empty() {
         return Err(bad("trailing bytes"));
     }
-    TiedSae::from_parts(dims, m, b)
+    Sae::from_flat(Arch::tied(), dims, params)
 }

@@ -7,8 +7,8 @@
 //! `block_rows` samples, all inside one slice sized by [`streaming_state_len`].
 //!
 //! The model is a [`ModelMut`] (a [`crate::model::ParamsMut`] of any architecture plus
-//! its [`TrainOptions`]); a `ParamsMut` or `TiedParamsMut` converts into one with
-//! `.into()`. Dead-latent tracking ([`DeadLatents`]) is optional, and needed for the
+//! its [`TrainOptions`]); a `ParamsMut` converts into one with `.into()`. Dead-latent
+//! tracking ([`DeadLatents`]) is optional, and needed for the
 //! AuxK loss of TopK training.
 
 mod dead;
@@ -53,8 +53,8 @@ pub fn train_step_workspace_len(
 
 /// One training step on a batch: loss, exact gradients and the optimizer update.
 ///
-/// - `model`: the parameters and training options (a `ParamsMut` or `TiedParamsMut`
-///   converts with `.into()`);
+/// - `model`: the parameters and training options (a `ParamsMut` converts with
+///   `.into()`);
 /// - `optim`: bound to `model.arch().param_len(dims)` parameters;
 /// - `x`: `n×d` row-major;
 /// - `dead`: dead-latent tracking; the AuxK loss of an architecture that has one uses

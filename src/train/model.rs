@@ -28,7 +28,7 @@ use crate::kernels::vector;
 use crate::model::tensors::{Tensors, TensorsMut};
 use crate::model::{
     Activation, Arch, AuxK, DEFAULT_BLOCK_ROWS, Dims, LossOptions, LossParts, MAX_BLOCK_ROWS,
-    Params, ParamsMut, TiedParams, TiedParamsMut, encode_scratch_len, grad_scratch_len,
+    Params, ParamsMut, encode_scratch_len, grad_scratch_len,
 };
 
 /// The AuxK dead-latent loss of TopK training (see [`AuxK`] for the formula).
@@ -134,7 +134,7 @@ impl TrainOptions {
 }
 
 /// A model being trained: a mutable view (any architecture) plus its training options.
-/// `ParamsMut` and `TiedParamsMut` convert into one with `.into()` (no options).
+/// A `ParamsMut` converts into one with `.into()` (no options).
 #[derive(Debug)]
 pub struct ModelMut<'a> {
     /// The parameters.
@@ -149,12 +149,6 @@ impl<'a> From<ParamsMut<'a>> for ModelMut<'a> {
             params,
             options: TrainOptions::default(),
         }
-    }
-}
-
-impl<'a> From<TiedParamsMut<'a>> for ModelMut<'a> {
-    fn from(p: TiedParamsMut<'a>) -> Self {
-        ParamsMut::from(p).into()
     }
 }
 
@@ -174,12 +168,6 @@ impl<'a> From<Params<'a>> for ModelRef<'a> {
             params,
             options: TrainOptions::default(),
         }
-    }
-}
-
-impl<'a> From<TiedParams<'a>> for ModelRef<'a> {
-    fn from(p: TiedParams<'a>) -> Self {
-        Params::from(p).into()
     }
 }
 

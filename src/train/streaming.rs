@@ -52,18 +52,18 @@ pub fn streaming_state_len(
 /// construction.
 ///
 /// ```
-/// use sae_kernels::*;
+/// use sae_kernels::prelude::*;
 /// use sae_kernels::optim::{L1Warmup, LrSchedule, Optimizer};
 /// use sae_kernels::train::{StreamConfig, StreamingTrainer, streaming_state_len};
 /// let dims = Dims::new(4, 8)?;
 /// let (mut m, mut b) = ([0.0f32; 32], [0.0f32; 8]);
-/// init_tied(TiedParamsMut::new(dims, &mut m, &mut b)?, 1);
+/// init_tied(ParamsMut::tied(dims, &mut m, &mut b)?, 1);
 /// use sae_kernels::train::TrainOptions;
 /// let cfg = StreamConfig { optimizer: Optimizer::default().into(), lr: LrSchedule::constant(1e-3),
 ///                          l1: L1Warmup::constant(1e-3), block_rows: 2 };
 /// let len = streaming_state_len(Arch::tied(), TrainOptions::default(), dims, &cfg, false);
 /// let mut state = vec![0.0f32; len]; // a static array on a device
-/// let mut t = StreamingTrainer::new(TiedParamsMut::new(dims, &mut m, &mut b)?, cfg, &mut state)?;
+/// let mut t = StreamingTrainer::new(ParamsMut::tied(dims, &mut m, &mut b)?, cfg, &mut state)?;
 /// assert!(t.push(&[1.0, 0.0, 0.0, 0.0])?.is_none()); // buffered
 /// assert!(t.push(&[0.0, 1.0, 0.0, 0.0])?.is_some()); // block full: one step
 /// assert_eq!(t.steps(), 1);

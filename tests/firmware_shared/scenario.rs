@@ -11,9 +11,13 @@
 //! one batch.
 
 use sae_kernels::{
-    Arch, Dims, Error, ForwardOutputs, LossOptions, LossParts, Optim, Optimizer, Params, ParamsMut,
-    TiedParams, TiedParamsMut, encode, encode_scratch_len, forward, forward_scratch_len,
-    grad_scratch_len, init_tied, loss_and_grad, sgd_step,
+    Error,
+    model::{
+        Arch, Dims, ForwardOutputs, LossOptions, LossParts, Params, ParamsMut, encode,
+        encode_scratch_len, forward, forward_scratch_len, grad_scratch_len, init_tied,
+        loss_and_grad,
+    },
+    optim::{Optim, Optimizer},
 };
 
 /// Input width.
@@ -35,7 +39,7 @@ pub const ADAM_STEPS: usize = 2;
 /// Adam's learning rate.
 pub const ADAM_LR: f32 = 0.01;
 /// Adam's state: two moments per parameter.
-pub const STATE_LEN: usize = Optimizer::Adam(sae_kernels::Adam {
+pub const STATE_LEN: usize = Optimizer::Adam(sae_kernels::optim::Adam {
     beta1: 0.9,
     beta2: 0.999,
     eps: 1e-8,
@@ -43,8 +47,17 @@ pub const STATE_LEN: usize = Optimizer::Adam(sae_kernels::Adam {
 .state_len(Arch::tied().param_len(Dims { d: D, h: H }));
 /// Seed of [`init_tied`].
 pub const SEED: u64 = 2026;
-/// Length of the caller's scratch buffer; the scenario checks it is enough.
-pub const SCRATCH_LEN: usize = 8192;
+/// Length of the caller's scratch buffer: the largest of the scenario's operations,
+/// computed at compile time by the `const fn` size queries (the scenario checks it
+/// against the run-time queries).
+pub const SCRATCH_LEN: usize = {
+    let dims = Dims { d: D, h: H };
+    let grad = grad_scratch_len(Arch::tied(), dims, BLOCK);
+    let fwd = forward_scratch_len(Arch::tied(), dims, BLOCK);
+    let enc = encode_scratch_len(Arch::tied(), dims, N);
+    let max = if grad > fwd { grad } else { fwd };
+    if max > enc { max } else { enc }
+};
 
 /// Observations compared with the host's (`Check`) or only used by the host test
 /// (`Trace`: the parameters before each evaluation, for the ReLU-margin check).
@@ -131,12 +144,14 @@ pub type Observer<'a> = dyn FnMut(Kind, &'static str, usize, &[f32]) + 'a;
 /// Any error of the library (none is expected).
 pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
     let dims = Dims::new(D, H)?;
+    let params = Arch::tied().param_len(dims);
     let grad_len = grad_scratch_len(Arch::tied(), dims, BLOCK);
     let fwd_len = forward_scratch_len(Arch::tied(), dims, BLOCK);
     let enc_len = encode_scratch_len(Arch::tied(), dims, N);
-    assert!(
-        grad_len.max(fwd_len).max(enc_len) <= SCRATCH_LEN,
-        "SCRATCH_LEN too small"
+    assert_eq!(
+        grad_len.max(fwd_len).max(enc_len),
+        SCRATCH_LEN,
+        "compile-time and run-time scratch sizes differ"
     );
     let Buffers {
         m,
@@ -195,9 +210,11 @@ pub fn run(buf: Buffers<'_>, observe: &mut Observer<'_>) -> Result<(), Error> {
             observe(Kind::Check, "grad.m", step, gm);
             observe(Kind::Check, "grad.b", step, gb);
         }
-        sgd_step(
-            TiedParamsMut::new(dims, m, b)?,
-            TiedParams::new(dims, gm, gb)?,
+        // Plain SGD: the optimizer with momentum 0 needs no state.
+        let mut sgd = Optim::new(Optimizer::Sgd { momentum: 0.0 }, dims, params, &mut [], 0)?;
+        sgd.step(
+            &mut ParamsMut::tied(dims, m, b)?.tensors_mut(),
+            &Params::tied(dims, gm, gb)?.tensors(),
             LR,
         )?;
     }

@@ -71,7 +71,7 @@ pub(crate) const NC: usize = 1536;
 /// Extra `f32` in the pack buffer so the packed panels can start on a 64-byte line.
 const ALIGN_SLACK: usize = 16;
 
-fn round_up(x: usize, m: usize) -> usize {
+const fn round_up(x: usize, m: usize) -> usize {
     x.div_ceil(m) * m
 }
 
@@ -85,18 +85,31 @@ fn round_up(x: usize, m: usize) -> usize {
 /// ([`packs`] is false: at most [`SMALL_M`] rows, or any product on a bare-metal
 /// target without x86/Arm caches, such as a Cortex-M). The `parallel` feature does
 /// not change it.
+///
+/// A `const fn`, so a `static` buffer can be sized with it.
 #[must_use]
-pub fn pack_len(m: usize, n: usize, k: usize) -> usize {
+pub const fn pack_len(m: usize, n: usize, k: usize) -> usize {
+    const fn min(a: usize, b: usize) -> usize {
+        if a < b { a } else { b }
+    }
+    const fn max(a: usize, b: usize) -> usize {
+        if a > b { a } else { b }
+    }
     if !packs(m, n, k) {
         return 0;
     }
-    let kc = k.min(KC);
-    let (m, n) = (m.min(MC), n.min(NC));
+    let kc = min(k, KC);
+    let (m, n) = (min(m, MC), min(n, NC));
     let (mut ma, mut nb) = (0, 0);
-    for kern in Kernel::ALL.into_iter().filter(|k| k.is_compiled_in()) {
-        let (mr, nr) = kern.tile();
-        ma = ma.max(round_up(m, mr));
-        nb = nb.max(round_up(n, nr));
+    let mut i = 0;
+    while i < Kernel::ALL.len() {
+        let kern = Kernel::ALL[i];
+        if kern.is_compiled_in() {
+            let (mr, nr) = kern.tile();
+            ma = max(ma, round_up(m, mr));
+            nb = max(nb, round_up(n, nr));
+        }
+        i += 1;
     }
     kc * (ma + nb) + ALIGN_SLACK
 }
@@ -120,7 +133,7 @@ const PACKING_TARGET: bool = cfg!(any(
 /// kernel): false for empty products, for `m ≤` [`SMALL_M`], and on targets that
 /// never pack (see [`pack_len`]).
 #[must_use]
-pub fn packs(m: usize, n: usize, k: usize) -> bool {
+pub const fn packs(m: usize, n: usize, k: usize) -> bool {
     PACKING_TARGET && m > SMALL_M && n > 0 && k > 0
 }
 

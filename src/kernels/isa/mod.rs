@@ -391,7 +391,7 @@ impl Kernel {
     /// Whether this build contains the kernel at all (the x86 kernels exist only on
     /// x86_64). [`super::gemm::pack_len`] sizes for the largest tile among these.
     #[must_use]
-    pub fn is_compiled_in(self) -> bool {
+    pub const fn is_compiled_in(self) -> bool {
         match self {
             Kernel::Scalar | Kernel::Portable => true,
             Kernel::Avx2 | Kernel::Avx512 => cfg!(target_arch = "x86_64"),
@@ -401,8 +401,8 @@ impl Kernel {
     /// `(MR, NR)`: the output tile of this kernel's micro-kernel (stated once, by
     /// the token type).
     #[must_use]
-    pub fn tile(self) -> (usize, usize) {
-        fn of<T: TileShape>() -> (usize, usize) {
+    pub const fn tile(self) -> (usize, usize) {
+        const fn of<T: TileShape>() -> (usize, usize) {
             (T::MR, T::NR)
         }
         match self {

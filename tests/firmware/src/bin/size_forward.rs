@@ -9,16 +9,18 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::say;
-use sae_kernels::{Arch, Dims, ForwardOutputs, LossOptions, Params, forward, forward_scratch_len};
+use sae_kernels::model::{Arch, Dims, ForwardOutputs, LossOptions, Params, forward, forward_scratch_len};
 
 const D: usize = 64;
 const H: usize = 256;
 /// Rows per call (one row block).
 const N: usize = 8;
-/// ≥ `forward_scratch_len(Arch::tied(), dims, N)` (checked at run time): the row block's codes and
-/// activations plus O(h). On this target the GEMM runs unpacked (weights read in
-/// place), so no pack buffer scales with `h·d`.
-const SCRATCH_LEN: usize = N * (H + D) + 2 * H;
+const DIMS: Dims = Dims { d: D, h: H };
+/// `forward_scratch_len(Arch::tied(), DIMS, N)`, a `const fn` evaluated at compile time (the
+/// run-time query is checked against it): the row block's codes and activations plus
+/// O(h). On this target the GEMM runs unpacked (weights read in place), so no pack
+/// buffer scales with `h·d`.
+const SCRATCH_LEN: usize = forward_scratch_len(Arch::tied(), DIMS, N);
 
 /// Deterministic stand-in weights, computed at compile time into flash.
 const fn weights<const L: usize>(seed: u64, scale: f32) -> [f32; L] {
@@ -45,7 +47,7 @@ fn main() -> ! {
     static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
 
     let dims = Dims::new(D, H).unwrap();
-    let need = forward_scratch_len(Arch::tied(), dims, N);
+    let need = forward_scratch_len(Arch::tied(), dims, black_box(N));
     say!(
         "size_forward: d={} h={} n={} scratch {} of {} f32",
         D,
@@ -54,10 +56,7 @@ fn main() -> ! {
         need,
         SCRATCH_LEN
     );
-    assert!(
-        need <= SCRATCH_LEN,
-        "SCRATCH_LEN too small: raise it to the need printed above"
-    );
+    assert_eq!(need, SCRATCH_LEN, "compile-time and run-time scratch sizes differ");
     for (i, v) in X.iter_mut().enumerate() {
         *v = ((i * 37 % 101) as f32 - 50.0) * 0.02;
     }

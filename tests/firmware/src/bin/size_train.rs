@@ -9,20 +9,22 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use panic_semihosting as _;
 use sae_firmware::say;
-use sae_kernels::{
-    Arch, Dims, LossOptions, Params, ParamsMut, TiedParams, TiedParamsMut, grad_scratch_len,
-    init_tied, loss_and_grad, sgd_step,
+use sae_kernels::model::{
+    Arch, Dims, LossOptions, Params, ParamsMut, grad_scratch_len, init_tied, loss_and_grad,
 };
+use sae_kernels::optim::{Optim, Optimizer};
 
 const D: usize = 64;
 const H: usize = 256;
 /// Rows per batch (one row block).
 const N: usize = 8;
 const STEPS: usize = 3;
-/// ≥ `grad_scratch_len(Arch::tied(), dims, N)` (checked at run time): the row block's codes and
-/// activations plus O(h). On this target the GEMM runs unpacked (weights read in
-/// place), so no pack buffer scales with `h·d`.
-const SCRATCH_LEN: usize = N * (2 * H + D) + 2 * H;
+const DIMS: Dims = Dims { d: D, h: H };
+/// `grad_scratch_len(Arch::tied(), DIMS, N)`, a `const fn` evaluated at compile time (the
+/// run-time query is checked against it): the row block's codes and activations plus
+/// O(h). On this target the GEMM runs unpacked (weights read in place), so no pack
+/// buffer scales with `h·d`.
+const SCRATCH_LEN: usize = grad_scratch_len(Arch::tied(), DIMS, N);
 
 #[entry]
 fn main() -> ! {
@@ -34,7 +36,7 @@ fn main() -> ! {
     static mut SCRATCH: [f32; SCRATCH_LEN] = [0.0; SCRATCH_LEN];
 
     let dims = Dims::new(D, H).unwrap();
-    let need = grad_scratch_len(Arch::tied(), dims, N);
+    let need = grad_scratch_len(Arch::tied(), dims, black_box(N));
     say!(
         "size_train: d={} h={} n={} scratch {} of {} f32",
         D,
@@ -43,10 +45,7 @@ fn main() -> ! {
         need,
         SCRATCH_LEN
     );
-    assert!(
-        need <= SCRATCH_LEN,
-        "SCRATCH_LEN too small: raise it to the need printed above"
-    );
+    assert_eq!(need, SCRATCH_LEN, "compile-time and run-time scratch sizes differ");
     for (i, v) in X.iter_mut().enumerate() {
         *v = ((i * 37 % 101) as f32 - 50.0) * 0.02;
     }
@@ -68,8 +67,12 @@ fn main() -> ! {
         )
         .unwrap()
         .loss;
-        let p = TiedParamsMut::new(dims, &mut M[..], &mut B[..]).unwrap();
-        sgd_step(p, TiedParams::new(dims, &GM[..], &GB[..]).unwrap(), 1e-3).unwrap();
+        let rule = Optimizer::Sgd { momentum: 0.0 };
+        let pc = Arch::tied().param_len(dims);
+        let mut sgd = Optim::new(rule, dims, pc, &mut [], 0).unwrap();
+        let mut p = ParamsMut::tied(dims, &mut M[..], &mut B[..]).unwrap();
+        let g = Params::tied(dims, &GM[..], &GB[..]).unwrap();
+        sgd.step(&mut p.tensors_mut(), &g.tensors(), 1e-3).unwrap();
     }
     say!(
         "size_train: loss bits {:#010x} -> {:#010x} in {} steps",
