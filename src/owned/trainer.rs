@@ -455,6 +455,7 @@ impl Trainer {
             Penalty::None => 0,
             Penalty::L1 => 1,
             Penalty::DecoderNormL1 => 2,
+            Penalty::L0 => 3,
         });
         let o = self.options;
         out.push(u8::from(o.rescale_acts_by_decoder_norm));
@@ -534,6 +535,7 @@ impl Trainer {
             0 => Penalty::None,
             1 => Penalty::L1,
             2 => Penalty::DecoderNormL1,
+            3 => Penalty::L0,
             _ => return Err(bad("unknown penalty")),
         };
         let arch = Arch {
