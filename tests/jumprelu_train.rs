@@ -321,3 +321,65 @@ fn threshold_gradient_terms_and_zero_bandwidth() {
         );
     }
 }
+
+/// Training keeps the thresholds `≥ 0` (SAELens' projection) and moves them.
+#[test]
+fn training_moves_thresholds_and_keeps_them_non_negative() {
+    use sae_kernels::model::Role;
+    use sae_kernels::optim::{L1Warmup, LrSchedule};
+    use sae_kernels::train::TrainOptions;
+    use sae_kernels::{ArrayBatches, OptimConfig, Sae, TrainConfig, Trainer};
+    let dims = Dims::new(8, 24).unwrap();
+    let mut state = 99u64;
+    let data: Vec<f32> = (0..8 * 256)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let run = |alpha: f32, bandwidth: f32| {
+        let mut sae = Sae::new(Arch::jumprelu(), dims, 3).unwrap();
+        for t in sae.params_mut().tensors_mut() {
+            if t.role == Role::Threshold {
+                t.data.fill(0.005);
+            }
+        }
+        let config = TrainConfig {
+            optimizer: OptimConfig {
+                max_grad_norm: Some(1.0),
+                ..OptimConfig::default()
+            },
+            lr: LrSchedule::constant(0.02),
+            l1: L1Warmup::constant(alpha),
+            batch: 32,
+            dead_window_tokens: None,
+        };
+        let options = TrainOptions {
+            jumprelu_bandwidth: bandwidth,
+            ..TrainOptions::saelens_jumprelu()
+        };
+        let mut tr = Trainer::new(sae, options, config).unwrap();
+        let mut src = ArrayBatches::new(data.clone(), 8, 32, 1).unwrap();
+        for _ in 0..30 {
+            tr.step_from(&mut src).unwrap();
+        }
+        tr.sae().params().threshold().unwrap().to_vec()
+    };
+    // No L0 pressure: Adam's steps on the jump term alone push some thresholds below 0,
+    // where the projection holds them at exactly 0.
+    let th = run(0.0, 0.5);
+    assert!(th.iter().all(|&t| t >= 0.0), "{th:?}");
+    assert!(th.iter().any(|&t| t == 0.0), "{th:?}");
+    assert!(th.iter().any(|&t| t != 0.005 && t != 0.0), "{th:?}");
+    // A strong L0 penalty raises every threshold that had rows in its band.
+    let th = run(5.0, 0.5);
+    assert!(
+        th.iter().filter(|&&t| t > 0.1).count() >= dims.h / 2,
+        "{th:?}"
+    );
+    // Zero bandwidth: frozen thresholds.
+    let th = run(5.0, 0.0);
+    assert!(th.iter().all(|&t| t == 0.005), "{th:?}");
+}
