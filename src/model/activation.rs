@@ -24,7 +24,7 @@
 //!
 //! ## Training JumpReLU thresholds (SAELens v6)
 //! The loss is piecewise constant in `θ`, so the thresholds are trained with SAELens'
-//! straight-through estimator ([`ThresholdGrad`]; Rajamanoharan et al. 2024): with the
+//! straight-through estimator (Rajamanoharan et al. 2024): with the
 //! rectangle kernel `K(u) = 1[−½ < u < ½]` of bandwidth `ε` (SAELens
 //! `jumprelu_bandwidth`, default 0.05) and, per row `b` and feature `i`,
 //! `u_bi = (pre_bi − θ_i)/ε`, `g_bi = ∂L/∂f_bi` (the code gradient before the mask:
