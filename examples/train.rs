@@ -201,6 +201,17 @@ fn reference(arch: &str) -> (&'static str, f64, f64, f64, f64) {
             0.1604,
             f64::INFINITY,
         ),
+        // Not in the realdata README: SAELens' own JumpReLU training with its defaults
+        // on the same data and recipe, run by
+        // tests/fixtures/saelens/train_jumprelu_reference.py (dead: 2). The target
+        // follows the standard SAE's rule (FVU + 0.01 at L0 + 10 %).
+        "jumprelu" => (
+            "SAELens 6.54.12 jumprelu, l0 = 1",
+            0.2330,
+            9.98,
+            0.2430,
+            9.98 * 1.1,
+        ),
         _ => (
             "plain PyTorch tied loop, alpha = 1",
             0.3475,
