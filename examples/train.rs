@@ -2,7 +2,7 @@
 //!
 //! With no flags it trains the seed's tied SAE on the built-in toy superposition
 //! benchmark (ground-truth features, scored by MMCS); with `--input acts.npy` on real
-//! activations, with `--arch tied|standard|topk`. Writes a SAELens folder, a metrics
+//! activations, with `--arch tied|standard|topk|jumprelu`. Writes a SAELens folder, a metrics
 //! CSV and SVG plots to `--out` (default `out/train`).
 
 use clap::Parser;
@@ -10,6 +10,7 @@ use plotters::prelude::*;
 use sae_kernels::format::npy::read_npy;
 use sae_kernels::format::saelens;
 use sae_kernels::metrics::{Summary, mmcs};
+use sae_kernels::model::Role;
 use sae_kernels::optim::{Decay, L1Warmup, LrSchedule};
 use sae_kernels::toy::ToyConfig;
 use sae_kernels::train::{AuxKConfig, TrainOptions};
@@ -38,15 +39,21 @@ use std::time::Instant;
 /// (beats the plain PyTorch loop at lr 1e-3 in FVU and L0; the toy schedule is worse);
 /// standard (SAELens' recipe): --l1 1 --lr 1e-3, gradient-norm clipping at 1; topk
 /// (SAELens' recipe): --k 32 --lr 1e-3, rescale_acts_by_decoder_norm, AuxK (--aux-k
-/// d/2, coefficient 1, dead after 1000 steps without firing), clipping at 1.
+/// d/2, coefficient 1, dead after 1000 steps without firing), clipping at 1;
+/// jumprelu (SAELens 6.x `JumpReLUTrainingSAE` defaults): --l0 1 (l0_coefficient,
+/// "step" L0 penalty), --bandwidth 0.05 (jumprelu_bandwidth), --init-threshold 0.01
+/// (jumprelu_init_threshold), thresholds trained directly and kept >= 0, no
+/// pre-activation loss, --lr 1e-3, clipping at 1.
 /// Untied models start from SAELens' initialisation (decoder rows of norm 0.1,
 /// W_enc = W_decᵀ, biases 0).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// Which SAE: tied (the seed's), standard (SAELens: ReLU, L1 weighted by decoder
-    /// norms, b_dec subtracted from the input) or topk (SAELens TopK with AuxK).
-    #[arg(long, default_value = "tied", value_parser = ["tied", "standard", "topk"])]
+    /// norms, b_dec subtracted from the input), topk (SAELens TopK with AuxK) or
+    /// jumprelu (SAELens JumpReLU: L0 penalty, thresholds trained by a
+    /// straight-through estimator).
+    #[arg(long, default_value = "tied", value_parser = ["tied", "standard", "topk", "jumprelu"])]
     arch: String,
     /// A 2-D .npy file (rows × d, float32 or float16) of activations to train on;
     /// without --eval, 10% of the rows (at most 8192) are held out for evaluation.
@@ -65,6 +72,16 @@ struct Args {
     /// Standard SAE: coefficient of the decoder-norm-weighted L1 penalty. Default 1.
     #[arg(long, allow_negative_numbers = true)]
     l1: Option<f32>,
+    /// JumpReLU SAE: coefficient of the L0 penalty (SAELens l0_coefficient). Default 1.
+    #[arg(long, allow_negative_numbers = true)]
+    l0: Option<f32>,
+    /// JumpReLU SAE: bandwidth of the thresholds' straight-through estimator (SAELens
+    /// jumprelu_bandwidth).
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
+    bandwidth: f32,
+    /// JumpReLU SAE: initial threshold of every feature (SAELens jumprelu_init_threshold).
+    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
+    init_threshold: f32,
     /// TopK SAE: active features per row.
     #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     k: i64,
@@ -75,7 +92,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     dead_window: u64,
     /// Peak Adam learning rate. Default: 3e-3 with warm-up and decay (toy); constant
-    /// with --input: 2e-3 tied, 1e-3 standard and topk.
+    /// with --input: 2e-3 tied, 1e-3 standard, topk and jumprelu.
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Rows per minibatch. Default: 64 (toy), 1024 (--input).
@@ -185,6 +202,17 @@ fn reference(arch: &str) -> (&'static str, f64, f64, f64, f64) {
             0.1604,
             f64::INFINITY,
         ),
+        // Not in the realdata README: SAELens' own JumpReLU training with its defaults
+        // on the same data and recipe, run by
+        // tests/fixtures/saelens/train_jumprelu_reference.py (dead: 2). The target
+        // follows the standard SAE's rule (FVU + 0.01 at L0 + 10 %).
+        "jumprelu" => (
+            "SAELens 6.54.12 jumprelu, l0 = 1",
+            0.2330,
+            9.98,
+            0.2430,
+            9.98 * 1.1,
+        ),
         _ => (
             "plain PyTorch tied loop, alpha = 1",
             0.3475,
@@ -209,6 +237,22 @@ fn run(a: &Args) -> Result<(), String> {
     let l1 = a.l1.unwrap_or(1.0);
     if !(l1.is_finite() && l1 >= 0.0) {
         return Err(format!("--l1 must be finite and >= 0, got {l1}"));
+    }
+    let l0 = a.l0.unwrap_or(1.0);
+    if !(l0.is_finite() && l0 >= 0.0) {
+        return Err(format!("--l0 must be finite and >= 0, got {l0}"));
+    }
+    if !(a.bandwidth.is_finite() && a.bandwidth > 0.0) {
+        return Err(format!(
+            "--bandwidth must be finite and > 0, got {}",
+            a.bandwidth
+        ));
+    }
+    if !(a.init_threshold.is_finite() && a.init_threshold >= 0.0) {
+        return Err(format!(
+            "--init-threshold must be finite and >= 0, got {}",
+            a.init_threshold
+        ));
     }
     let lr = a.lr.unwrap_or(match (real, a.arch.as_str()) {
         (false, _) => 3e-3,
@@ -303,7 +347,11 @@ fn run(a: &Args) -> Result<(), String> {
     } else {
         LrSchedule::constant(lr)
     };
-    let coef = if a.arch == "standard" { l1 } else { alpha };
+    let coef = match a.arch.as_str() {
+        "standard" => l1,
+        "jumprelu" => l0,
+        _ => alpha,
+    };
     let l1_sched = if schedule {
         L1Warmup {
             alpha: coef,
@@ -325,6 +373,19 @@ fn run(a: &Args) -> Result<(), String> {
             TrainOptions::default(),
             None,
         ),
+        "jumprelu" => {
+            let mut sae = Sae::new(Arch::jumprelu(), dims, a.seed).map_err(|e| e.to_string())?;
+            for t in sae.params_mut().tensors_mut() {
+                if t.role == Role::Threshold {
+                    t.data.fill(a.init_threshold);
+                }
+            }
+            let options = TrainOptions {
+                jumprelu_bandwidth: a.bandwidth,
+                ..TrainOptions::saelens_jumprelu()
+            };
+            (sae, options, None)
+        }
         _ => {
             let mut options = TrainOptions::saelens_topk(d);
             let k_aux = a.aux_k.map_or((d / 2).max(1), |x| x as usize);
@@ -357,6 +418,10 @@ fn run(a: &Args) -> Result<(), String> {
     let pen = match a.arch.as_str() {
         "tied" => format!("alpha = {alpha}"),
         "standard" => format!("l1 = {l1}"),
+        "jumprelu" => format!(
+            "l0 = {l0}, bandwidth = {}, initial threshold = {}",
+            a.bandwidth, a.init_threshold
+        ),
         _ => format!("k = {}", a.k),
     };
     println!(

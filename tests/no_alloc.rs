@@ -575,6 +575,7 @@ fn op_every_architecture(fx: &mut Fixture) {
                 alpha: 1e-3,
                 path,
                 aux: topk.then_some(aux),
+                jumprelu_bandwidth: 0.05,
             };
             let out = ForwardOutputs {
                 codes: Some(&mut fx.codes),

@@ -465,6 +465,11 @@ fn checkpoint_resume_is_bitwise_identical() {
         (Sae::new(Arch::tied(), dims, 1).unwrap(), none, base),
         (Sae::new(Arch::standard(), dims, 1).unwrap(), none, clipped),
         (
+            Sae::new(Arch::jumprelu(), dims, 1).unwrap(),
+            TrainOptions::saelens_jumprelu(),
+            clipped,
+        ),
+        (
             Sae::new(Arch::topk(2), dims, 1).unwrap(),
             TrainOptions::saelens_topk(8),
             TrainConfig {

@@ -166,6 +166,7 @@ mod old {
             alpha,
             path: PATH.with(Cell::get),
             aux,
+            jumprelu_bandwidth: 0.0,
         }
     }
 

@@ -28,7 +28,7 @@ echo "$msg" | grep -q -- "--alpha must be finite and >= 0, got -1" || {
 
 real=../shared/realdata
 if [ -f "$real/minilm_l5_train.npy" ]; then
-  for arch in standard topk; do
+  for arch in standard topk jumprelu; do
     cargo run --release --example train -- --arch "$arch" --input "$real/minilm_l5_train.npy" \
       --eval "$real/minilm_l5_eval.npy" --hidden 768 --batch 256 --steps 40 --eval-every 40 \
       --out "$out/$arch" >"$out/$arch.log" 2>&1 || { cat "$out/$arch.log"; exit 1; }

@@ -101,9 +101,10 @@ fn arch(inp: &mut Input<'_>, h: usize) -> Arch {
         },
         _ => Activation::JumpRelu,
     };
-    let penalty = match inp.u8() % 3 {
+    let penalty = match inp.u8() % 4 {
         0 => Penalty::None,
         1 => Penalty::L1,
+        2 => Penalty::L0,
         _ => Penalty::DecoderNormL1,
     };
     Arch {
@@ -161,10 +162,12 @@ fuzz_target!(|data: &[u8]| {
             let mut rl1 = vec![-1.5; inp.len_near(Some(n))];
             let mut s = scratch(&mut inp, |r| forward_scratch_len(ar, dims, r));
             let path = path(&mut inp);
+            let bw = bandwidth(&mut inp);
             let opts = LossOptions {
                 alpha: a,
                 path,
                 aux,
+                jumprelu_bandwidth: bw,
             };
             let before = [bits(&codes), bits(&recon), bits(&rsq), bits(&rl1), bits(&s)];
             let out = ForwardOutputs {
@@ -180,6 +183,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Ok(l) => {
                     assert!(a.is_finite(), "forward accepted alpha = {a}");
+                    assert!(bw.is_finite() && bw >= 0.0, "forward accepted bandwidth {bw}");
                     assert!(
                         l.l0 >= 0.0 && l.l0 <= h as f32 * (1.0 + 1e-6),
                         "l0 {}",
@@ -217,10 +221,12 @@ fuzz_target!(|data: &[u8]| {
             let mut gflat = vec![7.0; garch.param_len(gdims)];
             let mut s = scratch(&mut inp, |r| grad_scratch_len(ar, dims, r));
             let path = path(&mut inp);
+            let bw = bandwidth(&mut inp);
             let opts = LossOptions {
                 alpha: a,
                 path,
                 aux,
+                jumprelu_bandwidth: bw,
             };
             let before = [bits(&gflat), bits(&s)];
             let Ok(g) = ParamsMut::from_flat(garch, gdims, &mut gflat) else {
@@ -230,6 +236,7 @@ fuzz_target!(|data: &[u8]| {
                 Err(_) => assert_eq!(before, [bits(&gflat), bits(&s)], "wrote on error"),
                 Ok(l) => {
                     assert!(a.is_finite(), "loss_and_grad accepted alpha = {a}");
+                    assert!(bw.is_finite() && bw >= 0.0, "accepted bandwidth {bw}");
                     assert_eq!(gdims, dims, "gradients of other dimensions accepted");
                     assert_eq!(garch.tensor_count(), ar.tensor_count(), "other tensors");
                     assert!(
@@ -423,6 +430,20 @@ fuzz_target!(|data: &[u8]| {
         _ => train_case(dims, &mut m, &mut b, &x, n, a, finite_in, &mut inp),
     }
 });
+
+/// A JumpReLU estimator bandwidth: mostly 0 or usable, sometimes negative or NaN.
+fn bandwidth(inp: &mut Input<'_>) -> f32 {
+    match inp.u8() % 8 {
+        0 | 1 => 0.0,
+        2 => f32::NAN,
+        3 => -0.05,
+        4 => {
+            let s = inp.style();
+            inp.f32(s)
+        }
+        _ => f32::from(inp.u8()) / 128.0 + 1e-3,
+    }
+}
 
 fn path(inp: &mut Input<'_>) -> Path {
     match inp.u8() % 3 {

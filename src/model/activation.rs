@@ -21,6 +21,27 @@
 //! In every case a code is non-zero exactly where its derivative with respect to the
 //! pre-activation is 1 (and 0 elsewhere, including at the kink: relu'(0) = 0), so the
 //! backward pass reads its mask from the codes (`f_i > 0`).
+//!
+//! ## Training JumpReLU thresholds (SAELens v6)
+//! The loss is piecewise constant in `θ`, so the thresholds are trained with SAELens'
+//! straight-through estimator (Rajamanoharan et al. 2024): with the
+//! rectangle kernel `K(u) = 1[−½ < u < ½]` of bandwidth `ε` (SAELens
+//! `jumprelu_bandwidth`, default 0.05) and, per row `b` and feature `i`,
+//! `u_bi = (pre_bi − θ_i)/ε`, `g_bi = ∂L/∂f_bi` (the code gradient before the mask:
+//! `(2/n)(x̂_b − x_b)·W_dec,i` plus the penalty's `(α/n)·w_i` for an L1-type penalty):
+//!
+//! ```text
+//! ∂L/∂θ_i = −Σ_b K(u_bi)·( (θ_i/ε)·g_bi + α/(n·ε)·[Penalty::L0] )
+//! ```
+//!
+//! The first term is SAELens' `JumpReLU.backward` (the jump of `f = pre·1[pre > θ]`),
+//! the second its `Step.backward` for the L0 penalty `α·(1/n)Σ_b Σ_i step(pre_bi − θ_i)`
+//! ([`super::Penalty::L0`]). The pre-activations get the ordinary derivative
+//! `1[pre > θ]·g` only (SAELens' default `jumprelu_ste_to_input = False`, DeepMind's
+//! JumpReLU), so `W_enc`, `b_enc` and `b_dec` see the mask exactly as for the other
+//! activations. SAELens trains `θ` itself (not `log θ`, since 6.x) and projects it to
+//! `θ ≥ 0` before every training step; [`crate::train::train_step`] does the same
+//! after every update.
 
 use super::params::Activation;
 use crate::kernels::vector;
@@ -58,6 +79,60 @@ pub fn jumprelu_row(row: &mut [f32], threshold: &[f32]) {
         // `!(v > t)` also zeroes NaN pre-activations against a finite threshold;
         // a NaN threshold zeroes the feature.
         *v = if *v > t { vector::relu(*v) } else { 0.0 };
+    }
+}
+
+/// SAELens' straight-through estimate of the JumpReLU threshold gradient (formula in
+/// the [module docs](self)), accumulated row by row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ThresholdGrad<'a> {
+    /// The thresholds `θ` (`h`).
+    theta: &'a [f32],
+    /// The bandwidth `ε > 0`.
+    bandwidth: f32,
+    /// `α/(n·ε)` with the L0 penalty, else 0.
+    l0: f32,
+}
+
+impl<'a> ThresholdGrad<'a> {
+    /// The estimator for thresholds `theta`, bandwidth `bandwidth` (`> 0`, finite) and
+    /// the L0 coefficient per row `l0_per_row = α/n` (0 without the L0 penalty).
+    pub(crate) fn new(theta: &'a [f32], bandwidth: f32, l0_per_row: f32) -> Self {
+        Self {
+            theta,
+            bandwidth,
+            l0: l0_per_row / bandwidth,
+        }
+    }
+
+    /// Add one row's contribution to `dtheta` (`h`): `pre` is the row's pre-activations
+    /// (`h`), `g(i)` its code gradient `∂L/∂f_i` before the mask. `g` is called only for
+    /// the features in the kernel's band, in ascending order.
+    #[inline]
+    pub(crate) fn add_row(&self, pre: &[f32], mut g: impl FnMut(usize) -> f32, dtheta: &mut [f32]) {
+        let eps = self.bandwidth;
+        for (i, ((&p, &t), dt)) in pre
+            .iter()
+            .zip(self.theta)
+            .zip(dtheta.iter_mut())
+            .enumerate()
+        {
+            // SAELens: rectangle((x − θ)/ε), strict on both sides; NaN is outside.
+            let u = (p - t) / eps;
+            if u > -0.5 && u < 0.5 {
+                *dt -= (t / eps) * g(i) + self.l0;
+            }
+        }
+    }
+}
+
+/// `θ_i ← max(θ_i, 0)` (NaN stays NaN): SAELens' projection of JumpReLU thresholds
+/// before each training step.
+pub fn clamp_thresholds(theta: &mut [f32]) {
+    for t in theta {
+        if *t < 0.0 {
+            *t = 0.0;
+        }
     }
 }
 

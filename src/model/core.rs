@@ -29,7 +29,9 @@
 //!
 //! For tied weights both weight gradients are gradients of `M`: `dM = Fᵀ·G + dPreᵀ·X`,
 //! summed into one buffer block by block exactly as the seed's model does. The
-//! JumpReLU threshold gets gradient 0 (the loss is piecewise constant in θ).
+//! JumpReLU thresholds get SAELens' straight-through estimate when
+//! [`LossOptions::jumprelu_bandwidth`] is `> 0`, else 0 (the loss is piecewise
+//! constant in θ); see [`super::activation`].
 //!
 //! Each row block runs the dense GEMMs or the sparse path of [`super::sparse_path`]
 //! (the same formulas over the active codes only), as [`Path`] chooses.
@@ -47,7 +49,7 @@
 //! (up to [`MAX_BLOCK_ROWS`]) that fits is used, and for a given length every result
 //! bit is fixed.
 
-use super::activation::{apply_rows, topk_among};
+use super::activation::{ThresholdGrad, apply_rows, topk_among};
 use super::params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, check_grads};
 use super::sparse_path::{self, Acc, Model, Path, TILE};
 use super::stack::{MemStack, StackReq};
@@ -164,6 +166,12 @@ pub struct LossOptions<'a> {
     pub path: Path,
     /// The AuxK loss (TopK models), or `None`.
     pub aux: Option<AuxK<'a>>,
+    /// JumpReLU models: the bandwidth `ε` of the straight-through estimator that gives
+    /// the thresholds a gradient (SAELens `jumprelu_bandwidth`, 0.05 by default; see
+    /// [`super::activation`]). Finite and `≥ 0`; 0 (the default) leaves the thresholds'
+    /// gradient at 0 (frozen thresholds, or evaluation only). Ignored for other
+    /// activations.
+    pub jumprelu_bandwidth: f32,
 }
 
 impl LossOptions<'_> {
@@ -174,11 +182,19 @@ impl LossOptions<'_> {
             alpha,
             path: Path::Auto,
             aux: None,
+            jumprelu_bandwidth: 0.0,
         }
     }
 
     fn check(&self, arch: Arch, h: usize) -> Result<()> {
         check_finite("alpha", self.alpha)?;
+        check_finite("jumprelu_bandwidth", self.jumprelu_bandwidth)?;
+        if self.jumprelu_bandwidth < 0.0 {
+            return Err(E::OutOfRange {
+                arg: "jumprelu_bandwidth",
+                allowed: "must be >= 0",
+            });
+        }
         if let Some(a) = self.aux {
             a.check(arch, h)?;
         }
@@ -205,7 +221,8 @@ pub struct ForwardOutputs<'a> {
     pub recon: Option<&'a mut [f32]>,
     /// Per-row squared error `‖x − x̂‖²`, `n` entries.
     pub row_sq_err: Option<&'a mut [f32]>,
-    /// Per-row penalty `P(f)` (`‖c‖₁` for L1 and none), `n` entries.
+    /// Per-row penalty `P(f)` (`‖c‖₁` for L1 and none, the number of active codes
+    /// for L0), `n` entries.
     pub row_l1: Option<&'a mut [f32]>,
 }
 
@@ -306,6 +323,9 @@ const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] 
     let topk = is_topk(arch);
     let weighted = matches!(arch.penalty, Penalty::DecoderNormL1);
     let aux_rows = if topk { rows } else { 0 };
+    // Pre-activations: AuxK's selection, or the JumpReLU thresholds' estimator.
+    let jump = matches!(arch.activation, Activation::JumpRelu);
+    let pre_rows = if topk || jump { rows } else { 0 };
     let mut packs = [
         StackReq::f32s(pack_len(rows, h, d)),
         StackReq::f32s(pack_len(rows, d, h)),
@@ -326,7 +346,7 @@ const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] 
         StackReq::f32s(if weighted { h } else { 0 }),
         StackReq::mat(if arch.is_tied() { 0 } else { 1 + TILE }, d),
         StackReq::u32s(h),
-        StackReq::mat(aux_rows, h),
+        StackReq::mat(pre_rows, h),
         StackReq::mat(aux_rows, h),
         StackReq::mat(aux_rows, d),
         StackReq::any_of(&packs),
@@ -522,14 +542,15 @@ fn decode_block(
 }
 
 /// Per-row statistics of one block, added to `sums`; optionally stored per row.
-/// With decoder-norm weights `w`, the penalty is `Σ_i f_i·w_i` instead of `‖f‖₁`.
+/// With decoder-norm weights `w`, the penalty is `Σ_i f_i·w_i` instead of `‖f‖₁`
+/// (with `l0`, the number of active codes).
 #[allow(clippy::too_many_arguments)]
 fn block_stats(
     dims: Dims,
     xb: &[f32],
     codes: &[f32],
     recon: &[f32],
-    w: Option<&[f32]>,
+    w: Pen<'_>,
     sums: &mut Sums,
     mut row_sq: Option<&mut [f32]>,
     mut row_pen: Option<&mut [f32]>,
@@ -545,14 +566,20 @@ fn block_stats(
     }
 }
 
+/// The penalty's weights: `Some(w)` for the decoder-norm L1, `None` for `‖f‖₁`; and
+/// whether the penalty is [`Penalty::L0`] instead (the number of codes `> 0`).
+type Pen<'a> = (Option<&'a [f32]>, bool);
+
 /// A code row's penalty and L0, added to `sums`.
-fn code_stats(c: &[f32], w: Option<&[f32]>, sums: &mut Sums, out: Option<&mut f32>) {
+fn code_stats(c: &[f32], (w, l0): Pen<'_>, sums: &mut Sums, out: Option<&mut f32>) {
+    let count = c.iter().filter(|&&v| v > 0.0).count();
     let pen = match w {
+        _ if l0 => count as f32,
         Some(w) => vector::dot(c, w),
         None => vector::l1(c),
     };
     sums.l1 += f64::from(pen);
-    sums.l0 += c.iter().filter(|&&v| v > 0.0).count() as f64;
+    sums.l0 += count as f64;
     if let Some(o) = out {
         *o = pen;
     }
@@ -779,11 +806,11 @@ pub fn forward(
     let [codes_s, recon_s, xc, sel, w] = stack.split([codes_r, recon_r, xc_r, sel_r, w_r]);
     let idx = stack.u32s(idx_r);
     let [pre_s, ar_s, pack] = stack.split([pre_r, ar_r, pack_r]);
-    let w: Option<&[f32]> = if arch.penalty == Penalty::DecoderNormL1 {
+    let w: Pen<'_> = if arch.penalty == Penalty::DecoderNormL1 {
         decoder_norms(&p, w);
-        Some(w)
+        (Some(w), false)
     } else {
-        None
+        (None, arch.penalty == Penalty::L0)
     };
     let sm = sparse_model(&p, None, 0.0);
     let aux = aux_state(opts.aux, n);
@@ -834,7 +861,8 @@ pub fn forward(
 /// - `x`: `n×d` row-major; `opts`: α, the path, AuxK (see [`LossOptions`]).
 /// - `grads`: a view of the model's shape (same architecture's tensors, same `dims`);
 ///   overwritten, never read, so it need not be zeroed. A JumpReLU threshold's
-///   gradient is 0.
+///   gradient is SAELens' straight-through estimate with
+///   [`LossOptions::jumprelu_bandwidth`] `> 0`, else 0.
 /// - `scratch`: at least [`grad_scratch_len`]`(arch, dims, 1)` `f32`.
 ///
 /// On the sparse path a code that is exactly zero contributes nothing, as on the dense
@@ -885,17 +913,31 @@ pub fn loss_and_grad(
         fsum.fill(0.0);
     }
     let wv: Option<&[f32]> = weighted.then_some(&*w);
+    let l0_pen = arch.penalty == Penalty::L0;
+    let pen: Pen<'_> = (wv, l0_pen);
     let alpha = opts.effective_alpha(arch);
     let scale = 2.0 / n as f32;
-    let add = alpha / n as f32;
+    // The L0 penalty reaches only the thresholds (below), never the pre-activations.
+    let add = if l0_pen { 0.0 } else { alpha / n as f32 };
     let sm = sparse_model(&p, wv, add);
     let aux = aux_state(opts.aux, n);
     let mut aux_sum = 0.0f64;
     let tied = arch.is_tied();
     let centre_in = arch.centers_input();
+    // JumpReLU thresholds: SAELens' straight-through estimator (bandwidth > 0).
+    let ste = match p.threshold() {
+        Some(th) if opts.jumprelu_bandwidth > 0.0 => {
+            let l0 = if l0_pen { alpha / n as f32 } else { 0.0 };
+            Some(ThresholdGrad::new(th, opts.jumprelu_bandwidth, l0))
+        }
+        _ => None,
+    };
+    // The code gradient's penalty part for feature i (before the mask).
+    let pen_add = |i: usize| add * wv.map_or(1.0, |w| w[i]);
 
     let parts = grads.parts();
-    parts.threshold.fill(0.0);
+    let g_th = parts.threshold;
+    g_th.fill(0.0);
     let (g_enc, g_benc, g_dec, g_bdec) = (parts.enc, parts.b_enc, parts.dec, parts.b_dec);
     let mut acc = Acc {
         enc: g_enc,
@@ -958,7 +1000,7 @@ pub fn loss_and_grad(
         let xb = &x[r0 * d..(r0 + rows) * d];
         let cb = &mut codes[..rows * h];
         let xin = encoder_input(&p, xb, xc);
-        let pre = aux.map(|_| &mut pre_s[..rows * h]);
+        let pre = (aux.is_some() || ste.is_some()).then(|| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
         let mut active = sparse_path::count_active(cb);
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
@@ -970,7 +1012,9 @@ pub fn loss_and_grad(
             }
             active += pa.iter().filter(|v| v.to_bits() != 0).count();
         }
-        if sparse {
+        // (JumpReLU thresholds being trained need each row's residual with its
+        // pre-activations: those blocks take the row-by-row route below.)
+        if sparse && ste.is_none() {
             // Sparse blocks accumulate into a super-block as long as its entries, the
             // feature counts and its rows' residuals fit in the area: each touched row
             // of the weights and gradients is then loaded once per super-block.
@@ -1003,7 +1047,7 @@ pub fn loss_and_grad(
                 // The code statistics now, in row order; the squared errors at the
                 // flush, also in row order.
                 for c in cb.chunks_exact(h) {
-                    code_stats(c, wv, &mut sums, None);
+                    code_stats(c, pen, &mut sums, None);
                 }
                 continue;
             }
@@ -1039,23 +1083,30 @@ pub fn loss_and_grad(
         if sparse && aux.is_none() {
             // A block too dense for the area: one row at a time.
             start(&mut acc, &mut started);
-            for ((c, g), xr) in cb
+            for (r, ((c, g), xr)) in cb
                 .chunks_exact(h)
                 .zip(gb.chunks_exact_mut(d))
                 .zip(xb.chunks_exact(d))
+                .enumerate()
             {
                 let k = sparse_path::collect_row(c, idx);
                 let ix = &idx[..k];
                 sparse_path::decode_row(&sm, c, ix, g);
-                block_stats(dims, xr, c, g, wv, &mut sums, None, None);
+                block_stats(dims, xr, c, g, pen, &mut sums, None, None);
                 vector::sub_scale_inplace(scale, g, xr);
                 sparse_path::grad_row(&sm, c, ix, g, xr, &mut acc);
+                if let Some(st) = &ste {
+                    let dec = p.decoder();
+                    let code_grad =
+                        |i: usize| vector::dot(g, &dec[i * d..(i + 1) * d]) + pen_add(i);
+                    st.add_row(&pre_s[r * h..(r + 1) * h], code_grad, g_th);
+                }
             }
             continue;
         }
         started = true;
         decode_dense(&p, cb, rows, gb, pack)?;
-        block_stats(dims, xb, cb, gb, wv, &mut sums, None, None);
+        block_stats(dims, xb, cb, gb, pen, &mut sums, None, None);
         if let Some(a) = &aux {
             let (pa, arb) = (&mut pre_s[..rows * h], &mut ar_s[..rows * d]);
             aux_sum += aux_block(&p, a, pa, xb, gb, arb, sel, pack)?;
@@ -1095,6 +1146,12 @@ pub fn loss_and_grad(
             Epilogue::None,
             pack,
         )?;
+        if let Some(st) = &ste {
+            // From the code gradient before the mask.
+            for (prow, pr) in pb.chunks_exact(h).zip(pre_s[..rows * h].chunks_exact(h)) {
+                st.add_row(pr, |i| prow[i] + pen_add(i), g_th);
+            }
+        }
         match wv {
             None => vector::relu_backward_add(cb, add, pb),
             Some(w) => {

@@ -58,7 +58,9 @@
 //!
 //! For tied weights both weight gradients are gradients of `M`: `dM = Fᵀ·G + dPreᵀ·X`,
 //! summed into one buffer block by block exactly as the seed's model does. The
-//! JumpReLU threshold gets gradient 0 (the loss is piecewise constant in θ).
+//! JumpReLU thresholds get SAELens' straight-through estimate when
+//! [`LossOptions::jumprelu_bandwidth`] is `> 0`, else 0 (the loss is piecewise
+//! constant in θ); see [`activation`].
 //!
 //! Each row block runs the dense GEMMs or the sparse path, as [`Path`] chooses. The
 //! sparse path computes the same formulas over each row's active features

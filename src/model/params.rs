@@ -86,7 +86,9 @@ pub enum Weights {
 ///   ones, 0 elsewhere (SAELens `topk`; ties go to the lowest index; see
 ///   [`super::activation`]). `k ≥ h` is ReLU.
 /// - `JumpRelu`: `f_i = relu(pre_i)·1[pre_i > θ_i]` with the model's `threshold`
-///   tensor (strict `>`; SAELens `jumprelu`). θ gets no gradient.
+///   tensor (strict `>`; SAELens `jumprelu`). θ is trained through SAELens'
+///   straight-through estimator when [`super::LossOptions::jumprelu_bandwidth`] is
+///   `> 0` (see [`super::activation`]); otherwise its gradient is 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Activation {
     /// `relu(pre)`.
@@ -112,6 +114,13 @@ pub enum Penalty {
     /// `P(f) = Σ_i |f_i|·‖W_dec,i‖₂` (Anthropic's April-2024 update; SAELens v6
     /// `standard`). At a decoder row of norm 0 the subgradient 0 is used.
     DecoderNormL1,
+    /// `P(f) = Σ_i 1[f_i > 0]`, the L0 norm (SAELens v6 `jumprelu` training with
+    /// `jumprelu_sparsity_loss_mode = "step"`, coefficient `l0_coefficient`; DeepMind's
+    /// JumpReLU). With JumpReLU and thresholds `θ ≥ 0` it is SAELens'
+    /// `Σ_i step(pre_i − θ_i)`. It is piecewise constant: its only gradient is the
+    /// straight-through estimate for the thresholds (see [`super::activation`]), none
+    /// reaches the pre-activations, so with other activations it adds to the loss only.
+    L0,
 }
 
 /// An SAE architecture: weights layout, activation and penalty.
@@ -165,13 +174,14 @@ impl Arch {
         }
     }
 
-    /// SAELens `jumprelu` (inference): untied, input centring, JumpReLU, no penalty.
+    /// SAELens `jumprelu`: untied, input centring, JumpReLU, and the L0 penalty it is
+    /// trained with by default ([`Penalty::L0`], SAELens' `"step"` mode).
     #[must_use]
     pub const fn jumprelu() -> Self {
         Self {
             weights: Weights::Untied { center_input: true },
             activation: Activation::JumpRelu,
-            penalty: Penalty::None,
+            penalty: Penalty::L0,
         }
     }
 

@@ -11,7 +11,7 @@
 //!
 //! A gradient set lists the same tensors, in the same order, with the same lengths.
 //! All matrices are row-major. The role tells generic code what a tensor is for (decoder
-//! rows are the ones to normalise, a threshold is not trained by gradient), so it never
+//! rows are the ones to normalise), so it never
 //! has to match on names.
 
 /// The most tensors any architecture has (untied JumpReLU: five).
@@ -30,7 +30,8 @@ pub enum Role {
     DecoderBias,
     /// The tied dictionary `M`, `h×d` row-major, used as encoder (`Mᵀ`) and decoder.
     Dictionary,
-    /// JumpReLU thresholds `θ`, `h` entries (inference-time parameters; no gradient).
+    /// JumpReLU thresholds `θ`, `h` entries (trained through a straight-through
+    /// estimate, see [`super::activation`]; kept `≥ 0` in training).
     Threshold,
 }
 

@@ -219,11 +219,12 @@ impl Sae {
 }
 
 /// The penalty SAELens trains each activation with (v6): decoder-norm L1 for ReLU,
-/// none for TopK and JumpReLU.
+/// none for TopK, L0 for JumpReLU (its default `"step"` sparsity mode).
 #[must_use]
 pub fn saelens_penalty(activation: Activation) -> Penalty {
     match activation {
         Activation::Relu => Penalty::DecoderNormL1,
-        Activation::TopK { .. } | Activation::JumpRelu => Penalty::None,
+        Activation::TopK { .. } => Penalty::None,
+        Activation::JumpRelu => Penalty::L0,
     }
 }

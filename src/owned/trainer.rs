@@ -408,12 +408,13 @@ impl Trainer {
     /// Serialise the model, architecture, training options, optimizer state,
     /// dead-latent counters and step count (format below).
     ///
-    /// ## Checkpoint format (version 2, little-endian)
-    /// `b"SAEKCKPT"`, `u32` version = 2, `u64` d, `u64` h, `u64` steps;
+    /// ## Checkpoint format (version 3, little-endian)
+    /// `b"SAEKCKPT"`, `u32` version = 3, `u64` d, `u64` h, `u64` steps;
     /// the architecture: `u8` weights (0 tied, 1 untied, 2 untied with input
     /// centring), `u8` activation (0 ReLU, 1 TopK, 2 JumpReLU), `u64` k, `u8` penalty
-    /// (0 none, 1 L1, 2 decoder-norm L1); the options: `u8`
-    /// rescale_acts_by_decoder_norm, `u8` AuxK present, `u64` k_aux, `f32` coefficient;
+    /// (0 none, 1 L1, 2 decoder-norm L1, 3 L0); the options: `u8`
+    /// rescale_acts_by_decoder_norm, `u8` AuxK present, `u64` k_aux, `f32` coefficient,
+    /// `f32` jumprelu_bandwidth;
     /// the optimizer: `u32` kind (0 = SGD, 1 = Adam), three `f32` (SGD: momentum, 0, 0;
     /// Adam: β1, β2, ε), `f32` max_grad_norm (NaN = none), `u8` unit_norm_decoder;
     /// `u64` length of the optimizer state; `u64` number of dead counters (0 or h);
@@ -426,7 +427,7 @@ impl Trainer {
         let arch = self.sae.arch();
         let mut out = Vec::new();
         out.extend_from_slice(CKPT_MAGIC);
-        out.extend_from_slice(&2u32.to_le_bytes());
+        out.extend_from_slice(&3u32.to_le_bytes());
         for v in [dims.d as u64, dims.h as u64, self.steps] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -448,6 +449,7 @@ impl Trainer {
             Penalty::None => 0,
             Penalty::L1 => 1,
             Penalty::DecoderNormL1 => 2,
+            Penalty::L0 => 3,
         });
         let o = self.options;
         out.push(u8::from(o.rescale_acts_by_decoder_norm));
@@ -457,6 +459,7 @@ impl Trainer {
             .map_or((0u64, 0.0f32), |a| (a.k_aux as u64, a.coefficient));
         out.extend_from_slice(&ka.to_le_bytes());
         out.extend_from_slice(&c.to_le_bytes());
+        out.extend_from_slice(&o.jumprelu_bandwidth.to_le_bytes());
         let oc = self.config.optimizer;
         let (kind, a, b, c) = match oc.rule {
             Optimizer::Sgd { momentum } => (0u32, momentum, 0.0, 0.0),
@@ -486,7 +489,7 @@ impl Trainer {
     /// (same build, same batches).
     ///
     /// # Errors
-    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-2
+    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-3
     /// checkpoint, are truncated, or their optimizer or dead tracking differs from
     /// `config`'s.
     pub fn from_checkpoint(bytes: &[u8], config: TrainConfig) -> Result<Self> {
@@ -501,7 +504,7 @@ impl Trainer {
         if r.take(8)? != CKPT_MAGIC {
             return Err(bad("not a sae-kernels checkpoint (bad magic)"));
         }
-        if r.u32()? != 2 {
+        if r.u32()? != 3 {
             return Err(bad("unsupported checkpoint version"));
         }
         let d = r.usize()?;
@@ -527,6 +530,7 @@ impl Trainer {
             0 => Penalty::None,
             1 => Penalty::L1,
             2 => Penalty::DecoderNormL1,
+            3 => Penalty::L0,
             _ => return Err(bad("unknown penalty")),
         };
         let arch = Arch {
@@ -538,9 +542,11 @@ impl Trainer {
         let has_aux = r.u8()? != 0;
         let k_aux = r.usize()?;
         let coefficient = r.f32()?;
+        let jumprelu_bandwidth = r.f32()?;
         let options = TrainOptions {
             rescale_acts_by_decoder_norm: rescale,
             aux: has_aux.then_some(AuxKConfig { k_aux, coefficient }),
+            jumprelu_bandwidth,
         };
         options
             .validate(arch)

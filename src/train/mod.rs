@@ -22,6 +22,7 @@ pub use streaming::{StreamConfig, StreamingTrainer, streaming_state_len};
 pub(crate) use model::effective;
 
 use crate::error::{Error, Result};
+use crate::model::tensors::Role;
 use crate::model::{Arch, Dims, LossParts};
 use crate::optim::Optim;
 
@@ -72,6 +73,9 @@ pub fn train_step_workspace_len(
 /// holds a NaN), or the update would make a parameter or the optimizer state
 /// non-finite, nothing is updated: parameters, optimizer state, step count and dead
 /// counters are bit-for-bit as before the call.
+///
+/// With JumpReLU thresholds being trained ([`TrainOptions::jumprelu_bandwidth`]
+/// `> 0`), a successful update ends by projecting them to `θ ≥ 0`, as SAELens does.
 ///
 /// # Errors
 /// [`Error::NonFiniteStep`] naming `loss`, a gradient (`grads.<name>`), `params` or
@@ -127,6 +131,7 @@ pub fn train_step<'m>(
         return Err(Error::NonFiniteStep { arg: "loss" });
     }
     let g = grad_tensors(arch, dims, grads)?;
+    let train_thresholds = model.options.jumprelu_bandwidth > 0.0;
     let mut p = model.tensors_mut();
     match optim.step(&mut p, &g, hyper.lr) {
         Err(Error::NonFinite { arg }) if arg.starts_with("grads") => {
@@ -136,6 +141,13 @@ pub fn train_step<'m>(
         Ok(()) => {
             if let Some(t) = dead {
                 t.commit(n as u64);
+            }
+            if train_thresholds {
+                // SAELens keeps trained JumpReLU thresholds ≥ 0 (projected before each
+                // step; here after each update, which is the same sequence).
+                for t in p.iter_mut().filter(|t| t.role == Role::Threshold) {
+                    crate::model::activation::clamp_thresholds(t.data);
+                }
             }
             Ok(parts)
         }

@@ -48,6 +48,10 @@ pub struct TrainOptions {
     pub rescale_acts_by_decoder_norm: bool,
     /// The AuxK loss (TopK only; needs dead-latent tracking, [`super::DeadLatents`]).
     pub aux: Option<AuxKConfig>,
+    /// JumpReLU only: the bandwidth of the thresholds' straight-through estimator
+    /// ([`LossOptions::jumprelu_bandwidth`]; SAELens `jumprelu_bandwidth`, 0.05). 0
+    /// (the default) keeps the thresholds frozen. Finite and `≥ 0`.
+    pub jumprelu_bandwidth: f32,
 }
 
 impl TrainOptions {
@@ -62,6 +66,21 @@ impl TrainOptions {
                 k_aux: if d / 2 == 0 { 1 } else { d / 2 },
                 coefficient: 1.0,
             }),
+            jumprelu_bandwidth: 0.0,
+        }
+    }
+
+    /// SAELens v6 `jumprelu` training defaults: thresholds trained with bandwidth
+    /// 0.05 (`jumprelu_bandwidth`). The rest of SAELens' defaults live elsewhere: the
+    /// L0 penalty in [`Arch::jumprelu`] with its coefficient (`l0_coefficient`, 1) as
+    /// α, the initial thresholds (`jumprelu_init_threshold`, 0.01) in the caller's
+    /// initialisation, the projection `θ ≥ 0` in [`super::train_step`].
+    #[must_use]
+    pub const fn saelens_jumprelu() -> Self {
+        Self {
+            rescale_acts_by_decoder_norm: false,
+            aux: None,
+            jumprelu_bandwidth: 0.05,
         }
     }
 
@@ -93,6 +112,13 @@ impl TrainOptions {
                 });
             }
             crate::error::check_finite("coefficient", a.coefficient)?;
+        }
+        crate::error::check_finite("jumprelu_bandwidth", self.jumprelu_bandwidth)?;
+        if self.jumprelu_bandwidth < 0.0 {
+            return Err(Error::OutOfRange {
+                arg: "jumprelu_bandwidth",
+                allowed: "must be >= 0",
+            });
         }
         Ok(())
     }
@@ -384,6 +410,7 @@ pub fn loss_and_grad(
     };
     let lo = LossOptions {
         aux,
+        jumprelu_bandwidth: opts.jumprelu_bandwidth,
         ..LossOptions::alpha(alpha)
     };
     let parts =
