@@ -16,7 +16,7 @@
 //! 4. The threshold gradient is 0 without a bandwidth, and the estimator's two terms
 //!    (the jump and the L0 penalty) each move it the right way.
 
-use sae_kernels::{
+use sae_kernels::model::{
     Arch, Dims, LossOptions, LossParts, Params, ParamsMut, Path, Weights, grad_scratch_len,
     loss_and_grad,
 };
@@ -326,9 +326,10 @@ fn threshold_gradient_terms_and_zero_bandwidth() {
 #[test]
 fn training_moves_thresholds_and_keeps_them_non_negative() {
     use sae_kernels::model::Role;
+    use sae_kernels::optim::OptimConfig;
     use sae_kernels::optim::{L1Warmup, LrSchedule};
+    use sae_kernels::owned::{ArrayBatches, Sae, TrainConfig, Trainer};
     use sae_kernels::train::TrainOptions;
-    use sae_kernels::{ArrayBatches, OptimConfig, Sae, TrainConfig, Trainer};
     let dims = Dims::new(8, 24).unwrap();
     let mut state = 99u64;
     let data: Vec<f32> = (0..8 * 256)
