@@ -519,6 +519,23 @@ fn checkpoint_resume_is_bitwise_identical() {
             ..cfg
         };
         assert!(Trainer::from_checkpoint(&ckpt, other_dead).is_err());
+        // A version-2 checkpoint (written before JumpReLU training: no bandwidth field
+        // at byte 61) still resumes, with the bandwidth 0 it was trained with; a
+        // JumpReLU one of version 2 never had a trained threshold, so any bandwidth
+        // it carries now is dropped and the rest must still resume exactly.
+        if options.jumprelu_bandwidth == 0.0 {
+            let mut v2 = ckpt.clone();
+            v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+            v2.drain(61..65);
+            let mut c = Trainer::from_checkpoint(&v2, cfg).unwrap();
+            let mut src3 = ArrayBatches::new(data.clone(), 8, 16, 4).unwrap();
+            for _ in 5..12 {
+                c.step_from(&mut src3).unwrap();
+            }
+            assert_eq!(a.sae(), c.sae(), "version 2: {:?}", a.sae().arch());
+            v2[8..12].copy_from_slice(&4u32.to_le_bytes());
+            assert!(Trainer::from_checkpoint(&v2, cfg).is_err(), "version 4");
+        }
         if cfg.dead_window_tokens.is_some() {
             assert!(
                 a.dead_fraction().unwrap() > 0.0,

@@ -489,8 +489,8 @@ impl Trainer {
     /// (same build, same batches).
     ///
     /// # Errors
-    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-3
-    /// checkpoint, are truncated, or their optimizer or dead tracking differs from
+    /// [`Error::File`] naming `checkpoint` if the bytes are not a version-3 (or the
+    /// earlier version-2, read with a JumpReLU bandwidth of 0) checkpoint, are truncated, or their optimizer or dead tracking differs from
     /// `config`'s.
     pub fn from_checkpoint(bytes: &[u8], config: TrainConfig) -> Result<Self> {
         let bad = |what| Error::File {
@@ -504,7 +504,9 @@ impl Trainer {
         if r.take(8)? != CKPT_MAGIC {
             return Err(bad("not a sae-kernels checkpoint (bad magic)"));
         }
-        if r.u32()? != 3 {
+        // Version 2 (before JumpReLU training) is version 3 without the bandwidth.
+        let version = r.u32()?;
+        if version != 2 && version != 3 {
             return Err(bad("unsupported checkpoint version"));
         }
         let d = r.usize()?;
@@ -542,7 +544,7 @@ impl Trainer {
         let has_aux = r.u8()? != 0;
         let k_aux = r.usize()?;
         let coefficient = r.f32()?;
-        let jumprelu_bandwidth = r.f32()?;
+        let jumprelu_bandwidth = if version >= 3 { r.f32()? } else { 0.0 };
         let options = TrainOptions {
             rescale_acts_by_decoder_norm: rescale,
             aux: has_aux.then_some(AuxKConfig { k_aux, coefficient }),
