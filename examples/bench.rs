@@ -11,7 +11,11 @@
 //!   where the CPU has AVX512_BF16;
 //! - the single-vector encode `(1, 768, 16384)` with f32, bf16 and f16 weights vs the
 //!   time to stream the f32 dictionary once;
-//! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM;
+//! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM and a tied
+//!   training step (`loss_and_grad`), once with the machine as it is and once with
+//!   `--busy N` extra busy-spinning threads (default: one per core; `--busy 0` skips
+//!   it). `cargo run --release --features parallel --example bench -- --threads-only`
+//!   runs just that section;
 //! - forward + backward of the tied SAE (`loss_and_grad`, 10·n·d·h FLOP) as % of peak.
 //!
 //! All rates use per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`), best of several
@@ -287,6 +291,165 @@ mod imp {
         .unwrap();
     }
 
+    /// `--busy N` (default: one per core): the competing busy threads of the
+    /// oversubscribed measurement; `--busy 0` skips it.
+    #[cfg(feature = "parallel")]
+    fn busy_arg() -> usize {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == "--busy")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Load average over the last minute (`/proc/loadavg`), for the record.
+    #[cfg(feature = "parallel")]
+    fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| "n/a".into())
+    }
+
+    /// 1 vs 2 threads (feature `parallel`, wall time, best of `reps`) for the GEMM at
+    /// the two large encoder shapes and for a tied training step's loss and exact
+    /// gradients (`loss_and_grad`, public API), first as the machine is, then with
+    /// `busy` extra threads spinning on the CPU (oversubscribed: with one per core,
+    /// our threads get about half a core each).
+    #[cfg(feature = "parallel")]
+    fn threads_1v2(reps: usize, busy: usize) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        println!();
+        println!(
+            "1 vs 2 threads (feature `parallel`, wall time, best of {reps}; rayon pool of {} threads)",
+            rayon_threads()
+        );
+        // Inputs, built once for both conditions.
+        let gemms: Vec<_> = [(4096usize, 512usize, 4096usize), (1024, 768, 16384)]
+            .iter()
+            .map(|&(n, d, h)| (n, d, h, data(n * d, 9), data(h * d, 10)))
+            .collect();
+        let (tn, td, th, rows) = (1024usize, 512usize, 4096usize, 256usize);
+        let dims = Dims::new(td, th).unwrap();
+        let tx = data(tn * td, 7);
+        let tm: Vec<f32> = data(th * td, 8).iter().map(|v| v * 0.05).collect();
+        let tb = vec![-0.01f32; th];
+        let mut scratch = vec![0.0f32; grad_scratch_len(Arch::tied(), dims, rows)];
+        let (mut gm, mut gb) = (vec![0.0f32; th * td], vec![0.0f32; th]);
+        let conditions: &[usize] = if busy > 0 { &[0, busy] } else { &[0] };
+        for &spinners in conditions {
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                for _ in 0..spinners {
+                    s.spawn(|| {
+                        let mut x = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        }
+                    });
+                }
+                if spinners > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                let label = if spinners == 0 {
+                    "as is".to_string()
+                } else {
+                    format!("+{spinners} busy threads")
+                };
+                println!("  machine {label} (load average {} at start)", loadavg());
+                for (n, d, h, x, m) in &gemms {
+                    let (n, d, h) = (*n, *d, *h);
+                    let mut c = vec![0.0f32; n * h];
+                    let mut pack = vec![0.0f32; pack_len(n, h, d)];
+                    let flop = 2.0 * (n * d * h) as f64;
+                    let r = one_vs_two(reps, || {
+                        our_encode(n, d, h, x, m, &mut c, Epilogue::None, &mut pack)
+                    });
+                    report(&format!("GEMM ({n},{d},{h})"), flop, r, spinners == 0);
+                }
+                let r = one_vs_two(reps, || {
+                    let p = Params::tied(dims, &tm, &tb).unwrap();
+                    let g = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
+                    black_box(
+                        loss_and_grad(p, &tx, tn, &LossOptions::alpha(1e-3), g, &mut scratch)
+                            .unwrap(),
+                    );
+                });
+                report(
+                    &format!("step ({tn},{td},{th})"),
+                    10.0 * (tn * td * th) as f64,
+                    r,
+                    spinners == 0,
+                );
+                stop.store(true, Ordering::Relaxed);
+            });
+        }
+    }
+
+    /// CPU time of the whole process, in seconds.
+    #[cfg(feature = "parallel")]
+    fn process_cpu() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime failed");
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+
+    /// `f` with 1 and with 2 threads, alternating (so that a change of the machine's
+    /// load hits both alike), after one warm-up run each: the best wall time of each
+    /// and the process CPU time of that best run, `[(wall, cpu); 2]`.
+    #[cfg(feature = "parallel")]
+    fn one_vs_two(reps: usize, mut f: impl FnMut()) -> [(f64, f64); 2] {
+        use sae_kernels::kernels::gemm::set_max_threads;
+        let mut best = [(f64::INFINITY, 0.0); 2];
+        for rep in 0..=reps {
+            for (t, b) in best.iter_mut().enumerate() {
+                set_max_threads(t + 1);
+                let (w0, c0) = (std::time::Instant::now(), process_cpu());
+                f();
+                let (w, c) = (w0.elapsed().as_secs_f64(), process_cpu() - c0);
+                if rep > 0 && w < b.0 {
+                    *b = (w, c);
+                }
+            }
+        }
+        set_max_threads(0);
+        best
+    }
+
+    /// One line of the threads table. With `cpu`, also the process CPU time of the
+    /// 2-thread run over the 1-thread one (1.00: no time lost to splitting, waiting
+    /// or spinning, so a quiet machine would give a 2× speed-up less imbalance).
+    #[cfg(feature = "parallel")]
+    fn report(label: &str, flop: f64, r: [(f64, f64); 2], cpu: bool) {
+        let extra = if cpu {
+            format!("  CPU time 2T/1T {:.2}", r[1].1 / r[0].1)
+        } else {
+            String::new()
+        };
+        println!(
+            "    {label:<22} 1 thread {:>7.1} GFLOP/s   2 threads {:>7.1} GFLOP/s   speed-up {:.2}x{extra}",
+            flop / r[0].0 * 1e-9,
+            flop / r[1].0 * 1e-9,
+            r[0].0 / r[1].0
+        );
+    }
+
+    /// Threads in rayon's global pool (what the `parallel` GEMM uses).
+    #[cfg(feature = "parallel")]
+    fn rayon_threads() -> usize {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     pub fn main() {
         // `--one n,d,h`: one encoder product of that shape and nothing else (for
         // profilers: `valgrind --tool=callgrind target/release/examples/bench --one …`).
@@ -308,6 +471,14 @@ mod imp {
             return;
         }
         let quick = std::env::args().any(|a| a == "--quick");
+        // `--threads-only`: just the 1 vs 2 threads section (feature `parallel`).
+        if std::env::args().any(|a| a == "--threads-only") {
+            #[cfg(feature = "parallel")]
+            threads_1v2(if quick { 2 } else { 4 }, busy_arg());
+            #[cfg(not(feature = "parallel"))]
+            eprintln!("--threads-only needs `--features parallel`");
+            return;
+        }
         // `--encode-only`: just the peak and the single-vector encodes.
         let encode_only = std::env::args().any(|a| a == "--encode-only");
         let reps = if quick { 2 } else { 4 };
@@ -590,37 +761,9 @@ mod imp {
         if encode_only {
             return;
         }
-        // 1 vs 2 threads (feature `parallel`), wall time.
+        // 1 vs 2 threads (feature `parallel`), wall time, idle and oversubscribed.
         #[cfg(feature = "parallel")]
-        {
-            use sae_kernels::kernels::gemm::set_max_threads;
-            println!();
-            for &(n, d, h) in &[(4096usize, 512usize, 4096usize), (1024, 768, 16384)] {
-                let x = data(n * d, 9);
-                let m = data(h * d, 10);
-                let mut c = vec![0.0f32; n * h];
-                let mut pack = vec![0.0f32; pack_len(n, h, d)];
-                let flop = 2.0 * (n * d * h) as f64;
-                let mut wall = [0.0f64; 2];
-                for (t, w) in wall.iter_mut().enumerate() {
-                    set_max_threads(t + 1);
-                    let mut best = f64::INFINITY;
-                    for _ in 0..reps + 1 {
-                        let t0 = std::time::Instant::now();
-                        our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
-                        best = best.min(t0.elapsed().as_secs_f64());
-                    }
-                    *w = best;
-                }
-                set_max_threads(0);
-                println!(
-                    "threads ({n},{d},{h}): 1 thread {:.1} GFLOP/s, 2 threads {:.1} GFLOP/s (wall), speed-up {:.2}x",
-                    flop / wall[0] * 1e-9,
-                    flop / wall[1] * 1e-9,
-                    wall[0] / wall[1]
-                );
-            }
-        }
+        threads_1v2(reps, busy_arg());
 
         // Forward + backward of the tied SAE.
         {
