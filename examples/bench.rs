@@ -18,6 +18,10 @@
 //!   runs just that section;
 //! - forward + backward of the tied SAE (`loss_and_grad`, 10·n·d·h FLOP) as % of peak.
 //!
+//! - the raw instruction rates of `vdpbf16ps` vs `vfmadd231ps` (zmm, register-only,
+//!   8/12/24 independent chains), which bound what a bf16 GEMM can gain over the f32
+//!   one on this CPU (`--peak-only`: just the peaks and this).
+//!
 //! All rates use per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`), best of several
 //! repetitions, because the machine is shared. Pass `--quick` for fewer repetitions.
 
@@ -146,6 +150,83 @@ mod imp {
                 std::hint::black_box(unsafe { dpbf16(std::hint::black_box(iters)) });
             });
             Some(iters as f64 * 12.0 * 16.0 * 4.0 / t * 1e-9)
+        }
+
+        /// `N` independent `vfmadd231ps zmm` chains, register operands only.
+        #[target_feature(enable = "avx512f")]
+        fn fma_chains<const N: usize>(iters: u64) -> f32 {
+            let a = _mm512_set1_ps(0.999_999);
+            let b = _mm512_set1_ps(1e-7);
+            let mut acc = [_mm512_set1_ps(1.0); N];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_fmadd_ps(*x, a, b);
+                }
+            }
+            let mut s = _mm512_setzero_ps();
+            for x in acc {
+                s = _mm512_add_ps(s, x);
+            }
+            _mm512_reduce_add_ps(s)
+        }
+
+        /// `N` independent `vdpbf16ps zmm` chains, register operands only.
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn dpbf16_chains<const N: usize>(iters: u64) -> f32 {
+            // SAFETY: __m512i and __m512bh are both 64 plain bytes.
+            let (a, b) = unsafe {
+                (
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3f80_3f80)),
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)),
+                )
+            };
+            let mut acc = [_mm512_set1_ps(1.0); N];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_dpbf16_ps(*x, a, b);
+                }
+            }
+            let mut s = _mm512_setzero_ps();
+            for x in acc {
+                s = _mm512_add_ps(s, x);
+            }
+            _mm512_reduce_add_ps(s)
+        }
+
+        /// Raw instruction throughput, `vdpbf16ps` against `vfmadd231ps` (zmm,
+        /// register-only, independent chains; 8, 12 and 24 chains, so that neither is
+        /// latency-bound), measured alternately in one run: per chain count,
+        /// `(chains, FMA instr/s, dpbf16 instr/s)` in units of 10⁹. `None` without
+        /// AVX512_BF16.
+        pub fn bf16_vs_fma(reps: usize) -> Option<Vec<(usize, f64, f64)>> {
+            if !std::is_x86_feature_detected!("avx512bf16") {
+                return None;
+            }
+            let iters = 20_000_000u64;
+            let time = |f: &dyn Fn()| super::best_of(reps, f);
+            let mut out = Vec::new();
+            macro_rules! pair {
+                ($n:literal) => {{
+                    // SAFETY: AVX-512F and AVX512_BF16 were detected above.
+                    let tf = time(&|| {
+                        std::hint::black_box(unsafe {
+                            fma_chains::<$n>(std::hint::black_box(iters))
+                        });
+                    });
+                    // SAFETY: as above.
+                    let td = time(&|| {
+                        std::hint::black_box(unsafe {
+                            dpbf16_chains::<$n>(std::hint::black_box(iters))
+                        });
+                    });
+                    let ins = (iters * $n) as f64 * 1e-9;
+                    out.push(($n, ins / tf, ins / td));
+                }};
+            }
+            pair!(8);
+            pair!(12);
+            pair!(24);
+            Some(out)
         }
 
         /// Sum of `x` with four 512-bit accumulators: a read-only pass at the memory
@@ -506,6 +587,26 @@ mod imp {
             "bf16 dot-product (vdpbf16ps) peak: {} GFLOP/s",
             pbf16.map_or("n/a".into(), |v| format!("{v:.1}"))
         );
+        // Can a bf16 GEMM reach 1.6× the f32 one on this CPU? The raw instruction
+        // rates decide: vdpbf16ps does 2 multiply-adds per lane, vfmadd231ps 1.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(rows) = peak::bf16_vs_fma(reps) {
+            println!(
+                "vdpbf16ps vs vfmadd231ps (zmm, register-only, independent chains, same run):"
+            );
+            for (chains, f, d) in rows {
+                println!(
+                    "  {chains:>2} chains: FMA {f:.2} G instr/s = {:.1} GFLOP/s; dpbf16 {d:.2} G instr/s = {:.1} GFLOP/s; bf16/f32 FLOP rate {:.2}x",
+                    f * 32.0,
+                    d * 64.0,
+                    d * 64.0 / (f * 32.0)
+                );
+            }
+        }
+        // `--peak-only`: just the peaks and the instruction microbenchmark.
+        if std::env::args().any(|a| a == "--peak-only") {
+            return;
+        }
         let pct = |g: f64| {
             if peak > 0.0 {
                 100.0 * g / peak
