@@ -896,7 +896,77 @@ mod imp {
     }
 }
 
+/// On wasm32 (WASI, e.g. `node tools/node-wasi-run.mjs bench.wasm`): the encoder
+/// `relu(X·Mᵀ + b)` at `(256, 384, 3072)` and for one vector, wall time, best of 5,
+/// to compare builds: scalar wasm, `+simd128`, and `+simd128,+relaxed-simd` with the
+/// `relaxed-simd` feature (see `.ci/stages/51-wasm.sh`).
+#[cfg(target_family = "wasm")]
+mod wasm_imp {
+    use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    pub fn main() {
+        let build = if cfg!(all(
+            feature = "relaxed-simd",
+            target_feature = "relaxed-simd"
+        )) {
+            "simd128 + relaxed-simd (f32x4.relaxed_madd)"
+        } else if cfg!(target_feature = "simd128") {
+            "simd128"
+        } else {
+            "scalar wasm"
+        };
+        println!("sae-kernels wasm encode benchmark; build: {build}");
+        let (d, h) = (384usize, 3072usize);
+        let m = data(h * d, 2);
+        let bias = data(h, 3);
+        for n in [256usize, 1] {
+            let x = data(n * d, 1);
+            let mut c = vec![0.0f32; n * h];
+            let mut pack = vec![0.0f32; pack_len(n, h, d)];
+            let flop = 2.0 * (n * d * h) as f64;
+            let inner = ((2e8 / flop) as usize).max(1);
+            let mut best = f64::INFINITY;
+            for _ in 0..6 {
+                let t0 = std::time::Instant::now();
+                for _ in 0..inner {
+                    gemm(
+                        1.0,
+                        MatRef::row_major("x", &x, n, d).unwrap(),
+                        MatRef::row_major("m", &m, h, d).unwrap().t(),
+                        0.0,
+                        MatMut::row_major("c", &mut c, n, h).unwrap(),
+                        Epilogue::BiasRelu(&bias),
+                        &mut pack,
+                    )
+                    .unwrap();
+                }
+                best = best.min(t0.elapsed().as_secs_f64() / inner as f64);
+            }
+            let sum: f64 = c.iter().map(|&v| f64::from(v)).sum();
+            println!(
+                "  encode ({n},{d},{h}): {:.2} ms, {:.1} GFLOP/s (checksum {sum:.6e})",
+                best * 1e3,
+                flop / best * 1e-9
+            );
+        }
+    }
+}
+
 fn main() {
     #[cfg(not(target_family = "wasm"))]
     imp::main();
+    #[cfg(target_family = "wasm")]
+    wasm_imp::main();
 }

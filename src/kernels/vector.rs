@@ -22,6 +22,47 @@ fn load(chunk: &[f32]) -> f32x8 {
     f32x8::new(arr)
 }
 
+/// `a·b + c` lane by lane: `wide`'s `mul_add` (fused where the target has FMA), or,
+/// with the `relaxed-simd` feature on a wasm32 build with
+/// `-C target-feature=+simd128,+relaxed-simd`, relaxed SIMD's `f32x4.relaxed_madd`
+/// on each half (the engine fuses it where its hardware has FMA, so the last bits may
+/// differ from engine to engine; simd128 alone has no fused multiply-add).
+#[inline(always)]
+pub(crate) fn madd8(a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
+    #[cfg(all(
+        feature = "relaxed-simd",
+        target_arch = "wasm32",
+        target_feature = "relaxed-simd"
+    ))]
+    {
+        use core::arch::wasm32::{f32x4, f32x4_extract_lane as lane, f32x4_relaxed_madd, v128};
+        let (a, b, c) = (a.to_array(), b.to_array(), c.to_array());
+        let half = |i: usize| -> v128 {
+            let v = |x: &[f32; 8]| f32x4(x[i], x[i + 1], x[i + 2], x[i + 3]);
+            f32x4_relaxed_madd(v(&a), v(&b), v(&c))
+        };
+        let (lo, hi) = (half(0), half(4));
+        f32x8::new([
+            lane::<0>(lo),
+            lane::<1>(lo),
+            lane::<2>(lo),
+            lane::<3>(lo),
+            lane::<0>(hi),
+            lane::<1>(hi),
+            lane::<2>(hi),
+            lane::<3>(hi),
+        ])
+    }
+    #[cfg(not(all(
+        feature = "relaxed-simd",
+        target_arch = "wasm32",
+        target_feature = "relaxed-simd"
+    )))]
+    {
+        a.mul_add(b, c)
+    }
+}
+
 /// Fixed pairwise reduction of the 8 lanes.
 #[inline(always)]
 pub(crate) fn hsum8(v: f32x8) -> f32 {
@@ -37,7 +78,7 @@ pub fn sum_sq(x: &[f32]) -> f32 {
     let tail = chunks.remainder();
     for c in chunks {
         let v = load(c);
-        acc = v.mul_add(v, acc);
+        acc = madd8(v, v, acc);
     }
     let mut s = hsum8(acc);
     for &t in tail {
@@ -57,7 +98,7 @@ pub fn sum_sq_diff(a: &[f32], b: &[f32]) -> f32 {
     let (ta, tb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         let d = load(x) - load(y);
-        acc = d.mul_add(d, acc);
+        acc = madd8(d, d, acc);
     }
     let mut s = hsum8(acc);
     for (x, y) in ta.iter().zip(tb) {
@@ -93,7 +134,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let cb = b.chunks_exact(LANES);
     let (ta, tb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
-        acc = load(x).mul_add(load(y), acc);
+        acc = madd8(load(x), load(y), acc);
     }
     let mut s = hsum8(acc);
     for (x, y) in ta.iter().zip(tb) {
@@ -110,7 +151,7 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let mut cy = y.chunks_exact_mut(LANES);
     let mut cx = x.chunks_exact(LANES);
     for (yc, xc) in (&mut cy).zip(&mut cx) {
-        let r = av.mul_add(load(xc), load(yc));
+        let r = madd8(av, load(xc), load(yc));
         yc.copy_from_slice(&r.to_array());
     }
     for (yv, xv) in cy.into_remainder().iter_mut().zip(cx.remainder()) {
