@@ -1275,7 +1275,7 @@ mod parallel_tests {
         kernel: Kernel,
         (m, n, k): (usize, usize, usize),
         threads: usize,
-        half: bool,
+        half: u8,
     ) -> Vec<f32> {
         let a = fill(m * k, 1);
         let w = fill(n * k, 2);
@@ -1288,7 +1288,20 @@ mod parallel_tests {
         let run = || {
             let cm = MatMut::row_major("c", &mut c, m, n).unwrap();
             let am = MatRef::row_major("a", &a, m, k).unwrap();
-            if half {
+            if half == 2 {
+                gemm_nt_half_bf16_dot(
+                    Half::Bf16,
+                    0.5,
+                    am,
+                    &wh,
+                    n,
+                    -1.0,
+                    cm,
+                    Epilogue::BiasRelu(&bias),
+                    pack,
+                )
+                .unwrap();
+            } else if half == 1 {
                 gemm_nt_half_with(
                     kernel,
                     Half::Bf16,
@@ -1338,7 +1351,14 @@ mod parallel_tests {
             .filter(|k| k.is_available() && *k != Kernel::Scalar)
         {
             for &shape in &shapes {
-                for half in [false, true] {
+                // 0: f32, 1: bf16 weights widened, 2: bf16 dot products (where the
+                // CPU has them; the same for every `kernel`).
+                let modes: &[u8] = if bf16_dot_available() {
+                    &[0, 1, 2]
+                } else {
+                    &[0, 1]
+                };
+                for &half in modes {
                     let one = product(kernel, shape, 1, half);
                     for threads in [2, 3] {
                         let before = par::RUNS.load(Ordering::Relaxed);
@@ -1363,7 +1383,7 @@ mod parallel_tests {
         // Against the f64 reference (the single-threaded path is checked the same
         // way by the property tests).
         let (m, n, k) = shapes[0];
-        let got = product(selected(), (m, n, k), 2, false);
+        let got = product(selected(), (m, n, k), 2, 0);
         let (a, w, bias) = (fill(m * k, 1), fill(n * k, 2), fill(n, 3));
         let mut want = fill(m * n, 4);
         let mut mag = vec![0.0f64; m * n];
