@@ -897,7 +897,7 @@ mod imp {
 }
 
 /// On wasm32 (WASI, e.g. `node tools/node-wasi-run.mjs bench.wasm`): the encoder
-/// `relu(X·Mᵀ + b)` at `(256, 384, 3072)` and for one vector, wall time, best of 5,
+/// `relu(X·Mᵀ + b)` at `(256, 384, 3072)` and for one vector, wall time, best of 30,
 /// to compare builds: scalar wasm, `+simd128`, and `+simd128,+relaxed-simd` with the
 /// `relaxed-simd` feature (see `.ci/stages/51-wasm.sh`).
 #[cfg(target_family = "wasm")]
@@ -938,7 +938,7 @@ mod wasm_imp {
             let flop = 2.0 * (n * d * h) as f64;
             let inner = ((2e8 / flop) as usize).max(1);
             let mut best = f64::INFINITY;
-            for _ in 0..6 {
+            for _ in 0..30 {
                 let t0 = std::time::Instant::now();
                 for _ in 0..inner {
                     gemm(
