@@ -868,7 +868,8 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
 /// **Threads:** rayon's pool ([`rayon::current_num_threads`], capped by
 /// [`super::set_max_threads`]); the whole product runs inside the pool (one
 /// hand-over from a caller outside it), the lanes split by `rayon::join`, so no
-/// thread is spawned and nothing is allocated per product. Products below
+/// thread is spawned per product (the pool starts once, on first use; this path is
+/// not covered by the no-allocation test). Products below
 /// [`MIN_WORK`] multiply-adds and C views without unit column stride stay on the
 /// calling thread. Every C tile is computed by the same micro-kernel calls over the
 /// same `k` blocks as single-threaded, so the results are bit-for-bit identical.
