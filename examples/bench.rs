@@ -11,8 +11,16 @@
 //!   where the CPU has AVX512_BF16;
 //! - the single-vector encode `(1, 768, 16384)` with f32, bf16 and f16 weights vs the
 //!   time to stream the f32 dictionary once;
-//! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM;
+//! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM and a tied
+//!   training step (`loss_and_grad`), once with the machine as it is and once with
+//!   `--busy N` extra busy-spinning threads (default: one per core; `--busy 0` skips
+//!   it). `cargo run --release --features parallel --example bench -- --threads-only`
+//!   runs just that section;
 //! - forward + backward of the tied SAE (`loss_and_grad`, 10·n·d·h FLOP) as % of peak.
+//!
+//! - the raw instruction rates of `vdpbf16ps` vs `vfmadd231ps` (zmm, register-only,
+//!   8/12/24 independent chains), which bound what a bf16 GEMM can gain over the f32
+//!   one on this CPU (`--peak-only`: just the peaks and this).
 //!
 //! All rates use per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`), best of several
 //! repetitions, because the machine is shared. Pass `--quick` for fewer repetitions.
@@ -142,6 +150,83 @@ mod imp {
                 std::hint::black_box(unsafe { dpbf16(std::hint::black_box(iters)) });
             });
             Some(iters as f64 * 12.0 * 16.0 * 4.0 / t * 1e-9)
+        }
+
+        /// `N` independent `vfmadd231ps zmm` chains, register operands only.
+        #[target_feature(enable = "avx512f")]
+        fn fma_chains<const N: usize>(iters: u64) -> f32 {
+            let a = _mm512_set1_ps(0.999_999);
+            let b = _mm512_set1_ps(1e-7);
+            let mut acc = [_mm512_set1_ps(1.0); N];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_fmadd_ps(*x, a, b);
+                }
+            }
+            let mut s = _mm512_setzero_ps();
+            for x in acc {
+                s = _mm512_add_ps(s, x);
+            }
+            _mm512_reduce_add_ps(s)
+        }
+
+        /// `N` independent `vdpbf16ps zmm` chains, register operands only.
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn dpbf16_chains<const N: usize>(iters: u64) -> f32 {
+            // SAFETY: __m512i and __m512bh are both 64 plain bytes.
+            let (a, b) = unsafe {
+                (
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3f80_3f80)),
+                    core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)),
+                )
+            };
+            let mut acc = [_mm512_set1_ps(1.0); N];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_dpbf16_ps(*x, a, b);
+                }
+            }
+            let mut s = _mm512_setzero_ps();
+            for x in acc {
+                s = _mm512_add_ps(s, x);
+            }
+            _mm512_reduce_add_ps(s)
+        }
+
+        /// Raw instruction throughput, `vdpbf16ps` against `vfmadd231ps` (zmm,
+        /// register-only, independent chains; 8, 12 and 24 chains, so that neither is
+        /// latency-bound), measured alternately in one run: per chain count,
+        /// `(chains, FMA instr/s, dpbf16 instr/s)` in units of 10⁹. `None` without
+        /// AVX512_BF16.
+        pub fn bf16_vs_fma(reps: usize) -> Option<Vec<(usize, f64, f64)>> {
+            if !std::is_x86_feature_detected!("avx512bf16") {
+                return None;
+            }
+            let iters = 20_000_000u64;
+            let time = |f: &dyn Fn()| super::best_of(reps, f);
+            let mut out = Vec::new();
+            macro_rules! pair {
+                ($n:literal) => {{
+                    // SAFETY: AVX-512F and AVX512_BF16 were detected above.
+                    let tf = time(&|| {
+                        std::hint::black_box(unsafe {
+                            fma_chains::<$n>(std::hint::black_box(iters))
+                        });
+                    });
+                    // SAFETY: as above.
+                    let td = time(&|| {
+                        std::hint::black_box(unsafe {
+                            dpbf16_chains::<$n>(std::hint::black_box(iters))
+                        });
+                    });
+                    let ins = (iters * $n) as f64 * 1e-9;
+                    out.push(($n, ins / tf, ins / td));
+                }};
+            }
+            pair!(8);
+            pair!(12);
+            pair!(24);
+            Some(out)
         }
 
         /// Sum of `x` with four 512-bit accumulators: a read-only pass at the memory
@@ -287,6 +372,165 @@ mod imp {
         .unwrap();
     }
 
+    /// `--busy N` (default: one per core): the competing busy threads of the
+    /// oversubscribed measurement; `--busy 0` skips it.
+    #[cfg(feature = "parallel")]
+    fn busy_arg() -> usize {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == "--busy")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Load average over the last minute (`/proc/loadavg`), for the record.
+    #[cfg(feature = "parallel")]
+    fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_else(|| "n/a".into())
+    }
+
+    /// 1 vs 2 threads (feature `parallel`, wall time, best of `reps`) for the GEMM at
+    /// the two large encoder shapes and for a tied training step's loss and exact
+    /// gradients (`loss_and_grad`, public API), first as the machine is, then with
+    /// `busy` extra threads spinning on the CPU (oversubscribed: with one per core,
+    /// our threads get about half a core each).
+    #[cfg(feature = "parallel")]
+    fn threads_1v2(reps: usize, busy: usize) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        println!();
+        println!(
+            "1 vs 2 threads (feature `parallel`, wall time, best of {reps}; rayon pool of {} threads)",
+            rayon_threads()
+        );
+        // Inputs, built once for both conditions.
+        let gemms: Vec<_> = [(4096usize, 512usize, 4096usize), (1024, 768, 16384)]
+            .iter()
+            .map(|&(n, d, h)| (n, d, h, data(n * d, 9), data(h * d, 10)))
+            .collect();
+        let (tn, td, th, rows) = (1024usize, 512usize, 4096usize, 256usize);
+        let dims = Dims::new(td, th).unwrap();
+        let tx = data(tn * td, 7);
+        let tm: Vec<f32> = data(th * td, 8).iter().map(|v| v * 0.05).collect();
+        let tb = vec![-0.01f32; th];
+        let mut scratch = vec![0.0f32; grad_scratch_len(Arch::tied(), dims, rows)];
+        let (mut gm, mut gb) = (vec![0.0f32; th * td], vec![0.0f32; th]);
+        let conditions: &[usize] = if busy > 0 { &[0, busy] } else { &[0] };
+        for &spinners in conditions {
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                for _ in 0..spinners {
+                    s.spawn(|| {
+                        let mut x = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        }
+                    });
+                }
+                if spinners > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                let label = if spinners == 0 {
+                    "as is".to_string()
+                } else {
+                    format!("+{spinners} busy threads")
+                };
+                println!("  machine {label} (load average {} at start)", loadavg());
+                for (n, d, h, x, m) in &gemms {
+                    let (n, d, h) = (*n, *d, *h);
+                    let mut c = vec![0.0f32; n * h];
+                    let mut pack = vec![0.0f32; pack_len(n, h, d)];
+                    let flop = 2.0 * (n * d * h) as f64;
+                    let r = one_vs_two(reps, || {
+                        our_encode(n, d, h, x, m, &mut c, Epilogue::None, &mut pack)
+                    });
+                    report(&format!("GEMM ({n},{d},{h})"), flop, r, spinners == 0);
+                }
+                let r = one_vs_two(reps, || {
+                    let p = Params::tied(dims, &tm, &tb).unwrap();
+                    let g = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
+                    black_box(
+                        loss_and_grad(p, &tx, tn, &LossOptions::alpha(1e-3), g, &mut scratch)
+                            .unwrap(),
+                    );
+                });
+                report(
+                    &format!("step ({tn},{td},{th})"),
+                    10.0 * (tn * td * th) as f64,
+                    r,
+                    spinners == 0,
+                );
+                stop.store(true, Ordering::Relaxed);
+            });
+        }
+    }
+
+    /// CPU time of the whole process, in seconds.
+    #[cfg(feature = "parallel")]
+    fn process_cpu() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime failed");
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+
+    /// `f` with 1 and with 2 threads, alternating (so that a change of the machine's
+    /// load hits both alike), after one warm-up run each: the best wall time of each
+    /// and the process CPU time of that best run, `[(wall, cpu); 2]`.
+    #[cfg(feature = "parallel")]
+    fn one_vs_two(reps: usize, mut f: impl FnMut()) -> [(f64, f64); 2] {
+        use sae_kernels::kernels::gemm::set_max_threads;
+        let mut best = [(f64::INFINITY, 0.0); 2];
+        for rep in 0..=reps {
+            for (t, b) in best.iter_mut().enumerate() {
+                set_max_threads(t + 1);
+                let (w0, c0) = (std::time::Instant::now(), process_cpu());
+                f();
+                let (w, c) = (w0.elapsed().as_secs_f64(), process_cpu() - c0);
+                if rep > 0 && w < b.0 {
+                    *b = (w, c);
+                }
+            }
+        }
+        set_max_threads(0);
+        best
+    }
+
+    /// One line of the threads table. With `cpu`, also the process CPU time of the
+    /// 2-thread run over the 1-thread one (1.00: no time lost to splitting, waiting
+    /// or spinning, so a quiet machine would give a 2× speed-up less imbalance).
+    #[cfg(feature = "parallel")]
+    fn report(label: &str, flop: f64, r: [(f64, f64); 2], cpu: bool) {
+        let extra = if cpu {
+            format!("  CPU time 2T/1T {:.2}", r[1].1 / r[0].1)
+        } else {
+            String::new()
+        };
+        println!(
+            "    {label:<22} 1 thread {:>7.1} GFLOP/s   2 threads {:>7.1} GFLOP/s   speed-up {:.2}x{extra}",
+            flop / r[0].0 * 1e-9,
+            flop / r[1].0 * 1e-9,
+            r[0].0 / r[1].0
+        );
+    }
+
+    /// Threads in rayon's global pool (what the `parallel` GEMM uses).
+    #[cfg(feature = "parallel")]
+    fn rayon_threads() -> usize {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     pub fn main() {
         // `--one n,d,h`: one encoder product of that shape and nothing else (for
         // profilers: `valgrind --tool=callgrind target/release/examples/bench --one …`).
@@ -308,6 +552,14 @@ mod imp {
             return;
         }
         let quick = std::env::args().any(|a| a == "--quick");
+        // `--threads-only`: just the 1 vs 2 threads section (feature `parallel`).
+        if std::env::args().any(|a| a == "--threads-only") {
+            #[cfg(feature = "parallel")]
+            threads_1v2(if quick { 2 } else { 4 }, busy_arg());
+            #[cfg(not(feature = "parallel"))]
+            eprintln!("--threads-only needs `--features parallel`");
+            return;
+        }
         // `--encode-only`: just the peak and the single-vector encodes.
         let encode_only = std::env::args().any(|a| a == "--encode-only");
         let reps = if quick { 2 } else { 4 };
@@ -335,6 +587,26 @@ mod imp {
             "bf16 dot-product (vdpbf16ps) peak: {} GFLOP/s",
             pbf16.map_or("n/a".into(), |v| format!("{v:.1}"))
         );
+        // Can a bf16 GEMM reach 1.6× the f32 one on this CPU? The raw instruction
+        // rates decide: vdpbf16ps does 2 multiply-adds per lane, vfmadd231ps 1.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(rows) = peak::bf16_vs_fma(reps) {
+            println!(
+                "vdpbf16ps vs vfmadd231ps (zmm, register-only, independent chains, same run):"
+            );
+            for (chains, f, d) in rows {
+                println!(
+                    "  {chains:>2} chains: FMA {f:.2} G instr/s = {:.1} GFLOP/s; dpbf16 {d:.2} G instr/s = {:.1} GFLOP/s; bf16/f32 FLOP rate {:.2}x",
+                    f * 32.0,
+                    d * 64.0,
+                    d * 64.0 / (f * 32.0)
+                );
+            }
+        }
+        // `--peak-only`: just the peaks and the instruction microbenchmark.
+        if std::env::args().any(|a| a == "--peak-only") {
+            return;
+        }
         let pct = |g: f64| {
             if peak > 0.0 {
                 100.0 * g / peak
@@ -590,37 +862,9 @@ mod imp {
         if encode_only {
             return;
         }
-        // 1 vs 2 threads (feature `parallel`), wall time.
+        // 1 vs 2 threads (feature `parallel`), wall time, idle and oversubscribed.
         #[cfg(feature = "parallel")]
-        {
-            use sae_kernels::kernels::gemm::set_max_threads;
-            println!();
-            for &(n, d, h) in &[(4096usize, 512usize, 4096usize), (1024, 768, 16384)] {
-                let x = data(n * d, 9);
-                let m = data(h * d, 10);
-                let mut c = vec![0.0f32; n * h];
-                let mut pack = vec![0.0f32; pack_len(n, h, d)];
-                let flop = 2.0 * (n * d * h) as f64;
-                let mut wall = [0.0f64; 2];
-                for (t, w) in wall.iter_mut().enumerate() {
-                    set_max_threads(t + 1);
-                    let mut best = f64::INFINITY;
-                    for _ in 0..reps + 1 {
-                        let t0 = std::time::Instant::now();
-                        our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
-                        best = best.min(t0.elapsed().as_secs_f64());
-                    }
-                    *w = best;
-                }
-                set_max_threads(0);
-                println!(
-                    "threads ({n},{d},{h}): 1 thread {:.1} GFLOP/s, 2 threads {:.1} GFLOP/s (wall), speed-up {:.2}x",
-                    flop / wall[0] * 1e-9,
-                    flop / wall[1] * 1e-9,
-                    wall[0] / wall[1]
-                );
-            }
-        }
+        threads_1v2(reps, busy_arg());
 
         // Forward + backward of the tied SAE.
         {
@@ -652,7 +896,77 @@ mod imp {
     }
 }
 
+/// On wasm32 (WASI, e.g. `node tools/node-wasi-run.mjs bench.wasm`): the encoder
+/// `relu(X·Mᵀ + b)` at `(256, 384, 3072)` and for one vector, wall time, best of 30,
+/// to compare builds: scalar wasm, `+simd128`, and `+simd128,+relaxed-simd` with the
+/// `relaxed-simd` feature (see `.ci/stages/51-wasm.sh`).
+#[cfg(target_family = "wasm")]
+mod wasm_imp {
+    use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    pub fn main() {
+        let build = if cfg!(all(
+            feature = "relaxed-simd",
+            target_feature = "relaxed-simd"
+        )) {
+            "simd128 + relaxed-simd (f32x4.relaxed_madd)"
+        } else if cfg!(target_feature = "simd128") {
+            "simd128"
+        } else {
+            "scalar wasm"
+        };
+        println!("sae-kernels wasm encode benchmark; build: {build}");
+        let (d, h) = (384usize, 3072usize);
+        let m = data(h * d, 2);
+        let bias = data(h, 3);
+        for n in [256usize, 1] {
+            let x = data(n * d, 1);
+            let mut c = vec![0.0f32; n * h];
+            let mut pack = vec![0.0f32; pack_len(n, h, d)];
+            let flop = 2.0 * (n * d * h) as f64;
+            let inner = ((2e8 / flop) as usize).max(1);
+            let mut best = f64::INFINITY;
+            for _ in 0..30 {
+                let t0 = std::time::Instant::now();
+                for _ in 0..inner {
+                    gemm(
+                        1.0,
+                        MatRef::row_major("x", &x, n, d).unwrap(),
+                        MatRef::row_major("m", &m, h, d).unwrap().t(),
+                        0.0,
+                        MatMut::row_major("c", &mut c, n, h).unwrap(),
+                        Epilogue::BiasRelu(&bias),
+                        &mut pack,
+                    )
+                    .unwrap();
+                }
+                best = best.min(t0.elapsed().as_secs_f64() / inner as f64);
+            }
+            let sum: f64 = c.iter().map(|&v| f64::from(v)).sum();
+            println!(
+                "  encode ({n},{d},{h}): {:.2} ms, {:.1} GFLOP/s (checksum {sum:.6e})",
+                best * 1e3,
+                flop / best * 1e-9
+            );
+        }
+    }
+}
+
 fn main() {
     #[cfg(not(target_family = "wasm"))]
     imp::main();
+    #[cfg(target_family = "wasm")]
+    wasm_imp::main();
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite on wasm32-wasip1 under Node's WASI (tools/node-wasi-run.mjs), once
-# without and once with simd128 (separate target directories).
+# without and once with simd128 (separate target directories), then the kernel tests
+# with relaxed SIMD.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -40,4 +41,14 @@ mkdir -p target
 summary=""
 run scalar ""
 run simd128 "-C target-feature=+simd128"
+# Relaxed SIMD (feature `relaxed-simd`: the portable kernel's multiply-adds become
+# f32x4.relaxed_madd): unit tests, GEMM property tests and golden cases. Node 20 needs
+# --experimental-wasm-relaxed-simd; later versions have it on by default.
+relaxed_flag=""
+if node --no-warnings --experimental-wasm-relaxed-simd -e 0 >/dev/null 2>&1; then
+  relaxed_flag="--experimental-wasm-relaxed-simd"
+fi
+export CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $relaxed_flag $root/tools/node-wasi-run.mjs"
+args=(--features relaxed-simd --lib --test gemm_props --test golden)
+run relaxed "-C target-feature=+simd128,+relaxed-simd"
 echo "wasm32-wasip1 (node $(node --version)):${summary} total $((SECONDS - t0)) s"

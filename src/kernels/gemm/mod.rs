@@ -33,9 +33,12 @@
 //!
 //! ## Threads
 //! Single-threaded by default. With the `parallel` feature, products of at least
-//! `2²⁶` multiply-adds with a unit-column-stride C split each packed A block's row
-//! panels across `std::thread::scope` threads (no spinning, no extra scratch; thread
-//! start-up allocates, so this path is not allocation-free).
+//! `2²⁶` multiply-adds with a unit-column-stride C run on rayon's thread pool: one
+//! split per packed block of B (for the SAE shapes, one to a dozen per product),
+//! whose row chunks the threads claim one at a time, each packing its own rows of
+//! A. The threads share the caller's `pack` buffer: [`pack_len`] is the same with
+//! or without the feature, and the results are bit-for-bit the single-threaded
+//! ones. See `par` in the source for the plan, and `set_max_threads`.
 //!
 //! `β = 0` never reads C, so C may hold NaN or garbage.
 
@@ -635,9 +638,11 @@ fn gemm_loop<K: Isa, B: PackB>(
     let kc_max = k.min(KC);
     let b_len = kc_max * round_up(n.min(NC), nr);
     let a_len = kc_max * round_up(m.min(MC), mr);
+    if par::gemm_loop(kern, alpha, &a, b, beta, &mut c, epi, pack) {
+        return;
+    }
     let (bpack, rest) = pack.split_at_mut(b_len);
     let apack = &mut rest[..a_len];
-    let threads = par::threads(m, n, k, &c);
 
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -646,14 +651,6 @@ fn gemm_loop<K: Isa, B: PackB>(
             let last = pc + kc == k;
             let beta = if pc == 0 { beta } else { 1.0 };
             let epi = if last { epi } else { Epilogue::None };
-            // Single-threaded, B is packed one panel at a time during the first row
-            // block, right before the kernel uses it (while it is still in L1/L2),
-            // instead of in a separate pass over the whole block; later row blocks
-            // reuse the packed panels. Threads need the whole block packed first.
-            let lazy_b = threads <= 1;
-            if !lazy_b {
-                b.pack(kern, pc, kc, jc, nc, nr, bpack);
-            }
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 pack_panels(kern, &a.t(), pc, kc, ic, mc, mr, apack);
@@ -665,7 +662,11 @@ fn gemm_loop<K: Isa, B: PackB>(
                     rs: c.rs,
                     cs: c.cs,
                 };
-                if lazy_b && ic == 0 {
+                if ic == 0 {
+                    // B is packed one panel at a time during the first row block,
+                    // right before the kernel uses it (while it is still in L1/L2),
+                    // instead of in a separate pass over the whole block; later row
+                    // blocks reuse the packed panels.
                     for (q, jr) in (0..nc).step_by(nr).enumerate() {
                         let nr_eff = nr.min(nc - jr);
                         let panel = &mut bpack[q * nr * kc..(q + 1) * nr * kc];
@@ -681,21 +682,17 @@ fn gemm_loop<K: Isa, B: PackB>(
                         };
                         panels(kern, &blk, apack, &mut rows, 0);
                     }
-                    continue;
-                }
-                let blk = Block {
-                    alpha,
-                    beta,
-                    epi,
-                    kc,
-                    jc,
-                    nc,
-                    bpack,
-                };
-                if threads <= 1 {
-                    panels(kern, &blk, apack, &mut rows, 0);
                 } else {
-                    par::panels(kern, &blk, apack, &mut rows, threads);
+                    let blk = Block {
+                        alpha,
+                        beta,
+                        epi,
+                        kc,
+                        jc,
+                        nc,
+                        bpack,
+                    };
+                    panels(kern, &blk, apack, &mut rows, 0);
                 }
             }
         }
@@ -703,7 +700,8 @@ fn gemm_loop<K: Isa, B: PackB>(
 }
 
 /// A `k×n` right-hand side the loop nest can pack: an `f32` view, or 16-bit weights.
-trait PackB {
+/// (`Sync`: with the `parallel` feature, several threads pack panels of one block.)
+trait PackB: Sync {
     /// Columns (`n`).
     fn cols(&self) -> usize;
     /// Pack rows `k0..k0+kc`, columns `j0..j0+nc` into `w`-wide panels (the layout of
@@ -862,92 +860,225 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
 
 /// Splitting large products across threads (feature `parallel`).
 ///
-/// Each `MC×KC` block of A is packed once, by the calling thread, into the one pack
-/// buffer; its `MR`-row panels are then divided among the threads, each of which
-/// writes its own contiguous range of C's rows (so no pack memory is added and
-/// [`pack_len`] is the same with or without the feature). Threads are
-/// `std::thread::scope` threads joined by blocking, never by spinning; the calling
-/// thread does one share itself. Products below [`par::MIN_WORK`] multiply-adds and C
-/// views without unit column stride stay on the calling thread.
+/// The loop nest of [`gemm_loop`] with one split per packed `KC×NC` block of B
+/// (for the SAE shapes, `k ≤ KC`: one to a few splits per product, never one per
+/// row block): the block is packed by all lanes together (panels claimed one at a
+/// time), then C's rows are cut into chunks of `mc` rows that the lanes claim one at
+/// a time; a lane packs its chunk's rows of A into its own share of the pack buffer
+/// and multiplies them by the shared packed B. Claiming (a mutex-guarded iterator
+/// over disjoint `chunks_mut`, no `unsafe`) balances the load: a lane whose thread
+/// is descheduled on a busy machine only delays the chunk it holds, the others take
+/// the rest, so two threads are not slower than one when the cores are
+/// oversubscribed.
+///
+/// **Scratch:** no more than [`pack_len`] reports. The B block takes its usual
+/// place; the lanes divide the A part between them, so each lane's A block has
+/// `mc = ⌊(A part / lanes) / KC⌋` rows rounded down to `MR` (64 instead of 128 with
+/// two lanes and the minimum buffer; a larger `pack` buffer gives each lane more
+/// rows, up to `MC`). If the A part is too small for two lanes of one `MR` panel
+/// each, the product runs on the calling thread.
+///
+/// **Threads:** rayon's pool ([`rayon::current_num_threads`], capped by
+/// [`super::set_max_threads`]); the whole product runs inside the pool (one
+/// hand-over from a caller outside it), the lanes split by `rayon::join`, so no
+/// thread is spawned per product (the pool starts once, on first use; this path is
+/// not covered by the no-allocation test). Products below
+/// [`MIN_WORK`] multiply-adds and C views without unit column stride stay on the
+/// calling thread. Every C tile is computed by the same micro-kernel calls over the
+/// same `k` blocks as single-threaded, so the results are bit-for-bit identical.
 #[cfg(feature = "parallel")]
 mod par {
-    use super::{Block, Isa, MatMut};
+    use super::{
+        ALIGN_SLACK, Block, Epilogue, Isa, KC, MC, MatMut, MatRef, NC, PackB, pack_panels, round_up,
+    };
+    use std::sync::Mutex;
 
-    /// The most threads one product uses.
+    /// The most lanes one product uses.
     pub(super) const MAX_THREADS: usize = 8;
     /// `m·n·k` below which a product stays single-threaded (about a millisecond of
-    /// single-core work, so that starting threads costs a few percent at most).
+    /// single-core work, so that the hand-over to the pool costs a few percent at
+    /// most).
     pub(super) const MIN_WORK: usize = 1 << 26;
 
-    /// How many threads to use for this product.
-    pub(super) fn threads(m: usize, n: usize, k: usize, c: &MatMut<'_>) -> usize {
+    /// Products that ran split (tests check that the split path was taken).
+    #[cfg(test)]
+    pub(super) static RUNS: core::sync::atomic::AtomicUsize =
+        core::sync::atomic::AtomicUsize::new(0);
+
+    /// The thread count set by [`super::set_max_threads`] (0: the pool's).
+    pub(super) static THREAD_CAP: core::sync::atomic::AtomicUsize =
+        core::sync::atomic::AtomicUsize::new(0);
+
+    /// How many lanes to use for this product.
+    fn threads(m: usize, n: usize, k: usize, c: &MatMut<'_>) -> usize {
         let work = m.saturating_mul(n).saturating_mul(k);
         if work < MIN_WORK || c.cs != 1 {
             return 1;
         }
         let cap = THREAD_CAP.load(core::sync::atomic::Ordering::Relaxed);
-        let hw = if cap > 0 {
-            cap
-        } else {
-            std::thread::available_parallelism().map_or(1, |t| t.get())
-        };
-        hw.clamp(1, MAX_THREADS)
+        let pool = rayon::current_num_threads();
+        let t = if cap > 0 { cap.min(pool) } else { pool };
+        t.clamp(1, MAX_THREADS)
     }
 
-    /// The thread count set by [`super::set_max_threads`] (0: the hardware's).
-    pub(super) static THREAD_CAP: core::sync::atomic::AtomicUsize =
-        core::sync::atomic::AtomicUsize::new(0);
-
-    /// [`super::panels`] over `c`'s rows, split into `threads` ranges of whole panels.
-    pub(super) fn panels<K: Isa>(
-        kern: K,
-        blk: &Block<'_>,
-        apack: &[f32],
-        c: &mut MatMut<'_>,
-        threads: usize,
-    ) {
-        let mr = K::MR;
-        let n_panels = c.rows.div_ceil(mr);
-        let per = n_panels.div_ceil(threads.min(n_panels).max(1)) * mr;
-        let (rows, cols, rs) = (c.rows, c.cols, c.rs);
-        std::thread::scope(|s| {
-            let mut data: &mut [f32] = &mut *c.data;
-            let mut r0 = 0;
-            while r0 < rows {
-                let r1 = (r0 + per).min(rows);
-                // With unit column stride (and `rs ≥ cols`, which `MatMut::new`
-                // guarantees for more than one row), rows r0..r1 lie in
-                // `[r0·rs, r1·rs)`; the last range keeps the rest of the slice.
-                let take = if r1 == rows {
-                    data.len()
-                } else {
-                    (r1 - r0) * rs
-                };
-                let (mine, rest) = core::mem::take(&mut data).split_at_mut(take);
-                data = rest;
-                let mut sub = MatMut {
-                    data: mine,
-                    rows: r1 - r0,
-                    cols,
-                    rs,
-                    cs: 1,
-                };
-                let ir0 = r0;
-                if r1 == rows {
-                    super::panels(kern, blk, apack, &mut sub, ir0);
-                } else {
-                    s.spawn(move || super::panels(kern, blk, apack, &mut sub, ir0));
+    /// How to split an `m×k` by `k×n` product (`kc = min(k, KC)`) over at most
+    /// `lanes` lanes within `len` floats of (aligned) pack memory:
+    /// `(lanes, columns per B block, rows per chunk, floats per lane's A share)`, or
+    /// `None` if fewer than two lanes fit.
+    ///
+    /// The B block keeps its single-threaded width when `n` fits one block (`n ≤ NC`),
+    /// and each lane gets what remains for A. When `n` needs several blocks anyway,
+    /// the block is narrowed (to at least `NC/2`) so that every lane keeps the full
+    /// `MC`-row A block of the single-threaded loop (its micro-panels of B are reused
+    /// as often).
+    pub(super) fn plan(
+        m: usize,
+        n: usize,
+        kc: usize,
+        mr: usize,
+        nr: usize,
+        len: usize,
+        lanes: usize,
+    ) -> Option<(usize, usize, usize, usize)> {
+        let share_of = |mc: usize| round_up(kc * mc, ALIGN_SLACK);
+        for lanes in (2..=lanes).rev() {
+            // No lane needs more rows than an even split of `m` gives it; chunks
+            // are whole `MR` panels.
+            let m_lane = round_up(m.div_ceil(lanes), mr).min(MC / mr * mr);
+            let nb = round_up(n.min(NC), nr);
+            let room = len.saturating_sub(kc * nb) / lanes;
+            let mut mc = ((room / ALIGN_SLACK * ALIGN_SLACK) / kc / mr * mr).min(m_lane);
+            let mut nc = n.min(NC);
+            if n > NC && mc < m_lane {
+                let nb2 = len.saturating_sub(lanes * share_of(m_lane)) / kc / nr * nr;
+                if nb2 >= NC / 2 {
+                    (mc, nc) = (m_lane, nb2);
                 }
-                r0 = r1;
             }
-        });
+            if mc >= mr && kc * round_up(nc, nr) + lanes * share_of(mc) <= len {
+                return Some((lanes.min(m.div_ceil(mc)), nc, mc, share_of(mc)))
+                    .filter(|p| p.0 >= 2);
+            }
+        }
+        None
+    }
+
+    /// Take the next item of a shared work list.
+    fn claim<I: Iterator>(work: &Mutex<I>) -> Option<I::Item> {
+        work.lock().unwrap_or_else(|e| e.into_inner()).next()
+    }
+
+    /// Run `f` on `lanes` lanes of the current rayon pool, lane `i` with the `i`-th
+    /// `share`-long piece of `scratch`.
+    fn lanes<F: Fn(&mut [f32]) + Sync>(lanes: usize, scratch: &mut [f32], share: usize, f: &F) {
+        if lanes <= 1 {
+            let end = share.min(scratch.len());
+            f(&mut scratch[..end]);
+            return;
+        }
+        let half = lanes / 2;
+        let cut = (share * half).min(scratch.len());
+        let (l, r) = scratch.split_at_mut(cut);
+        rayon::join(
+            || self::lanes(half, l, share, f),
+            || self::lanes(lanes - half, r, share, f),
+        );
+    }
+
+    /// The multi-threaded loop nest; `false` (nothing done) if the product should
+    /// run single-threaded. `pack` is already aligned and at least
+    /// [`super::pack_len`] long less the alignment offset.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gemm_loop<K: Isa, B: PackB>(
+        kern: K,
+        alpha: f32,
+        a: &MatRef<'_>,
+        b: &B,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue<'_>,
+        pack: &mut [f32],
+    ) -> bool {
+        let (m, k, n) = (a.rows, a.cols, b.cols());
+        let lanes_max = threads(m, n, k, c);
+        if lanes_max < 2 {
+            return false;
+        }
+        let (mr, nr) = (K::MR, K::NR);
+        let Some((n_lanes, nc_blk, mc, share)) =
+            plan(m, n, k.min(KC), mr, nr, pack.len(), lanes_max)
+        else {
+            return false;
+        };
+        let chunks = m.div_ceil(mc);
+        let (bpack, rest) = pack.split_at_mut(k.min(KC) * round_up(nc_blk, nr));
+        let mut body = || {
+            let (rows, cols, rs) = (c.rows, c.cols, c.rs);
+            let at = a.t();
+            for jc in (0..n).step_by(nc_blk) {
+                let nc = nc_blk.min(n - jc);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    let last = pc + kc == k;
+                    let beta = if pc == 0 { beta } else { 1.0 };
+                    let epi = if last { epi } else { Epilogue::None };
+                    let n_panels = nc.div_ceil(nr);
+                    // 1. All lanes pack the B block, one `NR`-wide panel at a time.
+                    let work = Mutex::new(bpack.chunks_mut(nr * kc).enumerate().take(n_panels));
+                    lanes(n_lanes, &mut [], 0, &|_| {
+                        while let Some((q, panel)) = claim(&work) {
+                            let jr = q * nr;
+                            b.pack(kern, pc, kc, jc + jr, nr.min(nc - jr), nr, panel);
+                        }
+                    });
+                    let blk = Block {
+                        alpha,
+                        beta,
+                        epi,
+                        kc,
+                        jc,
+                        nc,
+                        bpack: &bpack[..n_panels * nr * kc],
+                    };
+                    // 2. The lanes claim chunks of `mc` rows of C. With unit column
+                    // stride and `rs ≥ cols` (which `MatMut::new` guarantees for more
+                    // than one row), rows r0..r0+mc lie in `[r0·rs, (r0+mc)·rs)`, and
+                    // the last chunk keeps the rest of the slice.
+                    let work = Mutex::new(c.data.chunks_mut(mc * rs).enumerate().take(chunks));
+                    lanes(n_lanes, rest, share, &|apack: &mut [f32]| {
+                        while let Some((i, data)) = claim(&work) {
+                            let r0 = i * mc;
+                            let r = mc.min(rows - r0);
+                            pack_panels(kern, &at, pc, kc, r0, r, mr, apack);
+                            let mut sub = MatMut {
+                                data,
+                                rows: r,
+                                cols,
+                                rs,
+                                cs: 1,
+                            };
+                            super::panels(kern, &blk, apack, &mut sub, 0);
+                        }
+                    });
+                }
+            }
+        };
+        #[cfg(test)]
+        RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        if rayon::current_thread_index().is_some() {
+            body();
+        } else {
+            // One hand-over into the pool; the joins inside are then cheap.
+            rayon::scope(|_| body());
+        }
+        true
     }
 }
 
 /// Cap the threads one product may use (feature `parallel`): `0` restores the
-/// default (the hardware's parallelism, at most 8); `1` makes every product
-/// single-threaded. Process-wide; for benchmarks and for callers that run their own
-/// threads.
+/// default (rayon's pool size, at most 8; the `RAYON_NUM_THREADS` environment
+/// variable sets the pool size); `1` makes every product single-threaded.
+/// Process-wide; for benchmarks and for callers that run their own threads.
 #[cfg(feature = "parallel")]
 pub fn set_max_threads(n: usize) {
     par::THREAD_CAP.store(n, core::sync::atomic::Ordering::Relaxed);
@@ -956,20 +1087,21 @@ pub fn set_max_threads(n: usize) {
 /// Single-threaded stand-in when the `parallel` feature is off.
 #[cfg(not(feature = "parallel"))]
 mod par {
-    use super::{Block, Isa, MatMut};
+    use super::{Epilogue, Isa, MatMut, MatRef, PackB};
 
-    pub(super) fn threads(_: usize, _: usize, _: usize, _: &MatMut<'_>) -> usize {
-        1
-    }
-
-    pub(super) fn panels<K: Isa>(
-        kern: K,
-        blk: &Block<'_>,
-        apack: &[f32],
-        c: &mut MatMut<'_>,
-        _threads: usize,
-    ) {
-        super::panels(kern, blk, apack, c, 0);
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(super) fn gemm_loop<K: Isa, B: PackB>(
+        _kern: K,
+        _alpha: f32,
+        _a: &MatRef<'_>,
+        _b: &B,
+        _beta: f32,
+        _c: &mut MatMut<'_>,
+        _epi: Epilogue<'_>,
+        _pack: &mut [f32],
+    ) -> bool {
+        false
     }
 }
 
@@ -1129,5 +1261,184 @@ fn scale_c(c: &mut MatMut<'_>, beta: f32, epi: Epilogue<'_>) {
             let v = if beta == 0.0 { 0.0 } else { beta * c.data[idx] };
             c.data[idx] = apply_epilogue(v, j, epi);
         }
+    }
+}
+
+#[cfg(all(test, feature = "parallel"))]
+mod parallel_tests {
+    use super::*;
+    use core::sync::atomic::Ordering;
+    use std::{vec, vec::Vec};
+
+    fn fill(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// One product `C ← relu(α·A·Bᵀ... + β·C + bias)` of the encoder's layout, with the
+    /// given kernel, pack length and thread cap (`threads` lanes in a pool of that
+    /// size; 1 = single-threaded).
+    fn product(
+        kernel: Kernel,
+        (m, n, k): (usize, usize, usize),
+        threads: usize,
+        half: u8,
+    ) -> Vec<f32> {
+        let a = fill(m * k, 1);
+        let w = fill(n * k, 2);
+        let bias = fill(n, 3);
+        let mut c = fill(m * n, 4);
+        // Exactly the reported minimum, unaligned by one element.
+        let mut pack = vec![f32::NAN; pack_len(m, n, k) + 1];
+        let pack = &mut pack[1..];
+        let wh: Vec<u16> = w.iter().map(|&v| Half::Bf16.from_f32(v)).collect();
+        let run = || {
+            let cm = MatMut::row_major("c", &mut c, m, n).unwrap();
+            let am = MatRef::row_major("a", &a, m, k).unwrap();
+            if half == 2 {
+                gemm_nt_half_bf16_dot(
+                    Half::Bf16,
+                    0.5,
+                    am,
+                    &wh,
+                    n,
+                    -1.0,
+                    cm,
+                    Epilogue::BiasRelu(&bias),
+                    pack,
+                )
+                .unwrap();
+            } else if half == 1 {
+                gemm_nt_half_with(
+                    kernel,
+                    Half::Bf16,
+                    0.5,
+                    am,
+                    &wh,
+                    n,
+                    -1.0,
+                    cm,
+                    Epilogue::BiasRelu(&bias),
+                    pack,
+                )
+                .unwrap();
+            } else {
+                let bm = MatRef::row_major("w", &w, n, k).unwrap().t();
+                gemm_with(
+                    kernel,
+                    0.5,
+                    am,
+                    bm,
+                    -1.0,
+                    cm,
+                    Epilogue::BiasRelu(&bias),
+                    pack,
+                )
+                .unwrap();
+            }
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(run);
+        c
+    }
+
+    /// The split product equals the single-threaded one bit for bit (same kernel
+    /// calls over the same `k` blocks), with the minimum pack buffer, for several
+    /// blocks of B (`n > NC`), several passes over `k` (`k > KC`), ragged row
+    /// chunks, 2 and 3 lanes, `f32` and bf16 weights, and every available kernel;
+    /// and the split path really ran. One case is also checked against `f64`.
+    #[test]
+    fn split_matches_single_thread() {
+        let shapes = [(300, 1600, 200), (136, 520, 1000), (1000, 100, 700)];
+        for kernel in Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_available() && *k != Kernel::Scalar)
+        {
+            for &shape in &shapes {
+                // 0: f32, 1: bf16 weights widened, 2: bf16 dot products (where the
+                // CPU has them; the same for every `kernel`).
+                let modes: &[u8] = if bf16_dot_available() {
+                    &[0, 1, 2]
+                } else {
+                    &[0, 1]
+                };
+                for &half in modes {
+                    let one = product(kernel, shape, 1, half);
+                    for threads in [2, 3] {
+                        let before = par::RUNS.load(Ordering::Relaxed);
+                        let many = product(kernel, shape, threads, half);
+                        assert!(
+                            par::RUNS.load(Ordering::Relaxed) > before,
+                            "{shape:?}: not split"
+                        );
+                        let same = one
+                            .iter()
+                            .zip(&many)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{} {shape:?} half={half} threads={threads}",
+                            kernel.name()
+                        );
+                    }
+                }
+            }
+        }
+        // Against the f64 reference (the single-threaded path is checked the same
+        // way by the property tests).
+        let (m, n, k) = shapes[0];
+        let got = product(selected(), (m, n, k), 2, 0);
+        let (a, w, bias) = (fill(m * k, 1), fill(n * k, 2), fill(n, 3));
+        let mut want = fill(m * n, 4);
+        let mut mag = vec![0.0f64; m * n];
+        naive::gemm_f64(
+            0.5,
+            MatRef::row_major("a", &a, m, k).unwrap(),
+            MatRef::row_major("w", &w, n, k).unwrap().t(),
+            -1.0,
+            &mut MatMut::row_major("c", &mut want, m, n).unwrap(),
+            Epilogue::BiasRelu(&bias),
+            Some(&mut mag),
+        );
+        let gamma = (k as f64 + 4.0) * f64::powi(2.0, -23);
+        for ((g, w), s) in got.iter().zip(&want).zip(&mag) {
+            assert!(f64::from((g - w).abs()) <= gamma * s + 1e-30, "{g} vs {w}");
+        }
+    }
+
+    /// Splitting plans stay within the pack memory and give every lane at least
+    /// one `MR` panel; too little A memory for two lanes means no split.
+    #[test]
+    fn plans_fit() {
+        for &(m, n, k) in &[
+            (4096, 4096, 512),
+            (1024, 16384, 768),
+            (64, 4096, 512),
+            (4096, 512, 64),
+            (64, 512, 4096),
+            (9, 20000, 800),
+        ] {
+            for (mr, nr) in [(8, 48), (6, 16), (8, 8)] {
+                let kc = k.min(KC);
+                let len = pack_len(m, n, k) - ALIGN_SLACK;
+                if let Some((lanes, nc, mc, share)) = par::plan(m, n, kc, mr, nr, len, 2) {
+                    assert!(lanes == 2 && mc >= mr && mc % mr == 0 && nc >= 1);
+                    assert!(kc * round_up(nc, nr) + lanes * share <= len, "{m},{n},{k}");
+                    assert!(share >= kc * mc);
+                }
+            }
+        }
+        // Room for one lane's A block only.
+        assert!(par::plan(256, 512, 512, 8, 48, 512 * (512 + 8), 2).is_none());
     }
 }

@@ -3,7 +3,7 @@
 //! [`Scalar`] (plain `f32`, used by tests to exercise the loop nest without SIMD).
 
 use super::{Isa, Kernel, Out, Store, TILE_MAX, store_direct_from_buf};
-use crate::kernels::vector;
+use crate::kernels::vector::{self, madd8};
 use wide::f32x8;
 
 /// The `wide::f32x8` token: `8×8` tiles, one `f32x8` accumulator per row. Always
@@ -36,7 +36,7 @@ impl Isa for Portable {
         for (ap, bp) in a.chunks_exact(8).zip(b.chunks_exact(8)).take(kc) {
             let bv = load8(bp);
             for (acc_i, &ai) in acc.iter_mut().zip(ap) {
-                *acc_i = f32x8::splat(ai).mul_add(bv, *acc_i);
+                *acc_i = madd8(f32x8::splat(ai), bv, *acc_i);
             }
         }
         let fill = |tile: &mut [f32; TILE_MAX]| {
@@ -72,7 +72,7 @@ impl Isa for Portable {
         let mut cx = x.chunks_exact(8);
         let mut cy = y.chunks_exact(8);
         for ((zc, xc), yc) in (&mut cz).zip(&mut cx).zip(&mut cy) {
-            let r = bv.mul_add(load8(yc), av.mul_add(load8(xc), load8(zc)));
+            let r = madd8(bv, load8(yc), madd8(av, load8(xc), load8(zc)));
             zc.copy_from_slice(&r.to_array());
         }
         let tails = cx.remainder().iter().zip(cy.remainder());
