@@ -21,8 +21,8 @@ pub type Result<T> = core::result::Result<T, Error>;
 /// The block size used when the caller does not choose one.
 pub const DEFAULT_BLOCK_ROWS: usize = core_model::DEFAULT_BLOCK_ROWS;
 
-/// The largest block an encode uses, however much scratch it gets. The encoder
-/// product packs all of `W_enc` once per block, so large batches want large blocks.
+/// The largest block the CSR encode and the decode use, however much scratch they
+/// get. (The dense [`encode`] takes blocks as large as its scratch allows.)
 pub const MAX_BLOCK_ROWS: usize = core_model::MAX_BLOCK_ROWS;
 
 /// An SAE architecture, as SAELens names them.
@@ -65,7 +65,6 @@ impl Arch {
     }
 
     /// The same activation over one `h×d` dictionary (`W_encᵀ`), no input centring.
-    #[cfg(feature = "std")]
     fn core_transposed(self) -> core_model::Arch {
         core_model::Arch {
             weights: Layout::Tied,
@@ -228,6 +227,30 @@ impl<'a> View<'a> {
     pub fn weights(&self) -> Weights<'a> {
         self.w
     }
+
+    /// `W_encᵀ` (`h×d` row-major) if this view has it (owned models keep it for
+    /// small batches, see [`encode`]).
+    #[must_use]
+    pub fn encoder_transposed(&self) -> Option<&'a [f32]> {
+        self.transposed.map(|t| t.tensors()[0].data)
+    }
+
+    /// The same view with `W_encᵀ` (`h×d` row-major, the transpose of `w_enc`; not
+    /// checked beyond its length) for batches of at most [`SMALL_BATCH`] rows.
+    ///
+    /// # Errors
+    /// [`Error::Length`] naming `M` if `w_enc_t.len() != d·h`.
+    pub fn with_encoder_transposed(mut self, w_enc_t: &'a [f32]) -> Result<Self> {
+        let arch = self.arch();
+        let (ta, dims) = (arch.core_transposed(), self.params.dims());
+        let w = self.w;
+        self.transposed = Some(if arch == Arch::JumpRelu {
+            Params::new(ta, dims, [w_enc_t, w.b_enc, w.threshold])?
+        } else {
+            Params::new(ta, dims, [w_enc_t, w.b_enc])?
+        });
+        Ok(self)
+    }
 }
 
 /// A model that owns its weights (feature `std`): loaded from a SAELens folder or
@@ -308,32 +331,26 @@ impl Owned {
     pub fn view(&self) -> View<'_> {
         let p = self.sae.params();
         let t = p.tensors();
-        let threshold = p.threshold().unwrap_or(&[]);
         let w = Weights {
             w_enc: t[0].data,
             b_enc: t[1].data,
             w_dec: t[2].data,
             b_dec: t[3].data,
-            threshold,
+            threshold: p.threshold().unwrap_or(&[]),
         };
-        let arch = Arch::of(p.arch().activation);
-        let ta = arch.core_transposed();
-        // Same lengths as the checked model's: these cannot fail.
-        let transposed = if arch == Arch::JumpRelu {
-            Params::new(ta, p.dims(), [&self.w_enc_t[..], w.b_enc, threshold]).ok()
-        } else {
-            Params::new(ta, p.dims(), [&self.w_enc_t[..], w.b_enc]).ok()
-        };
-        View {
+        let v = View {
             params: p,
             w,
-            transposed,
-        }
+            transposed: None,
+        };
+        // `W_encᵀ` has the checked model's `d·h` entries: this cannot fail.
+        v.with_encoder_transposed(&self.w_enc_t).unwrap_or(v)
     }
 }
 
-/// Scratch `f32` for [`encode`] with row blocks of `block_rows` (clamped to
-/// `1..=MAX_BLOCK_ROWS`); saturates instead of overflowing.
+/// Scratch `f32` for [`encode`] with row blocks of `block_rows` (at least 1; not
+/// capped: one block for the whole batch packs `W_enc` once); saturates instead of
+/// overflowing.
 #[must_use]
 pub fn encode_scratch_len(v: &View<'_>, block_rows: usize) -> usize {
     core_model::encode_scratch_len(v.params.arch(), v.params.dims(), block_rows)
