@@ -6,9 +6,11 @@
 //! - the f32 FMA peak of this core (AVX-512 FMA chains, where available);
 //! - the bare encoder GEMM `X·W_enc` with bias + ReLU fused, `W_enc` `d×h` (SAELens'
 //!   layout) and `W_encᵀ` `h×d` (the transposed layout), one call over the batch;
-//! - the core's `model::encode` (untied, `b_dec` centring) with the scratch for
-//!   [`MAX_BLOCK_ROWS`] rows, standard and TopK k = 32;
-//! - the owned `Sae::encode` (allocates codes and scratch per call).
+//! - the core's `model::encode` (untied, `b_dec` centring), standard and TopK k = 32,
+//!   with the scratch for `MAX_BLOCK_ROWS` rows (one encoder pack per 256 rows) and
+//!   for the whole batch (one pack);
+//! - the owned `Sae::encode` (allocates codes and scratch per call);
+//! - the TopK selection alone (`topk_relu_row` on 1024 rows of ReLU codes).
 //!
 //! Times are per-thread CPU time, best of several runs (the machine is shared).
 //! `--quick`: fewer runs.
