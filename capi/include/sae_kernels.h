@@ -183,9 +183,11 @@ enum SaeStatus sae_model_info(const struct SaeModel *model,
                               uint32_t *apply_b_dec_to_input);
 
 // `*len` = the number of `float` of scratch `sae_encode` needs to encode in blocks
-// of `block_rows` rows (clamped to 1..256; more rows per block are faster for large
-// batches). Any scratch at least the length for `block_rows = 1` works; a longer one
-// gives larger blocks. The length does not depend on the batch size.
+// of `block_rows` rows (at least 1). Any scratch at least the length for
+// `block_rows = 1` works; a longer one gives larger blocks, up to the whole batch.
+// Each block packs all of `W_enc` once, so for large batches `block_rows = n` is
+// the fastest: with input centring it costs `n * d_in` floats more, without it the
+// length stops growing at 128 rows.
 //
 // # Safety
 // `model` as for every function; `len` writable.

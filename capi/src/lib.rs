@@ -349,6 +349,9 @@ struct Inner {
     b_dec: *const f32,
     threshold: *const f32,
     threshold_len: usize,
+    /// `W_encᵀ` (`d_sae x d_in`) kept by loaded models for small batches; NULL for
+    /// views of caller weights.
+    w_enc_t: *const f32,
 }
 
 const _: () = assert!(size_of::<Inner>() <= size_of::<SaeModel>());
@@ -393,6 +396,9 @@ fn inner_of(v: &View<'_>, magic: u64) -> Inner {
         b_dec: b_dec.as_ptr(),
         threshold: threshold.as_ptr(),
         threshold_len: threshold.len(),
+        w_enc_t: v
+            .encoder_transposed()
+            .map_or(core::ptr::null(), <[f32]>::as_ptr),
     }
 }
 
@@ -423,7 +429,7 @@ unsafe fn read_model(model: *const SaeModel) -> Res<Inner> {
 ///
 /// # Safety
 /// As [`read_model`]; the returned view must not outlive the weights.
-unsafe fn view_of<'a>(model: *const SaeModel) -> Res<(View<'a>, [Buf; 5])> {
+unsafe fn view_of<'a>(model: *const SaeModel) -> Res<(View<'a>, [Buf; WEIGHT_BUFS])> {
     // SAFETY: forwarded contract.
     let m = unsafe { read_model(model) }?;
     let (d, h) = (m.d, m.h);
@@ -441,16 +447,69 @@ unsafe fn view_of<'a>(model: *const SaeModel) -> Res<(View<'a>, [Buf; 5])> {
             in_slice("threshold", m.threshold, m.threshold_len)?,
         )
     };
-    let v = View::new(d, h, arch, m.apply != 0, w_enc, b_enc, w_dec, b_dec, thr)
+    let mut v = View::new(d, h, arch, m.apply != 0, w_enc, b_enc, w_dec, b_dec, thr)
         .map_err(|_| Fail::BadHandle("corrupted"))?;
+    let t_len = if m.w_enc_t.is_null() { 0 } else { dh };
+    if t_len > 0 {
+        // SAFETY: as above (a loaded model's own buffer, alive until it is freed).
+        let t = unsafe { in_slice("w_enc_t", m.w_enc_t, t_len)? };
+        v = v
+            .with_encoder_transposed(t)
+            .map_err(|_| Fail::BadHandle("corrupted"))?;
+    }
     let bufs = [
         buf("w_enc", m.w_enc, dh, false),
         buf("b_enc", m.b_enc, h, false),
         buf("w_dec", m.w_dec, dh, false),
         buf("b_dec", m.b_dec, d, false),
         buf("threshold", m.threshold, m.threshold_len, false),
+        buf("w_enc_t", m.w_enc_t, t_len, false),
     ];
     Ok((v, bufs))
+}
+
+/// Weight buffers of a model (the five tensors and `W_encᵀ`), for the overlap checks.
+const WEIGHT_BUFS: usize = 6;
+
+/// Most buffers a call passes besides the model's weights ([`sae_encode_csr`]'s six).
+const MAX_CALL_BUFS: usize = 6;
+
+/// [`view_of`] for a call with buffers `bufs`: checks that no written buffer overlaps
+/// another one or the model's weights (the check every computing function makes
+/// before it turns its pointers into slices).
+///
+/// # Safety
+/// As [`view_of`].
+unsafe fn view_for_call<'a, const N: usize>(
+    model: *const SaeModel,
+    bufs: [Buf; N],
+) -> Res<View<'a>> {
+    const { assert!(N <= MAX_CALL_BUFS) };
+    // SAFETY: forwarded contract.
+    let (v, weights) = unsafe { view_of(model) }?;
+    let mut all = [Buf("", 0, 0, false); WEIGHT_BUFS + MAX_CALL_BUFS];
+    all[..WEIGHT_BUFS].copy_from_slice(&weights);
+    all[WEIGHT_BUFS..WEIGHT_BUFS + N].copy_from_slice(&bufs);
+    disjoint(&all[..WEIGHT_BUFS + N])?;
+    Ok(v)
+}
+
+/// A `*_scratch_len` query: `*len = f(view, block_rows)`.
+///
+/// # Safety
+/// `model` as for every function; `len` writable.
+unsafe fn scratch_query(
+    model: *const SaeModel,
+    block_rows: usize,
+    len: *mut usize,
+    f: fn(&View<'_>, usize) -> usize,
+) -> SaeStatus {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let (v, _) = unsafe { view_of(model) }?;
+        // SAFETY: the caller's contract.
+        unsafe { put_req("len", len, f(&v, block_rows)) }
+    })
 }
 
 /// Write `value` through an optional out-pointer (NULL: skipped).
@@ -676,9 +735,11 @@ pub unsafe extern "C" fn sae_model_info(
 }
 
 /// `*len` = the number of `float` of scratch `sae_encode` needs to encode in blocks
-/// of `block_rows` rows (clamped to 1..256; more rows per block are faster for large
-/// batches). Any scratch at least the length for `block_rows = 1` works; a longer one
-/// gives larger blocks. The length does not depend on the batch size.
+/// of `block_rows` rows (at least 1). Any scratch at least the length for
+/// `block_rows = 1` works; a longer one gives larger blocks, up to the whole batch.
+/// Each block packs all of `W_enc` once, so for large batches `block_rows = n` is
+/// the fastest: with input centring it costs `n * d_in` floats more, without it the
+/// length stops growing at 128 rows.
 ///
 /// # Safety
 /// `model` as for every function; `len` writable.
@@ -688,12 +749,8 @@ pub unsafe extern "C" fn sae_encode_scratch_len(
     block_rows: usize,
     len: *mut usize,
 ) -> SaeStatus {
-    guard(|| {
-        // SAFETY: the caller's contract.
-        let (v, _) = unsafe { view_of(model) }?;
-        // SAFETY: the caller's contract.
-        unsafe { put_req("len", len, model::encode_scratch_len(&v, block_rows)) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe { scratch_query(model, block_rows, len, model::encode_scratch_len) }
 }
 
 /// Dense codes of a batch: `codes` (`n x d_sae`, row-major) = act((x - b_dec?) W_enc +
@@ -722,17 +779,16 @@ pub unsafe extern "C" fn sae_encode(
 ) -> SaeStatus {
     guard(|| {
         // SAFETY: the caller's contract.
-        let (v, w) = unsafe { view_of(model) }?;
-        disjoint(&[
-            w[0],
-            w[1],
-            w[2],
-            w[3],
-            w[4],
-            buf("x", x, x_len, false),
-            buf("codes", codes, codes_len, true),
-            buf("scratch", scratch, scratch_len, true),
-        ])?;
+        let v = unsafe {
+            view_for_call(
+                model,
+                [
+                    buf("x", x, x_len, false),
+                    buf("codes", codes, codes_len, true),
+                    buf("scratch", scratch, scratch_len, true),
+                ],
+            )
+        }?;
         // SAFETY: the caller's contract; the buffers do not overlap (checked).
         let (x, codes, scratch) = unsafe {
             (
@@ -758,12 +814,8 @@ pub unsafe extern "C" fn sae_encode_csr_scratch_len(
     block_rows: usize,
     len: *mut usize,
 ) -> SaeStatus {
-    guard(|| {
-        // SAFETY: the caller's contract.
-        let (v, _) = unsafe { view_of(model) }?;
-        // SAFETY: the caller's contract.
-        unsafe { put_req("len", len, model::csr_scratch_len(&v, block_rows)) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe { scratch_query(model, block_rows, len, model::csr_scratch_len) }
 }
 
 /// Encode a batch into CSR (compressed sparse rows): row `i`'s features are
@@ -811,20 +863,19 @@ pub unsafe extern "C" fn sae_encode_csr(
             return Err(Fail::Null("nnz"));
         }
         // SAFETY: the caller's contract.
-        let (v, w) = unsafe { view_of(model) }?;
-        disjoint(&[
-            w[0],
-            w[1],
-            w[2],
-            w[3],
-            w[4],
-            buf("x", x, x_len, false),
-            buf("row_ptr", row_ptr, row_ptr_len, true),
-            buf("indices", indices, capacity, true),
-            buf("values", values, capacity, true),
-            buf("scratch", scratch, scratch_len, true),
-            buf("nnz", nnz, 1, true),
-        ])?;
+        let v = unsafe {
+            view_for_call(
+                model,
+                [
+                    buf("x", x, x_len, false),
+                    buf("row_ptr", row_ptr, row_ptr_len, true),
+                    buf("indices", indices, capacity, true),
+                    buf("values", values, capacity, true),
+                    buf("scratch", scratch, scratch_len, true),
+                    buf("nnz", nnz, 1, true),
+                ],
+            )
+        }?;
         // SAFETY: the caller's contract; the buffers do not overlap (checked).
         let (x, rp, ix, vs, s) = unsafe {
             (
@@ -863,12 +914,8 @@ pub unsafe extern "C" fn sae_decode_scratch_len(
     block_rows: usize,
     len: *mut usize,
 ) -> SaeStatus {
-    guard(|| {
-        // SAFETY: the caller's contract.
-        let (v, _) = unsafe { view_of(model) }?;
-        // SAFETY: the caller's contract.
-        unsafe { put_req("len", len, model::decode_scratch_len(&v, block_rows)) }
-    })
+    // SAFETY: the caller's contract.
+    unsafe { scratch_query(model, block_rows, len, model::decode_scratch_len) }
 }
 
 /// Reconstruction from dense codes: `recon` (`n x d_in`) = `codes W_dec + b_dec` for
@@ -896,17 +943,16 @@ pub unsafe extern "C" fn sae_decode(
 ) -> SaeStatus {
     guard(|| {
         // SAFETY: the caller's contract.
-        let (v, w) = unsafe { view_of(model) }?;
-        disjoint(&[
-            w[0],
-            w[1],
-            w[2],
-            w[3],
-            w[4],
-            buf("codes", codes, codes_len, false),
-            buf("recon", recon, recon_len, true),
-            buf("scratch", scratch, scratch_len, true),
-        ])?;
+        let v = unsafe {
+            view_for_call(
+                model,
+                [
+                    buf("codes", codes, codes_len, false),
+                    buf("recon", recon, recon_len, true),
+                    buf("scratch", scratch, scratch_len, true),
+                ],
+            )
+        }?;
         // SAFETY: the caller's contract; the buffers do not overlap (checked).
         let (c, r, s) = unsafe {
             (
@@ -948,18 +994,17 @@ pub unsafe extern "C" fn sae_decode_csr(
 ) -> SaeStatus {
     guard(|| {
         // SAFETY: the caller's contract.
-        let (v, w) = unsafe { view_of(model) }?;
-        disjoint(&[
-            w[0],
-            w[1],
-            w[2],
-            w[3],
-            w[4],
-            buf("row_ptr", row_ptr, row_ptr_len, false),
-            buf("indices", indices, nnz, false),
-            buf("values", values, nnz, false),
-            buf("recon", recon, recon_len, true),
-        ])?;
+        let v = unsafe {
+            view_for_call(
+                model,
+                [
+                    buf("row_ptr", row_ptr, row_ptr_len, false),
+                    buf("indices", indices, nnz, false),
+                    buf("values", values, nnz, false),
+                    buf("recon", recon, recon_len, true),
+                ],
+            )
+        }?;
         // SAFETY: the caller's contract; `recon` overlaps nothing (checked).
         let (rp, ix, vs, r) = unsafe {
             (

@@ -6,9 +6,7 @@
 //! It maps the three SAELens architectures onto the core's one model description
 //! (`model::{Arch, Params}`), and uses the core's `encode` / `decode` and its CSR
 //! encode/decode (`sparse::{encode_csr, decode_csr}`, every architecture). One thing
-//! is added here: owned models keep `W_encᵀ` so that batches of at most
-//! [`SMALL_BATCH`] rows are encoded through the core's small-m GEMM path (see
-//! [`encode`]).
+//! is added here: owned models keep `W_encᵀ` and encode over it (see [`encode`]).
 
 use sae_kernels::model::{self as core_model, Activation, Params, Penalty, Weights as Layout};
 use sae_kernels::sparse::{self, RowLimit};
@@ -21,8 +19,8 @@ pub type Result<T> = core::result::Result<T, Error>;
 /// The block size used when the caller does not choose one.
 pub const DEFAULT_BLOCK_ROWS: usize = core_model::DEFAULT_BLOCK_ROWS;
 
-/// The largest block an encode uses, however much scratch it gets. The encoder
-/// product packs all of `W_enc` once per block, so large batches want large blocks.
+/// The largest block the CSR encode and the decode use, however much scratch they
+/// get. (The dense [`encode`] takes blocks as large as its scratch allows.)
 pub const MAX_BLOCK_ROWS: usize = core_model::MAX_BLOCK_ROWS;
 
 /// An SAE architecture, as SAELens names them.
@@ -65,7 +63,6 @@ impl Arch {
     }
 
     /// The same activation over one `h×d` dictionary (`W_encᵀ`), no input centring.
-    #[cfg(feature = "std")]
     fn core_transposed(self) -> core_model::Arch {
         core_model::Arch {
             weights: Layout::Tied,
@@ -150,7 +147,7 @@ pub struct View<'a> {
     params: Params<'a>,
     w: Weights<'a>,
     /// The same model over `W_encᵀ` (`h×d`) when the model keeps one (owned models):
-    /// batches of at most [`SMALL_BATCH`] rows then stream it (see [`encode`]).
+    /// the dense encode then runs over it (see [`encode`]).
     transposed: Option<Params<'a>>,
 }
 
@@ -227,6 +224,30 @@ impl<'a> View<'a> {
     #[must_use]
     pub fn weights(&self) -> Weights<'a> {
         self.w
+    }
+
+    /// `W_encᵀ` (`h×d` row-major) if this view has it (owned models keep it, see
+    /// [`encode`]).
+    #[must_use]
+    pub fn encoder_transposed(&self) -> Option<&'a [f32]> {
+        self.transposed.map(|t| t.tensors()[0].data)
+    }
+
+    /// The same view with `W_encᵀ` (`h×d` row-major, the transpose of `w_enc`; not
+    /// checked beyond its length), which [`encode`] then runs over.
+    ///
+    /// # Errors
+    /// [`Error::Length`] naming `M` if `w_enc_t.len() != d·h`.
+    pub fn with_encoder_transposed(mut self, w_enc_t: &'a [f32]) -> Result<Self> {
+        let arch = self.arch();
+        let (ta, dims) = (arch.core_transposed(), self.params.dims());
+        let w = self.w;
+        self.transposed = Some(if arch == Arch::JumpRelu {
+            Params::new(ta, dims, [w_enc_t, w.b_enc, w.threshold])?
+        } else {
+            Params::new(ta, dims, [w_enc_t, w.b_enc])?
+        });
+        Ok(self)
     }
 }
 
@@ -308,48 +329,48 @@ impl Owned {
     pub fn view(&self) -> View<'_> {
         let p = self.sae.params();
         let t = p.tensors();
-        let threshold = p.threshold().unwrap_or(&[]);
         let w = Weights {
             w_enc: t[0].data,
             b_enc: t[1].data,
             w_dec: t[2].data,
             b_dec: t[3].data,
-            threshold,
+            threshold: p.threshold().unwrap_or(&[]),
         };
-        let arch = Arch::of(p.arch().activation);
-        let ta = arch.core_transposed();
-        // Same lengths as the checked model's: these cannot fail.
-        let transposed = if arch == Arch::JumpRelu {
-            Params::new(ta, p.dims(), [&self.w_enc_t[..], w.b_enc, threshold]).ok()
-        } else {
-            Params::new(ta, p.dims(), [&self.w_enc_t[..], w.b_enc]).ok()
-        };
-        View {
+        let v = View {
             params: p,
             w,
-            transposed,
-        }
+            transposed: None,
+        };
+        // `W_encᵀ` has the checked model's `d·h` entries: this cannot fail.
+        v.with_encoder_transposed(&self.w_enc_t).unwrap_or(v)
     }
 }
 
-/// Scratch `f32` for [`encode`] with row blocks of `block_rows` (clamped to
-/// `1..=MAX_BLOCK_ROWS`); saturates instead of overflowing.
+/// Scratch `f32` for [`encode`] with row blocks of `block_rows` (at least 1; not
+/// capped: one block for the whole batch packs `W_enc` once); saturates instead of
+/// overflowing.
 #[must_use]
 pub fn encode_scratch_len(v: &View<'_>, block_rows: usize) -> usize {
     core_model::encode_scratch_len(v.params.arch(), v.params.dims(), block_rows)
 }
 
-/// Batches of at most this many rows take the small-batch path when the model keeps
-/// `W_encᵀ`.
-pub(crate) const SMALL_BATCH: usize = 4;
-
 /// Dense codes: `codes` (`n×h`) ← `act((x − b_dec?)·W_enc + b_enc)` for `x` (`n×d`).
 ///
-/// Owned models encode batches of at most [`SMALL_BATCH`] rows over `W_encᵀ`: the
-/// core's encoder reads an untied `W_enc` (`d×h` row-major) through its packed GEMM,
-/// which for one row costs several times one read of `W_enc`, while its small-m path
-/// (no packing, one pass) needs the dictionary as `h×d` rows (as for tied models). The
-/// centred input is made here, the rest is the core's `encode` on the `h×d` view.
+/// Owned models encode over `W_encᵀ` (`h×d`, which they keep), in two cases:
+/// - batches of at most 4 rows: unpacked, one contiguous dot product per feature
+///   (streaming the dictionary once; the sums are in another order than over
+///   `W_enc`);
+/// - larger batches whose row blocks (as large as the scratch allows) all have more
+///   than 4 rows: the encoder is packed as over `W_enc`, with the same sums (the same
+///   bits as a view of the same weights), but packing from `h×d` rows is faster than
+///   from `d×h` ones (5–12 % less time measured at (768, 16384), batch 1024:
+///   `examples/bench_encode.rs`).
+///
+/// Otherwise (a larger batch cut into blocks of at most 4 rows somewhere) the core
+/// encodes over `W_enc`, so that a view of the same weights gives the same bits. The
+/// centred input is made here, the rest is the core's `encode` on the `h×d` view;
+/// any scratch that fits [`encode_scratch_len`]`(v, rows)` fits this path with blocks
+/// of `rows` rows.
 ///
 /// # Errors
 /// As the core's `encode` ([`Error::Dimension`] for `n == 0`, [`Error::Length`] for
@@ -362,12 +383,12 @@ pub fn encode(
     scratch: &mut [f32],
 ) -> Result<()> {
     match v.transposed {
-        Some(t) if (1..=SMALL_BATCH).contains(&n) => encode_small(v, t, x, n, codes, scratch),
-        _ => core_model::encode(v.params, x, n, codes, scratch),
+        Some(t) => encode_transposed(v, t, x, n, codes, scratch),
+        None => core_model::encode(v.params, x, n, codes, scratch),
     }
 }
 
-fn encode_small(
+fn encode_transposed(
     v: &View<'_>,
     t: Params<'_>,
     x: &[f32],
@@ -376,7 +397,19 @@ fn encode_small(
     scratch: &mut [f32],
 ) -> Result<()> {
     let (d, h) = (v.d_in(), v.d_sae());
-    for (arg, got, want) in [("x", x.len(), n * d), ("codes", codes.len(), n * h)] {
+    if n == 0 {
+        return Err(Error::Dimension {
+            arg: "n",
+            expected: usize::MAX,
+            got: 0,
+        });
+    }
+    let sizes = [
+        ("x", x.len(), n.checked_mul(d)),
+        ("codes", codes.len(), n.checked_mul(h)),
+    ];
+    for (arg, got, want) in sizes {
+        let want = want.ok_or(Error::Overflow { arg })?;
         if got != want {
             return Err(Error::Length {
                 arg,
@@ -385,26 +418,38 @@ fn encode_small(
             });
         }
     }
-    let need = encode_scratch_len(v, 1);
-    if scratch.len() < need {
-        return Err(Error::WorkspaceTooSmall {
-            arg: "scratch",
-            needed: need,
-            got: scratch.len(),
-        });
-    }
     let centre = v.apply_b_dec_to_input();
+    // Scratch for blocks of r rows: the centred block, then the core's encode over
+    // `W_encᵀ` (no centring there).
     let len = |r: usize| {
         core_model::encode_scratch_len(t.arch(), t.dims(), r).saturating_add(if centre {
-            r * d
+            r.saturating_mul(d)
         } else {
             0
         })
     };
-    let Some(rb) = (1..=n).rev().find(|&r| len(r) <= scratch.len()) else {
-        // (Not expected: the transposed model needs no more.) The core's own path.
+    if scratch.len() < len(1) {
+        return Err(Error::WorkspaceTooSmall {
+            arg: "scratch",
+            needed: len(1),
+            got: scratch.len(),
+        });
+    }
+    // The largest block that fits (len is monotone in r).
+    let (mut rb, mut hi) = (1usize, n);
+    while rb < hi {
+        let mid = rb + (hi - rb).div_ceil(2);
+        if len(mid) <= scratch.len() {
+            rb = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    if n > 4 && !(rb > 4 && (n.is_multiple_of(rb) || n % rb > 4)) {
+        // A block of at most 4 rows would run unpacked, in another summation order
+        // than over `W_enc`: keep the bits of a view of the same weights.
         return core_model::encode(v.params, x, n, codes, scratch);
-    };
+    }
     let (xc, rest) = scratch.split_at_mut(if centre { rb * d } else { 0 });
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
@@ -637,11 +682,13 @@ mod tests {
         assert_eq!(r1, r2);
     }
 
-    /// The small-batch path (owned models, `n ≤ SMALL_BATCH`) against the core's
-    /// encoder on the same weights, for every architecture.
+    /// The path over `W_encᵀ` (owned models) against the core's encoder over `W_enc`
+    /// on the same weights, for every architecture, batch sizes from 1 to 40 and
+    /// blocks of 1, 5 and n rows: the same bits for more than 4 rows, within 1e-5
+    /// for at most 4 (unpacked dot products, another summation order).
     #[cfg(feature = "std")]
     #[test]
-    fn small_batches_match_the_core_encoder() {
+    fn the_transposed_path_matches_the_core_encoder() {
         let (d, h) = (24, 80);
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut rnd = |len: usize| -> Vec<f32> {
@@ -654,7 +701,8 @@ mod tests {
                 })
                 .collect()
         };
-        let (we, be, wd, bd, thr, x) = (rnd(d * h), rnd(h), rnd(h * d), rnd(d), rnd(h), rnd(7 * d));
+        let (we, be, wd, bd, thr, x) =
+            (rnd(d * h), rnd(h), rnd(h * d), rnd(d), rnd(h), rnd(40 * d));
         for (arch, t) in [
             (Arch::Standard, vec![]),
             (Arch::TopK(5), vec![]),
@@ -675,12 +723,19 @@ mod tests {
             let fast = owned.view();
             let core = View::new(d, h, arch, true, &we, &be, &wd, &bd, &t).unwrap();
             assert!(fast.transposed.is_some() && core.transposed.is_none());
-            for n in 1..=SMALL_BATCH {
-                for rows in [1, n] {
+            for n in [1, 2, 3, 4, 7, 40] {
+                for rows in [1, 5, n] {
                     let mut s = vec![0.0; encode_scratch_len(&fast, rows)];
                     let (mut a, mut b) = (vec![f32::NAN; n * h], vec![f32::NAN; n * h]);
                     encode(&fast, &x[..n * d], n, &mut a, &mut s).unwrap();
                     encode(&core, &x[..n * d], n, &mut b, &mut s).unwrap();
+                    if n > 4 {
+                        // Packed blocks, or the core's own path: the same bits.
+                        assert!(
+                            a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                            "{arch:?} n={n} rows={rows}: not the same bits"
+                        );
+                    }
                     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
                     assert!(scale > 0.0);
                     for (p, q) in a.iter().zip(&b) {

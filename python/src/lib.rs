@@ -58,6 +58,20 @@ fn block_rows(n: usize) -> usize {
     n.clamp(1, model::MAX_BLOCK_ROWS)
 }
 
+/// Rows per block of a dense encode: the whole batch up to [`ENCODE_BLOCK_ROWS`] rows
+/// (fewer for wide inputs: the centred block, `rows·d_in` floats, stays within
+/// [`ENCODE_CENTRED_FLOATS`] unless that is under [`model::MAX_BLOCK_ROWS`] rows), so
+/// that `W_enc` is packed once per call for all usual batch sizes.
+fn encode_block_rows(n: usize, d_in: usize) -> usize {
+    let cap = (ENCODE_CENTRED_FLOATS / d_in.max(1)).clamp(model::MAX_BLOCK_ROWS, ENCODE_BLOCK_ROWS);
+    n.clamp(1, cap)
+}
+
+/// The largest block of a dense encode (see [`encode_block_rows`]).
+const ENCODE_BLOCK_ROWS: usize = 4096;
+/// The scratch a dense encode may use for its centred block: 16 MiB of `f32`.
+const ENCODE_CENTRED_FLOATS: usize = 1 << 22;
+
 /// Describe an object for an error message: type, dtype, shape.
 fn describe(obj: &Bound<'_, PyAny>) -> String {
     let ty = obj
@@ -350,7 +364,7 @@ impl Sae {
         {
             let mut rw = out.readwrite();
             let codes = rw.as_slice_mut()?;
-            let len = model::encode_scratch_len(&v, block_rows(n));
+            let len = model::encode_scratch_len(&v, encode_block_rows(n, d));
             py.detach(|| with_scratch(len, |s| model::encode(&v, xs, n, codes, s)))
                 .map_err(py_err)?;
         }

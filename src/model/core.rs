@@ -270,8 +270,10 @@ const fn rows_of(block_rows: usize) -> usize {
 }
 
 /// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer.
+/// `block_rows` is taken as it is (at least 1): [`encode`]'s blocks are not capped at
+/// [`MAX_BLOCK_ROWS`] (the other plans pass blocks that are).
 const fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 3] {
-    let rows = rows_of(block_rows);
+    let rows = if block_rows == 0 { 1 } else { block_rows };
     let Dims { d, h } = dims;
     [
         StackReq::mat(rows, if arch.centers_input() { d } else { 0 }),
@@ -353,9 +355,16 @@ const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] 
     ]
 }
 
-/// Scratch `f32` for [`encode`] with blocks of `block_rows` rows: the encoder's pack
-/// buffer `pack_len(rows, h, d)`, plus `rows·d` for the centred input (with input
-/// centring) and `h` for the TopK selection (TopK).
+/// Scratch `f32` for [`encode`] with blocks of `block_rows` rows (at least 1, not
+/// capped at [`MAX_BLOCK_ROWS`]): the encoder's pack buffer `pack_len(rows, h, d)`,
+/// plus `rows·d` for the centred input (with input centring) and `h` for the TopK
+/// selection (TopK); saturating.
+///
+/// Each row block is one encoder product, which packs all of `W_enc` once, so a block
+/// as large as the batch is the fastest for large batches. Without input centring the
+/// length stops growing at `block_rows = 128` (the pack buffer's size is capped) and
+/// that much scratch encodes any batch in one block; with centring a block of `rows`
+/// rows costs `rows·d` more.
 #[must_use]
 pub const fn encode_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
     StackReq::all_of(&encode_plan(arch, dims, block_rows)).len()
@@ -411,6 +420,30 @@ pub(crate) fn block_rows_for(have: usize, len: impl Fn(usize) -> usize) -> Resul
     Ok(lo)
 }
 
+/// [`encode`]'s block size: the largest `rows ≤ n` whose plan fits in `have` slots
+/// (not capped at [`MAX_BLOCK_ROWS`]: every block packs the whole encoder once).
+fn encode_block_rows(have: usize, n: usize, len: impl Fn(usize) -> usize) -> Result<usize> {
+    let need = len(1);
+    if have < need {
+        return Err(E::WorkspaceTooSmall {
+            arg: "scratch",
+            needed: need,
+            got: have,
+        });
+    }
+    // len is monotone in the block size: binary search the largest that fits.
+    let (mut lo, mut hi) = (1usize, n.max(1));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if len(mid) <= have {
+            lo = mid
+        } else {
+            hi = mid - 1
+        }
+    }
+    Ok(lo)
+}
+
 // ----------------------------------------------------------------------------------
 // Block kernels shared by every entry point.
 
@@ -438,6 +471,15 @@ fn encoder_input<'x>(p: &Params<'_>, xb: &'x [f32], xc: &'x mut [f32]) -> &'x [f
 
 /// `codes ← act(xin·W_enc + b_enc)` for one block (`xin` `rows×d`, `codes` `rows×h`);
 /// with `pre_out`, the pre-activations are copied there too.
+///
+/// Without `pre_out` the bias and a ReLU are applied in the GEMM's store (no separate
+/// pass over the codes), for every activation: TopK and JumpReLU then run on
+/// `relu(pre)`, which gives the same codes bit for bit. TopK keeps the same positive
+/// entries (ReLU does not reorder them, ties still go to the lowest index), and when a
+/// row has fewer than `k` positive entries the other kept ones are `0` either way
+/// (ReLU keeps NaN, of either sign, as NaN, so NaNs are kept in the same cases);
+/// JumpReLU's `relu(v)·1[v > θ]` equals `relu(r)·1[r > θ]` for `r = relu(v)` for
+/// every `θ` (for `θ < 0` and `v ≤ 0` both are 0).
 fn encode_block(
     p: &Params<'_>,
     xin: &[f32],
@@ -448,7 +490,7 @@ fn encode_block(
     pre_out: Option<&mut [f32]>,
 ) -> Result<()> {
     let Dims { d, h } = p.dims();
-    let fused = p.arch().activation == Activation::Relu && pre_out.is_none();
+    let fused = pre_out.is_none();
     let epilogue = if fused {
         Epilogue::BiasRelu(p.b_enc())
     } else {
@@ -463,13 +505,13 @@ fn encode_block(
         epilogue,
         pack,
     )?;
-    if !fused {
+    if let Some(pre) = pre_out {
         for row in codes.chunks_exact_mut(h) {
             vector::axpy(1.0, p.b_enc(), row);
         }
-        if let Some(pre) = pre_out {
-            pre.copy_from_slice(codes);
-        }
+        pre.copy_from_slice(codes);
+    }
+    if !(fused && p.arch().activation == Activation::Relu) {
         let th = p.threshold().unwrap_or(&[]);
         apply_rows(p.arch().activation, codes, h, th, sel);
     }
@@ -694,7 +736,7 @@ pub fn encode(
     let Dims { d, h } = dims;
     check_batch(dims, x, n)?;
     check_len("codes", codes.len(), mul("codes", n, h)?)?;
-    let rb = block_rows_for(scratch.len(), |r| encode_scratch_len(arch, dims, r))?;
+    let rb = encode_block_rows(scratch.len(), n, |r| encode_scratch_len(arch, dims, r))?;
     let [xc, sel, pack] = MemStack::new(scratch).split(encode_plan(arch, dims, rb));
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);

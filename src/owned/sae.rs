@@ -9,6 +9,9 @@ use crate::model::{
 use crate::model::{DEFAULT_BLOCK_ROWS, init_tied};
 use std::{vec, vec::Vec};
 
+/// The largest row block [`Sae::encode`] uses.
+const ENCODE_BLOCK_ROWS: usize = 4096;
+
 /// An SAE (any [`Arch`]) owning its parameters: one buffer holding every tensor in
 /// canonical order (see [`crate::model::Params`]), private so that its length always
 /// matches the architecture and dimensions.
@@ -191,13 +194,17 @@ impl Sae {
 
     /// Codes of `n` rows (`x`: `n×d` row-major) as a new `n×h` row-major vector.
     ///
+    /// Rows are encoded in blocks of up to 4096 (each block packs the encoder once):
+    /// besides the codes, the scratch memory is at most `4096·d` floats (input
+    /// centring) plus the GEMM's pack buffer.
+    ///
     /// # Errors
     /// As [`encode`] (e.g. [`Error::Length`] naming `x`).
     pub fn encode(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         check_len("x", x.len(), mul("x", n, self.dims.d)?)?;
         let mut codes = try_zeroed_f32(mul("codes", n, self.dims.h)?, "codes")?;
         let mut scratch = try_zeroed_f32(
-            encode_scratch_len(self.arch, self.dims, DEFAULT_BLOCK_ROWS),
+            encode_scratch_len(self.arch, self.dims, n.min(ENCODE_BLOCK_ROWS)),
             "scratch",
         )?;
         encode(self.params(), x, n, &mut codes, &mut scratch)?;
