@@ -854,10 +854,28 @@ pub fn loss_and_grad(
     grads: ParamsMut<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
+    loss_and_grad_fired(p, x, n, opts, grads, scratch, None)
+}
+
+/// [`loss_and_grad`], also setting `fired[i]` (`h` entries, overwritten) to whether
+/// latent `i` is active (`> 0`) in some row of the batch, from the codes the pass
+/// computes anyway (dead-latent tracking needs no second encoder pass).
+pub(crate) fn loss_and_grad_fired(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    grads: ParamsMut<'_>,
+    scratch: &mut [f32],
+    mut fired: Option<&mut [bool]>,
+) -> Result<LossParts> {
     let (arch, dims) = (p.arch(), p.dims());
     let Dims { d, h } = dims;
     check_common(&p, x, n, opts)?;
     check_grads(&p, &grads)?;
+    if let Some(f) = fired.as_deref() {
+        check_len("fired", f.len(), h)?;
+    }
     let rb = block_rows_for(scratch.len(), |r| grad_scratch_len(arch, dims, r))?;
     let mut stack = MemStack::new(scratch);
     let [
@@ -960,6 +978,12 @@ pub fn loss_and_grad(
         let xin = encoder_input(&p, xb, xc);
         let pre = aux.map(|_| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
+        if let Some(f) = fired.as_deref_mut() {
+            if r0 == 0 {
+                f.fill(false);
+            }
+            mark_fired(cb, f);
+        }
         let mut active = sparse_path::count_active(cb);
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
         if sparse && let Some(a) = &aux {
@@ -1235,6 +1259,15 @@ pub fn loss_and_grad(
         parts.loss += parts.aux;
     }
     Ok(parts)
+}
+
+/// `fired[i] |= codes[r, i] > 0` over the rows of a block (`fired.len() == h`).
+fn mark_fired(codes: &[f32], fired: &mut [bool]) {
+    for row in codes.chunks_exact(fired.len()) {
+        for (f, &c) in fired.iter_mut().zip(row) {
+            *f |= c > 0.0;
+        }
+    }
 }
 
 /// The encoder input of a block again (the centred rows are still in `xc`).
