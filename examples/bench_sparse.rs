@@ -583,7 +583,8 @@ impl StepCase {
 fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
     let (arch, dims, n) = (c.arch, c.dims, c.n);
     let Dims { d, h } = dims;
-    let rows = MAX_BLOCK_ROWS;
+    // Row blocks as the owned Trainer uses (`--rows N` to try others).
+    let rows = arg_value("--rows").unwrap_or(TRAINER_BLOCK_ROWS);
     let p_len = arch.param_len(dims);
     let (mut grads, mut grads2) = (vec![0.0f32; p_len], vec![0.0f32; p_len]);
     let (mut codes, mut codes2) = (vec![0.0f32; n * h], vec![0.0f32; n * h]);
@@ -704,7 +705,7 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
         Path::Auto => f64::from(l0) > f64::from(SPARSE_CROSSOVER) * h as f64,
     };
     println!(
-        "\n{} (n, d, h) = ({n}, {d}, {h}), L0 {l0:.1}{}: whole step {:.1} ms",
+        "\n{} (n, d, h) = ({n}, {d}, {h}), {rows}-row blocks, L0 {l0:.1}{}: whole step {:.1} ms",
         c.name,
         if dead.is_some() {
             ", AuxK with 10 % dead"
@@ -764,6 +765,16 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
     }
 }
 
+/// The row-block size the owned `Trainer` sizes its workspace for at these shapes.
+const TRAINER_BLOCK_ROWS: usize = MAX_BLOCK_ROWS;
+
+/// The number after `flag` on the command line.
+fn arg_value(flag: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1)?.parse().ok()
+}
+
 fn run_breakdown(reps: usize) {
     let peak = fma_peak();
     match peak {
@@ -773,36 +784,43 @@ fn run_breakdown(reps: usize) {
     println!(
         "training step, phase by phase (cumulative timings, best CPU time of {reps} interleaved rounds, one thread)"
     );
-    breakdown(&StepCase::tied_dense(4096, 512, 4096), reps, peak);
-    // Standard: near initialisation (half the codes active: the dense path) and at the
-    // density of a trained model on the real data (L0 ≈ 45 of 3072: the sparse path).
-    breakdown(
-        &StepCase::untied(
-            "standard, trained density",
-            Arch::standard(),
-            1024,
-            384,
-            3072,
-            45.0 / 3072.0,
-        ),
-        reps,
-        peak,
-    );
-    breakdown(
-        &StepCase::untied(
-            "standard, at initialisation",
-            Arch::standard(),
-            1024,
-            384,
-            3072,
-            0.5,
-        ),
-        reps,
-        peak,
-    );
-    breakdown(
-        &StepCase::untied("topk k = 32", Arch::topk(32), 1024, 384, 3072, 0.5),
-        reps,
-        peak,
-    );
+    // `--only WORD`: the cases whose name contains WORD.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let cases: [(&str, &dyn Fn() -> StepCase); 4] = [
+        ("tied", &|| StepCase::tied_dense(4096, 512, 4096)),
+        // Standard at the density of a trained model on the real data (L0 ≈ 45 of
+        // 3072: the sparse path) and near initialisation (half the codes active: dense).
+        ("standard, trained density", &|| {
+            StepCase::untied(
+                "standard, trained density",
+                Arch::standard(),
+                1024,
+                384,
+                3072,
+                45.0 / 3072.0,
+            )
+        }),
+        ("standard, at initialisation", &|| {
+            StepCase::untied(
+                "standard, at initialisation",
+                Arch::standard(),
+                1024,
+                384,
+                3072,
+                0.5,
+            )
+        }),
+        ("topk", &|| {
+            StepCase::untied("topk k = 32", Arch::topk(32), 1024, 384, 3072, 0.5)
+        }),
+    ];
+    for (name, make) in cases {
+        if only.as_deref().is_none_or(|o| name.contains(o)) {
+            breakdown(&make(), reps, peak);
+        }
+    }
 }

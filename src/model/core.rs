@@ -909,6 +909,17 @@ pub(crate) fn loss_and_grad_fired(
     let sm = sparse_model(&p, wv, add);
     let aux = aux_state(opts.aux, n);
     let mut aux_sum = 0.0f64;
+    // With AuxK, the front of `idx` lists the dead latents (ascending); the row-by-row
+    // route that uses `idx` otherwise runs only without AuxK.
+    let mut n_dead = 0usize;
+    if let Some(a) = &aux {
+        for (j, _) in a.dead.iter().enumerate().filter(|(_, d)| **d) {
+            idx[n_dead] = j as u32;
+            n_dead += 1;
+        }
+    }
+    let (dead_list, idx) = idx.split_at_mut(n_dead);
+    let dead_list: &[u32] = dead_list;
     let tied = arch.is_tied();
     let centre_in = arch.centers_input();
 
@@ -989,10 +1000,12 @@ pub(crate) fn loss_and_grad_fired(
         if sparse && let Some(a) = &aux {
             // The AuxK selections join the super-block as entries of their own.
             let pa = &mut pre_s[..rows * h];
+            let order: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..n_dead]);
             for row in pa.chunks_exact_mut(h) {
-                topk_among(row, a.dead, a.k, sel);
+                sparse_path::select_among(row, dead_list, a.k, order);
             }
-            active += pa.iter().filter(|v| v.to_bits() != 0).count();
+            // Every row keeps exactly k' = min(k_aux, dead) selections.
+            active += rows * a.k;
         }
         if sparse {
             // Sparse blocks accumulate into a super-block as long as its entries, the
@@ -1021,7 +1034,7 @@ pub(crate) fn loss_and_grad_fired(
                 s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area);
                 if aux.is_some() {
                     let pa = &pre_s[..rows * h];
-                    s_nnz = sparse_path::super_append_aux(pa, h, s_rows, s_nnz, area);
+                    s_nnz = sparse_path::super_append_aux(pa, h, dead_list, s_rows, s_nnz, area);
                 }
                 s_rows += rows;
                 // The code statistics now, in row order; the squared errors at the

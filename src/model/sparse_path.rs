@@ -269,12 +269,59 @@ pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize, aux: bool)
 /// Marks an entry's row index as an AuxK selection (not an active code).
 pub(crate) const AUX_FLAG: u32 = 1 << 31;
 
+/// The total-order key of `v` (`f32::total_cmp` compares these as `i32`).
+#[inline(always)]
+fn key(v: f32) -> i32 {
+    let b = v.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+/// The AuxK selection of one row over the candidates `cand` (ascending indices, e.g.
+/// the dead latents): keep, in place, the `k ≤ cand.len()` largest entries among the
+/// candidates (order by `f32::total_cmp`, ties to the lowest index), raw (no ReLU);
+/// every other entry becomes `+0.0`, and a kept zero is stored as `−0.0`, so that
+/// "kept" is exactly "bits ≠ 0". The same kept set and bits as
+/// `activation::topk_among` with the candidates as its mask, in `O(h)` writes and
+/// `O(cand.len())` comparisons. `order` is scratch of `cand.len()` entries.
+pub(crate) fn select_among(row: &mut [f32], cand: &[u32], k: usize, order: &mut [u32]) {
+    let k = k.min(cand.len());
+    if k == 0 {
+        row.fill(0.0);
+        return;
+    }
+    let order = &mut order[..cand.len()];
+    order.copy_from_slice(cand);
+    let by = |a: &u32, b: &u32| {
+        key(row[*b as usize])
+            .cmp(&key(row[*a as usize]))
+            .then(a.cmp(b))
+    };
+    if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by);
+    }
+    let kept = &mut order[..k];
+    kept.sort_unstable();
+    // Zero the gaps between kept entries; a kept zero becomes −0.0.
+    let mut next = 0usize;
+    for &j in kept.iter() {
+        let j = j as usize;
+        row[next..j].fill(0.0);
+        if row[j] == 0.0 {
+            row[j] = -0.0;
+        }
+        next = j + 1;
+    }
+    row[next..].fill(0.0);
+}
+
 /// Append a block's AuxK selections (`a`, `rows×h`: selected entries have non-zero
-/// bits, see `topk_among`) as `(row | AUX_FLAG, feature, value bits)` triples after
-/// the `nnz` entries already in `work`. Returns the new number of entries.
+/// bits, see [`select_among`]; only the candidates `cand` can be selected) as
+/// `(row | AUX_FLAG, feature, value bits)` triples after the `nnz` entries already in
+/// `work`. Returns the new number of entries.
 pub(crate) fn super_append_aux(
     a: &[f32],
     h: usize,
+    cand: &[u32],
     row0: usize,
     nnz: usize,
     work: &mut [f32],
@@ -283,10 +330,11 @@ pub(crate) fn super_append_aux(
     let mut e = 3 * nnz;
     for (r, row) in a.chunks_exact(h).enumerate() {
         let rr = (row0 + r) as u32 | AUX_FLAG;
-        for (j, &v) in row.iter().enumerate() {
+        for &j in cand {
+            let v = row[j as usize];
             if v.to_bits() != 0 {
                 work[e] = rr;
-                work[e + 1] = j as u32;
+                work[e + 1] = j;
                 work[e + 2] = v.to_bits();
                 e += 3;
             }
@@ -536,6 +584,49 @@ mod tests {
         axpy2(0.5, &x, 2.0, &y, &mut z);
         for (i, &v) in z.iter().enumerate() {
             assert_eq!(v, 2.0 + 0.5 * i as f32 + 2.0 * (1.0 - i as f32));
+        }
+    }
+
+    /// `select_among` over a candidate list keeps the same set and bits as
+    /// `topk_among` with the candidates as a mask (ties, NaN, ±0, k ≥ candidates).
+    #[test]
+    fn select_among_matches_topk_among() {
+        let mut state = 11u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let trials = if cfg!(miri) { 8 } else { 300 };
+        for trial in 0..trials {
+            let h = 1 + (next() % 90) as usize;
+            let row: [f32; 90] = core::array::from_fn(|_| match next() % 12 {
+                0 => 0.0,
+                1 => -0.0,
+                2 if trial % 4 == 0 => f32::NAN,
+                3 if trial % 5 == 0 => -f32::NAN,
+                4 => 0.25,
+                _ => (next() % 200) as f32 / 100.0 - 1.0,
+            });
+            let mask: [bool; 90] = core::array::from_fn(|_| next() % 3 == 0);
+            let mut cand = [0u32; 90];
+            let mut m = 0;
+            for j in 0..h {
+                if mask[j] {
+                    cand[m] = j as u32;
+                    m += 1;
+                }
+            }
+            let k = 1 + (next() % 12) as usize;
+            let (mut a, mut b) = (row, row);
+            let mut sel = [0.0f32; 90];
+            super::super::activation::topk_among(&mut a[..h], &mask[..h], k, &mut sel);
+            let mut order = [0u32; 90];
+            select_among(&mut b[..h], &cand[..m], k, &mut order);
+            for j in 0..h {
+                assert_eq!(a[j].to_bits(), b[j].to_bits(), "trial {trial}, index {j}");
+            }
         }
     }
 
