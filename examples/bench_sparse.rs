@@ -707,10 +707,10 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
     println!(
         "\n{} (n, d, h) = ({n}, {d}, {h}), {rows}-row blocks, L0 {l0:.1}{}: whole step {:.1} ms",
         c.name,
-        if dead.is_some() {
-            ", AuxK with 10 % dead"
-        } else {
-            ""
+        match dead {
+            Some(m) if m.iter().any(|&v| v) => ", AuxK with 10 % dead",
+            Some(_) => ", AuxK on, no dead latent",
+            None => "",
         },
         t[6] * 1e3
     );
@@ -790,7 +790,7 @@ fn run_breakdown(reps: usize) {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
-    let cases: [(&str, &dyn Fn() -> StepCase); 4] = [
+    let cases: [(&str, &dyn Fn() -> StepCase); 5] = [
         ("tied", &|| StepCase::tied_dense(4096, 512, 4096)),
         // Standard at the density of a trained model on the real data (L0 ≈ 45 of
         // 3072: the sparse path) and near initialisation (half the codes active: dense).
@@ -814,8 +814,21 @@ fn run_breakdown(reps: usize) {
                 0.5,
             )
         }),
-        ("topk", &|| {
+        ("topk, 10 % dead", &|| {
             StepCase::untied("topk k = 32", Arch::topk(32), 1024, 384, 3072, 0.5)
+        }),
+        // As at the start of training (and in SAELens' own step timing): no dead latent.
+        ("topk, no dead latent", &|| {
+            let mut c = StepCase::untied(
+                "topk k = 32, no dead latent",
+                Arch::topk(32),
+                1024,
+                384,
+                3072,
+                0.5,
+            );
+            c.dead = Some(vec![false; 3072]);
+            c
         }),
     ];
     for (name, make) in cases {

@@ -936,6 +936,9 @@ pub(crate) fn loss_and_grad_fired(
         tile,
     };
 
+    if let Some(f) = fired.as_deref_mut() {
+        f.fill(false);
+    }
     let mut sums = Sums::default();
     // Whether the gradients hold values yet (else the next contribution overwrites them).
     let mut started = false;
@@ -989,12 +992,6 @@ pub(crate) fn loss_and_grad_fired(
         let xin = encoder_input(&p, xb, xc);
         let pre = aux.map(|_| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
-        if let Some(f) = fired.as_deref_mut() {
-            if r0 == 0 {
-                f.fill(false);
-            }
-            mark_fired(cb, f);
-        }
         let mut active = sparse_path::count_active(cb);
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
         if sparse && let Some(a) = &aux {
@@ -1031,7 +1028,7 @@ pub(crate) fn loss_and_grad_fired(
                 if s_rows == 0 {
                     s0 = r0;
                 }
-                s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area);
+                s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area, fired.as_deref_mut());
                 if aux.is_some() {
                     let pa = &pre_s[..rows * h];
                     s_nnz = sparse_path::super_append_aux(pa, h, dead_list, s_rows, s_nnz, area);
@@ -1044,6 +1041,10 @@ pub(crate) fn loss_and_grad_fired(
                 }
                 continue;
             }
+        }
+        // Every other block marks its fired latents here (a super-block's as it appends).
+        if let Some(f) = fired.as_deref_mut() {
+            mark_fired(cb, f);
         }
         // Every other block starts after the pending super-block.
         flush(

@@ -346,13 +346,15 @@ pub(crate) fn super_append_aux(
 /// Append the active codes of a block (`rows×h`) to a super-block's entry list, as
 /// `(row, feature, code bits)` triples at `work[3·nnz..]`, rows numbered from `row0`,
 /// in row order and ascending features. Returns the new number of entries. The caller
-/// has checked [`super_need`] against `work.len()`.
+/// has checked [`super_need`] against `work.len()`. With `fired` (`h` entries), sets
+/// `fired[j]` for every code `> 0` appended.
 pub(crate) fn super_append(
     codes: &[f32],
     h: usize,
     row0: usize,
     nnz: usize,
     work: &mut [f32],
+    mut fired: Option<&mut [bool]>,
 ) -> usize {
     let work: &mut [u32] = bytemuck::cast_slice_mut(work);
     let mut e = 3 * nnz;
@@ -363,6 +365,9 @@ pub(crate) fn super_append(
             work[e + 1] = j as u32;
             work[e + 2] = row[j].to_bits();
             e += 3;
+            if let Some(f) = fired.as_deref_mut() {
+                f[j] |= row[j] > 0.0;
+            }
         });
     }
     e / 3
