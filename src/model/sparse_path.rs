@@ -617,11 +617,9 @@ mod tests {
             let mask: [bool; 90] = core::array::from_fn(|_| next() % 3 == 0);
             let mut cand = [0u32; 90];
             let mut m = 0;
-            for j in 0..h {
-                if mask[j] {
-                    cand[m] = j as u32;
-                    m += 1;
-                }
+            for (j, _) in mask[..h].iter().enumerate().filter(|(_, c)| **c) {
+                cand[m] = j as u32;
+                m += 1;
             }
             let k = 1 + (next() % 12) as usize;
             let (mut a, mut b) = (row, row);
@@ -629,8 +627,8 @@ mod tests {
             super::super::activation::topk_among(&mut a[..h], &mask[..h], k, &mut sel);
             let mut order = [0u32; 90];
             select_among(&mut b[..h], &cand[..m], k, &mut order);
-            for j in 0..h {
-                assert_eq!(a[j].to_bits(), b[j].to_bits(), "trial {trial}, index {j}");
+            for (j, (x, y)) in a[..h].iter().zip(&b[..h]).enumerate() {
+                assert_eq!(x.to_bits(), y.to_bits(), "trial {trial}, index {j}");
             }
         }
     }
