@@ -296,22 +296,30 @@ pub(crate) fn select_among(row: &mut [f32], cand: &[u32], k: usize, order: &mut 
             .cmp(&key(row[*a as usize]))
             .then(a.cmp(b))
     };
-    if k < order.len() {
+    // The k-th largest (key, index): a candidate is kept iff it orders at or before it
+    // (every candidate when k is their number).
+    let (tk, ti) = if k < order.len() {
         order.select_nth_unstable_by(k - 1, by);
+        let t = order[k - 1];
+        (key(row[t as usize]), t)
+    } else {
+        (i32::MIN, u32::MAX)
+    };
+    // The new value of each candidate, in candidate order, in place of `order`.
+    for (o, &j) in order.iter_mut().zip(cand) {
+        let v = row[j as usize];
+        let kv = key(v);
+        let kept = kv > tk || (kv == tk && j <= ti);
+        *o = match (kept, v == 0.0) {
+            (false, _) => 0,
+            (true, true) => (-0.0f32).to_bits(),
+            (true, false) => v.to_bits(),
+        };
     }
-    let kept = &mut order[..k];
-    kept.sort_unstable();
-    // Zero the gaps between kept entries; a kept zero becomes −0.0.
-    let mut next = 0usize;
-    for &j in kept.iter() {
-        let j = j as usize;
-        row[next..j].fill(0.0);
-        if row[j] == 0.0 {
-            row[j] = -0.0;
-        }
-        next = j + 1;
+    row.fill(0.0);
+    for (&o, &j) in order.iter().zip(cand) {
+        row[j as usize] = f32::from_bits(o);
     }
-    row[next..].fill(0.0);
 }
 
 /// Append a block's AuxK selections (`a`, `rows×h`: selected entries have non-zero
