@@ -762,7 +762,60 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
             t[6] * 1e3,
             pct(10.0 * nhd, t[6])
         );
+        let g = whole_batch_gemms(c, reps);
+        println!(
+            "  {:<44} {:>8.2} ms        {}",
+            "reference: its 5 products as whole-batch GEMMs",
+            g * 1e3,
+            pct(10.0 * nhd, g)
+        );
     }
+}
+
+/// CPU time of the dense step's five products as single whole-batch GEMMs (k = n for
+/// the two weight-gradient products instead of one block's rows): `X·W_enc`,
+/// `C·W_dec`, `Cᵀ·G`, `G·W_decᵀ`, `dPreᵀ·X`, on the case's shapes. The step cannot be
+/// faster than these at the GEMM's own efficiency.
+fn whole_batch_gemms(c: &StepCase, reps: usize) -> f64 {
+    let (n, Dims { d, h }) = (c.n, c.dims);
+    let p = Params::from_flat(c.arch, c.dims, &c.params).unwrap();
+    let (enc, dec) = (
+        p.encoder(),
+        MatRef::row_major("W_dec", p.decoder(), h, d).unwrap(),
+    );
+    let mut pack = vec![
+        0.0f32;
+        pack_len(n, h, d)
+            .max(pack_len(h, d, n))
+            .max(pack_len(n, d, h))
+    ];
+    let (mut cm, mut g, mut dw) = (
+        vec![0.1f32; n * h],
+        vec![0.1f32; n * d],
+        vec![0.0f32; h * d],
+    );
+    let x = &c.x;
+    best_interleaved(
+        reps,
+        &mut [&mut || {
+            let e = Epilogue::None;
+            let xm = MatRef::row_major("x", x, n, d).unwrap();
+            let out = MatMut::row_major("c", &mut cm, n, h).unwrap();
+            gemm(1.0, xm, enc, 0.0, out, e, &mut pack).unwrap();
+            let cr = MatRef::row_major("c", &cm, n, h).unwrap();
+            let out = MatMut::row_major("g", &mut g, n, d).unwrap();
+            gemm(1.0, cr, dec, 0.0, out, e, &mut pack).unwrap();
+            let gr = MatRef::row_major("g", &g, n, d).unwrap();
+            let out = MatMut::row_major("dw", &mut dw, h, d).unwrap();
+            gemm(1.0, cr.t(), gr, 0.0, out, e, &mut pack).unwrap();
+            let out = MatMut::row_major("c", &mut cm, n, h).unwrap();
+            gemm(1.0, gr, dec.t(), 0.0, out, e, &mut pack).unwrap();
+            let cr = MatRef::row_major("c", &cm, n, h).unwrap();
+            let out = MatMut::row_major("dw", &mut dw, h, d).unwrap();
+            gemm(1.0, cr.t(), xm, 1.0, out, e, &mut pack).unwrap();
+            black_box(&dw[0]);
+        }],
+    )[0]
 }
 
 /// The row-block size the owned `Trainer` sizes its workspace for at these shapes.

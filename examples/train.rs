@@ -502,7 +502,7 @@ fn run(a: &Args) -> Result<(), String> {
         ),
     }
     println!(
-        "  {:<36} {:>10.1}   training only, {} thread(s)",
+        "  {:<36} {:>10.1}   mean over the run's steps (wall), evaluation excluded, {} thread(s)",
         "time per step (ms)", ms_step, 1
     );
     println!(
