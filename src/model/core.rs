@@ -545,12 +545,17 @@ fn block_stats(
     }
 }
 
-/// A code row's penalty and L0, added to `sums`.
-fn code_stats(c: &[f32], w: Option<&[f32]>, sums: &mut Sums, out: Option<&mut f32>) {
-    let pen = match w {
+/// A code row's penalty: `Σ_i c_i·w_i` with decoder-norm weights, else `‖c‖₁`.
+fn code_penalty(c: &[f32], w: Option<&[f32]>) -> f32 {
+    match w {
         Some(w) => vector::dot(c, w),
         None => vector::l1(c),
-    };
+    }
+}
+
+/// A code row's penalty and L0, added to `sums`.
+fn code_stats(c: &[f32], w: Option<&[f32]>, sums: &mut Sums, out: Option<&mut f32>) {
+    let pen = code_penalty(c, w);
     sums.l1 += f64::from(pen);
     sums.l0 += c.iter().filter(|&&v| v > 0.0).count() as f64;
     if let Some(o) = out {
@@ -992,7 +997,16 @@ pub(crate) fn loss_and_grad_fired(
         let xin = encoder_input(&p, xb, xc);
         let pre = aux.map(|_| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
-        let mut active = sparse_path::count_active(cb);
+        // TopK keeps at most k codes per row: when that bound already decides for the
+        // sparse path, it stands in for the count (the entries appended are exact).
+        let bound = match arch.activation {
+            Activation::TopK { k } => Some(rows.saturating_mul(k.min(h))),
+            _ => None,
+        };
+        let mut active = match bound {
+            Some(b) if sparse_path::use_sparse(opts.path, b, rows, h) => b,
+            _ => sparse_path::count_active(cb),
+        };
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
         if sparse && let Some(a) = &aux {
             // The AuxK selections join the super-block as entries of their own.
@@ -1028,17 +1042,28 @@ pub(crate) fn loss_and_grad_fired(
                 if s_rows == 0 {
                     s0 = r0;
                 }
-                s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area, fired.as_deref_mut());
+                let mut l0 = 0usize;
+                s_nnz = sparse_path::super_append(
+                    cb,
+                    h,
+                    s_rows,
+                    s_nnz,
+                    area,
+                    fired.as_deref_mut(),
+                    &mut l0,
+                );
                 if aux.is_some() {
                     let pa = &pre_s[..rows * h];
                     s_nnz = sparse_path::super_append_aux(pa, h, dead_list, s_rows, s_nnz, area);
                 }
                 s_rows += rows;
-                // The code statistics now, in row order; the squared errors at the
-                // flush, also in row order.
+                // The code statistics now, in row order (L0 counted while appending: an
+                // integer, the same sum in any order); the squared errors at the flush,
+                // also in row order.
                 for c in cb.chunks_exact(h) {
-                    code_stats(c, wv, &mut sums, None);
+                    sums.l1 += f64::from(code_penalty(c, wv));
                 }
+                sums.l0 += l0 as f64;
                 continue;
             }
         }

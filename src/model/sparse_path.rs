@@ -355,7 +355,9 @@ pub(crate) fn super_append_aux(
 /// `(row, feature, code bits)` triples at `work[3·nnz..]`, rows numbered from `row0`,
 /// in row order and ascending features. Returns the new number of entries. The caller
 /// has checked [`super_need`] against `work.len()`. With `fired` (`h` entries), sets
-/// `fired[j]` for every code `> 0` appended.
+/// `fired[j]` for every code `> 0` appended; adds the number of codes `> 0` (the
+/// block's L0 sum; NaN codes are appended but not counted) to `l0`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn super_append(
     codes: &[f32],
     h: usize,
@@ -363,6 +365,7 @@ pub(crate) fn super_append(
     nnz: usize,
     work: &mut [f32],
     mut fired: Option<&mut [bool]>,
+    l0: &mut usize,
 ) -> usize {
     let work: &mut [u32] = bytemuck::cast_slice_mut(work);
     let mut e = 3 * nnz;
@@ -373,8 +376,10 @@ pub(crate) fn super_append(
             work[e + 1] = j as u32;
             work[e + 2] = row[j].to_bits();
             e += 3;
+            let on = row[j] > 0.0;
+            *l0 += usize::from(on);
             if let Some(f) = fired.as_deref_mut() {
-                f[j] |= row[j] > 0.0;
+                f[j] |= on;
             }
         });
     }
