@@ -16,16 +16,30 @@
 //!
 //! `--quick` uses a quarter of the rows, fewer repetitions and skips the crossover
 //! densities; `--topk-only` stops after the TopK table.
+//!
+//! `--breakdown` prints instead the training step phase by phase (encoder GEMM,
+//! activation/selection, decode + residual/loss, backward products, the training
+//! layer's rescaling/AuxK/fired latents, the optimizer sweep) with the GEMM phases as %
+//! of the FMA peak measured in the same run: the tied model on the dense path at
+//! (4096, 512, 4096), the standard SAE (near initialisation and at a trained density)
+//! and TopK k = 32 with AuxK at (1024, 384, 3072).
 
+use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
 use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::model::{
     Arch, Dims, LossOptions, Params, ParamsMut, Path, decode, decode_scratch_len, encode,
     encode_scratch_len, grad_scratch_len, loss_and_grad,
 };
+use sae_kernels::model::{ForwardOutputs, SPARSE_CROSSOVER, forward, forward_scratch_len};
+use sae_kernels::optim::OptimConfig;
 use sae_kernels::optim::{Optim, Optimizer};
 use sae_kernels::sparse::{
     Overflow, RowLimit, decode_csr, encode_csr, encode_csr_scratch_len, encode_sparse,
     encode_sparse_scratch_len,
+};
+use sae_kernels::train::{
+    DeadLatents, ModelMut, ModelRef, StepHyper, TrainOptions, loss_and_grad as train_loss_and_grad,
+    train_step, train_step_workspace_len,
 };
 use std::hint::black_box;
 
@@ -265,6 +279,10 @@ fn topk_step(st: &Setup, k: usize, reps: usize) -> (f32, f64, f64, f64) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 3 };
+    if std::env::args().any(|a| a == "--breakdown") {
+        run_breakdown(reps.max(3));
+        return;
+    }
     let div = if quick { 4 } else { 1 };
     println!(
         "sparse vs dense, one thread, CPU time, best of {reps}{}",
@@ -413,5 +431,467 @@ fn main() {
             1e6 * t[1] / (inner * rows) as f64,
             t[0] / t[1]
         );
+    }
+}
+
+// ----------------------------------------------------------------------------------
+// Per-phase breakdown of the training step (`--breakdown`).
+
+/// The f32 FMA peak of this core in GFLOP/s, measured now: 12 independent chains of
+/// 512-bit (or, without AVX-512, 256-bit) FMAs; `None` on other targets.
+#[cfg(target_arch = "x86_64")]
+fn fma_peak() -> Option<f64> {
+    use core::arch::x86_64::*;
+    #[target_feature(enable = "avx512f")]
+    fn fma512(iters: u64) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let s = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+        _mm512_reduce_add_ps(s)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn fma256(iters: u64) -> f32 {
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let s = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+        let mut out = [0.0f32; 8];
+        // SAFETY: `out` holds 8 f32; storeu has no alignment requirement.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+        out.iter().sum()
+    }
+    let iters = 20_000_000u64;
+    let (lanes, mut f): (f64, Box<dyn FnMut()>) = if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected just above.
+        (
+            16.0,
+            Box::new(|| {
+                black_box(unsafe { fma512(black_box(iters)) });
+            }),
+        )
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA were detected just above.
+        (
+            8.0,
+            Box::new(|| {
+                black_box(unsafe { fma256(black_box(iters)) });
+            }),
+        )
+    } else {
+        return None;
+    };
+    let t = best_interleaved(5, &mut [&mut *f])[0];
+    Some(iters as f64 * 12.0 * lanes * 2.0 / t * 1e-9)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_peak() -> Option<f64> {
+    None
+}
+
+/// One model and batch with everything a training step needs, for the breakdown.
+struct StepCase {
+    name: &'static str,
+    arch: Arch,
+    options: TrainOptions,
+    optim: OptimConfig,
+    dims: Dims,
+    n: usize,
+    x: Vec<f32>,
+    params: Vec<f32>,
+    dead: Option<Vec<bool>>,
+    alpha: f32,
+    path: Path,
+}
+
+impl StepCase {
+    /// An untied model with SAELens' initialisation (`W_enc = W_decᵀ`, unit-norm
+    /// decoder rows here) and `b_enc` set for about `density` active codes (ReLU).
+    fn untied(name: &'static str, arch: Arch, n: usize, d: usize, h: usize, density: f64) -> Self {
+        let st = Setup::new(n, d, h);
+        let mut params = vec![0.0f32; arch.param_len(st.dims)];
+        let b = st.bias(density);
+        {
+            let (we, rest) = params.split_at_mut(d * h);
+            let (be, rest) = rest.split_at_mut(h);
+            rest[..h * d].copy_from_slice(&st.m);
+            be.copy_from_slice(&b);
+            for i in 0..h {
+                for j in 0..d {
+                    we[j * h + i] = st.m[i * d + j];
+                }
+            }
+        }
+        let topk = matches!(arch.activation, sae_kernels::model::Activation::TopK { .. });
+        Self {
+            name,
+            arch,
+            options: if topk {
+                TrainOptions::saelens_topk(d)
+            } else {
+                TrainOptions::default()
+            },
+            optim: OptimConfig {
+                rule: Optimizer::default(),
+                max_grad_norm: Some(1.0),
+                unit_norm_decoder: false,
+            },
+            dims: st.dims,
+            n,
+            // With AuxK: every 10th latent dead, so that the AuxK term is exercised.
+            dead: topk.then(|| (0..h).map(|i| i % 10 == 0).collect()),
+            x: st.x,
+            params,
+            alpha: if topk { 0.0 } else { 1.0 },
+            path: Path::Auto,
+        }
+    }
+
+    /// The tied model at initialisation (half the codes active, so the automatic path
+    /// is the dense one in every phase), Adam without clipping.
+    fn tied_dense(n: usize, d: usize, h: usize) -> Self {
+        let st = Setup::new(n, d, h);
+        let mut params = st.m.clone();
+        params.extend(vec![0.0; h]);
+        Self {
+            name: "tied, dense path",
+            arch: Arch::tied(),
+            options: TrainOptions::default(),
+            optim: Optimizer::default().into(),
+            dims: st.dims,
+            n,
+            x: st.x,
+            params,
+            dead: None,
+            alpha: 1e-3,
+            path: Path::Auto,
+        }
+    }
+}
+
+/// Time the phases of one training step of `c` cumulatively (each measurement adds a
+/// phase to the previous one; interleaved rounds, best CPU time of each) and print
+/// them with the GEMM phases' share of `peak`.
+fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
+    let (arch, dims, n) = (c.arch, c.dims, c.n);
+    let Dims { d, h } = dims;
+    // Row blocks as the owned Trainer uses (`--rows N` to try others).
+    let rows = arg_value("--rows").unwrap_or(TRAINER_BLOCK_ROWS);
+    let p_len = arch.param_len(dims);
+    let (mut grads, mut grads2) = (vec![0.0f32; p_len], vec![0.0f32; p_len]);
+    let (mut codes, mut codes2) = (vec![0.0f32; n * h], vec![0.0f32; n * h]);
+    let mut s_enc = vec![0.0f32; encode_scratch_len(arch, dims, rows)];
+    let mut s_fwd = vec![0.0f32; forward_scratch_len(arch, dims, rows)];
+    let mut s_grad = vec![0.0f32; grad_scratch_len(arch, dims, rows)];
+    let track = c.dead.is_some();
+    let mut s_train = vec![0.0f32; c.options.grad_scratch_len(arch, dims, rows, track)];
+    let mut ws = vec![0.0f32; train_step_workspace_len(arch, c.options, dims, rows, track)];
+    let mut pack = vec![0.0f32; pack_len(rows, h, d)];
+    let mut opt_state = vec![0.0f32; c.optim.state_len(p_len)];
+    let mut step_params = c.params.clone();
+    let mut opt_params = c.params.clone();
+    let mut step_state = opt_state.clone();
+    let (mut since, mut flags) = (vec![0u32; h], vec![false; 2 * h]);
+    let dead = c.dead.as_deref();
+    let lo = LossOptions {
+        path: c.path,
+        ..LossOptions::alpha(c.alpha)
+    };
+    let mut fired = vec![false; h];
+    let p = || Params::from_flat(arch, dims, &c.params).unwrap();
+    // The optimizer sweep alone runs on the training layer's gradients.
+    let mut opt_grads = vec![0.0f32; p_len];
+    {
+        let m = ModelRef {
+            params: p(),
+            options: c.options,
+        };
+        train_loss_and_grad(
+            m,
+            &c.x,
+            n,
+            c.alpha,
+            dead,
+            &mut opt_grads,
+            None,
+            &mut s_train,
+        )
+        .unwrap();
+    }
+    let mut l0 = 0.0f32;
+    let t = best_interleaved(
+        reps,
+        &mut [
+            // 0: the encoder GEMM alone, block by block as the step runs it.
+            &mut || {
+                let enc = p().encoder();
+                for r0 in (0..n).step_by(rows) {
+                    let r = rows.min(n - r0);
+                    let a = MatRef::row_major("x", &c.x[r0 * d..(r0 + r) * d], r, d).unwrap();
+                    let cm = MatMut::row_major("c", &mut codes[r0 * h..(r0 + r) * h], r, h);
+                    gemm(1.0, a, enc, 0.0, cm.unwrap(), Epilogue::None, &mut pack).unwrap();
+                }
+                black_box(&codes[0]);
+            },
+            // 1: + bias and activation (TopK selection).
+            &mut || encode(p(), &c.x, n, &mut codes2, &mut s_enc).unwrap(),
+            // 2: + decoder, residual and loss.
+            &mut || {
+                let out = ForwardOutputs::default();
+                black_box(forward(p(), &c.x, n, &lo, out, &mut s_fwd).unwrap());
+            },
+            // 3: + the backward products (the model core's loss_and_grad).
+            &mut || {
+                let g = ParamsMut::from_flat(arch, dims, &mut grads).unwrap();
+                l0 = loss_and_grad(p(), &c.x, n, &lo, g, &mut s_grad).unwrap().l0;
+            },
+            // 4: + the training layer: rescaling, AuxK, fired latents.
+            &mut || {
+                let m = ModelRef {
+                    params: p(),
+                    options: c.options,
+                };
+                let f = track.then_some(&mut fired[..]);
+                let g = &mut grads2;
+                let l = train_loss_and_grad(m, &c.x, n, c.alpha, dead, g, f, &mut s_train);
+                black_box(l.unwrap());
+            },
+            // 5: the optimizer sweep alone (on the last gradients).
+            &mut || {
+                let mut o = Optim::new(c.optim, dims, p_len, &mut opt_state, 0).unwrap();
+                let mut pm = ParamsMut::from_flat(arch, dims, &mut opt_params).unwrap();
+                let g = Params::from_flat(arch, dims, &opt_grads).unwrap().tensors();
+                o.step(&mut pm.tensors_mut(), &g, 1e-9).unwrap();
+            },
+            // 6: the whole step (train_step), which must be about 4 + 5.
+            &mut || {
+                let mut o = Optim::new(c.optim, dims, p_len, &mut step_state, 0).unwrap();
+                let pm = ParamsMut::from_flat(arch, dims, &mut step_params).unwrap();
+                // The same dead latents as in 4 (tracking resets them after each step).
+                let mut dl = dead.map(|dm| {
+                    for (s, &dd) in since.iter_mut().zip(dm) {
+                        *s = if dd { u32::MAX } else { 0 };
+                    }
+                    DeadLatents::new(&mut since, &mut flags, 1 << 20).unwrap()
+                });
+                let model = ModelMut {
+                    params: pm,
+                    options: c.options,
+                };
+                let hyper = StepHyper {
+                    alpha: c.alpha,
+                    lr: 1e-9,
+                };
+                black_box(train_step(model, &mut o, &c.x, n, hyper, dl.as_mut(), &mut ws).unwrap());
+            },
+        ],
+    );
+    let nhd = (n * d * h) as f64;
+    let pct = |flop: f64, secs: f64| match peak {
+        Some(pk) => format!("{:>5.1}% of peak", 100.0 * flop / secs * 1e-9 / pk),
+        None => String::new(),
+    };
+    let dense = match c.path {
+        Path::Dense => true,
+        Path::Sparse => false,
+        Path::Auto => f64::from(l0) > f64::from(SPARSE_CROSSOVER) * h as f64,
+    };
+    println!(
+        "\n{} (n, d, h) = ({n}, {d}, {h}), {rows}-row blocks, L0 {l0:.1}{}: whole step {:.1} ms",
+        c.name,
+        match dead {
+            Some(m) if m.iter().any(|&v| v) => ", AuxK with 10 % dead",
+            Some(_) => ", AuxK on, no dead latent",
+            None => "",
+        },
+        t[6] * 1e3
+    );
+    let row = |what: &str, secs: f64, flop: f64| {
+        println!(
+            "  {what:<44} {:>8.2} ms {:>5.1}% {}",
+            secs * 1e3,
+            100.0 * secs / t[6],
+            if flop > 0.0 {
+                pct(flop, secs)
+            } else {
+                String::new()
+            }
+        );
+    };
+    row("encoder GEMM X·W_enc", t[0], 2.0 * nhd);
+    row("bias + activation / selection", t[1] - t[0], 0.0);
+    row(
+        if dense {
+            "decoder GEMM + residual, loss"
+        } else {
+            "decode (sparse) + residual, loss"
+        },
+        t[2] - t[1],
+        if dense { 2.0 * nhd } else { 0.0 },
+    );
+    row(
+        if dense {
+            "backward products (3 GEMMs), masks, biases"
+        } else {
+            "backward products (sparse), biases"
+        },
+        t[3] - t[2],
+        if dense { 6.0 * nhd } else { 0.0 },
+    );
+    row("training layer (rescaling, AuxK, fired)", t[4] - t[3], 0.0);
+    row("optimizer sweep (Adam, clipping)", t[5], 0.0);
+    row("rest of train_step (checks)", t[6] - t[4] - t[5], 0.0);
+    if dense {
+        println!(
+            "  {:<44} {:>8.2} ms        {}",
+            "loss + gradients (10·n·d·h FLOP)",
+            t[3] * 1e3,
+            pct(10.0 * nhd, t[3])
+        );
+        println!(
+            "  {:<44} {:>8.2} ms        {}",
+            "whole step incl. optimizer (10·n·d·h FLOP)",
+            t[6] * 1e3,
+            pct(10.0 * nhd, t[6])
+        );
+        let g = whole_batch_gemms(c, reps);
+        println!(
+            "  {:<44} {:>8.2} ms        {}",
+            "reference: its 5 products as whole-batch GEMMs",
+            g * 1e3,
+            pct(10.0 * nhd, g)
+        );
+    }
+}
+
+/// CPU time of the dense step's five products as single whole-batch GEMMs (k = n for
+/// the two weight-gradient products instead of one block's rows): `X·W_enc`,
+/// `C·W_dec`, `Cᵀ·G`, `G·W_decᵀ`, `dPreᵀ·X`, on the case's shapes. The step cannot be
+/// faster than these at the GEMM's own efficiency.
+fn whole_batch_gemms(c: &StepCase, reps: usize) -> f64 {
+    let (n, Dims { d, h }) = (c.n, c.dims);
+    let p = Params::from_flat(c.arch, c.dims, &c.params).unwrap();
+    let (enc, dec) = (
+        p.encoder(),
+        MatRef::row_major("W_dec", p.decoder(), h, d).unwrap(),
+    );
+    let mut pack = vec![
+        0.0f32;
+        pack_len(n, h, d)
+            .max(pack_len(h, d, n))
+            .max(pack_len(n, d, h))
+    ];
+    let (mut cm, mut g, mut dw) = (
+        vec![0.1f32; n * h],
+        vec![0.1f32; n * d],
+        vec![0.0f32; h * d],
+    );
+    let x = &c.x;
+    best_interleaved(
+        reps,
+        &mut [&mut || {
+            let e = Epilogue::None;
+            let xm = MatRef::row_major("x", x, n, d).unwrap();
+            let out = MatMut::row_major("c", &mut cm, n, h).unwrap();
+            gemm(1.0, xm, enc, 0.0, out, e, &mut pack).unwrap();
+            let cr = MatRef::row_major("c", &cm, n, h).unwrap();
+            let out = MatMut::row_major("g", &mut g, n, d).unwrap();
+            gemm(1.0, cr, dec, 0.0, out, e, &mut pack).unwrap();
+            let gr = MatRef::row_major("g", &g, n, d).unwrap();
+            let out = MatMut::row_major("dw", &mut dw, h, d).unwrap();
+            gemm(1.0, cr.t(), gr, 0.0, out, e, &mut pack).unwrap();
+            let out = MatMut::row_major("c", &mut cm, n, h).unwrap();
+            gemm(1.0, gr, dec.t(), 0.0, out, e, &mut pack).unwrap();
+            let cr = MatRef::row_major("c", &cm, n, h).unwrap();
+            let out = MatMut::row_major("dw", &mut dw, h, d).unwrap();
+            gemm(1.0, cr.t(), xm, 1.0, out, e, &mut pack).unwrap();
+            black_box(&dw[0]);
+        }],
+    )[0]
+}
+
+/// The row-block size the owned `Trainer` sizes its workspace for at these shapes.
+const TRAINER_BLOCK_ROWS: usize = MAX_BLOCK_ROWS;
+
+/// The number after `flag` on the command line.
+fn arg_value(flag: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+fn run_breakdown(reps: usize) {
+    let peak = fma_peak();
+    match peak {
+        Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
+        None => println!("FMA peak: not measured on this target"),
+    }
+    println!(
+        "training step, phase by phase (cumulative timings, best CPU time of {reps} interleaved rounds, one thread)"
+    );
+    // `--only WORD`: the cases whose name contains WORD.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let cases: [(&str, &dyn Fn() -> StepCase); 5] = [
+        ("tied", &|| StepCase::tied_dense(4096, 512, 4096)),
+        // Standard at the density of a trained model on the real data (L0 ≈ 45 of
+        // 3072: the sparse path) and near initialisation (half the codes active: dense).
+        ("standard, trained density", &|| {
+            StepCase::untied(
+                "standard, trained density",
+                Arch::standard(),
+                1024,
+                384,
+                3072,
+                45.0 / 3072.0,
+            )
+        }),
+        ("standard, at initialisation", &|| {
+            StepCase::untied(
+                "standard, at initialisation",
+                Arch::standard(),
+                1024,
+                384,
+                3072,
+                0.5,
+            )
+        }),
+        ("topk, 10 % dead", &|| {
+            StepCase::untied("topk k = 32", Arch::topk(32), 1024, 384, 3072, 0.5)
+        }),
+        // As at the start of training (and in SAELens' own step timing): no dead latent.
+        ("topk, no dead latent", &|| {
+            let mut c = StepCase::untied(
+                "topk k = 32, no dead latent",
+                Arch::topk(32),
+                1024,
+                384,
+                3072,
+                0.5,
+            );
+            c.dead = Some(vec![false; 3072]);
+            c
+        }),
+    ];
+    for (name, make) in cases {
+        if only.as_deref().is_none_or(|o| name.contains(o)) {
+            breakdown(&make(), reps, peak);
+        }
     }
 }

@@ -1069,3 +1069,66 @@ fn streaming_topk_with_dead_latents_matches_trainer() {
     assert_eq!(p1, flat(owned.sae().params().into()));
     assert_eq!(owned.dead_fraction(), Some(dead));
 }
+
+/// The latents reported as fired by the gradient pass (read from its own codes, no
+/// second encoder pass) are exactly those active in `encode`'s codes of the same
+/// effective model, for every architecture, on dense and sparse row blocks, with and
+/// without AuxK, with one-row and multi-row blocks.
+#[test]
+fn fired_latents_come_from_the_gradient_pass() {
+    use sae_kernels::train::loss_and_grad as train_loss_and_grad;
+    let dims = Dims::new(6, 40).unwrap();
+    let n = 9;
+    let x: Vec<f32> = (0..n * 6)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.13)
+        .collect();
+    let dead: Vec<bool> = (0..40).map(|i| i % 3 == 0).collect();
+    let cases = [
+        (Arch::tied(), TrainOptions::default(), 0.0),
+        (Arch::tied(), TrainOptions::default(), -0.9), // few active: sparse blocks
+        (Arch::standard(), TrainOptions::default(), 0.0),
+        (Arch::standard(), TrainOptions::default(), -0.04),
+        (Arch::topk(3), TrainOptions::default(), 0.0),
+        (Arch::topk(3), TrainOptions::saelens_topk(6), 0.0),
+    ];
+    for (case, &(arch, options, shift)) in cases.iter().enumerate() {
+        let mut sae = Sae::new(arch, dims, 3 + case as u64).unwrap();
+        let mut pm = sae.params_mut();
+        for t in pm.tensors_mut().iter_mut() {
+            if t.role == sae_kernels::model::Role::EncoderBias {
+                for (i, v) in t.data.iter_mut().enumerate() {
+                    // Every 7th latent can never fire.
+                    *v = if i % 7 == 0 {
+                        -100.0
+                    } else {
+                        shift + 0.05 * (i % 4) as f32
+                    };
+                }
+            }
+        }
+        let model = ModelRef {
+            params: sae.params(),
+            options,
+        };
+        // Expected: encode with the model the step evaluates (rescaling folded in).
+        let eff = sae_kernels::owned::inference_model(&sae, options).unwrap();
+        let mut codes = vec![0.0; n * 40];
+        let mut es = vec![0.0; encode_scratch_len(arch, dims, 4)];
+        encode(eff.params(), &x, n, &mut codes, &mut es).unwrap();
+        let want: Vec<bool> = (0..40)
+            .map(|j| codes.chunks_exact(40).any(|r| r[j] > 0.0))
+            .collect();
+        assert!(
+            want.iter().any(|&f| f) && want.iter().any(|&f| !f),
+            "case {case}"
+        );
+        for rows in [1, 4] {
+            let mut s = vec![0.0; options.grad_scratch_len(arch, dims, rows, true)];
+            let mut g = vec![0.0; arch.param_len(dims)];
+            let mut fired = vec![true; 40];
+            let dm = options.aux.map(|_| &dead[..]);
+            train_loss_and_grad(model, &x, n, 0.1, dm, &mut g, Some(&mut fired), &mut s).unwrap();
+            assert_eq!(fired, want, "case {case}, {rows}-row blocks");
+        }
+    }
+}

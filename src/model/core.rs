@@ -612,16 +612,21 @@ fn block_stats(
 /// whether the penalty is [`Penalty::L0`] instead (the number of codes `> 0`).
 type Pen<'a> = (Option<&'a [f32]>, bool);
 
-/// A code row's penalty and L0, added to `sums`.
-fn code_stats(c: &[f32], (w, l0): Pen<'_>, sums: &mut Sums, out: Option<&mut f32>) {
-    let count = c.iter().filter(|&&v| v > 0.0).count();
-    let pen = match w {
-        _ if l0 => count as f32,
+/// A code row's penalty: the number of codes `> 0` for L0, `Σ_i c_i·w_i` with
+/// decoder-norm weights, else `‖c‖₁`.
+fn code_penalty(c: &[f32], (w, l0): Pen<'_>) -> f32 {
+    match w {
+        _ if l0 => c.iter().filter(|&&v| v > 0.0).count() as f32,
         Some(w) => vector::dot(c, w),
         None => vector::l1(c),
-    };
+    }
+}
+
+/// A code row's penalty and L0, added to `sums`.
+fn code_stats(c: &[f32], w: Pen<'_>, sums: &mut Sums, out: Option<&mut f32>) {
+    let pen = code_penalty(c, w);
     sums.l1 += f64::from(pen);
-    sums.l0 += count as f64;
+    sums.l0 += c.iter().filter(|&&v| v > 0.0).count() as f64;
     if let Some(o) = out {
         *o = pen;
     }
@@ -924,10 +929,28 @@ pub fn loss_and_grad(
     grads: ParamsMut<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
+    loss_and_grad_fired(p, x, n, opts, grads, scratch, None)
+}
+
+/// [`loss_and_grad`], also setting `fired[i]` (`h` entries, overwritten) to whether
+/// latent `i` is active (`> 0`) in some row of the batch, from the codes the pass
+/// computes anyway (dead-latent tracking needs no second encoder pass).
+pub(crate) fn loss_and_grad_fired(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    grads: ParamsMut<'_>,
+    scratch: &mut [f32],
+    mut fired: Option<&mut [bool]>,
+) -> Result<LossParts> {
     let (arch, dims) = (p.arch(), p.dims());
     let Dims { d, h } = dims;
     check_common(&p, x, n, opts)?;
     check_grads(&p, &grads)?;
+    if let Some(f) = fired.as_deref() {
+        check_len("fired", f.len(), h)?;
+    }
     let rb = block_rows_for(scratch.len(), |r| grad_scratch_len(arch, dims, r))?;
     let mut stack = MemStack::new(scratch);
     let [
@@ -964,6 +987,17 @@ pub fn loss_and_grad(
     let sm = sparse_model(&p, wv, add);
     let aux = aux_state(opts.aux, n);
     let mut aux_sum = 0.0f64;
+    // With AuxK, the front of `idx` lists the dead latents (ascending); the row-by-row
+    // route that uses `idx` otherwise runs only without AuxK.
+    let mut n_dead = 0usize;
+    if let Some(a) = &aux {
+        for (j, _) in a.dead.iter().enumerate().filter(|(_, d)| **d) {
+            idx[n_dead] = j as u32;
+            n_dead += 1;
+        }
+    }
+    let (dead_list, idx) = idx.split_at_mut(n_dead);
+    let dead_list: &[u32] = dead_list;
     let tied = arch.is_tied();
     let centre_in = arch.centers_input();
     // JumpReLU thresholds: SAELens' straight-through estimator (bandwidth > 0).
@@ -991,6 +1025,9 @@ pub fn loss_and_grad(
         tile,
     };
 
+    if let Some(f) = fired.as_deref_mut() {
+        f.fill(false);
+    }
     let mut sums = Sums::default();
     // Whether the gradients hold values yet (else the next contribution overwrites them).
     let mut started = false;
@@ -1044,15 +1081,26 @@ pub fn loss_and_grad(
         let xin = encoder_input(&p, xb, xc);
         let pre = (aux.is_some() || ste.is_some()).then(|| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
-        let mut active = sparse_path::count_active(cb);
+        // TopK keeps at most k codes per row: when that bound already decides for the
+        // sparse path, it stands in for the count (the entries appended are exact).
+        let bound = match arch.activation {
+            Activation::TopK { k } => Some(rows.saturating_mul(k.min(h))),
+            _ => None,
+        };
+        let mut active = match bound {
+            Some(b) if sparse_path::use_sparse(opts.path, b, rows, h) => b,
+            _ => sparse_path::count_active(cb),
+        };
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
         if sparse && let Some(a) = &aux {
             // The AuxK selections join the super-block as entries of their own.
             let pa = &mut pre_s[..rows * h];
+            let order: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..n_dead]);
             for row in pa.chunks_exact_mut(h) {
-                topk_among(row, a.dead, a.k, sel);
+                sparse_path::select_among(row, dead_list, a.k, order);
             }
-            active += pa.iter().filter(|v| v.to_bits() != 0).count();
+            // Every row keeps exactly k' = min(k_aux, dead) selections.
+            active += rows * a.k;
         }
         // (JumpReLU thresholds being trained need each row's residual with its
         // pre-activations: those blocks take the row-by-row route below.)
@@ -1080,19 +1128,34 @@ pub fn loss_and_grad(
                 if s_rows == 0 {
                     s0 = r0;
                 }
-                s_nnz = sparse_path::super_append(cb, h, s_rows, s_nnz, area);
+                let mut l0 = 0usize;
+                s_nnz = sparse_path::super_append(
+                    cb,
+                    h,
+                    s_rows,
+                    s_nnz,
+                    area,
+                    fired.as_deref_mut(),
+                    &mut l0,
+                );
                 if aux.is_some() {
                     let pa = &pre_s[..rows * h];
-                    s_nnz = sparse_path::super_append_aux(pa, h, s_rows, s_nnz, area);
+                    s_nnz = sparse_path::super_append_aux(pa, h, dead_list, s_rows, s_nnz, area);
                 }
                 s_rows += rows;
-                // The code statistics now, in row order; the squared errors at the
-                // flush, also in row order.
+                // The code statistics now, in row order (L0 counted while appending: an
+                // integer, the same sum in any order); the squared errors at the flush,
+                // also in row order.
                 for c in cb.chunks_exact(h) {
-                    code_stats(c, pen, &mut sums, None);
+                    sums.l1 += f64::from(code_penalty(c, pen));
                 }
+                sums.l0 += l0 as f64;
                 continue;
             }
+        }
+        // Every other block marks its fired latents here (a super-block's as it appends).
+        if let Some(f) = fired.as_deref_mut() {
+            mark_fired(cb, f);
         }
         // Every other block starts after the pending super-block.
         flush(
@@ -1334,6 +1397,15 @@ pub fn loss_and_grad(
         parts.loss += parts.aux;
     }
     Ok(parts)
+}
+
+/// `fired[i] |= codes[r, i] > 0` over the rows of a block (`fired.len() == h`).
+fn mark_fired(codes: &[f32], fired: &mut [bool]) {
+    for row in codes.chunks_exact(fired.len()) {
+        for (f, &c) in fired.iter_mut().zip(row) {
+            *f |= c > 0.0;
+        }
+    }
 }
 
 /// The encoder input of a block again (the centred rows are still in `xc`).

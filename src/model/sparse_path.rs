@@ -269,12 +269,67 @@ pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize, aux: bool)
 /// Marks an entry's row index as an AuxK selection (not an active code).
 pub(crate) const AUX_FLAG: u32 = 1 << 31;
 
+/// The total-order key of `v` (`f32::total_cmp` compares these as `i32`).
+#[inline(always)]
+fn key(v: f32) -> i32 {
+    let b = v.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+/// The AuxK selection of one row over the candidates `cand` (ascending indices, e.g.
+/// the dead latents): keep, in place, the `k ≤ cand.len()` largest entries among the
+/// candidates (order by `f32::total_cmp`, ties to the lowest index), raw (no ReLU);
+/// every other entry becomes `+0.0`, and a kept zero is stored as `−0.0`, so that
+/// "kept" is exactly "bits ≠ 0". The same kept set and bits as
+/// `activation::topk_among` with the candidates as its mask, in `O(h)` writes and
+/// `O(cand.len())` comparisons. `order` is scratch of `cand.len()` entries.
+pub(crate) fn select_among(row: &mut [f32], cand: &[u32], k: usize, order: &mut [u32]) {
+    let k = k.min(cand.len());
+    if k == 0 {
+        row.fill(0.0);
+        return;
+    }
+    let order = &mut order[..cand.len()];
+    order.copy_from_slice(cand);
+    let by = |a: &u32, b: &u32| {
+        key(row[*b as usize])
+            .cmp(&key(row[*a as usize]))
+            .then(a.cmp(b))
+    };
+    // The k-th largest (key, index): a candidate is kept iff it orders at or before it
+    // (every candidate when k is their number).
+    let (tk, ti) = if k < order.len() {
+        order.select_nth_unstable_by(k - 1, by);
+        let t = order[k - 1];
+        (key(row[t as usize]), t)
+    } else {
+        (i32::MIN, u32::MAX)
+    };
+    // The new value of each candidate, in candidate order, in place of `order`.
+    for (o, &j) in order.iter_mut().zip(cand) {
+        let v = row[j as usize];
+        let kv = key(v);
+        let kept = kv > tk || (kv == tk && j <= ti);
+        *o = match (kept, v == 0.0) {
+            (false, _) => 0,
+            (true, true) => (-0.0f32).to_bits(),
+            (true, false) => v.to_bits(),
+        };
+    }
+    row.fill(0.0);
+    for (&o, &j) in order.iter().zip(cand) {
+        row[j as usize] = f32::from_bits(o);
+    }
+}
+
 /// Append a block's AuxK selections (`a`, `rows×h`: selected entries have non-zero
-/// bits, see `topk_among`) as `(row | AUX_FLAG, feature, value bits)` triples after
-/// the `nnz` entries already in `work`. Returns the new number of entries.
+/// bits, see [`select_among`]; only the candidates `cand` can be selected) as
+/// `(row | AUX_FLAG, feature, value bits)` triples after the `nnz` entries already in
+/// `work`. Returns the new number of entries.
 pub(crate) fn super_append_aux(
     a: &[f32],
     h: usize,
+    cand: &[u32],
     row0: usize,
     nnz: usize,
     work: &mut [f32],
@@ -283,10 +338,11 @@ pub(crate) fn super_append_aux(
     let mut e = 3 * nnz;
     for (r, row) in a.chunks_exact(h).enumerate() {
         let rr = (row0 + r) as u32 | AUX_FLAG;
-        for (j, &v) in row.iter().enumerate() {
+        for &j in cand {
+            let v = row[j as usize];
             if v.to_bits() != 0 {
                 work[e] = rr;
-                work[e + 1] = j as u32;
+                work[e + 1] = j;
                 work[e + 2] = v.to_bits();
                 e += 3;
             }
@@ -298,13 +354,18 @@ pub(crate) fn super_append_aux(
 /// Append the active codes of a block (`rows×h`) to a super-block's entry list, as
 /// `(row, feature, code bits)` triples at `work[3·nnz..]`, rows numbered from `row0`,
 /// in row order and ascending features. Returns the new number of entries. The caller
-/// has checked [`super_need`] against `work.len()`.
+/// has checked [`super_need`] against `work.len()`. With `fired` (`h` entries), sets
+/// `fired[j]` for every code `> 0` appended; adds the number of codes `> 0` (the
+/// block's L0 sum; NaN codes are appended but not counted) to `l0`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn super_append(
     codes: &[f32],
     h: usize,
     row0: usize,
     nnz: usize,
     work: &mut [f32],
+    mut fired: Option<&mut [bool]>,
+    l0: &mut usize,
 ) -> usize {
     let work: &mut [u32] = bytemuck::cast_slice_mut(work);
     let mut e = 3 * nnz;
@@ -315,6 +376,11 @@ pub(crate) fn super_append(
             work[e + 1] = j as u32;
             work[e + 2] = row[j].to_bits();
             e += 3;
+            let on = row[j] > 0.0;
+            *l0 += usize::from(on);
+            if let Some(f) = fired.as_deref_mut() {
+                f[j] |= on;
+            }
         });
     }
     e / 3
@@ -536,6 +602,47 @@ mod tests {
         axpy2(0.5, &x, 2.0, &y, &mut z);
         for (i, &v) in z.iter().enumerate() {
             assert_eq!(v, 2.0 + 0.5 * i as f32 + 2.0 * (1.0 - i as f32));
+        }
+    }
+
+    /// `select_among` over a candidate list keeps the same set and bits as
+    /// `topk_among` with the candidates as a mask (ties, NaN, ±0, k ≥ candidates).
+    #[test]
+    fn select_among_matches_topk_among() {
+        let mut state = 11u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        let trials = if cfg!(miri) { 8 } else { 300 };
+        for trial in 0..trials {
+            let h = 1 + (next() % 90) as usize;
+            let row: [f32; 90] = core::array::from_fn(|_| match next() % 12 {
+                0 => 0.0,
+                1 => -0.0,
+                2 if trial % 4 == 0 => f32::NAN,
+                3 if trial % 5 == 0 => -f32::NAN,
+                4 => 0.25,
+                _ => (next() % 200) as f32 / 100.0 - 1.0,
+            });
+            let mask: [bool; 90] = core::array::from_fn(|_| next() % 3 == 0);
+            let mut cand = [0u32; 90];
+            let mut m = 0;
+            for (j, _) in mask[..h].iter().enumerate().filter(|(_, c)| **c) {
+                cand[m] = j as u32;
+                m += 1;
+            }
+            let k = 1 + (next() % 12) as usize;
+            let (mut a, mut b) = (row, row);
+            let mut sel = [0.0f32; 90];
+            super::super::activation::topk_among(&mut a[..h], &mask[..h], k, &mut sel);
+            let mut order = [0u32; 90];
+            select_among(&mut b[..h], &cand[..m], k, &mut order);
+            for (j, (x, y)) in a[..h].iter().zip(&b[..h]).enumerate() {
+                assert_eq!(x.to_bits(), y.to_bits(), "trial {trial}, index {j}");
+            }
         }
     }
 

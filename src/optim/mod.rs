@@ -392,11 +392,7 @@ impl<'a> Optim<'a> {
                     }
                 }
             } else {
-                sq += g
-                    .data
-                    .iter()
-                    .map(|&v| f64::from(v) * f64::from(v))
-                    .sum::<f64>();
+                sq += sum_sq_f64(g.data);
             }
         }
         let coef = f64::from(c) / (libm::sqrt(sq) + 1e-6);
@@ -466,7 +462,14 @@ impl<'a> Optim<'a> {
                         return Err(Error::NonFiniteStep { arg: "params" });
                     }
                 }
-            } else {
+            } else if coef.kind == ADAM && !adam_finite(coef, scale, p.data, g.data, t1, t2) {
+                // Name the first offending value as the element-wise check does.
+                for i in 0..len {
+                    let (np, n1, n2) =
+                        update(coef, p.data[i], g.data[i] * scale, get(t1, i), get(t2, i));
+                    check_new(np, n1, n2)?;
+                }
+            } else if coef.kind != ADAM {
                 for i in 0..len {
                     let (np, n1, n2) =
                         update(coef, p.data[i], g.data[i] * scale, get(t1, i), get(t2, i));
@@ -505,6 +508,8 @@ impl<'a> Optim<'a> {
                         }
                     }
                 }
+            } else if coef.kind == ADAM {
+                adam_write(coef, scale, p.data, g.data, t1, t2);
             } else {
                 for i in 0..len {
                     let (np, n1, n2) =
@@ -519,6 +524,24 @@ impl<'a> Optim<'a> {
         self.steps = self.steps.saturating_add(1);
         Ok(())
     }
+}
+
+/// `Σ xᵢ²` in `f64`, in a fixed order: 8 running sums over the elements `i mod 8`
+/// (independent chains, so it vectorizes), combined pairwise, then the tail.
+fn sum_sq_f64(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f64::from(v) * f64::from(v);
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    for &v in tail {
+        s += f64::from(v) * f64::from(v);
+    }
+    s
 }
 
 /// `g·w / ‖w‖²` (0 for a zero row): the coefficient of `g`'s component along `w`.
@@ -570,6 +593,35 @@ fn check_new(p: f32, s1: f32, s2: f32) -> Result<()> {
     Ok(())
 }
 
+/// Adam's update of one element (the `ADAM` arm of [`update`], the same operations in
+/// the same order, so the same bits).
+#[inline(always)]
+fn adam(c: Coef, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
+    let m = c.a * s1 + (1.0 - c.a) * g;
+    let v = c.b * s2 + (1.0 - c.b) * (g * g);
+    let denom = crate::math::sqrtf(v) / c.c + c.eps;
+    (p - c.lr * (m / denom), m, v)
+}
+
+/// Whether Adam's update of a whole tensor (gradients `g·scale`, moments `m`, `v`)
+/// keeps every new parameter and moment finite. Branch-free over the elements (an OR
+/// of the per-element verdicts, no early exit), so it vectorizes.
+fn adam_finite(c: Coef, scale: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
+    let mut bad = 0u32;
+    for (((&p, &g), &m), &v) in p.iter().zip(g).zip(m).zip(v) {
+        let (np, n1, n2) = adam(c, p, g * scale, m, v);
+        bad |= u32::from(!(np.is_finite() & n1.is_finite() & n2.is_finite()));
+    }
+    bad == 0
+}
+
+/// Adam's update of a whole tensor, written (after [`adam_finite`] passed).
+fn adam_write(c: Coef, scale: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        (*p, *m, *v) = adam(c, *p, g * scale, *m, *v);
+    }
+}
+
 /// New (param, state1, state2) for one element.
 #[inline(always)]
 fn update(c: Coef, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
@@ -579,11 +631,6 @@ fn update(c: Coef, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
             let v = c.a * s1 + g;
             (p - c.lr * v, v, 0.0)
         }
-        _ => {
-            let m = c.a * s1 + (1.0 - c.a) * g;
-            let v = c.b * s2 + (1.0 - c.b) * (g * g);
-            let denom = crate::math::sqrtf(v) / c.c + c.eps;
-            (p - c.lr * (m / denom), m, v)
-        }
+        _ => adam(c, p, g, s1, s2),
     }
 }

@@ -27,8 +27,8 @@ use crate::error::{Error, Result, check_len};
 use crate::kernels::vector;
 use crate::model::tensors::{Tensors, TensorsMut};
 use crate::model::{
-    Activation, Arch, AuxK, DEFAULT_BLOCK_ROWS, Dims, LossOptions, LossParts, MAX_BLOCK_ROWS,
-    Params, ParamsMut, encode_scratch_len, grad_scratch_len,
+    Activation, Arch, AuxK, Dims, LossOptions, LossParts, MAX_BLOCK_ROWS, Params, ParamsMut,
+    grad_scratch_len,
 };
 
 /// The AuxK dead-latent loss of TopK training (see [`AuxK`] for the formula).
@@ -136,9 +136,9 @@ impl TrainOptions {
     }
 
     /// Scratch `f32` of [`loss_and_grad`] for `arch` with blocks of `block_rows`,
-    /// excluding the gradient buffer: the effective parameters (rescaling), plus the
-    /// larger of the model's [`grad_scratch_len`] and (with `track_dead`) one block of
-    /// codes with its [`encode_scratch_len`].
+    /// excluding the gradient buffer: the effective parameters (rescaling) plus the
+    /// model's [`grad_scratch_len`]. Reporting which latents fired (`track_dead`) needs
+    /// nothing more: it is read from the codes the gradient pass computes.
     #[must_use]
     pub fn grad_scratch_len(
         &self,
@@ -147,15 +147,10 @@ impl TrainOptions {
         block_rows: usize,
         track_dead: bool,
     ) -> usize {
+        let _ = track_dead;
         let rows = block_rows.clamp(1, MAX_BLOCK_ROWS);
-        let grad = grad_scratch_len(arch, dims, rows);
-        let fired = if track_dead {
-            rows.saturating_mul(dims.h)
-                .saturating_add(encode_scratch_len(arch, dims, rows))
-        } else {
-            0
-        };
-        self.effective_len(dims).saturating_add(grad.max(fired))
+        self.effective_len(dims)
+            .saturating_add(grad_scratch_len(arch, dims, rows))
     }
 }
 
@@ -397,9 +392,6 @@ pub fn loss_and_grad(
     crate::error::check_scratch(scratch.len(), need)?;
     let (eff, rest) = scratch.split_at_mut(opts.effective_len(dims));
     let (p, nr) = effective(model.params, opts, eff)?;
-    if let Some(f) = fired {
-        mark_fired(p, x, n, f, rest)?;
-    }
     let aux = match (opts.aux, dead) {
         (Some(a), Some(dd)) => Some(AuxK {
             dead: dd,
@@ -413,42 +405,10 @@ pub fn loss_and_grad(
         jumprelu_bandwidth: opts.jumprelu_bandwidth,
         ..LossOptions::alpha(alpha)
     };
-    let parts =
-        crate::model::loss_and_grad(p, x, n, &lo, ParamsMut::from_flat(arch, dims, grads)?, rest)?;
+    let g = ParamsMut::from_flat(arch, dims, grads)?;
+    let parts = crate::model::core::loss_and_grad_fired(p, x, n, &lo, g, rest, fired)?;
     if opts.rescale_acts_by_decoder_norm {
         unscale_grads(&model.params, nr, grads);
     }
     Ok(parts)
-}
-
-/// `fired[i] ← latent i is active (> 0) in some row of x`, encoding in row blocks.
-fn mark_fired(
-    p: Params<'_>,
-    x: &[f32],
-    n: usize,
-    fired: &mut [bool],
-    scratch: &mut [f32],
-) -> Result<()> {
-    let (arch, dims) = (p.arch(), p.dims());
-    let Dims { d, h } = dims;
-    crate::error::check_len("x", x.len(), crate::error::mul("x", n, d)?)?;
-    let enc = |rows: usize| rows * h + encode_scratch_len(arch, dims, rows);
-    let mut rb = DEFAULT_BLOCK_ROWS.max(MAX_BLOCK_ROWS).min(n.max(1));
-    while rb > 1 && enc(rb) > scratch.len() {
-        rb -= 1;
-    }
-    crate::error::check_scratch(scratch.len(), enc(rb))?;
-    fired.fill(false);
-    let (codes, rest) = scratch.split_at_mut(rb * h);
-    for r0 in (0..n).step_by(rb) {
-        let rows = rb.min(n - r0);
-        let cb = &mut codes[..rows * h];
-        crate::model::encode(p, &x[r0 * d..(r0 + rows) * d], rows, cb, rest)?;
-        for row in cb.chunks_exact(h) {
-            for (f, &c) in fired.iter_mut().zip(row) {
-                *f |= c > 0.0;
-            }
-        }
-    }
-    Ok(())
 }
