@@ -11,10 +11,19 @@ thread count (torch.set_num_threads; sae_kernels is single-threaded). Times are 
 time (time.process_time) per call including the Python call overhead, the best of
 several calls after a warm-up. The codes of both sides are compared too (max
 relative difference, and how many rows have a different set of active features).
+
+After the table, the batch-1024 rows are set against this core's f32 FMA peak
+(`--peak-gflops`, or measured by running `target/release/examples/bench --peak-only`
+when that binary exists; build it with `cargo build --release --example bench`): the
+encoder's product `X·W_enc` is 2·n·d·h FLOP on both sides, so SAELens' time fixes the
+fraction of peak a given speed-up would need from us, and PyTorch's bare `X @ W_enc`
+(MKL) in the same run shows how close to peak its GEMM already is.
 """
 import argparse
 import json
 import os
+import re
+import subprocess
 import tempfile
 import time
 
@@ -56,10 +65,27 @@ def best_cpu_time(fn, repeats, inner):
     return best
 
 
+def fma_peak(given):
+    """This core's f32 FMA peak in GFLOP/s: given, or from the Rust bench binary."""
+    if given:
+        return given, "given"
+    exe = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                       "target", "release", "examples", "bench")
+    try:
+        out = subprocess.run([exe, "--peak-only"], capture_output=True, text=True,
+                             timeout=120).stdout
+    except OSError:
+        return None, "not measured (build it: cargo build --release --example bench)"
+    m = re.search(r"FMA peak: ([0-9.]+) GFLOP/s", out)
+    return (float(m.group(1)), "examples/bench --peak-only, this run") if m else (None, "?")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--peak-gflops", type=float, default=None,
+                    help="this core's f32 FMA peak (default: measure it with examples/bench)")
     a = ap.parse_args()
 
     import torch
@@ -75,6 +101,7 @@ def main():
     print("| (d_in, d_sae) | architecture | batch | SAELens ms | sae_kernels ms | speed-up | max rel diff | rows with other support |")
     print("|---|---|---|---|---|---|---|---|")
     tmp = tempfile.mkdtemp(prefix="saek-bench-")
+    big = []  # batch-1024 rows: (d, h, name, SAELens s, ours s, torch X @ W_enc s)
     for (d, h) in [(384, 3072), (768, 16384)]:
         for arch, k in [("standard", None), ("topk", 32)]:
             path = os.path.join(tmp, f"{arch}_{d}_{h}")
@@ -94,6 +121,27 @@ def main():
                 name = arch if k is None else f"topk k={k}"
                 print(f"| ({d}, {h}) | {name} | {n} | {t_sl * 1e3:.3f} | {t_us * 1e3:.3f} | "
                       f"{t_sl / t_us:.2f}x | {rel:.1e} | {other} |", flush=True)
+                if n == 1024:
+                    w = theirs.W_enc.detach()
+                    t_mm = best_cpu_time(lambda: xt @ w, rep, 1)
+                    big.append((d, h, name, t_sl, t_us, t_mm))
+    peak, how = fma_peak(a.peak_gflops)
+    print()
+    print(f"f32 FMA peak of this core: {peak if peak else '?'} GFLOP/s ({how})")
+    print()
+    print("| (d_in, d_sae) | architecture | SAELens GFLOP/s | torch X @ W_enc alone | ours | "
+          "ours for 1.5x | ours for 2x |")
+    print("|---|---|---|---|---|---|---|")
+    for d, h, name, t_sl, t_us, t_mm in big:
+        flop = 2.0 * 1024 * d * h
+
+        def col(t):
+            g = flop / t / 1e9
+            return f"{g:.0f}" + (f" ({100 * g / peak:.0f} %)" if peak else "")
+        print(f"| ({d}, {h}) | {name} | {col(t_sl)} | {col(t_mm)} | {col(t_us)} | "
+              f"{col(t_sl / 1.5)} | {col(t_sl / 2.0)} |")
+    print("(GFLOP/s of the encoder product 2·n·d·h, with % of the FMA peak; the last two "
+          "columns: the rate our whole encode would need for that speed-up)")
 
 
 if __name__ == "__main__":
