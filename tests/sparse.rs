@@ -649,3 +649,95 @@ fn sparse_outputs_of_untied_models() {
         assert!(bd.iter().any(|&v| v != 0.0), "b_dec is part of the check");
     }
 }
+
+/// AuxK on the sparse path, both of its routes, against the dense path (itself checked
+/// against finite differences in `tests/variants.rs`): with many dead latents and a
+/// large `k_aux` the selections run as GEMMs over the compacted dead latents (the core
+/// takes that route when `dead ≤ 6·min(k_aux, dead)`), with a small `k_aux` as
+/// super-block entries. Untied with and without input centring and tied TopK, at
+/// several block sizes (one block per call up to many).
+#[test]
+fn auxk_routes_match_the_dense_path() {
+    use sae_kernels::model::{Activation, AuxK, Penalty};
+    let (n, d, h) = (37, 12, 80);
+    let dims = Dims::new(d, h).unwrap();
+    let mut rng = TestRng(77);
+    let x = rng.vec(n * d, 1.0);
+    let topk = Activation::TopK { k: 4 };
+    let archs = [
+        Arch::topk(4),
+        Arch {
+            weights: Weights::Untied {
+                center_input: false,
+            },
+            ..Arch::topk(4)
+        },
+        Arch {
+            weights: Weights::Tied,
+            activation: topk,
+            penalty: Penalty::None,
+        },
+    ];
+    // 40 % dead (32 latents): k_aux 6 → GEMMs (32 ≤ 36), k_aux 2 → entries (32 > 12);
+    // 3 dead latents: k' = 3, GEMMs.
+    let many: Vec<bool> = (0..h).map(|j| j % 5 < 2).collect();
+    let few: Vec<bool> = (0..h).map(|j| j == 7 || j == 40 || j == 79).collect();
+    for arch in archs {
+        let flat = rng.vec(arch.param_len(dims), 0.4);
+        let p = Params::from_flat(arch, dims, &flat).unwrap();
+        for (dead, k_aux) in [(&many, 6), (&many, 2), (&few, 6)] {
+            let aux = AuxK {
+                dead,
+                k_aux,
+                coefficient: 0.5,
+            };
+            let run = |path: Path, block: usize| {
+                let opts = LossOptions {
+                    path,
+                    aux: Some(aux),
+                    ..LossOptions::alpha(0.0)
+                };
+                let mut g = vec![f32::NAN; arch.param_len(dims)];
+                let mut s = vec![f32::NAN; grad_scratch_len(arch, dims, block)];
+                let gv = ParamsMut::from_flat(arch, dims, &mut g).unwrap();
+                let l = loss_and_grad(p, &x, n, &opts, gv, &mut s).unwrap();
+                (l, g)
+            };
+            let (want, wg) = run(Path::Dense, 8);
+            assert!(want.aux > 0.0, "the AuxK term is exercised");
+            for block in [1, 3, 8, 64] {
+                let (got, g) = run(Path::Sparse, block);
+                let label = format!("{:?} k_aux={k_aux} block={block}", arch.weights);
+                assert!(
+                    rel_err(&[got.aux], &[f64::from(want.aux)]) <= 2e-5,
+                    "{label}: aux"
+                );
+                assert!(
+                    rel_err(&[got.loss], &[f64::from(want.loss)]) <= 2e-5,
+                    "{label}: loss"
+                );
+                // Tensor by tensor, so that a small tensor's error is not hidden.
+                let (mut a, mut b) = (&g[..], &wg[..]);
+                for len in arch_lens(arch, dims) {
+                    let (ga, ra) = a.split_at(len);
+                    let (gb, rb) = b.split_at(len);
+                    assert!(ga.iter().all(|v| v.is_finite()), "{label}: finite");
+                    let gb: Vec<f64> = gb.iter().map(|&v| f64::from(v)).collect();
+                    let err = rel_err(ga, &gb);
+                    assert!(err <= 2e-5, "{label}: tensor of {len}: rel err {err:e}");
+                    (a, b) = (ra, rb);
+                }
+            }
+        }
+    }
+}
+
+/// The tensor lengths of an architecture in canonical order.
+fn arch_lens(arch: Arch, dims: Dims) -> Vec<usize> {
+    let (d, h) = (dims.d, dims.h);
+    if arch.is_tied() {
+        vec![h * d, h]
+    } else {
+        vec![d * h, h, h * d, d]
+    }
+}

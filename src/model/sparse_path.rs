@@ -40,7 +40,9 @@
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
 
+use crate::error::Result;
 use crate::kernels::dispatch_vector::{axpy, axpy2, dot};
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
 use crate::kernels::vector;
 use wide::f32x8;
 
@@ -403,8 +405,9 @@ pub(crate) fn super_flush(
     scale: f32,
     sq_sum: &mut f64,
     aux: Option<(f32, &mut f64)>,
+    mut cmp: Option<&mut AuxGemm<'_>>,
     acc: &mut Acc<'_>,
-) {
+) -> Result<()> {
     let (d, h) = (m.d, m.h);
     let (ints, rest) = work.split_at_mut(5 * nnz + h);
     let (g, rest) = rest.split_at_mut(rows * d);
@@ -456,6 +459,9 @@ pub(crate) fn super_flush(
             axpy(f32::from_bits(c), dj, &mut out[ri * d..(ri + 1) * d]);
         }
     });
+    if let Some(c) = cmp.as_deref_mut() {
+        c.decode(m, rows, ar)?;
+    }
     let mut aux = aux;
     for (r, (gr, xr)) in g.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
         if let Some(b) = m.b_dec {
@@ -548,6 +554,188 @@ pub(crate) fn super_flush(
     });
     if acc.dec.is_some() {
         flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
+    }
+    if let Some(c) = cmp {
+        c.backward(m, x, rows, ar, acc)?;
+    }
+    Ok(())
+}
+
+/// Whether AuxK over `n_dead` dead latents with `k` selections per row runs as GEMMs
+/// over the compacted dead latents ([`AuxGemm`]) rather than as super-block entries.
+///
+/// Per row, the entry route costs about `k` times four `d`-vector operations (decode,
+/// dot, two rank-one updates), the GEMM route four GEMMs of `n_dead·d` multiply-adds,
+/// which run [`AUX_GEMM_SPEEDUP`] times faster per multiply-add.
+#[must_use]
+pub(crate) fn aux_by_gemm(n_dead: usize, k: usize) -> bool {
+    n_dead <= AUX_GEMM_SPEEDUP.saturating_mul(k)
+}
+
+/// How much faster a multiply-add runs in the GEMMs of [`AuxGemm`] than in the
+/// super-block's per-entry vector operations (measured with `cargo run --release
+/// --example bench_sparse -- --breakdown --only topk`, (n, d, h) = (1024, 384, 3072)).
+pub(crate) const AUX_GEMM_SPEEDUP: usize = 6;
+
+/// Compact a block's AuxK selections in place: row `r` of `a` (`rows×h`, selected
+/// entries with non-zero bits, see [`select_among`]) becomes row `r` of the
+/// `rows×n_dead` matrix at the front of `a` whose column `t` is latent `dead[t]`.
+///
+/// In place is safe: the value written at `r·n_dead + t` is read from
+/// `r·h + dead[t] ≥ r·n_dead + t` (`dead` ascending), so no value is overwritten
+/// before it is read.
+pub(crate) fn compact_rows(a: &mut [f32], h: usize, dead: &[u32]) {
+    let nd = dead.len();
+    let rows = a.len() / h;
+    for r in 0..rows {
+        for (t, &j) in dead.iter().enumerate() {
+            a[r * nd + t] = a[r * h + j as usize];
+        }
+    }
+}
+
+/// AuxK over the compacted dead latents of one super-block, by GEMMs: with `A` the
+/// super-block's selections (`rows×n_dead`, column `t` for latent `dead[t]`), `D` the
+/// dead latents' decoder rows (`n_dead×d`, gathered) and `R` the AuxK residual scaled
+/// for the gradient,
+///
+/// ```text
+/// R·  = A·D − (x − x̂)                     (decode)
+/// P   = (R·Dᵀ) masked to the selected entries
+/// dW_dec[dead] += Aᵀ·R      dW_enc[:, dead] += x̄ᵀ·P      db_enc[dead] += 1ᵀ·P
+/// ```
+///
+/// (tied: `dM[dead] += Aᵀ·R + Pᵀ·x`), the same sums as the entry route of
+/// [`super_flush`] in another order.
+pub(crate) struct AuxGemm<'s> {
+    /// The dead latents, ascending.
+    pub dead: &'s [u32],
+    /// `rows·n_dead`: the selections, compacted by [`compact_rows`].
+    pub a: &'s [f32],
+    /// `rows·n_dead`: the code gradient `P`.
+    pub dpa: &'s mut [f32],
+    /// `n_dead·d`: the gathered decoder rows, then the compacted gradients.
+    pub buf: &'s mut [f32],
+    /// The GEMMs' pack buffer.
+    pub pack: &'s mut [f32],
+}
+
+impl AuxGemm<'_> {
+    /// `ar ← A·D` (`rows×d`), gathering `D` into `buf`.
+    fn decode(&mut self, m: &Model<'_>, rows: usize, ar: &mut [f32]) -> Result<()> {
+        let (d, nd) = (m.d, self.dead.len());
+        let wd = &mut self.buf[..nd * d];
+        for (dst, &j) in wd.chunks_exact_mut(d).zip(self.dead) {
+            dst.copy_from_slice(m.dec_row(j as usize));
+        }
+        gemm(
+            1.0,
+            MatRef::row_major("aux", &self.a[..rows * nd], rows, nd)?,
+            MatRef::row_major("W_dec_dead", wd, nd, d)?,
+            1.0,
+            MatMut::row_major("aux_resid", ar, rows, d)?,
+            Epilogue::None,
+            self.pack,
+        )
+    }
+
+    /// The gradient contributions from `ar` (`rows×d`, the scaled AuxK residual) and the
+    /// super-block's inputs `x`; `buf` still holds `D` from [`Self::decode`].
+    fn backward(
+        &mut self,
+        m: &Model<'_>,
+        x: &[f32],
+        rows: usize,
+        ar: &[f32],
+        acc: &mut Acc<'_>,
+    ) -> Result<()> {
+        let (d, h, nd) = (m.d, m.h, self.dead.len());
+        let a = &self.a[..rows * nd];
+        let dpa = &mut self.dpa[..rows * nd];
+        let buf = &mut self.buf[..nd * d];
+        let am = MatRef::row_major("aux", a, rows, nd)?;
+        let rm = MatRef::row_major("aux_resid", ar, rows, d)?;
+        let xm = MatRef::row_major("x", x, rows, d)?;
+        // P = R·Dᵀ on the selected entries.
+        gemm(
+            1.0,
+            rm,
+            MatRef::row_major("W_dec_dead", buf, nd, d)?.t(),
+            0.0,
+            MatMut::row_major("aux_dpre", dpa, rows, nd)?,
+            Epilogue::None,
+            self.pack,
+        )?;
+        for (p, &v) in dpa.iter_mut().zip(a) {
+            if v.to_bits() == 0 {
+                *p = 0.0;
+            }
+        }
+        let dpa: &[f32] = dpa;
+        let pm = MatRef::row_major("aux_dpre", dpa, rows, nd)?;
+        // Decoder rows: Aᵀ·R (tied: + Pᵀ·x), then added to the dead latents' rows.
+        let tied = acc.dec.is_none();
+        gemm(
+            1.0,
+            am.t(),
+            rm,
+            0.0,
+            MatMut::row_major("dW_dec_dead", buf, nd, d)?,
+            Epilogue::None,
+            self.pack,
+        )?;
+        if tied {
+            gemm(
+                1.0,
+                pm.t(),
+                xm,
+                1.0,
+                MatMut::row_major("dM_dead", buf, nd, d)?,
+                Epilogue::None,
+                self.pack,
+            )?;
+        }
+        let gd: &mut [f32] = match acc.dec.as_deref_mut() {
+            Some(g) => g,
+            None => acc.enc,
+        };
+        for (src, &j) in buf.chunks_exact(d).zip(self.dead) {
+            let j = j as usize;
+            vector::axpy(1.0, src, &mut gd[j * d..(j + 1) * d]);
+        }
+        // db_enc[dead[t]] += Σ_rows P[:, t].
+        for (t, &j) in self.dead.iter().enumerate() {
+            let s: f32 = dpa[t..].iter().step_by(nd).sum();
+            acc.b_enc[j as usize] += s;
+        }
+        if !tied {
+            // dW_enc[:, dead] += x̄ᵀ·P = xᵀ·P − b_dec ⊗ 1ᵀP   (d×n_dead, then scattered).
+            let we = &mut self.buf[..d * nd];
+            gemm(
+                1.0,
+                xm.t(),
+                pm,
+                0.0,
+                MatMut::row_major("dW_enc_dead", we, d, nd)?,
+                Epilogue::None,
+                self.pack,
+            )?;
+            if let Some(b) = m.center {
+                for (t, _) in self.dead.iter().enumerate() {
+                    let s: f32 = dpa[t..].iter().step_by(nd).sum();
+                    for (row, &bi) in we.chunks_exact_mut(nd).zip(b) {
+                        row[t] -= bi * s;
+                    }
+                }
+            }
+            for (i, row) in we.chunks_exact(nd).enumerate() {
+                let dst = &mut acc.enc[i * h..(i + 1) * h];
+                for (&v, &j) in row.iter().zip(self.dead) {
+                    dst[j as usize] += v;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
