@@ -653,7 +653,7 @@ fn sparse_outputs_of_untied_models() {
 /// AuxK on the sparse path, both of its routes, against the dense path (itself checked
 /// against finite differences in `tests/variants.rs`): with many dead latents and a
 /// large `k_aux` the selections run as GEMMs over the compacted dead latents (the core
-/// takes that route when `dead ≤ 6·min(k_aux, dead)`), with a small `k_aux` as
+/// takes that route when `dead ≤ 4·min(k_aux, dead)`), with a small `k_aux` as
 /// super-block entries. Untied with and without input centring and tied TopK, at
 /// several block sizes (one block per call up to many).
 #[test]
@@ -678,14 +678,14 @@ fn auxk_routes_match_the_dense_path() {
             penalty: Penalty::None,
         },
     ];
-    // 40 % dead (32 latents): k_aux 6 → GEMMs (32 ≤ 36), k_aux 2 → entries (32 > 12);
+    // 40 % dead (32 latents): k_aux 10 → GEMMs (32 ≤ 40), k_aux 2 → entries (32 > 8);
     // 3 dead latents: k' = 3, GEMMs.
     let many: Vec<bool> = (0..h).map(|j| j % 5 < 2).collect();
     let few: Vec<bool> = (0..h).map(|j| j == 7 || j == 40 || j == 79).collect();
     for arch in archs {
         let flat = rng.vec(arch.param_len(dims), 0.4);
         let p = Params::from_flat(arch, dims, &flat).unwrap();
-        for (dead, k_aux) in [(&many, 6), (&many, 2), (&few, 6)] {
+        for (dead, k_aux) in [(&many, 10), (&many, 2), (&few, 6)] {
             let aux = AuxK {
                 dead,
                 k_aux,
