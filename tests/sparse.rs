@@ -658,19 +658,31 @@ fn sparse_outputs_of_untied_models() {
 /// several block sizes (one block per call up to many).
 #[test]
 fn auxk_routes_match_the_dense_path() {
+    // (n, d, h, k, every `step`-th latent dead, k_aux values): the first shape has one
+    // block per super-block, the second (low density, small d) merges several blocks
+    // into one super-block on both routes. 40 % dead of 80: k_aux 10 → GEMMs
+    // (32 ≤ 40), k_aux 2 → entries (32 > 8); 10 % dead of 200: k_aux 6 → GEMMs
+    // (20 ≤ 24), k_aux 2 → entries (20 > 8); 3 dead latents: k' = 3, GEMMs.
+    let shapes: [(usize, usize, usize, usize, usize, [usize; 2]); 2] =
+        [(37, 12, 80, 4, 0, [10, 2]), (50, 4, 200, 2, 10, [6, 2])];
+    for (n, d, h, k, step, k_auxes) in shapes {
+        auxk_routes_case(n, d, h, k, step, k_auxes);
+    }
+}
+
+fn auxk_routes_case(n: usize, d: usize, h: usize, k: usize, step: usize, k_auxes: [usize; 2]) {
     use sae_kernels::model::{Activation, AuxK, Penalty};
-    let (n, d, h) = (37, 12, 80);
     let dims = Dims::new(d, h).unwrap();
-    let mut rng = TestRng(77);
+    let mut rng = TestRng(77 + h as u64);
     let x = rng.vec(n * d, 1.0);
-    let topk = Activation::TopK { k: 4 };
+    let topk = Activation::TopK { k };
     let archs = [
-        Arch::topk(4),
+        Arch::topk(k),
         Arch {
             weights: Weights::Untied {
                 center_input: false,
             },
-            ..Arch::topk(4)
+            ..Arch::topk(k)
         },
         Arch {
             weights: Weights::Tied,
@@ -678,14 +690,14 @@ fn auxk_routes_match_the_dense_path() {
             penalty: Penalty::None,
         },
     ];
-    // 40 % dead (32 latents): k_aux 10 → GEMMs (32 ≤ 40), k_aux 2 → entries (32 > 8);
-    // 3 dead latents: k' = 3, GEMMs.
-    let many: Vec<bool> = (0..h).map(|j| j % 5 < 2).collect();
-    let few: Vec<bool> = (0..h).map(|j| j == 7 || j == 40 || j == 79).collect();
+    let many: Vec<bool> = (0..h)
+        .map(|j| if step == 0 { j % 5 < 2 } else { j % step == 0 })
+        .collect();
+    let few: Vec<bool> = (0..h).map(|j| j == 7 || j == 40 || j == h - 1).collect();
     for arch in archs {
         let flat = rng.vec(arch.param_len(dims), 0.4);
         let p = Params::from_flat(arch, dims, &flat).unwrap();
-        for (dead, k_aux) in [(&many, 10), (&many, 2), (&few, 6)] {
+        for (dead, k_aux) in [(&many, k_auxes[0]), (&many, k_auxes[1]), (&few, 6)] {
             let aux = AuxK {
                 dead,
                 k_aux,
@@ -705,9 +717,9 @@ fn auxk_routes_match_the_dense_path() {
             };
             let (want, wg) = run(Path::Dense, 8);
             assert!(want.aux > 0.0, "the AuxK term is exercised");
-            for block in [1, 3, 8, 64] {
+            for block in [1, 3, 4, 7, 64] {
                 let (got, g) = run(Path::Sparse, block);
-                let label = format!("{:?} k_aux={k_aux} block={block}", arch.weights);
+                let label = format!("h={h} {:?} k_aux={k_aux} block={block}", arch.weights);
                 assert!(
                     rel_err(&[got.aux], &[f64::from(want.aux)]) <= 2e-5,
                     "{label}: aux"

@@ -1004,9 +1004,11 @@ pub(crate) fn loss_and_grad_fired(
     let (dead_list, idx) = idx.split_at_mut(n_dead);
     let dead_list: &[u32] = dead_list;
     // On the sparse path, AuxK runs as GEMMs over the compacted dead latents when that
-    // is cheaper than one super-block entry per selection (each block then flushes on
-    // its own, its compacted selections in `pre_s`).
-    let aux_gemm = aux.is_some_and(|a| sparse_path::aux_by_gemm(n_dead, a.k));
+    // is cheaper than one super-block entry per selection: the super-block's compacted
+    // selections go to the front half of `dpa_s`, their code gradient to the back half
+    // (a block's `rows·n_dead` fits in half of `rb·h` when `n_dead ≤ h/2`).
+    let aux_gemm = aux.is_some_and(|a| sparse_path::aux_by_gemm(n_dead, a.k)) && 2 * n_dead <= h;
+    let aux_half = dpa_s.len() / 2;
     let tied = arch.is_tied();
     let centre_in = arch.centers_input();
     // JumpReLU thresholds: SAELens' straight-through estimator (bandwidth > 0).
@@ -1063,11 +1065,21 @@ pub(crate) fn loss_and_grad_fired(
                  acc: &mut Acc<'_>,
                  started: &mut bool,
                  aux_sum: &mut f64,
-                 cmp: Option<&mut sparse_path::AuxGemm<'_>>|
+                 dpa_s: &mut [f32],
+                 dead_dec: &mut [f32],
+                 pack: &mut [f32]|
      -> Result<()> {
         if *s_rows == 0 {
             return Ok(());
         }
+        let (a_s, p_s) = dpa_s.split_at_mut(aux_half);
+        let mut cmp = aux_gemm.then(|| sparse_path::AuxGemm {
+            dead: dead_list,
+            a: &a_s[..*s_rows * n_dead],
+            dpa: &mut p_s[..*s_rows * n_dead],
+            buf: &mut dead_dec[..n_dead * d],
+            pack,
+        });
         start(acc, started);
         let xs = &x[s0 * d..(s0 + *s_rows) * d];
         let ax = aux.map(|a| (a.gscale, aux_sum));
@@ -1080,7 +1092,7 @@ pub(crate) fn loss_and_grad_fired(
             scale,
             &mut sums.sq_err,
             ax,
-            cmp,
+            cmp.as_mut(),
             acc,
         )?;
         *s_rows = 0;
@@ -1112,9 +1124,7 @@ pub(crate) fn loss_and_grad_fired(
             for row in pa.chunks_exact_mut(h) {
                 sparse_path::select_among(row, dead_list, a.k, order);
             }
-            if aux_gemm {
-                sparse_path::compact_rows(pa, h, dead_list);
-            } else {
+            if !aux_gemm {
                 // Every row keeps exactly k' = min(k_aux, dead) selections.
                 active += rows * a.k;
             }
@@ -1126,9 +1136,14 @@ pub(crate) fn loss_and_grad_fired(
             // feature counts and its rows' residuals fit in the area: each touched row
             // of the weights and gradients is then loaded once per super-block.
             let area_len = area.len();
+            let pack_len_have = pack.len();
             let has_aux = aux.is_some();
-            let fits =
-                |r, z| sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len);
+            let fits = |r: usize, z| {
+                sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len)
+                    && (!aux_gemm
+                        || r * n_dead <= aux_half
+                            && sparse_path::aux_gemm_pack(r, d, n_dead, tied) <= pack_len_have)
+            };
             if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
                 flush(
                     s0,
@@ -1139,7 +1154,9 @@ pub(crate) fn loss_and_grad_fired(
                     &mut acc,
                     &mut started,
                     &mut aux_sum,
-                    None,
+                    dpa_s,
+                    dead_dec,
+                    pack,
                 )?;
             }
             if fits(rows, active) {
@@ -1160,6 +1177,10 @@ pub(crate) fn loss_and_grad_fired(
                     let pa = &pre_s[..rows * h];
                     s_nnz = sparse_path::super_append_aux(pa, h, dead_list, s_rows, s_nnz, area);
                 }
+                if aux_gemm {
+                    let dst = &mut dpa_s[s_rows * n_dead..(s_rows + rows) * n_dead];
+                    sparse_path::compact_rows(&pre_s[..rows * h], h, dead_list, dst);
+                }
                 s_rows += rows;
                 // The code statistics now, in row order (L0 counted while appending: an
                 // integer, the same sum in any order); the squared errors at the flush,
@@ -1168,26 +1189,6 @@ pub(crate) fn loss_and_grad_fired(
                     sums.l1 += f64::from(code_penalty(c, pen));
                 }
                 sums.l0 += l0 as f64;
-                if aux_gemm {
-                    let mut cmp = sparse_path::AuxGemm {
-                        dead: dead_list,
-                        a: &pre_s[..rows * n_dead],
-                        dpa: &mut dpa_s[..rows * n_dead],
-                        buf: &mut dead_dec[..n_dead * d],
-                        pack: &mut *pack,
-                    };
-                    flush(
-                        s0,
-                        &mut s_rows,
-                        &mut s_nnz,
-                        area,
-                        &mut sums,
-                        &mut acc,
-                        &mut started,
-                        &mut aux_sum,
-                        Some(&mut cmp),
-                    )?;
-                }
                 continue;
             }
         }
@@ -1205,7 +1206,9 @@ pub(crate) fn loss_and_grad_fired(
             &mut acc,
             &mut started,
             &mut aux_sum,
-            None,
+            dpa_s,
+            dead_dec,
+            pack,
         )?;
         let first = !started;
         let (dpre, resid) = area.split_at_mut(rb * h);
@@ -1398,7 +1401,9 @@ pub(crate) fn loss_and_grad_fired(
         &mut acc,
         &mut started,
         &mut aux_sum,
-        None,
+        dpa_s,
+        dead_dec,
+        pack,
     )?;
     if centre_in {
         // db_dec −= (Σ_rows dPre)·W_encᵀ   (x̄ = x − b_dec)

@@ -45,7 +45,7 @@
 //! selections become a dense `rows×n_dead` matrix, the dead latents' decoder rows are
 //! gathered into an `n_dead×d` matrix, the decode and the three backward products run
 //! as GEMMs on those, and the compacted gradients are added to the dead latents'
-//! rows and columns. Each such block is its own super-block.
+//! rows and columns.
 //!
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
@@ -590,19 +590,24 @@ pub(crate) fn aux_by_gemm(n_dead: usize, k: usize) -> bool {
 /// dead latent on the GEMM route (selection included in both).
 pub(crate) const AUX_GEMM_SPEEDUP: usize = 4;
 
-/// Compact a block's AuxK selections in place: row `r` of `a` (`rows×h`, selected
-/// entries with non-zero bits, see [`select_among`]) becomes row `r` of the
-/// `rows×n_dead` matrix at the front of `a` whose column `t` is latent `dead[t]`.
-///
-/// In place is safe: the value written at `r·n_dead + t` is read from
-/// `r·h + dead[t] ≥ r·n_dead + t` (`dead` ascending), so no value is overwritten
-/// before it is read.
-pub(crate) fn compact_rows(a: &mut [f32], h: usize, dead: &[u32]) {
+/// The pack buffer the GEMMs of [`AuxGemm`] need for a super-block of `rows` rows
+/// (the plan sizes it for one block; a super-block of several blocks must check it).
+#[must_use]
+pub(crate) fn aux_gemm_pack(rows: usize, d: usize, n_dead: usize, tied: bool) -> usize {
+    use crate::kernels::gemm::pack_len;
+    let a = pack_len(rows, d, n_dead).max(pack_len(rows, n_dead, d));
+    let enc = if tied { 0 } else { pack_len(d, n_dead, rows) };
+    a.max(pack_len(n_dead, d, rows)).max(enc)
+}
+
+/// Compact a block's AuxK selections: row `r` of `a` (`rows×h`, selected entries with
+/// non-zero bits, see [`select_among`]) becomes row `r` of `out` (`rows×n_dead`),
+/// whose column `t` is latent `dead[t]`.
+pub(crate) fn compact_rows(a: &[f32], h: usize, dead: &[u32], out: &mut [f32]) {
     let nd = dead.len();
-    let rows = a.len() / h;
-    for r in 0..rows {
-        for (t, &j) in dead.iter().enumerate() {
-            a[r * nd + t] = a[r * h + j as usize];
+    for (src, dst) in a.chunks_exact(h).zip(out.chunks_exact_mut(nd.max(1))) {
+        for (o, &j) in dst.iter_mut().zip(dead) {
+            *o = src[j as usize];
         }
     }
 }
@@ -847,9 +852,9 @@ mod tests {
         }
     }
 
-    /// In-place compaction equals an out-of-place gather, for every dead-set shape.
+    /// Compaction gathers the dead latents' columns, for every dead-set shape.
     #[test]
-    fn compact_rows_in_place_matches_a_gather() {
+    fn compact_rows_gathers_the_columns() {
         let (rows, h) = (5, 23);
         let a: [f32; 5 * 23] = core::array::from_fn(|i| i as f32 + 0.5);
         let sets: [&[u32]; 4] = [
@@ -861,9 +866,9 @@ mod tests {
             ],
         ];
         for dead in sets {
-            let mut b = a;
-            compact_rows(&mut b, h, dead);
             let nd = dead.len();
+            let mut b = [f32::NAN; 5 * 23];
+            compact_rows(&a, h, dead, &mut b[..rows * nd]);
             for r in 0..rows {
                 for (t, &j) in dead.iter().enumerate() {
                     assert_eq!(
