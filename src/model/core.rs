@@ -1141,7 +1141,7 @@ pub(crate) fn loss_and_grad_fired(
             let fits = |r: usize, z| {
                 sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len)
                     && (!aux_gemm
-                        || r * n_dead <= aux_half
+                        || r.saturating_mul(n_dead) <= aux_half
                             && sparse_path::aux_gemm_pack(r, d, n_dead, tied) <= pack_len_have)
             };
             if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
