@@ -649,3 +649,107 @@ fn sparse_outputs_of_untied_models() {
         assert!(bd.iter().any(|&v| v != 0.0), "b_dec is part of the check");
     }
 }
+
+/// AuxK on the sparse path, both of its routes, against the dense path (itself checked
+/// against finite differences in `tests/variants.rs`): with many dead latents and a
+/// large `k_aux` the selections run as GEMMs over the compacted dead latents (the core
+/// takes that route when `dead ≤ 4·min(k_aux, dead)`), with a small `k_aux` as
+/// super-block entries. Untied with and without input centring and tied TopK, at
+/// several block sizes (one block per call up to many).
+#[test]
+fn auxk_routes_match_the_dense_path() {
+    // (n, d, h, k, every `step`-th latent dead, k_aux values): the first shape has one
+    // block per super-block, the second (low density, small d) merges several blocks
+    // into one super-block on both routes. 40 % dead of 80: k_aux 10 → GEMMs
+    // (32 ≤ 40), k_aux 2 → entries (32 > 8); 10 % dead of 200: k_aux 6 → GEMMs
+    // (20 ≤ 24), k_aux 2 → entries (20 > 8); 3 dead latents: k' = 3, GEMMs.
+    let shapes: [(usize, usize, usize, usize, usize, [usize; 2]); 2] =
+        [(37, 12, 80, 4, 0, [10, 2]), (50, 4, 200, 2, 10, [6, 2])];
+    for (n, d, h, k, step, k_auxes) in shapes {
+        auxk_routes_case(n, d, h, k, step, k_auxes);
+    }
+}
+
+fn auxk_routes_case(n: usize, d: usize, h: usize, k: usize, step: usize, k_auxes: [usize; 2]) {
+    use sae_kernels::model::{Activation, AuxK, Penalty};
+    let dims = Dims::new(d, h).unwrap();
+    let mut rng = TestRng(77 + h as u64);
+    let x = rng.vec(n * d, 1.0);
+    let topk = Activation::TopK { k };
+    let archs = [
+        Arch::topk(k),
+        Arch {
+            weights: Weights::Untied {
+                center_input: false,
+            },
+            ..Arch::topk(k)
+        },
+        Arch {
+            weights: Weights::Tied,
+            activation: topk,
+            penalty: Penalty::None,
+        },
+    ];
+    let many: Vec<bool> = (0..h)
+        .map(|j| if step == 0 { j % 5 < 2 } else { j % step == 0 })
+        .collect();
+    let few: Vec<bool> = (0..h).map(|j| j == 7 || j == 40 || j == h - 1).collect();
+    for arch in archs {
+        let flat = rng.vec(arch.param_len(dims), 0.4);
+        let p = Params::from_flat(arch, dims, &flat).unwrap();
+        for (dead, k_aux) in [(&many, k_auxes[0]), (&many, k_auxes[1]), (&few, 6)] {
+            let aux = AuxK {
+                dead,
+                k_aux,
+                coefficient: 0.5,
+            };
+            let run = |path: Path, block: usize| {
+                let opts = LossOptions {
+                    path,
+                    aux: Some(aux),
+                    ..LossOptions::alpha(0.0)
+                };
+                let mut g = vec![f32::NAN; arch.param_len(dims)];
+                let mut s = vec![f32::NAN; grad_scratch_len(arch, dims, block)];
+                let gv = ParamsMut::from_flat(arch, dims, &mut g).unwrap();
+                let l = loss_and_grad(p, &x, n, &opts, gv, &mut s).unwrap();
+                (l, g)
+            };
+            let (want, wg) = run(Path::Dense, 8);
+            assert!(want.aux > 0.0, "the AuxK term is exercised");
+            for block in [1, 3, 4, 7, 64] {
+                let (got, g) = run(Path::Sparse, block);
+                let label = format!("h={h} {:?} k_aux={k_aux} block={block}", arch.weights);
+                assert!(
+                    rel_err(&[got.aux], &[f64::from(want.aux)]) <= 2e-5,
+                    "{label}: aux"
+                );
+                assert!(
+                    rel_err(&[got.loss], &[f64::from(want.loss)]) <= 2e-5,
+                    "{label}: loss"
+                );
+                // Tensor by tensor, so that a small tensor's error is not hidden.
+                let (mut a, mut b) = (&g[..], &wg[..]);
+                for len in arch_lens(arch, dims) {
+                    let (ga, ra) = a.split_at(len);
+                    let (gb, rb) = b.split_at(len);
+                    assert!(ga.iter().all(|v| v.is_finite()), "{label}: finite");
+                    let gb: Vec<f64> = gb.iter().map(|&v| f64::from(v)).collect();
+                    let err = rel_err(ga, &gb);
+                    assert!(err <= 2e-5, "{label}: tensor of {len}: rel err {err:e}");
+                    (a, b) = (ra, rb);
+                }
+            }
+        }
+    }
+}
+
+/// The tensor lengths of an architecture in canonical order.
+fn arch_lens(arch: Arch, dims: Dims) -> Vec<usize> {
+    let (d, h) = (dims.d, dims.h);
+    if arch.is_tied() {
+        vec![h * d, h]
+    } else {
+        vec![d * h, h, h * d, d]
+    }
+}

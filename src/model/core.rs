@@ -317,8 +317,9 @@ const fn forward_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 9
 
 /// Backward slots: codes, the dPre + residual area (the sparse super-block's area too),
 /// centred input, TopK selection, penalty weights and per-feature code sums, one
-/// encoder column, a row's active list, AuxK buffers, pack buffer.
-const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] {
+/// encoder column, a row's active list, AuxK buffers (pre-activations, code gradient,
+/// residual, the dead latents' compacted decoder rows and gradients), pack buffer.
+const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 13] {
     let rows = rows_of(block_rows);
     let Dims { d, h } = dims;
     let [xc, sel, _] = encode_plan(arch, dims, rows);
@@ -351,6 +352,7 @@ const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 12] 
         StackReq::mat(pre_rows, h),
         StackReq::mat(aux_rows, h),
         StackReq::mat(aux_rows, d),
+        StackReq::mat(if topk { h } else { 0 }, d),
         StackReq::any_of(&packs),
     ]
 }
@@ -391,7 +393,8 @@ pub const fn forward_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> u
 /// largest pack buffer of its products, and for some architectures `rows·d` (centred
 /// input), `17·d` (untied: encoder-gradient columns), `h` (TopK selection), `2h`
 /// (decoder-norm penalty) and
-/// `rows·(2h + d)` (AuxK, TopK).
+/// `rows·(2h + d) + h·d` (AuxK, TopK: its code gradient and residual, and the dead
+/// latents' decoder rows gathered for its GEMMs).
 #[must_use]
 pub const fn grad_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usize {
     StackReq::all_of(&grad_plan(arch, dims, block_rows)).len()
@@ -965,12 +968,14 @@ pub(crate) fn loss_and_grad_fired(
         pre_r,
         dpa_r,
         ar_r,
+        dead_dec_r,
         pack_r,
     ] = grad_plan(arch, dims, rb);
     let [codes, area, xc, sel, w, fsum, col] =
         stack.split([codes_r, area_r, xc_r, sel_r, w_r, fsum_r, col_r]);
     let idx = stack.u32s(idx_r);
-    let [pre_s, dpa_s, ar_s, pack] = stack.split([pre_r, dpa_r, ar_r, pack_r]);
+    let [pre_s, dpa_s, ar_s, dead_dec, pack] =
+        stack.split([pre_r, dpa_r, ar_r, dead_dec_r, pack_r]);
     let (col, tile) = col.split_at_mut(if arch.is_tied() { 0 } else { d });
     let weighted = arch.penalty == Penalty::DecoderNormL1;
     if weighted {
@@ -998,6 +1003,12 @@ pub(crate) fn loss_and_grad_fired(
     }
     let (dead_list, idx) = idx.split_at_mut(n_dead);
     let dead_list: &[u32] = dead_list;
+    // On the sparse path, AuxK runs as GEMMs over the compacted dead latents when that
+    // is cheaper than one super-block entry per selection: the super-block's compacted
+    // selections go to the front half of `dpa_s`, their code gradient to the back half
+    // (a block's `rows·n_dead` fits in half of `rb·h` when `n_dead ≤ h/2`).
+    let aux_gemm = aux.is_some_and(|a| sparse_path::aux_by_gemm(n_dead, a.k)) && 2 * n_dead <= h;
+    let aux_half = dpa_s.len() / 2;
     let tied = arch.is_tied();
     let centre_in = arch.centers_input();
     // JumpReLU thresholds: SAELens' straight-through estimator (bandwidth > 0).
@@ -1053,10 +1064,22 @@ pub(crate) fn loss_and_grad_fired(
                  sums: &mut Sums,
                  acc: &mut Acc<'_>,
                  started: &mut bool,
-                 aux_sum: &mut f64| {
+                 aux_sum: &mut f64,
+                 dpa_s: &mut [f32],
+                 dead_dec: &mut [f32],
+                 pack: &mut [f32]|
+     -> Result<()> {
         if *s_rows == 0 {
-            return;
+            return Ok(());
         }
+        let (a_s, p_s) = dpa_s.split_at_mut(aux_half);
+        let mut cmp = aux_gemm.then(|| sparse_path::AuxGemm {
+            dead: dead_list,
+            a: &a_s[..*s_rows * n_dead],
+            dpa: &mut p_s[..*s_rows * n_dead],
+            buf: &mut dead_dec[..n_dead * d],
+            pack,
+        });
         start(acc, started);
         let xs = &x[s0 * d..(s0 + *s_rows) * d];
         let ax = aux.map(|a| (a.gscale, aux_sum));
@@ -1069,10 +1092,12 @@ pub(crate) fn loss_and_grad_fired(
             scale,
             &mut sums.sq_err,
             ax,
+            cmp.as_mut(),
             acc,
-        );
+        )?;
         *s_rows = 0;
         *s_nnz = 0;
+        Ok(())
     };
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
@@ -1099,8 +1124,10 @@ pub(crate) fn loss_and_grad_fired(
             for row in pa.chunks_exact_mut(h) {
                 sparse_path::select_among(row, dead_list, a.k, order);
             }
-            // Every row keeps exactly k' = min(k_aux, dead) selections.
-            active += rows * a.k;
+            if !aux_gemm {
+                // Every row keeps exactly k' = min(k_aux, dead) selections.
+                active += rows * a.k;
+            }
         }
         // (JumpReLU thresholds being trained need each row's residual with its
         // pre-activations: those blocks take the row-by-row route below.)
@@ -1109,9 +1136,14 @@ pub(crate) fn loss_and_grad_fired(
             // feature counts and its rows' residuals fit in the area: each touched row
             // of the weights and gradients is then loaded once per super-block.
             let area_len = area.len();
+            let pack_len_have = pack.len();
             let has_aux = aux.is_some();
-            let fits =
-                |r, z| sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len);
+            let fits = |r: usize, z| {
+                sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len)
+                    && (!aux_gemm
+                        || r.saturating_mul(n_dead) <= aux_half
+                            && sparse_path::aux_gemm_pack(r, d, n_dead, tied) <= pack_len_have)
+            };
             if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
                 flush(
                     s0,
@@ -1122,7 +1154,10 @@ pub(crate) fn loss_and_grad_fired(
                     &mut acc,
                     &mut started,
                     &mut aux_sum,
-                );
+                    dpa_s,
+                    dead_dec,
+                    pack,
+                )?;
             }
             if fits(rows, active) {
                 if s_rows == 0 {
@@ -1138,9 +1173,13 @@ pub(crate) fn loss_and_grad_fired(
                     fired.as_deref_mut(),
                     &mut l0,
                 );
-                if aux.is_some() {
+                if aux.is_some() && !aux_gemm {
                     let pa = &pre_s[..rows * h];
                     s_nnz = sparse_path::super_append_aux(pa, h, dead_list, s_rows, s_nnz, area);
+                }
+                if aux_gemm {
+                    let dst = &mut dpa_s[s_rows * n_dead..(s_rows + rows) * n_dead];
+                    sparse_path::compact_rows(&pre_s[..rows * h], h, dead_list, dst);
                 }
                 s_rows += rows;
                 // The code statistics now, in row order (L0 counted while appending: an
@@ -1167,7 +1206,10 @@ pub(crate) fn loss_and_grad_fired(
             &mut acc,
             &mut started,
             &mut aux_sum,
-        );
+            dpa_s,
+            dead_dec,
+            pack,
+        )?;
         let first = !started;
         let (dpre, resid) = area.split_at_mut(rb * h);
         let gb = &mut resid[..rows * d];
@@ -1359,7 +1401,10 @@ pub(crate) fn loss_and_grad_fired(
         &mut acc,
         &mut started,
         &mut aux_sum,
-    );
+        dpa_s,
+        dead_dec,
+        pack,
+    )?;
     if centre_in {
         // db_dec −= (Σ_rows dPre)·W_encᵀ   (x̄ = x − b_dec)
         if let Some(db) = acc.b_dec.as_deref_mut() {

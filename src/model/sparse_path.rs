@@ -37,10 +37,22 @@
 //! row's reconstruction sums its features in ascending order with the same `axpy` on
 //! every route, so `forward` and `loss_and_grad` report the same loss bits.
 //!
+//! ## AuxK
+//! TopK training's AuxK selections (`k'` of the dead latents per row) take one of two
+//! routes. As entries of their own in the super-block (flagged by [`AUX_FLAG`]), or,
+//! when the dead latents are few enough for it to be cheaper ([`aux_by_gemm`]:
+//! `n_dead ≤ 4·k'`), as GEMMs over the compacted dead latents ([`AuxGemm`]): the
+//! selections become a dense `rows×n_dead` matrix, the dead latents' decoder rows are
+//! gathered into an `n_dead×d` matrix, the decode and the three backward products run
+//! as GEMMs on those, and the compacted gradients are added to the dead latents'
+//! rows and columns.
+//!
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
 
+use crate::error::Result;
 use crate::kernels::dispatch_vector::{axpy, axpy2, dot};
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
 use crate::kernels::vector;
 use wide::f32x8;
 
@@ -403,8 +415,9 @@ pub(crate) fn super_flush(
     scale: f32,
     sq_sum: &mut f64,
     aux: Option<(f32, &mut f64)>,
+    mut cmp: Option<&mut AuxGemm<'_>>,
     acc: &mut Acc<'_>,
-) {
+) -> Result<()> {
     let (d, h) = (m.d, m.h);
     let (ints, rest) = work.split_at_mut(5 * nnz + h);
     let (g, rest) = rest.split_at_mut(rows * d);
@@ -456,6 +469,9 @@ pub(crate) fn super_flush(
             axpy(f32::from_bits(c), dj, &mut out[ri * d..(ri + 1) * d]);
         }
     });
+    if let Some(c) = cmp.as_deref_mut() {
+        c.decode(m, rows, ar)?;
+    }
     let mut aux = aux;
     for (r, (gr, xr)) in g.chunks_exact_mut(d).zip(x.chunks_exact(d)).enumerate() {
         if let Some(b) = m.b_dec {
@@ -548,6 +564,196 @@ pub(crate) fn super_flush(
     });
     if acc.dec.is_some() {
         flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
+    }
+    if let Some(c) = cmp {
+        c.backward(m, x, rows, ar, acc)?;
+    }
+    Ok(())
+}
+
+/// Whether AuxK over `n_dead` dead latents with `k` selections per row runs as GEMMs
+/// over the compacted dead latents ([`AuxGemm`]) rather than as super-block entries.
+///
+/// Per row, the entry route costs about `k` times four `d`-vector operations (decode,
+/// dot, two rank-one updates), the GEMM route four GEMMs of `n_dead·d` multiply-adds,
+/// which run [`AUX_GEMM_SPEEDUP`] times faster per multiply-add.
+#[must_use]
+pub(crate) fn aux_by_gemm(n_dead: usize, k: usize) -> bool {
+    n_dead <= AUX_GEMM_SPEEDUP.saturating_mul(k)
+}
+
+/// How much faster a multiply-add runs in the GEMMs of [`AuxGemm`] than in the
+/// super-block's per-entry vector operations: measured with `cargo run --release
+/// --example bench_sparse -- --breakdown --only "10 % dead"` ((n, d, h) =
+/// (1024, 384, 3072), 307 dead latents, k' = 192, one x86-64 core with AVX-512), AuxK
+/// cost about 0.25–0.32 ms per selection per row on the entry route and 0.08 ms per
+/// dead latent on the GEMM route (selection included in both).
+pub(crate) const AUX_GEMM_SPEEDUP: usize = 4;
+
+/// The pack buffer the GEMMs of [`AuxGemm`] need for a super-block of `rows` rows
+/// (the plan sizes it for one block; a super-block of several blocks must check it).
+#[must_use]
+pub(crate) fn aux_gemm_pack(rows: usize, d: usize, n_dead: usize, tied: bool) -> usize {
+    use crate::kernels::gemm::pack_len;
+    let a = pack_len(rows, d, n_dead).max(pack_len(rows, n_dead, d));
+    let enc = if tied { 0 } else { pack_len(d, n_dead, rows) };
+    a.max(pack_len(n_dead, d, rows)).max(enc)
+}
+
+/// Compact a block's AuxK selections: row `r` of `a` (`rows×h`, selected entries with
+/// non-zero bits, see [`select_among`]) becomes row `r` of `out` (`rows×n_dead`),
+/// whose column `t` is latent `dead[t]`.
+pub(crate) fn compact_rows(a: &[f32], h: usize, dead: &[u32], out: &mut [f32]) {
+    let nd = dead.len();
+    for (src, dst) in a.chunks_exact(h).zip(out.chunks_exact_mut(nd.max(1))) {
+        for (o, &j) in dst.iter_mut().zip(dead) {
+            *o = src[j as usize];
+        }
+    }
+}
+
+/// AuxK over the compacted dead latents of one super-block, by GEMMs: with `A` the
+/// super-block's selections (`rows×n_dead`, column `t` for latent `dead[t]`), `D` the
+/// dead latents' decoder rows (`n_dead×d`, gathered) and `R` the AuxK residual scaled
+/// for the gradient,
+///
+/// ```text
+/// R·  = A·D − (x − x̂)                     (decode)
+/// P   = (R·Dᵀ) masked to the selected entries
+/// dW_dec[dead] += Aᵀ·R      dW_enc[:, dead] += x̄ᵀ·P      db_enc[dead] += 1ᵀ·P
+/// ```
+///
+/// (tied: `dM[dead] += Aᵀ·R + Pᵀ·x`), the same sums as the entry route of
+/// [`super_flush`] in another order.
+pub(crate) struct AuxGemm<'s> {
+    /// The dead latents, ascending.
+    pub dead: &'s [u32],
+    /// `rows·n_dead`: the selections, compacted by [`compact_rows`].
+    pub a: &'s [f32],
+    /// `rows·n_dead`: the code gradient `P`.
+    pub dpa: &'s mut [f32],
+    /// `n_dead·d`: the gathered decoder rows, then the compacted gradients.
+    pub buf: &'s mut [f32],
+    /// The GEMMs' pack buffer.
+    pub pack: &'s mut [f32],
+}
+
+impl AuxGemm<'_> {
+    /// `ar ← A·D` (`rows×d`), gathering `D` into `buf`.
+    fn decode(&mut self, m: &Model<'_>, rows: usize, ar: &mut [f32]) -> Result<()> {
+        let (d, nd) = (m.d, self.dead.len());
+        let wd = &mut self.buf[..nd * d];
+        for (dst, &j) in wd.chunks_exact_mut(d).zip(self.dead) {
+            dst.copy_from_slice(m.dec_row(j as usize));
+        }
+        gemm(
+            1.0,
+            MatRef::row_major("aux", &self.a[..rows * nd], rows, nd)?,
+            MatRef::row_major("W_dec_dead", wd, nd, d)?,
+            1.0,
+            MatMut::row_major("aux_resid", ar, rows, d)?,
+            Epilogue::None,
+            self.pack,
+        )
+    }
+
+    /// The gradient contributions from `ar` (`rows×d`, the scaled AuxK residual) and the
+    /// super-block's inputs `x`; `buf` still holds `D` from [`Self::decode`].
+    fn backward(
+        &mut self,
+        m: &Model<'_>,
+        x: &[f32],
+        rows: usize,
+        ar: &[f32],
+        acc: &mut Acc<'_>,
+    ) -> Result<()> {
+        let (d, h, nd) = (m.d, m.h, self.dead.len());
+        let a = &self.a[..rows * nd];
+        let dpa = &mut self.dpa[..rows * nd];
+        let buf = &mut self.buf[..nd * d];
+        let am = MatRef::row_major("aux", a, rows, nd)?;
+        let rm = MatRef::row_major("aux_resid", ar, rows, d)?;
+        let xm = MatRef::row_major("x", x, rows, d)?;
+        // P = R·Dᵀ on the selected entries.
+        gemm(
+            1.0,
+            rm,
+            MatRef::row_major("W_dec_dead", buf, nd, d)?.t(),
+            0.0,
+            MatMut::row_major("aux_dpre", dpa, rows, nd)?,
+            Epilogue::None,
+            self.pack,
+        )?;
+        for (p, &v) in dpa.iter_mut().zip(a) {
+            if v.to_bits() == 0 {
+                *p = 0.0;
+            }
+        }
+        let dpa: &[f32] = dpa;
+        let pm = MatRef::row_major("aux_dpre", dpa, rows, nd)?;
+        // Decoder rows: Aᵀ·R (tied: + Pᵀ·x), then added to the dead latents' rows.
+        let tied = acc.dec.is_none();
+        gemm(
+            1.0,
+            am.t(),
+            rm,
+            0.0,
+            MatMut::row_major("dW_dec_dead", buf, nd, d)?,
+            Epilogue::None,
+            self.pack,
+        )?;
+        if tied {
+            gemm(
+                1.0,
+                pm.t(),
+                xm,
+                1.0,
+                MatMut::row_major("dM_dead", buf, nd, d)?,
+                Epilogue::None,
+                self.pack,
+            )?;
+        }
+        let gd: &mut [f32] = match acc.dec.as_deref_mut() {
+            Some(g) => g,
+            None => acc.enc,
+        };
+        for (src, &j) in buf.chunks_exact(d).zip(self.dead) {
+            let j = j as usize;
+            vector::axpy(1.0, src, &mut gd[j * d..(j + 1) * d]);
+        }
+        // db_enc[dead[t]] += Σ_rows P[:, t].
+        for (t, &j) in self.dead.iter().enumerate() {
+            let s: f32 = dpa[t..].iter().step_by(nd).sum();
+            acc.b_enc[j as usize] += s;
+        }
+        if !tied {
+            // dW_enc[:, dead] += x̄ᵀ·P = xᵀ·P − b_dec ⊗ 1ᵀP   (d×n_dead, then scattered).
+            let we = &mut self.buf[..d * nd];
+            gemm(
+                1.0,
+                xm.t(),
+                pm,
+                0.0,
+                MatMut::row_major("dW_enc_dead", we, d, nd)?,
+                Epilogue::None,
+                self.pack,
+            )?;
+            if let Some(b) = m.center {
+                for (t, _) in self.dead.iter().enumerate() {
+                    let s: f32 = dpa[t..].iter().step_by(nd).sum();
+                    for (row, &bi) in we.chunks_exact_mut(nd).zip(b) {
+                        row[t] -= bi * s;
+                    }
+                }
+            }
+            for (i, row) in we.chunks_exact(nd).enumerate() {
+                let dst = &mut acc.enc[i * h..(i + 1) * h];
+                for (&v, &j) in row.iter().zip(self.dead) {
+                    dst[j as usize] += v;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -644,6 +850,43 @@ mod tests {
                 assert_eq!(x.to_bits(), y.to_bits(), "trial {trial}, index {j}");
             }
         }
+    }
+
+    /// Compaction gathers the dead latents' columns, for every dead-set shape.
+    #[test]
+    fn compact_rows_gathers_the_columns() {
+        let (rows, h) = (5, 23);
+        let a: [f32; 5 * 23] = core::array::from_fn(|i| i as f32 + 0.5);
+        let sets: [&[u32]; 4] = [
+            &[0],
+            &[22],
+            &[1, 2, 7, 8, 9, 20],
+            &[
+                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+            ],
+        ];
+        for dead in sets {
+            let nd = dead.len();
+            let mut b = [f32::NAN; 5 * 23];
+            compact_rows(&a, h, dead, &mut b[..rows * nd]);
+            for r in 0..rows {
+                for (t, &j) in dead.iter().enumerate() {
+                    assert_eq!(
+                        b[r * nd + t],
+                        a[r * h + j as usize],
+                        "{nd} dead, ({r}, {t})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn aux_route_follows_the_cost_estimate() {
+        assert!(aux_by_gemm(307, 192));
+        assert!(aux_by_gemm(4 * 192, 192));
+        assert!(!aux_by_gemm(4 * 192 + 1, 192));
+        assert!(!aux_by_gemm(3000, 192));
     }
 
     #[test]
