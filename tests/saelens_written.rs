@@ -132,7 +132,10 @@ fn folders_we_write_are_what_saelens_loaded_and_encode_like_saelens() {
             continue;
         }
         // 1. Our writer produces the folder SAELens was shown.
-        let fresh = std::env::temp_dir().join(format!("saek-written-{}-{tag}", std::process::id()));
+        // Cargo's per-target scratch folder: also reachable under WASI, where
+        // `std::env::temp_dir()` is not.
+        let fresh = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("written-{tag}"));
+        let _ = std::fs::remove_dir_all(&fresh);
         saelens::save(&fresh, &sae, &SaeLensConfig::for_model(&sae)).unwrap();
         let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
         assert!(
