@@ -1540,7 +1540,10 @@ mod tests {
         for &(m, n, k) in &shapes {
             let fill = |len: usize, seed: usize| -> Vec<f32> {
                 (0..len)
-                    .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) * 1e-3)
+                    // u64: the products overflow a 32-bit usize (wasm32).
+                    .map(|i| {
+                        (((i as u64 * 7919 + seed as u64 * 104_729) % 2001) as f32 - 1000.0) * 1e-3
+                    })
                     .collect()
             };
             let (a, b, bias) = (fill(m * k, 1), fill(k * n, 2), fill(n, 3));
