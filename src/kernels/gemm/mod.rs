@@ -1530,14 +1530,21 @@ mod tests {
     #[test]
     fn grouped_b_packing_matches_reference() {
         let shapes = [
+            (9, 48 * B_GROUP + 1, 3),
             (21, 437, 40),
             (17, 1601, 24),
-            (9, 48 * B_GROUP + 1, 3),
             (20, 1100, 600),
         ];
         // The last shape has several blocks of B narrower than `NC`.
         assert!(nc_block(600, 48) < 1100 && nc_block(600, 48) < NC);
-        for &(m, n, k) in &shapes {
+        // Under Miri only the first shape (one group plus a ragged panel): the others
+        // take many minutes there and are covered natively.
+        let shapes = if cfg!(miri) {
+            &shapes[..1]
+        } else {
+            &shapes[..]
+        };
+        for &(m, n, k) in shapes {
             let fill = |len: usize, seed: usize| -> Vec<f32> {
                 (0..len)
                     // u64: the products overflow a 32-bit usize (wasm32).
