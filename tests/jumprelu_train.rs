@@ -16,6 +16,8 @@
 //! 4. The threshold gradient is 0 without a bandwidth, and the estimator's two terms
 //!    (the jump and the L0 penalty) each move it the right way.
 
+mod common;
+use common::json::{f32s, f64s, rel_err_nonzero as rel_err};
 use sae_kernels::model::{
     Arch, Dims, LossOptions, LossParts, Params, ParamsMut, Path, Weights, grad_scratch_len,
     loss_and_grad,
@@ -28,30 +30,6 @@ fn fixture() -> Value {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/saelens/jumprelu_train.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn f64s(v: &Value, key: &str) -> Vec<f64> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("{key} missing"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn f32s(v: &Value, key: &str) -> Vec<f32> {
-    f64s(v, key).into_iter().map(|x| x as f32).collect()
-}
-
-fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
-    assert!(scale > 0.0, "reference is all zero");
-    diff / scale
 }
 
 /// One model: its architecture, dimensions, the five tensors and a batch.

@@ -8,6 +8,8 @@
 //! is ~1e-7), and the set of non-zero codes must be identical. Gradients: our f32
 //! gradients against SAELens' float64 autograd, same bound.
 
+mod common;
+use common::json::{f64s, rel_err_nonzero as rel_err};
 use sae_kernels::format::saelens::{self, SaeLensConfig};
 use sae_kernels::{
     Error,
@@ -32,26 +34,6 @@ fn fixture(name: &str) -> PathBuf {
 fn expected(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(name).join("expected.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn f64s(v: &Value, key: &str) -> Vec<f64> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("{key} missing"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn rel_err(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
-    assert!(scale > 0.0, "reference is all zero");
-    diff / scale
 }
 
 fn tmp_dir(tag: &str) -> PathBuf {

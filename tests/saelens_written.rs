@@ -17,6 +17,8 @@
 //! `x.json`), then `python tests/fixtures/saelens_written/gen_expected.py` with sae-lens
 //! installed.
 
+mod common;
+use common::json::{f64s, rel_err_nonzero as max_err};
 use sae_kernels::format::saelens::{self, SaeLensConfig};
 use sae_kernels::prelude::*;
 use serde_json::Value;
@@ -86,25 +88,6 @@ fn model(arch: Arch) -> Sae {
 
 fn input() -> Vec<f32> {
     (0..N * D).map(|i| 1.5 * wave(9, i)).collect()
-}
-
-fn f64s(v: &Value, key: &str) -> Vec<f64> {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("{key} missing"))
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
-fn max_err(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .fold(0f64, |m, (&g, &w)| m.max((f64::from(g) - w).abs()));
-    err / scale.max(f64::MIN_POSITIVE)
 }
 
 fn without_version(mut cfg: Value) -> Value {

@@ -36,5 +36,6 @@ pub fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     if scale == 0.0 { diff } else { diff / scale }
 }
 
+pub mod json;
 pub mod model;
 pub mod reference;
