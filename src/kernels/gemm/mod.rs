@@ -1595,4 +1595,77 @@ mod tests {
             }
         }
     }
+
+    /// Every store path of the micro-kernels against the f64 reference: full tiles
+    /// in each (α ≠ 1, β ≠ 0, bias + ReLU) case, and the ragged last panel of B at
+    /// every width class (≤ 8, ≤ 16, ≤ 32, > 32 columns), which the x86 kernels
+    /// compute with a narrower product over the same packed panel.
+    #[test]
+    fn store_cases_and_edge_widths_match_reference() {
+        let fill = |len: usize, seed: u64| -> Vec<f32> {
+            (0..len as u64)
+                .map(|i| (((i * 7919 + seed * 104_729) % 2001) as f32 - 1000.0) * 1e-3)
+                .collect()
+        };
+        let (m, k) = (24, 37);
+        let widths: &[usize] = if cfg!(miri) {
+            &[48 + 5]
+        } else {
+            &[96, 48 + 5, 48 + 16, 48 + 20, 48 + 32, 48 + 40, 7]
+        };
+        let cases = [
+            (1.0, 0.0, false),
+            (1.0, 0.0, true),
+            (-1.5, 0.0, false),
+            (1.0, 0.5, true),
+            (2.0, -1.25, false),
+            (0.75, 1.0, true),
+        ];
+        for &n in widths {
+            let (a, b, bias, c0) = (fill(m * k, 1), fill(k * n, 2), fill(n, 3), fill(m * n, 4));
+            for &(alpha, beta, relu) in &cases {
+                let epi = if relu {
+                    Epilogue::BiasRelu(&bias)
+                } else {
+                    Epilogue::None
+                };
+                let mut want = c0.clone();
+                let mut mag = vec![0.0f64; m * n];
+                naive::gemm_f64(
+                    alpha,
+                    MatRef::row_major("a", &a, m, k).unwrap(),
+                    MatRef::row_major("b", &b, k, n).unwrap(),
+                    beta,
+                    &mut MatMut::row_major("c", &mut want, m, n).unwrap(),
+                    epi,
+                    Some(&mut mag),
+                );
+                let gamma = (k as f64 + 4.0) * f64::powi(2.0, -23);
+                for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+                    let mut c = c0.clone();
+                    let mut pack = vec![0.0; pack_len(m, n, k)];
+                    gemm_with(
+                        kernel,
+                        alpha,
+                        MatRef::row_major("a", &a, m, k).unwrap(),
+                        MatRef::row_major("b", &b, k, n).unwrap(),
+                        beta,
+                        MatMut::row_major("c", &mut c, m, n).unwrap(),
+                        epi,
+                        &mut pack,
+                    )
+                    .unwrap();
+                    for (idx, (&g, &w)) in c.iter().zip(&want).enumerate() {
+                        let tol = gamma * mag[idx]
+                            + 1e-6 * f64::from(beta.abs()) * f64::from(c0[idx].abs());
+                        assert!(
+                            f64::from((g - w).abs()) <= tol,
+                            "{} n={n} α={alpha} β={beta} relu={relu} [{idx}]: {g} vs {w}",
+                            kernel.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
