@@ -27,6 +27,35 @@
 //! nest instead prefetches the *next* tile's C rows before each tile, a whole
 //! `k` loop ahead: 2–3 % of peak at `(1024, 384, 3072)`.)
 //!
+//! ## Store path and edge tiles
+//! A full tile is stored by [`store_full`], one straight-line instantiation per
+//! (α ≠ 1, β ≠ 0) case; the general [`store_acc`] (ragged tiles, the tile buffer)
+//! branches per vector. An edge tile of at most 16 or 32 columns (AVX2: 8) runs an
+//! `8×16` or `8×32` product over the same packed panel instead of multiplying the
+//! zero padding. Measured in one process with the variants interleaved over 10
+//! rounds at `(256, 64, 512)` (`k = 64`, where per-tile costs weigh most; the
+//! last of 11 panels has 32 columns): both 150.3 GFLOP/s, without the straight
+//! store 145.1, without the narrow edge tile 144.8, neither 141.5 (gemm 0.19 in
+//! the same rounds: 147.1). At `k ≥ 512` both are within noise.
+//!
+//! ## Measured and not kept (same method: variants interleaved in one process;
+//! ratio to gemm 0.19 timed in the same rounds; the machine was shared, ±1–2 %)
+//! - Prefetch distance 4 / 8 / 12 / 16 / 24 `k` steps: within ±1 % at the three
+//!   encoder shapes (16–24 maybe +0.5 % at `k ≥ 512`, −2 % at `k = 64`); no B
+//!   prefetch at all: −6 % at `k ≥ 512`, −2 % at `k = 64`. [`PF_DIST`] stays 8.
+//! - `prefetchnta` instead of `prefetcht0` for B: 2.7× slower at `(4096, 512,
+//!   4096)` (the packed B block must stay in L2). Prefetching the A panel too:
+//!   no change.
+//! - `12×32` instead of `8×48` (two binaries alternated three times): 0.90–0.92×
+//!   gemm 0.19 at `(1024, 768, 16384)` against 0.97–1.00× for `8×48`, and 2–4 %
+//!   slower at `(256, 64, 512)`.
+//! - Reading A in place (no A packing; the broadcasts address 8 rows `lda`
+//!   apart): slower at every shape (−3 % at `(256, 64, 512)`, much more at
+//!   `k = 768`), although skipping the A pack alone is worth 4 % at `k = 64`
+//!   (B pack: 6 %, measured by skipping it).
+//! - 16×16 AVX-512 transposes for the B pack (full 64-byte stores) instead of
+//!   8×8 AVX2 ones: within ±0.5 % at `(256, 64, 512)` over four 20-round runs.
+//!
 //! ## Safety
 //! Intrinsics run only (a) inside `#[target_feature]` functions, which are `unsafe`
 //! to call from code without those features and are called only by methods of a
