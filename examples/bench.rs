@@ -548,13 +548,14 @@ mod imp {
         for &(n, d, h) in &shapes {
             let x = data(n * d, 1);
             let m = data(h * d, 2);
+            let bias = data(h, 3);
             let mut c = vec![0.0f32; n * h];
             let mut pack = vec![0.0f32; pack_len(n, h, d)];
             let flop = 2.0 * (n * d * h) as f64;
             // Short timed windows (≈ 2 ms of work at the small shape), so that some
             // of them run without a context switch on a shared machine.
             let inner = ((3e8 / flop) as usize).max(1);
-            let mut best = [f64::INFINITY; 3];
+            let mut best = [f64::INFINITY; 4];
             our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
             for _ in 0..rounds {
                 for (lib, b) in best.iter_mut().enumerate() {
@@ -563,7 +564,17 @@ mod imp {
                         match lib {
                             0 => our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack),
                             1 => mm_encode(n, d, h, &x, &m, &mut c),
-                            _ => gemm019_encode(n, d, h, &x, &m, &mut c),
+                            2 => gemm019_encode(n, d, h, &x, &m, &mut c),
+                            _ => our_encode(
+                                n,
+                                d,
+                                h,
+                                &x,
+                                &m,
+                                &mut c,
+                                Epilogue::BiasRelu(&bias),
+                                &mut pack,
+                            ),
                         }
                     }
                     *b = b.min((cpu_now() - t0) / inner as f64);
@@ -578,12 +589,21 @@ mod imp {
         let peak = peak0.max(peak1);
         println!("512-bit FMA peak {peak:.1} GFLOP/s (before {peak0:.1}, after {peak1:.1})");
         println!(
-            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}",
-            "shape (n,d,h)", "ours", "mm", "gemm", "ours/mm", "ours/gemm", "ours%", "mm%", "gemm%"
+            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7} {:>10}",
+            "shape (n,d,h)",
+            "ours",
+            "mm",
+            "gemm",
+            "ours/mm",
+            "ours/gemm",
+            "ours%",
+            "mm%",
+            "gemm%",
+            "fused%"
         );
-        for (n, d, h, [o, mm, g]) in rows {
+        for (n, d, h, [o, mm, g, f]) in rows {
             println!(
-                "{:<18} {:>8.1} {:>8.1} {:>8.1} {:>7.2}x {:>8.2}x {:>6.1}% {:>6.1}% {:>6.1}%",
+                "{:<18} {:>8.1} {:>8.1} {:>8.1} {:>7.2}x {:>8.2}x {:>6.1}% {:>6.1}% {:>6.1}% {:>9.1}%",
                 format!("({n},{d},{h})"),
                 o,
                 mm,
@@ -592,7 +612,8 @@ mod imp {
                 o / g,
                 100.0 * o / peak,
                 100.0 * mm / peak,
-                100.0 * g / peak
+                100.0 * g / peak,
+                100.0 * f / peak
             );
         }
         println!("{}", loadavg_line());
@@ -632,7 +653,7 @@ mod imp {
         }
         let quick = std::env::args().any(|a| a == "--quick");
         // `--gemm-only [rounds]`: just the three encoder shapes, ours / matrixmultiply /
-        // gemm 0.19 timed in turn within each round (best per library over the rounds),
+        // gemm 0.19 / ours with bias + ReLU fused, timed in turn within each round (best per library over the rounds),
         // so a noisy shared machine slows the three alike; for A/B runs of two builds.
         if let Some(i) = args.iter().position(|a| a == "--gemm-only") {
             let rounds = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(6);
