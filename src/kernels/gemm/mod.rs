@@ -882,11 +882,11 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
                 // The next tile's rows of C: fetch them while this tile computes, so
                 // its stores (a read-for-ownership of every line, rows a C stride
                 // apart) do not stall at the end of its `k` loop.
+                // (One bounds check per tile, not per row: at `(256, 64, 512)` the
+                // per-row slicing cost 1–3 % against this form, interleaved.)
                 if jr + nr < nc {
                     let next = i0 * c.rs + j0 + nr;
-                    for r in 0..mr_eff {
-                        prefetch_lines(&c.data[next + r * c.rs..], nr.min(nc - jr - nr));
-                    }
+                    prefetch_tile(c.data, next, c.rs, mr_eff, nr.min(nc - jr - nr));
                 }
                 let start = i0 * c.rs + j0;
                 let len = (mr_eff - 1) * c.rs + nr_eff;
@@ -905,21 +905,39 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
     }
 }
 
-/// Ask the cache for the lines holding `v[..n]` (x86_64 only; elsewhere nothing).
+/// Ask the cache for the lines of a `rows×cols` tile of `c` starting at `c[start]`
+/// with row stride `rs` (x86_64 only; elsewhere nothing). Out-of-range parts are
+/// skipped.
 #[inline(always)]
-fn prefetch_lines(v: &[f32], n: usize) {
+fn prefetch_tile(c: &[f32], start: usize, rs: usize, rows: usize, cols: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let n = n.min(v.len());
-        for l in (0..n).step_by(16) {
-            // SAFETY: a prefetch never faults or changes memory; the address is
-            // inside `v` (`l < n ≤ v.len()`) and SSE is part of the x86_64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(l).cast::<i8>()) };
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let need = (rows - 1)
+            .saturating_mul(rs)
+            .saturating_add(start)
+            .saturating_add(cols);
+        if need > c.len() {
+            return;
+        }
+        let base = c.as_ptr().wrapping_add(start);
+        for r in 0..rows {
+            let row = base.wrapping_add(r * rs);
+            let mut l = 0;
+            while l < cols {
+                // SAFETY: a prefetch never faults or changes memory; the address is
+                // inside `c` (`start + r·rs + l < need ≤ c.len()`), and SSE is part of
+                // the x86_64 baseline.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(l).cast::<i8>()) };
+                l += 16;
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (v, n);
+    let _ = (c, start, rs, rows, cols);
 }
 
 /// Splitting large products across threads (feature `parallel`).
