@@ -531,6 +531,106 @@ mod imp {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
+    /// The encoder shapes, ours / matrixmultiply / gemm 0.19 interleaved (see
+    /// `--gemm-only` in `main`), with the 512-bit FMA peak measured before and after.
+    fn gemm_interleaved(rounds: usize) {
+        #[cfg(target_arch = "x86_64")]
+        let peak0 = peak::measure(2).0.unwrap_or(f64::NAN);
+        #[cfg(not(target_arch = "x86_64"))]
+        let peak0 = f64::NAN;
+        println!(
+            "GEMM only, {rounds} interleaved rounds (best per library); kernel: {}; {}",
+            sae_kernels::kernels::active_kernel(),
+            loadavg_line()
+        );
+        let shapes = [(4096, 512, 4096), (1024, 768, 16384), (256, 64, 512)];
+        let mut rows = Vec::new();
+        for &(n, d, h) in &shapes {
+            let x = data(n * d, 1);
+            let m = data(h * d, 2);
+            let bias = data(h, 3);
+            let mut c = vec![0.0f32; n * h];
+            let mut pack = vec![0.0f32; pack_len(n, h, d)];
+            let flop = 2.0 * (n * d * h) as f64;
+            // Short timed windows (≈ 2 ms of work at the small shape), so that some
+            // of them run without a context switch on a shared machine.
+            let inner = ((3e8 / flop) as usize).max(1);
+            let mut best = [f64::INFINITY; 4];
+            our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
+            for _ in 0..rounds {
+                for (lib, b) in best.iter_mut().enumerate() {
+                    let t0 = cpu_now();
+                    for _ in 0..inner {
+                        match lib {
+                            0 => our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack),
+                            1 => mm_encode(n, d, h, &x, &m, &mut c),
+                            2 => gemm019_encode(n, d, h, &x, &m, &mut c),
+                            _ => our_encode(
+                                n,
+                                d,
+                                h,
+                                &x,
+                                &m,
+                                &mut c,
+                                Epilogue::BiasRelu(&bias),
+                                &mut pack,
+                            ),
+                        }
+                    }
+                    *b = b.min((cpu_now() - t0) / inner as f64);
+                }
+            }
+            rows.push((n, d, h, best.map(|t| flop / t * 1e-9)));
+        }
+        #[cfg(target_arch = "x86_64")]
+        let peak1 = peak::measure(2).0.unwrap_or(f64::NAN);
+        #[cfg(not(target_arch = "x86_64"))]
+        let peak1 = f64::NAN;
+        let peak = peak0.max(peak1);
+        println!("512-bit FMA peak {peak:.1} GFLOP/s (before {peak0:.1}, after {peak1:.1})");
+        println!(
+            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7} {:>10}",
+            "shape (n,d,h)",
+            "ours",
+            "mm",
+            "gemm",
+            "ours/mm",
+            "ours/gemm",
+            "ours%",
+            "mm%",
+            "gemm%",
+            "fused%"
+        );
+        for (n, d, h, [o, mm, g, f]) in rows {
+            println!(
+                "{:<18} {:>8.1} {:>8.1} {:>8.1} {:>7.2}x {:>8.2}x {:>6.1}% {:>6.1}% {:>6.1}% {:>9.1}%",
+                format!("({n},{d},{h})"),
+                o,
+                mm,
+                g,
+                o / mm,
+                o / g,
+                100.0 * o / peak,
+                100.0 * mm / peak,
+                100.0 * g / peak,
+                100.0 * f / peak
+            );
+        }
+        println!("{}", loadavg_line());
+    }
+
+    /// `load average: …` from /proc/loadavg (empty where unavailable).
+    fn loadavg_line() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| {
+                format!(
+                    "load average {}",
+                    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                )
+            })
+            .unwrap_or_default()
+    }
+
     pub fn main() {
         // `--one n,d,h`: one encoder product of that shape and nothing else (for
         // profilers: `valgrind --tool=callgrind target/release/examples/bench --one …`).
@@ -552,6 +652,14 @@ mod imp {
             return;
         }
         let quick = std::env::args().any(|a| a == "--quick");
+        // `--gemm-only [rounds]`: just the three encoder shapes, ours / matrixmultiply /
+        // gemm 0.19 / ours with bias + ReLU fused, timed in turn within each round (best per library over the rounds),
+        // so a noisy shared machine slows the three alike; for A/B runs of two builds.
+        if let Some(i) = args.iter().position(|a| a == "--gemm-only") {
+            let rounds = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(6);
+            gemm_interleaved(rounds);
+            return;
+        }
         // `--threads-only`: just the 1 vs 2 threads section (feature `parallel`).
         if std::env::args().any(|a| a == "--threads-only") {
             #[cfg(feature = "parallel")]

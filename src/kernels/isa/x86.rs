@@ -27,6 +27,41 @@
 //! nest instead prefetches the *next* tile's C rows before each tile, a whole
 //! `k` loop ahead: 2–3 % of peak at `(1024, 384, 3072)`.)
 //!
+//! ## Store path and edge tiles
+//! A full tile is stored by [`store_full`], one straight-line instantiation per
+//! (α ≠ 1, β ≠ 0) case; the general [`store_acc`] (ragged tiles, the tile buffer)
+//! branches per vector. An edge tile of at most 16 or 32 columns (AVX2: 8) runs an
+//! `8×16` or `8×32` product over the same packed panel instead of multiplying the
+//! zero padding. Measured in one process with the variants interleaved over 10
+//! rounds at `(256, 64, 512)` (`k = 64`, where per-tile costs weigh most; the
+//! last of 11 panels has 32 columns): both 150.3 GFLOP/s, without the straight
+//! store 145.1, without the narrow edge tile 144.8, neither 141.5 (gemm 0.19 in
+//! the same rounds: 147.1). At `k ≥ 512` both are within noise.
+//!
+//! ## Measured and not kept (same method: variants interleaved in one process;
+//! ratio to gemm 0.19 timed in the same rounds; the machine was shared, ±1–2 %)
+//! - Prefetch distance 4 / 8 / 12 / 16 / 24 `k` steps: within ±1 % at the three
+//!   encoder shapes (16–24 maybe +0.5 % at `k ≥ 512`, −2 % at `k = 64`); no B
+//!   prefetch at all: −6 % at `k ≥ 512`, −2 % at `k = 64`. [`PF_DIST`] stays 8.
+//! - `prefetchnta` instead of `prefetcht0` for B: 2.7× slower at `(4096, 512,
+//!   4096)` (the packed B block must stay in L2). Prefetching the A panel too:
+//!   no change.
+//! - `12×32` instead of `8×48` (two binaries alternated three times): 0.90–0.92×
+//!   gemm 0.19 at `(1024, 768, 16384)` against 0.97–1.00× for `8×48`, and 2–4 %
+//!   slower at `(256, 64, 512)`.
+//! - Reading A in place (no A packing; the broadcasts address 8 rows `lda`
+//!   apart): slower at every shape (−3 % at `(256, 64, 512)`, much more at
+//!   `k = 768`), although skipping the A pack alone is worth 4 % at `k = 64`
+//!   (B pack: 6 %, measured by skipping it).
+//! - 16×16 AVX-512 transposes for the B pack (full 64-byte stores) instead of
+//!   8×8 AVX2 ones: within ±0.5 % at `(256, 64, 512)` over four 20-round runs.
+//! - The fused bias + ReLU store costs 6–8 % at `(256, 64, 512)` and 0–4 % at
+//!   `k ≥ 512` (`--gemm-only` prints both). A separate instantiation per bias
+//!   case instead of the per-vector `Option` test changed nothing measurable. The
+//!   add, compare and masked move are 72 vector operations per tile on the FMA
+//!   ports, 4.7 % of a `k = 64` tile. `vmaxps` would save one per vector but
+//!   returns −0.0 for a −0.0 input, where the reference gives +0.0.
+//!
 //! ## Safety
 //! Intrinsics run only (a) inside `#[target_feature]` functions, which are `unsafe`
 //! to call from code without those features and are called only by methods of a
@@ -395,7 +430,7 @@ unsafe impl Simd for __m512 {
 /// `V`'s ISA is enabled; `a.len() ≥ kc·MR` and `b.len() ≥ kc·NR` (checked by the
 /// caller [`tile_impl`]); `out` as documented on [`Out`].
 #[inline(always)]
-unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
+unsafe fn micro<V: Simd, const MR: usize, const NV: usize, const NVS: usize>(
     kc: usize,
     a: &[f32],
     b: &[f32],
@@ -403,7 +438,10 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
     st: &Store<'_>,
 ) {
     let nr = NV * V::LANES;
-    assert!(a.len() >= kc * MR && b.len() >= kc * nr);
+    // The packed panel's width: `NVS ≥ NV` vectors, of which the first `NV` are used
+    // (an edge tile of at most `nr` columns skips the zero padding of its panel).
+    let stride = NVS * V::LANES;
+    assert!(NV <= NVS && a.len() >= kc * MR && b.len() >= kc * stride);
     // SAFETY: the ISA is enabled (function contract); the loop reads `a[..kc·MR]` and
     // `b[..kc·NR]`, in bounds by the assert above.
     let acc = unsafe {
@@ -414,7 +452,9 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
             // steps ahead. Prefetches never fault, and the address is only formed
             // with wrapping arithmetic.
             for line in 0..nr.div_ceil(16) {
-                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_DIST * nr + line * 16).cast::<i8>());
+                _mm_prefetch::<_MM_HINT_T0>(
+                    bp.wrapping_add(PF_DIST * stride + line * 16).cast::<i8>(),
+                );
             }
             let mut bv = [V::zero(); NV];
             for (v, bvv) in bv.iter_mut().enumerate() {
@@ -427,10 +467,38 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize>(
                 }
             }
             ap = ap.add(MR);
-            bp = bp.add(nr);
+            bp = bp.add(stride);
         }
         acc
     };
+    if let Out::Direct { c, ldc, rows, cols } = &out {
+        let (ldc, rows, cols) = (*ldc, *rows, *cols);
+        if rows == MR && cols == nr && ldc >= nr && c.len() >= (MR - 1) * ldc + nr {
+            // A full tile: stored straight from the accumulator registers by one
+            // instantiation per (α ≠ 1, β ≠ 0) case (the general path below spills
+            // the tile to memory first).
+            let b = st.bias.map(|b| {
+                assert!(b.len() >= nr);
+                b.as_ptr()
+            });
+            let Out::Direct { c, .. } = out else {
+                unreachable!()
+            };
+            let cp = c.as_mut_ptr();
+            // SAFETY: the ISA is enabled (function contract); a full tile writes
+            // `c[i·ldc + j]` for `i < MR`, `j < NR`, in bounds by the check above,
+            // and reads `bias[..NR]` (asserted).
+            unsafe {
+                match (st.alpha != 1.0, st.beta != 0.0) {
+                    (false, false) => store_full::<V, MR, NV, false, false>(acc, cp, ldc, st, b),
+                    (true, false) => store_full::<V, MR, NV, true, false>(acc, cp, ldc, st, b),
+                    (false, true) => store_full::<V, MR, NV, false, true>(acc, cp, ldc, st, b),
+                    (true, true) => store_full::<V, MR, NV, true, true>(acc, cp, ldc, st, b),
+                }
+            }
+            return;
+        }
+    }
     // SAFETY: forwarded contract (ISA enabled, `out` as documented on `Out`).
     unsafe { store_acc::<V, MR, NV>(&acc, out, st) }
 }
@@ -505,6 +573,49 @@ unsafe fn store_acc<V: Simd, const MR: usize, const NV: usize>(
     }
 }
 
+/// Store a full `MR×NR` accumulator tile to `c` (row stride `ldc`): `α·acc` (the
+/// multiply only if `SCALE`), `+ β·C` (C read only if `ACCUM`), then `+ bias` and
+/// ReLU if `bias` is given. Every loop has constant bounds, so the tile is stored
+/// straight from registers (the general path of [`store_acc`] spills it first).
+///
+/// # Safety
+/// `V`'s ISA is enabled; `c[i·ldc + j]` is writable (and readable if `ACCUM`) for
+/// `i < MR`, `j < NR`; `bias`, if given, points to `NR` readable floats.
+#[inline(always)]
+unsafe fn store_full<
+    V: Simd,
+    const MR: usize,
+    const NV: usize,
+    const SCALE: bool,
+    const ACCUM: bool,
+>(
+    acc: [[V; NV]; MR],
+    c: *mut f32,
+    ldc: usize,
+    st: &Store<'_>,
+    bias: Option<*const f32>,
+) {
+    // SAFETY: the function contract covers every access below.
+    unsafe {
+        let (alpha, beta) = (V::splat(st.alpha), V::splat(st.beta));
+        let bv: Option<[V; NV]> =
+            bias.map(|b| core::array::from_fn(|v| V::loadu(b.add(v * V::LANES))));
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                let p = c.add(i * ldc + v * V::LANES);
+                let mut y = if SCALE { V::mul(alpha, x) } else { x };
+                if ACCUM {
+                    y = V::fmadd(beta, V::loadu(p), y);
+                }
+                if let Some(b) = &bv {
+                    y = V::relu(V::add(y, b[v]));
+                }
+                V::storeu(p, y);
+            }
+        }
+    }
+}
+
 /// How many `k` steps ahead the micro-kernel prefetches its B panel.
 const PF_DIST: usize = 8;
 
@@ -513,16 +624,44 @@ const AVX512_NV: usize = <Avx512 as super::TileShape>::NR / 16;
 const AVX2_MR: usize = <Avx2 as super::TileShape>::MR;
 const AVX2_NV: usize = <Avx2 as super::TileShape>::NR / 8;
 
+/// The columns an [`Out::Direct`] tile stores (`usize::MAX` for [`Out::Buf`], which
+/// needs the whole tile).
+fn direct_cols(out: &Out<'_>) -> usize {
+    match out {
+        Out::Direct { cols, .. } => *cols,
+        Out::Buf(_) => usize::MAX,
+    }
+}
+
 #[target_feature(enable = "avx2,fma")]
 fn avx2_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
     // SAFETY: AVX2 and FMA are enabled for this function; `micro` checks the slices.
-    unsafe { micro::<__m256, AVX2_MR, AVX2_NV>(kc, a, b, out, st) }
+    // An edge tile of at most 8 columns computes one vector per row (`micro` stores
+    // `cols ≤ NV·8` columns).
+    unsafe {
+        if direct_cols(&out) <= 8 {
+            micro::<__m256, AVX2_MR, 1, AVX2_NV>(kc, a, b, out, st);
+        } else {
+            micro::<__m256, AVX2_MR, AVX2_NV, AVX2_NV>(kc, a, b, out, st);
+        }
+    }
 }
 
+/// The `8×48` tile, or for an edge tile of at most 16 or 32 columns an `8×16` or
+/// `8×32` product over the same packed panel (at `(256, 64, 512)` the last of the
+/// 11 panels has 32 columns: 3 % of the FMAs were on zero padding).
 #[target_feature(enable = "avx512f")]
 fn avx512_tile(kc: usize, a: &[f32], b: &[f32], out: Out<'_>, st: &Store<'_>) {
-    // SAFETY: AVX-512F is enabled for this function; `micro` checks the slices.
-    unsafe { micro::<__m512, AVX512_MR, AVX512_NV>(kc, a, b, out, st) }
+    const NV: usize = AVX512_NV;
+    // SAFETY: AVX-512F is enabled for this function; `micro` checks the slices and
+    // stores only `cols ≤ NV·16` columns of an edge tile.
+    unsafe {
+        match direct_cols(&out) {
+            0..=16 => micro::<__m512, AVX512_MR, 1, NV>(kc, a, b, out, st),
+            17..=32 => micro::<__m512, AVX512_MR, 2, NV>(kc, a, b, out, st),
+            _ => micro::<__m512, AVX512_MR, NV, NV>(kc, a, b, out, st),
+        }
+    }
 }
 
 /// The bf16-pair micro-kernel: `a` holds `MR` 32-bit slots per `k` pair (row `i`:
