@@ -14,6 +14,8 @@
 //!   `encode_sparse`;
 //! - decode at L0 = 64 of h = 16384: `decode_csr` vs the dense `decode` GEMM.
 //!
+//! `--selection` prints only the TopK selection (`topk_relu_row`) per row.
+//!
 //! `--quick` uses a quarter of the rows, fewer repetitions and skips the crossover
 //! densities; `--topk-only` stops after the TopK table.
 //!
@@ -87,6 +89,59 @@ fn normal(len: usize, seed: u64) -> Vec<f32> {
             ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
         })
         .collect()
+}
+
+/// The TopK selection alone (`topk_relu_row`, k = 32 and 64) on 1024 rows of
+/// N(0, 1) pre-activations of width 3072 and 16384 (copied back before each run; the
+/// copy is timed separately and subtracted), in µs per row.
+fn selection(reps: usize) {
+    use sae_kernels::model::activation::topk_relu_row;
+    println!("TopK selection alone (topk_relu_row), best CPU time of {reps}, one thread");
+    let n = 1024;
+    for h in [3072usize, 16384] {
+        let src = normal(n * h, 5);
+        let (mut copy, mut rows) = (src.clone(), src.clone());
+        let mut sel = vec![0.0f32; h];
+        for k in [32usize, 64] {
+            let t = best_interleaved(
+                reps,
+                &mut [&mut || copy.copy_from_slice(black_box(&src)), &mut || {
+                    rows.copy_from_slice(black_box(&src));
+                    for row in rows.chunks_exact_mut(h) {
+                        topk_relu_row(row, k, &mut sel);
+                    }
+                    black_box(&rows[0]);
+                }],
+            );
+            // The same on 4 rows that stay in cache (the arithmetic alone).
+            let (hot_src, mut hot) = (&src[..4 * h], src[..4 * h].to_vec());
+            let mut hot_copy = hot.clone();
+            let th = best_interleaved(
+                reps,
+                &mut [
+                    &mut || {
+                        for _ in 0..256 {
+                            hot_copy.copy_from_slice(black_box(hot_src));
+                        }
+                    },
+                    &mut || {
+                        for _ in 0..256 {
+                            hot.copy_from_slice(black_box(hot_src));
+                            for row in hot.chunks_exact_mut(h) {
+                                topk_relu_row(row, k, &mut sel);
+                            }
+                        }
+                        black_box(&hot[0]);
+                    },
+                ],
+            );
+            println!(
+                "  h = {h:>5}, k = {k:>2}: {:>6.2} us/row (1024 rows), {:>6.2} us/row (4 rows in cache)",
+                (t[1] - t[0]) / n as f64 * 1e6,
+                (th[1] - th[0]) / 1024.0 * 1e6
+            );
+        }
+    }
 }
 
 /// A model with unit-norm rows and data, so pre-activations `x·m_j` are ≈ N(0, 1).
@@ -281,6 +336,10 @@ fn main() {
     let reps = if quick { 1 } else { 3 };
     if std::env::args().any(|a| a == "--breakdown") {
         run_breakdown(reps.max(3));
+        return;
+    }
+    if std::env::args().any(|a| a == "--selection") {
+        selection(reps.max(5));
         return;
     }
     let div = if quick { 4 } else { 1 };
