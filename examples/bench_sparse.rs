@@ -144,6 +144,59 @@ fn adam_sweep(reps: usize) {
     );
 }
 
+/// The cost of SAELens' `rescale_acts_by_decoder_norm` in the training layer: the TopK
+/// k = 32 loss + gradient at (1024, 384, 3072) with and without it (no AuxK), best CPU
+/// times of interleaved rounds; the difference is the effective parameters plus the
+/// chain rule back.
+fn rescale_cost(reps: usize) {
+    let c = StepCase::untied("topk", Arch::topk(32), 1024, 384, 3072, 0.5);
+    let (arch, dims, n) = (c.arch, c.dims, c.n);
+    let p_len = arch.param_len(dims);
+    let on = TrainOptions {
+        aux: None,
+        ..TrainOptions::saelens_topk(dims.d)
+    };
+    let off = TrainOptions::default();
+    let rows = MAX_BLOCK_ROWS;
+    let mut s_on = vec![0.0f32; on.grad_scratch_len(arch, dims, rows, false)];
+    let mut s_off = vec![0.0f32; off.grad_scratch_len(arch, dims, rows, false)];
+    let (mut g_on, mut g_off) = (vec![0.0f32; p_len], vec![0.0f32; p_len]);
+    let p = || Params::from_flat(arch, dims, &c.params).unwrap();
+    let t = best_interleaved(
+        reps,
+        &mut [
+            &mut || {
+                let m = ModelRef {
+                    params: p(),
+                    options: off,
+                };
+                black_box(
+                    train_loss_and_grad(m, &c.x, n, 0.0, None, &mut g_off, None, &mut s_off)
+                        .unwrap(),
+                );
+            },
+            &mut || {
+                let m = ModelRef {
+                    params: p(),
+                    options: on,
+                };
+                black_box(
+                    train_loss_and_grad(m, &c.x, n, 0.0, None, &mut g_on, None, &mut s_on).unwrap(),
+                );
+            },
+        ],
+    );
+    println!(
+        "TopK k = 32 loss + gradient at (1024, 384, 3072), best CPU time of {reps}, one thread"
+    );
+    println!("  without rescaling {:>7.2} ms", t[0] * 1e3);
+    println!(
+        "  with rescaling    {:>7.2} ms  (rescaling: {:.2} ms)",
+        t[1] * 1e3,
+        (t[1] - t[0]) * 1e3
+    );
+}
+
 /// The TopK selection alone (`topk_relu_row`, k = 32 and 64) on 1024 rows of
 /// N(0, 1) pre-activations of width 3072 and 16384 (copied back before each run; the
 /// copy is timed separately and subtracted), in µs per row.
@@ -393,6 +446,10 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--adam") {
         adam_sweep(reps.max(7));
+        return;
+    }
+    if std::env::args().any(|a| a == "--rescale") {
+        rescale_cost(reps.max(7));
         return;
     }
     if std::env::args().any(|a| a == "--selection") {

@@ -31,9 +31,14 @@
 //! The gradients are read-only: steps 1–2 are applied on the fly, never written back.
 //!
 //! ## Transactional updates
-//! Every update first computes all new values without writing anything and checks that
-//! they are finite; only then does a second pass write them. So on `Err` the parameters
-//! and the optimizer state are bit-for-bit unchanged.
+//! Every update first establishes that all new values are finite without writing
+//! anything; only then does a second pass write them. So on `Err` the parameters and the
+//! optimizer state are bit-for-bit unchanged. For Adam the first pass is one read sweep
+//! per tensor (gradient finiteness, the clipping norm, and the maxima of `|p|`, `|g|`,
+//! `|m|` and `v`) whose maxima usually prove every new value finite by a bound with room
+//! for rounding; when they do not (huge or non-finite values), every new value is
+//! computed and checked exactly, as for the other rules. Either way the verdict and the
+//! written bits are the same.
 
 mod schedule;
 
@@ -1019,6 +1024,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The sweeps compiled for each x86 instruction set the CPU has give the portable
+    /// build's results, bit for bit (reaches every `unsafe` call whatever
+    /// `SAE_KERNEL` says).
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[test]
+    fn sweeps_agree_across_instruction_sets() {
+        let mut rng = Lcg(2);
+        let len = 203;
+        let p: [f32; 203] = core::array::from_fn(|_| rng.unit());
+        let g: [f32; 203] = core::array::from_fn(|_| rng.unit() * 0.3);
+        let m0: [f32; 203] = core::array::from_fn(|_| rng.unit() * 0.1);
+        let v0: [f32; 203] = core::array::from_fn(|_| rng.unit().abs() * 0.01);
+        let mut st = [0.0f32; 2];
+        let o = Optim::new(
+            Optimizer::default(),
+            Dims::new(1, 1).unwrap(),
+            1,
+            &mut st,
+            3,
+        );
+        let c = o.unwrap().coef(1e-2);
+        let key = |s: Sweep| (s.sq.to_bits(), s.g, s.p, s.m, s.v);
+        let want_sweep = key(sweep(&p, &g, &m0, &v0));
+        let want_ok = adam_finite(c, 0.7, &p, &g, &m0, &v0);
+        let (mut wp, mut wm, mut wv) = (p, m0, v0);
+        adam_write(c, 0.7, &mut wp, &g, &mut wm, &mut wv);
+        for isa in 0..2 {
+            if (isa == 0 && x86::avx2().is_none()) || (isa == 1 && x86::avx512().is_none()) {
+                continue;
+            }
+            let (mut q, mut m, mut v) = (p, m0, v0);
+            // SAFETY: each variant only runs when its instruction set was detected.
+            let (sw, ok) = unsafe {
+                if isa == 0 {
+                    let r = (
+                        sweep_avx2(&p, &g, &m0, &v0),
+                        adam_finite_avx2(c, 0.7, &p, &g, &m0, &v0),
+                    );
+                    adam_write_avx2(c, 0.7, &mut q, &g, &mut m, &mut v);
+                    r
+                } else {
+                    let r = (
+                        sweep_avx512(&p, &g, &m0, &v0),
+                        adam_finite_avx512(c, 0.7, &p, &g, &m0, &v0),
+                    );
+                    adam_write_avx512(c, 0.7, &mut q, &g, &mut m, &mut v);
+                    r
+                }
+            };
+            assert_eq!(key(sw), want_sweep, "isa {isa}");
+            assert_eq!(ok, want_ok, "isa {isa}");
+            for i in 0..len {
+                assert_eq!(q[i].to_bits(), wp[i].to_bits(), "isa {isa} p[{i}]");
+                assert_eq!(m[i].to_bits(), wm[i].to_bits(), "isa {isa} m[{i}]");
+                assert_eq!(v[i].to_bits(), wv[i].to_bits(), "isa {isa} v[{i}]");
+            }
+        }
+        assert!(want_ok);
+        assert_eq!(want_sweep.0, sum_sq_f64(&g).to_bits());
     }
 
     /// Whenever [`adam_proven`] accepts a sweep, every update within its maxima is
