@@ -318,7 +318,7 @@ unsafe fn bound_and_candidates_avx512(row: &[f32], k: usize, idx: &mut [u32]) ->
     bound_and_candidates::<128, 16>(row, k, idx)
 }
 
-/// Passes 1 and 2 on the [`selected`](crate::kernels::isa::selected) instruction set
+/// Passes 1 and 2 on the selected instruction set
 /// (the arithmetic is the same on each, so the candidates are too).
 fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32]) -> usize {
     #[cfg(target_arch = "x86_64")]

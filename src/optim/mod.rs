@@ -768,7 +768,7 @@ unsafe fn sweep_avx512(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
     sweep(p, g, m, v)
 }
 
-/// [`sweep`] on the [`selected`](crate::kernels::isa::selected) instruction set (the
+/// [`sweep`] on the selected instruction set (the
 /// same operations in the same order on each, so the same result).
 fn sweep_selected(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
     #[cfg(target_arch = "x86_64")]
