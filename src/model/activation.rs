@@ -63,8 +63,13 @@ pub(crate) fn apply_rows(
     match act {
         Activation::Relu => vector::relu_inplace(pre),
         Activation::TopK { k } => {
-            for row in pre.chunks_exact_mut(h) {
-                topk_relu_row(row, k, &mut sel[..h]);
+            // Each row's candidate pass prefetches the next row (see `prefetch`).
+            let mut rest = pre;
+            while rest.len() >= h {
+                let (row, tail) = rest.split_at_mut(h);
+                let next = tail.get(..h).unwrap_or(&[]);
+                topk_relu_row_prefetch(row, k, &mut sel[..h], next);
+                rest = tail;
             }
         }
         Activation::JumpRelu => {
@@ -145,6 +150,12 @@ pub fn clamp_thresholds(theta: &mut [f32]) {
 /// `k == 0` zeroes the row; `k ≥ row.len()` is a plain ReLU. Cost: one copy and one
 /// linear-time selection (`select_nth_unstable_by`, no allocation) per row.
 pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
+    topk_relu_row_prefetch(row, k, sel, &[]);
+}
+
+/// [`topk_relu_row`], asking the cache for `next` (the row to be processed next, or
+/// empty) while the candidates of this one are collected.
+fn topk_relu_row_prefetch(row: &mut [f32], k: usize, sel: &mut [f32], next: &[f32]) {
     let h = row.len();
     if k >= h {
         vector::relu_inplace(row);
@@ -155,7 +166,7 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
         return;
     }
     if k <= HEAP_MAX_K && h >= 8 * k {
-        topk_relu_small(row, k, sel);
+        topk_relu_small(row, k, sel, next);
         return;
     }
     let sel = &mut sel[..h];
@@ -245,7 +256,7 @@ fn group_bound<const G: usize>(row: &[f32], k: usize) -> i32 {
 /// of `W` entries at once on a superset (`!(v < tf)` as floats: `v ≥ tf` or
 /// unordered, so NaN entries and a NaN bound pass), then each set bit exactly.
 #[inline(always)]
-fn candidates<const W: usize>(row: &[f32], t: i32, idx: &mut [u32]) -> usize {
+fn candidates<const W: usize>(row: &[f32], t: i32, idx: &mut [u32], next: &[f32]) -> usize {
     // With a NaN bound every entry passes the float test and the key test decides.
     let tf = from_key(t);
     let mut c = 0usize;
@@ -253,6 +264,7 @@ fn candidates<const W: usize>(row: &[f32], t: i32, idx: &mut [u32]) -> usize {
     let tail = chunks.remainder().len();
     let tv = f32x8::splat(tf);
     for (ci, ch) in chunks.enumerate() {
+        prefetch(next, ci * W);
         let mut on = 0u32;
         for (i, c8) in ch.chunks_exact(8).enumerate() {
             let v = f32x8::new(c8.try_into().unwrap_or([0.0; 8]));
@@ -284,6 +296,7 @@ fn bound_and_candidates<const GMAX: usize, const W: usize>(
     row: &[f32],
     k: usize,
     idx: &mut [u32],
+    next: &[f32],
 ) -> usize {
     // The k-th largest of 2k group maxima leaves about 1.4·k candidates on unordered
     // data (the minimum of k maxima: about 3.5·k). Every choice has k ≤ G ≤ 4k ≤ h.
@@ -295,7 +308,7 @@ fn bound_and_candidates<const GMAX: usize, const W: usize>(
         _ if GMAX >= 128 => group_bound::<128>(row, k),
         _ => group_bound::<64>(row, k),
     };
-    candidates::<W>(row, t, idx)
+    candidates::<W>(row, t, idx, next)
 }
 
 /// [`bound_and_candidates`] compiled for AVX2 (256-bit vectors).
@@ -304,8 +317,8 @@ fn bound_and_candidates<const GMAX: usize, const W: usize>(
 /// The CPU must support AVX2 (the caller holds the AVX2 token).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn bound_and_candidates_avx2(row: &[f32], k: usize, idx: &mut [u32]) -> usize {
-    bound_and_candidates::<128, 8>(row, k, idx)
+unsafe fn bound_and_candidates_avx2(row: &[f32], k: usize, idx: &mut [u32], next: &[f32]) -> usize {
+    bound_and_candidates::<128, 8>(row, k, idx, next)
 }
 
 /// [`bound_and_candidates`] compiled for AVX-512F (512-bit vectors, mask registers).
@@ -314,29 +327,52 @@ unsafe fn bound_and_candidates_avx2(row: &[f32], k: usize, idx: &mut [u32]) -> u
 /// The CPU must support AVX-512F (the caller holds the AVX-512 token).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn bound_and_candidates_avx512(row: &[f32], k: usize, idx: &mut [u32]) -> usize {
-    bound_and_candidates::<128, 16>(row, k, idx)
+unsafe fn bound_and_candidates_avx512(
+    row: &[f32],
+    k: usize,
+    idx: &mut [u32],
+    next: &[f32],
+) -> usize {
+    bound_and_candidates::<128, 16>(row, k, idx, next)
 }
 
 /// Passes 1 and 2 on the selected instruction set
 /// (the arithmetic is the same on each, so the candidates are too).
-fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32]) -> usize {
+fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32], next: &[f32]) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::kernels::isa::{Kernel, selected};
         match selected() {
             Kernel::Avx512 if x86::avx512().is_some() => {
                 // SAFETY: the token's constructor returned Some: AVX-512F is there.
-                return unsafe { bound_and_candidates_avx512(row, k, idx) };
+                return unsafe { bound_and_candidates_avx512(row, k, idx, next) };
             }
             Kernel::Avx2 if x86::avx2().is_some() => {
                 // SAFETY: the token's constructor returned Some: AVX2 is there.
-                return unsafe { bound_and_candidates_avx2(row, k, idx) };
+                return unsafe { bound_and_candidates_avx2(row, k, idx, next) };
             }
             _ => {}
         }
     }
-    bound_and_candidates::<64, 8>(row, k, idx)
+    bound_and_candidates::<64, 8>(row, k, idx, next)
+}
+
+/// Ask the cache for the line holding `x[i]` (nothing if `i` is out of range, or on
+/// targets without a prefetch instruction here). Rows of pre-activations leave the
+/// encoder GEMM in blocks larger than the L2 cache; fetching row `r + 1` while row `r`
+/// is in its (compute-bound) candidate pass hides most of the next row's miss latency.
+#[inline(always)]
+fn prefetch(x: &[f32], i: usize) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    if let Some(v) = x.get(i) {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is enabled for the whole build (the cfg above), so the
+        // instruction exists; a prefetch never faults and reads nothing into the
+        // program, and the address is that of a live element.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((v as *const f32).cast()) };
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+    let _ = (x, i);
 }
 
 /// [`topk_relu_row`] for `k ≤ HEAP_MAX_K` and `h ≥ 8k`, in three passes:
@@ -351,10 +387,10 @@ fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32]) -> usiz
 /// Passes 1 and 2 run on the selected instruction set (AVX-512F or AVX2 code
 /// generation on x86_64; the same arithmetic, so the same candidates).
 /// `sel` (at least `h` slots) holds the candidates' indices.
-fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32]) {
+fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32], next: &[f32]) {
     let h = row.len();
     let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
-    let mut c = bound_and_candidates_selected(row, k, idx);
+    let mut c = bound_and_candidates_selected(row, k, idx, next);
     if c < k {
         // Cannot happen (the bound has k entries at or above it); kept so that no input
         // can index past the candidates: select among every entry.
@@ -473,7 +509,7 @@ mod tests {
             a[..h].copy_from_slice(&row[..h]);
             b[..h].copy_from_slice(&row[..h]);
             let mut sel = [0.0f32; 400];
-            topk_relu_small(&mut a[..h], k, &mut sel);
+            topk_relu_small(&mut a[..h], k, &mut sel, &[]);
             // The definition: sort by total order, ties to the lowest index.
             let mut idx: [usize; 400] = core::array::from_fn(|i| i);
             idx[..h].sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
@@ -614,12 +650,12 @@ mod tests {
             });
             let row = &row[..h];
             let mut want = [0u32; 1024];
-            let c = bound_and_candidates::<64, 8>(row, k, &mut want);
+            let c = bound_and_candidates::<64, 8>(row, k, &mut want, &[]);
             assert!(c >= k, "trial {trial}: {c} candidates for k = {k}");
             let mut got = [0u32; 1024];
             if x86::avx2().is_some() {
                 // SAFETY: AVX2 was detected.
-                let c2 = unsafe { bound_and_candidates_avx2(row, k, &mut got) };
+                let c2 = unsafe { bound_and_candidates_avx2(row, k, &mut got, row) };
                 // A different group count may give a different (valid) bound: the
                 // candidates are a superset of the kept set either way; compare the
                 // kept sets through the packed selection.
@@ -631,7 +667,7 @@ mod tests {
             }
             if x86::avx512().is_some() {
                 // SAFETY: AVX-512F was detected.
-                let c2 = unsafe { bound_and_candidates_avx512(row, k, &mut got) };
+                let c2 = unsafe { bound_and_candidates_avx512(row, k, &mut got, row) };
                 assert_eq!(
                     top(row, &got[..c2], k),
                     top(row, &want[..c], k),
@@ -669,7 +705,7 @@ mod tests {
         }
         let mut sel = [0.0f32; 64];
         let mut got = row;
-        topk_relu_small(&mut got, 4, &mut sel);
+        topk_relu_small(&mut got, 4, &mut sel, &[]);
         let kept: usize = got.iter().filter(|&&v| v != 0.0).count();
         assert_eq!(kept, 4);
         assert!(got.iter().all(|&v| v == 0.0 || v == 3.5), "{got:?}");
