@@ -14,7 +14,10 @@
 //!   `encode_sparse`;
 //! - decode at L0 = 64 of h = 16384: `decode_csr` vs the dense `decode` GEMM.
 //!
-//! `--selection` prints only the TopK selection (`topk_relu_row`) per row.
+//! `--selection` prints only the TopK selection (`topk_relu_row`) per row; `--adam` only
+//! the optimizer step (Adam with clipping, 2.36 M parameters) beside a fused
+//! read-4/write-3 pass over the same arrays (its memory floor); `--rescale` only the
+//! cost of `rescale_acts_by_decoder_norm` (TopK loss + gradient with and without it).
 //!
 //! `--quick` uses a quarter of the rows, fewer repetitions and skips the crossover
 //! densities; `--topk-only` stops after the TopK table.
