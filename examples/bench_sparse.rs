@@ -14,6 +14,11 @@
 //!   `encode_sparse`;
 //! - decode at L0 = 64 of h = 16384: `decode_csr` vs the dense `decode` GEMM.
 //!
+//! `--selection` prints only the TopK selection (`topk_relu_row`) per row; `--adam` only
+//! the optimizer step (Adam with clipping, 2.36 M parameters) beside a fused
+//! read-4/write-3 pass over the same arrays (its memory floor); `--rescale` only the
+//! cost of `rescale_acts_by_decoder_norm` (TopK loss + gradient with and without it).
+//!
 //! `--quick` uses a quarter of the rows, fewer repetitions and skips the crossover
 //! densities; `--topk-only` stops after the TopK table.
 //!
@@ -87,6 +92,165 @@ fn normal(len: usize, seed: u64) -> Vec<f32> {
             ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
         })
         .collect()
+}
+
+/// The optimizer step alone (Adam with clipping at 1, as SAELens) over the TopK
+/// model's 2hd + h + d parameters at (d, h) = (384, 3072), against the memory traffic it
+/// cannot avoid: one read of p, g, m, v and one write of p, m, v (28 B per parameter),
+/// timed as a plain fused loop doing that traffic with trivial arithmetic.
+fn adam_sweep(reps: usize) {
+    let (d, h) = (384usize, 3072usize);
+    let dims = Dims::new(d, h).unwrap();
+    let arch = Arch::topk(32);
+    let n = arch.param_len(dims);
+    let mut params = normal(n, 1);
+    let grads: Vec<f32> = normal(n, 2).iter().map(|v| v * 1e-3).collect();
+    let config = OptimConfig {
+        rule: Optimizer::default(),
+        max_grad_norm: Some(1.0),
+        unit_norm_decoder: false,
+    };
+    let mut state = vec![0.0f32; config.state_len(n)];
+    let (mut a, mut b, mut c2) = (normal(n, 3), normal(n, 4), normal(n, 5));
+    let g2 = grads.clone();
+    let t = best_interleaved(
+        reps,
+        &mut [
+            &mut || {
+                let mut o = Optim::new(config, dims, n, &mut state, 0).unwrap();
+                let mut pm = ParamsMut::from_flat(arch, dims, &mut params).unwrap();
+                let g = Params::from_flat(arch, dims, &grads).unwrap().tensors();
+                o.step(&mut pm.tensors_mut(), &g, 1e-9).unwrap();
+            },
+            &mut || {
+                for (((p, &g), m), v) in a.iter_mut().zip(&g2).zip(b.iter_mut()).zip(c2.iter_mut())
+                {
+                    let (nm, nv) = (*m + g, *v + g);
+                    *p += nm * nv;
+                    (*m, *v) = (nm, nv);
+                }
+                black_box(&a[0]);
+            },
+        ],
+    );
+    let gb = |secs: f64| 28.0 * n as f64 / secs * 1e-9;
+    println!("optimizer step alone, {n} parameters, best CPU time of {reps}, one thread");
+    println!(
+        "  Optim::step (Adam, clip 1.0)          {:>7.2} ms  ({:.1} GB/s at 28 B/param)",
+        t[0] * 1e3,
+        gb(t[0])
+    );
+    println!(
+        "  one fused read-4/write-3 pass (floor) {:>7.2} ms  ({:.1} GB/s)",
+        t[1] * 1e3,
+        gb(t[1])
+    );
+}
+
+/// The cost of SAELens' `rescale_acts_by_decoder_norm` in the training layer: the TopK
+/// k = 32 loss + gradient at (1024, 384, 3072) with and without it (no AuxK), best CPU
+/// times of interleaved rounds; the difference is the effective parameters plus the
+/// chain rule back.
+fn rescale_cost(reps: usize) {
+    let c = StepCase::untied("topk", Arch::topk(32), 1024, 384, 3072, 0.5);
+    let (arch, dims, n) = (c.arch, c.dims, c.n);
+    let p_len = arch.param_len(dims);
+    let on = TrainOptions {
+        aux: None,
+        ..TrainOptions::saelens_topk(dims.d)
+    };
+    let off = TrainOptions::default();
+    let rows = MAX_BLOCK_ROWS;
+    let mut s_on = vec![0.0f32; on.grad_scratch_len(arch, dims, rows, false)];
+    let mut s_off = vec![0.0f32; off.grad_scratch_len(arch, dims, rows, false)];
+    let (mut g_on, mut g_off) = (vec![0.0f32; p_len], vec![0.0f32; p_len]);
+    let p = || Params::from_flat(arch, dims, &c.params).unwrap();
+    let t = best_interleaved(
+        reps,
+        &mut [
+            &mut || {
+                let m = ModelRef {
+                    params: p(),
+                    options: off,
+                };
+                black_box(
+                    train_loss_and_grad(m, &c.x, n, 0.0, None, &mut g_off, None, &mut s_off)
+                        .unwrap(),
+                );
+            },
+            &mut || {
+                let m = ModelRef {
+                    params: p(),
+                    options: on,
+                };
+                black_box(
+                    train_loss_and_grad(m, &c.x, n, 0.0, None, &mut g_on, None, &mut s_on).unwrap(),
+                );
+            },
+        ],
+    );
+    println!(
+        "TopK k = 32 loss + gradient at (1024, 384, 3072), best CPU time of {reps}, one thread"
+    );
+    println!("  without rescaling {:>7.2} ms", t[0] * 1e3);
+    println!(
+        "  with rescaling    {:>7.2} ms  (rescaling: {:.2} ms)",
+        t[1] * 1e3,
+        (t[1] - t[0]) * 1e3
+    );
+}
+
+/// The TopK selection alone (`topk_relu_row`, k = 32 and 64) on 1024 rows of
+/// N(0, 1) pre-activations of width 3072 and 16384 (copied back before each run; the
+/// copy is timed separately and subtracted), in µs per row.
+fn selection(reps: usize) {
+    use sae_kernels::model::activation::topk_relu_row;
+    println!("TopK selection alone (topk_relu_row), best CPU time of {reps}, one thread");
+    let n = 1024;
+    for h in [3072usize, 16384] {
+        let src = normal(n * h, 5);
+        let (mut copy, mut rows) = (src.clone(), src.clone());
+        let mut sel = vec![0.0f32; h];
+        for k in [32usize, 64] {
+            let t = best_interleaved(
+                reps,
+                &mut [&mut || copy.copy_from_slice(black_box(&src)), &mut || {
+                    rows.copy_from_slice(black_box(&src));
+                    for row in rows.chunks_exact_mut(h) {
+                        topk_relu_row(row, k, &mut sel);
+                    }
+                    black_box(&rows[0]);
+                }],
+            );
+            // The same on 4 rows that stay in cache (the arithmetic alone).
+            let (hot_src, mut hot) = (&src[..4 * h], src[..4 * h].to_vec());
+            let mut hot_copy = hot.clone();
+            let th = best_interleaved(
+                reps,
+                &mut [
+                    &mut || {
+                        for _ in 0..256 {
+                            hot_copy.copy_from_slice(black_box(hot_src));
+                        }
+                    },
+                    &mut || {
+                        for _ in 0..256 {
+                            hot.copy_from_slice(black_box(hot_src));
+                            for row in hot.chunks_exact_mut(h) {
+                                topk_relu_row(row, k, &mut sel);
+                            }
+                        }
+                        black_box(&hot[0]);
+                    },
+                ],
+            );
+            println!(
+                "  h = {h:>5}, k = {k:>2}: {:>6.2} us/row (1024 rows), {:>6.2} us/row (4 rows in cache)",
+                (t[1] - t[0]) / n as f64 * 1e6,
+                (th[1] - th[0]) / 1024.0 * 1e6
+            );
+        }
+    }
 }
 
 /// A model with unit-norm rows and data, so pre-activations `x·m_j` are ≈ N(0, 1).
@@ -281,6 +445,18 @@ fn main() {
     let reps = if quick { 1 } else { 3 };
     if std::env::args().any(|a| a == "--breakdown") {
         run_breakdown(reps.max(3));
+        return;
+    }
+    if std::env::args().any(|a| a == "--adam") {
+        adam_sweep(reps.max(7));
+        return;
+    }
+    if std::env::args().any(|a| a == "--rescale") {
+        rescale_cost(reps.max(7));
+        return;
+    }
+    if std::env::args().any(|a| a == "--selection") {
+        selection(reps.max(5));
         return;
     }
     let div = if quick { 4 } else { 1 };

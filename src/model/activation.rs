@@ -44,6 +44,8 @@
 //! after every update.
 
 use super::params::Activation;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::isa::x86;
 use crate::kernels::vector;
 use core::cmp::Ordering;
 use wide::f32x8;
@@ -61,8 +63,13 @@ pub(crate) fn apply_rows(
     match act {
         Activation::Relu => vector::relu_inplace(pre),
         Activation::TopK { k } => {
-            for row in pre.chunks_exact_mut(h) {
-                topk_relu_row(row, k, &mut sel[..h]);
+            // Each row's candidate pass prefetches the next row (see `prefetch`).
+            let mut rest = pre;
+            while rest.len() >= h {
+                let (row, tail) = rest.split_at_mut(h);
+                let next = tail.get(..h).unwrap_or(&[]);
+                topk_relu_row_prefetch(row, k, &mut sel[..h], next);
+                rest = tail;
             }
         }
         Activation::JumpRelu => {
@@ -143,6 +150,12 @@ pub fn clamp_thresholds(theta: &mut [f32]) {
 /// `k == 0` zeroes the row; `k ≥ row.len()` is a plain ReLU. Cost: one copy and one
 /// linear-time selection (`select_nth_unstable_by`, no allocation) per row.
 pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
+    topk_relu_row_prefetch(row, k, sel, &[]);
+}
+
+/// [`topk_relu_row`], asking the cache for `next` (the row to be processed next, or
+/// empty) while the candidates of this one are collected.
+fn topk_relu_row_prefetch(row: &mut [f32], k: usize, sel: &mut [f32], next: &[f32]) {
     let h = row.len();
     if k >= h {
         vector::relu_inplace(row);
@@ -153,7 +166,7 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
         return;
     }
     if k <= HEAP_MAX_K && h >= 8 * k {
-        topk_relu_small(row, k, sel);
+        topk_relu_small(row, k, sel, next);
         return;
     }
     let sel = &mut sel[..h];
@@ -183,6 +196,10 @@ pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
 /// instead of running `select_nth_unstable_by` on the whole row.
 const HEAP_MAX_K: usize = 64;
 
+/// The most candidates [`topk_relu_small`] selects among with packed `u64` keys on the
+/// stack; more (heavy ties) use the slower index-based selection.
+const PACKED_MAX: usize = 256;
+
 /// The total-order key of `v` ([`f32::total_cmp`] compares these as `i32`).
 #[inline(always)]
 fn key(v: f32) -> i32 {
@@ -190,39 +207,71 @@ fn key(v: f32) -> i32 {
     b ^ (((b >> 31) as u32) >> 1) as i32
 }
 
-/// [`topk_relu_row`] for `k ≤ HEAP_MAX_K` and `h ≥ 8k`, in three passes:
-/// 1. the largest key of each of `k` contiguous groups; their minimum `t` has at least
-///    `k` entries at or above it (one per group), so the kept set lies in `{v ≥ t}`;
-/// 2. the candidates `v ≥ t` (a SIMD test on a superset: `v ≥ t` as floats, or NaN),
-///    typically a few times `k` for unordered data;
-/// 3. an exact selection among the candidates by (value by `total_cmp` descending,
-///    index ascending): the same kept set as the definition.
+/// The float whose [`key`] is `t` (the key map is its own inverse).
+#[inline(always)]
+fn from_key(t: i32) -> f32 {
+    f32::from_bits(key(f32::from_bits(t as u32)) as u32)
+}
+
+/// One `u64` per candidate `j` ordering as the kept set does: larger key first, then
+/// lower index (the high half is the key with its sign bit flipped, so unsigned order
+/// is key order; the low half is `!j`).
+#[inline(always)]
+fn packed(v: f32, j: usize) -> u64 {
+    (u64::from((key(v) as u32) ^ 0x8000_0000) << 32) | u64::from(!(j as u32))
+}
+
+/// A lower bound `t` (a [`key`]) with at least `k` entries of `row` at or above it,
+/// from the maxima of `G` strided groups (`row[j]`, `row[j + G]`, … over the first
+/// `⌊h/G⌋·G` entries; `k ≤ G ≤ h`): `t` is the `k`-th largest group maximum, and the
+/// `k` groups whose maxima are at or above it hold `k` distinct such entries.
 ///
-/// `sel` (at least `h` slots) holds the candidates' indices.
-fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32]) {
-    let h = row.len();
-    let g = h / k;
-    let mut t = i32::MAX;
-    for gi in 0..k {
-        let end = if gi + 1 == k { h } else { (gi + 1) * g };
-        let m = row[gi * g..end].iter().map(|&v| key(v)).max();
-        t = t.min(m.unwrap_or(i32::MIN));
+/// The running maximum is the select `if v > m { v } else { m }` (a SIMD `max` after
+/// vectorization), which always returns one of its operands' bits, so each group's
+/// result is an entry of that group (with NaNs or `±0` not necessarily the largest by
+/// [`key`]: the bound may be lower than the true `k`-th largest, never higher).
+#[inline(always)]
+fn group_bound<const G: usize>(row: &[f32], k: usize) -> i32 {
+    let mut acc = [0.0f32; G];
+    let mut blocks = row.chunks_exact(G);
+    if let Some(first) = blocks.next() {
+        acc.copy_from_slice(first);
     }
-    // The float with key t (the key map is its own inverse); a NaN bound (a group of
-    // NaNs) filters nothing, as float comparisons with NaN are false.
-    let tf = f32::from_bits(key(f32::from_bits(t as u32)) as u32);
-    let tf = if tf.is_nan() { f32::NEG_INFINITY } else { tf };
-    let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
+    for blk in blocks {
+        for (m, &v) in acc.iter_mut().zip(blk) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let mut keys = [0i32; G];
+    for (t, &m) in keys.iter_mut().zip(acc.iter()) {
+        *t = key(m);
+    }
+    // Descending: keys[k-1] is the k-th largest.
+    let (_, t, _) = keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    *t
+}
+
+/// Pass 2 of [`topk_relu_small`]: the indices of the entries with `key(v) ≥ t` into
+/// `idx` (at least `h` slots), in ascending order; returns their number. Tests chunks
+/// of `W` entries at once on a superset (`!(v < tf)` as floats: `v ≥ tf` or
+/// unordered, so NaN entries and a NaN bound pass), then each set bit exactly.
+#[inline(always)]
+fn candidates<const W: usize>(row: &[f32], t: i32, idx: &mut [u32], next: &[f32]) -> usize {
+    // With a NaN bound every entry passes the float test and the key test decides.
+    let tf = from_key(t);
     let mut c = 0usize;
-    let chunks = row.chunks_exact(8);
+    let chunks = row.chunks_exact(W);
     let tail = chunks.remainder().len();
     let tv = f32x8::splat(tf);
     for (ci, ch) in chunks.enumerate() {
-        let v = f32x8::new(ch.try_into().unwrap_or([0.0; 8]));
-        let mut on = (v.simd_ge(tv) | v.simd_ne(v)).to_bitmask() & 0xFF;
+        prefetch(next, ci * W);
+        let mut on = 0u32;
+        for (i, c8) in ch.chunks_exact(8).enumerate() {
+            let v = f32x8::new(c8.try_into().unwrap_or([0.0; 8]));
+            on |= (!v.simd_lt(tv).to_bitmask() & 0xFF) << (8 * i);
+        }
         while on != 0 {
-            let i = on.trailing_zeros() as usize;
-            let j = ci * 8 + i;
+            let j = ci * W + on.trailing_zeros() as usize;
             if key(row[j]) >= t {
                 idx[c] = j as u32;
                 c += 1;
@@ -230,35 +279,160 @@ fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32]) {
             on &= on - 1;
         }
     }
+    let h = row.len();
     for (j, &v) in row.iter().enumerate().skip(h - tail) {
         if key(v) >= t {
             idx[c] = j as u32;
             c += 1;
         }
     }
+    c
+}
+
+/// Passes 1 and 2 of [`topk_relu_small`] with about `2k` groups (at most `GMAX`) and
+/// chunks of `W`: the candidates' count. Needs `k ≥ 1`, `h ≥ 8k`.
+#[inline(always)]
+fn bound_and_candidates<const GMAX: usize, const W: usize>(
+    row: &[f32],
+    k: usize,
+    idx: &mut [u32],
+    next: &[f32],
+) -> usize {
+    // The k-th largest of 2k group maxima leaves about 1.4·k candidates on unordered
+    // data (the minimum of k maxima: about 3.5·k). Every choice has k ≤ G ≤ 4k ≤ h.
+    let t = match k {
+        0..=4 => group_bound::<8>(row, k),
+        5..=8 => group_bound::<16>(row, k),
+        9..=16 => group_bound::<32>(row, k),
+        17..=32 => group_bound::<64>(row, k),
+        _ if GMAX >= 128 => group_bound::<128>(row, k),
+        _ => group_bound::<64>(row, k),
+    };
+    candidates::<W>(row, t, idx, next)
+}
+
+/// [`bound_and_candidates`] compiled for AVX2 (256-bit vectors).
+///
+/// # Safety
+/// The CPU must support AVX2 (the caller holds the AVX2 token).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bound_and_candidates_avx2(row: &[f32], k: usize, idx: &mut [u32], next: &[f32]) -> usize {
+    bound_and_candidates::<128, 8>(row, k, idx, next)
+}
+
+/// [`bound_and_candidates`] compiled for AVX-512F (512-bit vectors, mask registers).
+///
+/// # Safety
+/// The CPU must support AVX-512F (the caller holds the AVX-512 token).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bound_and_candidates_avx512(
+    row: &[f32],
+    k: usize,
+    idx: &mut [u32],
+    next: &[f32],
+) -> usize {
+    bound_and_candidates::<128, 16>(row, k, idx, next)
+}
+
+/// Passes 1 and 2 on the selected instruction set
+/// (the arithmetic is the same on each, so the candidates are too).
+fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32], next: &[f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::kernels::isa::{Kernel, selected};
+        match selected() {
+            Kernel::Avx512 if x86::avx512().is_some() => {
+                // SAFETY: the token's constructor returned Some: AVX-512F is there.
+                return unsafe { bound_and_candidates_avx512(row, k, idx, next) };
+            }
+            Kernel::Avx2 if x86::avx2().is_some() => {
+                // SAFETY: the token's constructor returned Some: AVX2 is there.
+                return unsafe { bound_and_candidates_avx2(row, k, idx, next) };
+            }
+            _ => {}
+        }
+    }
+    bound_and_candidates::<64, 8>(row, k, idx, next)
+}
+
+/// Ask the cache for the line holding `x[i]` (nothing if `i` is out of range, or on
+/// targets without a prefetch instruction here). Rows of pre-activations leave the
+/// encoder GEMM in blocks larger than the L2 cache; fetching row `r + 1` while row `r`
+/// is in its (compute-bound) candidate pass hides most of the next row's miss latency.
+#[inline(always)]
+fn prefetch(x: &[f32], i: usize) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    if let Some(v) = x.get(i) {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is enabled for the whole build (the cfg above), so the
+        // instruction exists; a prefetch never faults and reads nothing into the
+        // program, and the address is that of a live element.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((v as *const f32).cast()) };
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+    let _ = (x, i);
+}
+
+/// [`topk_relu_row`] for `k ≤ HEAP_MAX_K` and `h ≥ 8k`, in three passes:
+/// 1. a lower bound `t` on the `k`-th largest key ([`group_bound`]: SIMD maxima of
+///    about `2k` strided groups, then the `k`-th largest of those), so the kept set
+///    lies in `{v : key(v) ≥ t}`;
+/// 2. the candidates `key(v) ≥ t` ([`candidates`]), typically about `1.4·k` for
+///    unordered data;
+/// 3. an exact selection among the candidates by (value by `total_cmp` descending,
+///    index ascending), on packed `u64` keys: the same kept set as the definition.
+///
+/// Passes 1 and 2 run on the selected instruction set (AVX-512F or AVX2 code
+/// generation on x86_64; the same arithmetic, so the same candidates).
+/// `sel` (at least `h` slots) holds the candidates' indices.
+fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32], next: &[f32]) {
+    let h = row.len();
+    let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
+    let mut c = bound_and_candidates_selected(row, k, idx, next);
     if c < k {
-        // Cannot happen (each group holds an entry at or above the bound); kept so that
-        // no input can index past the candidates: select among every entry.
+        // Cannot happen (the bound has k entries at or above it); kept so that no input
+        // can index past the candidates: select among every entry.
         for (j, v) in idx.iter_mut().enumerate() {
             *v = j as u32;
         }
         c = h;
     }
-    let cand = &mut idx[..c];
-    let order = |a: &u32, b: &u32| {
-        key(row[*b as usize])
-            .cmp(&key(row[*a as usize]))
-            .then(a.cmp(b))
-    };
-    if c > k {
-        cand.select_nth_unstable_by(k - 1, order);
-    }
     let mut vals = [0.0f32; HEAP_MAX_K];
-    for (v, &j) in vals.iter_mut().zip(&cand[..k]) {
-        *v = row[j as usize];
+    let mut kept = [0u32; HEAP_MAX_K];
+    if c <= PACKED_MAX {
+        let mut pk = [0u64; PACKED_MAX];
+        let pk = &mut pk[..c];
+        for (p, &j) in pk.iter_mut().zip(idx[..c].iter()) {
+            *p = packed(row[j as usize], j as usize);
+        }
+        // Ascending: the k largest end up in pk[c-k..].
+        if c > k {
+            pk.select_nth_unstable(c - k);
+        }
+        for ((v, kj), &p) in vals.iter_mut().zip(kept.iter_mut()).zip(&pk[c - k..]) {
+            let j = !(p as u32);
+            *kj = j;
+            *v = row[j as usize];
+        }
+    } else {
+        let cand = &mut idx[..c];
+        let order = |a: &u32, b: &u32| {
+            key(row[*b as usize])
+                .cmp(&key(row[*a as usize]))
+                .then(a.cmp(b))
+        };
+        if c > k {
+            cand.select_nth_unstable_by(k - 1, order);
+        }
+        for ((v, kj), &j) in vals.iter_mut().zip(kept.iter_mut()).zip(&cand[..k]) {
+            *kj = j;
+            *v = row[j as usize];
+        }
     }
     row.fill(0.0);
-    for (&v, &j) in vals.iter().zip(&cand[..k]) {
+    for (&v, &j) in vals[..k].iter().zip(&kept[..k]) {
         row[j as usize] = vector::relu(v);
     }
 }
@@ -335,7 +509,7 @@ mod tests {
             a[..h].copy_from_slice(&row[..h]);
             b[..h].copy_from_slice(&row[..h]);
             let mut sel = [0.0f32; 400];
-            topk_relu_small(&mut a[..h], k, &mut sel);
+            topk_relu_small(&mut a[..h], k, &mut sel, &[]);
             // The definition: sort by total order, ties to the lowest index.
             let mut idx: [usize; 400] = core::array::from_fn(|i| i);
             idx[..h].sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
@@ -347,6 +521,174 @@ mod tests {
                 assert_eq!(a[i].to_bits(), b[i].to_bits(), "trial {trial}, index {i}");
             }
         }
+    }
+
+    /// The definition of TopK + ReLU (sort by total order descending, ties to the
+    /// lowest index), for the tests.
+    fn reference(row: &[f32], k: usize, out: &mut [f32]) {
+        let h = row.len();
+        let mut idx: [usize; 1024] = core::array::from_fn(|i| i);
+        idx[..h].sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
+        out[..h].fill(0.0);
+        for &i in &idx[..k.min(h)] {
+            out[i] = vector::relu(row[i]);
+        }
+    }
+
+    /// `topk_relu_row` against [`reference`] on one row, bit for bit.
+    fn check_row(row: &[f32], k: usize, what: &str) {
+        let h = row.len();
+        let (mut got, mut want, mut sel) = ([0.0f32; 1024], [0.0f32; 1024], [7.0f32; 1024]);
+        got[..h].copy_from_slice(row);
+        topk_relu_row(&mut got[..h], k, &mut sel);
+        reference(row, k, &mut want);
+        for i in 0..h {
+            assert_eq!(
+                got[i].to_bits(),
+                want[i].to_bits(),
+                "{what}: h {h}, k {k}, index {i}"
+            );
+        }
+    }
+
+    /// Adversarial rows through every route (k = 1 … 64 with h ≥ 8k, larger k, k = h−1,
+    /// k ≥ h): all equal, many ties at the threshold, NaNs of both signs, ±0, ±∞,
+    /// sorted and reverse-sorted rows, lengths that are not multiples of the groups.
+    #[test]
+    #[allow(clippy::needless_range_loop)] // j indexes twelve rows at once
+    fn adversarial_rows_keep_the_defined_set() {
+        let hs: &[usize] = if cfg!(miri) {
+            &[9, 70]
+        } else {
+            &[1, 2, 7, 8, 9, 64, 65, 100, 263, 512, 777, 1024]
+        };
+        let mut state = 11u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for &h in hs {
+            let mut ks: heapless::Vec<usize, 32> = heapless::Vec::new();
+            for k in [0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 32, 33, 63, 64, 65, 100] {
+                if k <= h + 1 {
+                    ks.push(k).ok();
+                }
+            }
+            ks.push(h.saturating_sub(1)).ok();
+            ks.push(h).ok();
+            let mut rows: [[f32; 1024]; 12] = [[0.0; 1024]; 12];
+            for j in 0..h {
+                let r = (next() % 1000) as f32 / 100.0 - 5.0;
+                rows[0][j] = 1.25; // all equal
+                rows[1][j] = if j % 3 == 0 { 2.0 } else { r.min(1.0) }; // ties at the top
+                rows[2][j] = (next() % 4) as f32; // few distinct values
+                rows[3][j] = if next() % 2 == 0 { 0.0 } else { -0.0 };
+                rows[4][j] = match next() % 6 {
+                    0 => f32::NAN,
+                    1 => -f32::NAN,
+                    2 => f32::INFINITY,
+                    3 => f32::NEG_INFINITY,
+                    _ => r,
+                };
+                rows[5][j] = f32::NEG_INFINITY;
+                rows[6][j] = j as f32; // ascending: the largest at the end
+                rows[7][j] = -(j as f32); // descending
+                rows[8][j] = if j % 2 == 0 { -f32::NAN } else { f32::NAN };
+                rows[9][j] = if j < h / 2 { -f32::NAN } else { r };
+                rows[10][j] = r;
+                rows[11][j] = if next() % 8 == 0 { r.abs() } else { -0.0 };
+            }
+            for (ri, row) in rows.iter().enumerate() {
+                for &k in ks.iter() {
+                    check_row(&row[..h], k, alloc_free_name(ri));
+                }
+            }
+        }
+    }
+
+    fn alloc_free_name(ri: usize) -> &'static str {
+        [
+            "all equal",
+            "ties at the top",
+            "few distinct",
+            "signed zeros",
+            "nan/inf mix",
+            "all -inf",
+            "ascending",
+            "descending",
+            "all nan",
+            "negative nan half",
+            "random",
+            "mostly -0",
+        ][ri]
+    }
+
+    /// Passes 1–2 compiled for each x86 instruction set the CPU has give the portable
+    /// build's candidates (reaches both `unsafe` calls whatever `SAE_KERNEL` says).
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[test]
+    fn candidates_agree_across_instruction_sets() {
+        let mut state = 3u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        for trial in 0..300 {
+            let h = 8 + (next() % 1000) as usize;
+            let k = 1 + (next() as usize % (h / 8).clamp(1, HEAP_MAX_K));
+            let row: [f32; 1024] = core::array::from_fn(|_| match next() % 20 {
+                0 if trial % 4 == 0 => f32::NAN,
+                1 if trial % 7 == 0 => -f32::NAN,
+                2 => -0.0,
+                3 => 0.0,
+                4 => 1.0,
+                _ => (next() % 4000) as f32 / 1000.0 - 2.0,
+            });
+            let row = &row[..h];
+            let mut want = [0u32; 1024];
+            let c = bound_and_candidates::<64, 8>(row, k, &mut want, &[]);
+            assert!(c >= k, "trial {trial}: {c} candidates for k = {k}");
+            let mut got = [0u32; 1024];
+            if x86::avx2().is_some() {
+                // SAFETY: AVX2 was detected.
+                let c2 = unsafe { bound_and_candidates_avx2(row, k, &mut got, row) };
+                // A different group count may give a different (valid) bound: the
+                // candidates are a superset of the kept set either way; compare the
+                // kept sets through the packed selection.
+                assert_eq!(
+                    top(row, &got[..c2], k),
+                    top(row, &want[..c], k),
+                    "avx2 {trial}"
+                );
+            }
+            if x86::avx512().is_some() {
+                // SAFETY: AVX-512F was detected.
+                let c2 = unsafe { bound_and_candidates_avx512(row, k, &mut got, row) };
+                assert_eq!(
+                    top(row, &got[..c2], k),
+                    top(row, &want[..c], k),
+                    "avx512 {trial}"
+                );
+            }
+        }
+    }
+
+    /// The kept set among candidates `cand`, as sorted packed keys.
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    fn top(row: &[f32], cand: &[u32], k: usize) -> [u64; HEAP_MAX_K] {
+        let mut p = [0u64; 1024];
+        for (q, &j) in p.iter_mut().zip(cand) {
+            *q = packed(row[j as usize], j as usize);
+        }
+        let p = &mut p[..cand.len()];
+        p.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = [0u64; HEAP_MAX_K];
+        out[..k].copy_from_slice(&p[..k]);
+        out
     }
 
     /// A group made only of negative NaNs (the smallest values in the total order)
@@ -363,7 +705,7 @@ mod tests {
         }
         let mut sel = [0.0f32; 64];
         let mut got = row;
-        topk_relu_small(&mut got, 4, &mut sel);
+        topk_relu_small(&mut got, 4, &mut sel, &[]);
         let kept: usize = got.iter().filter(|&&v| v != 0.0).count();
         assert_eq!(kept, 4);
         assert!(got.iter().all(|&v| v == 0.0 || v == 3.5), "{got:?}");

@@ -31,18 +31,25 @@
 //! The gradients are read-only: steps 1–2 are applied on the fly, never written back.
 //!
 //! ## Transactional updates
-//! Every update first computes all new values without writing anything and checks that
-//! they are finite; only then does a second pass write them. So on `Err` the parameters
-//! and the optimizer state are bit-for-bit unchanged.
+//! Every update first establishes that all new values are finite without writing
+//! anything; only then does a second pass write them. So on `Err` the parameters and the
+//! optimizer state are bit-for-bit unchanged. For Adam the first pass is one read sweep
+//! per tensor (gradient finiteness, the clipping norm, and the maxima of `|p|`, `|g|`,
+//! `|m|` and `v`) whose maxima usually prove every new value finite by a bound with room
+//! for rounding; when they do not (huge or non-finite values), every new value is
+//! computed and checked exactly, as for the other rules. Either way the verdict and the
+//! written bits are the same.
 
 mod schedule;
 
 pub use schedule::{Decay, L1Warmup, LrSchedule};
 
 use crate::error::{Error, Result, check_finite};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::isa::{Kernel, selected, x86};
 use crate::kernels::vector;
 use crate::model::Dims;
-use crate::model::tensors::{Role, TensorMut, TensorRef};
+use crate::model::tensors::{MAX_TENSORS, Role, TensorMut, TensorRef};
 
 /// Adam's hyper-parameters (Kingma & Ba 2015, as PyTorch's `torch.optim.Adam`).
 ///
@@ -342,7 +349,8 @@ impl<'a> Optim<'a> {
         }
     }
 
-    /// Check the tensor lists against each other and this optimizer.
+    /// Check the tensor lists' lengths against each other and this optimizer (the
+    /// gradients' finiteness is checked by the read sweep of [`Optim::step`]).
     fn check(&self, params: &[TensorMut<'_>], grads: &[TensorRef<'_>]) -> Result<()> {
         if grads.len() != params.len() {
             return Err(Error::Dimension {
@@ -360,13 +368,6 @@ impl<'a> Optim<'a> {
             total = total.saturating_add(p.data.len());
         }
         crate::error::check_len("params", total, self.params)?;
-        for g in grads {
-            if !vector::all_finite(g.data) {
-                return Err(Error::NonFinite {
-                    arg: grad_arg(g.name),
-                });
-            }
-        }
         Ok(())
     }
 
@@ -375,28 +376,78 @@ impl<'a> Optim<'a> {
         self.config.unit_norm_decoder && role.is_decoder()
     }
 
-    /// The clipping factor (1 without clipping or below the limit).
-    fn clip_scale(&self, params: &[TensorMut<'_>], grads: &[TensorRef<'_>]) -> f32 {
-        let Some(c) = self.config.max_grad_norm else {
-            return 1.0;
-        };
+    /// The read sweep before an update: checks that every gradient is finite (the first
+    /// non-finite one, in tensor order, is the error), computes the clipping factor (1
+    /// without clipping or below the limit), and for Adam bounds the new values of the
+    /// unconstrained tensors from the maxima of `|p|`, `|g|`, `|m|` and `v` (bit `i` of
+    /// the returned mask, for the first [`MAX_TENSORS`] tensors: tensor `i`'s update is
+    /// proven finite, so its exact check can be skipped; see [`adam_proven`]). One pass over `p`, `g`, `m`, `v` per Adam tensor.
+    fn read_sweep(
+        &self,
+        coef: Coef,
+        params: &[TensorMut<'_>],
+        grads: &[TensorRef<'_>],
+    ) -> Result<(f32, u64)> {
         let d = self.dims.d;
+        let (s1, s2) = if coef.kind == ADAM {
+            self.state.split_at(self.params)
+        } else {
+            (&[][..], &[][..])
+        };
         let mut sq = 0.0f64;
-        for (p, g) in params.iter().zip(grads) {
-            if self.constrained(p.role) {
-                for (gr, wr) in g.data.chunks_exact(d).zip(p.data.chunks_exact(d)) {
-                    let k = parallel_coef(gr, wr);
-                    for (&gv, &wv) in gr.iter().zip(wr) {
-                        let e = f64::from(gv - k * wv);
-                        sq += e * e;
-                    }
+        let mut sweeps = [Sweep::default(); MAX_TENSORS];
+        let mut off = 0;
+        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            let len = p.data.len();
+            if coef.kind == ADAM && !self.constrained(p.role) {
+                let sw = sweep_selected(p.data, g.data, sub(s1, off, len), sub(s2, off, len));
+                if sw.g >= F32_INF_BITS {
+                    return Err(Error::NonFinite {
+                        arg: grad_arg(g.name),
+                    });
+                }
+                sq += sw.sq;
+                if let Some(slot) = sweeps.get_mut(i) {
+                    *slot = sw;
                 }
             } else {
-                sq += sum_sq_f64(g.data);
+                if !vector::all_finite(g.data) {
+                    return Err(Error::NonFinite {
+                        arg: grad_arg(g.name),
+                    });
+                }
+                if self.config.max_grad_norm.is_some() {
+                    if self.constrained(p.role) {
+                        for (gr, wr) in g.data.chunks_exact(d).zip(p.data.chunks_exact(d)) {
+                            let k = parallel_coef(gr, wr);
+                            for (&gv, &wv) in gr.iter().zip(wr) {
+                                let e = f64::from(gv - k * wv);
+                                sq += e * e;
+                            }
+                        }
+                    } else {
+                        sq += sum_sq_f64(g.data);
+                    }
+                }
+            }
+            off += len;
+        }
+        let scale = match self.config.max_grad_norm {
+            Some(c) => {
+                let f = f64::from(c) / (libm::sqrt(sq) + 1e-6);
+                if f < 1.0 { f as f32 } else { 1.0 }
+            }
+            None => 1.0,
+        };
+        let mut proven = 0u64;
+        if coef.kind == ADAM {
+            for ((i, p), &sw) in params.iter().enumerate().zip(&sweeps) {
+                if !self.constrained(p.role) && adam_proven(coef, sw) {
+                    proven |= 1 << i;
+                }
             }
         }
-        let coef = f64::from(c) / (libm::sqrt(sq) + 1e-6);
-        if coef < 1.0 { coef as f32 } else { 1.0 }
+        Ok((scale, proven))
     }
 
     /// Apply one update with learning rate `lr` (finite, `≥ 0`) to `params`, whose
@@ -429,7 +480,7 @@ impl<'a> Optim<'a> {
         }
         self.check(params, grads)?;
         let coef = self.coef(lr);
-        let scale = self.clip_scale(params, grads);
+        let (scale, proven) = self.read_sweep(coef, params, grads)?;
         let d = self.dims.d;
         let p_len = self.params;
         let (s1, s2) = match coef.kind {
@@ -439,7 +490,7 @@ impl<'a> Optim<'a> {
         };
         // Pass 1: compute, check, write nothing.
         let mut off = 0;
-        for (p, g) in params.iter().zip(grads) {
+        for (ti, (p, g)) in params.iter().zip(grads).enumerate() {
             let len = p.data.len();
             let (t1, t2) = (sub(s1, off, len), sub(s2, off, len));
             if self.config.unit_norm_decoder && p.role.is_decoder() {
@@ -462,7 +513,10 @@ impl<'a> Optim<'a> {
                         return Err(Error::NonFiniteStep { arg: "params" });
                     }
                 }
-            } else if coef.kind == ADAM && !adam_finite(coef, scale, p.data, g.data, t1, t2) {
+            } else if coef.kind == ADAM
+                && (ti >= MAX_TENSORS || proven & (1 << ti) == 0)
+                && !adam_finite_selected(coef, scale, p.data, g.data, t1, t2)
+            {
                 // Name the first offending value as the element-wise check does.
                 for i in 0..len {
                     let (np, n1, n2) =
@@ -509,7 +563,7 @@ impl<'a> Optim<'a> {
                     }
                 }
             } else if coef.kind == ADAM {
-                adam_write(coef, scale, p.data, g.data, t1, t2);
+                adam_write_selected(coef, scale, p.data, g.data, t1, t2);
             } else {
                 for i in 0..len {
                     let (np, n1, n2) =
@@ -606,6 +660,7 @@ fn adam(c: Coef, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
 /// Whether Adam's update of a whole tensor (gradients `g·scale`, moments `m`, `v`)
 /// keeps every new parameter and moment finite. Branch-free over the elements (an OR
 /// of the per-element verdicts, no early exit), so it vectorizes.
+#[inline(always)]
 fn adam_finite(c: Coef, scale: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
     let mut bad = 0u32;
     for (((&p, &g), &m), &v) in p.iter().zip(g).zip(m).zip(v) {
@@ -616,10 +671,204 @@ fn adam_finite(c: Coef, scale: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) 
 }
 
 /// Adam's update of a whole tensor, written (after [`adam_finite`] passed).
+#[inline(always)]
 fn adam_write(c: Coef, scale: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         (*p, *m, *v) = adam(c, *p, g * scale, *m, *v);
     }
+}
+
+/// The bits of `f32::INFINITY`: an `|x|` bit pattern at or above it is not finite.
+const F32_INF_BITS: u32 = 0x7F80_0000;
+
+/// What the read sweep learns about one Adam tensor: its gradient's `Σ g²` (`f64`, the
+/// order of [`sum_sq_f64`]) and the largest bit patterns of `|g|`, `|p|`, `|m|` and of
+/// `v` itself (the sign bit included, so a negative or `−0.0` second moment reads as
+/// huge). For finite non-negative values the bit order is the value order.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sweep {
+    sq: f64,
+    g: u32,
+    p: u32,
+    m: u32,
+    v: u32,
+}
+
+/// One pass over a tensor's `p`, `g` and Adam moments `m`, `v` (equal lengths):
+/// [`Sweep`]. Each array is read by its own branch-free loop (8 lanes for `g`, a
+/// plain integer maximum for the others), so each vectorizes.
+#[inline(always)]
+fn sweep(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
+    const ABS: u32 = 0x7FFF_FFFF;
+    let mut acc = [0.0f64; 8];
+    let mut gm = [0u32; 8];
+    let chunks = g.chunks_exact(8);
+    let tail = chunks.remainder();
+    for gc in chunks {
+        for l in 0..8 {
+            acc[l] += f64::from(gc[l]) * f64::from(gc[l]);
+            gm[l] = gm[l].max(gc[l].to_bits() & ABS);
+        }
+    }
+    let mut sq = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    let mut gmax = gm.into_iter().max().unwrap_or(0);
+    for &x in tail {
+        sq += f64::from(x) * f64::from(x);
+        gmax = gmax.max(x.to_bits() & ABS);
+    }
+    let max_bits = |x: &[f32], mask: u32| x.iter().fold(0u32, |a, &b| a.max(b.to_bits() & mask));
+    Sweep {
+        sq,
+        g: gmax,
+        p: max_bits(p, ABS),
+        m: max_bits(m, ABS),
+        v: max_bits(v, u32::MAX),
+    }
+}
+
+/// Whether the maxima of a [`Sweep`] prove every new value of Adam's update finite
+/// (gradients scaled by a clipping factor `≤ 1`), so that the exact check may be
+/// skipped. Each step of [`adam`] is bounded with room for its rounding:
+/// `|m'| ≤ (M + G)(1 + 2⁻²²)`, `0 ≤ v' ≤ (V + G²)(1 + 2⁻²²)`, `denom ≥ ε` (so
+/// `|m'/denom| ≤ Q = 1.001·(M + G)/ε`), `|p'| ≤ 1.001·(P + lr·Q)`; with `G ≤ 10¹⁸`,
+/// `M, V ≤ 10³⁷` and `Q, P + lr·Q ≤ 10³⁸` all stay below `f32::MAX`. Anything else
+/// (a non-finite or negative input, huge values) is not proven, and the exact check
+/// decides.
+fn adam_proven(c: Coef, s: Sweep) -> bool {
+    if s.g >= F32_INF_BITS || s.p >= F32_INF_BITS || s.m >= F32_INF_BITS {
+        return false;
+    }
+    // Sign bit set (a negative or −0.0 moment) or not finite.
+    if s.v >= F32_INF_BITS || !c.lr.is_finite() || c.eps.is_nan() || c.eps <= 0.0 {
+        return false;
+    }
+    let f = |b: u32| f64::from(f32::from_bits(b));
+    let (g, p, m, v) = (f(s.g), f(s.p), f(s.m), f(s.v));
+    let q = 1.001 * (m + g) / f64::from(c.eps);
+    g <= 1e18 && m <= 1e37 && v <= 1e37 && q <= 1e38 && p + f64::from(c.lr) * q * 1.001 <= 1e38
+}
+
+/// [`sweep`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn sweep_avx2(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
+    sweep(p, g, m, v)
+}
+
+/// [`sweep`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sweep_avx512(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
+    sweep(p, g, m, v)
+}
+
+/// [`sweep`] on the selected instruction set (the
+/// same operations in the same order on each, so the same result).
+fn sweep_selected(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
+    #[cfg(target_arch = "x86_64")]
+    match selected() {
+        Kernel::Avx512 if x86::avx512().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX-512F is there.
+            return unsafe { sweep_avx512(p, g, m, v) };
+        }
+        Kernel::Avx2 if x86::avx2().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX2 is there.
+            return unsafe { sweep_avx2(p, g, m, v) };
+        }
+        _ => {}
+    }
+    sweep(p, g, m, v)
+}
+
+/// [`adam_finite`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_finite_avx2(c: Coef, s: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
+    adam_finite(c, s, p, g, m, v)
+}
+
+/// [`adam_finite`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn adam_finite_avx512(c: Coef, s: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
+    adam_finite(c, s, p, g, m, v)
+}
+
+/// [`adam_finite`] on the selected instruction set (IEEE operations without
+/// contraction: the same values on each).
+fn adam_finite_selected(c: Coef, s: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    match selected() {
+        Kernel::Avx512 if x86::avx512().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX-512F is there.
+            return unsafe { adam_finite_avx512(c, s, p, g, m, v) };
+        }
+        Kernel::Avx2 if x86::avx2().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX2 is there.
+            return unsafe { adam_finite_avx2(c, s, p, g, m, v) };
+        }
+        _ => {}
+    }
+    adam_finite(c, s, p, g, m, v)
+}
+
+/// [`adam_write`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adam_write_avx2(c: Coef, s: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    adam_write(c, s, p, g, m, v);
+}
+
+/// [`adam_write`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn adam_write_avx512(
+    c: Coef,
+    s: f32,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    adam_write(c, s, p, g, m, v);
+}
+
+/// [`adam_write`] on the selected instruction set (IEEE operations without
+/// contraction: the same bits on each).
+fn adam_write_selected(c: Coef, s: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    match selected() {
+        Kernel::Avx512 if x86::avx512().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX-512F is there.
+            unsafe { adam_write_avx512(c, s, p, g, m, v) };
+            return;
+        }
+        Kernel::Avx2 if x86::avx2().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX2 is there.
+            unsafe { adam_write_avx2(c, s, p, g, m, v) };
+            return;
+        }
+        _ => {}
+    }
+    adam_write(c, s, p, g, m, v);
 }
 
 /// New (param, state1, state2) for one element.
@@ -632,5 +881,257 @@ fn update(c: Coef, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
             (p - c.lr * v, v, 0.0)
         }
         _ => adam(c, p, g, s1, s2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as u32
+        }
+        fn unit(&mut self) -> f32 {
+            (self.next() % 20001) as f32 / 10000.0 - 1.0
+        }
+    }
+
+    /// The step by definition: the clipping factor from the global `f64` norm, then
+    /// every element through [`update`], checked, written only if all are finite.
+    fn reference(
+        c: Coef,
+        max_norm: Option<f32>,
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) -> Result<()> {
+        if !g.iter().all(|x| x.is_finite()) {
+            return Err(Error::NonFinite { arg: "grads" });
+        }
+        let scale = match max_norm {
+            Some(cn) => {
+                let f = f64::from(cn) / (libm::sqrt(sum_sq_f64(g)) + 1e-6);
+                if f < 1.0 { f as f32 } else { 1.0 }
+            }
+            None => 1.0,
+        };
+        for i in 0..p.len() {
+            let (np, n1, n2) = update(c, p[i], g[i] * scale, m[i], v[i]);
+            check_new(np, n1, n2)?;
+        }
+        for i in 0..p.len() {
+            (p[i], m[i], v[i]) = update(c, p[i], g[i] * scale, m[i], v[i]);
+        }
+        Ok(())
+    }
+
+    /// Adam's step (one bias tensor, so any length) against [`reference`], bit for bit,
+    /// on ordinary values and on states where the read sweep's bound fails (huge or
+    /// negative moments, parameters near `f32::MAX`, tiny ε): the exact check then
+    /// decides, with the same verdict and, on `Err`, nothing written.
+    #[test]
+    fn adam_step_matches_the_definition() {
+        let mut rng = Lcg(5);
+        let trials = if cfg!(miri) { 6 } else { 120 };
+        for trial in 0..trials {
+            let len = 1 + (rng.next() % 700) as usize;
+            let dims = Dims::new(1, len).unwrap();
+            let mut p: [f32; 700] = core::array::from_fn(|_| rng.unit());
+            let g: [f32; 700] = core::array::from_fn(|_| rng.unit() * 0.1);
+            let mut state = [0.0f32; 1400];
+            for s in state[..len].iter_mut() {
+                *s = rng.unit() * 0.01;
+            }
+            for s in state[700..700 + len].iter_mut() {
+                *s = rng.unit().abs() * 1e-4;
+            }
+            let adam = Adam {
+                eps: if trial % 11 == 3 { 1e-38 } else { 1e-8 },
+                ..Adam::default()
+            };
+            let j = (rng.next() as usize) % len;
+            match trial % 7 {
+                1 => p[j] = f32::MAX * 0.999_999, // may or may not overflow
+                2 => state[j] = 3e38,             // huge first moment
+                3 => state[700 + j] = -1e-3,      // negative second moment: NaN
+                4 => state[700 + j] = 3e38,       // huge second moment
+                5 => p[j] = f32::NAN,             // non-finite parameter
+                _ => {}
+            }
+            let clip = (trial % 2 == 0).then_some(0.5f32);
+            let config = OptimConfig {
+                rule: Optimizer::Adam(adam),
+                max_grad_norm: clip,
+                unit_norm_decoder: false,
+            };
+            let steps = u64::from(rng.next() % 5);
+            let lr = if trial % 13 == 0 { 1e30 } else { 1e-3 };
+            // The reference on copies.
+            let (mut rp, mut rm, mut rv) = (p, [0.0f32; 700], [0.0f32; 700]);
+            rm[..len].copy_from_slice(&state[..len]);
+            rv[..len].copy_from_slice(&state[700..700 + len]);
+            let mut st = [0.0f32; 1400];
+            st[..len].copy_from_slice(&state[..len]);
+            st[len..2 * len].copy_from_slice(&state[700..700 + len]);
+            let mut o = Optim::new(config, dims, len, &mut st[..2 * len], steps).unwrap();
+            let c = o.coef(lr);
+            let want = reference(
+                c,
+                clip,
+                &mut rp[..len],
+                &g[..len],
+                &mut rm[..len],
+                &mut rv[..len],
+            );
+            let before = p;
+            let mut params = [TensorMut {
+                name: "b_enc",
+                role: Role::EncoderBias,
+                data: &mut p[..len],
+            }];
+            let grads = [TensorRef {
+                name: "b_enc",
+                role: Role::EncoderBias,
+                data: &g[..len],
+            }];
+            let got = o.step(&mut params, &grads, lr);
+            assert_eq!(
+                got.is_ok(),
+                want.is_ok(),
+                "trial {trial}: {got:?} vs {want:?}"
+            );
+            if let (Err(a), Err(b)) = (&got, &want) {
+                assert_eq!(a, b, "trial {trial}");
+            }
+            for i in 0..len {
+                assert_eq!(p[i].to_bits(), rp[i].to_bits(), "trial {trial} p[{i}]");
+                assert_eq!(st[i].to_bits(), rm[i].to_bits(), "trial {trial} m[{i}]");
+                assert_eq!(
+                    st[len + i].to_bits(),
+                    rv[i].to_bits(),
+                    "trial {trial} v[{i}]"
+                );
+                if got.is_err() {
+                    assert_eq!(p[i].to_bits(), before[i].to_bits(), "trial {trial}");
+                }
+            }
+        }
+    }
+
+    /// The sweeps compiled for each x86 instruction set the CPU has give the portable
+    /// build's results, bit for bit (reaches every `unsafe` call whatever
+    /// `SAE_KERNEL` says).
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[test]
+    fn sweeps_agree_across_instruction_sets() {
+        let mut rng = Lcg(2);
+        let len = 203;
+        let p: [f32; 203] = core::array::from_fn(|_| rng.unit());
+        let g: [f32; 203] = core::array::from_fn(|_| rng.unit() * 0.3);
+        let m0: [f32; 203] = core::array::from_fn(|_| rng.unit() * 0.1);
+        let v0: [f32; 203] = core::array::from_fn(|_| rng.unit().abs() * 0.01);
+        let mut st = [0.0f32; 2];
+        let o = Optim::new(
+            Optimizer::default(),
+            Dims::new(1, 1).unwrap(),
+            1,
+            &mut st,
+            3,
+        );
+        let c = o.unwrap().coef(1e-2);
+        let key = |s: Sweep| (s.sq.to_bits(), s.g, s.p, s.m, s.v);
+        let want_sweep = key(sweep(&p, &g, &m0, &v0));
+        let want_ok = adam_finite(c, 0.7, &p, &g, &m0, &v0);
+        let (mut wp, mut wm, mut wv) = (p, m0, v0);
+        adam_write(c, 0.7, &mut wp, &g, &mut wm, &mut wv);
+        for isa in 0..2 {
+            if (isa == 0 && x86::avx2().is_none()) || (isa == 1 && x86::avx512().is_none()) {
+                continue;
+            }
+            let (mut q, mut m, mut v) = (p, m0, v0);
+            // SAFETY: each variant only runs when its instruction set was detected.
+            let (sw, ok) = unsafe {
+                if isa == 0 {
+                    let r = (
+                        sweep_avx2(&p, &g, &m0, &v0),
+                        adam_finite_avx2(c, 0.7, &p, &g, &m0, &v0),
+                    );
+                    adam_write_avx2(c, 0.7, &mut q, &g, &mut m, &mut v);
+                    r
+                } else {
+                    let r = (
+                        sweep_avx512(&p, &g, &m0, &v0),
+                        adam_finite_avx512(c, 0.7, &p, &g, &m0, &v0),
+                    );
+                    adam_write_avx512(c, 0.7, &mut q, &g, &mut m, &mut v);
+                    r
+                }
+            };
+            assert_eq!(key(sw), want_sweep, "isa {isa}");
+            assert_eq!(ok, want_ok, "isa {isa}");
+            for i in 0..len {
+                assert_eq!(q[i].to_bits(), wp[i].to_bits(), "isa {isa} p[{i}]");
+                assert_eq!(m[i].to_bits(), wm[i].to_bits(), "isa {isa} m[{i}]");
+                assert_eq!(v[i].to_bits(), wv[i].to_bits(), "isa {isa} v[{i}]");
+            }
+        }
+        assert!(want_ok);
+        assert_eq!(want_sweep.0, sum_sq_f64(&g).to_bits());
+    }
+
+    /// Whenever [`adam_proven`] accepts a sweep, every update within its maxima is
+    /// finite: extreme corners (each input at its maximum, with either sign, the
+    /// gradient at ±G) for random maxima spread over the whole exponent range.
+    #[test]
+    fn adam_bound_is_sound() {
+        let mut rng = Lcg(9);
+        let trials = if cfg!(miri) { 200 } else { 200_000 };
+        let mut accepted = 0;
+        for _ in 0..trials {
+            let mag = |r: &mut Lcg| f32::from_bits(r.next() % 0x7F80_0000);
+            let (p, g, m, v) = (mag(&mut rng), mag(&mut rng), mag(&mut rng), mag(&mut rng));
+            let hp = Adam {
+                eps: mag(&mut rng).max(f32::MIN_POSITIVE * 0.5),
+                ..Adam::default()
+            };
+            let lr = mag(&mut rng);
+            let sweep = Sweep {
+                sq: 0.0,
+                g: g.to_bits(),
+                p: p.to_bits(),
+                m: m.to_bits(),
+                v: v.to_bits(),
+            };
+            let mut st = [0.0f32; 2];
+            let o = Optim::new(Optimizer::Adam(hp), Dims::new(1, 1).unwrap(), 1, &mut st, 0);
+            let c = o.unwrap().coef(lr);
+            if !adam_proven(c, sweep) {
+                continue;
+            }
+            accepted += 1;
+            for sp in [p, -p] {
+                for sg in [g, -g] {
+                    for sm in [m, -m] {
+                        for sv in [v, 0.0] {
+                            let (np, n1, n2) = adam(c, sp, sg, sm, sv);
+                            assert!(
+                                np.is_finite() && n1.is_finite() && n2.is_finite(),
+                                "{sp} {sg} {sm} {sv} {lr} {}",
+                                hp.eps
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(accepted > trials / 20, "{accepted} accepted");
     }
 }

@@ -24,6 +24,8 @@
 //! The AuxK loss then uses the effective (rescaled) pre-activations, as SAELens does.
 
 use crate::error::{Error, Result, check_len};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::isa::{Kernel, selected, x86};
 use crate::kernels::vector;
 use crate::model::tensors::{Tensors, TensorsMut};
 use crate::model::{
@@ -259,11 +261,18 @@ pub fn grad_tensors(arch: Arch, dims: Dims, grads: &[f32]) -> Result<Tensors<'_>
 }
 
 /// Fill the effective parameters of rescaling: `eff` = `[W_enc' | b_enc' | W_dec']`
-/// (`2hd + h`), `norms` (`h`).
-fn effective_params(p: &Params<'_>, eff: &mut [f32], norms: &mut [f32]) {
-    let Dims { d, h } = p.dims();
-    let t = p.tensors();
-    let (w_enc, b_enc, w_dec) = (t[0].data, t[1].data, t[2].data);
+/// (`2hd + h`), `norms` (`h`). One sweep per matrix: each decoder row is scaled while
+/// it is still in cache from its norm; each encoder row is scaled by the norms.
+#[inline(always)]
+fn effective_params_impl(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    w_dec: &[f32],
+    d: usize,
+    h: usize,
+    eff: &mut [f32],
+    norms: &mut [f32],
+) {
     let (we, rest) = eff.split_at_mut(d * h);
     let (be, wd) = rest.split_at_mut(h);
     for ((n, row), out) in norms
@@ -285,6 +294,68 @@ fn effective_params(p: &Params<'_>, eff: &mut [f32], norms: &mut [f32]) {
     for ((o, &v), &n) in be.iter_mut().zip(b_enc).zip(norms.iter()) {
         *o = v * n;
     }
+}
+
+/// [`effective_params_impl`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn effective_params_avx512(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    w_dec: &[f32],
+    d: usize,
+    h: usize,
+    eff: &mut [f32],
+    norms: &mut [f32],
+) {
+    effective_params_impl(w_enc, b_enc, w_dec, d, h, eff, norms);
+}
+
+/// [`effective_params_impl`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn effective_params_avx2(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    w_dec: &[f32],
+    d: usize,
+    h: usize,
+    eff: &mut [f32],
+    norms: &mut [f32],
+) {
+    effective_params_impl(w_enc, b_enc, w_dec, d, h, eff, norms);
+}
+
+/// Fill the effective parameters of rescaling: `eff` = `[W_enc' | b_enc' | W_dec']`
+/// (`2hd + h`), `norms` (`h`), on the selected instruction set (products and the
+/// norm's `sum_sq` are the same operations on each, so the same bits).
+fn effective_params(p: &Params<'_>, eff: &mut [f32], norms: &mut [f32]) {
+    let Dims { d, h } = p.dims();
+    let t = p.tensors();
+    let (w_enc, b_enc, w_dec) = (t[0].data, t[1].data, t[2].data);
+    #[cfg(target_arch = "x86_64")]
+    match selected() {
+        Kernel::Avx512 if x86::avx512().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX-512F is there.
+            unsafe { effective_params_avx512(w_enc, b_enc, w_dec, d, h, eff, norms) };
+            return;
+        }
+        Kernel::Avx2 if x86::avx2().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX2 is there.
+            unsafe { effective_params_avx2(w_enc, b_enc, w_dec, d, h, eff, norms) };
+            return;
+        }
+        _ => {}
+    }
+    effective_params_impl(w_enc, b_enc, w_dec, d, h, eff, norms);
 }
 
 /// The effective model of rescaling in `eff` (`2hd + 3h`; the last `h` are left free
@@ -309,29 +380,44 @@ pub(crate) fn effective<'e>(
 
 /// Map effective-parameter gradients (flat, untied layout) back to the raw parameters,
 /// in place (module docs). `nr`: the norms (`h`) then room for the sums (`h`).
-fn unscale_grads(p: &Params<'_>, nr: &mut [f32], g: &mut [f32]) {
-    let Dims { d, h } = p.dims();
-    let t = p.tensors();
-    let (w_enc, b_enc, w_dec) = (t[0].data, t[1].data, t[2].data);
+///
+/// One sweep per matrix: each row of `g'W_enc` adds its products with `W_enc` to the
+/// sums `s` and is scaled by the norms in the same visit; each decoder row is then
+/// mapped with its `s_i`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn unscale_grads_impl(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    w_dec: &[f32],
+    d: usize,
+    h: usize,
+    nr: &mut [f32],
+    g: &mut [f32],
+) {
     let (norms, s) = nr.split_at_mut(h);
     let (gwe, rest) = g.split_at_mut(d * h);
     let (gbe, rest) = rest.split_at_mut(h);
     let gwd = &mut rest[..d * h];
-    for ((si, &gb), &b) in s.iter_mut().zip(gbe.iter()).zip(b_enc) {
-        *si = gb * b;
+    for (((si, gb), &b), &n) in s
+        .iter_mut()
+        .zip(gbe.iter_mut())
+        .zip(b_enc)
+        .zip(norms.iter())
+    {
+        *si = *gb * b;
+        *gb *= n;
     }
-    for (grow, wrow) in gwe.chunks_exact(h).zip(w_enc.chunks_exact(h)) {
-        for ((si, &gv), &wv) in s.iter_mut().zip(grow).zip(wrow) {
-            *si += gv * wv;
-        }
-    }
-    for grow in gwe.chunks_exact_mut(h) {
-        for (gv, &n) in grow.iter_mut().zip(norms.iter()) {
+    for (grow, wrow) in gwe.chunks_exact_mut(h).zip(w_enc.chunks_exact(h)) {
+        for (((si, gv), &wv), &n) in s
+            .iter_mut()
+            .zip(grow.iter_mut())
+            .zip(wrow)
+            .zip(norms.iter())
+        {
+            *si += *gv * wv;
             *gv *= n;
         }
-    }
-    for (gv, &n) in gbe.iter_mut().zip(norms.iter()) {
-        *gv *= n;
     }
     for (((grow, wrow), &n), &si) in gwd
         .chunks_exact_mut(d)
@@ -351,6 +437,67 @@ fn unscale_grads(p: &Params<'_>, nr: &mut [f32], g: &mut [f32]) {
             grow.fill(0.0);
         }
     }
+}
+
+/// [`unscale_grads_impl`] compiled for AVX-512F.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn unscale_grads_avx512(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    w_dec: &[f32],
+    d: usize,
+    h: usize,
+    nr: &mut [f32],
+    g: &mut [f32],
+) {
+    unscale_grads_impl(w_enc, b_enc, w_dec, d, h, nr, g);
+}
+
+/// [`unscale_grads_impl`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn unscale_grads_avx2(
+    w_enc: &[f32],
+    b_enc: &[f32],
+    w_dec: &[f32],
+    d: usize,
+    h: usize,
+    nr: &mut [f32],
+    g: &mut [f32],
+) {
+    unscale_grads_impl(w_enc, b_enc, w_dec, d, h, nr, g);
+}
+
+/// [`unscale_grads_impl`] on the selected instruction set (the same operations in the
+/// same order on each; `vector::dot` is the crate's one fixed-order dot).
+fn unscale_grads(p: &Params<'_>, nr: &mut [f32], g: &mut [f32]) {
+    let Dims { d, h } = p.dims();
+    let t = p.tensors();
+    let (w_enc, b_enc, w_dec) = (t[0].data, t[1].data, t[2].data);
+    #[cfg(target_arch = "x86_64")]
+    match selected() {
+        Kernel::Avx512 if x86::avx512().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX-512F is there.
+            unsafe { unscale_grads_avx512(w_enc, b_enc, w_dec, d, h, nr, g) };
+            return;
+        }
+        Kernel::Avx2 if x86::avx2().is_some() => {
+            // SAFETY: the token's constructor returned Some: AVX2 is there.
+            unsafe { unscale_grads_avx2(w_enc, b_enc, w_dec, d, h, nr, g) };
+            return;
+        }
+        _ => {}
+    }
+    unscale_grads_impl(w_enc, b_enc, w_dec, d, h, nr, g);
 }
 
 /// The loss and gradients of `model` on `x` (`n×d`) with sparsity coefficient
@@ -411,4 +558,70 @@ pub fn loss_and_grad(
         unscale_grads(&model.params, nr, grads);
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rescaling sweeps compiled for each x86 instruction set the CPU has give the
+    /// portable build's bits (reaches every `unsafe` call whatever `SAE_KERNEL` says).
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    #[test]
+    fn rescaling_sweeps_agree_across_instruction_sets() {
+        let (d, h) = (13usize, 37usize);
+        let mut state = 1u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % 2001) as f32 / 1000.0 - 1.0
+        };
+        let w_enc: [f32; 13 * 37] = core::array::from_fn(|_| next());
+        let b_enc: [f32; 37] = core::array::from_fn(|_| next());
+        let mut w_dec: [f32; 13 * 37] = core::array::from_fn(|_| next());
+        w_dec[5 * d..6 * d].fill(0.0); // a zero row
+        let g0: [f32; 2 * 13 * 37 + 37] = core::array::from_fn(|_| next());
+        type Eff = ([f32; 2 * 13 * 37 + 37], [f32; 74], [f32; 2 * 13 * 37 + 37]);
+        let run = |which: u8| -> Eff {
+            let (mut eff, mut nr, mut g) = ([0.0f32; 2 * 13 * 37 + 37], [0.0f32; 74], g0);
+            let (norms, _) = nr.split_at_mut(h);
+            match which {
+                0 => effective_params_impl(&w_enc, &b_enc, &w_dec, d, h, &mut eff, norms),
+                // SAFETY: only called below when AVX2 was detected.
+                1 => unsafe {
+                    effective_params_avx2(&w_enc, &b_enc, &w_dec, d, h, &mut eff, norms)
+                },
+                // SAFETY: only called below when AVX-512F was detected.
+                _ => unsafe {
+                    effective_params_avx512(&w_enc, &b_enc, &w_dec, d, h, &mut eff, norms)
+                },
+            }
+            match which {
+                0 => unscale_grads_impl(&w_enc, &b_enc, &w_dec, d, h, &mut nr, &mut g),
+                // SAFETY: only called below when AVX2 was detected.
+                1 => unsafe { unscale_grads_avx2(&w_enc, &b_enc, &w_dec, d, h, &mut nr, &mut g) },
+                // SAFETY: only called below when AVX-512F was detected.
+                _ => unsafe { unscale_grads_avx512(&w_enc, &b_enc, &w_dec, d, h, &mut nr, &mut g) },
+            }
+            (eff, nr, g)
+        };
+        let bits = |e: &Eff| {
+            let mut v = [0u32; 2 * (2 * 13 * 37 + 37) + 74];
+            for (o, x) in v.iter_mut().zip(e.0.iter().chain(&e.1).chain(&e.2)) {
+                *o = x.to_bits();
+            }
+            v
+        };
+        let want = run(0);
+        // The zero decoder row: norm 0, its gradient row 0.
+        assert_eq!(want.1[5], 0.0);
+        assert!(want.2[d * h + h + 5 * d..][..d].iter().all(|&v| v == 0.0));
+        if x86::avx2().is_some() {
+            assert_eq!(bits(&run(1)), bits(&want), "avx2");
+        }
+        if x86::avx512().is_some() {
+            assert_eq!(bits(&run(2)), bits(&want), "avx512");
+        }
+    }
 }
