@@ -1,0 +1,317 @@
+//! The element-wise passes of a row block (masks, residuals, bias sums, per-row loss
+//! terms), split across threads with the `parallel` feature.
+//!
+//! Every split keeps the single-threaded result bit for bit: element-wise passes are
+//! cut by rows (each element computed by the same operation), per-row reductions are
+//! computed row by row into per-row values and summed afterwards in row order on the
+//! calling thread, and the bias sums `Σ_rows` are cut by columns (each column still
+//! sums its rows in order). Without the feature, or below [`MIN_SPLIT`] elements, or
+//! with a pool of one thread, everything runs on the calling thread.
+//!
+//! The halves run under `rayon::join` (work stealing): when the other thread is busy
+//! elsewhere (an oversubscribed machine), the calling thread runs the second half
+//! itself as soon as it is done with the first, so a split costs no more than the
+//! single-threaded pass plus the hand-over.
+
+/// Elements (floats touched per pass) below which a pass stays on the calling thread:
+/// about 10 µs of work, so that the hand-over costs a few percent at most.
+#[cfg_attr(not(feature = "parallel"), allow(dead_code))]
+pub(crate) const MIN_SPLIT: usize = 1 << 15;
+
+/// Passes that ran split (tests check that the split path was taken).
+#[cfg(all(test, feature = "parallel"))]
+pub(crate) static RUNS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Whether a pass over `elems` elements should be split across two threads.
+#[inline]
+pub(crate) fn worth_splitting(elems: usize) -> bool {
+    #[cfg(feature = "parallel")]
+    {
+        elems >= MIN_SPLIT && rayon::current_num_threads() >= 2
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        let _ = elems;
+        false
+    }
+}
+
+/// Run `a` and `b`, on two threads when `split` (and the `parallel` feature is on),
+/// else one after the other on the calling thread.
+#[inline]
+pub(crate) fn join<A, B, RA, RB>(split: bool, a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send,
+    B: FnOnce() -> RB + Send,
+    RA: Send,
+    RB: Send,
+{
+    #[cfg(feature = "parallel")]
+    if split {
+        #[cfg(test)]
+        RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        return rayon::join(a, b);
+    }
+    let _ = split;
+    (a(), b())
+}
+
+/// Into how many pieces a split pass may cut its work: the threads of the current
+/// rayon pool (at most 8) with `parallel`, else 1.
+#[inline]
+pub(crate) fn parts() -> usize {
+    #[cfg(feature = "parallel")]
+    {
+        rayon::current_num_threads().clamp(1, 8)
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        1
+    }
+}
+
+/// `f(a, b)` over matching row ranges of `a` (rows of `la` elements) and `b` (rows of
+/// `lb`), cut by whole rows into up to `parts` pieces run on as many threads. For
+/// passes whose result for a row depends only on that row.
+pub(crate) fn rows_mut<F>(a: &mut [f32], la: usize, b: &[f32], lb: usize, parts: usize, f: &F)
+where
+    F: Fn(&mut [f32], &[f32]) + Sync,
+{
+    let rows = match a.len().checked_div(la) {
+        Some(r) => r,
+        None => b.len().checked_div(lb).unwrap_or(0),
+    };
+    if parts >= 2 && rows >= 2 && worth_splitting(rows * (la + lb)) {
+        let m = rows / 2;
+        let (a1, a2) = a.split_at_mut(m * la);
+        let (b1, b2) = b.split_at(m * lb);
+        let p1 = parts / 2;
+        join(
+            true,
+            || rows_mut(a1, la, b1, lb, p1, f),
+            || rows_mut(a2, la, b2, lb, parts - p1, f),
+        );
+    } else {
+        f(a, b);
+    }
+}
+
+/// `out (+)= Σ_rows m[r, ·]` for `m` row-major with `out.len()` columns, the rows added
+/// in order (with `first`, the first row is copied instead of added), cut by columns
+/// into up to `parts` pieces: every column sums its rows in the same order as on one
+/// thread.
+pub(crate) fn col_sums(m: &[f32], out: &mut [f32], first: bool, parts: usize) {
+    col_sums_at(m, out.len(), 0, out, first, parts);
+}
+
+fn col_sums_at(m: &[f32], cols: usize, c0: usize, out: &mut [f32], first: bool, parts: usize) {
+    let w = out.len();
+    let rows = m.len().checked_div(cols).unwrap_or(0);
+    // Pieces of whole 8-float vectors.
+    let mid = (w / 2) & !7;
+    if parts >= 2 && mid > 0 && worth_splitting(rows * w) {
+        let (o1, o2) = out.split_at_mut(mid);
+        let p1 = parts / 2;
+        join(
+            true,
+            || col_sums_at(m, cols, c0, o1, first, p1),
+            || col_sums_at(m, cols, c0 + mid, o2, first, parts - p1),
+        );
+        return;
+    }
+    for (r, row) in m.chunks_exact(cols).enumerate() {
+        let src = &row[c0..c0 + w];
+        if first && r == 0 {
+            out.copy_from_slice(src);
+        } else {
+            crate::kernels::vector::axpy(1.0, src, out);
+        }
+    }
+}
+
+#[cfg(all(test, feature = "parallel"))]
+mod parallel_tests {
+    use super::RUNS;
+    use crate::model::{
+        Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, LossParts, Params, ParamsMut,
+        Path, Penalty, Weights, forward, forward_scratch_len, grad_scratch_len, loss_and_grad,
+    };
+    use core::sync::atomic::Ordering;
+    use std::{vec, vec::Vec};
+
+    fn fill(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// Everything one call returns: the loss parts, the gradients, and the forward
+    /// pass's codes, reconstruction and per-row terms.
+    #[derive(PartialEq)]
+    struct Out {
+        loss: [u32; 5],
+        fwd: [u32; 5],
+        grads: Vec<u32>,
+        rows: Vec<u32>,
+    }
+
+    fn bits(l: LossParts) -> [u32; 5] {
+        [l.loss, l.sq_err, l.l1, l.l0, l.aux].map(f32::to_bits)
+    }
+
+    /// `loss_and_grad` and `forward` of one batch (`n` rows, blocks of up to 256
+    /// rows: one full and one ragged block) in a rayon pool of `threads` threads.
+    fn run(arch: Arch, dims: Dims, n: usize, path: Path, threads: usize) -> Out {
+        let Dims { d, h } = dims;
+        let mut params = fill(arch.param_len(dims), 1, 0.1);
+        if arch.activation == Activation::JumpRelu {
+            // Thresholds (the last `h` values) small and positive.
+            let len = params.len();
+            for t in &mut params[len - h..] {
+                *t = t.abs() * 0.1;
+            }
+        }
+        let x = fill(n * d, 2, 1.0);
+        let dead: Vec<bool> = (0..h).map(|i| i % 3 == 0).collect();
+        let topk = matches!(arch.activation, Activation::TopK { .. });
+        let opts = LossOptions {
+            path,
+            aux: topk.then_some(AuxK {
+                dead: &dead,
+                k_aux: 16,
+                coefficient: 0.5,
+            }),
+            jumprelu_bandwidth: if arch.activation == Activation::JumpRelu {
+                0.05
+            } else {
+                0.0
+            },
+            ..LossOptions::alpha(0.3)
+        };
+        let mut grads = vec![f32::NAN; params.len()];
+        let mut scratch = vec![0.0f32; grad_scratch_len(arch, dims, 256)];
+        let mut fscratch = vec![0.0f32; forward_scratch_len(arch, dims, 256)];
+        let (mut codes, mut recon) = (vec![0.0f32; n * h], vec![0.0f32; n * d]);
+        let (mut row_sq, mut row_l1) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let (loss, fwd) = pool.install(|| {
+            let p = Params::from_flat(arch, dims, &params).unwrap();
+            let g = ParamsMut::from_flat(arch, dims, &mut grads).unwrap();
+            let loss = loss_and_grad(p, &x, n, &opts, g, &mut scratch).unwrap();
+            let out = ForwardOutputs {
+                codes: Some(&mut codes),
+                recon: Some(&mut recon),
+                row_sq_err: Some(&mut row_sq),
+                row_l1: Some(&mut row_l1),
+            };
+            let fwd = forward(p, &x, n, &opts, out, &mut fscratch).unwrap();
+            (loss, fwd)
+        });
+        let all = [&codes[..], &recon, &row_sq, &row_l1];
+        Out {
+            loss: bits(loss),
+            fwd: bits(fwd),
+            grads: grads.iter().map(|v| v.to_bits()).collect(),
+            rows: all
+                .iter()
+                .flat_map(|v| v.iter().map(|v| v.to_bits()))
+                .collect(),
+        }
+    }
+
+    /// With 2 and 3 threads, the loss, every gradient and every forward output equal
+    /// the single-threaded ones bit for bit, for every architecture and penalty (the
+    /// split residual, masks and bias sums, the per-row loss terms, the active counts
+    /// and the decoder bias), on the dense and the automatic path, with widths that
+    /// are not multiples of 8 (ragged column pieces) and a ragged last block; and the
+    /// split path really ran.
+    #[test]
+    fn split_matches_single_thread() {
+        let dims = Dims::new(132, 524).unwrap();
+        let n = 300;
+        let untied_l1 = Arch {
+            weights: Weights::Untied {
+                center_input: false,
+            },
+            activation: Activation::Relu,
+            penalty: Penalty::L1,
+        };
+        let archs = [
+            Arch::tied(),
+            Arch::standard(),
+            untied_l1,
+            Arch::topk(24),
+            Arch::jumprelu(),
+        ];
+        for arch in archs {
+            for path in [Path::Dense, Path::Auto] {
+                let one = run(arch, dims, n, path, 1);
+                assert!(one.grads.iter().all(|&b| f32::from_bits(b).is_finite()));
+                assert!(f32::from_bits(one.loss[0]) > 0.0);
+                for threads in [2, 3] {
+                    let before = RUNS.load(Ordering::Relaxed);
+                    let many = run(arch, dims, n, path, threads);
+                    assert!(RUNS.load(Ordering::Relaxed) > before, "{arch:?}: not split");
+                    assert!(one.loss == many.loss, "{arch:?} {path:?} {threads}: loss");
+                    assert!(one.fwd == many.fwd, "{arch:?} {path:?} {threads}: forward");
+                    assert!(
+                        one.grads == many.grads,
+                        "{arch:?} {path:?} {threads}: grads"
+                    );
+                    assert!(
+                        one.rows == many.rows,
+                        "{arch:?} {path:?} {threads}: outputs"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The column-split bias sums and the row-split passes on their own, against a
+    /// plain loop, for widths around the piece boundaries.
+    #[test]
+    fn parallel_pieces_match_plain_loops() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for cols in [1usize, 7, 8, 17, 64, 1000] {
+            let rows = (super::MIN_SPLIT / cols).max(2) + 3;
+            let m = fill(rows * cols, cols as u64, 1.0);
+            for first in [true, false] {
+                let mut want = fill(cols, 9, 1.0);
+                for (r, row) in m.chunks_exact(cols).enumerate() {
+                    for (w, &v) in want.iter_mut().zip(row) {
+                        *w = if first && r == 0 { v } else { *w + v };
+                    }
+                }
+                let mut got = fill(cols, 9, 1.0);
+                pool.install(|| super::col_sums(&m, &mut got, first, 2));
+                assert!(
+                    want.iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+            }
+            let mut a = fill(rows * cols, 3, 1.0);
+            let want: Vec<f32> = a.iter().zip(&m).map(|(x, y)| 2.0 * x - y).collect();
+            pool.install(|| {
+                super::rows_mut(&mut a, cols, &m, cols, 2, &|a: &mut [f32], b: &[f32]| {
+                    for (x, &y) in a.iter_mut().zip(b) {
+                        *x = 2.0 * *x - y;
+                    }
+                })
+            });
+            assert!(want.iter().zip(&a).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+}
