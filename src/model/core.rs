@@ -929,6 +929,17 @@ pub fn forward(
     out: ForwardOutputs<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
+    split::in_pool(|| forward_impl(p, x, n, opts, out, scratch))
+}
+
+fn forward_impl(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    out: ForwardOutputs<'_>,
+    scratch: &mut [f32],
+) -> Result<LossParts> {
     let (arch, dims) = (p.arch(), p.dims());
     let Dims { d, h } = dims;
     check_common(&p, x, n, opts)?;
@@ -1038,6 +1049,18 @@ pub fn loss_and_grad(
 /// latent `i` is active (`> 0`) in some row of the batch, from the codes the pass
 /// computes anyway (dead-latent tracking needs no second encoder pass).
 pub(crate) fn loss_and_grad_fired(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    grads: ParamsMut<'_>,
+    scratch: &mut [f32],
+    fired: Option<&mut [bool]>,
+) -> Result<LossParts> {
+    split::in_pool(|| loss_and_grad_impl(p, x, n, opts, grads, scratch, fired))
+}
+
+fn loss_and_grad_impl(
     p: Params<'_>,
     x: &[f32],
     n: usize,

@@ -56,6 +56,19 @@ where
     (a(), b())
 }
 
+/// `f()`, run inside the rayon pool with `parallel` and a pool of two threads or more
+/// (one hand-over for a whole call, so that the products' and the passes' splits
+/// inside it are cheap joins of a pool thread instead of one hand-over each), else on
+/// the calling thread.
+#[inline]
+pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "parallel")]
+    if rayon::current_thread_index().is_none() && rayon::current_num_threads() >= 2 {
+        return rayon::scope(|_| f());
+    }
+    f()
+}
+
 /// Into how many pieces a split pass may cut its work: the threads of the current
 /// rayon pool (at most 8) with `parallel`, else 1.
 #[inline]
@@ -166,7 +179,8 @@ mod parallel_tests {
     }
 
     /// `loss_and_grad` and `forward` of one batch (`n` rows, blocks of up to 256
-    /// rows: one full and one ragged block) in a rayon pool of `threads` threads.
+    /// rows: one full and one ragged block) in a rayon pool of `threads` threads, or
+    /// (`threads == 0`) called from outside any pool.
     fn run(arch: Arch, dims: Dims, n: usize, path: Path, threads: usize) -> Out {
         let Dims { d, h } = dims;
         let mut params = fill(arch.param_len(dims), 1, 0.1);
@@ -199,11 +213,7 @@ mod parallel_tests {
         let mut fscratch = vec![0.0f32; forward_scratch_len(arch, dims, 256)];
         let (mut codes, mut recon) = (vec![0.0f32; n * h], vec![0.0f32; n * d]);
         let (mut row_sq, mut row_l1) = (vec![0.0f32; n], vec![0.0f32; n]);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let (loss, fwd) = pool.install(|| {
+        let mut call = || {
             let p = Params::from_flat(arch, dims, &params).unwrap();
             let g = ParamsMut::from_flat(arch, dims, &mut grads).unwrap();
             let loss = loss_and_grad(p, &x, n, &opts, g, &mut scratch).unwrap();
@@ -215,7 +225,18 @@ mod parallel_tests {
             };
             let fwd = forward(p, &x, n, &opts, out, &mut fscratch).unwrap();
             (loss, fwd)
-        });
+        };
+        // 0: from this thread (outside any pool): the calls hand themselves over to
+        // the global pool.
+        let (loss, fwd) = if threads == 0 {
+            call()
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(call)
+        };
         let all = [&codes[..], &recon, &row_sq, &row_l1];
         Out {
             loss: bits(loss),
@@ -228,7 +249,7 @@ mod parallel_tests {
         }
     }
 
-    /// With 2 and 3 threads, the loss, every gradient and every forward output equal
+    /// With 2 and 3 threads (and the global pool), the loss, every gradient and every forward output equal
     /// the single-threaded ones bit for bit, for every architecture and penalty (the
     /// split residual, masks and bias sums, the per-row loss terms, the active counts
     /// and the decoder bias), on the dense and the automatic path, with widths that
@@ -257,10 +278,12 @@ mod parallel_tests {
                 let one = run(arch, dims, n, path, 1);
                 assert!(one.grads.iter().all(|&b| f32::from_bits(b).is_finite()));
                 assert!(f32::from_bits(one.loss[0]) > 0.0);
-                for threads in [2, 3] {
+                for threads in [2, 3, 0] {
                     let before = RUNS.load(Ordering::Relaxed);
                     let many = run(arch, dims, n, path, threads);
-                    assert!(RUNS.load(Ordering::Relaxed) > before, "{arch:?}: not split");
+                    if threads > 0 || rayon::current_num_threads() >= 2 {
+                        assert!(RUNS.load(Ordering::Relaxed) > before, "{arch:?}: not split");
+                    }
                     assert!(one.loss == many.loss, "{arch:?} {path:?} {threads}: loss");
                     assert!(one.fwd == many.fwd, "{arch:?} {path:?} {threads}: forward");
                     assert!(
