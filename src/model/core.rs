@@ -454,11 +454,20 @@ fn encode_block_rows(have: usize, n: usize, len: impl Fn(usize) -> usize) -> Res
 /// `xc ← x − b_dec` row by row.
 fn centre(xb: &[f32], b_dec: &[f32], xc: &mut [f32]) {
     let d = b_dec.len();
-    for (o, r) in xc.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
-        for ((o, &a), &b) in o.iter_mut().zip(r).zip(b_dec) {
-            *o = a - b;
-        }
-    }
+    split::rows_mut(
+        xc,
+        d,
+        xb,
+        d,
+        split::parts(),
+        &|xc: &mut [f32], xb: &[f32]| {
+            for (o, r) in xc.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                for ((o, &a), &b) in o.iter_mut().zip(r).zip(b_dec) {
+                    *o = a - b;
+                }
+            }
+        },
+    );
 }
 
 /// The encoder's input for a block: `x − b_dec` (in `xc`) with centring, else `x`.
@@ -737,9 +746,19 @@ fn code_penalty(c: &[f32], (w, l0): Pen<'_>) -> f32 {
 /// `w_i ← ‖W_dec,i‖₂`.
 fn decoder_norms(p: &Params<'_>, w: &mut [f32]) {
     let d = p.dims().d;
-    for (wi, row) in w.iter_mut().zip(p.decoder().chunks_exact(d)) {
-        *wi = crate::math::sqrtf(vector::sum_sq(row));
-    }
+    let dec = p.decoder();
+    split::rows_mut(
+        w,
+        1,
+        dec,
+        d,
+        split::parts(),
+        &|w: &mut [f32], dec: &[f32]| {
+            for (wi, row) in w.iter_mut().zip(dec.chunks_exact(d)) {
+                *wi = crate::math::sqrtf(vector::sum_sq(row));
+            }
+        },
+    );
 }
 
 /// AuxK state for one call: dead mask, `k'`, the gradient scale `2·coef·s/n` and the
@@ -1545,16 +1564,20 @@ fn loss_and_grad_impl(
             Some(g) => g,
             None => acc.enc,
         };
-        for (((grow, row), &fs), &wi) in gd
-            .chunks_exact_mut(d)
-            .zip(p.decoder().chunks_exact(d))
-            .zip(acc.fsum.iter())
-            .zip(w)
-        {
-            if wi > 0.0 && fs != 0.0 {
-                vector::axpy(add * fs / wi, row, grow);
+        let fsum: &[f32] = acc.fsum;
+        let f = |i0: usize, gd: &mut [f32], dec: &[f32]| {
+            for (((grow, row), &fs), &wi) in gd
+                .chunks_exact_mut(d)
+                .zip(dec.chunks_exact(d))
+                .zip(&fsum[i0..])
+                .zip(&w[i0..])
+            {
+                if wi > 0.0 && fs != 0.0 {
+                    vector::axpy(add * fs / wi, row, grow);
+                }
             }
-        }
+        };
+        split::rows_mut_at(gd, d, p.decoder(), d, parts, &f);
     }
     let mut parts = sums.finish(n, alpha);
     if let Some(a) = aux {

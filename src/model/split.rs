@@ -90,6 +90,21 @@ pub(crate) fn rows_mut<F>(a: &mut [f32], la: usize, b: &[f32], lb: usize, parts:
 where
     F: Fn(&mut [f32], &[f32]) + Sync,
 {
+    rows_mut_at(a, la, b, lb, parts, &|_, a, b| f(a, b));
+}
+
+/// [`rows_mut`] with the index of each piece's first row: `f(r0, a, b)`.
+pub(crate) fn rows_mut_at<F>(a: &mut [f32], la: usize, b: &[f32], lb: usize, parts: usize, f: &F)
+where
+    F: Fn(usize, &mut [f32], &[f32]) + Sync,
+{
+    rows_at(0, a, la, b, lb, parts, f);
+}
+
+fn rows_at<F>(r0: usize, a: &mut [f32], la: usize, b: &[f32], lb: usize, parts: usize, f: &F)
+where
+    F: Fn(usize, &mut [f32], &[f32]) + Sync,
+{
     let rows = match a.len().checked_div(la) {
         Some(r) => r,
         None => b.len().checked_div(lb).unwrap_or(0),
@@ -101,11 +116,11 @@ where
         let p1 = parts / 2;
         join(
             true,
-            || rows_mut(a1, la, b1, lb, p1, f),
-            || rows_mut(a2, la, b2, lb, parts - p1, f),
+            || rows_at(r0, a1, la, b1, lb, p1, f),
+            || rows_at(r0 + m, a2, la, b2, lb, parts - p1, f),
         );
     } else {
-        f(a, b);
+        f(r0, a, b);
     }
 }
 
