@@ -48,6 +48,13 @@
 //! size. Any scratch length `≥ *_scratch_len(arch, dims, 1)` works: the largest block
 //! (up to [`MAX_BLOCK_ROWS`]) that fits is used, and for a given length every result
 //! bit is fixed.
+//!
+//! ## Threads (feature `parallel`)
+//! [`forward`] and [`loss_and_grad`] run inside rayon's pool (one hand-over per call).
+//! Besides the large GEMMs, which split themselves, a dense block's element-wise passes
+//! (input centring, active counts, decoder bias, per-row loss terms, residual, masks,
+//! bias and feature sums, decoder norms) are split across the pool's threads in
+//! `super::split`, cut so that every result bit is the same as on one thread.
 
 use super::activation::{ThresholdGrad, apply_rows, topk_among};
 use super::params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, check_grads};
@@ -1181,7 +1188,7 @@ fn loss_and_grad_impl(
         f.fill(false);
     }
     let mut sums = Sums::default();
-    let parts = split::parts();
+    let split_parts = split::parts();
     // Whether the gradients hold values yet (else the next contribution overwrites them).
     let mut started = false;
     let start = |acc: &mut Acc<'_>, started: &mut bool| {
@@ -1404,7 +1411,7 @@ fn loss_and_grad_impl(
             }
         }
         // G = (2/n)(X̂ − X), in place of X̂.
-        split::rows_mut(gb, d, xb, d, parts, &|g: &mut [f32], xr: &[f32]| {
+        split::rows_mut(gb, d, xb, d, split_parts, &|g: &mut [f32], xr: &[f32]| {
             vector::sub_scale_inplace(scale, g, xr)
         });
         let beta = if first { 0.0 } else { 1.0 };
@@ -1446,7 +1453,7 @@ fn loss_and_grad_impl(
             h,
             cb,
             h,
-            parts,
+            split_parts,
             &|pr: &mut [f32], cr: &[f32]| match wv {
                 None => vector::relu_backward_add(cr, add, pr),
                 Some(w) => {
@@ -1523,12 +1530,12 @@ fn loss_and_grad_impl(
         }
         // Bias gradients and feature sums (row sums of dPre, G, F; each column in row
         // order, split by columns).
-        split::col_sums(pb, acc.b_enc, first, parts);
+        split::col_sums(pb, acc.b_enc, first, split_parts);
         if let Some(db) = acc.b_dec.as_deref_mut() {
-            split::col_sums(gb, db, first, parts);
+            split::col_sums(gb, db, first, split_parts);
         }
         if weighted {
-            split::col_sums(cb, acc.fsum, false, parts);
+            split::col_sums(cb, acc.fsum, false, split_parts);
         }
     }
     flush(
@@ -1577,7 +1584,7 @@ fn loss_and_grad_impl(
                 }
             }
         };
-        split::rows_mut_at(gd, d, p.decoder(), d, parts, &f);
+        split::rows_mut_at(gd, d, p.decoder(), d, split_parts, &f);
     }
     let mut parts = sums.finish(n, alpha);
     if let Some(a) = aux {
