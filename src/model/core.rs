@@ -708,32 +708,32 @@ fn row_terms(
 ) {
     let Dims { d, h } = dims;
     let rows = out.len();
-    if parts >= 2 && rows >= 2 && split::worth_splitting(rows * (2 * d + h)) {
-        let m = rows / 2;
-        let (o1, o2) = out.split_at_mut(m);
-        let (x1, x2) = xb.split_at(m * d);
-        let (c1, c2) = codes.split_at(m * h);
-        let (r1, r2) = recon.split_at(m * d);
-        let p1 = parts / 2;
-        split::join(
-            true,
-            || row_terms(dims, x1, c1, r1, w, o1, p1),
-            || row_terms(dims, x2, c2, r2, w, o2, parts - p1),
-        );
-        return;
-    }
-    for (((o, xr), c), rr) in out
-        .iter_mut()
-        .zip(xb.chunks_exact(d))
-        .zip(codes.chunks_exact(h))
-        .zip(recon.chunks_exact(d))
-    {
-        *o = RowTerms {
-            sq: vector::sum_sq_diff(xr, rr),
-            pen: code_penalty(c, w),
-            active: c.iter().filter(|&&v| v > 0.0).count(),
-        };
-    }
+    let row_len = 2 * d + h;
+    let split = parts >= 2 && rows >= 2 && split::worth_splitting(rows * row_len);
+    let per = if split {
+        (split::PIECE / row_len).clamp(1, rows)
+    } else {
+        rows.max(1)
+    };
+    let work = out
+        .chunks_mut(per)
+        .zip(xb.chunks(per * d))
+        .zip(codes.chunks(per * h))
+        .zip(recon.chunks(per * d));
+    split::for_each_claimed(split, parts, work, &|(((out, xb), codes), recon)| {
+        for (((o, xr), c), rr) in out
+            .iter_mut()
+            .zip(xb.chunks_exact(d))
+            .zip(codes.chunks_exact(h))
+            .zip(recon.chunks_exact(d))
+        {
+            *o = RowTerms {
+                sq: vector::sum_sq_diff(xr, rr),
+                pen: code_penalty(c, w),
+                active: c.iter().filter(|&&v| v > 0.0).count(),
+            };
+        }
+    });
 }
 
 /// The penalty's weights: `Some(w)` for the decoder-norm L1, `None` for `‖f‖₁`; and

@@ -8,10 +8,11 @@
 //! sums its rows in order). Without the feature, or below [`MIN_SPLIT`] elements, or
 //! with a pool of one thread, everything runs on the calling thread.
 //!
-//! The halves run under `rayon::join` (work stealing): when the other thread is busy
-//! elsewhere (an oversubscribed machine), the calling thread runs the second half
-//! itself as soon as it is done with the first, so a split costs no more than the
-//! single-threaded pass plus the hand-over.
+//! Split passes run on the pool's threads as lanes that claim pieces of the work
+//! (about [`PIECE`] elements, or [`PIECE_COLS`] columns) one at a time from a shared
+//! list, as the `parallel` GEMM does with its row chunks: on an oversubscribed machine
+//! a descheduled lane delays only the piece it holds, the others take the rest, and a
+//! lane that never got started costs nothing.
 
 /// Elements (floats touched per pass) below which a pass stays on the calling thread:
 /// about 10 µs of work, so that the hand-over costs a few percent at most.
@@ -36,24 +37,64 @@ pub(crate) fn worth_splitting(elems: usize) -> bool {
     }
 }
 
-/// Run `a` and `b`, on two threads when `split` (and the `parallel` feature is on),
-/// else one after the other on the calling thread.
-#[inline]
-pub(crate) fn join<A, B, RA, RB>(split: bool, a: A, b: B) -> (RA, RB)
+/// Elements per piece that a lane claims (about 5 µs of work).
+#[cfg_attr(not(feature = "parallel"), allow(dead_code))]
+pub(crate) const PIECE: usize = 1 << 14;
+
+/// Columns per piece of [`col_sums`] (a multiple of 8: whole vectors).
+pub(crate) const PIECE_COLS: usize = 128;
+
+/// `f(item)` for every item of `work`, on up to `parts` lanes of the current pool when
+/// `split` (each lane claiming the next item until none is left), else in order on the
+/// calling thread.
+pub(crate) fn for_each_claimed<I, F>(split: bool, parts: usize, work: I, f: &F)
 where
-    A: FnOnce() -> RA + Send,
-    B: FnOnce() -> RB + Send,
-    RA: Send,
-    RB: Send,
+    I: Iterator + Send,
+    I::Item: Send,
+    F: Fn(I::Item) + Sync,
 {
     #[cfg(feature = "parallel")]
-    if split {
+    if split && parts >= 2 {
         #[cfg(test)]
         RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        return rayon::join(a, b);
+        let work = std::sync::Mutex::new(work);
+        let lane = || {
+            loop {
+                let item = work.lock().unwrap_or_else(|e| e.into_inner()).next();
+                match item {
+                    Some(i) => f(i),
+                    None => break,
+                }
+            }
+        };
+        lanes(parts, &lane);
+        return;
     }
-    let _ = split;
-    (a(), b())
+    let _ = (split, parts);
+    work.for_each(f);
+}
+
+/// `lane()` on `n` lanes of the current rayon pool (joined pairwise).
+#[cfg(feature = "parallel")]
+fn lanes<L: Fn() + Sync>(n: usize, lane: &L) {
+    if n <= 1 {
+        lane();
+    } else {
+        let h = n / 2;
+        rayon::join(|| lanes(h, lane), || lanes(n - h, lane));
+    }
+}
+
+/// `s` in pieces of `len` (at least 1), then empty slices without end.
+fn pieces(s: &[f32], len: usize) -> impl Iterator<Item = &[f32]> + Send {
+    s.chunks(len.max(1))
+        .chain(core::iter::repeat_with(<&[f32]>::default))
+}
+
+/// [`pieces`] of a mutable slice.
+fn pieces_mut(s: &mut [f32], len: usize) -> impl Iterator<Item = &mut [f32]> + Send {
+    s.chunks_mut(len.max(1))
+        .chain(core::iter::repeat_with(<&mut [f32]>::default))
 }
 
 /// `f()`, run inside the rayon pool with `parallel` and a pool of two threads or more
@@ -84,8 +125,9 @@ pub(crate) fn parts() -> usize {
 }
 
 /// `f(a, b)` over matching row ranges of `a` (rows of `la` elements) and `b` (rows of
-/// `lb`), cut by whole rows into up to `parts` pieces run on as many threads. For
-/// passes whose result for a row depends only on that row.
+/// `lb`), cut by whole rows into pieces run on up to `parts` threads. For passes whose
+/// result for a row depends only on that row. Either row length may be 0 (that slice
+/// is then empty in every call).
 pub(crate) fn rows_mut<F>(a: &mut [f32], la: usize, b: &[f32], lb: usize, parts: usize, f: &F)
 where
     F: Fn(&mut [f32], &[f32]) + Sync,
@@ -98,63 +140,44 @@ pub(crate) fn rows_mut_at<F>(a: &mut [f32], la: usize, b: &[f32], lb: usize, par
 where
     F: Fn(usize, &mut [f32], &[f32]) + Sync,
 {
-    rows_at(0, a, la, b, lb, parts, f);
-}
-
-fn rows_at<F>(r0: usize, a: &mut [f32], la: usize, b: &[f32], lb: usize, parts: usize, f: &F)
-where
-    F: Fn(usize, &mut [f32], &[f32]) + Sync,
-{
     let rows = match a.len().checked_div(la) {
         Some(r) => r,
         None => b.len().checked_div(lb).unwrap_or(0),
     };
-    if parts >= 2 && rows >= 2 && worth_splitting(rows * (la + lb)) {
-        let m = rows / 2;
-        let (a1, a2) = a.split_at_mut(m * la);
-        let (b1, b2) = b.split_at(m * lb);
-        let p1 = parts / 2;
-        join(
-            true,
-            || rows_at(r0, a1, la, b1, lb, p1, f),
-            || rows_at(r0 + m, a2, la, b2, lb, parts - p1, f),
-        );
-    } else {
-        f(r0, a, b);
+    let split = parts >= 2 && rows >= 2 && worth_splitting(rows * (la + lb));
+    if !split {
+        f(0, a, b);
+        return;
     }
+    let per = (PIECE / (la + lb).max(1)).clamp(1, rows);
+    let work = (0..rows)
+        .step_by(per)
+        .zip(pieces_mut(a, per * la))
+        .zip(pieces(b, per * lb));
+    for_each_claimed(true, parts, work, &|((r0, a), b)| f(r0, a, b));
 }
 
 /// `out (+)= Σ_rows m[r, ·]` for `m` row-major with `out.len()` columns, the rows added
 /// in order (with `first`, the first row is copied instead of added), cut by columns
-/// into up to `parts` pieces: every column sums its rows in the same order as on one
-/// thread.
+/// into pieces run on up to `parts` threads: every column sums its rows in the same
+/// order as on one thread.
 pub(crate) fn col_sums(m: &[f32], out: &mut [f32], first: bool, parts: usize) {
-    col_sums_at(m, out.len(), 0, out, first, parts);
-}
-
-fn col_sums_at(m: &[f32], cols: usize, c0: usize, out: &mut [f32], first: bool, parts: usize) {
-    let w = out.len();
+    let cols = out.len();
     let rows = m.len().checked_div(cols).unwrap_or(0);
-    // Pieces of whole 8-float vectors.
-    let mid = (w / 2) & !7;
-    if parts >= 2 && mid > 0 && worth_splitting(rows * w) {
-        let (o1, o2) = out.split_at_mut(mid);
-        let p1 = parts / 2;
-        join(
-            true,
-            || col_sums_at(m, cols, c0, o1, first, p1),
-            || col_sums_at(m, cols, c0 + mid, o2, first, parts - p1),
-        );
-        return;
-    }
-    for (r, row) in m.chunks_exact(cols).enumerate() {
-        let src = &row[c0..c0 + w];
-        if first && r == 0 {
-            out.copy_from_slice(src);
-        } else {
-            crate::kernels::vector::axpy(1.0, src, out);
+    let split = parts >= 2 && cols > PIECE_COLS && worth_splitting(rows * cols);
+    let per = if split { PIECE_COLS } else { cols.max(1) };
+    let work = out.chunks_mut(per).enumerate();
+    for_each_claimed(split, parts, work, &|(i, out): (usize, &mut [f32])| {
+        let c0 = i * per;
+        for (r, row) in m.chunks_exact(cols).enumerate() {
+            let src = &row[c0..c0 + out.len()];
+            if first && r == 0 {
+                out.copy_from_slice(src);
+            } else {
+                crate::kernels::vector::axpy(1.0, src, out);
+            }
         }
-    }
+    });
 }
 
 #[cfg(all(test, feature = "parallel"))]
