@@ -50,7 +50,8 @@
 //! bit is fixed.
 //!
 //! ## Threads (feature `parallel`)
-//! [`forward`] and [`loss_and_grad`] run inside rayon's pool (one hand-over per call).
+//! [`forward`] and [`loss_and_grad`] run inside rayon's pool (one hand-over per call,
+//! for batches with `n·(d + h)` of at least 2¹⁵).
 //! Besides the large GEMMs, which split themselves, a dense block's element-wise passes
 //! (input centring, active counts, decoder bias, per-row loss terms, residual, masks,
 //! bias and feature sums, decoder norms) are split across the pool's threads in
@@ -955,7 +956,8 @@ pub fn forward(
     out: ForwardOutputs<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
-    split::in_pool(|| forward_impl(p, x, n, opts, out, scratch))
+    let elems = n.saturating_mul(p.dims().d + p.dims().h);
+    split::in_pool(elems, || forward_impl(p, x, n, opts, out, scratch))
 }
 
 fn forward_impl(
@@ -1083,7 +1085,10 @@ pub(crate) fn loss_and_grad_fired(
     scratch: &mut [f32],
     fired: Option<&mut [bool]>,
 ) -> Result<LossParts> {
-    split::in_pool(|| loss_and_grad_impl(p, x, n, opts, grads, scratch, fired))
+    let elems = n.saturating_mul(p.dims().d + p.dims().h);
+    split::in_pool(elems, || {
+        loss_and_grad_impl(p, x, n, opts, grads, scratch, fired)
+    })
 }
 
 fn loss_and_grad_impl(

@@ -57,6 +57,7 @@ where
     if split && parts >= 2 {
         #[cfg(test)]
         RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        let parts = parts.min(rayon::current_num_threads());
         let work = std::sync::Mutex::new(work);
         let lane = || {
             loop {
@@ -97,31 +98,28 @@ fn pieces_mut(s: &mut [f32], len: usize) -> impl Iterator<Item = &mut [f32]> + S
         .chain(core::iter::repeat_with(<&mut [f32]>::default))
 }
 
-/// `f()`, run inside the rayon pool with `parallel` and a pool of two threads or more
-/// (one hand-over for a whole call, so that the products' and the passes' splits
-/// inside it are cheap joins of a pool thread instead of one hand-over each), else on
-/// the calling thread.
+/// `f()` for a call touching about `elems` elements: run inside the rayon pool with
+/// `parallel` when a pass of it could be split ([`worth_splitting`]; one hand-over
+/// for the whole call, so that the products' and the passes' splits inside it are
+/// cheap joins of a pool thread instead of one hand-over each), else on the calling
+/// thread (small calls then neither wait for nor allocate in the pool).
 #[inline]
-pub(crate) fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+pub(crate) fn in_pool<R: Send>(elems: usize, f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "parallel")]
-    if rayon::current_thread_index().is_none() && rayon::current_num_threads() >= 2 {
+    if rayon::current_thread_index().is_none() && worth_splitting(elems) {
         return rayon::scope(|_| f());
     }
+    let _ = elems;
     f()
 }
 
-/// Into how many pieces a split pass may cut its work: the threads of the current
-/// rayon pool (at most 8) with `parallel`, else 1.
+/// At most how many threads a split pass uses (with `parallel`; capped again by the
+/// current pool's size when it splits), else 1. A constant: asking rayon for the pool
+/// size would start the global pool, which small calls must not do (they neither
+/// wait for nor allocate in it).
 #[inline]
-pub(crate) fn parts() -> usize {
-    #[cfg(feature = "parallel")]
-    {
-        rayon::current_num_threads().clamp(1, 8)
-    }
-    #[cfg(not(feature = "parallel"))]
-    {
-        1
-    }
+pub(crate) const fn parts() -> usize {
+    if cfg!(feature = "parallel") { 8 } else { 1 }
 }
 
 /// `f(a, b)` over matching row ranges of `a` (rows of `la` elements) and `b` (rows of
