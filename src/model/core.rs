@@ -48,10 +48,19 @@
 //! size. Any scratch length `≥ *_scratch_len(arch, dims, 1)` works: the largest block
 //! (up to [`MAX_BLOCK_ROWS`]) that fits is used, and for a given length every result
 //! bit is fixed.
+//!
+//! ## Threads (feature `parallel`)
+//! [`forward`] and [`loss_and_grad`] run inside rayon's pool (one hand-over per call,
+//! for batches with `n·(d + h)` of at least 2¹⁵).
+//! Besides the large GEMMs, which split themselves, a dense block's element-wise passes
+//! (input centring, active counts, decoder bias, per-row loss terms, residual, masks,
+//! bias and feature sums, decoder norms) are split across the pool's threads in
+//! `super::split`, cut so that every result bit is the same as on one thread.
 
 use super::activation::{ThresholdGrad, apply_rows, topk_among};
 use super::params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, check_grads};
 use super::sparse_path::{self, Acc, Model, Path, TILE};
+use super::split;
 use super::stack::{MemStack, StackReq};
 #[cfg(doc)]
 use crate::error::Error;
@@ -453,11 +462,20 @@ fn encode_block_rows(have: usize, n: usize, len: impl Fn(usize) -> usize) -> Res
 /// `xc ← x − b_dec` row by row.
 fn centre(xb: &[f32], b_dec: &[f32], xc: &mut [f32]) {
     let d = b_dec.len();
-    for (o, r) in xc.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
-        for ((o, &a), &b) in o.iter_mut().zip(r).zip(b_dec) {
-            *o = a - b;
-        }
-    }
+    split::rows_mut(
+        xc,
+        d,
+        xb,
+        d,
+        split::parts(),
+        &|xc: &mut [f32], xb: &[f32]| {
+            for (o, r) in xc.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
+                for ((o, &a), &b) in o.iter_mut().zip(r).zip(b_dec) {
+                    *o = a - b;
+                }
+            }
+        },
+    );
 }
 
 /// The encoder's input for a block: `x − b_dec` (in `xc`) with centring, else `x`.
@@ -540,11 +558,40 @@ fn decode_dense(
         pack,
     )?;
     if let Some(b) = p.b_dec() {
-        for row in recon.chunks_exact_mut(d) {
-            vector::axpy(1.0, b, row);
-        }
+        split::rows_mut(
+            recon,
+            d,
+            &[],
+            0,
+            split::parts(),
+            &|r: &mut [f32], _: &[f32]| {
+                for row in r.chunks_exact_mut(d) {
+                    vector::axpy(1.0, b, row);
+                }
+            },
+        );
     }
     Ok(())
+}
+
+/// The number of active codes (`> 0`) of a block of rows of `h` codes (split across
+/// threads with `parallel`; an integer, the same for any split).
+fn count_active(codes: &[f32], h: usize) -> usize {
+    let n = core::sync::atomic::AtomicUsize::new(0);
+    split::rows_mut(
+        &mut [],
+        0,
+        codes,
+        h,
+        split::parts(),
+        &|_: &mut [f32], c: &[f32]| {
+            n.fetch_add(
+                sparse_path::count_active(c),
+                core::sync::atomic::Ordering::Relaxed,
+            );
+        },
+    );
+    n.into_inner()
 }
 
 /// The sparse path's view of the model; `w` are the penalty weights (or `None` for
@@ -575,7 +622,7 @@ fn decode_block(
     path: Path,
 ) -> Result<()> {
     let Dims { d, h } = p.dims();
-    if sparse_path::use_sparse(path, sparse_path::count_active(codes), rows, h) {
+    if sparse_path::use_sparse(path, count_active(codes, h), rows, h) {
         for (c, r) in codes.chunks_exact(h).zip(recon.chunks_exact_mut(d)) {
             let k = sparse_path::collect_row(c, idx);
             sparse_path::decode_row(sm, c, &idx[..k], r);
@@ -589,6 +636,10 @@ fn decode_block(
 /// Per-row statistics of one block, added to `sums`; optionally stored per row.
 /// With decoder-norm weights `w`, the penalty is `Σ_i f_i·w_i` instead of `‖f‖₁`
 /// (with `l0`, the number of active codes).
+///
+/// The rows' terms are computed (split across threads with `parallel`) into per-row
+/// values, then added to `sums` in row order on the calling thread: the same bits for
+/// any split.
 #[allow(clippy::too_many_arguments)]
 fn block_stats(
     dims: Dims,
@@ -601,14 +652,89 @@ fn block_stats(
     mut row_pen: Option<&mut [f32]>,
 ) {
     let Dims { d, h } = dims;
-    for (r, (xr, c)) in xb.chunks_exact(d).zip(codes.chunks_exact(h)).enumerate() {
-        let sq = vector::sum_sq_diff(xr, &recon[r * d..(r + 1) * d]);
-        sums.sq_err += f64::from(sq);
-        if let Some(o) = row_sq.as_deref_mut() {
-            o[r] = sq;
+    let rows = xb.len() / d;
+    let mut terms = [RowTerms::default(); STATS_CHUNK];
+    for r0 in (0..rows).step_by(STATS_CHUNK) {
+        let r = STATS_CHUNK.min(rows - r0);
+        let t = &mut terms[..r];
+        row_terms(
+            dims,
+            &xb[r0 * d..(r0 + r) * d],
+            &codes[r0 * h..(r0 + r) * h],
+            &recon[r0 * d..(r0 + r) * d],
+            w,
+            t,
+            split::parts(),
+        );
+        for (i, t) in t.iter().enumerate() {
+            sums.sq_err += f64::from(t.sq);
+            sums.l1 += f64::from(t.pen);
+            sums.l0 += t.active as f64;
+            if let Some(o) = row_sq.as_deref_mut() {
+                o[r0 + i] = t.sq;
+            }
+            if let Some(o) = row_pen.as_deref_mut() {
+                o[r0 + i] = t.pen;
+            }
         }
-        code_stats(c, w, sums, row_pen.as_deref_mut().map(|o| &mut o[r]));
     }
+}
+
+/// Rows whose terms [`block_stats`] holds at once (on the stack): a whole block with
+/// `parallel` (one split per block), a few rows without.
+const STATS_CHUNK: usize = if cfg!(feature = "parallel") {
+    MAX_BLOCK_ROWS
+} else {
+    8
+};
+
+/// One row's loss terms: squared error, penalty, number of active codes.
+#[derive(Clone, Copy, Default)]
+struct RowTerms {
+    sq: f32,
+    pen: f32,
+    active: usize,
+}
+
+/// The terms of the rows of `xb`/`codes`/`recon` into `out` (one per row), over up to
+/// `parts` threads.
+fn row_terms(
+    dims: Dims,
+    xb: &[f32],
+    codes: &[f32],
+    recon: &[f32],
+    w: Pen<'_>,
+    out: &mut [RowTerms],
+    parts: usize,
+) {
+    let Dims { d, h } = dims;
+    let rows = out.len();
+    let row_len = 2 * d + h;
+    let split = parts >= 2 && rows >= 2 && split::worth_splitting(rows * row_len);
+    let per = if split {
+        (split::PIECE / row_len).clamp(1, rows)
+    } else {
+        rows.max(1)
+    };
+    let work = out
+        .chunks_mut(per)
+        .zip(xb.chunks(per * d))
+        .zip(codes.chunks(per * h))
+        .zip(recon.chunks(per * d));
+    split::for_each_claimed(split, parts, work, &|(((out, xb), codes), recon)| {
+        for (((o, xr), c), rr) in out
+            .iter_mut()
+            .zip(xb.chunks_exact(d))
+            .zip(codes.chunks_exact(h))
+            .zip(recon.chunks_exact(d))
+        {
+            *o = RowTerms {
+                sq: vector::sum_sq_diff(xr, rr),
+                pen: code_penalty(c, w),
+                active: c.iter().filter(|&&v| v > 0.0).count(),
+            };
+        }
+    });
 }
 
 /// The penalty's weights: `Some(w)` for the decoder-norm L1, `None` for `‖f‖₁`; and
@@ -625,22 +751,22 @@ fn code_penalty(c: &[f32], (w, l0): Pen<'_>) -> f32 {
     }
 }
 
-/// A code row's penalty and L0, added to `sums`.
-fn code_stats(c: &[f32], w: Pen<'_>, sums: &mut Sums, out: Option<&mut f32>) {
-    let pen = code_penalty(c, w);
-    sums.l1 += f64::from(pen);
-    sums.l0 += c.iter().filter(|&&v| v > 0.0).count() as f64;
-    if let Some(o) = out {
-        *o = pen;
-    }
-}
-
 /// `w_i ← ‖W_dec,i‖₂`.
 fn decoder_norms(p: &Params<'_>, w: &mut [f32]) {
     let d = p.dims().d;
-    for (wi, row) in w.iter_mut().zip(p.decoder().chunks_exact(d)) {
-        *wi = crate::math::sqrtf(vector::sum_sq(row));
-    }
+    let dec = p.decoder();
+    split::rows_mut(
+        w,
+        1,
+        dec,
+        d,
+        split::parts(),
+        &|w: &mut [f32], dec: &[f32]| {
+            for (wi, row) in w.iter_mut().zip(dec.chunks_exact(d)) {
+                *wi = crate::math::sqrtf(vector::sum_sq(row));
+            }
+        },
+    );
 }
 
 /// AuxK state for one call: dead mask, `k'`, the gradient scale `2·coef·s/n` and the
@@ -830,6 +956,18 @@ pub fn forward(
     out: ForwardOutputs<'_>,
     scratch: &mut [f32],
 ) -> Result<LossParts> {
+    let elems = n.saturating_mul(p.dims().d + p.dims().h);
+    split::in_pool(elems, || forward_impl(p, x, n, opts, out, scratch))
+}
+
+fn forward_impl(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    out: ForwardOutputs<'_>,
+    scratch: &mut [f32],
+) -> Result<LossParts> {
     let (arch, dims) = (p.arch(), p.dims());
     let Dims { d, h } = dims;
     check_common(&p, x, n, opts)?;
@@ -945,6 +1083,21 @@ pub(crate) fn loss_and_grad_fired(
     opts: &LossOptions<'_>,
     grads: ParamsMut<'_>,
     scratch: &mut [f32],
+    fired: Option<&mut [bool]>,
+) -> Result<LossParts> {
+    let elems = n.saturating_mul(p.dims().d + p.dims().h);
+    split::in_pool(elems, || {
+        loss_and_grad_impl(p, x, n, opts, grads, scratch, fired)
+    })
+}
+
+fn loss_and_grad_impl(
+    p: Params<'_>,
+    x: &[f32],
+    n: usize,
+    opts: &LossOptions<'_>,
+    grads: ParamsMut<'_>,
+    scratch: &mut [f32],
     mut fired: Option<&mut [bool]>,
 ) -> Result<LossParts> {
     let (arch, dims) = (p.arch(), p.dims());
@@ -1040,6 +1193,7 @@ pub(crate) fn loss_and_grad_fired(
         f.fill(false);
     }
     let mut sums = Sums::default();
+    let split_parts = split::parts();
     // Whether the gradients hold values yet (else the next contribution overwrites them).
     let mut started = false;
     let start = |acc: &mut Acc<'_>, started: &mut bool| {
@@ -1114,7 +1268,7 @@ pub(crate) fn loss_and_grad_fired(
         };
         let mut active = match bound {
             Some(b) if sparse_path::use_sparse(opts.path, b, rows, h) => b,
-            _ => sparse_path::count_active(cb),
+            _ => count_active(cb, h),
         };
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
         if sparse && let Some(a) = &aux {
@@ -1262,9 +1416,9 @@ pub(crate) fn loss_and_grad_fired(
             }
         }
         // G = (2/n)(X̂ − X), in place of X̂.
-        for (g, xr) in gb.chunks_exact_mut(d).zip(xb.chunks_exact(d)) {
-            vector::sub_scale_inplace(scale, g, xr);
-        }
+        split::rows_mut(gb, d, xb, d, split_parts, &|g: &mut [f32], xr: &[f32]| {
+            vector::sub_scale_inplace(scale, g, xr)
+        });
         let beta = if first { 0.0 } else { 1.0 };
         let c_t = MatRef::row_major("codes", cb, rows, h)?.t();
         let g = MatRef::row_major("resid", gb, rows, d)?;
@@ -1299,16 +1453,23 @@ pub(crate) fn loss_and_grad_fired(
                 st.add_row(pr, |i| prow[i] + pen_add(i), g_th);
             }
         }
-        match wv {
-            None => vector::relu_backward_add(cb, add, pb),
-            Some(w) => {
-                for (prow, crow) in pb.chunks_exact_mut(h).zip(cb.chunks_exact(h)) {
-                    for ((gv, &c), &wi) in prow.iter_mut().zip(crow).zip(w) {
-                        *gv = if c > 0.0 { *gv + add * wi } else { 0.0 };
+        split::rows_mut(
+            pb,
+            h,
+            cb,
+            h,
+            split_parts,
+            &|pr: &mut [f32], cr: &[f32]| match wv {
+                None => vector::relu_backward_add(cr, add, pr),
+                Some(w) => {
+                    for (prow, crow) in pr.chunks_exact_mut(h).zip(cr.chunks_exact(h)) {
+                        for ((gv, &c), &wi) in prow.iter_mut().zip(crow).zip(w) {
+                            *gv = if c > 0.0 { *gv + add * wi } else { 0.0 };
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
         if aux.is_some() {
             let (pa, dpa, arb) = (
                 &pre_s[..rows * h],
@@ -1372,24 +1533,14 @@ pub(crate) fn loss_and_grad_fired(
                 pack,
             )?;
         }
-        // Bias gradients and feature sums (row sums of dPre, G, F).
-        for (r, (prow, grow)) in pb.chunks_exact(h).zip(gb.chunks_exact(d)).enumerate() {
-            if first && r == 0 {
-                acc.b_enc.copy_from_slice(prow);
-                if let Some(db) = acc.b_dec.as_deref_mut() {
-                    db.copy_from_slice(grow);
-                }
-            } else {
-                vector::axpy(1.0, prow, acc.b_enc);
-                if let Some(db) = acc.b_dec.as_deref_mut() {
-                    vector::axpy(1.0, grow, db);
-                }
-            }
+        // Bias gradients and feature sums (row sums of dPre, G, F; each column in row
+        // order, split by columns).
+        split::col_sums(pb, acc.b_enc, first, split_parts);
+        if let Some(db) = acc.b_dec.as_deref_mut() {
+            split::col_sums(gb, db, first, split_parts);
         }
         if weighted {
-            for crow in cb.chunks_exact(h) {
-                vector::axpy(1.0, crow, acc.fsum);
-            }
+            split::col_sums(cb, acc.fsum, false, split_parts);
         }
     }
     flush(
@@ -1425,16 +1576,20 @@ pub(crate) fn loss_and_grad_fired(
             Some(g) => g,
             None => acc.enc,
         };
-        for (((grow, row), &fs), &wi) in gd
-            .chunks_exact_mut(d)
-            .zip(p.decoder().chunks_exact(d))
-            .zip(acc.fsum.iter())
-            .zip(w)
-        {
-            if wi > 0.0 && fs != 0.0 {
-                vector::axpy(add * fs / wi, row, grow);
+        let fsum: &[f32] = acc.fsum;
+        let f = |i0: usize, gd: &mut [f32], dec: &[f32]| {
+            for (((grow, row), &fs), &wi) in gd
+                .chunks_exact_mut(d)
+                .zip(dec.chunks_exact(d))
+                .zip(&fsum[i0..])
+                .zip(&w[i0..])
+            {
+                if wi > 0.0 && fs != 0.0 {
+                    vector::axpy(add * fs / wi, row, grow);
+                }
             }
-        }
+        };
+        split::rows_mut_at(gd, d, p.decoder(), d, split_parts, &f);
     }
     let mut parts = sums.finish(n, alpha);
     if let Some(a) = aux {

@@ -91,6 +91,7 @@ mod decoder;
 mod init;
 pub(crate) mod params;
 mod sparse_path;
+mod split;
 mod stack;
 pub(crate) mod tensors;
 

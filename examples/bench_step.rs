@@ -1,0 +1,340 @@
+//! The dense training step's `loss_and_grad` (exact loss and gradients), side by side
+//! in one run:
+//!
+//! - `cargo run --release --example bench_step` (build WITHOUT `parallel`): the step by
+//!   row-block size (256, 512, 1024 rows, capped at `MAX_BLOCK_ROWS`), one thread,
+//!   per-thread CPU time, best of interleaved rounds, with % of the FMA peak measured in
+//!   the same run (10·n·d·h FLOP per step), for the tied model at (4096, 512, 4096) and
+//!   the standard SAE near initialisation (half the codes active) at (1024, 384, 3072).
+//! - `cargo run --release --features parallel --example bench_step -- --threads
+//!   [--busy N]`: the same steps (and the tied one at (1024, 512, 4096)) in a 1-thread
+//!   and a 2-thread rayon pool, alternating, best wall time; with `--busy N`, also with
+//!   `N` competing busy-spinning threads (oversubscribed).
+//!
+//! `--reps N` sets the rounds (default 4).
+
+#[cfg(not(target_family = "wasm"))]
+mod imp {
+    use sae_kernels::model::{
+        Arch, Dims, LossOptions, MAX_BLOCK_ROWS, Params, ParamsMut, grad_scratch_len, loss_and_grad,
+    };
+    use std::hint::black_box;
+
+    /// CPU time of this thread, in seconds.
+    fn cpu_now() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime failed");
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+
+    /// Best times (`clock`) of `reps` interleaved rounds of each closure (after one
+    /// warm-up each).
+    fn best_interleaved(reps: usize, clock: fn() -> f64, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+        for f in fs.iter_mut() {
+            f();
+        }
+        let mut best = vec![f64::INFINITY; fs.len()];
+        for _ in 0..reps {
+            for (f, b) in fs.iter_mut().zip(best.iter_mut()) {
+                let t0 = clock();
+                f();
+                *b = b.min(clock() - t0);
+            }
+        }
+        best
+    }
+
+    /// Deterministic standard normal data (SplitMix64 + Box–Muller).
+    fn normal(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        (0..len)
+            .map(|_| {
+                let (u, v) = (next().max(1e-300), next());
+                ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+            })
+            .collect()
+    }
+
+    /// A model at initialisation (unit-norm decoder rows, `W_enc = W_decᵀ`, zero
+    /// biases: about half the codes active, so every block takes the dense path) and a
+    /// batch of standard normal rows.
+    pub struct Case {
+        pub name: &'static str,
+        pub arch: Arch,
+        pub dims: Dims,
+        pub n: usize,
+        pub x: Vec<f32>,
+        pub params: Vec<f32>,
+    }
+
+    impl Case {
+        pub fn new(name: &'static str, arch: Arch, n: usize, d: usize, h: usize) -> Self {
+            let dims = Dims::new(d, h).unwrap();
+            let mut m = normal(h * d, 1);
+            for row in m.chunks_exact_mut(d) {
+                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                row.iter_mut().for_each(|v| *v /= norm);
+            }
+            let mut params = vec![0.0f32; arch.param_len(dims)];
+            if arch.is_tied() {
+                params[..h * d].copy_from_slice(&m);
+            } else {
+                // [W_enc (d×h), b_enc, W_dec (h×d), b_dec]
+                let (we, rest) = params.split_at_mut(d * h);
+                rest[h..h + h * d].copy_from_slice(&m);
+                for i in 0..h {
+                    for j in 0..d {
+                        we[j * h + i] = m[i * d + j];
+                    }
+                }
+            }
+            Self {
+                name,
+                arch,
+                dims,
+                n,
+                x: normal(n * d, 2),
+                params,
+            }
+        }
+
+        fn flop(&self) -> f64 {
+            10.0 * (self.n * self.dims.d * self.dims.h) as f64
+        }
+
+        /// One `loss_and_grad` of the batch with `scratch` (α = 1e-3, automatic path).
+        pub fn step(&self, grads: &mut [f32], scratch: &mut [f32]) {
+            let p = Params::from_flat(self.arch, self.dims, &self.params).unwrap();
+            let g = ParamsMut::from_flat(self.arch, self.dims, grads).unwrap();
+            let l = loss_and_grad(p, &self.x, self.n, &LossOptions::alpha(1e-3), g, scratch);
+            black_box(l.unwrap());
+        }
+    }
+
+    /// The f32 FMA peak of this core in GFLOP/s, measured now: 12 independent chains
+    /// of 512-bit (or, without AVX-512, 256-bit) FMAs; `None` on other targets.
+    #[cfg(target_arch = "x86_64")]
+    fn fma_peak() -> Option<f64> {
+        use core::arch::x86_64::*;
+        #[target_feature(enable = "avx512f")]
+        fn fma512(iters: u64) -> f32 {
+            let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+            let mut acc = [_mm512_set1_ps(1.0); 12];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm512_fmadd_ps(*x, a, b);
+                }
+            }
+            let s = acc
+                .iter()
+                .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+            _mm512_reduce_add_ps(s)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn fma256(iters: u64) -> f32 {
+            let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+            let mut acc = [_mm256_set1_ps(1.0); 12];
+            for _ in 0..iters {
+                for x in acc.iter_mut() {
+                    *x = _mm256_fmadd_ps(*x, a, b);
+                }
+            }
+            let s = acc
+                .iter()
+                .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+            let mut out = [0.0f32; 8];
+            // SAFETY: `out` holds 8 f32; storeu has no alignment requirement.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+            out.iter().sum()
+        }
+        let iters = 20_000_000u64;
+        let (lanes, mut f): (f64, Box<dyn FnMut()>) = if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was detected just above.
+            (
+                16.0,
+                Box::new(|| {
+                    black_box(unsafe { fma512(black_box(iters)) });
+                }),
+            )
+        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA were detected just above.
+            (
+                8.0,
+                Box::new(|| {
+                    black_box(unsafe { fma256(black_box(iters)) });
+                }),
+            )
+        } else {
+            return None;
+        };
+        let t = best_interleaved(5, cpu_now, &mut [&mut *f])[0];
+        Some(iters as f64 * 12.0 * lanes * 2.0 / t * 1e-9)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn fma_peak() -> Option<f64> {
+        None
+    }
+
+    /// The number after `flag` on the command line.
+    pub fn arg_value(flag: &str) -> Option<usize> {
+        let args: Vec<String> = std::env::args().collect();
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1)?.parse().ok()
+    }
+
+    /// `loss_and_grad` of each case with scratch for 256, 512 and 1024-row blocks.
+    pub fn by_block_rows(reps: usize) {
+        let peak = fma_peak();
+        match peak {
+            Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
+            None => println!("FMA peak: not measured on this target"),
+        }
+        println!(
+            "loss_and_grad by row-block size (one thread, CPU time, best of {reps} interleaved rounds; MAX_BLOCK_ROWS = {MAX_BLOCK_ROWS})"
+        );
+        let cases = [
+            Case::new("tied", Arch::tied(), 4096, 512, 4096),
+            Case::new("standard, at init", Arch::standard(), 1024, 384, 3072),
+        ];
+        for c in &cases {
+            let rows: Vec<usize> = [256usize, 512, 1024]
+                .into_iter()
+                .filter(|&r| r <= MAX_BLOCK_ROWS && r <= c.n)
+                .collect();
+            let mut grads: Vec<Vec<f32>> = rows
+                .iter()
+                .map(|_| vec![0.0; c.arch.param_len(c.dims)])
+                .collect();
+            let mut scratch: Vec<Vec<f32>> = rows
+                .iter()
+                .map(|&r| vec![0.0; grad_scratch_len(c.arch, c.dims, r)])
+                .collect();
+            let mut fs: Vec<_> = grads
+                .iter_mut()
+                .zip(scratch.iter_mut())
+                .map(|(g, s)| move || c.step(g, s))
+                .collect();
+            let mut refs: Vec<&mut dyn FnMut()> =
+                fs.iter_mut().map(|f| f as &mut dyn FnMut()).collect();
+            let t = best_interleaved(reps, cpu_now, &mut refs);
+            let Dims { d, h } = c.dims;
+            println!("  {} (n, d, h) = ({}, {d}, {h})", c.name, c.n);
+            for (r, &s) in rows.iter().zip(&t) {
+                let pct = peak.map_or(String::new(), |p| {
+                    format!("  {:>5.1}% of peak", 100.0 * c.flop() / s * 1e-9 / p)
+                });
+                println!(
+                    "    {r:>5}-row blocks {:>9.2} ms{pct}  time / 256-row time {:.3}",
+                    s * 1e3,
+                    s / t[0]
+                );
+            }
+        }
+    }
+
+    /// `loss_and_grad` in a 1-thread and a 2-thread rayon pool, alternating (so that a
+    /// change of the machine's load hits both alike), quiet and with `busy` spinners.
+    #[cfg(feature = "parallel")]
+    pub fn threads(reps: usize, busy: usize) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        fn wall() -> f64 {
+            use std::sync::OnceLock;
+            static T0: OnceLock<std::time::Instant> = OnceLock::new();
+            T0.get_or_init(std::time::Instant::now)
+                .elapsed()
+                .as_secs_f64()
+        }
+        let pools = [1usize, 2].map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        });
+        println!(
+            "loss_and_grad, 1 vs 2 threads (feature `parallel`, dedicated rayon pools, wall time, best of {reps} alternating rounds; 256-row blocks)"
+        );
+        let cases = [
+            Case::new("tied", Arch::tied(), 1024, 512, 4096),
+            Case::new("tied", Arch::tied(), 4096, 512, 4096),
+            Case::new("standard, at init", Arch::standard(), 1024, 384, 3072),
+        ];
+        let conditions: &[usize] = if busy > 0 { &[0, busy] } else { &[0] };
+        for &spinners in conditions {
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                for _ in 0..spinners {
+                    s.spawn(|| {
+                        let mut x = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        }
+                    });
+                }
+                if spinners == 0 {
+                    println!("  machine as is");
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    println!("  machine with +{spinners} busy threads");
+                }
+                for c in &cases {
+                    let rows = 256.min(MAX_BLOCK_ROWS);
+                    let mut g = [0, 1].map(|_| vec![0.0f32; c.arch.param_len(c.dims)]);
+                    let mut sc =
+                        [0, 1].map(|_| vec![0.0f32; grad_scratch_len(c.arch, c.dims, rows)]);
+                    let [g1, g2] = &mut g;
+                    let [s1, s2] = &mut sc;
+                    let t = best_interleaved(
+                        reps,
+                        wall,
+                        &mut [&mut || pools[0].install(|| c.step(g1, s1)), &mut || {
+                            pools[1].install(|| c.step(g2, s2))
+                        }],
+                    );
+                    let same = g1
+                        .iter()
+                        .zip(g2.iter())
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    let Dims { d, h } = c.dims;
+                    println!(
+                        "    {:<18} ({:>4},{d},{h})  1 thread {:>8.2} ms  2 threads {:>8.2} ms  speed-up {:.2}x  gradients bit-identical: {same}",
+                        c.name,
+                        c.n,
+                        t[0] * 1e3,
+                        t[1] * 1e3,
+                        t[0] / t[1]
+                    );
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+        }
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn main() {
+    let reps = imp::arg_value("--reps").unwrap_or(4);
+    if std::env::args().any(|a| a == "--threads") {
+        #[cfg(feature = "parallel")]
+        imp::threads(reps, imp::arg_value("--busy").unwrap_or(0));
+        #[cfg(not(feature = "parallel"))]
+        println!("--threads needs `--features parallel`");
+        return;
+    }
+    imp::by_block_rows(reps);
+}
+
+#[cfg(target_family = "wasm")]
+fn main() {}
