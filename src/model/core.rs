@@ -1157,11 +1157,17 @@ fn loss_and_grad_impl(
     let (dead_list, idx) = idx.split_at_mut(n_dead);
     let dead_list: &[u32] = dead_list;
     // On the sparse path, AuxK runs as GEMMs over the compacted dead latents when that
-    // is cheaper than one super-block entry per selection: the super-block's compacted
-    // selections go to the front half of `dpa_s`, their code gradient to the back half
-    // (a block's `rows·n_dead` fits in half of `rb·h` when `n_dead ≤ h/2`).
-    let aux_gemm = aux.is_some_and(|a| sparse_path::aux_by_gemm(n_dead, a.k)) && 2 * n_dead <= h;
-    let aux_half = dpa_s.len() / 2;
+    // is cheaper than one super-block entry per selection: `dpa_s` holds the
+    // super-block's compacted selections (`aux_cap×n_dead`), their code gradient (as
+    // many) and their residuals (`aux_cap×d`), so the area keeps only the main
+    // residuals (a block's rows fit when `2·n_dead + d ≤ h`).
+    let aux_gemm =
+        aux.is_some_and(|a| sparse_path::aux_by_gemm(n_dead, a.k)) && 2 * n_dead + d <= h;
+    let aux_cap = if aux_gemm {
+        dpa_s.len() / (2 * n_dead + d)
+    } else {
+        0
+    };
     let tied = arch.is_tied();
     let centre_in = arch.centers_input();
     // JumpReLU thresholds: SAELens' straight-through estimator (bandwidth > 0).
@@ -1172,6 +1178,21 @@ fn loss_and_grad_impl(
         }
         _ => None,
     };
+    // Sparse TopK blocks with few dead latents take the dead pre-activations from their
+    // own product over the encoder's dead columns (gathered once, at the back of
+    // `dead_dec`, behind the GEMM route's `n_dead·d` rows), so the encoder keeps its
+    // fused bias + ReLU and no block copies all `rows×h` pre-activations.
+    let aux_pre_gemm =
+        aux.is_some() && ste.is_none() && sparse_path::aux_pre_by_gemm_pays(n_dead, h);
+    let (dead_dec, enc_dead) = dead_dec.split_at_mut(if aux_pre_gemm {
+        dead_dec.len() - n_dead * d
+    } else {
+        dead_dec.len()
+    });
+    if aux_pre_gemm {
+        sparse_path::gather_enc_cols(p.encoder(), dead_list, enc_dead);
+    }
+    let enc_dead: &[f32] = enc_dead;
     // The code gradient's penalty part for feature i (before the mask).
     let pen_add = |i: usize| add * wv.map_or(1.0, |w| w[i]);
 
@@ -1226,11 +1247,13 @@ fn loss_and_grad_impl(
         if *s_rows == 0 {
             return Ok(());
         }
-        let (a_s, p_s) = dpa_s.split_at_mut(aux_half);
+        let (a_s, rest) = dpa_s.split_at_mut(aux_cap * n_dead);
+        let (p_s, r_s) = rest.split_at_mut(aux_cap * n_dead);
         let mut cmp = aux_gemm.then(|| sparse_path::AuxGemm {
             dead: dead_list,
             a: &a_s[..*s_rows * n_dead],
             dpa: &mut p_s[..*s_rows * n_dead],
+            ar: &mut r_s[..*s_rows * d],
             buf: &mut dead_dec[..n_dead * d],
             pack,
         });
@@ -1258,25 +1281,34 @@ fn loss_and_grad_impl(
         let xb = &x[r0 * d..(r0 + rows) * d];
         let cb = &mut codes[..rows * h];
         let xin = encoder_input(&p, xb, xc);
-        let pre = (aux.is_some() || ste.is_some()).then(|| &mut pre_s[..rows * h]);
-        encode_block(&p, xin, rows, cb, sel, pack, pre)?;
         // TopK keeps at most k codes per row: when that bound already decides for the
         // sparse path, it stands in for the count (the entries appended are exact).
         let bound = match arch.activation {
             Activation::TopK { k } => Some(rows.saturating_mul(k.min(h))),
             _ => None,
         };
+        let pre_gemm =
+            aux_pre_gemm && bound.is_some_and(|b| sparse_path::use_sparse(opts.path, b, rows, h));
+        let pre = (!pre_gemm && (aux.is_some() || ste.is_some())).then(|| &mut pre_s[..rows * h]);
+        encode_block(&p, xin, rows, cb, sel, pack, pre)?;
         let mut active = match bound {
             Some(b) if sparse_path::use_sparse(opts.path, b, rows, h) => b,
             _ => count_active(cb, h),
         };
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
         if sparse && let Some(a) = &aux {
-            // The AuxK selections join the super-block as entries of their own.
-            let pa = &mut pre_s[..rows * h];
-            let order: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..n_dead]);
-            for row in pa.chunks_exact_mut(h) {
-                sparse_path::select_among(row, dead_list, a.k, order);
+            // The AuxK selections join the super-block (entries of their own, or the
+            // GEMM route's compacted rows): the dead latents' pre-activations, compacted
+            // (`rows×n_dead` at the front of `pre_s`), then the k' largest of each row.
+            if pre_gemm {
+                let pa = &mut pre_s[..rows * n_dead];
+                sparse_path::aux_pre_by_gemm(xin, enc_dead, p.b_enc(), dead_list, pa, pack)?;
+            } else {
+                sparse_path::compact_in_place(&mut pre_s[..rows * h], h, dead_list);
+            }
+            let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..n_dead]);
+            for row in pre_s[..rows * n_dead].chunks_exact_mut(n_dead) {
+                sparse_path::select_compact(row, a.k, keys);
             }
             if !aux_gemm {
                 // Every row keeps exactly k' = min(k_aux, dead) selections.
@@ -1293,9 +1325,10 @@ fn loss_and_grad_impl(
             let pack_len_have = pack.len();
             let has_aux = aux.is_some();
             let fits = |r: usize, z| {
-                sparse_path::super_need(r, z, d, h, has_aux).is_some_and(|v| v <= area_len)
+                sparse_path::super_need(r, z, d, h, has_aux && !aux_gemm)
+                    .is_some_and(|v| v <= area_len)
                     && (!aux_gemm
-                        || r.saturating_mul(n_dead) <= aux_half
+                        || r <= aux_cap
                             && sparse_path::aux_gemm_pack(r, d, n_dead, tied) <= pack_len_have)
             };
             if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
@@ -1327,13 +1360,12 @@ fn loss_and_grad_impl(
                     fired.as_deref_mut(),
                     &mut l0,
                 );
+                let pa = &pre_s[..rows * n_dead];
                 if aux.is_some() && !aux_gemm {
-                    let pa = &pre_s[..rows * h];
-                    s_nnz = sparse_path::super_append_aux(pa, h, dead_list, s_rows, s_nnz, area);
+                    s_nnz = sparse_path::super_append_aux(pa, dead_list, s_rows, s_nnz, area);
                 }
                 if aux_gemm {
-                    let dst = &mut dpa_s[s_rows * n_dead..(s_rows + rows) * n_dead];
-                    sparse_path::compact_rows(&pre_s[..rows * h], h, dead_list, dst);
+                    dpa_s[s_rows * n_dead..(s_rows + rows) * n_dead].copy_from_slice(pa);
                 }
                 s_rows += rows;
                 // The code statistics now, in row order (L0 counted while appending: an

@@ -288,59 +288,132 @@ fn key(v: f32) -> i32 {
     b ^ (((b >> 31) as u32) >> 1) as i32
 }
 
-/// The AuxK selection of one row over the candidates `cand` (ascending indices, e.g.
-/// the dead latents): keep, in place, the `k ≤ cand.len()` largest entries among the
-/// candidates (order by `f32::total_cmp`, ties to the lowest index), raw (no ReLU);
-/// every other entry becomes `+0.0`, and a kept zero is stored as `−0.0`, so that
-/// "kept" is exactly "bits ≠ 0". The same kept set and bits as
-/// `activation::topk_among` with the candidates as its mask, in `O(h)` writes and
-/// `O(cand.len())` comparisons. `order` is scratch of `cand.len()` entries.
-pub(crate) fn select_among(row: &mut [f32], cand: &[u32], k: usize, order: &mut [u32]) {
-    let k = k.min(cand.len());
+/// The total-order key of `v` as an unsigned integer (larger key, larger value by
+/// `f32::total_cmp`).
+#[inline(always)]
+fn ukey(v: f32) -> u32 {
+    (key(v) as u32) ^ (1 << 31)
+}
+
+/// The AuxK selection of one compacted row: `row` holds the pre-activations of the
+/// candidates (e.g. the dead latents, in ascending latent order); keep, in place, the
+/// `k` largest (order by `f32::total_cmp`, ties to the lowest position), raw (no
+/// ReLU); every other entry becomes `+0.0`, and a kept zero is stored as `−0.0`, so
+/// that "kept" is exactly "bits ≠ 0". The same kept set and bits as
+/// `activation::topk_among` over the full row with the candidates as its mask, in one
+/// integer selection over `row.len()` keys (none when `k ≥ row.len()`). `keys` is
+/// scratch of `row.len()` entries.
+pub(crate) fn select_compact(row: &mut [f32], k: usize, keys: &mut [u32]) {
+    let m = row.len();
     if k == 0 {
         row.fill(0.0);
         return;
     }
-    let order = &mut order[..cand.len()];
-    order.copy_from_slice(cand);
-    let by = |a: &u32, b: &u32| {
-        key(row[*b as usize])
-            .cmp(&key(row[*a as usize]))
-            .then(a.cmp(b))
-    };
-    // The k-th largest (key, index): a candidate is kept iff it orders at or before it
-    // (every candidate when k is their number).
-    let (tk, ti) = if k < order.len() {
-        order.select_nth_unstable_by(k - 1, by);
-        let t = order[k - 1];
-        (key(row[t as usize]), t)
-    } else {
-        (i32::MIN, u32::MAX)
-    };
-    // The new value of each candidate, in candidate order, in place of `order`.
-    for (o, &j) in order.iter_mut().zip(cand) {
-        let v = row[j as usize];
-        let kv = key(v);
-        let kept = kv > tk || (kv == tk && j <= ti);
-        *o = match (kept, v == 0.0) {
-            (false, _) => 0,
-            (true, true) => (-0.0f32).to_bits(),
-            (true, false) => v.to_bits(),
-        };
+    if k >= m {
+        for v in row.iter_mut() {
+            if *v == 0.0 {
+                *v = -0.0;
+            }
+        }
+        return;
     }
-    row.fill(0.0);
-    for (&o, &j) in order.iter().zip(cand) {
-        row[j as usize] = f32::from_bits(o);
+    let keys = &mut keys[..m];
+    for (u, &v) in keys.iter_mut().zip(row.iter()) {
+        *u = ukey(v);
+    }
+    // Ascending: keys[m − k] is the k-th largest key, the k − 1 after it are ≥ it.
+    let (_, t, above) = keys.select_nth_unstable(m - k);
+    let t = *t;
+    let greater = above.iter().filter(|&&u| u > t).count();
+    // Of the keys equal to the k-th largest, the first `equal_left` (by position) stay.
+    let mut equal_left = k - greater;
+    for v in row.iter_mut() {
+        let u = ukey(*v);
+        let keep = u > t || (u == t && equal_left > 0);
+        if u == t && keep {
+            equal_left -= 1;
+        }
+        *v = match (keep, *v == 0.0) {
+            (false, _) => 0.0,
+            (true, true) => -0.0,
+            (true, false) => *v,
+        };
     }
 }
 
-/// Append a block's AuxK selections (`a`, `rows×h`: selected entries have non-zero
-/// bits, see [`select_among`]; only the candidates `cand` can be selected) as
+/// Compact a block's pre-activations in place: row `r` of `a` (`rows×h`) becomes row
+/// `r` of `a[..rows·dead.len()]` (`rows×n_dead`), whose column `t` is latent `dead[t]`
+/// (`dead` ascending, so every read is at or after every write before it).
+pub(crate) fn compact_in_place(a: &mut [f32], h: usize, dead: &[u32]) {
+    let (nd, rows) = (dead.len(), a.len() / h.max(1));
+    for r in 0..rows {
+        for (t, &j) in dead.iter().enumerate() {
+            a[r * nd + t] = a[r * h + j as usize];
+        }
+    }
+}
+
+/// Gather the encoder's columns of the dead latents: `e[i·n_dead + t] ← W_enc[i,
+/// dead[t]]` (`e`: `d×n_dead`), for [`aux_pre_by_gemm`].
+pub(crate) fn gather_enc_cols(enc: MatRef<'_>, dead: &[u32], e: &mut [f32]) {
+    let nd = dead.len();
+    for (i, row) in e.chunks_exact_mut(nd.max(1)).take(enc.rows()).enumerate() {
+        for (v, &j) in row.iter_mut().zip(dead) {
+            *v = enc.at(i, j as usize);
+        }
+    }
+}
+
+/// Whether the dead latents' pre-activations of a sparse block come from their own
+/// product `x̄·W_enc[:, dead]` ([`aux_pre_by_gemm`], `2·rows·d·n_dead` FLOP) rather
+/// than from a copy of all `rows×h` pre-activations (which also keeps the encoder
+/// from fusing bias and ReLU into its store, and costs a pass over them).
+#[must_use]
+pub(crate) fn aux_pre_by_gemm_pays(n_dead: usize, h: usize) -> bool {
+    n_dead.saturating_mul(AUX_PRE_GEMM_SHARE) <= h
+}
+
+/// [`aux_pre_by_gemm_pays`]: the own product runs while `n_dead ≤ h / AUX_PRE_GEMM_SHARE`.
+pub(crate) const AUX_PRE_GEMM_SHARE: usize = 8;
+
+/// The dead latents' pre-activations of a block, by their own product: `out ←
+/// xin·E + b_enc[dead]` (`xin`: the block's encoder input, `rows×d`; `E`: `d×n_dead`
+/// from [`gather_enc_cols`]; `out`: `rows×n_dead`). The same products as the
+/// encoder's, in the same order (each entry one dot product over `d`), then the bias.
+pub(crate) fn aux_pre_by_gemm(
+    xin: &[f32],
+    e: &[f32],
+    b_enc: &[f32],
+    dead: &[u32],
+    out: &mut [f32],
+    pack: &mut [f32],
+) -> Result<()> {
+    let nd = dead.len();
+    let d = e.len() / nd.max(1);
+    let rows = xin.len() / d.max(1);
+    gemm(
+        1.0,
+        MatRef::row_major("x", xin, rows, d)?,
+        MatRef::row_major("W_enc_dead", e, d, nd)?,
+        0.0,
+        MatMut::row_major("aux_pre", out, rows, nd)?,
+        Epilogue::None,
+        pack,
+    )?;
+    for row in out.chunks_exact_mut(nd.max(1)) {
+        for (v, &j) in row.iter_mut().zip(dead) {
+            *v += b_enc[j as usize];
+        }
+    }
+    Ok(())
+}
+
+/// Append a block's AuxK selections (`a`, `rows×n_dead` compacted, column `t` for
+/// latent `cand[t]`: selected entries have non-zero bits, see [`select_compact`]) as
 /// `(row | AUX_FLAG, feature, value bits)` triples after the `nnz` entries already in
 /// `work`. Returns the new number of entries.
 pub(crate) fn super_append_aux(
     a: &[f32],
-    h: usize,
     cand: &[u32],
     row0: usize,
     nnz: usize,
@@ -348,10 +421,9 @@ pub(crate) fn super_append_aux(
 ) -> usize {
     let work: &mut [u32] = bytemuck::cast_slice_mut(work);
     let mut e = 3 * nnz;
-    for (r, row) in a.chunks_exact(h).enumerate() {
+    for (r, row) in a.chunks_exact(cand.len().max(1)).enumerate() {
         let rr = (row0 + r) as u32 | AUX_FLAG;
-        for &j in cand {
-            let v = row[j as usize];
+        for (&v, &j) in row.iter().zip(cand) {
             if v.to_bits() != 0 {
                 work[e] = rr;
                 work[e + 1] = j;
@@ -421,7 +493,11 @@ pub(crate) fn super_flush(
     let (d, h) = (m.d, m.h);
     let (ints, rest) = work.split_at_mut(5 * nnz + h);
     let (g, rest) = rest.split_at_mut(rows * d);
-    let ar = &mut rest[..if aux.is_some() { rows * d } else { 0 }];
+    // The AuxK residuals: the GEMM route's own buffer, else after the main residuals.
+    let ar: &mut [f32] = match cmp.as_deref_mut() {
+        Some(c) => &mut core::mem::take(&mut c.ar)[..rows * d],
+        None => &mut rest[..if aux.is_some() { rows * d } else { 0 }],
+    };
     let ints: &mut [u32] = bytemuck::cast_slice_mut(ints);
     let (coo, rest) = ints.split_at_mut(3 * nnz);
     let (end, rest) = rest.split_at_mut(h);
@@ -600,18 +676,6 @@ pub(crate) fn aux_gemm_pack(rows: usize, d: usize, n_dead: usize, tied: bool) ->
     a.max(pack_len(n_dead, d, rows)).max(enc)
 }
 
-/// Compact a block's AuxK selections: row `r` of `a` (`rows×h`, selected entries with
-/// non-zero bits, see [`select_among`]) becomes row `r` of `out` (`rows×n_dead`),
-/// whose column `t` is latent `dead[t]`.
-pub(crate) fn compact_rows(a: &[f32], h: usize, dead: &[u32], out: &mut [f32]) {
-    let nd = dead.len();
-    for (src, dst) in a.chunks_exact(h).zip(out.chunks_exact_mut(nd.max(1))) {
-        for (o, &j) in dst.iter_mut().zip(dead) {
-            *o = src[j as usize];
-        }
-    }
-}
-
 /// AuxK over the compacted dead latents of one super-block, by GEMMs: with `A` the
 /// super-block's selections (`rows×n_dead`, column `t` for latent `dead[t]`), `D` the
 /// dead latents' decoder rows (`n_dead×d`, gathered) and `R` the AuxK residual scaled
@@ -628,10 +692,13 @@ pub(crate) fn compact_rows(a: &[f32], h: usize, dead: &[u32], out: &mut [f32]) {
 pub(crate) struct AuxGemm<'s> {
     /// The dead latents, ascending.
     pub dead: &'s [u32],
-    /// `rows·n_dead`: the selections, compacted by [`compact_rows`].
+    /// `rows·n_dead`: the selections, compacted (see [`select_compact`]).
     pub a: &'s [f32],
     /// `rows·n_dead`: the code gradient `P`.
     pub dpa: &'s mut [f32],
+    /// `rows·d`: the AuxK residuals `R` (taken by [`super_flush`], whose work area then
+    /// needs no room for them: [`super_need`] without `aux`).
+    pub ar: &'s mut [f32],
     /// `n_dead·d`: the gathered decoder rows, then the compacted gradients.
     pub buf: &'s mut [f32],
     /// The GEMMs' pack buffer.
@@ -811,10 +878,10 @@ mod tests {
         }
     }
 
-    /// `select_among` over a candidate list keeps the same set and bits as
-    /// `topk_among` with the candidates as a mask (ties, NaN, ±0, k ≥ candidates).
+    /// `select_compact` over the compacted candidates keeps the same set and bits as
+    /// `topk_among` with the candidates as a mask (ties, NaN, ±0, k ≥ candidates, k = 0).
     #[test]
-    fn select_among_matches_topk_among() {
+    fn select_compact_matches_topk_among() {
         let mut state = 11u64;
         let mut next = || {
             state = state
@@ -822,7 +889,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (state >> 33) as u32
         };
-        let trials = if cfg!(miri) { 8 } else { 300 };
+        let trials = if cfg!(miri) { 8 } else { 400 };
         for trial in 0..trials {
             let h = 1 + (next() % 90) as usize;
             let row: [f32; 90] = core::array::from_fn(|_| match next() % 12 {
@@ -831,30 +898,100 @@ mod tests {
                 2 if trial % 4 == 0 => f32::NAN,
                 3 if trial % 5 == 0 => -f32::NAN,
                 4 => 0.25,
+                5 => -0.25,
                 _ => (next() % 200) as f32 / 100.0 - 1.0,
             });
-            let mask: [bool; 90] = core::array::from_fn(|_| next() % 3 == 0);
+            // Every third latent a candidate, or (some trials) most of them.
+            let dense = trial % 3 == 0;
+            let mask: [bool; 90] = core::array::from_fn(|_| {
+                if dense {
+                    next() % 8 != 0
+                } else {
+                    next() % 3 == 0
+                }
+            });
             let mut cand = [0u32; 90];
             let mut m = 0;
             for (j, _) in mask[..h].iter().enumerate().filter(|(_, c)| **c) {
                 cand[m] = j as u32;
                 m += 1;
             }
-            let k = 1 + (next() % 12) as usize;
-            let (mut a, mut b) = (row, row);
+            // k from 0 to past the candidates' number, around m/2 (the complement side).
+            let k = match trial % 4 {
+                0 => (next() % 12) as usize,
+                1 => m / 2 + (next() % 3) as usize,
+                2 => m.saturating_sub((next() % 3) as usize),
+                _ => m + 1,
+            };
+            let mut a = row;
             let mut sel = [0.0f32; 90];
             super::super::activation::topk_among(&mut a[..h], &mask[..h], k, &mut sel);
-            let mut order = [0u32; 90];
-            select_among(&mut b[..h], &cand[..m], k, &mut order);
-            for (j, (x, y)) in a[..h].iter().zip(&b[..h]).enumerate() {
-                assert_eq!(x.to_bits(), y.to_bits(), "trial {trial}, index {j}");
+            let mut b = [f32::NAN; 90];
+            for (t, &j) in cand[..m].iter().enumerate() {
+                b[t] = row[j as usize];
+            }
+            let mut keys = [0u32; 90];
+            select_compact(&mut b[..m], k, &mut keys);
+            for (j, x) in a[..h].iter().enumerate() {
+                let want = match cand[..m].iter().position(|&c| c as usize == j) {
+                    Some(t) => b[t].to_bits(),
+                    None => 0,
+                };
+                assert_eq!(x.to_bits(), want, "trial {trial}, k {k} of {m}, index {j}");
+            }
+            let kept = b[..m].iter().filter(|v| v.to_bits() != 0).count();
+            assert_eq!(kept, k.min(m), "trial {trial}: kept count");
+        }
+    }
+
+    /// The dead latents' pre-activations by their own product: the encoder's dead
+    /// columns (row-major and transposed views), times the input, plus their biases,
+    /// against f64 dot products.
+    #[test]
+    fn aux_pre_by_gemm_matches_dot_products() {
+        let (rows, d, h) = (5, 7, 19);
+        let x: [f32; 5 * 7] = core::array::from_fn(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0);
+        let w: [f32; 7 * 19] = core::array::from_fn(|i| ((i * 5 % 13) as f32 - 6.0) / 8.0);
+        let b: [f32; 19] = core::array::from_fn(|i| i as f32 / 16.0 - 0.5);
+        let dead: &[u32] = &[0, 3, 4, 11, 18];
+        let nd = dead.len();
+        let mut pack = [0.0f32; 4096];
+        // W_enc (d×h) row-major, and the same matrix as the transposed view of M (h×d).
+        let mut m = [0.0f32; 19 * 7];
+        for i in 0..d {
+            for j in 0..h {
+                m[j * d + i] = w[i * h + j];
+            }
+        }
+        let views = [
+            MatRef::row_major("W_enc", &w, d, h).unwrap(),
+            MatRef::row_major("M", &m, h, d).unwrap().t(),
+        ];
+        for enc in views {
+            let mut e = [f32::NAN; 7 * 5];
+            gather_enc_cols(enc, dead, &mut e);
+            let mut out = [f32::NAN; 5 * 5];
+            aux_pre_by_gemm(&x, &e, &b, dead, &mut out, &mut pack).unwrap();
+            for r in 0..rows {
+                for (t, &j) in dead.iter().enumerate() {
+                    let j = j as usize;
+                    let want: f64 = (0..d)
+                        .map(|i| f64::from(x[r * d + i]) * f64::from(w[i * h + j]))
+                        .sum::<f64>()
+                        + f64::from(b[j]);
+                    let got = f64::from(out[r * nd + t]);
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "({r}, {t})"
+                    );
+                }
             }
         }
     }
 
     /// Compaction gathers the dead latents' columns, for every dead-set shape.
     #[test]
-    fn compact_rows_gathers_the_columns() {
+    fn compact_in_place_gathers_the_columns() {
         let (rows, h) = (5, 23);
         let a: [f32; 5 * 23] = core::array::from_fn(|i| i as f32 + 0.5);
         let sets: [&[u32]; 4] = [
@@ -867,8 +1004,8 @@ mod tests {
         ];
         for dead in sets {
             let nd = dead.len();
-            let mut b = [f32::NAN; 5 * 23];
-            compact_rows(&a, h, dead, &mut b[..rows * nd]);
+            let mut b = a;
+            compact_in_place(&mut b, h, dead);
             for r in 0..rows {
                 for (t, &j) in dead.iter().enumerate() {
                     assert_eq!(

@@ -1,0 +1,249 @@
+//! The AuxK term's cost in the TopK training gradient, by number of dead latents.
+//!
+//! ```sh
+//! cargo run --release --example bench_aux -- [--dead 0,100,307,...] [--reps N] [--n N]
+//! ```
+//!
+//! For each number `m` of dead latents (spread evenly over the `h` latents), the model
+//! core's `loss_and_grad` of a TopK k = 32 SAE at (n, d, h) = (1024, 384, 3072) (SAELens'
+//! layout, `b_dec` subtracted from the input) is timed with AuxK (`k_aux = d/2 = 192`,
+//! coefficient 1, SAELens v6) and without it, interleaved in one run (best CPU time of
+//! `reps` rounds, one thread). The difference is what AuxK costs; it is printed next to
+//! the time its four necessary products (`A·D`, `R·Dᵀ`, `Aᵀ·R`, `x̄ᵀ·P`, each
+//! `2·n·k'·d` FLOP over the selected entries only) would take at the FMA peak measured
+//! in the same run, and the route the sparse path takes (`gemm`: GEMMs over the
+//! compacted dead latents; `entries`: one super-block entry per selection).
+
+use sae_kernels::model::{
+    Arch, AuxK, Dims, LossOptions, MAX_BLOCK_ROWS, Params, ParamsMut, grad_scratch_len,
+    loss_and_grad,
+};
+use std::hint::black_box;
+
+/// CPU time of this thread, in seconds.
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Best CPU times of `reps` interleaved rounds of each closure (after one warm-up).
+fn best_interleaved(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    for f in fs.iter_mut() {
+        f();
+    }
+    let mut best = vec![f64::INFINITY; fs.len()];
+    for _ in 0..reps {
+        for (f, b) in fs.iter_mut().zip(best.iter_mut()) {
+            let t0 = cpu_now();
+            f();
+            *b = b.min(cpu_now() - t0);
+        }
+    }
+    best
+}
+
+/// Deterministic standard normal data (SplitMix64 + Box–Muller).
+fn normal(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    let mut next = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| {
+            let (u, v) = (next().max(1e-300), next());
+            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+        })
+        .collect()
+}
+
+/// The f32 FMA peak of this core in GFLOP/s, measured now (512-bit FMAs with AVX-512,
+/// else 256-bit); `None` on other targets.
+#[cfg(target_arch = "x86_64")]
+fn fma_peak() -> Option<f64> {
+    use core::arch::x86_64::*;
+    #[target_feature(enable = "avx512f")]
+    fn fma512(iters: u64) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        let s = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+        _mm512_reduce_add_ps(s)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn fma256(iters: u64) -> f32 {
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let s = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+        let mut out = [0.0f32; 8];
+        // SAFETY: `out` holds 8 f32; storeu has no alignment requirement.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+        out.iter().sum()
+    }
+    let iters = 10_000_000u64;
+    let (lanes, mut f): (f64, Box<dyn FnMut()>) = if std::is_x86_feature_detected!("avx512f") {
+        (
+            16.0,
+            // SAFETY: AVX-512F was detected just above.
+            Box::new(|| {
+                black_box(unsafe { fma512(black_box(iters)) });
+            }),
+        )
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        (
+            8.0,
+            // SAFETY: AVX2 and FMA were detected just above.
+            Box::new(|| {
+                black_box(unsafe { fma256(black_box(iters)) });
+            }),
+        )
+    } else {
+        return None;
+    };
+    let t = best_interleaved(3, &mut [&mut *f])[0];
+    Some(iters as f64 * 12.0 * lanes * 2.0 / t * 1e-9)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_peak() -> Option<f64> {
+    None
+}
+
+/// The value after `flag` on the command line.
+fn arg(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).cloned()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "bench_aux [--dead M1,M2,...] [--reps N] [--n ROWS]: AuxK's cost in the TopK \
+             gradient by number of dead latents (see the source's header)"
+        );
+        return;
+    }
+    let (d, h, k) = (384usize, 3072usize, 32usize);
+    let n: usize = arg("--n").map_or(1024, |v| v.parse().expect("--n: a number"));
+    let reps: usize = arg("--reps").map_or(5, |v| v.parse().expect("--reps: a number"));
+    let deads: Vec<usize> = arg("--dead").map_or_else(
+        || vec![31, 100, 192, 307, 500, 768, 1000, 1500],
+        |v| {
+            v.split(',')
+                .map(|s| s.trim().parse().expect("--dead: numbers"))
+                .collect()
+        },
+    );
+    let k_aux = d / 2;
+    let arch = Arch::topk(k);
+    let dims = Dims::new(d, h).unwrap();
+    // SAELens' layout and initialisation: unit-norm decoder rows, W_enc = W_decᵀ; small
+    // biases so that the pre-activations are not all symmetric around 0.
+    let mut dec = normal(h * d, 1);
+    for row in dec.chunks_exact_mut(d) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    let mut params = vec![0.0f32; arch.param_len(dims)];
+    {
+        let (we, rest) = params.split_at_mut(d * h);
+        let (be, rest) = rest.split_at_mut(h);
+        let (wd, bd) = rest.split_at_mut(h * d);
+        for i in 0..h {
+            for j in 0..d {
+                we[j * h + i] = dec[i * d + j];
+            }
+        }
+        be.copy_from_slice(&normal(h, 3).iter().map(|v| 0.1 * v).collect::<Vec<_>>());
+        wd.copy_from_slice(&dec);
+        bd[..d].copy_from_slice(&normal(d, 4).iter().map(|v| 0.1 * v).collect::<Vec<_>>());
+    }
+    let x = normal(n * d, 2);
+    let p = || Params::from_flat(arch, dims, &params).unwrap();
+    let mut scratch = vec![0.0f32; grad_scratch_len(arch, dims, MAX_BLOCK_ROWS)];
+    let mut grads = vec![0.0f32; arch.param_len(dims)];
+    let peak = fma_peak();
+    match peak {
+        Some(pk) => println!("FMA peak of this core, measured now: {pk:.1} GFLOP/s"),
+        None => println!("FMA peak: not measured on this target"),
+    }
+    println!(
+        "TopK k = {k} loss_and_grad at (n, d, h) = ({n}, {d}, {h}), AuxK k_aux = {k_aux}: \
+         best CPU time of {reps} interleaved rounds, one thread"
+    );
+    println!(
+        "{:>7} {:>5} {:>8} {:>10} {:>10} {:>9} {:>14}",
+        "n_dead", "k'", "route", "no AuxK", "AuxK", "AuxK cost", "products@peak"
+    );
+    for &m in &deads {
+        let m = m.min(h);
+        // m dead latents spread evenly over the h latents.
+        let dead: Vec<bool> = (0..h).map(|i| (i * m) % h < m).collect();
+        let n_dead = dead.iter().filter(|&&v| v).count();
+        let kp = k_aux.min(n_dead);
+        let with = LossOptions {
+            aux: Some(AuxK {
+                dead: &dead,
+                k_aux,
+                coefficient: 1.0,
+            }),
+            ..LossOptions::alpha(0.0)
+        };
+        let without = LossOptions::alpha(0.0);
+        let (mut s0, mut g0) = (scratch.clone(), grads.clone());
+        let (s1, g1) = (&mut scratch, &mut grads);
+        let t = best_interleaved(
+            reps,
+            &mut [
+                &mut || {
+                    let g = ParamsMut::from_flat(arch, dims, &mut g0).unwrap();
+                    black_box(loss_and_grad(p(), &x, n, &without, g, &mut s0).unwrap());
+                },
+                &mut || {
+                    let g = ParamsMut::from_flat(arch, dims, g1).unwrap();
+                    black_box(loss_and_grad(p(), &x, n, &with, g, s1).unwrap());
+                },
+            ],
+        );
+        // The four products over the selected entries: 2·n·k'·d FLOP each.
+        let flop = 8.0 * (n * kp * d) as f64;
+        let route = if n_dead <= 4 * kp && 2 * n_dead <= h {
+            "gemm"
+        } else {
+            "entries"
+        };
+        println!(
+            "{n_dead:>7} {kp:>5} {route:>8} {:>7.2} ms {:>7.2} ms {:>6.2} ms {:>11}",
+            t[0] * 1e3,
+            t[1] * 1e3,
+            (t[1] - t[0]) * 1e3,
+            peak.map_or(String::new(), |pk| format!(
+                "{:.2} ms",
+                flop / (pk * 1e9) * 1e3
+            )),
+        );
+    }
+}
