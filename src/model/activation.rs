@@ -691,6 +691,27 @@ mod tests {
         out
     }
 
+    /// `apply_rows` on a block (each row's pass prefetching the next) keeps the same
+    /// sets as `topk_relu_row` row by row.
+    #[test]
+    fn block_of_rows_matches_row_by_row() {
+        let (h, k) = (96usize, 5usize);
+        let mut block = [0.0f32; 3 * 96];
+        for (j, v) in block.iter_mut().enumerate() {
+            *v = ((j * 37) % 101) as f32 / 10.0 - 4.0;
+        }
+        let mut want = block;
+        let mut sel = [0.0f32; 96];
+        for row in want.chunks_exact_mut(h) {
+            topk_relu_row(row, k, &mut sel);
+        }
+        apply_rows(Activation::TopK { k }, &mut block, h, &[], &mut sel);
+        for (a, b) in block.iter().zip(&want) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        assert_eq!(block.iter().filter(|&&v| v != 0.0).count(), 3 * k);
+    }
+
     /// A group made only of negative NaNs (the smallest values in the total order)
     /// gives a NaN bound; every larger entry must still be a candidate (fuzz finding).
     #[test]
