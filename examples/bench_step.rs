@@ -2,7 +2,8 @@
 //! in one run:
 //!
 //! - `cargo run --release --example bench_step` (build WITHOUT `parallel`): the step by
-//!   row-block size (256, 512, 1024 rows, capped at `MAX_BLOCK_ROWS`), one thread,
+//!   row-block size (256, 512, 1024 rows, those up to `MAX_BLOCK_ROWS`: today only 256;
+//!   raise the constant in src/model/core.rs to compare larger blocks), one thread,
 //!   per-thread CPU time, best of interleaved rounds, with % of the FMA peak measured in
 //!   the same run (10·n·d·h FLOP per step), for the tied model at (4096, 512, 4096) and
 //!   the standard SAE near initialisation (half the codes active) at (1024, 384, 3072).

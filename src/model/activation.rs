@@ -44,8 +44,7 @@
 //! after every update.
 
 use super::params::Activation;
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::isa::x86;
+use crate::kernels::isa;
 use crate::kernels::vector;
 use core::cmp::Ordering;
 use wide::f32x8;
@@ -311,50 +310,30 @@ fn bound_and_candidates<const GMAX: usize, const W: usize>(
     candidates::<W>(row, t, idx, next)
 }
 
-/// [`bound_and_candidates`] compiled for AVX2 (256-bit vectors).
-///
-/// # Safety
-/// The CPU must support AVX2 (the caller holds the AVX2 token).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn bound_and_candidates_avx2(row: &[f32], k: usize, idx: &mut [u32], next: &[f32]) -> usize {
-    bound_and_candidates::<128, 8>(row, k, idx, next)
-}
-
-/// [`bound_and_candidates`] compiled for AVX-512F (512-bit vectors, mask registers).
-///
-/// # Safety
-/// The CPU must support AVX-512F (the caller holds the AVX-512 token).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn bound_and_candidates_avx512(
+/// [`bound_and_candidates`] with the group count and chunk width for `lanes` `f32`
+/// per vector (AVX-512: 16, AVX2: 8, else the baseline build's 8-wide `wide` chunks).
+#[inline(always)]
+fn bound_and_candidates_for(
+    lanes: usize,
     row: &[f32],
     k: usize,
     idx: &mut [u32],
     next: &[f32],
 ) -> usize {
-    bound_and_candidates::<128, 16>(row, k, idx, next)
+    match lanes {
+        16 => bound_and_candidates::<128, 16>(row, k, idx, next),
+        8 => bound_and_candidates::<128, 8>(row, k, idx, next),
+        _ => bound_and_candidates::<64, 8>(row, k, idx, next),
+    }
 }
 
-/// Passes 1 and 2 on the selected instruction set
-/// (the arithmetic is the same on each, so the candidates are too).
+/// Passes 1 and 2 compiled for the selected instruction set (the arithmetic is the
+/// same on each, so the candidates are too).
 fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32], next: &[f32]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::kernels::isa::{Kernel, selected};
-        match selected() {
-            Kernel::Avx512 if x86::avx512().is_some() => {
-                // SAFETY: the token's constructor returned Some: AVX-512F is there.
-                return unsafe { bound_and_candidates_avx512(row, k, idx, next) };
-            }
-            Kernel::Avx2 if x86::avx2().is_some() => {
-                // SAFETY: the token's constructor returned Some: AVX2 is there.
-                return unsafe { bound_and_candidates_avx2(row, k, idx, next) };
-            }
-            _ => {}
-        }
-    }
-    bound_and_candidates::<64, 8>(row, k, idx, next)
+    isa::vectorized(
+        #[inline(always)]
+        |lanes| bound_and_candidates_for(lanes, row, k, idx, next),
+    )
 }
 
 /// Ask the cache for the line holding `x[i]` (nothing if `i` is out of range, or on
@@ -626,10 +605,11 @@ mod tests {
     }
 
     /// Passes 1–2 compiled for each x86 instruction set the CPU has give the portable
-    /// build's candidates (reaches both `unsafe` calls whatever `SAE_KERNEL` says).
+    /// build's candidates (runs every set the CPU has, whatever `SAE_KERNEL` says).
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     #[test]
     fn candidates_agree_across_instruction_sets() {
+        use crate::kernels::isa::Kernel;
         let mut state = 3u64;
         let mut next = move || {
             state = state
@@ -653,26 +633,22 @@ mod tests {
             let c = bound_and_candidates::<64, 8>(row, k, &mut want, &[]);
             assert!(c >= k, "trial {trial}: {c} candidates for k = {k}");
             let mut got = [0u32; 1024];
-            if x86::avx2().is_some() {
-                // SAFETY: AVX2 was detected.
-                let c2 = unsafe { bound_and_candidates_avx2(row, k, &mut got, row) };
-                // A different group count may give a different (valid) bound: the
-                // candidates are a superset of the kept set either way; compare the
-                // kept sets through the packed selection.
-                assert_eq!(
-                    top(row, &got[..c2], k),
-                    top(row, &want[..c], k),
-                    "avx2 {trial}"
+            for kern in [Kernel::Avx2, Kernel::Avx512] {
+                let c2 = isa::vectorized_on(
+                    kern,
+                    #[inline(always)]
+                    |l| bound_and_candidates_for(l, row, k, &mut got, row),
                 );
-            }
-            if x86::avx512().is_some() {
-                // SAFETY: AVX-512F was detected.
-                let c2 = unsafe { bound_and_candidates_avx512(row, k, &mut got, row) };
-                assert_eq!(
-                    top(row, &got[..c2], k),
-                    top(row, &want[..c], k),
-                    "avx512 {trial}"
-                );
+                if let Some(c2) = c2 {
+                    // A different group count may give a different (valid) bound: the
+                    // candidates are a superset of the kept set either way; compare
+                    // the kept sets through the packed selection.
+                    assert_eq!(
+                        top(row, &got[..c2], k),
+                        top(row, &want[..c], k),
+                        "{kern:?} {trial}"
+                    );
+                }
             }
         }
     }

@@ -45,8 +45,7 @@ mod schedule;
 pub use schedule::{Decay, L1Warmup, LrSchedule};
 
 use crate::error::{Error, Result, check_finite};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::isa::{Kernel, selected, x86};
+use crate::kernels::isa;
 use crate::kernels::vector;
 use crate::model::Dims;
 use crate::model::tensors::{MAX_TENSORS, Role, TensorMut, TensorRef};
@@ -748,127 +747,31 @@ fn adam_proven(c: Coef, s: Sweep) -> bool {
     g <= 1e18 && m <= 1e37 && v <= 1e37 && q <= 1e38 && p + f64::from(c.lr) * q * 1.001 <= 1e38
 }
 
-/// [`sweep`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sweep_avx2(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
-    sweep(p, g, m, v)
-}
-
-/// [`sweep`] compiled for AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn sweep_avx512(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
-    sweep(p, g, m, v)
-}
-
-/// [`sweep`] on the selected instruction set (the
-/// same operations in the same order on each, so the same result).
+/// [`sweep`] compiled for the selected instruction set (the same operations in the
+/// same order on each, so the same result).
 fn sweep_selected(p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> Sweep {
-    #[cfg(target_arch = "x86_64")]
-    match selected() {
-        Kernel::Avx512 if x86::avx512().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX-512F is there.
-            return unsafe { sweep_avx512(p, g, m, v) };
-        }
-        Kernel::Avx2 if x86::avx2().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX2 is there.
-            return unsafe { sweep_avx2(p, g, m, v) };
-        }
-        _ => {}
-    }
-    sweep(p, g, m, v)
+    isa::vectorized(
+        #[inline(always)]
+        |_| sweep(p, g, m, v),
+    )
 }
 
-/// [`adam_finite`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn adam_finite_avx2(c: Coef, s: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
-    adam_finite(c, s, p, g, m, v)
-}
-
-/// [`adam_finite`] compiled for AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn adam_finite_avx512(c: Coef, s: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
-    adam_finite(c, s, p, g, m, v)
-}
-
-/// [`adam_finite`] on the selected instruction set (IEEE operations without
+/// [`adam_finite`] compiled for the selected instruction set (IEEE operations without
 /// contraction: the same values on each).
 fn adam_finite_selected(c: Coef, s: f32, p: &[f32], g: &[f32], m: &[f32], v: &[f32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    match selected() {
-        Kernel::Avx512 if x86::avx512().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX-512F is there.
-            return unsafe { adam_finite_avx512(c, s, p, g, m, v) };
-        }
-        Kernel::Avx2 if x86::avx2().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX2 is there.
-            return unsafe { adam_finite_avx2(c, s, p, g, m, v) };
-        }
-        _ => {}
-    }
-    adam_finite(c, s, p, g, m, v)
+    isa::vectorized(
+        #[inline(always)]
+        |_| adam_finite(c, s, p, g, m, v),
+    )
 }
 
-/// [`adam_write`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn adam_write_avx2(c: Coef, s: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    adam_write(c, s, p, g, m, v);
-}
-
-/// [`adam_write`] compiled for AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn adam_write_avx512(
-    c: Coef,
-    s: f32,
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-) {
-    adam_write(c, s, p, g, m, v);
-}
-
-/// [`adam_write`] on the selected instruction set (IEEE operations without
+/// [`adam_write`] compiled for the selected instruction set (IEEE operations without
 /// contraction: the same bits on each).
 fn adam_write_selected(c: Coef, s: f32, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    match selected() {
-        Kernel::Avx512 if x86::avx512().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX-512F is there.
-            unsafe { adam_write_avx512(c, s, p, g, m, v) };
-            return;
-        }
-        Kernel::Avx2 if x86::avx2().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX2 is there.
-            unsafe { adam_write_avx2(c, s, p, g, m, v) };
-            return;
-        }
-        _ => {}
-    }
-    adam_write(c, s, p, g, m, v);
+    isa::vectorized(
+        #[inline(always)]
+        |_| adam_write(c, s, p, g, m, v),
+    );
 }
 
 /// New (param, state1, state2) for one element.
@@ -1027,11 +930,12 @@ mod tests {
     }
 
     /// The sweeps compiled for each x86 instruction set the CPU has give the portable
-    /// build's results, bit for bit (reaches every `unsafe` call whatever
+    /// build's results, bit for bit (runs every set the CPU has, whatever
     /// `SAE_KERNEL` says).
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     #[test]
     fn sweeps_agree_across_instruction_sets() {
+        use crate::kernels::isa::Kernel;
         let mut rng = Lcg(2);
         let len = 203;
         let p: [f32; 203] = core::array::from_fn(|_| rng.unit());
@@ -1052,35 +956,29 @@ mod tests {
         let want_ok = adam_finite(c, 0.7, &p, &g, &m0, &v0);
         let (mut wp, mut wm, mut wv) = (p, m0, v0);
         adam_write(c, 0.7, &mut wp, &g, &mut wm, &mut wv);
-        for isa in 0..2 {
-            if (isa == 0 && x86::avx2().is_none()) || (isa == 1 && x86::avx512().is_none()) {
-                continue;
-            }
+        for kern in [Kernel::Avx2, Kernel::Avx512] {
             let (mut q, mut m, mut v) = (p, m0, v0);
-            // SAFETY: each variant only runs when its instruction set was detected.
-            let (sw, ok) = unsafe {
-                if isa == 0 {
+            let got = isa::vectorized_on(
+                kern,
+                #[inline(always)]
+                |_| {
                     let r = (
-                        sweep_avx2(&p, &g, &m0, &v0),
-                        adam_finite_avx2(c, 0.7, &p, &g, &m0, &v0),
+                        sweep(&p, &g, &m0, &v0),
+                        adam_finite(c, 0.7, &p, &g, &m0, &v0),
                     );
-                    adam_write_avx2(c, 0.7, &mut q, &g, &mut m, &mut v);
+                    adam_write(c, 0.7, &mut q, &g, &mut m, &mut v);
                     r
-                } else {
-                    let r = (
-                        sweep_avx512(&p, &g, &m0, &v0),
-                        adam_finite_avx512(c, 0.7, &p, &g, &m0, &v0),
-                    );
-                    adam_write_avx512(c, 0.7, &mut q, &g, &mut m, &mut v);
-                    r
-                }
+                },
+            );
+            let Some((sw, ok)) = got else {
+                continue;
             };
-            assert_eq!(key(sw), want_sweep, "isa {isa}");
-            assert_eq!(ok, want_ok, "isa {isa}");
+            assert_eq!(key(sw), want_sweep, "{kern:?}");
+            assert_eq!(ok, want_ok, "{kern:?}");
             for i in 0..len {
-                assert_eq!(q[i].to_bits(), wp[i].to_bits(), "isa {isa} p[{i}]");
-                assert_eq!(m[i].to_bits(), wm[i].to_bits(), "isa {isa} m[{i}]");
-                assert_eq!(v[i].to_bits(), wv[i].to_bits(), "isa {isa} v[{i}]");
+                assert_eq!(q[i].to_bits(), wp[i].to_bits(), "{kern:?} p[{i}]");
+                assert_eq!(m[i].to_bits(), wm[i].to_bits(), "{kern:?} m[{i}]");
+                assert_eq!(v[i].to_bits(), wv[i].to_bits(), "{kern:?} v[{i}]");
             }
         }
         assert!(want_ok);

@@ -24,8 +24,7 @@
 //! The AuxK loss then uses the effective (rescaled) pre-activations, as SAELens does.
 
 use crate::error::{Error, Result, check_len};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::isa::{Kernel, selected, x86};
+use crate::kernels::isa;
 use crate::kernels::vector;
 use crate::model::tensors::{Tensors, TensorsMut};
 use crate::model::{
@@ -296,44 +295,6 @@ fn effective_params_impl(
     }
 }
 
-/// [`effective_params_impl`] compiled for AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn effective_params_avx512(
-    w_enc: &[f32],
-    b_enc: &[f32],
-    w_dec: &[f32],
-    d: usize,
-    h: usize,
-    eff: &mut [f32],
-    norms: &mut [f32],
-) {
-    effective_params_impl(w_enc, b_enc, w_dec, d, h, eff, norms);
-}
-
-/// [`effective_params_impl`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn effective_params_avx2(
-    w_enc: &[f32],
-    b_enc: &[f32],
-    w_dec: &[f32],
-    d: usize,
-    h: usize,
-    eff: &mut [f32],
-    norms: &mut [f32],
-) {
-    effective_params_impl(w_enc, b_enc, w_dec, d, h, eff, norms);
-}
-
 /// Fill the effective parameters of rescaling: `eff` = `[W_enc' | b_enc' | W_dec']`
 /// (`2hd + h`), `norms` (`h`), on the selected instruction set (products and the
 /// norm's `sum_sq` are the same operations on each, so the same bits).
@@ -341,21 +302,10 @@ fn effective_params(p: &Params<'_>, eff: &mut [f32], norms: &mut [f32]) {
     let Dims { d, h } = p.dims();
     let t = p.tensors();
     let (w_enc, b_enc, w_dec) = (t[0].data, t[1].data, t[2].data);
-    #[cfg(target_arch = "x86_64")]
-    match selected() {
-        Kernel::Avx512 if x86::avx512().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX-512F is there.
-            unsafe { effective_params_avx512(w_enc, b_enc, w_dec, d, h, eff, norms) };
-            return;
-        }
-        Kernel::Avx2 if x86::avx2().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX2 is there.
-            unsafe { effective_params_avx2(w_enc, b_enc, w_dec, d, h, eff, norms) };
-            return;
-        }
-        _ => {}
-    }
-    effective_params_impl(w_enc, b_enc, w_dec, d, h, eff, norms);
+    isa::vectorized(
+        #[inline(always)]
+        |_| effective_params_impl(w_enc, b_enc, w_dec, d, h, eff, norms),
+    );
 }
 
 /// The effective model of rescaling in `eff` (`2hd + 3h`; the last `h` are left free
@@ -439,65 +389,16 @@ fn unscale_grads_impl(
     }
 }
 
-/// [`unscale_grads_impl`] compiled for AVX-512F.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn unscale_grads_avx512(
-    w_enc: &[f32],
-    b_enc: &[f32],
-    w_dec: &[f32],
-    d: usize,
-    h: usize,
-    nr: &mut [f32],
-    g: &mut [f32],
-) {
-    unscale_grads_impl(w_enc, b_enc, w_dec, d, h, nr, g);
-}
-
-/// [`unscale_grads_impl`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn unscale_grads_avx2(
-    w_enc: &[f32],
-    b_enc: &[f32],
-    w_dec: &[f32],
-    d: usize,
-    h: usize,
-    nr: &mut [f32],
-    g: &mut [f32],
-) {
-    unscale_grads_impl(w_enc, b_enc, w_dec, d, h, nr, g);
-}
-
 /// [`unscale_grads_impl`] on the selected instruction set (the same operations in the
 /// same order on each; `vector::dot` is the crate's one fixed-order dot).
 fn unscale_grads(p: &Params<'_>, nr: &mut [f32], g: &mut [f32]) {
     let Dims { d, h } = p.dims();
     let t = p.tensors();
     let (w_enc, b_enc, w_dec) = (t[0].data, t[1].data, t[2].data);
-    #[cfg(target_arch = "x86_64")]
-    match selected() {
-        Kernel::Avx512 if x86::avx512().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX-512F is there.
-            unsafe { unscale_grads_avx512(w_enc, b_enc, w_dec, d, h, nr, g) };
-            return;
-        }
-        Kernel::Avx2 if x86::avx2().is_some() => {
-            // SAFETY: the token's constructor returned Some: AVX2 is there.
-            unsafe { unscale_grads_avx2(w_enc, b_enc, w_dec, d, h, nr, g) };
-            return;
-        }
-        _ => {}
-    }
-    unscale_grads_impl(w_enc, b_enc, w_dec, d, h, nr, g);
+    isa::vectorized(
+        #[inline(always)]
+        |_| unscale_grads_impl(w_enc, b_enc, w_dec, d, h, nr, g),
+    );
 }
 
 /// The loss and gradients of `model` on `x` (`n×d`) with sparsity coefficient
@@ -565,10 +466,11 @@ mod tests {
     use super::*;
 
     /// The rescaling sweeps compiled for each x86 instruction set the CPU has give the
-    /// portable build's bits (reaches every `unsafe` call whatever `SAE_KERNEL` says).
+    /// portable build's bits (runs every set the CPU has, whatever `SAE_KERNEL` says).
     #[cfg(all(target_arch = "x86_64", not(miri)))]
     #[test]
     fn rescaling_sweeps_agree_across_instruction_sets() {
+        use crate::kernels::isa::Kernel;
         let (d, h) = (13usize, 37usize);
         let mut state = 1u64;
         let mut next = move || {
@@ -583,28 +485,19 @@ mod tests {
         w_dec[5 * d..6 * d].fill(0.0); // a zero row
         let g0: [f32; 2 * 13 * 37 + 37] = core::array::from_fn(|_| next());
         type Eff = ([f32; 2 * 13 * 37 + 37], [f32; 74], [f32; 2 * 13 * 37 + 37]);
-        let run = |which: u8| -> Eff {
+        // Both sweeps compiled for `kern` (`None`: this CPU lacks it).
+        let run = |kern: Kernel| -> Option<Eff> {
             let (mut eff, mut nr, mut g) = ([0.0f32; 2 * 13 * 37 + 37], [0.0f32; 74], g0);
-            let (norms, _) = nr.split_at_mut(h);
-            match which {
-                0 => effective_params_impl(&w_enc, &b_enc, &w_dec, d, h, &mut eff, norms),
-                // SAFETY: only called below when AVX2 was detected.
-                1 => unsafe {
-                    effective_params_avx2(&w_enc, &b_enc, &w_dec, d, h, &mut eff, norms)
+            isa::vectorized_on(
+                kern,
+                #[inline(always)]
+                |_| {
+                    let (norms, _) = nr.split_at_mut(h);
+                    effective_params_impl(&w_enc, &b_enc, &w_dec, d, h, &mut eff, norms);
+                    unscale_grads_impl(&w_enc, &b_enc, &w_dec, d, h, &mut nr, &mut g);
                 },
-                // SAFETY: only called below when AVX-512F was detected.
-                _ => unsafe {
-                    effective_params_avx512(&w_enc, &b_enc, &w_dec, d, h, &mut eff, norms)
-                },
-            }
-            match which {
-                0 => unscale_grads_impl(&w_enc, &b_enc, &w_dec, d, h, &mut nr, &mut g),
-                // SAFETY: only called below when AVX2 was detected.
-                1 => unsafe { unscale_grads_avx2(&w_enc, &b_enc, &w_dec, d, h, &mut nr, &mut g) },
-                // SAFETY: only called below when AVX-512F was detected.
-                _ => unsafe { unscale_grads_avx512(&w_enc, &b_enc, &w_dec, d, h, &mut nr, &mut g) },
-            }
-            (eff, nr, g)
+            )?;
+            Some((eff, nr, g))
         };
         let bits = |e: &Eff| {
             let mut v = [0u32; 2 * (2 * 13 * 37 + 37) + 74];
@@ -613,15 +506,14 @@ mod tests {
             }
             v
         };
-        let want = run(0);
+        let want = run(Kernel::Portable).expect("the baseline build always runs");
         // The zero decoder row: norm 0, its gradient row 0.
         assert_eq!(want.1[5], 0.0);
         assert!(want.2[d * h + h + 5 * d..][..d].iter().all(|&v| v == 0.0));
-        if x86::avx2().is_some() {
-            assert_eq!(bits(&run(1)), bits(&want), "avx2");
-        }
-        if x86::avx512().is_some() {
-            assert_eq!(bits(&run(2)), bits(&want), "avx512");
+        for kern in [Kernel::Avx2, Kernel::Avx512] {
+            if let Some(got) = run(kern) {
+                assert_eq!(bits(&got), bits(&want), "{kern:?}");
+            }
         }
     }
 }

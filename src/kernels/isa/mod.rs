@@ -476,3 +476,45 @@ pub fn selected() -> Kernel {
         }
     }
 }
+
+/// Run plain Rust code `f` compiled for `kernel`'s instruction set, if this CPU has it
+/// (else `None`). `f` receives the `f32` lanes per vector of that set (16 for AVX-512,
+/// 8 for AVX2, 4 for the portable and scalar kernels, which run the baseline build),
+/// so it can pick a matching chunk width. `f` is inlined into a `#[target_feature]`
+/// frame, so its loops vectorize for that set. This is how code outside `kernels/`
+/// (selection, optimizer and rescaling sweeps) gets AVX-512 without touching an
+/// intrinsic: element-wise IEEE arithmetic without contraction gives the same bits
+/// on every set, which the callers' tests check across sets.
+#[inline(always)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn vectorized_on<R>(kernel: Kernel, f: impl FnOnce(usize) -> R) -> Option<R> {
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => x86::avx512().map(|t| t.vectorized(f)),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => x86::avx2().map(|t| t.vectorized(f)),
+        Kernel::Portable | Kernel::Scalar => Some(f(4)),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// [`vectorized_on`] the [`selected`] kernel (the baseline build when it is not there).
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce(usize) -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    match selected() {
+        Kernel::Avx512 => {
+            if let Some(t) = x86::avx512() {
+                return t.vectorized(f);
+            }
+        }
+        Kernel::Avx2 => {
+            if let Some(t) = x86::avx2() {
+                return t.vectorized(f);
+            }
+        }
+        Kernel::Portable | Kernel::Scalar => {}
+    }
+    f(4)
+}

@@ -1450,3 +1450,45 @@ fn pack_cols_avx(src: &[f32], cs: usize, kc: usize, cols: usize, w: usize, panel
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Plain Rust code compiled for a token's instruction set (see `isa::vectorized_on`).
+// ---------------------------------------------------------------------------------
+/// `f(16)` compiled with AVX-512F enabled: `f` is inlined into this frame, so its
+/// loops are vectorized for 512-bit registers.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn run_avx512<R>(f: impl FnOnce(usize) -> R) -> R {
+    f(16)
+}
+
+/// `f(8)` compiled with AVX2 (and FMA) enabled.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn run_avx2<R>(f: impl FnOnce(usize) -> R) -> R {
+    f(8)
+}
+
+impl Avx512 {
+    /// Run `f` compiled for AVX-512F; `f` receives the `f32` lanes per vector (16).
+    #[inline(always)]
+    pub(crate) fn vectorized<R>(self, f: impl FnOnce(usize) -> R) -> R {
+        // SAFETY: this token exists only when AVX-512F was detected.
+        unsafe { run_avx512(f) }
+    }
+}
+
+impl Avx2 {
+    /// Run `f` compiled for AVX2 + FMA; `f` receives the `f32` lanes per vector (8).
+    #[inline(always)]
+    pub(crate) fn vectorized<R>(self, f: impl FnOnce(usize) -> R) -> R {
+        // SAFETY: this token exists only when AVX2 and FMA were detected.
+        unsafe { run_avx2(f) }
+    }
+}
