@@ -28,7 +28,7 @@ pub(crate) static RUNS: core::sync::atomic::AtomicUsize = core::sync::atomic::At
 pub(crate) fn worth_splitting(elems: usize) -> bool {
     #[cfg(feature = "parallel")]
     {
-        elems >= MIN_SPLIT && rayon::current_num_threads() >= 2
+        elems >= MIN_SPLIT && crate::kernels::gemm::max_lanes() >= 2
     }
     #[cfg(not(feature = "parallel"))]
     {
@@ -57,7 +57,7 @@ where
     if split && parts >= 2 {
         #[cfg(test)]
         RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        let parts = parts.min(rayon::current_num_threads());
+        let parts = parts.min(crate::kernels::gemm::max_lanes());
         let work = std::sync::Mutex::new(work);
         let lane = || {
             loop {

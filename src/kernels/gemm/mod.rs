@@ -1001,6 +1001,12 @@ mod par {
         if work < MIN_WORK || c.cs != 1 {
             return 1;
         }
+        lane_cap()
+    }
+
+    /// The lanes a split may use: rayon's pool, capped by [`super::set_max_threads`]
+    /// and [`MAX_THREADS`].
+    pub(crate) fn lane_cap() -> usize {
         let cap = THREAD_CAP.load(core::sync::atomic::Ordering::Relaxed);
         let pool = rayon::current_num_threads();
         let t = if cap > 0 { cap.min(pool) } else { pool };
@@ -1161,13 +1167,20 @@ mod par {
     }
 }
 
-/// Cap the threads one product may use (feature `parallel`): `0` restores the
-/// default (rayon's pool size, at most 8; the `RAYON_NUM_THREADS` environment
-/// variable sets the pool size); `1` makes every product single-threaded.
-/// Process-wide; for benchmarks and for callers that run their own threads.
+/// Cap the threads one product, or one split element-wise pass of the model, may use
+/// (feature `parallel`): `0` restores the default (rayon's pool size, at most 8; the
+/// `RAYON_NUM_THREADS` environment variable sets the pool size); `1` makes all of it
+/// single-threaded. Process-wide; for benchmarks and for callers that run their own
+/// threads.
 #[cfg(feature = "parallel")]
 pub fn set_max_threads(n: usize) {
     par::THREAD_CAP.store(n, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The threads a split may use now (feature `parallel`; see [`set_max_threads`]).
+#[cfg(feature = "parallel")]
+pub(crate) fn max_lanes() -> usize {
+    par::lane_cap()
 }
 
 /// Single-threaded stand-in when the `parallel` feature is off.
