@@ -672,8 +672,10 @@ mod imp {
         let encode_only = std::env::args().any(|a| a == "--encode-only");
         let reps = if quick { 2 } else { 4 };
         println!(
-            "sae-kernels GEMM benchmark (single thread, CPU time, best of {reps}); kernel: {}",
-            sae_kernels::kernels::active_kernel()
+            "sae-kernels GEMM benchmark (single thread, CPU time, best of {reps}; the four encoder products per shape timed in turn, best of {} rounds); kernel: {}; {}",
+            2 * reps,
+            sae_kernels::kernels::active_kernel(),
+            loadavg_line()
         );
 
         #[cfg(target_arch = "x86_64")]
@@ -744,36 +746,40 @@ mod imp {
             let mut c = vec![0.0f32; n * h];
             let mut pack = vec![0.0f32; pack_len(n, h, d)];
             let flop = 2.0 * (n * d * h) as f64;
-            let inner = ((2e9 / flop) as usize).max(1);
-            let t_ours = best_of(reps, || {
-                for _ in 0..inner {
-                    our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
+            // The four products are timed in turn within each round (one warm-up
+            // round, then the best of `2·reps`), so that load on the shared machine
+            // falls on all of them alike; timed one after another, a burst of load
+            // during one library's turn skewed the ratios by up to 25 %. Short
+            // windows (≈ 2 ms of work at the small shape) so that some of them run
+            // without a context switch.
+            let inner = ((3e8 / flop) as usize).max(1);
+            let mut best = [f64::INFINITY; 4];
+            for round in 0..=2 * reps {
+                for (what, b) in best.iter_mut().enumerate() {
+                    let t0 = cpu_now();
+                    for _ in 0..inner {
+                        match what {
+                            0 => our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack),
+                            1 => mm_encode(n, d, h, &x, &m, &mut c),
+                            2 => gemm019_encode(n, d, h, &x, &m, &mut c),
+                            _ => our_encode(
+                                n,
+                                d,
+                                h,
+                                &x,
+                                &m,
+                                &mut c,
+                                Epilogue::BiasRelu(&bias),
+                                &mut pack,
+                            ),
+                        }
+                    }
+                    if round > 0 {
+                        *b = b.min((cpu_now() - t0) / inner as f64);
+                    }
                 }
-            }) / inner as f64;
-            let t_mm = best_of(reps, || {
-                for _ in 0..inner {
-                    mm_encode(n, d, h, &x, &m, &mut c);
-                }
-            }) / inner as f64;
-            let t_g = best_of(reps, || {
-                for _ in 0..inner {
-                    gemm019_encode(n, d, h, &x, &m, &mut c);
-                }
-            }) / inner as f64;
-            let t_fused = best_of(reps, || {
-                for _ in 0..inner {
-                    our_encode(
-                        n,
-                        d,
-                        h,
-                        &x,
-                        &m,
-                        &mut c,
-                        Epilogue::BiasRelu(&bias),
-                        &mut pack,
-                    );
-                }
-            }) / inner as f64;
+            }
+            let [t_ours, t_mm, t_g, t_fused] = best;
             let (go, gm, gg, gf) = (
                 flop / t_ours * 1e-9,
                 flop / t_mm * 1e-9,

@@ -28,9 +28,9 @@
 //! `k` loop ahead: 2–3 % of peak at `(1024, 384, 3072)`.)
 //!
 //! ## Store path and edge tiles
-//! A full tile is stored by [`store_full`], one straight-line instantiation per
-//! (α ≠ 1, β ≠ 0) case; the general [`store_acc`] (ragged tiles, the tile buffer)
-//! branches per vector. An edge tile of at most 16 or 32 columns (AVX2: 8) runs an
+//! A full tile without bias is stored by [`store_full`], one straight-line
+//! instantiation per (α ≠ 1, β ≠ 0) case; the general [`store_acc`] (ragged tiles,
+//! the tile buffer, bias + ReLU) branches per vector. An edge tile of at most 16 or 32 columns (AVX2: 8) runs an
 //! `8×16` or `8×32` product over the same packed panel instead of multiplying the
 //! zero padding. Measured in one process with the variants interleaved over 10
 //! rounds at `(256, 64, 512)` (`k = 64`, where per-tile costs weigh most; the
@@ -55,9 +55,9 @@
 //!   (B pack: 6 %, measured by skipping it).
 //! - 16×16 AVX-512 transposes for the B pack (full 64-byte stores) instead of
 //!   8×8 AVX2 ones: within ±0.5 % at `(256, 64, 512)` over four 20-round runs.
-//! - The fused bias + ReLU store costs 6–8 % at `(256, 64, 512)` and 0–4 % at
-//!   `k ≥ 512` (`--gemm-only` prints both). A separate instantiation per bias
-//!   case instead of the per-vector `Option` test changed nothing measurable. The
+//! - Bias + ReLU through [`store_full`] too: 137.0 GFLOP/s at `(256, 64, 512)`
+//!   against 144.4 through [`store_acc`] (20 interleaved rounds), so biased tiles
+//!   keep the general path. The fused store then costs about 3 % at `k = 64`. Its
 //!   add, compare and masked move are 72 vector operations per tile on the FMA
 //!   ports, 4.7 % of a `k = 64` tile. `vmaxps` would save one per vector but
 //!   returns −0.0 for a −0.0 input, where the reference gives +0.0.
@@ -473,27 +473,25 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize, const NVS: usize>(
     };
     if let Out::Direct { c, ldc, rows, cols } = &out {
         let (ldc, rows, cols) = (*ldc, *rows, *cols);
-        if rows == MR && cols == nr && ldc >= nr && c.len() >= (MR - 1) * ldc + nr {
-            // A full tile: stored straight from the accumulator registers by one
-            // instantiation per (α ≠ 1, β ≠ 0) case (the general path below spills
-            // the tile to memory first).
-            let b = st.bias.map(|b| {
-                assert!(b.len() >= nr);
-                b.as_ptr()
-            });
+        let full = rows == MR && cols == nr && ldc >= nr && c.len() >= (MR - 1) * ldc + nr;
+        if full && st.bias.is_none() {
+            // A full tile without bias: stored straight from the accumulator
+            // registers by one instantiation per (α ≠ 1, β ≠ 0) case (the general
+            // path below spills the tile to memory first). With bias + ReLU this
+            // form was slower than the general path: 137.0 against 144.4 GFLOP/s
+            // at `(256, 64, 512)`, interleaved over 20 rounds.
             let Out::Direct { c, .. } = out else {
                 unreachable!()
             };
             let cp = c.as_mut_ptr();
             // SAFETY: the ISA is enabled (function contract); a full tile writes
-            // `c[i·ldc + j]` for `i < MR`, `j < NR`, in bounds by the check above,
-            // and reads `bias[..NR]` (asserted).
+            // `c[i·ldc + j]` for `i < MR`, `j < NR`, in bounds by the check above.
             unsafe {
                 match (st.alpha != 1.0, st.beta != 0.0) {
-                    (false, false) => store_full::<V, MR, NV, false, false>(acc, cp, ldc, st, b),
-                    (true, false) => store_full::<V, MR, NV, true, false>(acc, cp, ldc, st, b),
-                    (false, true) => store_full::<V, MR, NV, false, true>(acc, cp, ldc, st, b),
-                    (true, true) => store_full::<V, MR, NV, true, true>(acc, cp, ldc, st, b),
+                    (false, false) => store_full::<V, MR, NV, false, false>(acc, cp, ldc, st),
+                    (true, false) => store_full::<V, MR, NV, true, false>(acc, cp, ldc, st),
+                    (false, true) => store_full::<V, MR, NV, false, true>(acc, cp, ldc, st),
+                    (true, true) => store_full::<V, MR, NV, true, true>(acc, cp, ldc, st),
                 }
             }
             return;
@@ -574,13 +572,13 @@ unsafe fn store_acc<V: Simd, const MR: usize, const NV: usize>(
 }
 
 /// Store a full `MR×NR` accumulator tile to `c` (row stride `ldc`): `α·acc` (the
-/// multiply only if `SCALE`), `+ β·C` (C read only if `ACCUM`), then `+ bias` and
-/// ReLU if `bias` is given. Every loop has constant bounds, so the tile is stored
-/// straight from registers (the general path of [`store_acc`] spills it first).
+/// multiply only if `SCALE`), `+ β·C` (C read only if `ACCUM`); no epilogue. Every
+/// loop has constant bounds, so the tile is stored straight from registers (the
+/// general path of [`store_acc`] spills it first).
 ///
 /// # Safety
 /// `V`'s ISA is enabled; `c[i·ldc + j]` is writable (and readable if `ACCUM`) for
-/// `i < MR`, `j < NR`; `bias`, if given, points to `NR` readable floats.
+/// `i < MR`, `j < NR`.
 #[inline(always)]
 unsafe fn store_full<
     V: Simd,
@@ -593,22 +591,16 @@ unsafe fn store_full<
     c: *mut f32,
     ldc: usize,
     st: &Store<'_>,
-    bias: Option<*const f32>,
 ) {
     // SAFETY: the function contract covers every access below.
     unsafe {
         let (alpha, beta) = (V::splat(st.alpha), V::splat(st.beta));
-        let bv: Option<[V; NV]> =
-            bias.map(|b| core::array::from_fn(|v| V::loadu(b.add(v * V::LANES))));
         for (i, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {
                 let p = c.add(i * ldc + v * V::LANES);
                 let mut y = if SCALE { V::mul(alpha, x) } else { x };
                 if ACCUM {
                     y = V::fmadd(beta, V::loadu(p), y);
-                }
-                if let Some(b) = &bv {
-                    y = V::relu(V::add(y, b[v]));
                 }
                 V::storeu(p, y);
             }
