@@ -46,7 +46,6 @@
 use super::params::Activation;
 use crate::kernels::isa;
 use crate::kernels::vector;
-use core::cmp::Ordering;
 use wide::f32x8;
 
 /// Apply `act` in place to a block of rows of pre-activations (`rows×h` row-major,
@@ -146,8 +145,9 @@ pub fn clamp_thresholds(theta: &mut [f32]) {
 /// first, order by [`f32::total_cmp`]) become `relu(v)`, all others `0`.
 ///
 /// `sel` is scratch of at least `row.len()` entries (its contents are overwritten).
-/// `k == 0` zeroes the row; `k ≥ row.len()` is a plain ReLU. Cost: one copy and one
-/// linear-time selection (`select_nth_unstable_by`, no allocation) per row.
+/// `k == 0` zeroes the row; `k ≥ row.len()` is a plain ReLU. Cost, with no allocation:
+/// for `k ≤ 64` and `h ≥ 8k` a SIMD bound and a selection among about `1.4·k`
+/// candidates, else one linear-time selection over the row's keys ([`Keep`]).
 pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
     topk_relu_row_prefetch(row, k, sel, &[]);
 }
@@ -168,25 +168,21 @@ fn topk_relu_row_prefetch(row: &mut [f32], k: usize, sel: &mut [f32], next: &[f3
         topk_relu_small(row, k, sel, next);
         return;
     }
-    let sel = &mut sel[..h];
-    sel.copy_from_slice(row);
-    // Descending order: after this, sel[k-1] is the k-th largest and sel[..k-1] are
-    // all ≥ it.
-    let (above, kth, _) = sel.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    let t = *kth;
-    let greater = above
-        .iter()
-        .filter(|v| v.total_cmp(&t) == Ordering::Greater)
-        .count();
-    let mut equal_left = k - greater;
+    topk_relu_whole(row, k, sel);
+}
+
+/// [`topk_relu_row`] by one selection over the keys of the whole row (`1 ≤ k < h`).
+fn topk_relu_whole(row: &mut [f32], k: usize, sel: &mut [f32]) {
+    let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..row.len()]);
+    for (u, &v) in keys.iter_mut().zip(row.iter()) {
+        *u = ukey(v);
+    }
+    let mut keep = Keep::largest(keys, k);
     for v in row.iter_mut() {
-        *v = match v.total_cmp(&t) {
-            Ordering::Greater => vector::relu(*v),
-            Ordering::Equal if equal_left > 0 => {
-                equal_left -= 1;
-                vector::relu(*v)
-            }
-            _ => 0.0,
+        *v = if keep.next(ukey(*v)) {
+            vector::relu(*v)
+        } else {
+            0.0
         };
     }
 }
@@ -195,9 +191,9 @@ fn topk_relu_row_prefetch(row: &mut [f32], k: usize, sel: &mut [f32], next: &[f3
 /// instead of running `select_nth_unstable_by` on the whole row.
 const HEAP_MAX_K: usize = 64;
 
-/// The most candidates [`topk_relu_small`] selects among with packed `u64` keys on the
-/// stack; more (heavy ties) use the slower index-based selection.
-const PACKED_MAX: usize = 256;
+/// The most candidates [`topk_relu_small`] selects among with keys on the stack; more
+/// (heavy ties) use the whole-row selection.
+const CAND_MAX: usize = 256;
 
 /// The total-order key of `v` ([`f32::total_cmp`] compares these as `i32`).
 #[inline(always)]
@@ -212,12 +208,56 @@ fn from_key(t: i32) -> f32 {
     f32::from_bits(key(f32::from_bits(t as u32)) as u32)
 }
 
-/// One `u64` per candidate `j` ordering as the kept set does: larger key first, then
-/// lower index (the high half is the key with its sign bit flipped, so unsigned order
-/// is key order; the low half is `!j`).
+/// The unsigned total-order key of `v`: `ukey(a) < ukey(b)` exactly when
+/// `a.total_cmp(&b)` is `Less` ([`key`] with its sign bit flipped).
 #[inline(always)]
-fn packed(v: f32, j: usize) -> u64 {
-    (u64::from((key(v) as u32) ^ 0x8000_0000) << 32) | u64::from(!(j as u32))
+pub(crate) fn ukey(v: f32) -> u32 {
+    (key(v) as u32) ^ (1 << 31)
+}
+
+/// The `k` largest of a list of keys, ties to the lowest position: built by one
+/// selection over a copy of the keys ([`Keep::largest`]), then asked entry by entry,
+/// in position order, whether each is kept ([`Keep::next`]). Every top-k selection
+/// in the crate (TopK, AuxK, the candidates' bound) goes through it, so firmware links
+/// a single instance of `select_nth_unstable`.
+pub(crate) struct Keep {
+    /// The `k`-th largest key.
+    t: u32,
+    /// How many more entries equal to `t` are kept (the first ones by position).
+    equal_left: usize,
+}
+
+impl Keep {
+    /// From `keys` (reordered in place), for `1 ≤ k ≤ keys.len()`.
+    pub(crate) fn largest(keys: &mut [u32], k: usize) -> Self {
+        let m = keys.len();
+        // Ascending: keys[m − k] is the k-th largest key, the k − 1 after it are ≥ it.
+        let (_, t, above) = keys.select_nth_unstable(m - k);
+        let t = *t;
+        let greater = above.iter().filter(|&&u| u > t).count();
+        Keep {
+            t,
+            equal_left: k - greater,
+        }
+    }
+
+    /// The `k`-th largest key.
+    pub(crate) fn threshold(&self) -> u32 {
+        self.t
+    }
+
+    /// Whether the next entry in position order, with key `u`, is kept.
+    #[inline(always)]
+    pub(crate) fn next(&mut self, u: u32) -> bool {
+        if u > self.t {
+            true
+        } else if u == self.t && self.equal_left > 0 {
+            self.equal_left -= 1;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A lower bound `t` (a [`key`]) with at least `k` entries of `row` at or above it,
@@ -241,13 +281,12 @@ fn group_bound<const G: usize>(row: &[f32], k: usize) -> i32 {
             *m = if v > *m { v } else { *m };
         }
     }
-    let mut keys = [0i32; G];
+    let mut keys = [0u32; G];
     for (t, &m) in keys.iter_mut().zip(acc.iter()) {
-        *t = key(m);
+        *t = ukey(m);
     }
-    // Descending: keys[k-1] is the k-th largest.
-    let (_, t, _) = keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-    *t
+    let t = Keep::largest(&mut keys, k).threshold();
+    (t ^ (1 << 31)) as i32
 }
 
 /// Pass 2 of [`topk_relu_small`]: the indices of the entries with `key(v) ≥ t` into
@@ -361,7 +400,7 @@ fn prefetch(x: &[f32], i: usize) {
 /// 2. the candidates `key(v) ≥ t` ([`candidates`]), typically about `1.4·k` for
 ///    unordered data;
 /// 3. an exact selection among the candidates by (value by `total_cmp` descending,
-///    index ascending), on packed `u64` keys: the same kept set as the definition.
+///    index ascending) with [`Keep`]: the same kept set as the definition.
 ///
 /// Passes 1 and 2 run on the selected instruction set (AVX-512F or AVX2 code
 /// generation on x86_64; the same arithmetic, so the same candidates).
@@ -369,49 +408,31 @@ fn prefetch(x: &[f32], i: usize) {
 fn topk_relu_small(row: &mut [f32], k: usize, sel: &mut [f32], next: &[f32]) {
     let h = row.len();
     let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
-    let mut c = bound_and_candidates_selected(row, k, idx, next);
-    if c < k {
-        // Cannot happen (the bound has k entries at or above it); kept so that no input
-        // can index past the candidates: select among every entry.
-        for (j, v) in idx.iter_mut().enumerate() {
-            *v = j as u32;
-        }
-        c = h;
+    let c = bound_and_candidates_selected(row, k, idx, next);
+    if c < k || c > CAND_MAX {
+        // Fewer than k cannot happen (the bound has k entries at or above it); many
+        // more happen only with heavy ties: select over the whole row.
+        topk_relu_whole(row, k, sel);
+        return;
     }
+    let mut keys = [0u32; CAND_MAX];
+    for (u, &j) in keys.iter_mut().zip(idx[..c].iter()) {
+        *u = ukey(row[j as usize]);
+    }
+    let mut keep = Keep::largest(&mut keys[..c], k);
+    // The candidates are in ascending position order.
     let mut vals = [0.0f32; HEAP_MAX_K];
     let mut kept = [0u32; HEAP_MAX_K];
-    if c <= PACKED_MAX {
-        let mut pk = [0u64; PACKED_MAX];
-        let pk = &mut pk[..c];
-        for (p, &j) in pk.iter_mut().zip(idx[..c].iter()) {
-            *p = packed(row[j as usize], j as usize);
-        }
-        // Ascending: the k largest end up in pk[c-k..].
-        if c > k {
-            pk.select_nth_unstable(c - k);
-        }
-        for ((v, kj), &p) in vals.iter_mut().zip(kept.iter_mut()).zip(&pk[c - k..]) {
-            let j = !(p as u32);
-            *kj = j;
-            *v = row[j as usize];
-        }
-    } else {
-        let cand = &mut idx[..c];
-        let order = |a: &u32, b: &u32| {
-            key(row[*b as usize])
-                .cmp(&key(row[*a as usize]))
-                .then(a.cmp(b))
-        };
-        if c > k {
-            cand.select_nth_unstable_by(k - 1, order);
-        }
-        for ((v, kj), &j) in vals.iter_mut().zip(kept.iter_mut()).zip(&cand[..k]) {
-            *kj = j;
-            *v = row[j as usize];
+    let mut n = 0;
+    for &j in &idx[..c] {
+        let v = row[j as usize];
+        if n < k && keep.next(ukey(v)) {
+            (vals[n], kept[n]) = (v, j);
+            n += 1;
         }
     }
     row.fill(0.0);
-    for (&v, &j) in vals[..k].iter().zip(&kept[..k]) {
+    for (&v, &j) in vals[..n].iter().zip(&kept[..n]) {
         row[j as usize] = vector::relu(v);
     }
 }
@@ -433,23 +454,13 @@ pub(crate) fn topk_among(row: &mut [f32], cand: &[bool], k: usize, sel: &mut [f3
         row.fill(0.0);
         return;
     }
-    let (above, kth, _) = sel[..m].select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    let t = *kth;
-    let greater = above
-        .iter()
-        .filter(|v| v.total_cmp(&t) == Ordering::Greater)
-        .count();
-    let mut equal_left = k - greater;
+    let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..m]);
+    for u in keys.iter_mut() {
+        *u = ukey(f32::from_bits(*u));
+    }
+    let mut keep = Keep::largest(keys, k);
     for (v, &c) in row.iter_mut().zip(cand) {
-        let keep = c
-            && match v.total_cmp(&t) {
-                Ordering::Greater => true,
-                Ordering::Equal if equal_left > 0 => {
-                    equal_left -= 1;
-                    true
-                }
-                _ => false,
-            };
+        let keep = c && keep.next(ukey(*v));
         *v = match (keep, *v == 0.0) {
             (false, _) => 0.0,
             (true, true) => -0.0,
@@ -651,6 +662,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One `u64` per entry `j` ordering as the kept set does: larger key first, then
+    /// lower index.
+    fn packed(v: f32, j: usize) -> u64 {
+        (u64::from(ukey(v)) << 32) | u64::from(!(j as u32))
     }
 
     /// The kept set among candidates `cand`, as sorted packed keys.
