@@ -656,8 +656,10 @@ fn sparse_outputs_of_untied_models() {
 /// takes that route when `dead ≤ 5·min(k_aux, dead)` and `2·dead + d ≤ h`), with a
 /// small `k_aux` as super-block entries. The dead latents' pre-activations come from
 /// their own product when `dead ≤ h/8` (the 3 dead latents, and 20 of 200), else
-/// from all the pre-activations (32 of 80). Untied with and without input centring
-/// and tied TopK, at several block sizes (one block per call up to many).
+/// from all the pre-activations (32 of 80). The GEMM route keeps its residuals beside
+/// the gathered decoder rows when a block's rows fit there (32 of 80: blocks up to 48
+/// rows), else after its selections (the 64-row blocks). Untied with and without input
+/// centring and tied TopK, at several block sizes (one block per call up to many).
 #[test]
 fn auxk_routes_match_the_dense_path() {
     // (n, d, h, k, every `step`-th latent dead, k_aux values): the first shape has one
