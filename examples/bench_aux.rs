@@ -1,7 +1,7 @@
 //! The AuxK term's cost in the TopK training gradient, by number of dead latents.
 //!
 //! ```sh
-//! cargo run --release --example bench_aux -- [--dead 0,100,307,...] [--reps N] [--n N]
+//! cargo run --release --example bench_aux -- [--dead 0,100,307,...] [--reps N] [--n N] [--no-peak]
 //! ```
 //!
 //! For each number `m` of dead latents (spread evenly over the `h` latents), the model
@@ -141,7 +141,7 @@ fn arg(flag: &str) -> Option<String> {
 fn main() {
     if std::env::args().any(|a| a == "--help" || a == "-h") {
         println!(
-            "bench_aux [--dead M1,M2,...] [--reps N] [--n ROWS]: AuxK's cost in the TopK \
+            "bench_aux [--dead M1,M2,...] [--reps N] [--n ROWS] [--no-peak]: AuxK's cost in the TopK \
              gradient by number of dead latents (see the source's header)"
         );
         return;
@@ -185,7 +185,12 @@ fn main() {
     let p = || Params::from_flat(arch, dims, &params).unwrap();
     let mut scratch = vec![0.0f32; grad_scratch_len(arch, dims, MAX_BLOCK_ROWS)];
     let mut grads = vec![0.0f32; arch.param_len(dims)];
-    let peak = fma_peak();
+    // `--no-peak` skips the FMA peak measurement (e.g. under callgrind).
+    let peak = if std::env::args().any(|a| a == "--no-peak") {
+        None
+    } else {
+        fma_peak()
+    };
     match peak {
         Some(pk) => println!("FMA peak of this core, measured now: {pk:.1} GFLOP/s"),
         None => println!("FMA peak: not measured on this target"),
@@ -230,7 +235,8 @@ fn main() {
         );
         // The four products over the selected entries: 2·n·k'·d FLOP each.
         let flop = 8.0 * (n * kp * d) as f64;
-        let route = if n_dead <= 4 * kp && 2 * n_dead <= h {
+        // The core's rule (sparse_path::aux_by_gemm and the room in its buffers).
+        let route = if n_dead <= 5 * kp && 2 * n_dead + d <= h {
             "gemm"
         } else {
             "entries"

@@ -653,16 +653,21 @@ fn sparse_outputs_of_untied_models() {
 /// AuxK on the sparse path, both of its routes, against the dense path (itself checked
 /// against finite differences in `tests/variants.rs`): with many dead latents and a
 /// large `k_aux` the selections run as GEMMs over the compacted dead latents (the core
-/// takes that route when `dead ≤ 4·min(k_aux, dead)`), with a small `k_aux` as
-/// super-block entries. Untied with and without input centring and tied TopK, at
-/// several block sizes (one block per call up to many).
+/// takes that route when `dead ≤ 5·min(k_aux, dead)` and `2·dead + d ≤ h`), with a
+/// small `k_aux` as super-block entries. The dead latents' pre-activations come from
+/// their own product when `dead ≤ h/8` (the 3 dead latents, and 20 of 200), else
+/// from all the pre-activations (32 of 80). The GEMM route keeps its residuals beside
+/// the gathered decoder rows when a block's rows fit there (32 of 80: blocks up to 48
+/// rows), else after its selections (the 64-row blocks). Untied with and without input
+/// centring and tied TopK, at several block sizes (one block per call up to many).
 #[test]
 fn auxk_routes_match_the_dense_path() {
     // (n, d, h, k, every `step`-th latent dead, k_aux values): the first shape has one
     // block per super-block, the second (low density, small d) merges several blocks
     // into one super-block on both routes. 40 % dead of 80: k_aux 10 → GEMMs
-    // (32 ≤ 40), k_aux 2 → entries (32 > 8); 10 % dead of 200: k_aux 6 → GEMMs
-    // (20 ≤ 24), k_aux 2 → entries (20 > 8); 3 dead latents: k' = 3, GEMMs.
+    // (32 ≤ 50, 2·32 + 12 ≤ 80), k_aux 2 → entries (32 > 10); 10 % dead of 200:
+    // k_aux 6 → GEMMs (20 ≤ 30), k_aux 2 → entries (20 > 10); 3 dead latents: k' = 3,
+    // GEMMs.
     let shapes: [(usize, usize, usize, usize, usize, [usize; 2]); 2] =
         [(37, 12, 80, 4, 0, [10, 2]), (50, 4, 200, 2, 10, [6, 2])];
     for (n, d, h, k, step, k_auxes) in shapes {

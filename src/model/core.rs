@@ -1157,17 +1157,9 @@ fn loss_and_grad_impl(
     let (dead_list, idx) = idx.split_at_mut(n_dead);
     let dead_list: &[u32] = dead_list;
     // On the sparse path, AuxK runs as GEMMs over the compacted dead latents when that
-    // is cheaper than one super-block entry per selection: `dpa_s` holds the
-    // super-block's compacted selections (`aux_cap×n_dead`), their code gradient (as
-    // many) and their residuals (`aux_cap×d`), so the area keeps only the main
-    // residuals (a block's rows fit when `2·n_dead + d ≤ h`).
+    // is cheaper than one super-block entry per selection (layout below).
     let aux_gemm =
         aux.is_some_and(|a| sparse_path::aux_by_gemm(n_dead, a.k)) && 2 * n_dead + d <= h;
-    let aux_cap = if aux_gemm {
-        dpa_s.len() / (2 * n_dead + d)
-    } else {
-        0
-    };
     let tied = arch.is_tied();
     let centre_in = arch.centers_input();
     // JumpReLU thresholds: SAELens' straight-through estimator (bandwidth > 0).
@@ -1193,6 +1185,19 @@ fn loss_and_grad_impl(
         sparse_path::gather_enc_cols(p.encoder(), dead_list, enc_dead);
     }
     let enc_dead: &[f32] = enc_dead;
+    // The GEMM route's buffers: `dpa_s` holds the super-block's compacted selections
+    // (`aux_cap×n_dead`) and their code gradient (as many); their residuals
+    // (`aux_cap×d`) go to `dead_dec` between the gathered decoder rows (`n_dead×d`) and
+    // the encoder columns when a block's rows fit there, else to `dpa_s` after the
+    // other two (a block's rows fit when `2·n_dead + d ≤ h`). The area then keeps only
+    // the main residuals, so AuxK does not shrink the super-blocks.
+    let mid_rows = dead_dec.len().saturating_sub(n_dead * d) / d;
+    let aux_r_mid = aux_gemm && mid_rows >= rb;
+    let aux_cap = match (aux_gemm, aux_r_mid) {
+        (false, _) => 0,
+        (true, true) => (dpa_s.len() / (2 * n_dead)).min(mid_rows),
+        (true, false) => dpa_s.len() / (2 * n_dead + d),
+    };
     // The code gradient's penalty part for feature i (before the mask).
     let pen_add = |i: usize| add * wv.map_or(1.0, |w| w[i]);
 
@@ -1249,12 +1254,14 @@ fn loss_and_grad_impl(
         }
         let (a_s, rest) = dpa_s.split_at_mut(aux_cap * n_dead);
         let (p_s, r_s) = rest.split_at_mut(aux_cap * n_dead);
+        let (buf, mid) = dead_dec.split_at_mut(if aux_gemm { n_dead * d } else { 0 });
+        let r_s = if aux_r_mid { mid } else { r_s };
         let mut cmp = aux_gemm.then(|| sparse_path::AuxGemm {
             dead: dead_list,
             a: &a_s[..*s_rows * n_dead],
             dpa: &mut p_s[..*s_rows * n_dead],
             ar: &mut r_s[..*s_rows * d],
-            buf: &mut dead_dec[..n_dead * d],
+            buf,
             pack,
         });
         start(acc, started);

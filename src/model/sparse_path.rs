@@ -41,11 +41,13 @@
 //! TopK training's AuxK selections (`k'` of the dead latents per row) take one of two
 //! routes. As entries of their own in the super-block (flagged by [`AUX_FLAG`]), or,
 //! when the dead latents are few enough for it to be cheaper ([`aux_by_gemm`]:
-//! `n_dead ≤ 4·k'`), as GEMMs over the compacted dead latents ([`AuxGemm`]): the
+//! `n_dead ≤ 5·k'`), as GEMMs over the compacted dead latents ([`AuxGemm`]): the
 //! selections become a dense `rows×n_dead` matrix, the dead latents' decoder rows are
 //! gathered into an `n_dead×d` matrix, the decode and the three backward products run
 //! as GEMMs on those, and the compacted gradients are added to the dead latents'
-//! rows and columns.
+//! rows and columns. Both routes select on compacted rows ([`select_compact`]): the
+//! dead latents' pre-activations, from their own product `x̄·W_enc[:, dead]` when
+//! they are few ([`aux_pre_by_gemm_pays`]), else gathered from all of them.
 //!
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
@@ -374,6 +376,10 @@ pub(crate) fn aux_pre_by_gemm_pays(n_dead: usize, h: usize) -> bool {
 }
 
 /// [`aux_pre_by_gemm_pays`]: the own product runs while `n_dead ≤ h / AUX_PRE_GEMM_SHARE`.
+/// Measured with `bench_aux` ((1024, 384, 3072), one x86-64 core with AVX-512): with
+/// 2–100 dead latents it takes AuxK from 7–13 ms to 1–8 ms (the copy of all
+/// pre-activations and the unfused encoder store were most of it); from 150 to 307
+/// dead latents h/8 and h/16 (the full copy) measured the same within noise.
 pub(crate) const AUX_PRE_GEMM_SHARE: usize = 8;
 
 /// The dead latents' pre-activations of a block, by their own product: `out ←
@@ -659,12 +665,13 @@ pub(crate) fn aux_by_gemm(n_dead: usize, k: usize) -> bool {
 }
 
 /// How much faster a multiply-add runs in the GEMMs of [`AuxGemm`] than in the
-/// super-block's per-entry vector operations: measured with `cargo run --release
-/// --example bench_sparse -- --breakdown --only "10 % dead"` ((n, d, h) =
-/// (1024, 384, 3072), 307 dead latents, k' = 192, one x86-64 core with AVX-512), AuxK
-/// cost about 0.25–0.32 ms per selection per row on the entry route and 0.08 ms per
-/// dead latent on the GEMM route (selection included in both).
-pub(crate) const AUX_GEMM_SPEEDUP: usize = 4;
+/// super-block's per-entry vector operations. Measured with `cargo run --release
+/// --example bench_aux -- --dead 700,860,1000,1300` ((n, d, h) = (1024, 384, 3072),
+/// k' = 192, one x86-64 core with AVX-512, both routes alternated): the entry route
+/// costs about 55–60 ms whatever the number of dead latents (0.29 ms per selection per
+/// row), the GEMM route about 22 ms + 0.038 ms per dead latent (48–50 ms at 700, 53 at
+/// 860, 60 at 1000, 72 at 1300), so they cross near 4.8·k'.
+pub(crate) const AUX_GEMM_SPEEDUP: usize = 5;
 
 /// The pack buffer the GEMMs of [`AuxGemm`] need for a super-block of `rows` rows
 /// (the plan sizes it for one block; a super-block of several blocks must check it).
@@ -1021,8 +1028,8 @@ mod tests {
     #[test]
     fn aux_route_follows_the_cost_estimate() {
         assert!(aux_by_gemm(307, 192));
-        assert!(aux_by_gemm(4 * 192, 192));
-        assert!(!aux_by_gemm(4 * 192 + 1, 192));
+        assert!(aux_by_gemm(5 * 192, 192));
+        assert!(!aux_by_gemm(5 * 192 + 1, 192));
         assert!(!aux_by_gemm(3000, 192));
     }
 
