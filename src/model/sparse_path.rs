@@ -52,6 +52,7 @@
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
 
+use super::activation::{Keep, ukey};
 use crate::error::Result;
 use crate::kernels::dispatch_vector::{axpy, axpy2, dot};
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
@@ -283,20 +284,6 @@ pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize, aux: bool)
 /// Marks an entry's row index as an AuxK selection (not an active code).
 pub(crate) const AUX_FLAG: u32 = 1 << 31;
 
-/// The total-order key of `v` (`f32::total_cmp` compares these as `i32`).
-#[inline(always)]
-fn key(v: f32) -> i32 {
-    let b = v.to_bits() as i32;
-    b ^ (((b >> 31) as u32) >> 1) as i32
-}
-
-/// The total-order key of `v` as an unsigned integer (larger key, larger value by
-/// `f32::total_cmp`).
-#[inline(always)]
-fn ukey(v: f32) -> u32 {
-    (key(v) as u32) ^ (1 << 31)
-}
-
 /// The AuxK selection of one compacted row: `row` holds the pre-activations of the
 /// candidates (e.g. the dead latents, in ascending latent order); keep, in place, the
 /// `k` largest (order by `f32::total_cmp`, ties to the lowest position), raw (no
@@ -323,18 +310,9 @@ pub(crate) fn select_compact(row: &mut [f32], k: usize, keys: &mut [u32]) {
     for (u, &v) in keys.iter_mut().zip(row.iter()) {
         *u = ukey(v);
     }
-    // Ascending: keys[m − k] is the k-th largest key, the k − 1 after it are ≥ it.
-    let (_, t, above) = keys.select_nth_unstable(m - k);
-    let t = *t;
-    let greater = above.iter().filter(|&&u| u > t).count();
-    // Of the keys equal to the k-th largest, the first `equal_left` (by position) stay.
-    let mut equal_left = k - greater;
+    let mut keep = Keep::largest(keys, k);
     for v in row.iter_mut() {
-        let u = ukey(*v);
-        let keep = u > t || (u == t && equal_left > 0);
-        if u == t && keep {
-            equal_left -= 1;
-        }
+        let keep = keep.next(ukey(*v));
         *v = match (keep, *v == 0.0) {
             (false, _) => 0.0,
             (true, true) => -0.0,
