@@ -10,6 +10,10 @@
 //! For the side-by-side table with % of the encoder floor, run
 //! `cargo run --release --example bench_sparse`.
 
+/// The examples' measurement helpers (deterministic normal data).
+#[path = "../examples/common/mod.rs"]
+mod common;
+use common::normal;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::model::{
@@ -23,23 +27,6 @@ use std::time::Duration;
 
 /// (density, z) with P(N(0, 1) > z) = density.
 const DENSITIES: [(f64, f32); 3] = [(0.005, 2.576), (0.01, 2.326), (0.05, 1.645)];
-
-fn normal(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..len)
-        .map(|_| {
-            let (u, v) = (next().max(1e-300), next());
-            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-        })
-        .collect()
-}
 
 fn dictionary(d: usize, h: usize) -> Vec<f32> {
     let mut m = normal(h * d, 1);

@@ -26,7 +26,11 @@
 //! repetitions, because the machine is shared. Pass `--quick` for fewer repetitions.
 
 #[cfg(not(target_family = "wasm"))]
+mod common;
+
+#[cfg(not(target_family = "wasm"))]
 mod imp {
+    use super::common::*;
     use sae_kernels::kernels::gemm::{
         Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
         gemm_nt_half_bf16_dot, gemm_with, pack_len,
@@ -35,30 +39,6 @@ mod imp {
         Arch, Dims, LossOptions, Params, ParamsMut, grad_scratch_len, loss_and_grad,
     };
     use std::hint::black_box;
-
-    /// CPU time of this thread, in seconds.
-    fn cpu_now() -> f64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime failed");
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    }
-
-    /// Best CPU time of `reps` runs of `f` (after one warm-up run).
-    fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
-        f();
-        let mut best = f64::INFINITY;
-        for _ in 0..reps {
-            let t0 = cpu_now();
-            f();
-            best = best.min(cpu_now() - t0);
-        }
-        best
-    }
 
     /// Deterministic data in [-1, 1).
     fn data(len: usize, seed: u64) -> Vec<f32> {

@@ -16,34 +16,16 @@
 //! `--quick`: fewer runs.
 
 #[cfg(not(target_family = "wasm"))]
+mod common;
+
+#[cfg(not(target_family = "wasm"))]
 mod imp {
+    use super::common::*;
     use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
     use sae_kernels::model::activation::topk_relu_row;
     use sae_kernels::model::{Arch, Dims, MAX_BLOCK_ROWS, Params, encode, encode_scratch_len};
     use sae_kernels::owned::Sae;
     use std::hint::black_box;
-
-    fn cpu_now() -> f64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime failed");
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    }
-
-    fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
-        f();
-        let mut best = f64::INFINITY;
-        for _ in 0..reps {
-            let t0 = cpu_now();
-            f();
-            best = best.min(cpu_now() - t0);
-        }
-        best
-    }
 
     fn data(len: usize, seed: u64, scale: f32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -15,58 +15,15 @@
 //! `--reps N` sets the rounds (default 4).
 
 #[cfg(not(target_family = "wasm"))]
+mod common;
+
+#[cfg(not(target_family = "wasm"))]
 mod imp {
+    use super::common::*;
     use sae_kernels::model::{
         Arch, Dims, LossOptions, MAX_BLOCK_ROWS, Params, ParamsMut, grad_scratch_len, loss_and_grad,
     };
     use std::hint::black_box;
-
-    /// CPU time of this thread, in seconds.
-    fn cpu_now() -> f64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime failed");
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-    }
-
-    /// Best times (`clock`) of `reps` interleaved rounds of each closure (after one
-    /// warm-up each).
-    fn best_interleaved(reps: usize, clock: fn() -> f64, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
-        for f in fs.iter_mut() {
-            f();
-        }
-        let mut best = vec![f64::INFINITY; fs.len()];
-        for _ in 0..reps {
-            for (f, b) in fs.iter_mut().zip(best.iter_mut()) {
-                let t0 = clock();
-                f();
-                *b = b.min(clock() - t0);
-            }
-        }
-        best
-    }
-
-    /// Deterministic standard normal data (SplitMix64 + Box–Muller).
-    fn normal(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        let mut next = || {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        };
-        (0..len)
-            .map(|_| {
-                let (u, v) = (next().max(1e-300), next());
-                ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-            })
-            .collect()
-    }
 
     /// A model at initialisation (unit-norm decoder rows, `W_enc = W_decᵀ`, zero
     /// biases: about half the codes active, so every block takes the dense path) and a
@@ -124,71 +81,6 @@ mod imp {
         }
     }
 
-    /// The f32 FMA peak of this core in GFLOP/s, measured now: 12 independent chains
-    /// of 512-bit (or, without AVX-512, 256-bit) FMAs; `None` on other targets.
-    #[cfg(target_arch = "x86_64")]
-    fn fma_peak() -> Option<f64> {
-        use core::arch::x86_64::*;
-        #[target_feature(enable = "avx512f")]
-        fn fma512(iters: u64) -> f32 {
-            let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
-            let mut acc = [_mm512_set1_ps(1.0); 12];
-            for _ in 0..iters {
-                for x in acc.iter_mut() {
-                    *x = _mm512_fmadd_ps(*x, a, b);
-                }
-            }
-            let s = acc
-                .iter()
-                .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
-            _mm512_reduce_add_ps(s)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        fn fma256(iters: u64) -> f32 {
-            let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-            let mut acc = [_mm256_set1_ps(1.0); 12];
-            for _ in 0..iters {
-                for x in acc.iter_mut() {
-                    *x = _mm256_fmadd_ps(*x, a, b);
-                }
-            }
-            let s = acc
-                .iter()
-                .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
-            let mut out = [0.0f32; 8];
-            // SAFETY: `out` holds 8 f32; storeu has no alignment requirement.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
-            out.iter().sum()
-        }
-        let iters = 20_000_000u64;
-        let (lanes, mut f): (f64, Box<dyn FnMut()>) = if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was detected just above.
-            (
-                16.0,
-                Box::new(|| {
-                    black_box(unsafe { fma512(black_box(iters)) });
-                }),
-            )
-        } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: AVX2 and FMA were detected just above.
-            (
-                8.0,
-                Box::new(|| {
-                    black_box(unsafe { fma256(black_box(iters)) });
-                }),
-            )
-        } else {
-            return None;
-        };
-        let t = best_interleaved(5, cpu_now, &mut [&mut *f])[0];
-        Some(iters as f64 * 12.0 * lanes * 2.0 / t * 1e-9)
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn fma_peak() -> Option<f64> {
-        None
-    }
-
     /// The number after `flag` on the command line.
     pub fn arg_value(flag: &str) -> Option<usize> {
         let args: Vec<String> = std::env::args().collect();
@@ -230,7 +122,7 @@ mod imp {
                 .collect();
             let mut refs: Vec<&mut dyn FnMut()> =
                 fs.iter_mut().map(|f| f as &mut dyn FnMut()).collect();
-            let t = best_interleaved(reps, cpu_now, &mut refs);
+            let t = best_interleaved_by(reps, cpu_now, &mut refs);
             let Dims { d, h } = c.dims;
             println!("  {} (n, d, h) = ({}, {d}, {h})", c.name, c.n);
             for (r, &s) in rows.iter().zip(&t) {
@@ -297,7 +189,7 @@ mod imp {
                         [0, 1].map(|_| vec![0.0f32; grad_scratch_len(c.arch, c.dims, rows)]);
                     let [g1, g2] = &mut g;
                     let [s1, s2] = &mut sc;
-                    let t = best_interleaved(
+                    let t = best_interleaved_by(
                         reps,
                         wall,
                         &mut [&mut || pools[0].install(|| c.step(g1, s1)), &mut || {

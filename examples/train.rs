@@ -5,7 +5,9 @@
 //! activations, with `--arch tied|standard|topk|jumprelu`. Writes a SAELens folder, a metrics
 //! CSV and SVG plots to `--out` (default `out/train`).
 
+mod common;
 use clap::Parser;
+use common::cpu_now;
 use plotters::prelude::*;
 use sae_kernels::format::npy::read_npy;
 use sae_kernels::format::saelens;
@@ -732,19 +734,4 @@ fn plot_hist(path: &Path, freq: &[f64]) -> Result<(), Box<dyn std::error::Error>
     }))?;
     root.present()?;
     Ok(())
-}
-
-/// CPU time of this thread in seconds (`CLOCK_THREAD_CPUTIME_ID`): unlike wall time it
-/// does not count time the machine gives to other processes.
-fn cpu_now() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
