@@ -79,7 +79,17 @@ impl Default for Adam {
 /// - `Sgd { momentum: μ }`: `vel ← μ·vel + g`, `p ← p − lr·vel` (PyTorch's form; with
 ///   `μ = 0` there is no state);
 /// - `Adam`: `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
-///   `p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)` (PyTorch's form).
+///   `p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)` (PyTorch's form), except
+///   that a new `m` or `v` below `f32::MIN_POSITIVE` in magnitude (a subnormal) is
+///   stored as `0`, as PyTorch does after `torch.set_flush_denormal(True)`.
+///
+///   Why: a latent that stops firing gets zero gradients, so its `m` shrinks by β1 per
+///   step and is subnormal after about 850 steps. x86 CPUs take a microcode assist
+///   (about a hundred cycles) for every vector instruction with a subnormal lane, and
+///   dead latents' columns are spread over every vector of `W_enc`: with 10 % of the
+///   latents so, the Adam step at (d, h) = (384, 3072) took 38 ms instead of 13 ms.
+///   The parameters are unaffected (the dropped term `lr·m/(√v̂ + ε)` is below
+///   `lr·2⁻¹²⁶/ε ≈ 10⁻³³·lr`, under the rounding of any parameter above `10⁻²⁶`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Optimizer {
     /// Stochastic gradient descent with momentum `μ ∈ [0, 1)` (0 = plain SGD).
@@ -646,12 +656,19 @@ fn check_new(p: f32, s1: f32, s2: f32) -> Result<()> {
     Ok(())
 }
 
+/// `x`, or `0` if it is subnormal (NaN and infinities pass unchanged): see
+/// [`Optimizer`] on Adam's moments.
+#[inline(always)]
+fn flush_subnormal(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
+}
+
 /// Adam's update of one element (the `ADAM` arm of [`update`], the same operations in
 /// the same order, so the same bits).
 #[inline(always)]
 fn adam(c: Coef, p: f32, g: f32, s1: f32, s2: f32) -> (f32, f32, f32) {
-    let m = c.a * s1 + (1.0 - c.a) * g;
-    let v = c.b * s2 + (1.0 - c.b) * (g * g);
+    let m = flush_subnormal(c.a * s1 + (1.0 - c.a) * g);
+    let v = flush_subnormal(c.b * s2 + (1.0 - c.b) * (g * g));
     let denom = crate::math::sqrtf(v) / c.c + c.eps;
     (p - c.lr * (m / denom), m, v)
 }
@@ -927,6 +944,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A moment that would become subnormal is stored as 0 (one just above the
+    /// threshold is kept), and the parameter gets the same bits as with the unflushed
+    /// moment.
+    #[test]
+    fn adam_flushes_subnormal_moments() {
+        let dims = Dims::new(1, 3).unwrap();
+        let config = OptimConfig {
+            rule: Optimizer::default(),
+            max_grad_norm: None,
+            unit_norm_decoder: false,
+        };
+        // m: β1·m falls below f32::MIN_POSITIVE (1.18e-38) for 1.2e-38, not for 2e-38;
+        // v likewise with β2 = 0.999. Zero gradients, so only decay acts.
+        let mut st = [1.2e-38f32, 2e-38, 0.0, 1e-4, 1e-4, 1.17e-38];
+        let mut p = [0.5f32, -0.25, 1.0];
+        let g = [0.0f32; 3];
+        let mut o = Optim::new(config, dims, 3, &mut st, 10).unwrap();
+        let c = o.coef(1e-3);
+        let mut params = [TensorMut {
+            name: "b_enc",
+            role: Role::EncoderBias,
+            data: &mut p,
+        }];
+        let grads = [TensorRef {
+            name: "b_enc",
+            role: Role::EncoderBias,
+            data: &g,
+        }];
+        o.step(&mut params, &grads, 1e-3).unwrap();
+        assert_eq!(st[0].to_bits(), 0, "subnormal m stored as +0");
+        assert_eq!(st[1], 0.9 * 2e-38, "normal m kept");
+        assert_eq!(st[5].to_bits(), 0, "subnormal v stored as +0");
+        assert_eq!(st[3], 0.999 * 1e-4, "normal v kept");
+        // The parameter as with the unflushed moments (the definition's formula).
+        let m0 = 0.9f32 * 1.2e-38;
+        assert!(m0 != 0.0 && m0.abs() < f32::MIN_POSITIVE);
+        let denom = crate::math::sqrtf(0.999f32 * 1e-4) / c.c + c.eps;
+        assert_eq!(p[0].to_bits(), (0.5 - c.lr * (m0 / denom)).to_bits());
     }
 
     /// The sweeps compiled for each x86 instruction set the CPU has give the portable
