@@ -511,6 +511,42 @@ mod imp {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
+    /// Best CPU time per call of the four encoder products of one shape `(n, d, h)`:
+    /// ours, matrixmultiply, gemm 0.19, ours with bias + ReLU fused. They are timed in
+    /// turn within each round (one warm-up round, then the best of `rounds`), so that
+    /// load on the shared machine falls on all of them alike: timed one after another,
+    /// a burst of load during one library's turn skewed the ratios by up to 25 %.
+    /// Short windows (≈ 2 ms of work at the small shape), so that some of them run
+    /// without a context switch.
+    fn four_products(
+        (n, d, h): (usize, usize, usize),
+        (x, m, bias): (&[f32], &[f32], &[f32]),
+        c: &mut [f32],
+        pack: &mut [f32],
+        rounds: usize,
+    ) -> [f64; 4] {
+        let flop = 2.0 * (n * d * h) as f64;
+        let inner = ((3e8 / flop) as usize).max(1);
+        let mut best = [f64::INFINITY; 4];
+        for round in 0..=rounds {
+            for (lib, b) in best.iter_mut().enumerate() {
+                let t0 = cpu_now();
+                for _ in 0..inner {
+                    match lib {
+                        0 => our_encode(n, d, h, x, m, c, Epilogue::None, pack),
+                        1 => mm_encode(n, d, h, x, m, c),
+                        2 => gemm019_encode(n, d, h, x, m, c),
+                        _ => our_encode(n, d, h, x, m, c, Epilogue::BiasRelu(bias), pack),
+                    }
+                }
+                if round > 0 {
+                    *b = b.min((cpu_now() - t0) / inner as f64);
+                }
+            }
+        }
+        best
+    }
+
     /// The encoder shapes, ours / matrixmultiply / gemm 0.19 interleaved (see
     /// `--gemm-only` in `main`), with the 512-bit FMA peak measured before and after.
     fn gemm_interleaved(rounds: usize) {
@@ -532,34 +568,7 @@ mod imp {
             let mut c = vec![0.0f32; n * h];
             let mut pack = vec![0.0f32; pack_len(n, h, d)];
             let flop = 2.0 * (n * d * h) as f64;
-            // Short timed windows (≈ 2 ms of work at the small shape), so that some
-            // of them run without a context switch on a shared machine.
-            let inner = ((3e8 / flop) as usize).max(1);
-            let mut best = [f64::INFINITY; 4];
-            our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
-            for _ in 0..rounds {
-                for (lib, b) in best.iter_mut().enumerate() {
-                    let t0 = cpu_now();
-                    for _ in 0..inner {
-                        match lib {
-                            0 => our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack),
-                            1 => mm_encode(n, d, h, &x, &m, &mut c),
-                            2 => gemm019_encode(n, d, h, &x, &m, &mut c),
-                            _ => our_encode(
-                                n,
-                                d,
-                                h,
-                                &x,
-                                &m,
-                                &mut c,
-                                Epilogue::BiasRelu(&bias),
-                                &mut pack,
-                            ),
-                        }
-                    }
-                    *b = b.min((cpu_now() - t0) / inner as f64);
-                }
-            }
+            let best = four_products((n, d, h), (&x, &m, &bias), &mut c, &mut pack, rounds);
             rows.push((n, d, h, best.map(|t| flop / t * 1e-9)));
         }
         #[cfg(target_arch = "x86_64")]
@@ -726,39 +735,9 @@ mod imp {
             let mut c = vec![0.0f32; n * h];
             let mut pack = vec![0.0f32; pack_len(n, h, d)];
             let flop = 2.0 * (n * d * h) as f64;
-            // The four products are timed in turn within each round (one warm-up
-            // round, then the best of `2·reps`), so that load on the shared machine
-            // falls on all of them alike; timed one after another, a burst of load
-            // during one library's turn skewed the ratios by up to 25 %. Short
-            // windows (≈ 2 ms of work at the small shape) so that some of them run
-            // without a context switch.
+            let best = four_products((n, d, h), (&x, &m, &bias), &mut c, &mut pack, 2 * reps);
+            // The same window length for the 16-bit products below.
             let inner = ((3e8 / flop) as usize).max(1);
-            let mut best = [f64::INFINITY; 4];
-            for round in 0..=2 * reps {
-                for (what, b) in best.iter_mut().enumerate() {
-                    let t0 = cpu_now();
-                    for _ in 0..inner {
-                        match what {
-                            0 => our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack),
-                            1 => mm_encode(n, d, h, &x, &m, &mut c),
-                            2 => gemm019_encode(n, d, h, &x, &m, &mut c),
-                            _ => our_encode(
-                                n,
-                                d,
-                                h,
-                                &x,
-                                &m,
-                                &mut c,
-                                Epilogue::BiasRelu(&bias),
-                                &mut pack,
-                            ),
-                        }
-                    }
-                    if round > 0 {
-                        *b = b.min((cpu_now() - t0) / inner as f64);
-                    }
-                }
-            }
             let [t_ours, t_mm, t_g, t_fused] = best;
             let (go, gm, gg, gf) = (
                 flop / t_ours * 1e-9,
