@@ -147,7 +147,7 @@ pub fn clamp_thresholds(theta: &mut [f32]) {
 /// `sel` is scratch of at least `row.len()` entries (its contents are overwritten).
 /// `k == 0` zeroes the row; `k ≥ row.len()` is a plain ReLU. Cost, with no allocation:
 /// for `k ≤ 64` and `h ≥ 8k` a SIMD bound and a selection among about `1.4·k`
-/// candidates, else one linear-time selection over the row's keys ([`Keep`]).
+/// candidates, else one linear-time selection over the row's keys.
 pub fn topk_relu_row(row: &mut [f32], k: usize, sel: &mut [f32]) {
     topk_relu_row_prefetch(row, k, sel, &[]);
 }

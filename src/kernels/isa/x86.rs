@@ -427,8 +427,8 @@ unsafe impl Simd for __m512 {
 /// (`NR = NV·LANES`), then the store.
 ///
 /// # Safety
-/// `V`'s ISA is enabled; `a.len() ≥ kc·MR` and `b.len() ≥ kc·NR` (checked by the
-/// caller [`tile_impl`]); `out` as documented on [`Out`].
+/// `V`'s ISA is enabled; `out` as documented on [`Out`]. (`a.len() ≥ kc·MR` and
+/// `b.len() ≥ kc·NR` are checked here.)
 #[inline(always)]
 unsafe fn micro<V: Simd, const MR: usize, const NV: usize, const NVS: usize>(
     kc: usize,
