@@ -915,8 +915,13 @@ fn run_breakdown(reps: usize) {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
-    let cases: [(&str, &dyn Fn() -> StepCase); 5] = [
+    let cases: [(&str, &dyn Fn() -> StepCase); 6] = [
         ("tied", &|| StepCase::tied_dense(4096, 512, 4096)),
+        ("big topk", &|| {
+            let mut c = StepCase::untied("topk k = 32 big", Arch::topk(32), 4096, 512, 4096, 0.5);
+            c.dead = Some(vec![false; 4096]);
+            c
+        }),
         // Standard at the density of a trained model on the real data (L0 ≈ 45 of
         // 3072: the sparse path) and near initialisation (half the codes active: dense).
         ("standard, trained density", &|| {
