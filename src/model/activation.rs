@@ -473,16 +473,21 @@ pub(crate) fn topk_among(row: &mut [f32], cand: &[bool], k: usize, sel: &mut [f3
 mod tests {
     use super::*;
 
-    /// The candidate route keeps exactly the defined set (ties, NaN, ±0).
-    #[test]
-    fn candidate_selection_keeps_the_defined_set() {
-        let mut state = 7u64;
-        let mut next = || {
+    /// A seeded 64-bit LCG: the high 31 bits of each state.
+    fn lcg(seed: u64) -> impl FnMut() -> u32 {
+        let mut state = seed;
+        move || {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (state >> 33) as u32
-        };
+        }
+    }
+
+    /// The candidate route keeps exactly the defined set (ties, NaN, ±0).
+    #[test]
+    fn candidate_selection_keeps_the_defined_set() {
+        let mut next = lcg(7);
         let trials = if cfg!(miri) { 8 } else { 200 };
         for trial in 0..trials {
             let h = 64 + (next() % 300) as usize;
@@ -552,13 +557,7 @@ mod tests {
         } else {
             &[1, 2, 7, 8, 9, 64, 65, 100, 263, 512, 777, 1024]
         };
-        let mut state = 11u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = lcg(11);
         for &h in hs {
             let mut ks: heapless::Vec<usize, 32> = heapless::Vec::new();
             for k in [0, 1, 2, 3, 4, 5, 8, 9, 16, 17, 31, 32, 33, 63, 64, 65, 100] {
@@ -574,7 +573,7 @@ mod tests {
                 rows[0][j] = 1.25; // all equal
                 rows[1][j] = if j % 3 == 0 { 2.0 } else { r.min(1.0) }; // ties at the top
                 rows[2][j] = (next() % 4) as f32; // few distinct values
-                rows[3][j] = if next() % 2 == 0 { 0.0 } else { -0.0 };
+                rows[3][j] = if next().is_multiple_of(2) { 0.0 } else { -0.0 };
                 rows[4][j] = match next() % 6 {
                     0 => f32::NAN,
                     1 => -f32::NAN,
@@ -588,7 +587,11 @@ mod tests {
                 rows[8][j] = if j % 2 == 0 { -f32::NAN } else { f32::NAN };
                 rows[9][j] = if j < h / 2 { -f32::NAN } else { r };
                 rows[10][j] = r;
-                rows[11][j] = if next() % 8 == 0 { r.abs() } else { -0.0 };
+                rows[11][j] = if next().is_multiple_of(8) {
+                    r.abs()
+                } else {
+                    -0.0
+                };
             }
             for (ri, row) in rows.iter().enumerate() {
                 for &k in ks.iter() {
@@ -621,13 +624,7 @@ mod tests {
     #[test]
     fn candidates_agree_across_instruction_sets() {
         use crate::kernels::isa::Kernel;
-        let mut state = 3u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut next = lcg(3);
         for trial in 0..300 {
             let h = 8 + (next() % 1000) as usize;
             let k = 1 + (next() as usize % (h / 8).clamp(1, HEAP_MAX_K));

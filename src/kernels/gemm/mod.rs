@@ -1380,12 +1380,13 @@ fn scale_c(c: &mut MatMut<'_>, beta: f32, epi: Epilogue<'_>) {
 }
 
 #[cfg(all(test, feature = "parallel"))]
-mod parallel_tests {
+pub(crate) mod parallel_tests {
     use super::*;
     use core::sync::atomic::Ordering;
     use std::{vec, vec::Vec};
 
-    fn fill(len: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic test data in [-1, 1) (xorshift), also used by the model's split tests.
+    pub(crate) fn fill(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {
