@@ -473,6 +473,16 @@ fn run(a: &Args) -> Result<(), String> {
             sorted[0],
             sorted[sorted.len() / 2],
         );
+        // How the time per step moves as training goes: CPU means over tenths of the run.
+        let tenth = cpu.len().div_ceil(10).max(1);
+        let curve: Vec<String> = cpu
+            .chunks(tenth)
+            .map(|c| format!("{:.1}", mean(c)))
+            .collect();
+        println!(
+            "  CPU ms/step by tenths of the run ({tenth} steps each): {}",
+            curve.join(" ")
+        );
         return Ok(());
     }
     let mut rows: Vec<Row> = Vec::new();
