@@ -155,6 +155,24 @@ def test_from_arrays_matches_numpy(arch):
     assert rel_err(recon, want_recon) <= TOL
 
 
+@pytest.mark.parametrize("arch", ["standard", "topk"])
+def test_new_codes_array_is_fully_written(arch):
+    """`encode` returns an uninitialised array that it fills: freeing a NaN-filled
+    array of the same size first makes the allocator hand that memory back, so any
+    element left unwritten would show as NaN."""
+    kw = {"architecture": "topk", "k": 9} if arch == "topk" else {}
+    sae, w = random_sae(16, 4096, seed=8, **kw)
+    x = np.random.default_rng(8).standard_normal((300, 16), dtype=np.float32)
+    want = numpy_encode(x, w, arch, kw.get("k"))
+    for rows in (300, 5, 1):
+        for _ in range(2):  # (the first may be mapped memory, returned to the system)
+            junk = np.full((rows, 4096), np.nan, dtype=np.float32)
+            del junk
+        got = sae.encode(x[:rows])
+        assert not np.isnan(got).any(), rows
+        assert rel_err(got, want[:rows]) <= TOL, rows
+
+
 def test_encode_reads_x_in_place():
     # x is 40 MB; the codes 1.3 MB. A copy of x would show in numpy's traced memory.
     sae, _ = random_sae(512, 16)
