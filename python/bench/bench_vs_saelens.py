@@ -9,9 +9,9 @@ Shapes (d_in, d_sae) = (384, 3072) and (768, 16384), architectures standard and 
 (k = 32), batches of 1 and 1024 rows of N(0, 1) float32. Both sides get the same
 thread count (torch.set_num_threads; sae_kernels is single-threaded). Times are CPU
 time (time.process_time) per call including the Python call overhead, the best of
-several calls after a warm-up; the contenders of one row are timed in turns (one
-call of each, then again), so that a load change on the shared machine hits all of
-them alike. The codes of both sides are compared too (max relative difference, and
+several calls, each after a warm-up call; the contenders of one row are timed in
+turns (a few calls of each, then again), so that a load change on the shared machine
+hits all of them alike. The codes of both sides are compared too (max relative difference, and
 how many rows have a different set of active features).
 
 Ours is timed twice: `encode(x)` (a new array per call, as SAELens returns a new
@@ -63,12 +63,13 @@ def write_folder(path, d, h, arch, k, seed):
 
 
 def best_cpu_times(fns, repeats, inner):
-    """Best CPU time per call of each function, timed in turns."""
-    for fn in fns:
-        fn()  # warm-up
+    """Best CPU time per call of each function, timed in turns, each turn after one
+    untimed call (the previous contender's weights and arrays have taken the caches;
+    without it, whatever runs after SAELens looked up to 1 ms slower at batch 1)."""
     best = [float("inf")] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            fn()  # warm-up
             t0 = time.process_time()
             for _ in range(inner):
                 fn()
