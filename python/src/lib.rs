@@ -2,9 +2,9 @@
 //! `sae_kernels` (python/sae_kernels/__init__.py re-exports [`Sae`] as `SAE`).
 //!
 //! Every compute call reads its numpy inputs in place (float32, C-contiguous: no
-//! copy), writes into a new numpy array, and releases the GIL while it computes, so
-//! Python threads can encode in parallel with one shared model. The scratch memory is
-//! kept per thread and reused across calls. Bad input raises `ValueError` (or
+//! copy), writes into a new numpy array (or, for `encode`, the caller's `out`), and
+//! releases the GIL while it computes, so Python threads can encode in parallel with
+//! one shared model. The scratch memory is kept per thread and reused across calls. Bad input raises `ValueError` (or
 //! `FileNotFoundError` for a missing folder); nothing crashes.
 
 use numpy::{
