@@ -155,6 +155,24 @@ def test_from_arrays_matches_numpy(arch):
     assert rel_err(recon, want_recon) <= TOL
 
 
+@pytest.mark.parametrize("arch", ["standard", "topk"])
+def test_new_codes_array_is_fully_written(arch):
+    """`encode` returns an uninitialised array that it fills: freeing a NaN-filled
+    array of the same size first makes the allocator hand that memory back, so any
+    element left unwritten would show as NaN."""
+    kw = {"architecture": "topk", "k": 9} if arch == "topk" else {}
+    sae, w = random_sae(16, 4096, seed=8, **kw)
+    x = np.random.default_rng(8).standard_normal((300, 16), dtype=np.float32)
+    want = numpy_encode(x, w, arch, kw.get("k"))
+    for rows in (300, 5, 1):
+        for _ in range(2):  # (the first may be mapped memory, returned to the system)
+            junk = np.full((rows, 4096), np.nan, dtype=np.float32)
+            del junk
+        got = sae.encode(x[:rows])
+        assert not np.isnan(got).any(), rows
+        assert rel_err(got, want[:rows]) <= TOL, rows
+
+
 def test_encode_reads_x_in_place():
     # x is 40 MB; the codes 1.3 MB. A copy of x would show in numpy's traced memory.
     sae, _ = random_sae(512, 16)
@@ -168,6 +186,112 @@ def test_encode_reads_x_in_place():
         tracemalloc.stop()
     assert codes.shape == (20000, 16)
     assert peak < 8 * 2**20, f"peak traced memory {peak} bytes: was x copied?"
+
+
+@pytest.mark.parametrize("arch", ["standard", "topk", "jumprelu"])
+def test_encode_into_out(arch):
+    kw = {"standard": {}, "topk": {"architecture": "topk", "k": 7},
+          "jumprelu": {"architecture": "jumprelu",
+                       "threshold": np.full(96, 0.2, dtype=np.float32)}}[arch]
+    sae, _ = random_sae(24, 96, seed=4, **kw)
+    rng = np.random.default_rng(5)
+    out = np.full((50, 96), np.nan, dtype=np.float32)
+    for n in (50, 3, 1):  # the packed and the small-batch paths
+        x = rng.standard_normal((n, 24), dtype=np.float32)
+        o = out[:n]  # a C-contiguous view of the buffer's first rows
+        got = sae.encode(x, out=o)
+        assert got is o
+        assert np.array_equal(o, sae.encode(x))
+        assert np.array_equal(sae.encode(x, o), sae.encode(x))  # positional too
+    assert not np.isnan(out).any()  # the 50-row call wrote every row
+    empty = np.empty((0, 96), dtype=np.float32)
+    assert sae.encode(np.zeros((0, 24), np.float32), out=empty) is empty
+
+
+def test_encode_into_out_writes_no_new_array():
+    # Codes of 20000 x 512 rows are 40 MB: a fresh array would show in numpy's traced
+    # memory, the caller's `out` does not.
+    sae, _ = random_sae(16, 512)
+    x = np.random.default_rng(0).standard_normal((20000, 16), dtype=np.float32)
+    out = np.empty((20000, 512), dtype=np.float32)
+    want = sae.encode(x)
+    tracemalloc.start()
+    try:
+        got = sae.encode(x, out=out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got is out and np.array_equal(out, want)
+    assert peak < 4 * 2**20, f"peak traced memory {peak} bytes: was a new array made?"
+    tracemalloc.start()
+    try:
+        sae.encode(x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak >= out.nbytes, f"without out=, the codes are a new array ({peak} bytes)"
+
+
+def test_encode_refuses_bad_out():
+    sae, _ = random_sae(8, 8, seed=6)  # d_in == d_sae: `x` itself has the codes' shape
+    d = h = 8
+    x = np.random.default_rng(6).standard_normal((4, d), dtype=np.float32)
+    ro = np.zeros((4, h), np.float32)
+    ro.setflags(write=False)
+    big = np.zeros((8, h), np.float32)
+    buf = np.zeros(64, np.float32)
+    xo = buf[:32].reshape(4, d)
+    cases = [
+        (lambda o: sae.encode(x, out=o), np.zeros((4, h), np.float64), "float32"),
+        (lambda o: sae.encode(x, out=o), np.zeros(4 * h, np.float32), "2-D"),
+        (lambda o: sae.encode(x, out=o), [[0.0] * h] * 4, "numpy"),
+        (lambda o: sae.encode(x, out=o), np.zeros((4, h), np.dtype(">f4")), "float32"),
+        (lambda o: sae.encode(x, out=o), np.zeros((5, h), np.float32), r"shape \(5, 8\), expected \(4, 8\)"),
+        (lambda o: sae.encode(x, out=o), np.zeros((4, h + 1), np.float32), "shape"),
+        (lambda o: sae.encode(x, out=o), np.zeros((h, 4), np.float32).T, "C-contiguous"),
+        (lambda o: sae.encode(x, out=o), big[::2], "C-contiguous"),
+        (lambda o: sae.encode(x, out=o), ro, "read-only"),
+        (lambda o: sae.encode(x, out=o), x, "overlaps"),
+        (lambda o: sae.encode(xo, out=o), buf[16:48].reshape(4, h), "overlaps"),
+        (lambda o: sae.encode(x.astype(np.float64), out=o), np.zeros((4, h), np.float32), "`x`"),
+    ]
+    for call, o, needle in cases:
+        before = np.array(o, copy=True)
+        with pytest.raises(ValueError, match=needle):
+            call(o)
+        assert np.array_equal(np.asarray(o), before), needle  # left untouched
+    # Adjacent but not overlapping: fine.
+    got = sae.encode(xo, out=buf[32:].reshape(4, h))
+    assert np.array_equal(got, sae.encode(xo))
+    assert np.array_equal(x, np.random.default_rng(6).standard_normal((4, d), dtype=np.float32))
+
+
+def test_out_in_use_by_another_call():
+    """Two threads writing one `out` at the same time: the second gets ValueError
+    (the first keeps it until its codes are written)."""
+    sae, _ = random_sae(256, 4096, seed=5)
+    x = np.random.default_rng(3).standard_normal((2048, 256), dtype=np.float32)
+    out = np.empty((2048, 4096), np.float32)
+    errors, done = [], threading.Event()
+
+    def work():
+        sae.encode(x, out=out)
+        done.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    while not done.is_set():
+        try:
+            sae.encode(x[:1], out=out[:1])
+        except ValueError as e:
+            errors.append(str(e))
+    t.join()
+    # Row 0 may have been written by a 1-row call (another summation order) just
+    # before the worker took `out`: the other rows are exactly the worker's.
+    want = sae.encode(x)
+    assert np.array_equal(out[1:], want[1:])
+    assert np.allclose(out[0], want[0], rtol=0, atol=1e-5)
+    assert errors and all("in use" in e for e in errors), errors[:3]
 
 
 def test_empty_batch():

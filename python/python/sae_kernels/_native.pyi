@@ -51,10 +51,19 @@ class SAE:
     @property
     def apply_b_dec_to_input(self) -> bool:
         """Whether ``b_dec`` is subtracted from inputs before encoding."""
-    def encode(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def encode(
+        self,
+        x: npt.NDArray[np.float32],
+        out: Optional[npt.NDArray[np.float32]] = None,
+    ) -> npt.NDArray[np.float32]:
         """Dense codes: ``x`` float32 (n, d_in), C-contiguous (read in place, not
         copied) -> float32 (n, d_sae). ``ValueError`` for any other dtype, layout or
-        width."""
+        width.
+
+        ``out``: float32 (n, d_sae), C-contiguous, writeable, not overlapping ``x``;
+        the codes are written there and ``out`` is returned (reuse one buffer across
+        calls instead of a fresh array each time). ``ValueError`` if it does not fit
+        (``out`` is then untouched) or if another call is writing it."""
     def encode_sparse(
         self, x: npt.NDArray[np.float32], k: Optional[int] = None
     ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.float32]]:
