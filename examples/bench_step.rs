@@ -12,7 +12,11 @@
 //!   and a 2-thread rayon pool, alternating, best wall time; with `--busy N`, also with
 //!   `N` competing busy-spinning threads (oversubscribed).
 //!
-//! `--reps N` sets the rounds (default 4).
+//! - `--products [--rows N]`: the dense backward's products alone by block size (see
+//!   `products`), A operands as transposed views against stored row-major.
+//!
+//! `--reps N` sets the rounds (default 4); `--only WORD` keeps the cases whose name
+//! contains WORD ("tied", "standard").
 
 #[cfg(not(target_family = "wasm"))]
 mod common;
@@ -88,9 +92,28 @@ mod imp {
         args.get(i + 1)?.parse().ok()
     }
 
+    /// The FMA peak measured now, or `None` with `--no-peak` (for runs under
+    /// valgrind, which also hides AVX-512).
+    pub fn peak() -> Option<f64> {
+        if std::env::args().any(|a| a == "--no-peak") {
+            None
+        } else {
+            fma_peak()
+        }
+    }
+
+    /// Whether the case `name` was asked for (`--only WORD`: the names containing WORD).
+    pub fn only(name: &str) -> bool {
+        let args: Vec<String> = std::env::args().collect();
+        match args.iter().position(|a| a == "--only") {
+            Some(i) => args.get(i + 1).is_none_or(|w| name.contains(w.as_str())),
+            None => true,
+        }
+    }
+
     /// `loss_and_grad` of each case with scratch for 256, 512 and 1024-row blocks.
     pub fn by_block_rows(reps: usize) {
-        let peak = fma_peak();
+        let peak = peak();
         match peak {
             Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
             None => println!("FMA peak: not measured on this target"),
@@ -102,7 +125,7 @@ mod imp {
             Case::new("tied", Arch::tied(), 4096, 512, 4096),
             Case::new("standard, at init", Arch::standard(), 1024, 384, 3072),
         ];
-        for c in &cases {
+        for c in cases.iter().filter(|c| only(c.name)) {
             let rows: Vec<usize> = [256usize, 512, 1024]
                 .into_iter()
                 .filter(|&r| r <= MAX_BLOCK_ROWS && r <= c.n)
@@ -147,7 +170,7 @@ mod imp {
     /// a transposed view slow to pack?).
     pub fn products(reps: usize) {
         use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
-        let peak = fma_peak();
+        let peak = peak();
         match peak {
             Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
             None => println!("FMA peak: not measured on this target"),
@@ -159,7 +182,10 @@ mod imp {
         for (name, tied, n, d, h) in [
             ("standard, at init", false, 1024usize, 384usize, 3072usize),
             ("tied", true, 4096, 512, 4096),
-        ] {
+        ]
+        .into_iter()
+        .filter(|c| only(c.0))
+        {
             let x = normal(n * d, 2);
             let c: Vec<f32> = normal(n * h, 3).iter().map(|v| v.max(0.0)).collect();
             let g: Vec<f32> = normal(n * d, 4).iter().map(|v| v * 2e-3).collect();
@@ -180,7 +206,10 @@ mod imp {
                 }
                 t
             };
-            let sizes = [256usize, 512, 768];
+            let sizes: Vec<usize> = match arg_value("--rows") {
+                Some(r) => vec![r],
+                None => vec![256, 512, 768],
+            };
             let mut labels = Vec::new();
             let mut runs: Vec<Run<'_>> = Vec::new();
             let e = Epilogue::None;

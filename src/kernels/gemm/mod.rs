@@ -1236,7 +1236,7 @@ fn pack_panels<K: Isa>(
         // of a run-time length is a `memcpy` call per piece, which made packing a
         // transposed view as A (`Cᵀ`, `X̄ᵀ`, `dPreᵀ` in the training step's weight
         // gradients, 32-byte pieces) cost 25–30 % of those products.
-        let (full, k0, j0) = (nc / w * w, k0, j0);
+        let full = nc / w * w;
         match w {
             4 => return pack_rows::<4>(data, rs, k0, kc, j0, nc, full, out),
             6 => return pack_rows::<6>(data, rs, k0, kc, j0, nc, full, out),
