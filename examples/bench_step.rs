@@ -164,7 +164,8 @@ mod imp {
     /// The dense backward's pieces alone (`--products`), one thread, CPU time, all
     /// interleaved in one set of rounds, each over the whole batch of `n` rows in blocks
     /// of `rows` rows as the step runs them: the encoder product `X·W_enc` (the
-    /// control: the GEMM at the step's own block shape), `dW_dec (+)= Cᵀ·G`,
+    /// control: the GEMM at the step's own block shape), the decoder product `C·W_dec`
+    /// (`k = h`), `dW_dec (+)= Cᵀ·G`,
     /// `dPre = G·W_decᵀ`, `dW_enc (+)= X̄ᵀ·dPre` (tied: `dM += dPreᵀ·X`), and the two
     /// weight-gradient products with their A operand stored row-major beforehand (is
     /// a transposed view slow to pack?).
@@ -238,6 +239,14 @@ mod imp {
                     for b in 0..nb {
                         let o = MatMut::row_major("o", &mut out, rows, h).unwrap();
                         gemm(1.0, xm(b), wm.t(), 0.0, o, e, &mut pk).unwrap();
+                    }
+                }));
+                let (mut pk, mut out) = (vec![0.0f32; plen], vec![0.0f32; rows * d]);
+                labels.push((rows, "C W_dec (decoder, k = h)", 2.0));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        let o = MatMut::row_major("o", &mut out, rows, d).unwrap();
+                        gemm(1.0, cm(b), wm, 0.0, o, e, &mut pk).unwrap();
                     }
                 }));
                 let (mut pk, mut gd) = (vec![0.0f32; plen], vec![0.0f32; h * d]);
