@@ -12,7 +12,11 @@
 //!   and a 2-thread rayon pool, alternating, best wall time; with `--busy N`, also with
 //!   `N` competing busy-spinning threads (oversubscribed).
 //!
-//! `--reps N` sets the rounds (default 4).
+//! - `--products [--rows N]`: the dense backward's products alone by block size (see
+//!   `products`), A operands as transposed views against stored row-major.
+//!
+//! `--reps N` sets the rounds (default 4); `--only WORD` keeps the cases whose name
+//! contains WORD ("tied", "standard").
 
 #[cfg(not(target_family = "wasm"))]
 mod common;
@@ -88,9 +92,28 @@ mod imp {
         args.get(i + 1)?.parse().ok()
     }
 
+    /// The FMA peak measured now, or `None` with `--no-peak` (for runs under
+    /// valgrind, which also hides AVX-512).
+    pub fn peak() -> Option<f64> {
+        if std::env::args().any(|a| a == "--no-peak") {
+            None
+        } else {
+            fma_peak()
+        }
+    }
+
+    /// Whether the case `name` was asked for (`--only WORD`: the names containing WORD).
+    pub fn only(name: &str) -> bool {
+        let args: Vec<String> = std::env::args().collect();
+        match args.iter().position(|a| a == "--only") {
+            Some(i) => args.get(i + 1).is_none_or(|w| name.contains(w.as_str())),
+            None => true,
+        }
+    }
+
     /// `loss_and_grad` of each case with scratch for 256, 512 and 1024-row blocks.
     pub fn by_block_rows(reps: usize) {
-        let peak = fma_peak();
+        let peak = peak();
         match peak {
             Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
             None => println!("FMA peak: not measured on this target"),
@@ -102,7 +125,7 @@ mod imp {
             Case::new("tied", Arch::tied(), 4096, 512, 4096),
             Case::new("standard, at init", Arch::standard(), 1024, 384, 3072),
         ];
-        for c in &cases {
+        for c in cases.iter().filter(|c| only(c.name)) {
             let rows: Vec<usize> = [256usize, 512, 1024]
                 .into_iter()
                 .filter(|&r| r <= MAX_BLOCK_ROWS && r <= c.n)
@@ -133,6 +156,181 @@ mod imp {
                     "    {r:>5}-row blocks {:>9.2} ms{pct}  time / 256-row time {:.3}",
                     s * 1e3,
                     s / t[0]
+                );
+            }
+        }
+    }
+
+    /// The dense backward's pieces alone (`--products`), one thread, CPU time, all
+    /// interleaved in one set of rounds, each over the whole batch of `n` rows in blocks
+    /// of `rows` rows as the step runs them: the encoder product `X·W_enc` (the
+    /// control: the GEMM at the step's own block shape), the decoder product `C·W_dec`
+    /// (`k = h`), `dW_dec (+)= Cᵀ·G`,
+    /// `dPre = G·W_decᵀ`, `dW_enc (+)= X̄ᵀ·dPre` (tied: `dM += dPreᵀ·X`), and the two
+    /// weight-gradient products with their A operand stored row-major beforehand (is
+    /// a transposed view slow to pack?).
+    pub fn products(reps: usize) {
+        use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+        let peak = peak();
+        match peak {
+            Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
+            None => println!("FMA peak: not measured on this target"),
+        }
+        println!(
+            "dense backward products alone (one thread, CPU time, best of {reps} interleaved rounds)"
+        );
+        type Run<'a> = Box<dyn FnMut() + 'a>;
+        for (name, tied, n, d, h) in [
+            ("standard, at init", false, 1024usize, 384usize, 3072usize),
+            ("tied", true, 4096, 512, 4096),
+        ]
+        .into_iter()
+        .filter(|c| only(c.0))
+        {
+            let x = normal(n * d, 2);
+            let c: Vec<f32> = normal(n * h, 3).iter().map(|v| v.max(0.0)).collect();
+            let g: Vec<f32> = normal(n * d, 4).iter().map(|v| v * 2e-3).collect();
+            let dp: Vec<f32> = normal(n * h, 6).iter().map(|v| v * 1e-3).collect();
+            let w = normal(h * d, 5);
+            // Column-major copies of each block (block b: `cols×rows`, row-major).
+            let blocks_t = |m: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+                let mut t = vec![0.0f32; m.len()];
+                for (mb, tb) in m
+                    .chunks_exact(rows * cols)
+                    .zip(t.chunks_exact_mut(rows * cols))
+                {
+                    for r in 0..rows {
+                        for j in 0..cols {
+                            tb[j * rows + r] = mb[r * cols + j];
+                        }
+                    }
+                }
+                t
+            };
+            let sizes: Vec<usize> = match arg_value("--rows") {
+                Some(r) => vec![r],
+                None => vec![256, 512, 768],
+            };
+            let mut labels = Vec::new();
+            let mut runs: Vec<Run<'_>> = Vec::new();
+            let e = Epilogue::None;
+            let beta = move |b: usize| if b == 0 && !tied { 0.0 } else { 1.0 };
+            for rows in sizes {
+                let nb = n / rows;
+                let (c, g, x, w, dp) = (&c, &g, &x, &w, &dp);
+                let plen = pack_len(rows.max(h), h, rows.max(d));
+                fn blk(m: &[f32], b: usize, rows: usize, cols: usize) -> &[f32] {
+                    &m[b * rows * cols..][..rows * cols]
+                }
+                let gm =
+                    move |b: usize| MatRef::row_major("g", blk(g, b, rows, d), rows, d).unwrap();
+                let xm =
+                    move |b: usize| MatRef::row_major("x", blk(x, b, rows, d), rows, d).unwrap();
+                let cm =
+                    move |b: usize| MatRef::row_major("c", blk(c, b, rows, h), rows, h).unwrap();
+                let pm =
+                    move |b: usize| MatRef::row_major("p", blk(dp, b, rows, h), rows, h).unwrap();
+                let wm = MatRef::row_major("w", w, h, d).unwrap();
+                // Control: the encoder product at the block shape (B = W_dec^T, a view,
+                // as the tied model's encoder).
+                let (mut pk, mut out) = (vec![0.0f32; plen], vec![0.0f32; rows * h]);
+                labels.push((rows, "X W_enc (control: encoder at block shape)", 2.0));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        let o = MatMut::row_major("o", &mut out, rows, h).unwrap();
+                        gemm(1.0, xm(b), wm.t(), 0.0, o, e, &mut pk).unwrap();
+                    }
+                }));
+                let (mut pk, mut out) = (vec![0.0f32; plen], vec![0.0f32; rows * d]);
+                labels.push((rows, "C W_dec (decoder, k = h)", 2.0));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        let o = MatMut::row_major("o", &mut out, rows, d).unwrap();
+                        gemm(1.0, cm(b), wm, 0.0, o, e, &mut pk).unwrap();
+                    }
+                }));
+                let (mut pk, mut gd) = (vec![0.0f32; plen], vec![0.0f32; h * d]);
+                labels.push((rows, "dW_dec (+)= C^T G (A a view)", 2.0));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        let o = MatMut::row_major("gd", &mut gd, h, d).unwrap();
+                        gemm(1.0, cm(b).t(), gm(b), beta(b), o, e, &mut pk).unwrap();
+                    }
+                }));
+                let ct = blocks_t(c, rows, h);
+                let (mut pk, mut gd) = (vec![0.0f32; plen], vec![0.0f32; h * d]);
+                labels.push((rows, "  same, A stored row-major", 2.0));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        let a = MatRef::row_major("ct", blk(&ct, b, rows, h), h, rows).unwrap();
+                        let o = MatMut::row_major("gd", &mut gd, h, d).unwrap();
+                        gemm(1.0, a, gm(b), beta(b), o, e, &mut pk).unwrap();
+                    }
+                }));
+                let (mut pk, mut out) = (vec![0.0f32; plen], vec![0.0f32; rows * h]);
+                labels.push((rows, "dPre = G W_dec^T", 2.0));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        let o = MatMut::row_major("o", &mut out, rows, h).unwrap();
+                        gemm(1.0, gm(b), wm.t(), 0.0, o, e, &mut pk).unwrap();
+                    }
+                }));
+                let (mut pk, mut ge) = (vec![0.0f32; plen], vec![0.0f32; h * d]);
+                labels.push((
+                    rows,
+                    if tied {
+                        "dM += dPre^T X (A a view)"
+                    } else {
+                        "dW_enc (+)= Xbar^T dPre (A a view)"
+                    },
+                    2.0,
+                ));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        if tied {
+                            let o = MatMut::row_major("ge", &mut ge, h, d).unwrap();
+                            gemm(1.0, pm(b).t(), xm(b), 1.0, o, e, &mut pk).unwrap();
+                        } else {
+                            let o = MatMut::row_major("ge", &mut ge, d, h).unwrap();
+                            gemm(1.0, xm(b).t(), pm(b), beta(b), o, e, &mut pk).unwrap();
+                        }
+                    }
+                }));
+                let at = if tied {
+                    blocks_t(dp, rows, h)
+                } else {
+                    blocks_t(x, rows, d)
+                };
+                let (mut pk, mut ge) = (vec![0.0f32; plen], vec![0.0f32; h * d]);
+                labels.push((rows, "  same, A stored row-major", 2.0));
+                runs.push(Box::new(move || {
+                    for b in 0..nb {
+                        if tied {
+                            let a = MatRef::row_major("pt", blk(&at, b, rows, h), h, rows).unwrap();
+                            let o = MatMut::row_major("ge", &mut ge, h, d).unwrap();
+                            gemm(1.0, a, xm(b), 1.0, o, e, &mut pk).unwrap();
+                        } else {
+                            let a = MatRef::row_major("xt", blk(&at, b, rows, d), d, rows).unwrap();
+                            let o = MatMut::row_major("ge", &mut ge, d, h).unwrap();
+                            gemm(1.0, a, pm(b), beta(b), o, e, &mut pk).unwrap();
+                        }
+                    }
+                }));
+            }
+            let mut refs: Vec<&mut dyn FnMut()> = runs
+                .iter_mut()
+                .map(|f| &mut **f as &mut dyn FnMut())
+                .collect();
+            let t = best_interleaved(reps, &mut refs);
+            println!("  {name} (n, d, h) = ({n}, {d}, {h})");
+            let nhd = (n * d * h) as f64;
+            for (&(rows, what, f), &s) in labels.iter().zip(&t) {
+                let pct = peak.map_or(String::new(), |p| {
+                    format!("{:>5.1}% of peak", 100.0 * f * nhd / s * 1e-9 / p)
+                });
+                println!(
+                    "    {rows:>4}-row blocks  {what:<44} {:>8.2} ms  {pct}",
+                    s * 1e3
                 );
             }
         }
@@ -219,6 +417,10 @@ mod imp {
 #[cfg(not(target_family = "wasm"))]
 fn main() {
     let reps = imp::arg_value("--reps").unwrap_or(4);
+    if std::env::args().any(|a| a == "--products") {
+        imp::products(reps);
+        return;
+    }
     if std::env::args().any(|a| a == "--threads") {
         #[cfg(feature = "parallel")]
         imp::threads(reps, imp::arg_value("--busy").unwrap_or(0));

@@ -1492,23 +1492,18 @@ fn loss_and_grad_impl(
                 st.add_row(pr, |i| prow[i] + pen_add(i), g_th);
             }
         }
-        split::rows_mut(
-            pb,
-            h,
-            cb,
-            h,
-            split_parts,
-            &|pr: &mut [f32], cr: &[f32]| match wv {
-                None => vector::relu_backward_add(cr, add, pr),
-                Some(w) => {
-                    for (prow, crow) in pr.chunks_exact_mut(h).zip(cr.chunks_exact(h)) {
-                        for ((gv, &c), &wi) in prow.iter_mut().zip(crow).zip(w) {
-                            *gv = if c > 0.0 { *gv + add * wi } else { 0.0 };
-                        }
-                    }
-                }
-            },
-        );
+        // The mask, and the bias and feature sums over the masked rows: one sweep over
+        // the block when nothing changes dPre after the mask (no AuxK) and the pass is
+        // not split across threads, else the mask now and the sums after AuxK.
+        let fused = aux.is_none() && !(split_parts >= 2 && split::worth_splitting(rows * h));
+        if fused {
+            let fs = if weighted { Some(&mut *acc.fsum) } else { None };
+            mask_and_sums(pb, cb, add, wv, acc.b_enc, first, fs);
+        } else {
+            split::rows_mut(pb, h, cb, h, split_parts, &|pr: &mut [f32], cr: &[f32]| {
+                mask_rows(pr, cr, add, wv)
+            });
+        }
         if aux.is_some() {
             let (pa, dpa, arb) = (
                 &pre_s[..rows * h],
@@ -1574,11 +1569,13 @@ fn loss_and_grad_impl(
         }
         // Bias gradients and feature sums (row sums of dPre, G, F; each column in row
         // order, split by columns).
-        split::col_sums(pb, acc.b_enc, first, split_parts);
+        if !fused {
+            split::col_sums(pb, acc.b_enc, first, split_parts);
+        }
         if let Some(db) = acc.b_dec.as_deref_mut() {
             split::col_sums(gb, db, first, split_parts);
         }
-        if weighted {
+        if weighted && !fused {
             split::col_sums(cb, acc.fsum, false, split_parts);
         }
     }
@@ -1636,6 +1633,52 @@ fn loss_and_grad_impl(
         parts.loss += parts.aux;
     }
     Ok(parts)
+}
+
+/// The code gradient's mask over rows of a dense block (`pr`, `cr`: whole rows of
+/// `dPre` and the codes): `g ← g + add·w_i` where the code is `> 0`, else `0`
+/// (`w_i = 1` without decoder-norm weights).
+fn mask_rows(pr: &mut [f32], cr: &[f32], add: f32, wv: Option<&[f32]>) {
+    match wv {
+        None => vector::relu_backward_add(cr, add, pr),
+        Some(w) => {
+            let h = w.len();
+            for (prow, crow) in pr.chunks_exact_mut(h).zip(cr.chunks_exact(h)) {
+                for ((gv, &c), &wi) in prow.iter_mut().zip(crow).zip(w) {
+                    *gv = if c > 0.0 { *gv + add * wi } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// [`mask_rows`] over a dense block (`pb`, `cb`: `rows×h`, `h = b_enc.len()`) and, in
+/// the same sweep, `b_enc (+)= Σ_rows dPre` (with `first`, the first row copied) and
+/// `fsum += Σ_rows codes` (decoder-norm penalty): each row is masked, then added while
+/// it is still in L1, instead of a second pass over the block (`rows×h`, beyond L2 at
+/// the SAE shapes). Every column adds its rows in order with the same operations as
+/// `split::col_sums`, so the bits are those of the separate passes.
+fn mask_and_sums(
+    pb: &mut [f32],
+    cb: &[f32],
+    add: f32,
+    wv: Option<&[f32]>,
+    b_enc: &mut [f32],
+    first: bool,
+    mut fsum: Option<&mut [f32]>,
+) {
+    let h = b_enc.len();
+    for (r, (prow, crow)) in pb.chunks_exact_mut(h).zip(cb.chunks_exact(h)).enumerate() {
+        mask_rows(prow, crow, add, wv);
+        if first && r == 0 {
+            b_enc.copy_from_slice(prow);
+        } else {
+            vector::axpy(1.0, prow, b_enc);
+        }
+        if let Some(f) = fsum.as_deref_mut() {
+            vector::axpy(1.0, crow, f);
+        }
+    }
 }
 
 /// `fired[i] |= codes[r, i] > 0` over the rows of a block (`fired.len() == h`).
