@@ -34,7 +34,8 @@
 //! `--n` (1024) rows of a real activation file drawn with seed 0 (`--batches B`: B
 //! batches, seeds 0..B), then how the batch's active codes spread over the features.
 //! `--reps N`: best of N rounds (default 3). `--grad-only`: only the model core's
-//! `loss_and_grad` on that batch, best and median of `--reps` runs.
+//! `loss_and_grad` on that batch, best and median of `--reps` runs. `--path
+//! dense|sparse|auto` forces the decoder/backward path (default auto).
 
 mod common;
 use common::*;
@@ -1065,7 +1066,18 @@ fn run_breakdown(reps: usize) {
         let n = arg_value("--n").unwrap_or(1024);
         let seeds = arg_value("--batches").unwrap_or(1);
         for seed in 0..seeds {
-            match StepCase::from_files(&dir, &input, n, seed as u64) {
+            let path = match arg_str("--path").as_deref() {
+                None | Some("auto") => Path::Auto,
+                Some("dense") => Path::Dense,
+                Some("sparse") => Path::Sparse,
+                Some(p) => {
+                    eprintln!("--path must be auto, dense or sparse, got {p}");
+                    std::process::exit(2);
+                }
+            };
+            let case =
+                StepCase::from_files(&dir, &input, n, seed as u64).map(|c| StepCase { path, ..c });
+            match case {
                 Ok(c) if args.iter().any(|a| a == "--grad-only") => grad_only(&c, reps),
                 Ok(c) => {
                     breakdown(&c, reps, peak);
