@@ -28,6 +28,14 @@
 //! of the FMA peak measured in the same run: the tied model on the dense path at
 //! (4096, 512, 4096), the standard SAE (near initialisation and at a trained density)
 //! and TopK k = 32 with AuxK at (1024, 384, 3072).
+//!
+//! `--breakdown --model DIR --input FILE.npy` prints the same table for a trained
+//! SAELens folder (`train --arch standard --steps 400 --out DIR`, standard or TopK) on
+//! `--n` (1024) rows of a real activation file drawn with seed 0 (`--batches B`: B
+//! batches, seeds 0..B), then how the batch's active codes spread over the features.
+//! `--reps N`: best of N rounds (default 3). `--grad-only`: only the model core's
+//! `loss_and_grad` on that batch, best and median of `--reps` runs. `--path
+//! dense|sparse|auto` forces the decoder/backward path (default auto).
 
 mod common;
 use common::*;
@@ -400,7 +408,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 3 };
     if std::env::args().any(|a| a == "--breakdown") {
-        run_breakdown(reps.max(3));
+        run_breakdown(arg_value("--reps").unwrap_or(reps).max(3));
         return;
     }
     if std::env::args().any(|a| a == "--adam") {
@@ -571,7 +579,7 @@ fn main() {
 
 /// One model and batch with everything a training step needs, for the breakdown.
 struct StepCase {
-    name: &'static str,
+    name: String,
     arch: Arch,
     options: TrainOptions,
     optim: OptimConfig,
@@ -604,7 +612,7 @@ impl StepCase {
         }
         let topk = matches!(arch.activation, sae_kernels::model::Activation::TopK { .. });
         Self {
-            name,
+            name: name.to_string(),
             arch,
             options: if topk {
                 TrainOptions::saelens_topk(d)
@@ -634,7 +642,7 @@ impl StepCase {
         let mut params = st.m.clone();
         params.extend(vec![0.0; h]);
         Self {
-            name: "tied, dense path",
+            name: "tied, dense path".to_string(),
             arch: Arch::tied(),
             options: TrainOptions::default(),
             optim: Optimizer::default().into(),
@@ -647,6 +655,140 @@ impl StepCase {
             path: Path::Auto,
         }
     }
+
+    /// A trained SAELens folder (`train --out DIR`) and `n` rows of a real activation
+    /// file drawn with a fixed seed, as the training run's shuffled batches are; the
+    /// training options and penalty of `train`'s recipe for the architecture (standard:
+    /// `--l1 1`; TopK: AuxK over no dead latent, as the folder does not record them).
+    fn from_files(dir: &str, input: &str, n: usize, seed: u64) -> Result<Self, String> {
+        use sae_kernels::model::Activation;
+        let (_, sae) = sae_kernels::format::saelens::load(std::path::Path::new(dir))
+            .map_err(|e| format!("--model {dir}: {e}"))?;
+        let act = sae_kernels::format::npy::read_npy(std::path::Path::new(input))
+            .map_err(|e| format!("--input {input}: {e}"))?;
+        let (arch, dims) = (sae.arch(), sae.dims());
+        if act.d != dims.d {
+            return Err(format!(
+                "--input has d = {}, the model d = {}",
+                act.d, dims.d
+            ));
+        }
+        let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut x = Vec::with_capacity(n * dims.d);
+        for _ in 0..n {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let r = ((state >> 33) as usize) % act.rows;
+            x.extend_from_slice(&act.data[r * act.d..(r + 1) * act.d]);
+        }
+        let topk = matches!(arch.activation, Activation::TopK { .. });
+        if arch.is_tied() || !matches!(arch.activation, Activation::Relu | Activation::TopK { .. })
+        {
+            return Err("--model: only standard and TopK folders are supported".into());
+        }
+        Ok(Self {
+            name: format!("{dir} on {n} rows of {input}"),
+            arch,
+            options: if topk {
+                TrainOptions::saelens_topk(dims.d)
+            } else {
+                TrainOptions::default()
+            },
+            optim: OptimConfig {
+                rule: Optimizer::default(),
+                max_grad_norm: Some(1.0),
+                unit_norm_decoder: false,
+            },
+            dims,
+            n,
+            x,
+            params: sae.as_flat().to_vec(),
+            dead: topk.then(|| vec![false; dims.h]),
+            alpha: if topk { 0.0 } else { 1.0 },
+            path: Path::Auto,
+        })
+    }
+}
+
+/// How the active codes of `c`'s batch spread over the features (the sparse path's
+/// entries): row L0 quantiles, and the share of the entries in the most frequent
+/// features.
+fn entry_stats(c: &StepCase) {
+    let Dims { d: _, h } = c.dims;
+    let p = Params::from_flat(c.arch, c.dims, &c.params).unwrap();
+    let mut codes = vec![0.0f32; c.n * h];
+    let mut s = vec![0.0f32; encode_scratch_len(c.arch, c.dims, TRAINER_BLOCK_ROWS)];
+    encode(p, &c.x, c.n, &mut codes, &mut s).unwrap();
+    let mut per_row: Vec<usize> = codes
+        .chunks_exact(h)
+        .map(|r| r.iter().filter(|&&v| v > 0.0).count())
+        .collect();
+    let mut per_feat = vec![0usize; h];
+    for r in codes.chunks_exact(h) {
+        for (f, &v) in per_feat.iter_mut().zip(r) {
+            *f += usize::from(v > 0.0);
+        }
+    }
+    let total: usize = per_row.iter().sum();
+    per_row.sort_unstable();
+    per_feat.sort_unstable_by(|a, b| b.cmp(a));
+    let q = |f: f64| per_row[((per_row.len() - 1) as f64 * f) as usize];
+    let share =
+        |k: usize| 100.0 * per_feat[..k.min(h)].iter().sum::<usize>() as f64 / total.max(1) as f64;
+    let over = |frac: f64| {
+        per_feat
+            .iter()
+            .filter(|&&v| v as f64 > frac * c.n as f64)
+            .count()
+    };
+    println!(
+        "  entries: {total} (L0 per row: min {}, median {}, 90 % {}, max {}); features with entries: {}; \
+         the 10 / 30 / 100 most frequent hold {:.1} / {:.1} / {:.1} % of them; \
+         features in > 50 % / > 20 % / > 5 % of rows: {} / {} / {}",
+        per_row[0],
+        q(0.5),
+        q(0.9),
+        per_row[per_row.len() - 1],
+        per_feat.iter().filter(|&&v| v > 0).count(),
+        share(10),
+        share(30),
+        share(100),
+        over(0.5),
+        over(0.2),
+        over(0.05),
+    );
+}
+
+/// `--grad-only`: the model core's `loss_and_grad` alone (encoder, sparse or dense
+/// decoder and backward products), `reps` times: the best and the median CPU time,
+/// for comparing builds on a shared machine where the phase differences are noisy.
+fn grad_only(c: &StepCase, reps: usize) {
+    let (arch, dims, n) = (c.arch, c.dims, c.n);
+    let rows = arg_value("--rows").unwrap_or(TRAINER_BLOCK_ROWS);
+    let mut grads = vec![0.0f32; arch.param_len(dims)];
+    let mut s_grad = vec![0.0f32; grad_scratch_len(arch, dims, rows)];
+    let lo = LossOptions {
+        path: c.path,
+        ..LossOptions::alpha(c.alpha)
+    };
+    let mut l0 = 0.0f32;
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            timed(|| {
+                let p = Params::from_flat(arch, dims, &c.params).unwrap();
+                let g = ParamsMut::from_flat(arch, dims, &mut grads).unwrap();
+                l0 = loss_and_grad(p, &c.x, n, &lo, g, &mut s_grad).unwrap().l0;
+            })
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{}: L0 {l0:.1}, loss_and_grad best {:.2} ms, median {:.2} ms of {reps}",
+        c.name,
+        times[0] * 1e3,
+        times[reps / 2] * 1e3
+    );
 }
 
 /// Time the phases of one training step of `c` cumulatively (each measurement adds a
@@ -909,8 +1051,47 @@ fn run_breakdown(reps: usize) {
     println!(
         "training step, phase by phase (cumulative timings, best CPU time of {reps} interleaved rounds, one thread)"
     );
-    // `--only WORD`: the cases whose name contains WORD.
     let args: Vec<String> = std::env::args().collect();
+    let arg_str = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    // `--model DIR --input FILE.npy`: a trained model on real rows (`--n`, `--seed`).
+    if let Some(dir) = arg_str("--model") {
+        let Some(input) = arg_str("--input") else {
+            eprintln!("--model needs --input FILE.npy");
+            std::process::exit(2);
+        };
+        let n = arg_value("--n").unwrap_or(1024);
+        let seeds = arg_value("--batches").unwrap_or(1);
+        for seed in 0..seeds {
+            let path = match arg_str("--path").as_deref() {
+                None | Some("auto") => Path::Auto,
+                Some("dense") => Path::Dense,
+                Some("sparse") => Path::Sparse,
+                Some(p) => {
+                    eprintln!("--path must be auto, dense or sparse, got {p}");
+                    std::process::exit(2);
+                }
+            };
+            let case =
+                StepCase::from_files(&dir, &input, n, seed as u64).map(|c| StepCase { path, ..c });
+            match case {
+                Ok(c) if args.iter().any(|a| a == "--grad-only") => grad_only(&c, reps),
+                Ok(c) => {
+                    breakdown(&c, reps, peak);
+                    entry_stats(&c);
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        return;
+    }
+    // `--only WORD`: the cases whose name contains WORD.
     let only = args
         .iter()
         .position(|a| a == "--only")

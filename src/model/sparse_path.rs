@@ -51,6 +51,38 @@
 //!
 //! [`Path`] selects the implementation; [`Path::Auto`] measures each row block's
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
+//!
+//! ## On real data (standard SAE, issue 11)
+//! Measured with `bench_sparse --breakdown --model DIR --input
+//! ../shared/realdata/minilm_l5_train.npy` (`DIR`: `train --arch standard --steps S
+//! --out ...`, whose constant learning rate makes it the model of step `S` of the
+//! 2000-step run), one core, on a machine loaded 4–8 (figures: best CPU time; several
+//! interleaved runs, ranges given):
+//! - The per-entry cost is the same as on random features: at step 2000 (batch L0
+//!   43.7, 44 752 entries) the whole step took 44.8–45.9 ms against 43.9–51.9 ms for
+//!   the synthetic "trained density" case in the same runs (sparse decode 8.2 ms,
+//!   backward 9.2–10.0 ms). No heavy-hitter features: 3064 of 3072 features have
+//!   entries, the 10 / 30 / 100 most frequent hold 4.5 / 10.5 / 20 % of them, none
+//!   fires in more than half the rows (5 in more than 20 %); row L0: median 39, 90th
+//!   percentile 72, max 112. At step 400 (L0 110, 112 793 entries) `loss_and_grad`
+//!   takes 52–58 ms against 36–48 ms at step 2000: the cost follows the entries.
+//! - So the real run is slower than the synthetic L0-43 step because its batches are
+//!   denser for most of it (held-out L0 166, 111, 89, 75, 66, 59, 54, 51, 47, 45 at
+//!   steps 200, 400, …, 2000: about 76 on average over steps 200–2000), and its
+//!   first ~60 steps (L0 above 0.12·h) run dense.
+//! - [`SPARSE_CROSSOVER`] holds: at step 60 (L0 390, 12.7 %) `loss_and_grad` took
+//!   113–133 ms sparse against 124–139 ms dense, at step 100 (L0 258) 83–86 against
+//!   116–140.
+//! - Tried and not kept (none measured faster; ranges of `--grad-only` bests at steps
+//!   2000 / 400, the unchanged code beside it in the same runs): decoding row by row
+//!   in the entries' append order, the output row in L1 (40–53 / 52–73 against 36–37
+//!   / 52–58); that plus software prefetch of the next entry's rows (36–53 / 57–74);
+//!   on top of those two, capping the super-block at 256 or 512 rows so that its `X`
+//!   and `G` rows fit in L2 (step 2000: 52–55 and 46–58 against 39–43 uncapped);
+//!   computing the code gradients row by row and the weight gradients in column
+//!   slices of 128 (`G`, `X` slices in 1 MiB; 47–58 / 74–93 against 43–48 / 52–69).
+//!   The row kernels run AVX-512 here (`axpy2_avx512`, `dot_avx512` in `perf`
+//!   profiles).
 
 use super::activation::{Keep, ukey};
 use crate::error::Result;
