@@ -577,6 +577,24 @@ fn main() {
 // ----------------------------------------------------------------------------------
 // Per-phase breakdown of the training step (`--breakdown`).
 
+/// SAELens' training options for an untied model (TopK: its AuxK and rescaling recipe).
+fn saelens_options(topk: bool, d: usize) -> TrainOptions {
+    if topk {
+        TrainOptions::saelens_topk(d)
+    } else {
+        TrainOptions::default()
+    }
+}
+
+/// SAELens' optimizer: Adam with gradient-norm clipping at 1, free decoder norms.
+fn saelens_optim() -> OptimConfig {
+    OptimConfig {
+        rule: Optimizer::default(),
+        max_grad_norm: Some(1.0),
+        unit_norm_decoder: false,
+    }
+}
+
 /// One model and batch with everything a training step needs, for the breakdown.
 struct StepCase {
     name: String,
@@ -614,16 +632,8 @@ impl StepCase {
         Self {
             name: name.to_string(),
             arch,
-            options: if topk {
-                TrainOptions::saelens_topk(d)
-            } else {
-                TrainOptions::default()
-            },
-            optim: OptimConfig {
-                rule: Optimizer::default(),
-                max_grad_norm: Some(1.0),
-                unit_norm_decoder: false,
-            },
+            options: saelens_options(topk, d),
+            optim: saelens_optim(),
             dims: st.dims,
             n,
             // With AuxK: every 10th latent dead, so that the AuxK term is exercised.
@@ -690,16 +700,8 @@ impl StepCase {
         Ok(Self {
             name: format!("{dir} on {n} rows of {input}"),
             arch,
-            options: if topk {
-                TrainOptions::saelens_topk(dims.d)
-            } else {
-                TrainOptions::default()
-            },
-            optim: OptimConfig {
-                rule: Optimizer::default(),
-                max_grad_norm: Some(1.0),
-                unit_norm_decoder: false,
-            },
+            options: saelens_options(topk, dims.d),
+            optim: saelens_optim(),
             dims,
             n,
             x,
