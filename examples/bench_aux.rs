@@ -77,15 +77,7 @@ fn main() {
     let mut scratch = vec![0.0f32; grad_scratch_len(arch, dims, MAX_BLOCK_ROWS)];
     let mut grads = vec![0.0f32; arch.param_len(dims)];
     // `--no-peak` skips the FMA peak measurement (e.g. under callgrind).
-    let peak = if std::env::args().any(|a| a == "--no-peak") {
-        None
-    } else {
-        fma_peak()
-    };
-    match peak {
-        Some(pk) => println!("FMA peak of this core, measured now: {pk:.1} GFLOP/s"),
-        None => println!("FMA peak: not measured on this target"),
-    }
+    let peak = announced_peak();
     println!(
         "TopK k = {k} loss_and_grad at (n, d, h) = ({n}, {d}, {h}), AuxK k_aux = {k_aux}: \
          best CPU time of {reps} interleaved rounds, one thread"

@@ -1045,11 +1045,7 @@ fn arg_value(flag: &str) -> Option<usize> {
 }
 
 fn run_breakdown(reps: usize) {
-    let peak = fma_peak();
-    match peak {
-        Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
-        None => println!("FMA peak: not measured on this target"),
-    }
+    let peak = announced_peak();
     println!(
         "training step, phase by phase (cumulative timings, best CPU time of {reps} interleaved rounds, one thread)"
     );
@@ -1093,11 +1089,6 @@ fn run_breakdown(reps: usize) {
         }
         return;
     }
-    // `--only WORD`: the cases whose name contains WORD.
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
     let cases: [(&str, &dyn Fn() -> StepCase); 6] = [
         ("tied", &|| StepCase::tied_dense(4096, 512, 4096)),
         ("big topk", &|| {
@@ -1145,7 +1136,7 @@ fn run_breakdown(reps: usize) {
         }),
     ];
     for (name, make) in cases {
-        if only.as_deref().is_none_or(|o| name.contains(o)) {
+        if only(name) {
             breakdown(&make(), reps, peak);
         }
     }

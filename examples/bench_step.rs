@@ -94,30 +94,9 @@ mod imp {
 
     /// The FMA peak measured now, or `None` with `--no-peak` (for runs under
     /// valgrind, which also hides AVX-512).
-    pub fn peak() -> Option<f64> {
-        if std::env::args().any(|a| a == "--no-peak") {
-            None
-        } else {
-            fma_peak()
-        }
-    }
-
-    /// Whether the case `name` was asked for (`--only WORD`: the names containing WORD).
-    pub fn only(name: &str) -> bool {
-        let args: Vec<String> = std::env::args().collect();
-        match args.iter().position(|a| a == "--only") {
-            Some(i) => args.get(i + 1).is_none_or(|w| name.contains(w.as_str())),
-            None => true,
-        }
-    }
-
     /// `loss_and_grad` of each case with scratch for 256, 512 and 1024-row blocks.
     pub fn by_block_rows(reps: usize) {
-        let peak = peak();
-        match peak {
-            Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
-            None => println!("FMA peak: not measured on this target"),
-        }
+        let peak = announced_peak();
         println!(
             "loss_and_grad by row-block size (one thread, CPU time, best of {reps} interleaved rounds; MAX_BLOCK_ROWS = {MAX_BLOCK_ROWS})"
         );
@@ -171,11 +150,7 @@ mod imp {
     /// a transposed view slow to pack?).
     pub fn products(reps: usize) {
         use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
-        let peak = peak();
-        match peak {
-            Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
-            None => println!("FMA peak: not measured on this target"),
-        }
+        let peak = announced_peak();
         println!(
             "dense backward products alone (one thread, CPU time, best of {reps} interleaved rounds)"
         );

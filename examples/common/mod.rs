@@ -142,3 +142,28 @@ pub fn fma_peak() -> Option<f64> {
 pub fn fma_peak() -> Option<f64> {
     None
 }
+
+/// [`fma_peak`] unless `--no-peak` is on the command line (e.g. under valgrind, which
+/// has no AVX-512), printed as the run's first line.
+pub fn announced_peak() -> Option<f64> {
+    if std::env::args().any(|a| a == "--no-peak") {
+        println!("FMA peak: not measured (--no-peak)");
+        return None;
+    }
+    let peak = fma_peak();
+    match peak {
+        Some(p) => println!("FMA peak of this core, measured now: {p:.1} GFLOP/s"),
+        None => println!("FMA peak: not measured on this target"),
+    }
+    peak
+}
+
+/// Whether the case `name` was asked for: `--only WORD` selects the names containing
+/// WORD; without `--only`, every case.
+pub fn only(name: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == "--only") {
+        Some(i) => args.get(i + 1).is_none_or(|w| name.contains(w.as_str())),
+        None => true,
+    }
+}

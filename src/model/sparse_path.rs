@@ -53,8 +53,8 @@
 //! density after the encoder and goes sparse at or below [`SPARSE_CROSSOVER`].
 //!
 //! ## On real data (standard SAE, issue 11)
-//! Measured with `bench_sparse --breakdown --model DIR --input
-//! ../shared/realdata/minilm_l5_train.npy` (`DIR`: `train --arch standard --steps S
+//! Measured with `bench_sparse --breakdown --model DIR --input TRAIN.npy` (the
+//! training split of the README's "Real data" activations; `DIR`: `train --arch standard --steps S
 //! --out ...`, whose constant learning rate makes it the model of step `S` of the
 //! 2000-step run), one core, on a machine loaded 4–8 (figures: best CPU time; several
 //! interleaved runs, ranges given):
