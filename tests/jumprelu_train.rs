@@ -362,3 +362,68 @@ fn training_moves_thresholds_and_keeps_them_non_negative() {
     let th = run(5.0, 0.0);
     assert!(th.iter().all(|&t| t == 0.005), "{th:?}");
 }
+
+/// Found by the `api` fuzz target: a subnormal bandwidth (2.6e-43) on moderate inputs
+/// made `θ/ε` overflow, so `loss_and_grad` returned `Ok` with an infinite threshold
+/// gradient. A bandwidth is 0 or a positive normal float; anything else is refused
+/// before anything is written, by the loss and by the training options alike.
+#[test]
+fn subnormal_or_negative_bandwidth_is_refused_and_writes_nothing() {
+    use sae_kernels::Error;
+    use sae_kernels::train::TrainOptions;
+    let case = Case::from_json(&fixture()["cases"][1]);
+    for bw in [
+        f32::from_bits(185),
+        f32::MIN_POSITIVE / 2.0,
+        -0.05,
+        -0.0 - f32::MIN_POSITIVE,
+    ] {
+        let mut g = case.tensors.clone().map(|t| vec![7.0f32; t.len()]);
+        let mut scratch = vec![-3.25; grad_scratch_len(case.arch, case.dims, 64)];
+        let opts = LossOptions {
+            jumprelu_bandwidth: bw,
+            ..LossOptions::alpha(case.alpha)
+        };
+        let r = {
+            let [a, b, c, d, e] = &mut g;
+            let gm = ParamsMut::new(case.arch, case.dims, [a, b, c, d, e]).unwrap();
+            loss_and_grad(case.params(), &case.x, case.n, &opts, gm, &mut scratch)
+        };
+        assert!(
+            matches!(
+                r,
+                Err(Error::OutOfRange {
+                    arg: "jumprelu_bandwidth",
+                    ..
+                })
+            ),
+            "bandwidth {bw:e}: {r:?}"
+        );
+        assert!(
+            g.iter().flatten().all(|&v| v == 7.0),
+            "bandwidth {bw:e} wrote gradients"
+        );
+        assert!(
+            scratch.iter().all(|&v| v == -3.25),
+            "bandwidth {bw:e} wrote scratch"
+        );
+        let t = TrainOptions {
+            jumprelu_bandwidth: bw,
+            ..TrainOptions::saelens_jumprelu()
+        };
+        assert!(
+            t.validate(case.arch).is_err(),
+            "training options took {bw:e}"
+        );
+    }
+    // A tiny accepted bandwidth, with these moderate inputs, still gives finite
+    // gradients; 0 freezes the thresholds.
+    for bw in [f32::MIN_POSITIVE * 1e20, 0.0] {
+        let (parts, g) = case.grads(Path::Dense, bw, 64);
+        assert!(parts.loss.is_finite());
+        assert!(
+            g.iter().flatten().all(|v| v.is_finite()),
+            "bandwidth {bw:e}"
+        );
+    }
+}

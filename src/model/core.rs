@@ -177,10 +177,30 @@ pub struct LossOptions<'a> {
     pub aux: Option<AuxK<'a>>,
     /// JumpReLU models: the bandwidth `ε` of the straight-through estimator that gives
     /// the thresholds a gradient (SAELens `jumprelu_bandwidth`, 0.05 by default; see
-    /// [`super::activation`]). Finite and `≥ 0`; 0 (the default) leaves the thresholds'
+    /// [`super::activation`]). 0 or a positive normal float (`≥ f32::MIN_POSITIVE`;
+    /// `1/ε` of a subnormal `ε` overflows); 0 (the default) leaves the thresholds'
     /// gradient at 0 (frozen thresholds, or evaluation only). Ignored for other
-    /// activations.
+    /// activations. The threshold gradient scales as `θ/ε`, so a tiny normal `ε` can
+    /// still give gradients that overflow; the optimizer then refuses the step and
+    /// leaves the parameters unchanged.
     pub jumprelu_bandwidth: f32,
+}
+
+/// The JumpReLU bandwidth's contract, shared by [`LossOptions`] and the training
+/// options: 0 (frozen thresholds) or a positive *normal* float. The estimator divides by
+/// `ε`; for a subnormal `ε` the scale `1/ε` already overflows, so every in-band row
+/// would give an infinite threshold gradient (a real bandwidth is orders of magnitude
+/// above `f32::MIN_POSITIVE`: SAELens uses 0.05, its papers 0.001).
+pub(crate) fn check_bandwidth(bandwidth: f32) -> Result<()> {
+    check_finite("jumprelu_bandwidth", bandwidth)?;
+    if bandwidth == 0.0 || (bandwidth > 0.0 && bandwidth.is_normal()) {
+        Ok(())
+    } else {
+        Err(E::OutOfRange {
+            arg: "jumprelu_bandwidth",
+            allowed: "must be 0 or a positive normal float (>= f32::MIN_POSITIVE)",
+        })
+    }
 }
 
 impl LossOptions<'_> {
@@ -197,13 +217,7 @@ impl LossOptions<'_> {
 
     fn check(&self, arch: Arch, h: usize) -> Result<()> {
         check_finite("alpha", self.alpha)?;
-        check_finite("jumprelu_bandwidth", self.jumprelu_bandwidth)?;
-        if self.jumprelu_bandwidth < 0.0 {
-            return Err(E::OutOfRange {
-                arg: "jumprelu_bandwidth",
-                allowed: "must be >= 0",
-            });
-        }
+        check_bandwidth(self.jumprelu_bandwidth)?;
         if let Some(a) = self.aux {
             a.check(arch, h)?;
         }
@@ -928,9 +942,10 @@ pub fn decode(
 /// [`loss_and_grad`] reports for the same scratch length and path.
 ///
 /// # Errors
-/// [`Error::Dimension`] if `n == 0`; [`Error::NonFinite`] for `alpha` or the AuxK
-/// coefficient; [`Error::Length`] naming `x`, an output or `dead`;
-/// [`Error::OutOfRange`] naming `aux` (AuxK without TopK) or `k_aux`;
+/// [`Error::Dimension`] if `n == 0`; [`Error::NonFinite`] for `alpha`, the AuxK
+/// coefficient or `jumprelu_bandwidth`; [`Error::Length`] naming `x`, an output or
+/// `dead`; [`Error::OutOfRange`] naming `aux` (AuxK without TopK), `k_aux` or
+/// `jumprelu_bandwidth` (negative or subnormal);
 /// [`Error::WorkspaceTooSmall`] for `scratch`. Nothing is written on error.
 ///
 /// # Example

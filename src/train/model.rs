@@ -51,7 +51,7 @@ pub struct TrainOptions {
     pub aux: Option<AuxKConfig>,
     /// JumpReLU only: the bandwidth of the thresholds' straight-through estimator
     /// ([`LossOptions::jumprelu_bandwidth`]; SAELens `jumprelu_bandwidth`, 0.05). 0
-    /// (the default) keeps the thresholds frozen. Finite and `≥ 0`.
+    /// (the default) keeps the thresholds frozen. 0 or a positive normal float.
     pub jumprelu_bandwidth: f32,
 }
 
@@ -89,8 +89,8 @@ impl TrainOptions {
     ///
     /// # Errors
     /// [`Error::OutOfRange`] naming `rescale_acts_by_decoder_norm` for tied or JumpReLU
-    /// models, `aux` without TopK, `k_aux` if 0; [`Error::NonFinite`] naming
-    /// `coefficient`.
+    /// models, `aux` without TopK, `k_aux` if 0, `jumprelu_bandwidth` if negative or
+    /// subnormal; [`Error::NonFinite`] naming `coefficient` or `jumprelu_bandwidth`.
     pub fn validate(&self, arch: Arch) -> Result<()> {
         arch.validate()?;
         if self.rescale_acts_by_decoder_norm && arch.tensor_count() != 4 {
@@ -114,14 +114,7 @@ impl TrainOptions {
             }
             crate::error::check_finite("coefficient", a.coefficient)?;
         }
-        crate::error::check_finite("jumprelu_bandwidth", self.jumprelu_bandwidth)?;
-        if self.jumprelu_bandwidth < 0.0 {
-            return Err(Error::OutOfRange {
-                arg: "jumprelu_bandwidth",
-                allowed: "must be >= 0",
-            });
-        }
-        Ok(())
+        crate::model::core::check_bandwidth(self.jumprelu_bandwidth)
     }
 
     /// `f32` for the effective parameters, norms and chain-rule sums of
