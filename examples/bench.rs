@@ -463,7 +463,8 @@ mod imp {
 
     /// `f` with 1 and with 2 threads, alternating (so that a change of the machine's
     /// load hits both alike), after one warm-up run each: the best wall time of each
-    /// and the process CPU time of that best run, `[(wall, cpu); 2]`.
+    /// and the process CPU time of that best run, `[(wall, cpu); 2]`. Leaves the
+    /// products capped at one thread, as the rest of the benchmark runs.
     #[cfg(feature = "parallel")]
     fn one_vs_two(reps: usize, mut f: impl FnMut()) -> [(f64, f64); 2] {
         use sae_kernels::kernels::gemm::set_max_threads;
@@ -479,7 +480,8 @@ mod imp {
                 }
             }
         }
-        set_max_threads(0);
+        // Back to the single thread the rest of the benchmark runs on.
+        set_max_threads(1);
         best
     }
 
@@ -657,6 +659,11 @@ mod imp {
             eprintln!("--threads-only needs `--features parallel`");
             return;
         }
+        // Everything below except the threads section is single-threaded and timed by
+        // the calling thread's CPU clock, so a `parallel` build must not hand the
+        // products to the pool (its workers' time would not be counted).
+        #[cfg(feature = "parallel")]
+        sae_kernels::kernels::gemm::set_max_threads(1);
         // `--encode-only`: just the peak and the single-vector encodes.
         let encode_only = std::env::args().any(|a| a == "--encode-only");
         let reps = if quick { 2 } else { 4 };
