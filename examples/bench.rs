@@ -12,7 +12,10 @@
 //! - the single-vector encode `(1, 768, 16384)` with f32, bf16 and f16 weights vs the
 //!   time to stream the f32 dictionary once;
 //! - with `--features parallel`: 1 vs 2 threads (wall time) for the GEMM and a tied
-//!   training step (`loss_and_grad`), once with the machine as it is and once with
+//!   training step (`loss_and_grad`), beside two independent 1-thread copies of the
+//!   same work run at once (what this machine gives two threads that share nothing:
+//!   the ceiling for our split, measured in the same rounds), once with the machine as
+//!   it is and once with
 //!   `--busy N` extra busy-spinning threads (default: one per core; `--busy 0` skips
 //!   it). `cargo run --release --features parallel --example bench -- --threads-only`
 //!   runs just that section;
@@ -421,22 +424,30 @@ mod imp {
                 println!("  machine {label} (load average {} at start)", loadavg());
                 for (n, d, h, x, m) in &gemms {
                     let (n, d, h) = (*n, *d, *h);
-                    let mut c = vec![0.0f32; n * h];
-                    let mut pack = vec![0.0f32; pack_len(n, h, d)];
                     let flop = 2.0 * (n * d * h) as f64;
-                    let r = one_vs_two(reps, || {
-                        our_encode(n, d, h, x, m, &mut c, Epilogue::None, &mut pack)
-                    });
+                    // Own output and pack buffers for each of the two copies.
+                    let [(mut c0, mut p0), (mut c1, mut p1)] =
+                        [0, 1].map(|_| (vec![0.0f32; n * h], vec![0.0f32; pack_len(n, h, d)]));
+                    let r = one_vs_two(
+                        reps,
+                        || our_encode(n, d, h, x, m, &mut c0, Epilogue::None, &mut p0),
+                        || our_encode(n, d, h, x, m, &mut c1, Epilogue::None, &mut p1),
+                    );
                     report(&format!("GEMM ({n},{d},{h})"), flop, r, spinners == 0);
                 }
-                let r = one_vs_two(reps, || {
+                let step = |gm: &mut [f32], gb: &mut [f32], scratch: &mut [f32]| {
                     let p = Params::tied(dims, &tm, &tb).unwrap();
-                    let g = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
+                    let g = ParamsMut::tied(dims, gm, gb).unwrap();
                     black_box(
-                        loss_and_grad(p, &tx, tn, &LossOptions::alpha(1e-3), g, &mut scratch)
-                            .unwrap(),
+                        loss_and_grad(p, &tx, tn, &LossOptions::alpha(1e-3), g, scratch).unwrap(),
                     );
-                });
+                };
+                let (mut gm1, mut gb1, mut scratch1) = (gm.clone(), gb.clone(), scratch.clone());
+                let r = one_vs_two(
+                    reps,
+                    || step(&mut gm, &mut gb, &mut scratch),
+                    || step(&mut gm1, &mut gb1, &mut scratch1),
+                );
                 report(
                     &format!("step ({tn},{td},{th})"),
                     10.0 * (tn * td * th) as f64,
@@ -461,19 +472,30 @@ mod imp {
         ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
     }
 
-    /// `f` with 1 and with 2 threads, alternating (so that a change of the machine's
-    /// load hits both alike), after one warm-up run each: the best wall time of each
-    /// and the process CPU time of that best run, `[(wall, cpu); 2]`. Leaves the
-    /// products capped at one thread, as the rest of the benchmark runs.
+    /// `f` with 1 and with 2 threads, and the machine's own ceiling for two threads:
+    /// `f` and `g` (the same work on buffers of its own), each on one thread, run at
+    /// the same time. Alternating the three (so that a change of the machine's load
+    /// hits them alike), after one warm-up round: the best wall time of each and the
+    /// process CPU time of that best run, `[(wall, cpu); 3]` (the third: the wall time
+    /// for both copies to finish). Leaves the products capped at one thread, as the
+    /// rest of the benchmark runs.
     #[cfg(feature = "parallel")]
-    fn one_vs_two(reps: usize, mut f: impl FnMut()) -> [(f64, f64); 2] {
+    fn one_vs_two(reps: usize, mut f: impl FnMut(), mut g: impl FnMut() + Send) -> [(f64, f64); 3] {
         use sae_kernels::kernels::gemm::set_max_threads;
-        let mut best = [(f64::INFINITY, 0.0); 2];
+        let mut best = [(f64::INFINITY, 0.0); 3];
         for rep in 0..=reps {
             for (t, b) in best.iter_mut().enumerate() {
-                set_max_threads(t + 1);
+                set_max_threads(if t == 1 { 2 } else { 1 });
                 let (w0, c0) = (std::time::Instant::now(), process_cpu());
-                f();
+                if t < 2 {
+                    f();
+                } else {
+                    std::thread::scope(|s| {
+                        let other = s.spawn(&mut g);
+                        f();
+                        other.join().expect("copy panicked");
+                    });
+                }
                 let (w, c) = (w0.elapsed().as_secs_f64(), process_cpu() - c0);
                 if rep > 0 && w < b.0 {
                     *b = (w, c);
@@ -485,21 +507,24 @@ mod imp {
         best
     }
 
-    /// One line of the threads table. With `cpu`, also the process CPU time of the
-    /// 2-thread run over the 1-thread one (1.00: no time lost to splitting, waiting
-    /// or spinning, so a quiet machine would give a 2× speed-up less imbalance).
+    /// One line of the threads table: 1 thread, 2 threads splitting the work, and two
+    /// independent 1-thread copies at once (their combined rate: what this machine
+    /// gives two threads that share nothing, so `split / copies` is the share of it
+    /// our split reaches). With `cpu`, also the process CPU time of the 2-thread run
+    /// over the 1-thread one (1.00: no time lost to splitting, waiting or spinning).
     #[cfg(feature = "parallel")]
-    fn report(label: &str, flop: f64, r: [(f64, f64); 2], cpu: bool) {
+    fn report(label: &str, flop: f64, r: [(f64, f64); 3], cpu: bool) {
         let extra = if cpu {
             format!("  CPU time 2T/1T {:.2}", r[1].1 / r[0].1)
         } else {
             String::new()
         };
+        let (split, copies) = (r[0].0 / r[1].0, 2.0 * r[0].0 / r[2].0);
         println!(
-            "    {label:<22} 1 thread {:>7.1} GFLOP/s   2 threads {:>7.1} GFLOP/s   speed-up {:.2}x{extra}",
+            "    {label:<22} 1 thread {:>7.1} GFLOP/s   2 threads {:>7.1} GFLOP/s   speed-up {split:.2}x   2 copies {copies:.2}x   split/copies {:.2}{extra}",
             flop / r[0].0 * 1e-9,
             flop / r[1].0 * 1e-9,
-            r[0].0 / r[1].0
+            split / copies
         );
     }
 
