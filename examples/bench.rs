@@ -648,6 +648,44 @@ mod imp {
     }
 
     pub fn main() {
+        cli(
+            "bench",
+            "GEMM side by side: ours vs matrixmultiply vs gemm 0.19, % of the FMA peak \
+             measured in the same run (see the source's header)",
+            &[&[
+                ("quick", Values::None, "fewer repetitions"),
+                (
+                    "one",
+                    Values::One("N,D,H"),
+                    "one encoder product of that shape and nothing else (for profilers)",
+                ),
+                (
+                    "gemm-only",
+                    Values::Optional("ROUNDS"),
+                    "only the three encoder shapes, interleaved rounds (default 6)",
+                ),
+                (
+                    "threads-only",
+                    Values::None,
+                    "only 1 vs 2 threads (build with --features parallel)",
+                ),
+                (
+                    "busy",
+                    Values::One("N"),
+                    "busy threads for the oversubscribed threads run (default: one per core; 0 skips it)",
+                ),
+                (
+                    "encode-only",
+                    Values::None,
+                    "only the peak and the single-vector encodes",
+                ),
+                (
+                    "peak-only",
+                    Values::None,
+                    "only the FMA peaks and the vdpbf16ps vs vfmadd231ps rates",
+                ),
+            ]],
+        );
         // `--one n,d,h`: one encoder product of that shape and nothing else (for
         // profilers: `valgrind --tool=callgrind target/release/examples/bench --one …`).
         let args: Vec<String> = std::env::args().collect();

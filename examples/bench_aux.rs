@@ -30,13 +30,22 @@ fn arg(flag: &str) -> Option<String> {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "bench_aux [--dead M1,M2,...] [--reps N] [--n ROWS] [--no-peak]: AuxK's cost in the TopK \
-             gradient by number of dead latents (see the source's header)"
-        );
-        return;
-    }
+    cli(
+        "bench_aux",
+        "AuxK's cost in the TopK gradient by number of dead latents (see the source's header)",
+        &[
+            &[
+                (
+                    "dead",
+                    Values::One("M1,M2,..."),
+                    "dead-latent counts to measure",
+                ),
+                ("reps", Values::One("N"), "best of N (default 5)"),
+                ("n", Values::One("ROWS"), "rows per batch (default 1024)"),
+            ],
+            &PEAK_AND_ONLY,
+        ],
+    );
     let (d, h, k) = (384usize, 3072usize, 32usize);
     let n: usize = arg("--n").map_or(1024, |v| v.parse().expect("--n: a number"));
     let reps: usize = arg("--reps").map_or(5, |v| v.parse().expect("--reps: a number"));

@@ -74,6 +74,12 @@ mod imp {
     }
 
     pub fn main() {
+        cli(
+            "bench_encode",
+            "Encode timing at the Python benchmark's shapes: the core's part and the rest \
+             (see the source's header)",
+            &[&[("quick", Values::None, "fewer runs")]],
+        );
         let reps = if std::env::args().any(|a| a == "--quick") {
             3
         } else {

@@ -405,9 +405,73 @@ fn topk_step(st: &Setup, k: usize, reps: usize) -> (f32, f64, f64, f64) {
 }
 
 fn main() {
+    cli(
+        "bench_sparse",
+        "Dense vs sparse path side by side in one run; --breakdown: the training step \
+         phase by phase (see the source's header)",
+        &[
+            &[
+                (
+                    "quick",
+                    Values::None,
+                    "a quarter of the rows, fewer repetitions",
+                ),
+                ("topk-only", Values::None, "stop after the TopK table"),
+                ("selection", Values::None, "only the TopK selection per row"),
+                (
+                    "adam",
+                    Values::None,
+                    "only the optimizer step beside its memory floor",
+                ),
+                (
+                    "rescale",
+                    Values::None,
+                    "only the cost of rescale_acts_by_decoder_norm",
+                ),
+                (
+                    "breakdown",
+                    Values::None,
+                    "the training step phase by phase",
+                ),
+                (
+                    "model",
+                    Values::One("DIR"),
+                    "the breakdown on a trained SAELens folder (needs --input)",
+                ),
+                (
+                    "input",
+                    Values::One("FILE.npy"),
+                    "real activations for --model",
+                ),
+                (
+                    "n",
+                    Values::One("ROWS"),
+                    "rows of the --model batch (default 1024)",
+                ),
+                (
+                    "batches",
+                    Values::One("B"),
+                    "--model batches, seeds 0..B (default 1)",
+                ),
+                ("reps", Values::One("N"), "best of N rounds (default 3)"),
+                (
+                    "grad-only",
+                    Values::None,
+                    "--model: only loss_and_grad, best and median",
+                ),
+                (
+                    "path",
+                    Values::One("dense|sparse|auto"),
+                    "--model: force the path",
+                ),
+                ("rows", Values::One("N"), "--breakdown: the row block"),
+            ],
+            &PEAK_AND_ONLY,
+        ],
+    );
     let quick = std::env::args().any(|a| a == "--quick");
     let reps = if quick { 1 } else { 3 };
-    if std::env::args().any(|a| a == "--breakdown") {
+    if std::env::args().any(|a| a == "--breakdown" || a == "--model") {
         run_breakdown(arg_value("--reps").unwrap_or(reps).max(3));
         return;
     }

@@ -391,6 +391,34 @@ mod imp {
 
 #[cfg(not(target_family = "wasm"))]
 fn main() {
+    use common::{PEAK_AND_ONLY, Values, cli};
+    cli(
+        "bench_step",
+        "The dense training step's loss_and_grad by row-block size, side by side in one \
+         run (see the source's header)",
+        &[
+            &[
+                (
+                    "products",
+                    Values::None,
+                    "the dense backward's products alone by block size",
+                ),
+                ("rows", Values::One("N"), "--products: the row block"),
+                (
+                    "threads",
+                    Values::None,
+                    "1 vs 2 threads (build with --features parallel)",
+                ),
+                (
+                    "busy",
+                    Values::One("N"),
+                    "--threads: also with N busy-spinning threads",
+                ),
+                ("reps", Values::One("N"), "rounds (default 4)"),
+            ],
+            &PEAK_AND_ONLY,
+        ],
+    );
     let reps = imp::arg_value("--reps").unwrap_or(4);
     if std::env::args().any(|a| a == "--products") {
         imp::products(reps);

@@ -167,3 +167,50 @@ pub fn only(name: &str) -> bool {
         None => true,
     }
 }
+
+/// How many values a benchmark flag takes.
+#[derive(Clone, Copy)]
+pub enum Values {
+    /// A switch.
+    None,
+    /// Exactly one value (its placeholder name for `--help`).
+    One(&'static str),
+    /// An optional value.
+    Optional(&'static str),
+}
+
+/// One command-line flag of a benchmark: its long name (without `--`), its values and
+/// its help line.
+pub type Flag = (&'static str, Values, &'static str);
+
+/// `--no-peak` and `--only WORD`, which [`announced_peak`] and [`only`] read.
+pub const PEAK_AND_ONLY: [Flag; 2] = [
+    (
+        "no-peak",
+        Values::None,
+        "skip measuring the FMA peak (e.g. under valgrind, which has no AVX-512)",
+    ),
+    (
+        "only",
+        Values::One("WORD"),
+        "run only the cases whose name contains WORD",
+    ),
+];
+
+/// Check the command line against `flags` with clap before a benchmark starts:
+/// `--help` prints `about` and the flags and exits; an unknown flag or a missing value
+/// is an error (exit status 2) instead of a silent full run. The benchmarks then read
+/// their flags from `std::env::args()`.
+pub fn cli(name: &'static str, about: &'static str, flags: &[&[Flag]]) {
+    use clap::{Arg, ArgAction, Command};
+    let mut cmd = Command::new(name).about(about);
+    for &(id, values, help) in flags.iter().copied().flatten() {
+        let arg = Arg::new(id).long(id).help(help);
+        cmd = cmd.arg(match values {
+            Values::None => arg.action(ArgAction::SetTrue),
+            Values::One(v) => arg.value_name(v).num_args(1),
+            Values::Optional(v) => arg.value_name(v).num_args(0..=1),
+        });
+    }
+    cmd.get_matches();
+}
