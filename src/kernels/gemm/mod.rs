@@ -1702,11 +1702,26 @@ pub(crate) mod parallel_tests {
     /// and the split path really ran. One case is also checked against `f64`.
     #[test]
     fn split_matches_single_thread() {
-        let shapes = [(300, 1600, 200), (136, 520, 1000), (1000, 100, 700)];
+        let shapes = [(300, 1600, 200), (136, 520, 1000), (1000, 44, 2000)];
         for kernel in Kernel::ALL
             .into_iter()
             .filter(|k| k.is_available() && *k != Kernel::Scalar)
         {
+            // The shapes reach every part of the grid with this kernel's tile and
+            // the minimum buffer: several column blocks (the first shape), several
+            // row bands (the last), several passes over `k` (the second), and
+            // ragged last panels of B and of A.
+            let (mr, nr) = kernel.tile();
+            let plans: Vec<par::Plan> = shapes
+                .iter()
+                .map(|&(m, n, k)| {
+                    let len = pack_len(m, n, k) - ALIGN_SLACK;
+                    par::plan(m, n, k.min(KC), mr, nr, len, 2).unwrap()
+                })
+                .collect();
+            assert!(plans[0].blocks > 2 && plans[2].bands > 1, "{plans:?}");
+            assert!(shapes[1].2 > KC && shapes.iter().any(|s| s.1 % nr != 0));
+            assert!(shapes.iter().any(|s| s.0 % mr != 0));
             for &shape in &shapes {
                 // 0: f32, 1: bf16 weights widened, 2: bf16 dot products (where the
                 // CPU has them; the same for every `kernel`).
