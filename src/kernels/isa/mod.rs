@@ -171,11 +171,13 @@ impl<'a> CTile<'a> {
     }
 
     /// Length of the span.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Start of the span (accesses through it: the tile's elements only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn as_mut_ptr(&self) -> *mut f32 {
         self.ptr
     }
