@@ -33,10 +33,11 @@
 //!
 //! ## Threads
 //! Single-threaded by default. With the `parallel` feature, products of at least
-//! `2²⁶` multiply-adds with a unit-column-stride C run on rayon's thread pool: one
-//! split per packed block of B (for the SAE shapes, one to a dozen per product),
-//! whose row chunks the threads claim one at a time, each packing its own rows of
-//! A. The threads share the caller's `pack` buffer: [`pack_len`] is the same with
+//! `2²⁶` multiply-adds with a unit-column-stride C run on rayon's thread pool: C is
+//! cut into a grid of items (column blocks of B, and row bands where the columns
+//! are few) that the threads claim one at a time, each running the single-threaded
+//! loop nest on its item with its own packed B and A blocks, without a barrier until
+//! the end. The threads divide the caller's `pack` buffer: [`pack_len`] is the same with
 //! or without the feature, and the results are bit-for-bit the single-threaded
 //! ones. See `par` in the source for the plan, and `set_max_threads`.
 //!
@@ -969,10 +970,16 @@ fn prefetch_span(c: *const f32, len: usize, start: usize, rs: usize, rows: usize
 /// handed to the micro-kernel as raw spans ([`CTile::from_raw`]), never as
 /// overlapping `&mut` slices.
 ///
-/// Measured (`bench --threads-only`, 2 threads, two cores shared with other work;
-/// the ratio to two independent single-threaded copies run in the same rounds):
-/// the previous plan — all lanes pack one B block together, then claim 64-row
-/// chunks of C, two barriers per block — reached 0.73–0.85 of that ceiling.
+/// Measured (`bench --threads-only`, 2 threads; `split/copies` is the ratio to two
+/// independent single-threaded copies of the same product run in the same rounds,
+/// what the machine gives two threads that share nothing). The previous plan —
+/// per B block, all lanes pack it together (a barrier), then claim 64-row chunks of
+/// C (another) — reached 0.63–0.85 of that ceiling at `(1024, 768, 16384)` (32 B
+/// blocks, CPU time 2T/1T 1.22–1.53: the lanes spun at the barriers) and a median
+/// 0.77 at `(4096, 512, 4096)`. This grid, alternated with it in the same minutes
+/// (2 Dec 2026, load average 5–7 from other sessions on the 2 cores): 0.95–1.04
+/// (CPU time 2T/1T 0.98–1.13) and a median 1.10. The load was too uneven to rank
+/// item counts (2, 4 or 8 per lane gave 0.82–1.78 on one binary); 4 is kept.
 ///
 /// **Scratch:** no more than [`pack_len`] reports: each lane gets `1/lanes` of the
 /// buffer for its B block and its A block (`mc` rows, up to `MC`, fewer if the
