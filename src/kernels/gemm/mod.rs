@@ -1012,8 +1012,13 @@ mod par {
     /// Items per lane the plan aims for (load balance, and room to rebalance when a
     /// thread is descheduled).
     const ITEMS_PER_LANE: usize = 4;
-    /// Fewest rows of a band when rows are split (each band packs its own B).
-    const MIN_BAND: usize = 256;
+    /// Fewest rows of a band when rows are split (each band packs its own B blocks:
+    /// at least this many multiply-adds per packed element of B).
+    const MIN_BAND: usize = 128;
+    /// Narrowest block of B (in columns, rounded up to whole panels) made to get
+    /// more items: each block packs A again (at least this many multiply-adds per
+    /// packed element of A; the single-threaded blocks are 480–1536 wide).
+    const MIN_COLS: usize = 240;
 
     /// Products that ran split (tests check that the split path was taken).
     #[cfg(test)]
@@ -1089,22 +1094,23 @@ mod par {
                 continue;
             }
             let target = ITEMS_PER_LANE * lanes;
+            // Blocks between the widest that fit and [`MIN_COLS`] wide; row bands
+            // make up the rest of the target.
             let min_blocks = panels.div_ceil(w);
-            let bands = if min_blocks >= target {
-                1
-            } else {
-                target
-                    .div_ceil(min_blocks)
-                    .min(m / MIN_BAND)
-                    .min(units)
-                    .max(1)
-            };
-            let mut blocks = round_up(min_blocks.max(target.div_ceil(bands)), lanes).min(panels);
+            let max_blocks = (panels / w.min(MIN_COLS.div_ceil(nr))).max(min_blocks);
+            let bands = target
+                .div_ceil(target.clamp(min_blocks, max_blocks))
+                .min(m / MIN_BAND)
+                .min(units)
+                .max(1);
+            let mut blocks = target.div_ceil(bands).clamp(min_blocks, max_blocks);
+            if bands == 1 {
+                // A multiple of the lanes where the width allows (even shares).
+                blocks = round_up(blocks, lanes).min(max_blocks).max(min_blocks);
+            }
             if bands * blocks < lanes {
                 continue;
             }
-            // At least the fewest blocks memory allows.
-            blocks = blocks.max(min_blocks);
             let band_rows = units.div_ceil(bands) * mr;
             let mc = mc.min(band_rows);
             let b_len = round_up(kc * panels.div_ceil(blocks) * nr, ALIGN_SLACK);
