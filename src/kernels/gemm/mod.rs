@@ -972,14 +972,16 @@ fn prefetch_span(c: *const f32, len: usize, start: usize, rs: usize, rows: usize
 ///
 /// Measured (`bench --threads-only`, 2 threads; `split/copies` is the ratio to two
 /// independent single-threaded copies of the same product run in the same rounds,
-/// what the machine gives two threads that share nothing). The previous plan —
-/// per B block, all lanes pack it together (a barrier), then claim 64-row chunks of
-/// C (another) — reached 0.63–0.85 of that ceiling at `(1024, 768, 16384)` (32 B
-/// blocks, CPU time 2T/1T 1.22–1.53: the lanes spun at the barriers) and a median
-/// 0.77 at `(4096, 512, 4096)`. This grid, alternated with it in the same minutes
-/// (2 Dec 2026, load average 5–7 from other sessions on the 2 cores): 0.95–1.04
-/// (CPU time 2T/1T 0.98–1.13) and a median 1.10. The load was too uneven to rank
-/// item counts (2, 4 or 8 per lane gave 0.82–1.78 on one binary); 4 is kept.
+/// what the machine gives two threads that share nothing), on 2 Dec 2026 with the
+/// two cores loaded by other sessions (load average 5–6), alternating binaries. The
+/// previous plan — per B block, all lanes pack it together (a barrier), then claim
+/// 64-row chunks of C (another) — reached a median 0.72 (0.51–0.85, 8 runs) at
+/// `(1024, 768, 16384)`, 32 B blocks, with CPU time 2T/1T 1.32–1.67 (the lanes spun
+/// at the barriers), and 0.79 at `(4096, 512, 4096)`. This grid: 1.00 (0.95–1.06, 6
+/// runs, CPU time 2T/1T 0.84–1.06) and 0.99. Before [`MIN_COLS`] and row bands, the
+/// step's decoder product (256 rows, 11 panels, `k = 4096`) was cut into 8 blocks of
+/// 1–2 panels, each packing all of A again. The load was too uneven to rank item
+/// counts (2, 4 or 8 per lane gave 0.82–1.78 on one binary); 4 is kept.
 ///
 /// **Scratch:** no more than [`pack_len`] reports: each lane gets `1/lanes` of the
 /// buffer for its B block and its A block (`mc` rows, up to `MC`, fewer if the
