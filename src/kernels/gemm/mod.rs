@@ -981,7 +981,11 @@ fn prefetch_span(c: *const f32, len: usize, start: usize, rs: usize, rows: usize
 /// runs, CPU time 2T/1T 0.84–1.06) and 0.99. Before [`MIN_COLS`] and row bands, the
 /// step's decoder product (256 rows, 11 panels, `k = 4096`) was cut into 8 blocks of
 /// 1–2 panels, each packing all of A again. The load was too uneven to rank item
-/// counts (2, 4 or 8 per lane gave 0.82–1.78 on one binary); 4 is kept.
+/// counts (2, 4 or 8 per lane gave 0.82–1.78 on one binary); 4 is kept. That
+/// decoder product alone, timed the same way (6 runs each): 2 bands × 2 blocks
+/// ([`MIN_BAND`] = 128) 0.80–1.05 of the copies, 1 band × 2 blocks of 6 and 5
+/// panels (`MIN_BAND` = 256) 0.79–1.01 — not told apart; the encoder-shaped
+/// products of the step, `(256, 4096, 512)`, 0.61–1.22 in the same runs.
 ///
 /// **Scratch:** no more than [`pack_len`] reports: each lane gets `1/lanes` of the
 /// buffer for its B block and its A block (`mc` rows, up to `MC`, fewer if the
