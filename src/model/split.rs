@@ -10,7 +10,7 @@
 //!
 //! Split passes run on the pool's threads as lanes that claim pieces of the work
 //! (about [`PIECE`] elements, or [`PIECE_COLS`] columns) one at a time from a shared
-//! list, as the `parallel` GEMM does with its row chunks: on an oversubscribed machine
+//! list, as the `parallel` GEMM does with its items of C: on an oversubscribed machine
 //! a descheduled lane delays only the piece it holds, the others take the rest, and a
 //! lane that never got started costs nothing.
 

@@ -33,10 +33,11 @@
 //!
 //! ## Threads
 //! Single-threaded by default. With the `parallel` feature, products of at least
-//! `2²⁶` multiply-adds with a unit-column-stride C run on rayon's thread pool: one
-//! split per packed block of B (for the SAE shapes, one to a dozen per product),
-//! whose row chunks the threads claim one at a time, each packing its own rows of
-//! A. The threads share the caller's `pack` buffer: [`pack_len`] is the same with
+//! `2²⁶` multiply-adds with a unit-column-stride C run on rayon's thread pool: C is
+//! cut into a grid of items (column blocks of B, and row bands where the columns
+//! are few) that the threads claim one at a time, each running the single-threaded
+//! loop nest on its item with its own packed B and A blocks, without a barrier until
+//! the end. The threads divide the caller's `pack` buffer: [`pack_len`] is the same with
 //! or without the feature, and the results are bit-for-bit the single-threaded
 //! ones. See `par` in the source for the plan, and `set_max_threads`.
 //!
@@ -47,7 +48,7 @@ pub mod naive;
 use crate::error::{Error, Result};
 use crate::kernels::half;
 pub use crate::kernels::half::Half;
-use crate::kernels::isa::{self, Isa, IsaVisitor, Out, Store, TILE_MAX};
+use crate::kernels::isa::{self, CTile, Isa, IsaVisitor, Out, Store, TILE_MAX};
 pub use crate::kernels::isa::{Kernel, selected};
 pub use crate::kernels::mat::{Epilogue, MatMut, MatRef};
 
@@ -895,7 +896,7 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
                 let start = i0 * c.rs + j0;
                 let len = (mr_eff - 1) * c.rs + nr_eff;
                 let out = Out::Direct {
-                    c: &mut c.data[start..start + len],
+                    c: CTile::new(&mut c.data[start..start + len]),
                     ldc: c.rs,
                     rows: mr_eff,
                     cols: nr_eff,
@@ -914,6 +915,13 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
 /// skipped.
 #[inline(always)]
 fn prefetch_tile(c: &[f32], start: usize, rs: usize, rows: usize, cols: usize) {
+    prefetch_span(c.as_ptr(), c.len(), start, rs, rows, cols);
+}
+
+/// [`prefetch_tile`] for the `len` elements from `c` (a prefetch only names an
+/// address: it neither reads nor writes memory).
+#[inline(always)]
+fn prefetch_span(c: *const f32, len: usize, start: usize, rs: usize, rows: usize, cols: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -924,16 +932,16 @@ fn prefetch_tile(c: &[f32], start: usize, rs: usize, rows: usize, cols: usize) {
             .saturating_mul(rs)
             .saturating_add(start)
             .saturating_add(cols);
-        if need > c.len() {
+        if need > len {
             return;
         }
-        let base = c.as_ptr().wrapping_add(start);
+        let base = c.wrapping_add(start);
         for r in 0..rows {
             let row = base.wrapping_add(r * rs);
             let mut l = 0;
             while l < cols {
                 // SAFETY: a prefetch never faults or changes memory; the address is
-                // inside `c` (`start + r·rs + l < need ≤ c.len()`), and SSE is part of
+                // inside `c` (`start + r·rs + l < need ≤ len`), and SSE is part of
                 // the x86_64 baseline.
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(l).cast::<i8>()) };
                 l += 16;
@@ -941,28 +949,48 @@ fn prefetch_tile(c: &[f32], start: usize, rs: usize, rows: usize, cols: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (c, start, rs, rows, cols);
+    let _ = (c, len, start, rs, rows, cols);
 }
 
 /// Splitting large products across threads (feature `parallel`).
 ///
-/// The loop nest of [`gemm_loop`] with one split per packed `KC×NC` block of B
-/// (for the SAE shapes, `k ≤ KC`: one to a few splits per product, never one per
-/// row block): the block is packed by all lanes together (panels claimed one at a
-/// time), then C's rows are cut into chunks of `mc` rows that the lanes claim one at
-/// a time; a lane packs its chunk's rows of A into its own share of the pack buffer
-/// and multiplies them by the shared packed B. Claiming (a mutex-guarded iterator
-/// over disjoint `chunks_mut`, no `unsafe`) balances the load: a lane whose thread
-/// is descheduled on a busy machine only delays the chunk it holds, the others take
-/// the rest, so two threads are not slower than one when the cores are
-/// oversubscribed.
+/// C is cut into a grid of items: column blocks of whole `NR` panels (as wide as
+/// the single-threaded [`nc_block`] allows, narrower only to give every lane
+/// several) times, where that leaves too few items, bands of rows. The lanes claim
+/// items one at a time (an atomic counter) and run the single-threaded loop nest on
+/// each: pack the item's block of B into the lane's own part of the pack buffer,
+/// then for every `mc` rows of the band pack A and multiply (row panels of A
+/// outside, B panels inside, B packed in groups during the first row block, as in
+/// [`gemm_loop`]). Nothing is shared but the counter: no barrier until the end,
+/// each core's L2 holds its own B block, and a lane whose thread is descheduled on
+/// a busy machine delays only the item it holds, so two threads are not slower than
+/// one when the cores are oversubscribed.
 ///
-/// **Scratch:** no more than [`pack_len`] reports. The B block takes its usual
-/// place; the lanes divide the A part between them, so each lane's A block has
-/// `mc = ⌊(A part / lanes) / KC⌋` rows rounded down to `MR` (64 instead of 128 with
-/// two lanes and the minimum buffer; a larger `pack` buffer gives each lane more
-/// rows, up to `MC`). If the A part is too small for two lanes of one `MR` panel
-/// each, the product runs on the calling thread.
+/// The lanes write disjoint column ranges of the same rows of C, so their tiles are
+/// handed to the micro-kernel as raw spans ([`CTile::from_raw`]), never as
+/// overlapping `&mut` slices.
+///
+/// Measured (`bench --threads-only`, 2 threads; `split/copies` is the ratio to two
+/// independent single-threaded copies of the same product run in the same rounds,
+/// what the machine gives two threads that share nothing), on 2 Dec 2026 with the
+/// two cores loaded by other sessions (load average 5–6), alternating binaries. The
+/// previous plan — per B block, all lanes pack it together (a barrier), then claim
+/// 64-row chunks of C (another) — reached a median 0.72 (0.51–0.85, 8 runs) at
+/// `(1024, 768, 16384)`, 32 B blocks, with CPU time 2T/1T 1.32–1.67 (the lanes spun
+/// at the barriers), and 0.79 at `(4096, 512, 4096)`. This grid: 1.00 (0.95–1.06, 6
+/// runs, CPU time 2T/1T 0.84–1.06) and 0.99. Before [`MIN_COLS`] and row bands, the
+/// step's decoder product (256 rows, 11 panels, `k = 4096`) was cut into 8 blocks of
+/// 1–2 panels, each packing all of A again. The load was too uneven to rank item
+/// counts (2, 4 or 8 per lane gave 0.82–1.78 on one binary); 4 is kept. That
+/// decoder product alone, timed the same way (6 runs each): 2 bands × 2 blocks
+/// ([`MIN_BAND`] = 128) 0.80–1.05 of the copies, 1 band × 2 blocks of 6 and 5
+/// panels (`MIN_BAND` = 256) 0.79–1.01 — not told apart; the encoder-shaped
+/// products of the step, `(256, 4096, 512)`, 0.61–1.22 in the same runs.
+///
+/// **Scratch:** no more than [`pack_len`] reports: each lane gets `1/lanes` of the
+/// buffer for its B block and its A block (`mc` rows, up to `MC`, fewer if the
+/// buffer is small). If even one `NR` panel and one `MR` panel do not fit per lane,
+/// or `n` has a single panel, the product runs on the calling thread.
 ///
 /// **Threads:** rayon's pool ([`rayon::current_num_threads`], capped by
 /// [`super::set_max_threads`]); the whole product runs inside the pool (one
@@ -971,13 +999,15 @@ fn prefetch_tile(c: &[f32], start: usize, rs: usize, rows: usize, cols: usize) {
 /// not covered by the no-allocation test). Products below
 /// [`MIN_WORK`] multiply-adds and C views without unit column stride stay on the
 /// calling thread. Every C tile is computed by the same micro-kernel calls over the
-/// same `k` blocks as single-threaded, so the results are bit-for-bit identical.
+/// same `k` blocks as single-threaded (blocks start on `NR` panel boundaries), so
+/// the results are bit-for-bit identical.
 #[cfg(feature = "parallel")]
 mod par {
     use super::{
-        ALIGN_SLACK, Block, Epilogue, Isa, KC, MC, MatMut, MatRef, NC, PackB, pack_panels, round_up,
+        ALIGN_SLACK, B_GROUP, Block, CTile, Epilogue, Isa, KC, MC, MatMut, MatRef, Out, PackB,
+        Store, nc_block, pack_panels, prefetch_span, round_up,
     };
-    use std::sync::Mutex;
+    use core::sync::atomic::{AtomicUsize, Ordering};
 
     /// The most lanes one product uses.
     pub(super) const MAX_THREADS: usize = 8;
@@ -985,15 +1015,23 @@ mod par {
     /// single-core work, so that the hand-over to the pool costs a few percent at
     /// most).
     pub(super) const MIN_WORK: usize = 1 << 26;
+    /// Items per lane the plan aims for (load balance, and room to rebalance when a
+    /// thread is descheduled).
+    const ITEMS_PER_LANE: usize = 4;
+    /// Fewest rows of a band when rows are split (each band packs its own B blocks:
+    /// at least this many multiply-adds per packed element of B).
+    const MIN_BAND: usize = 128;
+    /// Narrowest block of B (in columns, rounded up to whole panels) made to get
+    /// more items: each block packs A again (at least this many multiply-adds per
+    /// packed element of A; the single-threaded blocks are 480–1536 wide).
+    const MIN_COLS: usize = 240;
 
     /// Products that ran split (tests check that the split path was taken).
     #[cfg(test)]
-    pub(super) static RUNS: core::sync::atomic::AtomicUsize =
-        core::sync::atomic::AtomicUsize::new(0);
+    pub(super) static RUNS: AtomicUsize = AtomicUsize::new(0);
 
     /// The thread count set by [`super::set_max_threads`] (0: the pool's).
-    pub(super) static THREAD_CAP: core::sync::atomic::AtomicUsize =
-        core::sync::atomic::AtomicUsize::new(0);
+    pub(super) static THREAD_CAP: AtomicUsize = AtomicUsize::new(0);
 
     /// How many lanes to use for this product.
     fn threads(m: usize, n: usize, k: usize, c: &MatMut<'_>) -> usize {
@@ -1007,22 +1045,31 @@ mod par {
     /// The lanes a split may use: rayon's pool, capped by [`super::set_max_threads`]
     /// and [`MAX_THREADS`].
     pub(crate) fn lane_cap() -> usize {
-        let cap = THREAD_CAP.load(core::sync::atomic::Ordering::Relaxed);
+        let cap = THREAD_CAP.load(Ordering::Relaxed);
         let pool = rayon::current_num_threads();
         let t = if cap > 0 { cap.min(pool) } else { pool };
         t.clamp(1, MAX_THREADS)
     }
 
+    /// How a product is split (see [`plan`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(super) struct Plan {
+        pub lanes: usize,
+        /// Column blocks (of whole `NR` panels, as even as possible).
+        pub blocks: usize,
+        /// Row bands (of whole `MR` panels, as even as possible).
+        pub bands: usize,
+        /// Rows of A packed at a time.
+        pub mc: usize,
+        /// Floats of a lane's B block (a multiple of [`ALIGN_SLACK`]).
+        pub b_len: usize,
+        /// Floats per lane: B block then A block (a multiple of [`ALIGN_SLACK`]).
+        pub share: usize,
+    }
+
     /// How to split an `m×k` by `k×n` product (`kc = min(k, KC)`) over at most
-    /// `lanes` lanes within `len` floats of (aligned) pack memory:
-    /// `(lanes, columns per B block, rows per chunk, floats per lane's A share)`, or
-    /// `None` if fewer than two lanes fit.
-    ///
-    /// The B block keeps its single-threaded width when `n` fits one block (`n ≤ NC`),
-    /// and each lane gets what remains for A. When `n` needs several blocks anyway,
-    /// the block is narrowed (to at least `NC/2`) so that every lane keeps the full
-    /// `MC`-row A block of the single-threaded loop (its micro-panels of B are reused
-    /// as often).
+    /// `lanes` lanes within `len` floats of (aligned) pack memory, or `None` if
+    /// fewer than two lanes fit.
     pub(super) fn plan(
         m: usize,
         n: usize,
@@ -1031,33 +1078,61 @@ mod par {
         nr: usize,
         len: usize,
         lanes: usize,
-    ) -> Option<(usize, usize, usize, usize)> {
-        let share_of = |mc: usize| round_up(kc * mc, ALIGN_SLACK);
-        for lanes in (2..=lanes).rev() {
-            // No lane needs more rows than an even split of `m` gives it; chunks
-            // are whole `MR` panels.
-            let m_lane = round_up(m.div_ceil(lanes), mr).min(MC / mr * mr);
-            let nb = round_up(n.min(NC), nr);
-            let room = len.saturating_sub(kc * nb) / lanes;
-            let mut mc = ((room / ALIGN_SLACK * ALIGN_SLACK) / kc / mr * mr).min(m_lane);
-            let mut nc = n.min(NC);
-            if n > NC && mc < m_lane {
-                let nb2 = len.saturating_sub(lanes * share_of(m_lane)) / kc / nr * nr;
-                if nb2 >= NC / 2 {
-                    (mc, nc) = (m_lane, nb2);
-                }
+    ) -> Option<Plan> {
+        let panels = n.div_ceil(nr);
+        let units = m.div_ceil(mr);
+        for lanes in (2..=lanes.min(panels.max(units))).rev() {
+            let per = len / lanes / ALIGN_SLACK * ALIGN_SLACK;
+            let mc_full = (MC / mr * mr).min(units * mr);
+            let fit = |mc: usize| {
+                let a = round_up(kc * mc, ALIGN_SLACK);
+                per.saturating_sub(a + ALIGN_SLACK) / (kc * nr)
+            };
+            let mut mc = mc_full;
+            let mut w = fit(mc);
+            if w == 0 {
+                mc = mr;
+                w = fit(mc);
             }
-            if mc >= mr && kc * round_up(nc, nr) + lanes * share_of(mc) <= len {
-                return Some((lanes.min(m.div_ceil(mc)), nc, mc, share_of(mc)))
-                    .filter(|p| p.0 >= 2);
+            // The single-threaded block width (L2), and what memory allows.
+            let w = w.min(nc_block(kc, nr) / nr);
+            if w == 0 {
+                continue;
+            }
+            let target = ITEMS_PER_LANE * lanes;
+            // Blocks between the widest that fit and [`MIN_COLS`] wide; row bands
+            // make up the rest of the target.
+            let min_blocks = panels.div_ceil(w);
+            let max_blocks = (panels / w.min(MIN_COLS.div_ceil(nr))).max(min_blocks);
+            let bands = target
+                .div_ceil(target.clamp(min_blocks, max_blocks))
+                .min(m / MIN_BAND)
+                .min(units)
+                .max(1);
+            let mut blocks = target.div_ceil(bands).clamp(min_blocks, max_blocks);
+            if bands == 1 {
+                // A multiple of the lanes where the width allows (even shares).
+                blocks = round_up(blocks, lanes).min(max_blocks).max(min_blocks);
+            }
+            if bands * blocks < lanes {
+                continue;
+            }
+            let band_rows = units.div_ceil(bands) * mr;
+            let mc = mc.min(band_rows);
+            let b_len = round_up(kc * panels.div_ceil(blocks) * nr, ALIGN_SLACK);
+            let share = b_len + round_up(kc * mc, ALIGN_SLACK);
+            if share * lanes <= len {
+                return Some(Plan {
+                    lanes,
+                    blocks,
+                    bands,
+                    mc,
+                    b_len,
+                    share,
+                });
             }
         }
         None
-    }
-
-    /// Take the next item of a shared work list.
-    fn claim<I: Iterator>(work: &Mutex<I>) -> Option<I::Item> {
-        work.lock().unwrap_or_else(|e| e.into_inner()).next()
     }
 
     /// Run `f` on `lanes` lanes of the current rayon pool, lane `i` with the `i`-th
@@ -1077,6 +1152,21 @@ mod par {
         );
     }
 
+    /// C as the lanes see it: the start of the caller's C data, its length and
+    /// row stride, shared by the lanes (each writes only its items' tiles).
+    #[derive(Clone, Copy)]
+    struct RawC {
+        ptr: *mut f32,
+        len: usize,
+        rs: usize,
+    }
+    // SAFETY: a `RawC` is only dereferenced through `CTile::from_raw` for the tiles
+    // of the item a lane claimed; items are disjoint, and the `&mut` borrow of C is
+    // held by `gemm_loop` until every lane has finished.
+    unsafe impl Send for RawC {}
+    // SAFETY: as for `Send`.
+    unsafe impl Sync for RawC {}
+
     /// The multi-threaded loop nest; `false` (nothing done) if the product should
     /// run single-threaded. `pack` is already aligned and at least
     /// [`super::pack_len`] long less the alignment offset.
@@ -1093,77 +1183,185 @@ mod par {
     ) -> bool {
         let (m, k, n) = (a.rows, a.cols, b.cols());
         let lanes_max = threads(m, n, k, c);
-        if lanes_max < 2 {
+        if lanes_max < 2 || c.cs != 1 || (c.rows > 1 && c.rs < c.cols) {
             return false;
         }
         let (mr, nr) = (K::MR, K::NR);
-        let Some((n_lanes, nc_blk, mc, share)) =
-            plan(m, n, k.min(KC), mr, nr, pack.len(), lanes_max)
-        else {
+        let Some(p) = plan(m, n, k.min(KC), mr, nr, pack.len(), lanes_max) else {
             return false;
         };
-        let chunks = m.div_ceil(mc);
-        let (bpack, rest) = pack.split_at_mut(k.min(KC) * round_up(nc_blk, nr));
-        let mut body = || {
-            let (rows, cols, rs) = (c.rows, c.cols, c.rs);
-            let at = a.t();
-            for jc in (0..n).step_by(nc_blk) {
-                let nc = nc_blk.min(n - jc);
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
-                    let last = pc + kc == k;
-                    let beta = if pc == 0 { beta } else { 1.0 };
-                    let epi = if last { epi } else { Epilogue::None };
-                    let n_panels = nc.div_ceil(nr);
-                    // 1. All lanes pack the B block, one `NR`-wide panel at a time.
-                    let work = Mutex::new(bpack.chunks_mut(nr * kc).enumerate().take(n_panels));
-                    lanes(n_lanes, &mut [], 0, &|_| {
-                        while let Some((q, panel)) = claim(&work) {
-                            let jr = q * nr;
-                            b.pack(kern, pc, kc, jc + jr, nr.min(nc - jr), nr, panel);
-                        }
-                    });
+        let (panels, units) = (n.div_ceil(nr), m.div_ceil(mr));
+        let items = p.blocks * p.bands;
+        let next = AtomicUsize::new(0);
+        let raw = RawC {
+            ptr: c.data.as_mut_ptr(),
+            len: c.data.len(),
+            rs: c.rs,
+        };
+        let at = a.t();
+        let body = |scratch: &mut [f32]| {
+            let (bpack, apack) = scratch.split_at_mut(p.b_len);
+            loop {
+                let item = next.fetch_add(1, Ordering::Relaxed);
+                if item >= items {
+                    break;
+                }
+                // Column-block-major: the lanes start on different blocks of B.
+                let (t, r) = (item % p.blocks, item / p.blocks);
+                let jc = t * panels / p.blocks * nr;
+                let je = ((t + 1) * panels / p.blocks * nr).min(n);
+                let ic = r * units / p.bands * mr;
+                let ie = ((r + 1) * units / p.bands * mr).min(m);
+                let it = Item {
+                    alpha,
+                    beta,
+                    epi,
+                    rows: (ic, ie),
+                    cols: (jc, je),
+                    mc: p.mc,
+                };
+                // SAFETY: items are disjoint rectangles of C (`raw`, borrowed by this
+                // function until the lanes are done), and this lane claimed this one.
+                unsafe { item_nest(kern, &it, &at, b, raw, bpack, apack) };
+            }
+        };
+        #[cfg(test)]
+        RUNS.fetch_add(1, Ordering::Relaxed);
+        let mut run = || lanes(p.lanes, pack, p.share, &body);
+        if rayon::current_thread_index().is_some() {
+            run();
+        } else {
+            // One hand-over into the pool; the joins inside are then cheap.
+            rayon::scope(|_| run());
+        }
+        true
+    }
+
+    /// One item of the grid: rows `rows.0..rows.1` by columns `cols.0..cols.1` of C.
+    struct Item<'e> {
+        alpha: f32,
+        beta: f32,
+        epi: Epilogue<'e>,
+        rows: (usize, usize),
+        cols: (usize, usize),
+        mc: usize,
+    }
+
+    /// The single-threaded loop nest of [`super::gemm_loop`] over one item, packing
+    /// into the lane's own `bpack` and `apack`.
+    ///
+    /// # Safety
+    /// No one else accesses the item's elements of `c` during the call, and they
+    /// are valid for reads and writes (`c` spans every row and column of C).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn item_nest<K: Isa, B: PackB>(
+        kern: K,
+        it: &Item<'_>,
+        at: &MatRef<'_>,
+        b: &B,
+        c: RawC,
+        bpack: &mut [f32],
+        apack: &mut [f32],
+    ) {
+        let (mr, nr) = (K::MR, K::NR);
+        let k = at.rows;
+        let ((i0, i1), (jc, je)) = (it.rows, it.cols);
+        let nc = je - jc;
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let last = pc + kc == k;
+            let beta = if pc == 0 { it.beta } else { 1.0 };
+            let epi = if last { it.epi } else { Epilogue::None };
+            for ic in (i0..i1).step_by(it.mc) {
+                let rows = it.mc.min(i1 - ic);
+                pack_panels(kern, at, pc, kc, ic, rows, mr, apack);
+                let blk = |jc: usize, nc: usize, bpack: &[f32]| {
                     let blk = Block {
-                        alpha,
+                        alpha: it.alpha,
                         beta,
                         epi,
                         kc,
                         jc,
                         nc,
-                        bpack: &bpack[..n_panels * nr * kc],
+                        bpack,
                     };
-                    // 2. The lanes claim chunks of `mc` rows of C. With unit column
-                    // stride and `rs ≥ cols` (which `MatMut::new` guarantees for more
-                    // than one row), rows r0..r0+mc lie in `[r0·rs, (r0+mc)·rs)`, and
-                    // the last chunk keeps the rest of the slice.
-                    let work = Mutex::new(c.data.chunks_mut(mc * rs).enumerate().take(chunks));
-                    lanes(n_lanes, rest, share, &|apack: &mut [f32]| {
-                        while let Some((i, data)) = claim(&work) {
-                            let r0 = i * mc;
-                            let r = mc.min(rows - r0);
-                            pack_panels(kern, &at, pc, kc, r0, r, mr, apack);
-                            let mut sub = MatMut {
-                                data,
-                                rows: r,
-                                cols,
-                                rs,
-                                cs: 1,
-                            };
-                            super::panels(kern, &blk, apack, &mut sub, 0);
-                        }
-                    });
+                    // SAFETY: rows `ic..ic + rows`, columns `jc..jc + nc` lie in
+                    // this item (forwarded contract).
+                    unsafe { panels_raw(kern, &blk, apack, c, (ic, rows)) };
+                };
+                if ic == i0 {
+                    // B packed in groups right before their first use, as in
+                    // `super::gemm_loop`.
+                    let group = B_GROUP * nr;
+                    for (g, jr) in (0..nc).step_by(group).enumerate() {
+                        let cols = group.min(nc - jr);
+                        let q = g * B_GROUP;
+                        let panel = &mut bpack[q * nr * kc..(q + cols.div_ceil(nr)) * nr * kc];
+                        b.pack(kern, pc, kc, jc + jr, cols, nr, panel);
+                        blk(jc + jr, cols, panel);
+                    }
+                } else {
+                    blk(jc, nc, &bpack[..nc.div_ceil(nr) * nr * kc]);
                 }
             }
-        };
-        #[cfg(test)]
-        RUNS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        if rayon::current_thread_index().is_some() {
-            body();
-        } else {
-            // One hand-over into the pool; the joins inside are then cheap.
-            rayon::scope(|_| body());
         }
-        true
+    }
+
+    /// [`super::panels`] for rows `r0..r0 + rows` of C given as a raw span (always
+    /// the direct store: unit column stride, `rs ≥ cols`).
+    ///
+    /// # Safety
+    /// No one else accesses rows `r0..r0 + rows`, columns `blk.jc..blk.jc + blk.nc`
+    /// of `c` during the call; they are valid for reads and writes.
+    unsafe fn panels_raw<K: Isa>(
+        kern: K,
+        blk: &Block<'_>,
+        apack: &[f32],
+        c: RawC,
+        (r0, rows): (usize, usize),
+    ) {
+        let (mr, nr) = (K::MR, K::NR);
+        let Block {
+            alpha,
+            beta,
+            epi,
+            kc,
+            jc,
+            nc,
+            bpack,
+        } = *blk;
+        for ir in (0..rows).step_by(mr) {
+            let mr_eff = mr.min(rows - ir);
+            let ap = &apack[ir / mr * mr * kc..(ir / mr + 1) * mr * kc];
+            for (q, jr) in (0..nc).step_by(nr).enumerate() {
+                let nr_eff = nr.min(nc - jr);
+                let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
+                let bias = match epi {
+                    Epilogue::BiasRelu(bias) => Some(&bias[jc + jr..jc + jr + nr_eff]),
+                    Epilogue::None => None,
+                };
+                let st = Store { alpha, beta, bias };
+                let (i0, j0) = (r0 + ir, jc + jr);
+                if jr + nr < nc {
+                    let next = i0 * c.rs + j0 + nr;
+                    prefetch_span(c.ptr, c.len, next, c.rs, mr_eff, nr.min(nc - jr - nr));
+                }
+                let start = i0 * c.rs + j0;
+                let len = (mr_eff - 1) * c.rs + nr_eff;
+                assert!(start + len <= c.len && (mr_eff == 1 || c.rs >= nr_eff));
+                // SAFETY: in bounds by the assert; the tile's elements (rows
+                // `i0..i0 + mr_eff`, columns `j0..j0 + nr_eff`) are ours alone
+                // (function contract), and the kernel touches no others.
+                let tile = unsafe { CTile::from_raw(c.ptr.add(start), len) };
+                let out = Out::Direct {
+                    c: tile,
+                    ldc: c.rs,
+                    rows: mr_eff,
+                    cols: nr_eff,
+                };
+                kern.tile(kc, ap, bp, out, &st);
+            }
+        }
     }
 }
 
@@ -1523,11 +1721,26 @@ pub(crate) mod parallel_tests {
     /// and the split path really ran. One case is also checked against `f64`.
     #[test]
     fn split_matches_single_thread() {
-        let shapes = [(300, 1600, 200), (136, 520, 1000), (1000, 100, 700)];
+        let shapes = [(300, 1600, 200), (136, 520, 1000), (1000, 44, 2000)];
         for kernel in Kernel::ALL
             .into_iter()
             .filter(|k| k.is_available() && *k != Kernel::Scalar)
         {
+            // The shapes reach every part of the grid with this kernel's tile and
+            // the minimum buffer: several column blocks (the first shape), several
+            // row bands (the last), several passes over `k` (the second), and
+            // ragged last panels of B and of A.
+            let (mr, nr) = kernel.tile();
+            let plans: Vec<par::Plan> = shapes
+                .iter()
+                .map(|&(m, n, k)| {
+                    let len = pack_len(m, n, k) - ALIGN_SLACK;
+                    par::plan(m, n, k.min(KC), mr, nr, len, 2).unwrap()
+                })
+                .collect();
+            assert!(plans[0].blocks > 2 && plans[2].bands > 1, "{plans:?}");
+            assert!(shapes[1].2 > KC && shapes.iter().any(|s| s.1 % nr != 0));
+            assert!(shapes.iter().any(|s| s.0 % mr != 0));
             for &shape in &shapes {
                 // 0: f32, 1: bf16 weights widened, 2: bf16 dot products (where the
                 // CPU has them; the same for every `kernel`).
@@ -1580,30 +1793,52 @@ pub(crate) mod parallel_tests {
         }
     }
 
-    /// Splitting plans stay within the pack memory and give every lane at least
-    /// one `MR` panel; too little A memory for two lanes means no split.
+    /// Splitting plans stay within the pack memory, give every lane at least one
+    /// `MR` panel of A and one `NR` panel of B, keep B blocks within the
+    /// single-threaded width ([`nc_block`]) and leave at least one item per lane;
+    /// too little memory for two lanes means no split.
     #[test]
     fn plans_fit() {
         for &(m, n, k) in &[
             (4096, 4096, 512),
             (1024, 16384, 768),
+            (1024, 512, 4096),
+            (4096, 512, 1024),
             (64, 4096, 512),
             (4096, 512, 64),
             (64, 512, 4096),
             (9, 20000, 800),
+            (4096, 60, 4096),
         ] {
             for (mr, nr) in [(8, 48), (6, 16), (8, 8)] {
                 let kc = k.min(KC);
                 let len = pack_len(m, n, k) - ALIGN_SLACK;
-                if let Some((lanes, nc, mc, share)) = par::plan(m, n, kc, mr, nr, len, 2) {
-                    assert!(lanes == 2 && mc >= mr && mc % mr == 0 && nc >= 1);
-                    assert!(kc * round_up(nc, nr) + lanes * share <= len, "{m},{n},{k}");
-                    assert!(share >= kc * mc);
+                for lanes in [2, 3] {
+                    let Some(p) = par::plan(m, n, kc, mr, nr, len, lanes) else {
+                        continue;
+                    };
+                    let panels = n.div_ceil(nr);
+                    let widest = panels.div_ceil(p.blocks) * nr;
+                    assert!(p.lanes >= 2 && p.lanes <= lanes, "{m},{n},{k}: {p:?}");
+                    assert!(p.mc >= mr && p.mc % mr == 0 && p.mc <= MC, "{p:?}");
+                    assert!(p.blocks >= 1 && p.blocks <= panels && p.bands >= 1);
+                    assert!(p.bands <= m.div_ceil(mr) && p.blocks * p.bands >= p.lanes);
+                    assert!(widest <= nc_block(kc, nr).max(nr), "{m},{n},{k}: {p:?}");
+                    assert!(p.b_len >= kc * widest && p.share >= p.b_len + kc * p.mc);
+                    assert!(p.b_len % ALIGN_SLACK == 0 && p.share % ALIGN_SLACK == 0);
+                    assert!(p.lanes * p.share <= len, "{m},{n},{k}: {p:?}");
                 }
             }
         }
-        // Room for one lane's A block only.
-        assert!(par::plan(256, 512, 512, 8, 48, 512 * (512 + 8), 2).is_none());
+        // The SAE shapes split (2 lanes, minimum buffer, AVX-512 tile).
+        for &(m, n, k) in &[(4096, 4096, 512), (1024, 16384, 768), (1024, 512, 4096)] {
+            let len = pack_len(m, n, k) - ALIGN_SLACK;
+            assert!(par::plan(m, n, k.min(KC), 8, 48, len, 2).is_some());
+        }
+        // Room per lane for one `MR` and one `NR` panel (plus alignment), or not.
+        let one = 512 * (8 + 48) + ALIGN_SLACK;
+        assert!(par::plan(256, 512, 512, 8, 48, 2 * one, 2).is_some());
+        assert!(par::plan(256, 512, 512, 8, 48, 2 * one - 2 * ALIGN_SLACK, 2).is_none());
     }
 }
 

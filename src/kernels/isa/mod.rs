@@ -122,7 +122,7 @@ pub(crate) enum Out<'a> {
     /// `c.len() ≥ (rows−1)·ldc + cols`, `ldc ≥ cols` if `rows > 1`. The kernel applies
     /// the [`Store`] (whose bias then has at least `cols` entries).
     Direct {
-        c: &'a mut [f32],
+        c: CTile<'a>,
         ldc: usize,
         rows: usize,
         cols: usize,
@@ -130,6 +130,68 @@ pub(crate) enum Out<'a> {
     /// The raw product `tile[i·NR + j]` (no α, β or epilogue), for edge tiles and
     /// strided C; the caller stores the valid corner.
     Buf(&'a mut [f32; TILE_MAX]),
+}
+
+/// The memory of an [`Out::Direct`] tile: `len` elements from `ptr`, of which the
+/// tile may read and write exactly `c[i·ldc + j]` for `i < rows`, `j < cols` (the
+/// fields of its `Out::Direct`) and nothing else. Made from a slice (the whole span
+/// is ours) or, by the split products of the `parallel` feature, from a raw
+/// pointer into a C whose other columns another thread writes at the same time
+/// (so no `&mut` to the whole span may exist).
+pub(crate) struct CTile<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _life: core::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> CTile<'a> {
+    /// The whole of `c`.
+    pub(crate) fn new(c: &'a mut [f32]) -> Self {
+        CTile {
+            ptr: c.as_mut_ptr(),
+            len: c.len(),
+            _life: core::marker::PhantomData,
+        }
+    }
+
+    /// `len` elements from `ptr`.
+    ///
+    /// # Safety
+    /// For `'a`, the elements of the tile (`ptr[i·ldc + j]`, `i < rows`, `j < cols`
+    /// of the `Out::Direct` this goes into, all below `len`) are valid for reads and
+    /// writes and accessed by no one else. The other elements of the span are
+    /// never accessed through this value.
+    #[cfg_attr(not(feature = "parallel"), allow(dead_code))]
+    pub(crate) unsafe fn from_raw(ptr: *mut f32, len: usize) -> Self {
+        CTile {
+            ptr,
+            len,
+            _life: core::marker::PhantomData,
+        }
+    }
+
+    /// Length of the span.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Start of the span (accesses through it: the tile's elements only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn as_mut_ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+
+    /// `cols` elements from `off` as a slice.
+    ///
+    /// # Safety
+    /// `off..off + cols` lies in one row of the tile's elements (see [`CTile`]).
+    unsafe fn part(&mut self, off: usize, cols: usize) -> &mut [f32] {
+        assert!(off.checked_add(cols).is_some_and(|e| e <= self.len));
+        // SAFETY: in bounds by the assert; the caller promises these are tile
+        // elements, which only this value accesses for its lifetime.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.add(off), cols) }
+    }
 }
 
 /// An instruction set: its vector type, GEMM micro-kernel and row kernels. A value is
@@ -278,18 +340,23 @@ pub(crate) fn put(
 
 /// Apply a [`Store`] to a raw tile and write it to a unit-column-stride C (the
 /// `Out::Direct` case for kernels that compute into a buffer first).
+///
+/// # Safety
+/// `(rows, cols)`, `c` and `ldc` are the fields of one `Out::Direct` (see [`CTile`]).
 #[inline(always)]
-pub(crate) fn store_direct_from_buf(
+pub(crate) unsafe fn store_direct_from_buf(
     tile: &[f32; TILE_MAX],
     ld: usize,
     (rows, cols): (usize, usize),
-    c: &mut [f32],
+    mut c: CTile<'_>,
     ldc: usize,
     st: &Store<'_>,
 ) {
     for i in 0..rows {
         let row = &tile[i * ld..i * ld + cols];
-        let out = &mut c[i * ldc..i * ldc + cols];
+        // SAFETY: row `i < rows`, columns `0..cols` of an `Out::Direct` tile whose
+        // memory is `c` (the caller passes that tile's fields).
+        let out = unsafe { c.part(i * ldc, cols) };
         for (j, (o, &ab)) in out.iter_mut().zip(row).enumerate() {
             let mut v = st.alpha * ab;
             if st.beta != 0.0 {

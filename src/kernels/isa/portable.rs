@@ -49,7 +49,8 @@ impl Isa for Portable {
             Out::Direct { c, ldc, rows, cols } => {
                 let mut buf = [0.0f32; TILE_MAX];
                 fill(&mut buf);
-                store_direct_from_buf(&buf, 8, (rows, cols), c, ldc, st);
+                // SAFETY: the fields of this `Out::Direct`.
+                unsafe { store_direct_from_buf(&buf, 8, (rows, cols), c, ldc, st) };
             }
         }
     }
@@ -110,7 +111,8 @@ impl Isa for Scalar {
             Out::Direct { c, ldc, rows, cols } => {
                 let mut buf = [0.0f32; TILE_MAX];
                 fill(&mut buf);
-                store_direct_from_buf(&buf, 4, (rows, cols), c, ldc, st);
+                // SAFETY: the fields of this `Out::Direct`.
+                unsafe { store_direct_from_buf(&buf, 4, (rows, cols), c, ldc, st) };
             }
         }
     }
