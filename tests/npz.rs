@@ -194,3 +194,33 @@ fn bad_matrices_and_files_are_errors() {
         Err(Error::File { arg: "path", .. })
     ));
 }
+
+/// An `indptr` whose middle offset lies beyond `nnz` (then falls back to it) is an
+/// error, not an out-of-bounds slice: `validate` used to check `indptr` window by window
+/// while slicing `indices` with it (found by the `formats` fuzz target through
+/// `read_npz`; reproducer in fuzz/regressions/formats/npz_indptr_offset_above_nnz).
+#[test]
+fn indptr_offset_beyond_nnz_is_an_error() {
+    let c = CsrCodes {
+        indptr: vec![0, 1025, 3],
+        indices: vec![0, 1, 2],
+        data: vec![1.0; 3],
+        cols: 4,
+    };
+    assert!(matches!(
+        c.validate(),
+        Err(Error::OutOfRange { arg: "indptr", .. })
+    ));
+    let path = tmp("codes_indptr_beyond_nnz.npz");
+    assert!(matches!(
+        c.write_npz(&path),
+        Err(Error::OutOfRange { arg: "indptr", .. })
+    ));
+    // The fuzzer's file (its first byte picks the reader).
+    let found = include_bytes!("../fuzz/regressions/formats/npz_indptr_offset_above_nnz");
+    std::fs::write(&path, &found[1..]).unwrap();
+    assert!(matches!(
+        CsrCodes::read_npz(&path),
+        Err(Error::OutOfRange { arg: "indptr", .. })
+    ));
+}

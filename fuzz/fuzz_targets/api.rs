@@ -25,7 +25,14 @@
 //!   outputs run on a fuzzed `Arch` (tied or untied weights, with or without input
 //!   centring; ReLU, TopK with any `k`, JumpReLU; no penalty, L1 or decoder-norm L1),
 //!   with parameter and gradient buffers of fuzzed lengths and architectures: nothing
-//!   written on error, non-negative codes, at most `k` non-zero codes per row for TopK.
+//!   written on error, non-negative codes, at most `k` non-zero codes per row for TopK;
+//! - `StreamingTrainer` (first byte 255 only, so the other inputs keep their meaning):
+//!   `new` / `resume_from` on a fuzzed architecture, options, configuration, state
+//!   slice (fresh or arbitrary contents) and step count, optionally with dead-latent
+//!   tracking; a refused construction writes nothing; then samples pushed one at a time
+//!   or one `step_block`: on `Err` the parameters and optimizer state are unchanged and
+//!   the step count stays; on `Ok` a completed step counted one and left finite
+//!   parameters and optimizer state.
 #![no_main]
 
 mod common;
@@ -39,12 +46,15 @@ use sae_kernels::sparse::{
 use sae_kernels::{
     Error,
     model::{
-        Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, Params, ParamsMut, Path,
-        Penalty, Weights, decode, decode_scratch_len, encode, encode_scratch_len, forward,
-        forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
+        Activation, Arch, AuxK, Dims, ForwardOutputs, LossOptions, MAX_BLOCK_ROWS, Params,
+        ParamsMut, Path, Penalty, Weights, decode, decode_scratch_len, encode, encode_scratch_len,
+        forward, forward_scratch_len, grad_scratch_len, init_tied, loss_and_grad,
     },
-    optim::{Adam, Optim, OptimConfig, Optimizer},
-    train::{StepHyper, TrainOptions, train_step, train_step_workspace_len},
+    optim::{Adam, L1Warmup, LrSchedule, Optim, OptimConfig, Optimizer},
+    train::{
+        AuxKConfig, DeadLatents, ModelMut, StepHyper, StreamConfig, StreamingTrainer, TrainOptions,
+        streaming_state_len, train_step, train_step_workspace_len,
+    },
 };
 
 fn dim(inp: &mut Input<'_>) -> usize {
@@ -125,7 +135,12 @@ fn arch(inp: &mut Input<'_>, h: usize) -> Arch {
 
 fuzz_target!(|data: &[u8]| {
     let mut inp = Input(data);
-    let op = inp.u8() % 13;
+    // 255 is the streaming trainer; every other first byte keeps its earlier meaning
+    // (so the committed seeds and reproducers still reach the same cases).
+    let op = match inp.u8() {
+        255 => 13,
+        o => o % 13,
+    };
     let (d, h, n) = (dim(&mut inp), dim(&mut inp), inp.upto(12));
     let Ok(dims) = Dims::new(d, h) else {
         return;
@@ -440,6 +455,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         11 => optim_case(dims, &mut m, &mut b, sm, &mut inp),
+        13 => {
+            let mut flat = flat;
+            stream_case(ar, dims, &mut flat, &x, n, a, &mut inp);
+        }
         _ => train_case(dims, &mut m, &mut b, &x, n, a, finite_in, &mut inp),
     }
 });
@@ -879,4 +898,157 @@ fn train_case(
     {
         assert!(r.is_ok(), "{cfg:?} refused a moderate training step: {r:?}");
     }
+}
+
+/// `StreamingTrainer` on any architecture and a fuzzed state slice (see the module docs).
+#[allow(clippy::too_many_arguments)]
+fn stream_case(
+    ar: Arch,
+    dims: Dims,
+    flat: &mut [f32],
+    x: &[f32],
+    n: usize,
+    l1: f32,
+    inp: &mut Input<'_>,
+) {
+    let options = TrainOptions {
+        rescale_acts_by_decoder_norm: inp.u8() % 4 == 0,
+        aux: (inp.u8() % 2 == 0).then(|| AuxKConfig {
+            k_aux: inp.upto(8),
+            coefficient: alpha(inp),
+        }),
+        jumprelu_bandwidth: bandwidth(inp),
+    };
+    let ocfg = OptimConfig {
+        rule: optimizer(inp),
+        max_grad_norm: match inp.u8() % 4 {
+            0 => Some(lr(inp)),
+            1 => Some(1.0),
+            _ => None,
+        },
+        unit_norm_decoder: inp.u8() % 4 == 0,
+    };
+    let cfg = StreamConfig {
+        optimizer: ocfg,
+        lr: LrSchedule::constant(lr(inp)),
+        l1: L1Warmup::constant(l1),
+        block_rows: match inp.u8() % 8 {
+            0 => 0,
+            1 => MAX_BLOCK_ROWS + inp.upto(1),
+            _ => 1 + inp.upto(4),
+        },
+    };
+    let track = inp.u8() % 2 == 0;
+    let want = streaming_state_len(ar, options, dims, &cfg, track);
+    if want > 1 << 20 {
+        return;
+    }
+    let (mut st, _) = state(inp, want);
+    let resume = inp.u8() % 2 == 0;
+    let t0 = steps(inp);
+    let n_dead = inp.len_near(Some(dims.h)).min(1 << 12);
+    let mut since: Vec<u32> = (0..n_dead).map(|_| u32::from(inp.u8())).collect();
+    let mut flags = vec![false; 2 * n_dead];
+    let window = 1 + inp.upto(64) as u64;
+    let by_sample = inp.u8() % 2 == 0;
+    let sample_len = inp.len_near(Some(dims.d));
+
+    let (flat0, st0, st_len) = (bits(flat), bits(&st), st.len());
+    let Ok(params) = ParamsMut::from_flat(ar, dims, flat) else {
+        return;
+    };
+    let model = ModelMut { params, options };
+    let made = if resume {
+        StreamingTrainer::resume_from(model, cfg, &mut st, t0)
+    } else {
+        StreamingTrainer::new(model, cfg, &mut st)
+    };
+    let mut t = match made {
+        Ok(t) => t,
+        Err(e) => {
+            assert_eq!(
+                flat0,
+                bits(flat),
+                "StreamingTrainer refused ({e:?}) but wrote"
+            );
+            assert_eq!(st0, bits(&st), "StreamingTrainer refused ({e:?}) but wrote");
+            return;
+        }
+    };
+    assert!(
+        ocfg.validate().is_ok() && options.validate(ar).is_ok(),
+        "StreamingTrainer accepted {ocfg:?} {options:?}"
+    );
+    let t_start = if resume { t0 } else { 0 };
+    assert_eq!(t.steps(), t_start, "starting step count");
+    if track {
+        let Ok(dl) = DeadLatents::new(&mut since, &mut flags, window) else {
+            return;
+        };
+        t = match t.with_dead_latents(dl) {
+            Ok(t) => t,
+            Err(e) => {
+                // A tracker of h latents with a state sized for tracking must fit.
+                assert!(
+                    n_dead != dims.h || st_len < want,
+                    "dead tracker refused: {e:?}"
+                );
+                return;
+            }
+        };
+    }
+    drop(t);
+    // The optimizer state as the trainer starts from it (zeroed by `new`).
+    let n_opt = ocfg.state_len(ar.param_len(dims));
+    let opt0 = bits(&st[..n_opt]);
+    let flat1 = bits(flat);
+    let params = ParamsMut::from_flat(ar, dims, flat).expect("accepted before");
+    let model = ModelMut { params, options };
+    let mut t = StreamingTrainer::resume_from(model, cfg, &mut st, t_start)
+        .expect("the same arguments were accepted");
+    if track {
+        let dl = DeadLatents::new(&mut since, &mut flags, window).expect("accepted before");
+        t = t.with_dead_latents(dl).expect("accepted before");
+    }
+    let mut stepped = 0u64;
+    let mut res = Ok(());
+    if by_sample {
+        for row in x.chunks(sample_len.max(1)).take(2 * MAX_BLOCK_ROWS) {
+            match t.push(row) {
+                Ok(Some(_)) => stepped += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
+        }
+    } else {
+        match t.step_block(x, n) {
+            Ok(_) => stepped = 1,
+            Err(e) => res = Err(e),
+        }
+    }
+    let end = t.steps();
+    drop(t);
+    if stepped == 0 {
+        assert_eq!(
+            flat1,
+            bits(flat),
+            "parameters written without a step ({res:?})"
+        );
+        assert_eq!(
+            opt0,
+            bits(&st[..n_opt]),
+            "state written without a step ({res:?})"
+        );
+    } else {
+        assert!(all_finite(flat), "non-finite parameters after Ok");
+        assert!(
+            all_finite(&st[..n_opt]),
+            "non-finite optimizer state after Ok"
+        );
+    }
+    // Failed steps are not counted.
+    assert_eq!(end, t_start.saturating_add(stepped), "step count ({res:?})");
 }

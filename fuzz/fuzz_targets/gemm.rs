@@ -14,9 +14,15 @@
 //! - β = 0 never reads C: C's view is filled with NaN first, so a read would show;
 //! - the bias-ReLU epilogue never stores a negative value or −0.
 //!
-//! The last input byte picks the kernel: 0 (or none left) the selected one through
+//! A late input byte picks the kernel: 0 (or none left) the selected one through
 //! `gemm`, otherwise one of every kernel this machine can run (scalar, portable, and
 //! AVX2 / AVX-512 where the CPU has them) through `gemm_with`.
+//!
+//! The byte after it may switch to 16-bit weights: `gemm_nt_half` /
+//! `gemm_nt_half_with` (bf16 or f16) with `W` (`n×k`, row-major) = `Bᵀ` rounded to the
+//! format, checked by the same rules against the reference on the widened weights (the
+//! documented contract: `gemm` on the widened weights up to summation order). There an
+//! inner-dimension mismatch is a `W` of length `n·k + 1`.
 #![no_main]
 
 mod common;
@@ -24,8 +30,10 @@ mod common;
 use common::{Input, bits};
 use libfuzzer_sys::fuzz_target;
 use sae_kernels::kernels::gemm::{
-    Epilogue, Kernel, MatMut, MatRef, gemm, gemm_with, naive::gemm_f64, pack_len,
+    Epilogue, Kernel, MatMut, MatRef, gemm, gemm_nt_half, gemm_nt_half_with, gemm_with,
+    naive::gemm_f64, pack_len,
 };
+use sae_kernels::kernels::half::Half;
 
 /// Strides for a `rows×cols` view: packed row- or column-major, padded, or arbitrary
 /// (possibly zero or overlapping).
@@ -141,12 +149,42 @@ fuzz_target!(|data: &[u8]| {
         .into_iter()
         .filter(|k| k.is_available())
         .collect();
+    let half = match inp.u8() % 4 {
+        1 => Some(Half::Bf16),
+        2 => Some(Half::F16),
+        _ => None,
+    };
+    // 16-bit weights: W = Bᵀ rounded (or one element too many for a bad inner
+    // dimension), and its widened values as a k×n view for the reference.
+    let (w16, wf): (Vec<u16>, Vec<f32>) = match half {
+        Some(_) if bad_inner => (vec![0; n * k + 1], Vec::new()),
+        Some(fmt) => {
+            let w16: Vec<u16> = (0..n * k)
+                .map(|q| fmt.from_f32(bv.at(q % k, q / k)))
+                .collect();
+            let wf = w16.iter().map(|&x| fmt.to_f32(x)).collect();
+            (w16, wf)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let bv = match half {
+        Some(_) if !bad_inner => {
+            MatRef::new("w", &wf, k, n, 1, k).expect("the widened weights cover k×n")
+        }
+        _ => bv,
+    };
     let cv = MatMut::new("c", &mut c, m, n, crs, ccs).expect("checked above");
-    let res = if pick == 0 {
-        gemm(alpha, av, bv, beta, cv, epi, &mut pack)
-    } else {
-        let kern = kernels[(pick - 1) % kernels.len()];
-        gemm_with(kern, alpha, av, bv, beta, cv, epi, &mut pack)
+    let res = match (half, pick) {
+        (None, 0) => gemm(alpha, av, bv, beta, cv, epi, &mut pack),
+        (None, _) => {
+            let kern = kernels[(pick - 1) % kernels.len()];
+            gemm_with(kern, alpha, av, bv, beta, cv, epi, &mut pack)
+        }
+        (Some(fmt), 0) => gemm_nt_half(fmt, alpha, av, &w16, n, beta, cv, epi, &mut pack),
+        (Some(fmt), _) => {
+            let kern = kernels[(pick - 1) % kernels.len()];
+            gemm_nt_half_with(kern, fmt, alpha, av, &w16, n, beta, cv, epi, &mut pack)
+        }
     };
     if expect_err {
         assert!(res.is_err(), "bad arguments accepted: {res:?}");

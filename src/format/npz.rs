@@ -164,13 +164,17 @@ impl CsrCodes {
             arg: "indptr",
             allowed: "starts at 0, never decreases, ends at nnz",
         };
-        if self.indptr.first() != Some(&0) || self.indptr.last() != Some(&(self.nnz() as i64)) {
+        // The whole of `indptr` first: non-decreasing from 0 to nnz puts every offset in
+        // `0..=nnz`, so the row slices below are in bounds (checking window by window
+        // while slicing would index with an offset above nnz before a later decrease
+        // is seen).
+        if self.indptr.first() != Some(&0)
+            || self.indptr.last() != Some(&(self.nnz() as i64))
+            || self.indptr.windows(2).any(|w| w[1] < w[0])
+        {
             return Err(bad_ptr);
         }
         for w in self.indptr.windows(2) {
-            if w[1] < w[0] {
-                return Err(bad_ptr);
-            }
             let row = &self.indices[w[0] as usize..w[1] as usize];
             let in_range = row.iter().all(|&j| j >= 0 && (j as usize) < self.cols);
             if !in_range || row.windows(2).any(|p| p[1] <= p[0]) {
