@@ -216,11 +216,69 @@ fn indptr_offset_beyond_nnz_is_an_error() {
         c.write_npz(&path),
         Err(Error::OutOfRange { arg: "indptr", .. })
     ));
-    // The fuzzer's file (its first byte picks the reader).
-    let found = include_bytes!("../fuzz/regressions/formats/npz_indptr_offset_above_nnz");
-    std::fs::write(&path, &found[1..]).unwrap();
+    // The same arrays in a well-formed file reach `validate` through `read_npz`.
+    write_raw_npz(&path, &c.indptr, &c.indices, &c.data, [2, 4]);
     assert!(matches!(
         CsrCodes::read_npz(&path),
         Err(Error::OutOfRange { arg: "indptr", .. })
     ));
+    // The fuzzer's file (its first byte picks the reader; its `indptr.npy` also fails
+    // its CRC-32, which is found first).
+    let found = include_bytes!("../fuzz/regressions/formats/npz_indptr_offset_above_nnz");
+    std::fs::write(&path, &found[1..]).unwrap();
+    assert!(CsrCodes::read_npz(&path).is_err());
+}
+
+/// An uncompressed `.npz` with the four CSR arrays as given, written with the `zip` and
+/// `npyz` crates directly (so that it may break the CSR invariants).
+fn write_raw_npz(path: &PathBuf, indptr: &[i64], indices: &[i32], data: &[f32], shape: [i64; 2]) {
+    use npyz::WriterBuilder;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    macro_rules! put {
+        ($name:expr, $t:ty, $v:expr) => {{
+            zip.start_file($name, opts).unwrap();
+            let v: &[$t] = $v;
+            let mut a = npyz::WriteOptions::<$t>::new()
+                .default_dtype()
+                .shape(&[v.len() as u64])
+                .writer(&mut zip)
+                .begin_nd()
+                .unwrap();
+            a.extend(v.iter().copied()).unwrap();
+            a.finish().unwrap();
+        }};
+    }
+    put!("indptr.npy", i64, indptr);
+    put!("indices.npy", i32, indices);
+    put!("data.npy", f32, data);
+    put!("shape.npy", i64, &shape);
+    zip.finish().unwrap();
+}
+
+/// A file whose array bytes were changed after writing (its entries' CRC-32 no longer
+/// match) is an error, not silently different codes: the zip reader checks an entry's
+/// CRC only at its end, so `read_npz` reads every entry to the end.
+#[test]
+fn corrupted_entry_fails_its_checksum() {
+    let mut c = CsrCodes::new(4).unwrap();
+    c.push_rows(&[0.0, 12345.678, 0.0, 2.0]).unwrap();
+    let path = tmp("codes_crc.npz");
+    c.write_npz(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(CsrCodes::read_npz(&path).is_ok());
+    // Change one code inside `data.npy` (stored uncompressed) to another valid float.
+    let pat = 12345.678f32.to_le_bytes();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == pat)
+        .expect("the code's bytes are in the file");
+    bytes[at..at + 4].copy_from_slice(&54321.0f32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let e = CsrCodes::read_npz(&path).unwrap_err();
+    assert!(
+        matches!(e, Error::File { arg: "path", .. }) && e.to_string().contains("CRC-32"),
+        "{e}"
+    );
 }

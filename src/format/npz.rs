@@ -268,8 +268,9 @@ impl CsrCodes {
     ///
     /// # Errors
     /// [`Error::File`] naming `path` if the file cannot be read, is not a zip archive,
-    /// lacks an entry, has an entry of another dtype or rank, or an entry shorter than
-    /// its header says, or if `format` is present and not `csr`; [`Error::Alloc`] if
+    /// lacks an entry, has an entry of another dtype or rank, an entry shorter than
+    /// its header says or one that fails its CRC-32 check, or if `format` is present
+    /// and not `csr`; [`Error::Alloc`] if
     /// it does not fit in memory; as [`CsrCodes::validate`] for the contents.
     pub fn read_npz(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| io_err("path", &e))?;
@@ -367,7 +368,7 @@ fn read_entry<R: Read + std::io::Seek>(
     if &head[..6] != b"\x93NUMPY" || header > size || header > 1 << 16 {
         return Err(bad("an entry is not a valid .npy"));
     }
-    let npy = NpyFile::new(std::io::Cursor::new(head).chain(entry))
+    let npy = NpyFile::new(std::io::Cursor::new(head).chain(&mut entry))
         .map_err(|_| bad("an entry is not a valid .npy"))?;
     if npy.shape().len() != rank || npy.order() == npyz::Order::Fortran {
         return Err(bad("an entry has the wrong rank or order"));
@@ -395,7 +396,7 @@ fn read_entry<R: Read + std::io::Seek>(
         }
         Ok(out)
     }
-    Ok(match (t.type_char(), width) {
+    let ints = match (t.type_char(), width) {
         (TypeChar::Int, 4) => Ints::I32(collect(npy, n, name)?),
         (TypeChar::Int, 8) => Ints::I64(collect(npy, n, name)?),
         (TypeChar::Float, 4) => Ints::F32(collect(npy, n, name)?),
@@ -407,5 +408,11 @@ fn read_entry<R: Read + std::io::Seek>(
             Ints::Bytes(v.map_err(|_| bad("an entry is truncated or malformed"))?)
         }
         _ => return Err(bad("an entry has an unsupported dtype")),
-    })
+    };
+    // Read the entry to its end: the zip reader checks the entry's CRC-32 only there,
+    // so a corrupted array is an error rather than wrong codes. (Memory stays bounded:
+    // the rest goes to a sink.)
+    std::io::copy(&mut entry, &mut std::io::sink())
+        .map_err(|_| bad("an entry fails its CRC-32 check (the file is corrupted)"))?;
+    Ok(ints)
 }
