@@ -248,8 +248,8 @@ pub(crate) struct Acc<'g> {
     pub fsum: &'g mut [f32],
     /// `d` slots: one feature's encoder-gradient column before it is added (untied).
     pub col: &'g mut [f32],
-    /// `d·TILE` slots: the encoder-gradient columns of `TILE` consecutive features
-    /// (untied), `d×TILE` row-major.
+    /// `TILE·d` slots: the encoder-gradient columns of `TILE` consecutive features
+    /// (untied), `TILE×d` row-major (row `t`: feature `j0 + t`'s column of `dW_enc`).
     pub tile: &'g mut [f32],
 }
 
@@ -544,14 +544,17 @@ pub(crate) fn super_flush(
         end[j] += 1;
     }
     let (end, ent_r, ent_c): (&[u32], &[u32], &[u32]) = (end, ent_r, ent_c);
-    // Call f(j, rows, code bits) for each feature with entries.
-    type Visit<'v> = dyn FnMut(usize, &[u32], &[u32]) + 'v;
+    // The triples are sorted out: their first `nnz` slots keep each entry's code
+    // gradient between the two backward passes of untied weights (below).
+    let dp = &mut coo[..nnz];
+    // Call f(j, first entry, rows, code bits) for each feature with entries.
+    type Visit<'v> = dyn FnMut(usize, usize, &[u32], &[u32]) + 'v;
     let each = |f: &mut Visit<'_>| {
         let mut start = 0usize;
         for (j, &e) in end.iter().enumerate() {
             let e = e as usize;
             if e > start {
-                f(j, &ent_r[start..e], &ent_c[start..e]);
+                f(j, start, &ent_r[start..e], &ent_c[start..e]);
             }
             start = e;
         }
@@ -560,7 +563,7 @@ pub(crate) fn super_flush(
     // selections go to their own rows (`A·W_dec`).
     g.fill(0.0);
     ar.fill(0.0);
-    each(&mut |j, rs, cs| {
+    each(&mut |j, _, rs, cs| {
         let dj = m.dec_row(j);
         for (&r, &c) in rs.iter().zip(cs) {
             let ri = (r & !AUX_FLAG) as usize;
@@ -602,35 +605,37 @@ pub(crate) fn super_flush(
             (&ar[ri * d..(ri + 1) * d], ri, true)
         }
     };
-    let mut tile0 = 0usize;
-    acc.tile[..if acc.dec.is_some() { d * TILE } else { 0 }].fill(0.0);
-    each(&mut |j, rs, cs| {
-        let row = j * d..(j + 1) * d;
-        let mut dbj = 0.0f32;
-        let mut fs = 0.0f32;
-        match acc.dec.as_deref_mut() {
-            None => {
-                let dmj = &mut acc.enc[row];
-                for (&r, &c) in rs.iter().zip(cs) {
-                    let ((gr, ri, is_aux), c) = (resid(r), f32::from_bits(c));
-                    let xr = &x[ri * d..(ri + 1) * d];
-                    let dpre = if is_aux {
-                        dot(gr, m.dec_row(j))
-                    } else {
-                        fs += c;
-                        m.dpre(j, c, gr)
-                    };
-                    axpy2(c, gr, dpre, xr, dmj);
-                    dbj += dpre;
-                }
+    match acc.dec.as_deref_mut() {
+        // Tied: both contributions go to row j of dM in one pass.
+        None => each(&mut |j, _, rs, cs| {
+            let dmj = &mut acc.enc[j * d..(j + 1) * d];
+            let (mut dbj, mut fs) = (0.0f32, 0.0f32);
+            for (&r, &c) in rs.iter().zip(cs) {
+                let ((gr, ri, is_aux), c) = (resid(r), f32::from_bits(c));
+                let xr = &x[ri * d..(ri + 1) * d];
+                let dpre = if is_aux {
+                    dot(gr, m.dec_row(j))
+                } else {
+                    fs += c;
+                    m.dpre(j, c, gr)
+                };
+                axpy2(c, gr, dpre, xr, dmj);
+                dbj += dpre;
             }
-            Some(dw_dec) => {
-                let ddj = &mut dw_dec[row];
-                let col = &mut acc.col[..d];
-                col.fill(0.0);
-                for (&r, &c) in rs.iter().zip(cs) {
-                    let ((gr, ri, is_aux), c) = (resid(r), f32::from_bits(c));
-                    let xr = &x[ri * d..(ri + 1) * d];
+            acc.b_enc[j] += dbj;
+            if let Some(f) = acc.fsum.get_mut(j) {
+                *f += fs;
+            }
+        }),
+        // Untied: two passes over the features, the first reading only rows of `G`
+        // (code gradients, kept per entry, and `dW_dec`), the second only rows of `X`
+        // (`dW_enc`), so that each pass's rows compete less for L2.
+        Some(dw_dec) => {
+            each(&mut |j, e0, rs, cs| {
+                let ddj = &mut dw_dec[j * d..(j + 1) * d];
+                let (mut dbj, mut fs) = (0.0f32, 0.0f32);
+                for (e, (&r, &c)) in rs.iter().zip(cs).enumerate() {
+                    let ((gr, _, is_aux), c) = (resid(r), f32::from_bits(c));
                     let dpre = if is_aux {
                         dot(gr, m.dec_row(j))
                     } else {
@@ -638,31 +643,40 @@ pub(crate) fn super_flush(
                         m.dpre(j, c, gr)
                     };
                     axpy(c, gr, ddj);
-                    axpy(dpre, xr, col);
+                    dp[e0 + e] = dpre.to_bits();
+                    dbj += dpre;
+                }
+                acc.b_enc[j] += dbj;
+                if let Some(f) = acc.fsum.get_mut(j) {
+                    *f += fs;
+                }
+            });
+            // dW_enc[:, j] is strided (d×h): each feature's column is summed into its
+            // row of the tile (TILE×d, in L2), which goes to dW_enc TILE columns at a
+            // time, `TILE·4` contiguous bytes per row of dW_enc.
+            let dp: &[u32] = dp;
+            let tile = &mut acc.tile[..TILE * d];
+            tile.fill(0.0);
+            let mut tile0 = 0usize;
+            each(&mut |j, e0, rs, _| {
+                if j >= tile0 + TILE {
+                    flush_tile(acc.enc, tile, h, tile0);
+                    tile0 = j - j % TILE;
+                }
+                let col = &mut tile[(j - tile0) * d..(j - tile0 + 1) * d];
+                let mut dbj = 0.0f32;
+                for (&r, &bits) in rs.iter().zip(&dp[e0..e0 + rs.len()]) {
+                    let ri = (r & !AUX_FLAG) as usize;
+                    let dpre = f32::from_bits(bits);
+                    axpy(dpre, &x[ri * d..(ri + 1) * d], col);
                     dbj += dpre;
                 }
                 if let Some(b) = m.center {
                     axpy(-dbj, b, col);
                 }
-                // Into the tile of TILE consecutive columns (d×TILE, in L1), which goes
-                // to W_enc one cache line per row when the features move past it.
-                if j >= tile0 + TILE {
-                    flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
-                    tile0 = j - j % TILE;
-                }
-                let t = j - tile0;
-                for (i, &a) in col.iter().enumerate() {
-                    acc.tile[i * TILE + t] = a;
-                }
-            }
+            });
+            flush_tile(acc.enc, tile, h, tile0);
         }
-        acc.b_enc[j] += dbj;
-        if let Some(f) = acc.fsum.get_mut(j) {
-            *f += fs;
-        }
-    });
-    if acc.dec.is_some() {
-        flush_tile(acc.enc, &mut acc.tile[..d * TILE], h, tile0);
     }
     if let Some(c) = cmp {
         c.backward(m, x, rows, ar, acc)?;
@@ -849,19 +863,26 @@ impl AuxGemm<'_> {
 }
 
 /// Columns per tile of the untied encoder gradient in [`super_flush`].
-pub(crate) const TILE: usize = 16;
+///
+/// Measured (session 7, a probe of the backward loop at (n, d, h) = (1024, 384, 3072),
+/// L0 43 and 76, one process, interleaved): moving 16 columns at a time from a `d×16`
+/// tile cost 2.5–3.5 ms per step over writing the same sums to contiguous rows, most
+/// of it in the strided read-modify-write of `dW_enc` (one cache line per row of
+/// `dW_enc` 12 KB apart, every 16 features); 64 columns from a `64×d` tile cost
+/// 0.8–1.5 ms.
+pub(crate) const TILE: usize = 64;
 
-/// `W_enc[i, j0 + t] += tile[i·TILE + t]` for the columns that exist, then zero the
-/// tile (`W_enc` is `d×h`, the tile `d×TILE`).
+/// `W_enc[i, j0 + t] += tile[t·d + i]` for the columns that exist, then zero the tile
+/// (`W_enc` is `d×h`, the tile `TILE×d`: row `t` is column `j0 + t`).
 fn flush_tile(enc: &mut [f32], tile: &mut [f32], h: usize, j0: usize) {
+    let d = tile.len() / TILE;
     let w = TILE.min(h - j0);
-    for (i, t) in tile.chunks_exact_mut(TILE).enumerate() {
-        let row = &mut enc[i * h + j0..i * h + j0 + w];
-        for (r, v) in row.iter_mut().zip(t.iter_mut()) {
-            *r += *v;
-            *v = 0.0;
+    for (i, row) in enc.chunks_exact_mut(h).take(d).enumerate() {
+        for (t, r) in row[j0..j0 + w].iter_mut().enumerate() {
+            *r += tile[t * d + i];
         }
     }
+    tile.fill(0.0);
 }
 
 #[cfg(test)]
