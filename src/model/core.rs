@@ -1298,6 +1298,20 @@ fn loss_and_grad_impl(
         *s_nnz = 0;
         Ok(())
     };
+    let area_len = area.len();
+    let pack_len_have = pack.len();
+    let has_aux = aux.is_some();
+    // Whether a super-block of `r` rows and `z` entries fits the area (and, with AuxK
+    // as GEMMs, the pack buffer and the compacted selections' room).
+    let fits = |r: usize, z| {
+        sparse_path::super_need(r, z, d, h, has_aux && !aux_gemm).is_some_and(|v| v <= area_len)
+            && (!aux_gemm
+                || r <= aux_cap && sparse_path::aux_gemm_pack(r, d, n_dead, tied) <= pack_len_have)
+    };
+    // ReLU blocks after a sparse one count, append and sum their penalty in one pass over
+    // the codes (below), bounded by the crossover and by the room in the area.
+    let fused_ok = arch.activation == Activation::Relu && aux.is_none() && ste.is_none();
+    let mut prev_sparse = true;
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
         let xb = &x[r0 * d..(r0 + rows) * d];
@@ -1313,11 +1327,46 @@ fn loss_and_grad_impl(
             aux_pre_gemm && bound.is_some_and(|b| sparse_path::use_sparse(opts.path, b, rows, h));
         let pre = (!pre_gemm && (aux.is_some() || ste.is_some())).then(|| &mut pre_s[..rows * h]);
         encode_block(&p, xin, rows, cb, sel, pack, pre)?;
+        // Appended at the end of the pending super-block while the triples have room
+        // (a row may append `h` more after the cap); a block too dense for the path or
+        // for the room left falls back to the count below (a flush, or the dense
+        // route), with the penalty sums as they were.
+        if fused_ok
+            && prev_sparse
+            && let Some(cap) = sparse_path::sparse_cap(opts.path, rows, h)
+            && let Some(room) = (area_len / 3).checked_sub(s_nnz + h)
+        {
+            let cap = cap.min(room);
+            let (l1_before, mut l0) = (sums.l1, 0usize);
+            let z = sparse_path::super_append(
+                cb,
+                h,
+                s_rows,
+                s_nnz,
+                cap,
+                area,
+                fired.as_deref_mut(),
+                &mut l0,
+                &mut |c| sums.l1 += f64::from(code_penalty(c, pen)),
+            );
+            match z {
+                Some(z) if fits(s_rows + rows, z) => {
+                    if s_rows == 0 {
+                        s0 = r0;
+                    }
+                    (s_nnz, s_rows) = (z, s_rows + rows);
+                    sums.l0 += l0 as f64;
+                    continue;
+                }
+                _ => sums.l1 = l1_before,
+            }
+        }
         let mut active = match bound {
             Some(b) if sparse_path::use_sparse(opts.path, b, rows, h) => b,
             _ => count_active(cb, h),
         };
         let sparse = sparse_path::use_sparse(opts.path, active, rows, h);
+        prev_sparse = sparse;
         if sparse && let Some(a) = &aux {
             // The AuxK selections join the super-block (entries of their own, or the
             // GEMM route's compacted rows): the dead latents' pre-activations, compacted
@@ -1343,16 +1392,6 @@ fn loss_and_grad_impl(
             // Sparse blocks accumulate into a super-block as long as its entries, the
             // feature counts and its rows' residuals fit in the area: each touched row
             // of the weights and gradients is then loaded once per super-block.
-            let area_len = area.len();
-            let pack_len_have = pack.len();
-            let has_aux = aux.is_some();
-            let fits = |r: usize, z| {
-                sparse_path::super_need(r, z, d, h, has_aux && !aux_gemm)
-                    .is_some_and(|v| v <= area_len)
-                    && (!aux_gemm
-                        || r <= aux_cap
-                            && sparse_path::aux_gemm_pack(r, d, n_dead, tied) <= pack_len_have)
-            };
             if s_rows > 0 && !fits(s_rows + rows, s_nnz + active) {
                 flush(
                     s0,
@@ -1372,16 +1411,27 @@ fn loss_and_grad_impl(
                 if s_rows == 0 {
                     s0 = r0;
                 }
+                // The code statistics in row order as the rows are appended (L0 is an
+                // integer, the same sum in any order); the squared errors at the flush,
+                // also in row order.
                 let mut l0 = 0usize;
-                s_nnz = sparse_path::super_append(
+                let z = sparse_path::super_append(
                     cb,
                     h,
                     s_rows,
                     s_nnz,
+                    active,
                     area,
                     fired.as_deref_mut(),
                     &mut l0,
+                    &mut |c| sums.l1 += f64::from(code_penalty(c, pen)),
                 );
+                // `active` bounds the entries (counted, or TopK's `rows·k`).
+                s_nnz = z.ok_or(crate::Error::Capacity {
+                    arg: "sparse super-block",
+                    capacity: active,
+                    needed: active + 1,
+                })?;
                 let pa = &pre_s[..rows * n_dead];
                 if aux.is_some() && !aux_gemm {
                     s_nnz = sparse_path::super_append_aux(pa, dead_list, s_rows, s_nnz, area);
@@ -1390,12 +1440,6 @@ fn loss_and_grad_impl(
                     dpa_s[s_rows * n_dead..(s_rows + rows) * n_dead].copy_from_slice(pa);
                 }
                 s_rows += rows;
-                // The code statistics now, in row order (L0 counted while appending: an
-                // integer, the same sum in any order); the squared errors at the flush,
-                // also in row order.
-                for c in cb.chunks_exact(h) {
-                    sums.l1 += f64::from(code_penalty(c, pen));
-                }
                 sums.l0 += l0 as f64;
                 continue;
             }

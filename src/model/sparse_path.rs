@@ -460,20 +460,28 @@ pub(crate) fn super_append_aux(
 
 /// Append the active codes of a block (`rows×h`) to a super-block's entry list, as
 /// `(row, feature, code bits)` triples at `work[3·nnz..]`, rows numbered from `row0`,
-/// in row order and ascending features. Returns the new number of entries. The caller
-/// has checked [`super_need`] against `work.len()`. With `fired` (`h` entries), sets
-/// `fired[j]` for every code `> 0` appended; adds the number of codes `> 0` (the
-/// block's L0 sum; NaN codes are appended but not counted) to `l0`.
+/// in row order and ascending features, calling `row_done(row)` after each row (while
+/// it is still in L1). Returns the new number of entries, or `None` as soon as more
+/// than `cap` entries have been appended after a row (what was written beyond `nnz` is
+/// then scratch). `work` holds at least `3·(nnz + min(cap, block's active codes) + h)`
+/// slots. With `fired` (`h` entries), sets `fired[j]` for every code `> 0` appended
+/// (codes that did fire, also on `None`); adds the number of codes `> 0` (the block's
+/// L0 sum; NaN codes are appended but not counted) to `l0`.
+///
+/// With a `cap` from [`sparse_cap`], this is also the count that decides the path, in
+/// the same pass over the codes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn super_append(
     codes: &[f32],
     h: usize,
     row0: usize,
     nnz: usize,
+    cap: usize,
     work: &mut [f32],
     mut fired: Option<&mut [bool]>,
     l0: &mut usize,
-) -> usize {
+    row_done: &mut dyn FnMut(&[f32]),
+) -> Option<usize> {
     let work: &mut [u32] = bytemuck::cast_slice_mut(work);
     let mut e = 3 * nnz;
     for (r, row) in codes.chunks_exact(h).enumerate() {
@@ -489,8 +497,24 @@ pub(crate) fn super_append(
                 f[j] |= on;
             }
         });
+        row_done(row);
+        if e / 3 - nnz > cap {
+            return None;
+        }
     }
-    e / 3
+    Some(e / 3)
+}
+
+/// The largest number of active codes for which a block of `rows×h` codes takes the
+/// sparse path ([`use_sparse`] holds exactly up to it; `None` for [`Path::Dense`]).
+#[must_use]
+pub(crate) fn sparse_cap(path: Path, rows: usize, h: usize) -> Option<usize> {
+    match path {
+        Path::Dense => None,
+        Path::Sparse => Some(usize::MAX),
+        // `a as f64 ≤ x` ⇔ `a ≤ ⌊x⌋` for integers `a` (exact below 2⁵³).
+        Path::Auto => Some((f64::from(SPARSE_CROSSOVER) * (rows * h) as f64).floor() as usize),
+    }
 }
 
 /// Finish a super-block of `rows` rows (inputs `x`, `rows×d`) whose `nnz` entries
