@@ -1252,6 +1252,11 @@ fn loss_and_grad_impl(
     };
     // The pending sparse super-block: first row, rows, active codes.
     let (mut s0, mut s_rows, mut s_nnz) = (0usize, 0usize, 0usize);
+    // A super-block holding the whole batch knows each feature's code sum when it
+    // reaches the feature: it adds the decoder-norm penalty's gradient to the untied
+    // decoder rows then (they are in L1), instead of the pass over dW_dec at the end.
+    let norm_in_flush =
+        |s0: usize, s_rows: usize| weighted && !tied && !aux_gemm && s0 == 0 && s_rows == n;
     let flush = |s0: usize,
                  s_rows: &mut usize,
                  s_nnz: &mut usize,
@@ -1292,6 +1297,7 @@ fn loss_and_grad_impl(
             &mut sums.sq_err,
             ax,
             cmp.as_mut(),
+            norm_in_flush(s0, *s_rows),
             acc,
         )?;
         *s_rows = 0;
@@ -1638,6 +1644,7 @@ fn loss_and_grad_impl(
             split::col_sums(cb, acc.fsum, false, split_parts);
         }
     }
+    let norm_done = norm_in_flush(s0, s_rows);
     flush(
         s0,
         &mut s_rows,
@@ -1665,7 +1672,9 @@ fn loss_and_grad_impl(
             )?;
         }
     }
-    if let Some(w) = wv {
+    if let Some(w) = wv
+        && !norm_done
+    {
         // d(α/n Σ f_i ‖W_dec,i‖)/dW_dec,i = (α/n)·(Σ_rows f_i)·W_dec,i/‖W_dec,i‖
         let gd: &mut [f32] = match acc.dec.as_deref_mut() {
             Some(g) => g,

@@ -521,7 +521,10 @@ pub(crate) fn sparse_cap(path: Path, rows: usize, h: usize) -> Option<usize> {
 /// [`super_append`] (and [`super_append_aux`]) wrote to `work`: group them by feature
 /// (counting sort), decode, add each row's `‖x − x̂‖²` to `sq_sum` in row order, form
 /// `G = scale·(x̂ − x)`, and accumulate every gradient feature by feature. With
-/// `aux = Some((gscale, aux_sum))` the AuxK selections' residual
+/// `norm_grad` (untied weights with the decoder-norm penalty, a super-block holding the
+/// whole batch, no AuxK GEMMs): each feature's code sum is complete when the feature is
+/// reached, so its penalty gradient `(α/n)·(Σ_rows c_j)·W_dec,j/‖W_dec,j‖` goes to its
+/// row of `dW_dec` here. With `aux = Some((gscale, aux_sum))` the AuxK selections' residual
 /// `R = A·W_dec − (x − x̂)` adds `‖R‖²` to `aux_sum`, and `gscale·R` plays the part of
 /// `G` for those entries (no mask, no penalty: `dpre = gscale·R·W_dec[j]`).
 #[allow(clippy::too_many_arguments)]
@@ -535,6 +538,7 @@ pub(crate) fn super_flush(
     sq_sum: &mut f64,
     aux: Option<(f32, &mut f64)>,
     mut cmp: Option<&mut AuxGemm<'_>>,
+    norm_grad: bool,
     acc: &mut Acc<'_>,
 ) -> Result<()> {
     let (d, h) = (m.d, m.h);
@@ -673,6 +677,12 @@ pub(crate) fn super_flush(
                 acc.b_enc[j] += dbj;
                 if let Some(f) = acc.fsum.get_mut(j) {
                     *f += fs;
+                    if norm_grad && let Some(w) = m.w {
+                        let (fj, wj) = (*f, w[j]);
+                        if wj > 0.0 && fj != 0.0 {
+                            vector::axpy(m.add * fj / wj, m.dec_row(j), ddj);
+                        }
+                    }
                 }
             });
             // dW_enc[:, j] is strided (d×h): each feature's column is summed into its
