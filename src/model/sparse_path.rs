@@ -20,9 +20,12 @@
 //!
 //! For tied weights `W_dec = M` and `W_enc = Mᵀ`, so both weight contributions go to
 //! row `j` of `dM` in one fused pass (`dM[j] += c·g_r + dpre·x_r`). For untied
-//! weights the encoder column `j` is strided in `W_enc` (`d×h`): a feature's
-//! contributions are summed into a contiguous `d`-vector first and added to the column
-//! once per super-block.
+//! weights the backward runs as two passes over the features: the first reads rows of
+//! `G` only (each entry's `dpre`, kept for the second, `dW_dec`, `db_enc`), the second
+//! rows of `X` only (`dW_enc`), so each pass's `1.5 MiB`-scale row set competes with
+//! less for L2. The encoder column `j` is strided in `dW_enc` (`d×h`): a feature's
+//! contributions are summed into a contiguous `d`-vector (a row of a [`TILE`]`×d`
+//! tile) and moved to `dW_enc` [`TILE`] columns at a time.
 //!
 //! ## Memory and order
 //! In the backward pass, consecutive sparse row blocks form a *super-block*: after each
@@ -90,6 +93,15 @@
 //!   super-block capped at 256 or 512 rows on this feature-order route alone (49.6 /
 //!   52.1 against 40.0 ms). The hardware prefetchers follow the 1.5 KB rows already,
 //!   and a smaller super-block loads each feature's rows more often.
+//! - Kept (session 7, same synthetic step, old and new builds alternated, `rdtsc`
+//!   probes around the loops): the untied backward's two passes with the `64×d` tile
+//!   (backward loop 11.8–14.3 → 9.5–11.1 ms at L0 43; gradients bit-identical). In a
+//!   stand-alone probe of the loop the two passes alone took 0.83–0.87 of the fused
+//!   one, and the old `d×16` tile's moves cost 2.5–3.5 ms over contiguous sums,
+//!   mostly its strided read-modify-write of `dW_enc` (a line per row of `dW_enc`,
+//!   rows 12 KB apart, every 16 features); prefetching the next tile's lines of
+//!   `dW_enc` did not help, non-temporal prefetch of the streamed `W_dec` rows
+//!   neither (decode 2.01 against 1.99 ms).
 
 use super::activation::{Keep, ukey};
 use crate::error::Result;
