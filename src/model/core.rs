@@ -1237,11 +1237,14 @@ fn loss_and_grad_impl(
     let split_parts = split::parts();
     // Whether the gradients hold values yet (else the next contribution overwrites them).
     let mut started = false;
-    let start = |acc: &mut Acc<'_>, started: &mut bool| {
+    // `weights: false` leaves the weight gradients to a super-block that writes them.
+    let start = |acc: &mut Acc<'_>, started: &mut bool, weights: bool| {
         if !*started {
-            acc.enc.fill(0.0);
-            if let Some(g) = acc.dec.as_deref_mut() {
-                g.fill(0.0);
+            if weights {
+                acc.enc.fill(0.0);
+                if let Some(g) = acc.dec.as_deref_mut() {
+                    g.fill(0.0);
+                }
             }
             acc.b_enc.fill(0.0);
             if let Some(g) = acc.b_dec.as_deref_mut() {
@@ -1284,7 +1287,10 @@ fn loss_and_grad_impl(
             buf,
             pack,
         });
-        start(acc, started);
+        // An untied super-block holding the whole batch writes every row of the weight
+        // gradients (no zero fill first).
+        let assign = !tied && !*started && s0 == 0 && *s_rows == n;
+        start(acc, started, !assign);
         let xs = &x[s0 * d..(s0 + *s_rows) * d];
         let ax = aux.map(|a| (a.gscale, aux_sum));
         sparse_path::super_flush(
@@ -1298,6 +1304,7 @@ fn loss_and_grad_impl(
             ax,
             cmp.as_mut(),
             norm_in_flush(s0, *s_rows),
+            assign,
             acc,
         )?;
         *s_rows = 0;
@@ -1487,7 +1494,7 @@ fn loss_and_grad_impl(
         }
         if sparse && aux.is_none() {
             // A block too dense for the area: one row at a time.
-            start(&mut acc, &mut started);
+            start(&mut acc, &mut started, true);
             for (r, ((c, g), xr)) in cb
                 .chunks_exact(h)
                 .zip(gb.chunks_exact_mut(d))

@@ -536,7 +536,10 @@ pub(crate) fn sparse_cap(path: Path, rows: usize, h: usize) -> Option<usize> {
 /// `norm_grad` (untied weights with the decoder-norm penalty, a super-block holding the
 /// whole batch, no AuxK GEMMs): each feature's code sum is complete when the feature is
 /// reached, so its penalty gradient `(α/n)·(Σ_rows c_j)·W_dec,j/‖W_dec,j‖` goes to its
-/// row of `dW_dec` here. With `aux = Some((gscale, aux_sum))` the AuxK selections' residual
+/// row of `dW_dec` here. `assign` (untied weights; the super-block holds the whole
+/// batch and nothing was added yet): `dW_dec` and `dW_enc` hold no values yet, so every
+/// row and column is written (zero for features without entries) instead of added to.
+/// With `aux = Some((gscale, aux_sum))` the AuxK selections' residual
 /// `R = A·W_dec − (x − x̂)` adds `‖R‖²` to `aux_sum`, and `gscale·R` plays the part of
 /// `G` for those entries (no mask, no penalty: `dpre = gscale·R·W_dec[j]`).
 #[allow(clippy::too_many_arguments)]
@@ -551,6 +554,7 @@ pub(crate) fn super_flush(
     aux: Option<(f32, &mut f64)>,
     mut cmp: Option<&mut AuxGemm<'_>>,
     norm_grad: bool,
+    assign: bool,
     acc: &mut Acc<'_>,
 ) -> Result<()> {
     let (d, h) = (m.d, m.h);
@@ -671,7 +675,13 @@ pub(crate) fn super_flush(
         // (code gradients, kept per entry, and `dW_dec`), the second only rows of `X`
         // (`dW_enc`), so that each pass's rows compete less for L2.
         Some(dw_dec) => {
+            // With `assign`, rows below `next` are written.
+            let mut next = 0usize;
             each(&mut |j, e0, rs, cs| {
+                if assign {
+                    dw_dec[next * d..(j + 1) * d].fill(0.0);
+                    next = j + 1;
+                }
                 let ddj = &mut dw_dec[j * d..(j + 1) * d];
                 let (mut dbj, mut fs) = (0.0f32, 0.0f32);
                 for (e, (&r, &c)) in rs.iter().zip(cs).enumerate() {
@@ -697,6 +707,9 @@ pub(crate) fn super_flush(
                     }
                 }
             });
+            if assign {
+                dw_dec[next * d..].fill(0.0);
+            }
             // dW_enc[:, j] is strided (d×h): each feature's column is summed into its
             // row of the tile (TILE×d, in L2), which goes to dW_enc TILE columns at a
             // time, `TILE·4` contiguous bytes per row of dW_enc.
@@ -706,8 +719,12 @@ pub(crate) fn super_flush(
             let mut tile0 = 0usize;
             each(&mut |j, e0, rs, _| {
                 if j >= tile0 + TILE {
-                    flush_tile(acc.enc, tile, h, tile0);
-                    tile0 = j - j % TILE;
+                    flush_tile(acc.enc, tile, h, tile0, assign);
+                    let to = j - j % TILE;
+                    if assign {
+                        zero_cols(acc.enc, h, d, tile0 + TILE, to);
+                    }
+                    tile0 = to;
                 }
                 let col = &mut tile[(j - tile0) * d..(j - tile0 + 1) * d];
                 let mut dbj = 0.0f32;
@@ -721,7 +738,10 @@ pub(crate) fn super_flush(
                     axpy(-dbj, b, col);
                 }
             });
-            flush_tile(acc.enc, tile, h, tile0);
+            flush_tile(acc.enc, tile, h, tile0, assign);
+            if assign {
+                zero_cols(acc.enc, h, d, (tile0 + TILE).min(h), h);
+            }
         }
     }
     if let Some(c) = cmp {
@@ -918,17 +938,29 @@ impl AuxGemm<'_> {
 /// 0.8–1.5 ms.
 pub(crate) const TILE: usize = 64;
 
-/// `W_enc[i, j0 + t] += tile[t·d + i]` for the columns that exist, then zero the tile
-/// (`W_enc` is `d×h`, the tile `TILE×d`: row `t` is column `j0 + t`).
-fn flush_tile(enc: &mut [f32], tile: &mut [f32], h: usize, j0: usize) {
+/// `W_enc[i, j0 + t] += tile[t·d + i]` (`=` with `assign`) for the columns that
+/// exist, then zero the tile (`W_enc` is `d×h`, the tile `TILE×d`: row `t` is column
+/// `j0 + t`).
+fn flush_tile(enc: &mut [f32], tile: &mut [f32], h: usize, j0: usize, assign: bool) {
     let d = tile.len() / TILE;
     let w = TILE.min(h - j0);
     for (i, row) in enc.chunks_exact_mut(h).take(d).enumerate() {
         for (t, r) in row[j0..j0 + w].iter_mut().enumerate() {
-            *r += tile[t * d + i];
+            // `0 + v` as on a zeroed gradient (`-0.0` becomes `0.0`).
+            let v = tile[t * d + i];
+            *r = if assign { 0.0 } else { *r } + v;
         }
     }
     tile.fill(0.0);
+}
+
+/// `W_enc[:, a..b] = 0` (`W_enc` is `d×h`; nothing for `a ≥ b`).
+fn zero_cols(enc: &mut [f32], h: usize, d: usize, a: usize, b: usize) {
+    if a < b {
+        for row in enc.chunks_exact_mut(h).take(d) {
+            row[a..b].fill(0.0);
+        }
+    }
 }
 
 #[cfg(test)]
