@@ -102,6 +102,11 @@
 //!   rows 12 KB apart, every 16 features); prefetching the next tile's lines of
 //!   `dW_enc` did not help, non-temporal prefetch of the streamed `W_dec` rows
 //!   neither (decode 2.01 against 1.99 ms).
+//! - Not kept (session 7): one kernel call per feature instead of one per entry (row
+//!   gathers `dot` / `axpy` over a feature's rows inside one `#[target_feature]`
+//!   function, bit-identical). On a real checkpoint (step 400, L0 110), old and new
+//!   builds alternated, `loss_and_grad` best of 15: 48.2–50.6 ms against 46.9–53.7
+//!   ms, no difference: the row fetches, not the calls, set the per-entry cost.
 
 use super::activation::{Keep, ukey};
 use crate::error::Result;
