@@ -529,8 +529,9 @@ pub(crate) fn sparse_cap(path: Path, rows: usize, h: usize) -> Option<usize> {
     match path {
         Path::Dense => None,
         Path::Sparse => Some(usize::MAX),
-        // `a as f64 ≤ x` ⇔ `a ≤ ⌊x⌋` for integers `a` (exact below 2⁵³).
-        Path::Auto => Some((f64::from(SPARSE_CROSSOVER) * (rows * h) as f64).floor() as usize),
+        // `a as f64 ≤ x` ⇔ `a ≤ ⌊x⌋` for integers `a` (exact below 2⁵³); `as usize`
+        // rounds the non-negative `x` down (no `f64::floor` without `std`).
+        Path::Auto => Some((f64::from(SPARSE_CROSSOVER) * (rows * h) as f64) as usize),
     }
 }
 
