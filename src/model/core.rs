@@ -1255,11 +1255,13 @@ fn loss_and_grad_impl(
     };
     // The pending sparse super-block: first row, rows, active codes.
     let (mut s0, mut s_rows, mut s_nnz) = (0usize, 0usize, 0usize);
-    // A super-block holding the whole batch knows each feature's code sum when it
-    // reaches the feature: it adds the decoder-norm penalty's gradient to the untied
-    // decoder rows then (they are in L1), instead of the pass over dW_dec at the end.
-    let norm_in_flush =
-        |s0: usize, s_rows: usize| weighted && !tied && !aux_gemm && s0 == 0 && s_rows == n;
+    // An untied super-block holding the whole batch (nothing added before it) writes
+    // every row of the weight gradients (no zero fill first), and knows each feature's
+    // code sum when it reaches the feature: it adds the decoder-norm penalty's gradient
+    // to the decoder rows then (they are in L1), instead of the pass over dW_dec at the
+    // end (not with AuxK GEMMs, which add to dW_dec after it).
+    let whole = |s0: usize, s_rows: usize| !tied && s0 == 0 && s_rows == n;
+    let norm_in_flush = |s0: usize, s_rows: usize| weighted && !aux_gemm && whole(s0, s_rows);
     let flush = |s0: usize,
                  s_rows: &mut usize,
                  s_nnz: &mut usize,
@@ -1287,9 +1289,7 @@ fn loss_and_grad_impl(
             buf,
             pack,
         });
-        // An untied super-block holding the whole batch writes every row of the weight
-        // gradients (no zero fill first).
-        let assign = !tied && !*started && s0 == 0 && *s_rows == n;
+        let assign = whole(s0, *s_rows);
         start(acc, started, !assign);
         let xs = &x[s0 * d..(s0 + *s_rows) * d];
         let ax = aux.map(|a| (a.gscale, aux_sum));
@@ -1695,9 +1695,7 @@ fn loss_and_grad_impl(
                 .zip(&fsum[i0..])
                 .zip(&w[i0..])
             {
-                if wi > 0.0 && fs != 0.0 {
-                    vector::axpy(add * fs / wi, row, grow);
-                }
+                sparse_path::add_norm_grad(add, fs, wi, row, grow);
             }
         };
         split::rows_mut_at(gd, d, p.decoder(), d, split_parts, &f);

@@ -706,10 +706,7 @@ pub(crate) fn super_flush(
                 if let Some(f) = acc.fsum.get_mut(j) {
                     *f += fs;
                     if norm_grad && let Some(w) = m.w {
-                        let (fj, wj) = (*f, w[j]);
-                        if wj > 0.0 && fj != 0.0 {
-                            vector::axpy(m.add * fj / wj, m.dec_row(j), ddj);
-                        }
+                        add_norm_grad(m.add, *f, w[j], m.dec_row(j), ddj);
                     }
                 }
             });
@@ -733,14 +730,14 @@ pub(crate) fn super_flush(
                     tile0 = to;
                 }
                 let col = &mut tile[(j - tile0) * d..(j - tile0 + 1) * d];
-                let mut dbj = 0.0f32;
-                for (&r, &bits) in rs.iter().zip(&dp[e0..e0 + rs.len()]) {
+                let dpj = &dp[e0..e0 + rs.len()];
+                for (&r, &bits) in rs.iter().zip(dpj) {
                     let ri = (r & !AUX_FLAG) as usize;
-                    let dpre = f32::from_bits(bits);
-                    axpy(dpre, &x[ri * d..(ri + 1) * d], col);
-                    dbj += dpre;
+                    axpy(f32::from_bits(bits), &x[ri * d..(ri + 1) * d], col);
                 }
                 if let Some(b) = m.center {
+                    // The feature's `db_enc` term again, summed in pass 1's order.
+                    let dbj = dpj.iter().fold(0.0f32, |s, &v| s + f32::from_bits(v));
                     axpy(-dbj, b, col);
                 }
             });
@@ -931,6 +928,15 @@ impl AuxGemm<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// The decoder-norm penalty's gradient for one feature, added to its decoder-gradient
+/// row: `grad += (add·fsum / w)·dec_row`, with `w = ‖W_dec,j‖` and `fsum = Σ_rows c_j`
+/// (nothing for `w = 0` or `fsum = 0`).
+pub(crate) fn add_norm_grad(add: f32, fsum: f32, w: f32, dec_row: &[f32], grad: &mut [f32]) {
+    if w > 0.0 && fsum != 0.0 {
+        vector::axpy(add * fsum / w, dec_row, grad);
     }
 }
 
