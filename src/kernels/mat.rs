@@ -97,6 +97,41 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Columns `start..start + len` as a view of the same strides (no copy).
+    ///
+    /// # Errors
+    /// [`Error::OutOfRange`] naming `cols` unless `start + len ≤ self.cols()`.
+    ///
+    /// ```
+    /// # use sae_kernels::kernels::gemm::MatRef;
+    /// let m = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2×3, row-major
+    /// let v = MatRef::row_major("m", &m, 2, 3)?.col_range(1, 2)?;
+    /// assert_eq!((v.rows(), v.cols(), v.at(1, 0)), (2, 2, 5.0));
+    /// # Ok::<(), sae_kernels::Error>(())
+    /// ```
+    pub fn col_range(self, start: usize, len: usize) -> Result<Self> {
+        if start.checked_add(len).is_none_or(|end| end > self.cols) {
+            return Err(Error::OutOfRange {
+                arg: "cols",
+                allowed: "start + len must be at most the view's columns",
+            });
+        }
+        // The view's extent is within `data` (checked when it was made), so every
+        // element of the narrower view is too; an empty view keeps no data.
+        let data = if len == 0 || self.rows == 0 {
+            &self.data[..0]
+        } else {
+            &self.data[start * self.cs..]
+        };
+        Ok(Self {
+            data,
+            rows: self.rows,
+            cols: len,
+            rs: self.rs,
+            cs: self.cs,
+        })
+    }
+
     /// Number of rows.
     #[must_use]
     pub fn rows(&self) -> usize {

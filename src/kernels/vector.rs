@@ -107,33 +107,56 @@ pub fn sum_sq_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Σ |xᵢ|.
 #[must_use]
 pub fn l1(x: &[f32]) -> f32 {
-    let mut acc = f32x8::ZERO;
-    let chunks = x.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        acc += load(c).abs();
-    }
-    let mut s = hsum8(acc);
-    for &t in tail {
+    let whole = x.len() - x.len() % LANES;
+    let mut lanes = [0.0f32; LANES];
+    l1_lanes(&mut lanes, &x[..whole]);
+    let mut s = lanes_sum(lanes);
+    for &t in &x[whole..] {
         s += t.abs();
     }
     s
+}
+
+/// [`l1`]'s 8 running lane sums, carried over consecutive pieces of one vector:
+/// `lanes[l] += |x[8i + l]|` for the whole chunks of 8 of `x` (a piece whose length is
+/// a multiple of 8; a shorter remainder is ignored). [`l1`] of a vector equals
+/// [`lanes_sum`] of the lanes over its pieces in order, plus its tail added after.
+#[inline(always)]
+pub(crate) fn l1_lanes(lanes: &mut [f32; LANES], x: &[f32]) {
+    let mut acc = f32x8::new(*lanes);
+    for c in x.chunks_exact(LANES) {
+        acc += load(c).abs();
+    }
+    *lanes = acc.to_array();
+}
+
+/// [`dot`]'s 8 running lane sums over consecutive pieces (whole chunks of 8, as
+/// [`l1_lanes`]): `lanes[l] = a[8i + l]·b[8i + l] + lanes[l]`, fused as [`dot`] fuses it.
+#[inline(always)]
+pub(crate) fn dot_lanes(lanes: &mut [f32; LANES], a: &[f32], b: &[f32]) {
+    let mut acc = f32x8::new(*lanes);
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        acc = load(x).mul_add(load(y), acc);
+    }
+    *lanes = acc.to_array();
+}
+
+/// The lane sums of [`l1_lanes`] / [`dot_lanes`] combined as [`l1`] and [`dot`]
+/// combine them.
+#[inline(always)]
+pub(crate) fn lanes_sum(lanes: [f32; LANES]) -> f32 {
+    hsum8(f32x8::new(lanes))
 }
 
 /// Σ aᵢ bᵢ over the common length.
 #[must_use]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = f32x8::ZERO;
-    let ca = a.chunks_exact(LANES);
-    let cb = b.chunks_exact(LANES);
-    let (ta, tb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        acc = load(x).mul_add(load(y), acc);
-    }
-    let mut s = hsum8(acc);
-    for (x, y) in ta.iter().zip(tb) {
+    let whole = n - n % LANES;
+    let mut lanes = [0.0f32; LANES];
+    dot_lanes(&mut lanes, &a[..whole], &b[..whole]);
+    let mut s = lanes_sum(lanes);
+    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
         s += x * y;
     }
     s

@@ -423,6 +423,47 @@ pub const fn grad_scratch_len(arch: Arch, dims: Dims, block_rows: usize) -> usiz
     StackReq::all_of(&grad_plan(arch, dims, block_rows)).len()
 }
 
+/// Scratch `f32` that [`loss_and_grad`] can use beyond
+/// [`grad_scratch_len`]`(arch, dims, MAX_BLOCK_ROWS)`: enough for a sparse super-block to
+/// hold a whole batch of `n` rows at the crossover density ([`Path`]'s
+/// [`SPARSE_CROSSOVER`](super::SPARSE_CROSSOVER)`·h`
+/// active codes per row; `k` for TopK when fewer), 0 if the plan's own area already
+/// does. Saturating.
+///
+/// [`loss_and_grad`] takes the largest row block that fits its scratch (up to
+/// [`MAX_BLOCK_ROWS`]) and gives every slot beyond that block's plan to the area. The
+/// sparse path gathers a super-block's rows once per feature, so a batch cut into
+/// several super-blocks streams the decoder and the weight gradients once per
+/// super-block: measured at `(n, d, h) = (1024, 384, 3072)`, one thread, `loss_and_grad`
+/// alone (best of 10, both scratch lengths interleaved in one process), at L0 305 it
+/// took 93.7 ms with the plan's area against 74.6 ms with this much more, at L0 243
+/// 75.2 against 69.4, at L0 108 48.4 against 44.1, and at L0 43 (one super-block
+/// either way) the same. At that shape this is `1.4·10⁶` more `f32` (5.6 MB) on top
+/// of `2.5·10⁶`.
+///
+/// ```
+/// use sae_kernels::model::{Arch, Dims, grad_batch_extra_len, grad_scratch_len};
+/// let dims = Dims::new(384, 3072)?;
+/// let base = grad_scratch_len(Arch::standard(), dims, 256);
+/// let extra = grad_batch_extra_len(Arch::standard(), dims, 1024);
+/// assert!(extra > 0 && extra < base);
+/// // Small batches fit the plan's area.
+/// assert_eq!(grad_batch_extra_len(Arch::standard(), dims, 64), 0);
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+#[must_use]
+pub const fn grad_batch_extra_len(arch: Arch, dims: Dims, n: usize) -> usize {
+    let Dims { d, h } = dims;
+    let rows = MAX_BLOCK_ROWS;
+    let cross = (sparse_path::SPARSE_CROSSOVER as f64 * h as f64) as usize;
+    let per_row = match arch.activation {
+        Activation::TopK { k } if k < cross => k,
+        _ => cross,
+    };
+    let need = sparse_path::super_len(n, n.saturating_mul(per_row), d, h, false);
+    need.saturating_sub(StackReq::mat(rows, h.saturating_add(d)).len())
+}
+
 /// The largest block size whose plan fits in `have` slots.
 pub(crate) fn block_rows_for(have: usize, len: impl Fn(usize) -> usize) -> Result<usize> {
     let need = len(1);
@@ -1102,10 +1143,13 @@ pub(crate) fn loss_and_grad_fired(
 ) -> Result<LossParts> {
     let elems = n.saturating_mul(p.dims().d + p.dims().h);
     split::in_pool(elems, || {
-        loss_and_grad_impl(p, x, n, opts, grads, scratch, fired)
+        loss_and_grad_impl(p, x, n, opts, grads, scratch, fired, true)
     })
 }
 
+/// `cols_route: false` keeps the row blocks where the column-block route
+/// ([`encode_cols`]) would run (for tests: both give the same bits).
+#[allow(clippy::too_many_arguments)]
 fn loss_and_grad_impl(
     p: Params<'_>,
     x: &[f32],
@@ -1114,6 +1158,7 @@ fn loss_and_grad_impl(
     grads: ParamsMut<'_>,
     scratch: &mut [f32],
     mut fired: Option<&mut [bool]>,
+    cols_route: bool,
 ) -> Result<LossParts> {
     let (arch, dims) = (p.arch(), p.dims());
     let Dims { d, h } = dims;
@@ -1123,6 +1168,10 @@ fn loss_and_grad_impl(
         check_len("fired", f.len(), h)?;
     }
     let rb = block_rows_for(scratch.len(), |r| grad_scratch_len(arch, dims, r))?;
+    let plan = grad_plan(arch, dims, rb);
+    // Scratch beyond the plan widens the sparse super-blocks' area
+    // ([`grad_batch_extra_len`]).
+    let surplus = scratch.len().saturating_sub(StackReq::all_of(&plan).len());
     let mut stack = MemStack::new(scratch);
     let [
         codes_r,
@@ -1138,7 +1187,8 @@ fn loss_and_grad_impl(
         ar_r,
         dead_dec_r,
         pack_r,
-    ] = grad_plan(arch, dims, rb);
+    ] = plan;
+    let area_r = area_r.and(StackReq::f32s(surplus));
     let [codes, area, xc, sel, w, fsum, col] =
         stack.split([codes_r, area_r, xc_r, sel_r, w_r, fsum_r, col_r]);
     let idx = stack.u32s(idx_r);
@@ -1325,7 +1375,85 @@ fn loss_and_grad_impl(
     // the codes (below), bounded by the crossover and by the room in the area.
     let fused_ok = arch.activation == Activation::Relu && aux.is_none() && ste.is_none();
     let mut prev_sparse = true;
+    // Rows below `cols_from` went to the super-block by the column-block route (below);
+    // after it once falls back, the rest of the batch takes the row blocks.
+    let (mut cols_from, mut cols_off) = (0usize, false);
+    let dc = centred_width(&p);
     for r0 in (0..n).step_by(rb) {
+        if r0 < cols_from {
+            continue;
+        }
+        // Once a block has gone sparse on the fused route, the following blocks, when
+        // the first one's density predicts that they join the same super-block, are
+        // encoded as one chunk column block by column block ([`encode_cols`]: each
+        // packing of the encoder serves the whole chunk). The chunk is kept only if the
+        // row blocks would have made the same super-block (each block within the
+        // crossover and the room, each appended block fitting), so the entries, and
+        // every result bit, are the same as on the row-block route; else that route
+        // runs from here, encoding the chunk's rows again.
+        if fused_ok
+            && prev_sparse
+            && cols_route
+            && !cols_off
+            && s_rows > 0
+            && s0 + s_rows == r0
+            && let Some((r_cols, nc)) = cols_plan(
+                (rb, n - r0),
+                (s_rows, s_nnz),
+                opts.path,
+                dims,
+                dc,
+                (codes.len(), pack.len()),
+                &fits,
+            )
+        {
+            #[cfg(test)]
+            tests::COL_TRIES.with(|c| c.set(c.get() + 1));
+            let l1_before = sums.l1;
+            let mut l0 = 0usize;
+            let mut sub = [0usize; COL_MAX_BLOCKS];
+            let cap = (area_len / 3).saturating_sub(h);
+            let got = encode_cols(
+                &p,
+                &x[r0 * d..(r0 + r_cols) * d],
+                r_cols,
+                nc,
+                codes,
+                pack,
+                area,
+                (s_rows, s_nnz, cap),
+                fired.as_deref_mut(),
+                pen,
+                &mut l0,
+                (&mut sub, rb),
+                &mut |v| sums.l1 += f64::from(v),
+            )?;
+            // The row-block route's decisions, block by block.
+            let same = got.is_some_and(|z| {
+                let (mut sr, mut sz) = (s_rows, s_nnz);
+                for (i, &count) in sub.iter().enumerate().take(r_cols.div_ceil(rb)) {
+                    let rows_i = rb.min(r_cols - i * rb);
+                    let within = sparse_path::sparse_cap(opts.path, rows_i, h)
+                        .zip((area_len / 3).checked_sub(sz + h))
+                        .is_some_and(|(cap_i, room)| count <= cap_i.min(room));
+                    if !(within && fits(sr + rows_i, sz + count)) {
+                        return false;
+                    }
+                    (sr, sz) = (sr + rows_i, sz + count);
+                }
+                sz == z
+            });
+            if let (true, Some(z)) = (same, got) {
+                #[cfg(test)]
+                tests::COL_CHUNKS.with(|c| c.set(c.get() + 1));
+                (s_rows, s_nnz) = (s_rows + r_cols, z);
+                sums.l0 += l0 as f64;
+                cols_from = r0 + r_cols;
+                continue;
+            }
+            sums.l1 = l1_before;
+            cols_off = true;
+        }
         let rows = rb.min(n - r0);
         let xb = &x[r0 * d..(r0 + rows) * d];
         let cb = &mut codes[..rows * h];
@@ -1754,6 +1882,191 @@ fn mask_and_sums(
     }
 }
 
+/// Column blocks of the encoder for [`encode_cols`]: a multiple of every kernel's tile
+/// width (4, 8, 16, 48), so a block's GEMM uses the same micro-kernels on the same
+/// columns as the whole product and gives the same codes bit for bit.
+const COL_STEP: usize = 48;
+/// The column block [`encode_cols`] aims for (measured at `(1024, 384, 3072)`: 384 to
+/// 512 columns ran the chunk's products fastest, 128 clearly slower).
+const COL_BLOCK: usize = 384;
+/// The most row blocks one column-block chunk covers (its per-block counts are on the
+/// stack).
+const COL_MAX_BLOCKS: usize = 16;
+
+/// The width of the centred input [`encoder_input`] writes per row: `d` with input
+/// centring, else 0.
+fn centred_width(p: &Params<'_>) -> usize {
+    match p.b_dec() {
+        Some(_) if p.arch().centers_input() => p.dims().d,
+        _ => 0,
+    }
+}
+
+/// The chunk of the column-block route after a pending super-block of `s_rows` rows
+/// and `s_nnz` entries, at row blocks of `rb` rows with `left` rows to go: the most
+/// rows (whole blocks, at most [`COL_MAX_BLOCKS`] of them, more than one) whose
+/// entries, predicted from the super-block's density with a quarter to spare, still
+/// fit it (`fits`) and leave each block within the crossover, with the column width
+/// [`col_width`] gives for them in `buf_len` slots and a `pack_have` pack buffer.
+fn cols_plan(
+    (rb, left): (usize, usize),
+    (s_rows, s_nnz): (usize, usize),
+    path: Path,
+    dims: Dims,
+    dc: usize,
+    (buf_len, pack_have): (usize, usize),
+    fits: &dyn Fn(usize, usize) -> bool,
+) -> Option<(usize, usize)> {
+    // The super-block's entries per row and a quarter more, over `rows` rows.
+    let predict = |rows: usize| {
+        s_nnz
+            .saturating_mul(5)
+            .saturating_mul(rows)
+            .div_ceil(4 * s_rows.max(1))
+    };
+    if sparse_path::sparse_cap(path, rb, dims.h).is_none_or(|c| predict(rb) > c) {
+        return None;
+    }
+    let mut rows = left.min(COL_MAX_BLOCKS * rb);
+    while rows > rb {
+        let z = s_nnz.saturating_add(predict(rows));
+        if fits(s_rows + rows, z)
+            && let Some(nc) = col_width(rows, dims, dc, buf_len, pack_have)
+        {
+            return Some((rows, nc));
+        }
+        // Whole blocks only (the last may be short).
+        rows = (rows - 1) / rb * rb;
+    }
+    None
+}
+
+/// The column width [`encode_cols`] can use for a chunk of `rows` rows in a `buf` of
+/// `buf_len` slots and a pack buffer of `pack_have`: the chunk's centred input
+/// (`rows·dc`), 8 penalty lanes per row and `rows×nc` codes fit `buf`, `nc` a multiple
+/// of [`COL_STEP`] of at least two steps, at most [`COL_BLOCK`] (or `h`).
+fn col_width(
+    rows: usize,
+    dims: Dims,
+    dc: usize,
+    buf_len: usize,
+    pack_have: usize,
+) -> Option<usize> {
+    let Dims { d, h } = dims;
+    let per_row = (buf_len / rows.max(1)).checked_sub(dc + 8)?;
+    let nc = (per_row.min(COL_BLOCK) / COL_STEP * COL_STEP).min(h);
+    (nc >= (2 * COL_STEP).min(h) && pack_len(rows, nc, d) <= pack_have).then_some(nc)
+}
+
+/// The encoder of a chunk of `rows` rows (`xb`, `rows×d`) run column block by column
+/// block (`nc` columns, [`col_width`]) instead of row block by row block, appending
+/// each block's active codes to the pending super-block ([`sparse_path::append_cols`],
+/// rows numbered from `row0`, entries from `nnz`, at most `cap` in all). Each product
+/// is `rows×d · d×nc`: one packing of those encoder columns serves every row of the
+/// chunk while they are in L2, and its `rows×nc` codes are read back from L2, where
+/// row blocks of the whole width pack all of `W_enc` again per block and write codes
+/// that leave the cache.
+///
+/// Calls `row_pen` with each row's penalty in row order, as [`code_penalty`] computes
+/// it (the same lane sums carried across the column blocks, the same combination and
+/// tail), adds
+/// the codes `> 0` to `l0` and each row's entries to `sub[r / per]`. `buf` holds the
+/// centred input, the penalty lanes and the codes. `Ok(None)` when more than `cap`
+/// entries came: the chunk is then for the row-block route (what was appended is
+/// scratch; `fired` marks only codes `> 0`, which that route marks again).
+#[allow(clippy::too_many_arguments)]
+fn encode_cols(
+    p: &Params<'_>,
+    xb: &[f32],
+    rows: usize,
+    nc: usize,
+    buf: &mut [f32],
+    pack: &mut [f32],
+    area: &mut [f32],
+    (row0, nnz, cap): (usize, usize, usize),
+    mut fired: Option<&mut [bool]>,
+    pen: Pen<'_>,
+    l0: &mut usize,
+    (sub, per): (&mut [usize], usize),
+    row_pen: &mut dyn FnMut(f32),
+) -> Result<Option<usize>> {
+    let Dims { d, h } = p.dims();
+    let (xc, rest) = buf.split_at_mut(rows * centred_width(p));
+    let (lanes, rest) = rest.split_at_mut(rows * 8);
+    let cblk = &mut rest[..rows * nc];
+    let xin = encoder_input(p, xb, xc);
+    lanes.fill(0.0);
+    let (w, l0_pen) = pen;
+    let whole = h - h % 8;
+    let mut e = nnz;
+    for j0 in (0..h).step_by(nc) {
+        let ncb = nc.min(h - j0);
+        let cb = &mut cblk[..rows * ncb];
+        gemm(
+            1.0,
+            MatRef::row_major("x", xin, rows, d)?,
+            p.encoder().col_range(j0, ncb)?,
+            0.0,
+            MatMut::row_major("codes", cb, rows, ncb)?,
+            Epilogue::BiasRelu(&p.b_enc()[j0..j0 + ncb]),
+            pack,
+        )?;
+        let Some(z) = sparse_path::append_cols(
+            cb,
+            ncb,
+            j0,
+            row0,
+            (e, cap),
+            area,
+            fired.as_deref_mut(),
+            l0,
+            (&mut *sub, per),
+        ) else {
+            return Ok(None);
+        };
+        e = z;
+        // The penalty's lane sums over this block's whole chunks of 8, then (last
+        // block) the combination and the tail, in `code_penalty`'s order.
+        // Every block but the last ends on a multiple of 8 (`nc` is one), so the tail
+        // `whole..h` falls in the last.
+        let last = j0 + ncb == h;
+        let hi = (j0 + ncb).min(whole);
+        let (lanes8, _) = lanes.as_chunks_mut::<8>();
+        for (c, ln) in cb.chunks_exact(ncb).zip(lanes8) {
+            let body = &c[..hi - j0];
+            if l0_pen {
+                ln[0] += body.iter().filter(|&&v| v > 0.0).count() as f32;
+            } else if let Some(w) = w {
+                vector::dot_lanes(ln, body, &w[j0..hi]);
+            } else {
+                vector::l1_lanes(ln, body);
+            }
+            if last {
+                let tail = &c[hi - j0..];
+                row_pen(if l0_pen {
+                    ln[0] + tail.iter().filter(|&&v| v > 0.0).count() as f32
+                } else {
+                    let mut s = vector::lanes_sum(*ln);
+                    match w {
+                        Some(w) => {
+                            for (x, y) in tail.iter().zip(&w[hi..h]) {
+                                s += x * y;
+                            }
+                        }
+                        None => {
+                            for &t in tail {
+                                s += t.abs();
+                            }
+                        }
+                    }
+                    s
+                });
+            }
+        }
+    }
+    Ok(Some(e))
+}
+
 /// `fired[i] |= codes[r, i] > 0` over the rows of a block (`fired.len() == h`).
 fn mark_fired(codes: &[f32], fired: &mut [bool]) {
     for row in codes.chunks_exact(fired.len()) {
@@ -1769,5 +2082,149 @@ fn xin_again<'x>(p: &Params<'_>, xb: &'x [f32], xc: &'x [f32]) -> &'x [f32] {
         &xc[..xb.len()]
     } else {
         xb
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::vec;
+    use std::vec::Vec;
+
+    std::thread_local! {
+        /// Chunks the column-block route tried, and kept, on this thread.
+        pub(super) static COL_TRIES: Cell<usize> = const { Cell::new(0) };
+        pub(super) static COL_CHUNKS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn rand(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// `loss_and_grad` with and without the column-block route: every bit of the loss
+    /// parts, the gradients and the fired latents, for the tied model, the standard
+    /// SAE (input centring, decoder-norm penalty) and an untied model with the plain L1
+    /// penalty, at widths that leave a ragged last column block and a ragged tail of 8,
+    /// with the route counted so that the comparison cannot pass by not running it.
+    /// Also with scratch beyond the plan (a wider super-block area), and with a batch
+    /// dense enough that the route gives up and the row blocks run again.
+    #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri")]
+    fn column_route_gives_the_row_blocks_bits() {
+        // (arch, d, h, n, b_enc, scale of the rows after the first 256-row block,
+        // whether a chunk is kept without / with the extra scratch).
+        let l1 = Arch {
+            penalty: Penalty::L1,
+            ..Arch::standard()
+        };
+        let std = Arch::standard();
+        type Case = (Arch, usize, usize, usize, f32, f32, [bool; 2]);
+        let cases: [Case; 5] = [
+            (Arch::tied(), 40, 1000, 600, -1.2, 1.0, [true; 2]),
+            (std, 24, 517, 600, -0.95, 1.0, [true; 2]),
+            (l1, 16, 403, 700, -0.78, 1.0, [true; 2]),
+            // Dense after the first block: the chunk passes its cap, the route gives
+            // up, and the row blocks run (dense).
+            (std, 24, 517, 600, -0.95, 3.0, [false; 2]),
+            // Sparse, but denser after the first block than it predicts: the row
+            // blocks would cut the batch into two super-blocks in the plan's area, so
+            // the chunk is given up there; the wider area holds it.
+            (std, 24, 517, 1000, -0.95, 1.4, [false, true]),
+        ];
+        for (ci, &(arch, d, h, n, bias, later, kept)) in cases.iter().enumerate() {
+            let dims = Dims::new(d, h).unwrap();
+            let len = arch.param_len(dims);
+            let mut flat = rand(len, 7 + ci as u64, 0.3);
+            ParamsMut::from_flat(arch, dims, &mut flat)
+                .unwrap()
+                .parts()
+                .b_enc
+                .fill(bias);
+            let mut x = rand(n * d, 100 + ci as u64, 1.0);
+            x[MAX_BLOCK_ROWS * d..].iter_mut().for_each(|v| *v *= later);
+            let p = Params::from_flat(arch, dims, &flat).unwrap();
+            let opts = LossOptions::alpha(0.01);
+            let base = grad_scratch_len(arch, dims, MAX_BLOCK_ROWS);
+            for (ei, extra) in [0, grad_batch_extra_len(arch, dims, n)]
+                .into_iter()
+                .enumerate()
+            {
+                let run = |cols: bool| {
+                    let mut g = vec![f32::NAN; len];
+                    let mut s = vec![f32::NAN; base + extra];
+                    let mut fired = vec![false; h];
+                    let before = (COL_TRIES.with(Cell::get), COL_CHUNKS.with(Cell::get));
+                    let gm = ParamsMut::from_flat(arch, dims, &mut g).unwrap();
+                    let l = loss_and_grad_impl(p, &x, n, &opts, gm, &mut s, Some(&mut fired), cols)
+                        .unwrap();
+                    let bits = [l.loss, l.sq_err, l.l1, l.l0, l.aux].map(f32::to_bits);
+                    let g: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
+                    let tries = COL_TRIES.with(Cell::get) - before.0;
+                    (bits, g, fired, tries, COL_CHUNKS.with(Cell::get) - before.1)
+                };
+                let (rows, cols) = (run(false), run(true));
+                let what = std::format!("case {ci}, extra {extra}");
+                assert_eq!((rows.3, rows.4), (0, 0), "{what}");
+                assert!(cols.3 > 0, "{what}: the route was not tried");
+                assert_eq!(cols.4 > 0, kept[ei], "{what}: chunks kept {}", cols.4);
+                assert_eq!(rows.0, cols.0, "{what}: loss parts");
+                assert!(rows.1 == cols.1, "{what}: gradients differ");
+                assert_eq!(rows.2, cols.2, "{what}: fired latents");
+            }
+        }
+    }
+
+    /// Scratch beyond the plan widens the super-block area: the gradients stay those of
+    /// the dense path (to rounding), with and without it.
+    #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri")]
+    fn wider_area_agrees_with_the_dense_path() {
+        let (d, h, n) = (16usize, 300usize, 1000usize);
+        let arch = Arch::standard();
+        let dims = Dims::new(d, h).unwrap();
+        let len = arch.param_len(dims);
+        let mut flat = rand(len, 3, 0.3);
+        ParamsMut::from_flat(arch, dims, &mut flat)
+            .unwrap()
+            .parts()
+            .b_enc
+            .fill(-0.25);
+        let x = rand(n * d, 4, 1.0);
+        let p = Params::from_flat(arch, dims, &flat).unwrap();
+        let base = grad_scratch_len(arch, dims, MAX_BLOCK_ROWS);
+        let extra = grad_batch_extra_len(arch, dims, n);
+        assert!(extra > 0);
+        let run = |path: Path, len_s: usize| {
+            let mut g = vec![0.0f32; len];
+            let mut s = vec![0.0f32; len_s];
+            let opts = LossOptions {
+                path,
+                ..LossOptions::alpha(0.01)
+            };
+            let gm = ParamsMut::from_flat(arch, dims, &mut g).unwrap();
+            let l = loss_and_grad(p, &x, n, &opts, gm, &mut s).unwrap();
+            (l, g)
+        };
+        let (ld, gd) = run(Path::Dense, base);
+        for len_s in [base, base + extra, base + 2 * extra] {
+            let (ls, gs) = run(Path::Sparse, len_s);
+            assert!((ld.loss - ls.loss).abs() <= 1e-5 * ld.loss.abs());
+            let scale = gd.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in gd.iter().zip(&gs) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{a} vs {b} (scratch {len_s})"
+                );
+            }
+        }
     }
 }

@@ -34,9 +34,14 @@
 //! end comes), the entries are grouped by feature with a counting sort and the
 //! formulas above run feature by feature, so each touched row of `W_dec` and of the
 //! gradients is loaded once per super-block however many rows use it. The area is the
-//! scratch the dense path uses for `dPre` and the residuals (`rows·(h + d)`): a
-//! super-block of `R` rows with `z` active codes needs `5z + h + R·d` slots. A single
-//! block too dense for that runs row by row (`decode_row`, `grad_row`). Every
+//! scratch the dense path uses for `dPre` and the residuals (`rows·(h + d)`), plus any
+//! scratch the caller gives beyond the plan (`model::grad_batch_extra_len`: enough for
+//! a whole batch up to the crossover): a super-block of `R` rows with `z` active codes
+//! needs `5z + h + R·d` slots. A single block too dense for that runs row by row
+//! (`decode_row`, `grad_row`). With ReLU, once a block has gone sparse, the next blocks
+//! may be encoded as one chunk column block by column block ([`append_cols`]; the
+//! chunk is kept only where the row blocks would have built the same super-block, so
+//! the entries are the same). Every
 //! row's reconstruction sums its features in ascending order with the same `axpy` on
 //! every route, so `forward` and `loss_and_grad` report the same loss bits.
 //!
@@ -325,16 +330,26 @@ pub(crate) fn grad_row(
 
 /// Slots a super-block of `rows` rows with `nnz` entries (active codes and AuxK
 /// selections) needs in the work area of [`super_append`] and [`super_flush`]:
-/// `5·nnz + h + rows·d` (twice `rows·d` with AuxK, for its residuals), or `None` on
-/// overflow or if a row index would not fit below [`AUX_FLAG`].
+/// [`super_len`], or `None` on overflow or if a row index would not fit below
+/// [`AUX_FLAG`].
 #[must_use]
 pub(crate) fn super_need(rows: usize, nnz: usize, d: usize, h: usize, aux: bool) -> Option<usize> {
     let max = AUX_FLAG as usize;
     if nnz >= max || rows >= max || h > max {
         return None;
     }
-    let resid = rows.checked_mul(d)?.checked_mul(1 + usize::from(aux))?;
-    nnz.checked_mul(5)?.checked_add(h)?.checked_add(resid)
+    Some(super_len(rows, nnz, d, h, aux)).filter(|&v| v != usize::MAX)
+}
+
+/// `5·nnz + h + rows·d` (twice `rows·d` with AuxK, for its residuals): the triples and
+/// the two sorted lists (`5·nnz`), the per-feature ends (`h`) and the residual rows;
+/// saturating.
+#[must_use]
+pub(crate) const fn super_len(rows: usize, nnz: usize, d: usize, h: usize, aux: bool) -> usize {
+    let resid = rows.saturating_mul(d).saturating_mul(1 + aux as usize);
+    nnz.saturating_mul(5)
+        .saturating_add(h)
+        .saturating_add(resid)
 }
 
 /// Marks an entry's row index as an AuxK selection (not an active code).
@@ -516,6 +531,54 @@ pub(crate) fn super_append(
         });
         row_done(row);
         if e / 3 - nnz > cap {
+            return None;
+        }
+    }
+    Some(e / 3)
+}
+
+/// [`super_append`] for a column block: `cblk` holds the codes of columns `j0..j0 + nc`
+/// of `rows` rows (`rows×nc`), numbered from `row0` in the super-block. Appends their
+/// active codes as triples at `work[3·nnz..]`, row by row, features ascending, and adds
+/// each row's count of entries to `sub[r / per]` (`r` the row within the block, so
+/// `sub` counts per group of `per` rows). Returns the new number of entries, or `None`
+/// as soon as more than `cap` (a total, `nnz` included) have been appended after a
+/// row; `work` holds at least `3·(cap + nc)` slots. `fired` and `l0` as for
+/// [`super_append`].
+///
+/// A feature lives in one column block, so appending a batch's column blocks in turn
+/// lists each feature's entries in row order, as [`super_append`] over its row blocks
+/// does: [`super_flush`]'s counting sort then makes the same per-feature lists.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn append_cols(
+    cblk: &[f32],
+    nc: usize,
+    j0: usize,
+    row0: usize,
+    (nnz, cap): (usize, usize),
+    work: &mut [f32],
+    mut fired: Option<&mut [bool]>,
+    l0: &mut usize,
+    (sub, per): (&mut [usize], usize),
+) -> Option<usize> {
+    let work: &mut [u32] = bytemuck::cast_slice_mut(work);
+    let mut e = 3 * nnz;
+    for (r, row) in cblk.chunks_exact(nc.max(1)).enumerate() {
+        let rr = (row0 + r) as u32;
+        let e_row = e;
+        each_active(row, |j| {
+            work[e] = rr;
+            work[e + 1] = (j0 + j) as u32;
+            work[e + 2] = row[j].to_bits();
+            e += 3;
+            let on = row[j] > 0.0;
+            *l0 += usize::from(on);
+            if let Some(f) = fired.as_deref_mut() {
+                f[j0 + j] |= on;
+            }
+        });
+        sub[r / per.max(1)] += (e - e_row) / 3;
+        if e / 3 > cap {
             return None;
         }
     }
