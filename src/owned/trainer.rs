@@ -6,6 +6,7 @@ use crate::format::alloc::{try_with_capacity, try_zeroed_f32};
 use crate::metrics::{Metrics, Summary, eval_scratch_len, evaluate, metrics_state_len};
 use crate::model::{
     Activation, Arch, DEFAULT_BLOCK_ROWS, Dims, LossParts, MAX_BLOCK_ROWS, Penalty, Weights,
+    grad_batch_extra_len,
 };
 use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, OptimConfig, Optimizer};
 use crate::owned::Sae;
@@ -263,6 +264,25 @@ fn trainer_block_rows(len: impl Fn(usize) -> usize) -> usize {
     rows.max(DEFAULT_BLOCK_ROWS)
 }
 
+/// A [`Trainer`]'s workspace: [`train_step_workspace_len`] plus, within
+/// [`TRAINER_WORKSPACE_BUDGET`], [`grad_batch_extra_len`] for its batch size, so that
+/// the sparse path keeps a whole batch in one super-block up to the crossover density
+/// (the area grows only once the row blocks are the largest, which they are within the
+/// budget).
+fn trainer_workspace_len(
+    arch: Arch,
+    options: TrainOptions,
+    dims: Dims,
+    rows: usize,
+    track: bool,
+    batch: usize,
+) -> usize {
+    let base = train_step_workspace_len(arch, options, dims, rows, track);
+    let extra =
+        grad_batch_extra_len(arch, dims, batch).min(TRAINER_WORKSPACE_BUDGET.saturating_sub(base));
+    base.saturating_add(extra)
+}
+
 /// The workspace (`f32`) above which a [`Trainer`] takes smaller row blocks: 64 MiB.
 const TRAINER_WORKSPACE_BUDGET: usize = 16 << 20;
 
@@ -292,7 +312,7 @@ impl Trainer {
             since: try_zeroed(if track { dims.h } else { 0 }, "dead counters")?,
             flags: try_zeroed(if track { 2 * dims.h } else { 0 }, "dead counters")?,
             workspace: try_zeroed(
-                train_step_workspace_len(arch, options, dims, rows, track),
+                trainer_workspace_len(arch, options, dims, rows, track, config.batch),
                 "workspace",
             )?,
             batch_buf: try_zeroed(crate::error::mul("batch", config.batch, dims.d)?, "batch")?,
