@@ -222,6 +222,27 @@ pub fn relu_backward_add(out: &[f32], add: f32, g: &mut [f32]) {
     }
 }
 
+/// [`relu_backward_add`] with a weight per element: gᵢ ← gᵢ + add·wᵢ where
+/// `outᵢ > 0`, else `0` (the product rounded, then the sum: no fused multiply-add).
+/// Branch-free, so it costs the same at any density.
+pub fn relu_backward_add_weighted(out: &[f32], add: f32, w: &[f32], g: &mut [f32]) {
+    let n = out.len().min(g.len()).min(w.len());
+    let (out, w, g) = (&out[..n], &w[..n], &mut g[..n]);
+    let addv = f32x8::splat(add);
+    let mut cg = g.chunks_exact_mut(LANES);
+    let mut co = out.chunks_exact(LANES);
+    let mut cw = w.chunks_exact(LANES);
+    for ((gc, oc), wc) in (&mut cg).zip(&mut co).zip(&mut cw) {
+        let on = load(oc).simd_gt(f32x8::ZERO);
+        let r = on.select(load(gc) + addv * load(wc), f32x8::ZERO);
+        gc.copy_from_slice(&r.to_array());
+    }
+    let tail = cg.into_remainder().iter_mut().zip(co.remainder()).zip(cw.remainder());
+    for ((gv, ov), wv) in tail {
+        *gv = if *ov > 0.0 { *gv + add * wv } else { 0.0 };
+    }
+}
+
 /// y ← s·(y − x) over the common length (in place of `y`).
 pub fn sub_scale_inplace(s: f32, y: &mut [f32], x: &[f32]) {
     let n = x.len().min(y.len());

@@ -1845,9 +1845,7 @@ fn mask_rows(pr: &mut [f32], cr: &[f32], add: f32, wv: Option<&[f32]>) {
         Some(w) => {
             let h = w.len();
             for (prow, crow) in pr.chunks_exact_mut(h).zip(cr.chunks_exact(h)) {
-                for ((gv, &c), &wi) in prow.iter_mut().zip(crow).zip(w) {
-                    *gv = if c > 0.0 { *gv + add * wi } else { 0.0 };
-                }
+                vector::relu_backward_add_weighted(crow, add, w, prow);
             }
         }
     }
