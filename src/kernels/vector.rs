@@ -237,7 +237,11 @@ pub fn relu_backward_add_weighted(out: &[f32], add: f32, w: &[f32], g: &mut [f32
         let r = on.select(load(gc) + addv * load(wc), f32x8::ZERO);
         gc.copy_from_slice(&r.to_array());
     }
-    let tail = cg.into_remainder().iter_mut().zip(co.remainder()).zip(cw.remainder());
+    let tail = cg
+        .into_remainder()
+        .iter_mut()
+        .zip(co.remainder())
+        .zip(cw.remainder());
     for ((gv, ov), wv) in tail {
         *gv = if *ov > 0.0 { *gv + add * wv } else { 0.0 };
     }
@@ -353,6 +357,34 @@ mod tests {
         let mut g = [1.0; 10];
         relu_backward_add(&out, 0.5, &mut g);
         assert_eq!(g, [0.0, 1.5, 0.0, 1.5, 0.0, 1.5, 0.0, 1.5, 0.0, 1.5]);
+    }
+
+    /// The weighted mask against its element-wise definition, bit for bit, over the
+    /// SIMD body and the tail: NaN, ±0 and negative outputs give 0, the weight's
+    /// product is rounded before the sum.
+    #[test]
+    fn weighted_relu_backward_is_the_elementwise_definition() {
+        let out: [f32; 19] = core::array::from_fn(|i| match i % 6 {
+            0 => 0.0,
+            1 => -0.0,
+            2 => f32::NAN,
+            3 => -1.0,
+            _ => 0.25 * i as f32,
+        });
+        let w: [f32; 19] = core::array::from_fn(|i| 0.1 + 0.37 * i as f32);
+        let g0: [f32; 19] = core::array::from_fn(|i| 1.0 / (1.0 + i as f32));
+        let add = 0.013f32;
+        let mut g = g0;
+        relu_backward_add_weighted(&out, add, &w, &mut g);
+        for i in 0..19 {
+            let want = if out[i] > 0.0 {
+                g0[i] + add * w[i]
+            } else {
+                0.0
+            };
+            assert_eq!(g[i].to_bits(), want.to_bits(), "element {i}");
+        }
+        assert!(g.iter().filter(|&&v| v != 0.0).count() >= 6);
     }
 
     #[test]
