@@ -107,6 +107,11 @@ impl<'a> MatRef<'a> {
     /// let m = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2×3, row-major
     /// let v = MatRef::row_major("m", &m, 2, 3)?.col_range(1, 2)?;
     /// assert_eq!((v.rows(), v.cols(), v.at(1, 0)), (2, 2, 5.0));
+    /// // Of the transpose (3×2): its last column, a row of `m`.
+    /// let t = MatRef::row_major("m", &m, 2, 3)?.t().col_range(1, 1)?;
+    /// assert_eq!((t.rows(), t.at(2, 0)), (3, 6.0));
+    /// assert!(MatRef::row_major("m", &m, 2, 3)?.col_range(2, 2).is_err());
+    /// assert!(MatRef::row_major("m", &m, 2, 3)?.col_range(usize::MAX, 2).is_err());
     /// # Ok::<(), sae_kernels::Error>(())
     /// ```
     pub fn col_range(self, start: usize, len: usize) -> Result<Self> {

@@ -2097,15 +2097,9 @@ mod tests {
     }
 
     fn rand(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
+        let mut v = crate::kernels::gemm::test_fill(len, seed);
+        v.iter_mut().for_each(|x| *x *= scale);
+        v
     }
 
     /// `loss_and_grad` with and without the column-block route: every bit of the loss

@@ -189,7 +189,7 @@ mod parallel_tests {
     use std::{vec, vec::Vec};
 
     fn fill(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut v = crate::kernels::gemm::parallel_tests::fill(len, seed);
+        let mut v = crate::kernels::gemm::test_fill(len, seed);
         v.iter_mut().for_each(|x| *x *= scale);
         v
     }

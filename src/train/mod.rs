@@ -39,7 +39,9 @@ pub struct StepHyper {
 /// Workspace `f32` for [`train_step`] on `arch` with `options`, row blocks of
 /// `block_rows`: the gradient buffer ([`Arch::param_len`]) plus
 /// [`TrainOptions::grad_scratch_len`] (`track_dead`: whether a [`DeadLatents`] is
-/// passed). Saturates on overflow.
+/// passed). Saturates on overflow. A longer workspace is used too: beyond the largest
+/// row blocks, it widens the sparse path's super-blocks
+/// ([`crate::model::grad_batch_extra_len`] says how much a whole batch needs).
 #[must_use]
 pub fn train_step_workspace_len(
     arch: Arch,

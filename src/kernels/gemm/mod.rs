@@ -1625,24 +1625,27 @@ fn scale_c(c: &mut MatMut<'_>, beta: f32, epi: Epilogue<'_>) {
     }
 }
 
+/// Deterministic test data in [-1, 1) (xorshift), for the unit tests here and in the
+/// model.
+#[cfg(test)]
+pub(crate) fn test_fill(len: usize, seed: u64) -> std::vec::Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(all(test, feature = "parallel"))]
 pub(crate) mod parallel_tests {
+    use super::test_fill as fill;
     use super::*;
     use core::sync::atomic::Ordering;
     use std::{vec, vec::Vec};
-
-    /// Deterministic test data in [-1, 1) (xorshift), also used by the model's split tests.
-    pub(crate) fn fill(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// One product `C ← relu(α·A·Bᵀ... + β·C + bias)` of the encoder's layout, with the
     /// given kernel, pack length and thread cap (`threads` lanes in a pool of that
