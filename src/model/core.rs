@@ -65,7 +65,7 @@ use super::stack::{MemStack, StackReq};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{Error as E, Result, check_finite, check_len, check_nonzero, mul};
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len, packs};
 use crate::kernels::vector;
 
 /// The block size the `*_scratch_len` functions are usually called with: large
@@ -1391,9 +1391,12 @@ fn loss_and_grad_impl(
         // crossover and the room, each appended block fitting), so the entries, and
         // every result bit, are the same as on the row-block route; else that route
         // runs from here, encoding the chunk's rows again.
+        // (Only where the products pack: that packing is what the chunk shares. On
+        // targets that never pack, e.g. a Cortex-M, the route compiles out.)
         if fused_ok
             && prev_sparse
             && cols_route
+            && packs(rb, h, d)
             && !cols_off
             && s_rows > 0
             && s0 + s_rows == r0
