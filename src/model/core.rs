@@ -799,11 +799,45 @@ type Pen<'a> = (Option<&'a [f32]>, bool);
 /// A code row's penalty: the number of codes `> 0` for L0, `Σ_i c_i·w_i` with
 /// decoder-norm weights, else `‖c‖₁`.
 fn code_penalty(c: &[f32], (w, l0): Pen<'_>) -> f32 {
+    let whole = c.len() - c.len() % 8;
+    let mut lanes = [0.0f32; 8];
+    penalty_lanes(&mut lanes, &c[..whole], w.map(|w| &w[..whole]), l0);
+    penalty_finish(lanes, &c[whole..], w.map(|w| &w[whole..]), l0)
+}
+
+/// [`code_penalty`]'s running state over consecutive pieces of one row, each a whole
+/// number of chunks of 8 (`w`: the same columns' weights): the 8 lane sums of
+/// [`vector::dot`] / [`vector::l1`], or for L0 the count of codes `> 0` (lane 0).
+#[inline(always)]
+fn penalty_lanes(lanes: &mut [f32; 8], c: &[f32], w: Option<&[f32]>, l0: bool) {
     match w {
-        _ if l0 => c.iter().filter(|&&v| v > 0.0).count() as f32,
-        Some(w) => vector::dot(c, w),
-        None => vector::l1(c),
+        _ if l0 => lanes[0] += c.iter().filter(|&&v| v > 0.0).count() as f32,
+        Some(w) => vector::dot_lanes(lanes, c, w),
+        None => vector::l1_lanes(lanes, c),
     }
+}
+
+/// A row's penalty from its [`penalty_lanes`] and its tail (the last `h mod 8` codes,
+/// `w` their weights), combined as [`vector::dot`] / [`vector::l1`] combine theirs.
+#[inline(always)]
+fn penalty_finish(lanes: [f32; 8], tail: &[f32], w: Option<&[f32]>, l0: bool) -> f32 {
+    if l0 {
+        return lanes[0] + tail.iter().filter(|&&v| v > 0.0).count() as f32;
+    }
+    let mut s = vector::lanes_sum(lanes);
+    match w {
+        Some(w) => {
+            for (x, y) in tail.iter().zip(w) {
+                s += x * y;
+            }
+        }
+        None => {
+            for &t in tail {
+                s += t.abs();
+            }
+        }
+    }
+    s
 }
 
 /// `w_i ← ‖W_dec,i‖₂`.
@@ -1374,11 +1408,19 @@ fn loss_and_grad_impl(
     // ReLU blocks after a sparse one count, append and sum their penalty in one pass over
     // the codes (below), bounded by the crossover and by the room in the area.
     let fused_ok = arch.activation == Activation::Relu && aux.is_none() && ste.is_none();
+    // The most entries a block of `rows` rows may bring on that route to a super-block
+    // holding `nnz`: within the crossover and the room in the area (a row may append
+    // `h` after the cap), or `None`.
+    let block_cap = |nnz: usize, rows: usize| {
+        sparse_path::sparse_cap(opts.path, rows, h)
+            .zip((area_len / 3).checked_sub(nnz + h))
+            .map(|(cap, room)| cap.min(room))
+    };
     let mut prev_sparse = true;
     // Rows below `cols_from` went to the super-block by the column-block route (below);
     // after it once falls back, the rest of the batch takes the row blocks.
     let (mut cols_from, mut cols_off) = (0usize, false);
-    let dc = centred_width(&p);
+    let dc = centred_width(arch, dims);
     for r0 in (0..n).step_by(rb) {
         if r0 < cols_from {
             continue;
@@ -1436,9 +1478,7 @@ fn loss_and_grad_impl(
                 let (mut sr, mut sz) = (s_rows, s_nnz);
                 for (i, &count) in sub.iter().enumerate().take(r_cols.div_ceil(rb)) {
                     let rows_i = rb.min(r_cols - i * rb);
-                    let within = sparse_path::sparse_cap(opts.path, rows_i, h)
-                        .zip((area_len / 3).checked_sub(sz + h))
-                        .is_some_and(|(cap_i, room)| count <= cap_i.min(room));
+                    let within = block_cap(sz, rows_i).is_some_and(|cap_i| count <= cap_i);
                     if !(within && fits(sr + rows_i, sz + count)) {
                         return false;
                     }
@@ -1477,10 +1517,8 @@ fn loss_and_grad_impl(
         // route), with the penalty sums as they were.
         if fused_ok
             && prev_sparse
-            && let Some(cap) = sparse_path::sparse_cap(opts.path, rows, h)
-            && let Some(room) = (area_len / 3).checked_sub(s_nnz + h)
+            && let Some(cap) = block_cap(s_nnz, rows)
         {
-            let cap = cap.min(room);
             let (l1_before, mut l0) = (sums.l1, 0usize);
             let z = sparse_path::super_append(
                 cb,
@@ -1894,13 +1932,10 @@ const COL_BLOCK: usize = 384;
 /// stack).
 const COL_MAX_BLOCKS: usize = 16;
 
-/// The width of the centred input [`encoder_input`] writes per row: `d` with input
-/// centring, else 0.
-fn centred_width(p: &Params<'_>) -> usize {
-    match p.b_dec() {
-        Some(_) if p.arch().centers_input() => p.dims().d,
-        _ => 0,
-    }
+/// The centred input's slots per row: the encoder plan's slot for one row (`d` with
+/// input centring, else 0).
+const fn centred_width(arch: Arch, dims: Dims) -> usize {
+    encode_plan(arch, dims, 1)[0].len()
 }
 
 /// The chunk of the column-block route after a pending super-block of `s_rows` rows
@@ -1968,10 +2003,10 @@ fn col_width(
 /// row blocks of the whole width pack all of `W_enc` again per block and write codes
 /// that leave the cache.
 ///
-/// Calls `row_pen` with each row's penalty in row order, as [`code_penalty`] computes
-/// it (the same lane sums carried across the column blocks, the same combination and
-/// tail), adds
-/// the codes `> 0` to `l0` and each row's entries to `sub[r / per]`. `buf` holds the
+/// Calls `row_pen` with each row's penalty in row order, the bits of [`code_penalty`]
+/// (its [`penalty_lanes`] carried across the column blocks, then
+/// [`penalty_finish`]), adds the codes `> 0` to `l0` and each row's entries to
+/// `sub[r / per]`. `buf` holds the
 /// centred input, the penalty lanes and the codes. `Ok(None)` when more than `cap`
 /// entries came: the chunk is then for the row-block route (what was appended is
 /// scratch; `fired` marks only codes `> 0`, which that route marks again).
@@ -1991,8 +2026,9 @@ fn encode_cols(
     (sub, per): (&mut [usize], usize),
     row_pen: &mut dyn FnMut(f32),
 ) -> Result<Option<usize>> {
-    let Dims { d, h } = p.dims();
-    let (xc, rest) = buf.split_at_mut(rows * centred_width(p));
+    let (arch, dims) = (p.arch(), p.dims());
+    let Dims { d, h } = dims;
+    let (xc, rest) = buf.split_at_mut(rows * centred_width(arch, dims));
     let (lanes, rest) = rest.split_at_mut(rows * 8);
     let cblk = &mut rest[..rows * nc];
     let xin = encoder_input(p, xb, xc);
@@ -2026,42 +2062,20 @@ fn encode_cols(
             return Ok(None);
         };
         e = z;
-        // The penalty's lane sums over this block's whole chunks of 8, then (last
-        // block) the combination and the tail, in `code_penalty`'s order.
         // Every block but the last ends on a multiple of 8 (`nc` is one), so the tail
         // `whole..h` falls in the last.
         let last = j0 + ncb == h;
         let hi = (j0 + ncb).min(whole);
         let (lanes8, _) = lanes.as_chunks_mut::<8>();
         for (c, ln) in cb.chunks_exact(ncb).zip(lanes8) {
-            let body = &c[..hi - j0];
-            if l0_pen {
-                ln[0] += body.iter().filter(|&&v| v > 0.0).count() as f32;
-            } else if let Some(w) = w {
-                vector::dot_lanes(ln, body, &w[j0..hi]);
-            } else {
-                vector::l1_lanes(ln, body);
-            }
+            penalty_lanes(ln, &c[..hi - j0], w.map(|w| &w[j0..hi]), l0_pen);
             if last {
-                let tail = &c[hi - j0..];
-                row_pen(if l0_pen {
-                    ln[0] + tail.iter().filter(|&&v| v > 0.0).count() as f32
-                } else {
-                    let mut s = vector::lanes_sum(*ln);
-                    match w {
-                        Some(w) => {
-                            for (x, y) in tail.iter().zip(&w[hi..h]) {
-                                s += x * y;
-                            }
-                        }
-                        None => {
-                            for &t in tail {
-                                s += t.abs();
-                            }
-                        }
-                    }
-                    s
-                });
+                row_pen(penalty_finish(
+                    *ln,
+                    &c[hi - j0..],
+                    w.map(|w| &w[hi..]),
+                    l0_pen,
+                ));
             }
         }
     }
