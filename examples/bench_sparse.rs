@@ -43,7 +43,7 @@ use sae_kernels::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len};
 use sae_kernels::model::MAX_BLOCK_ROWS;
 use sae_kernels::model::{
     Arch, Dims, LossOptions, Params, ParamsMut, Path, decode, decode_scratch_len, encode,
-    encode_scratch_len, grad_scratch_len, loss_and_grad,
+    encode_scratch_len, grad_batch_extra_len, grad_prepack_len, grad_scratch_len, loss_and_grad,
 };
 use sae_kernels::model::{ForwardOutputs, SPARSE_CROSSOVER, forward, forward_scratch_len};
 use sae_kernels::optim::OptimConfig;
@@ -874,11 +874,19 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
     let track = c.dead.is_some();
     let mut s_train = vec![0.0f32; c.options.grad_scratch_len(arch, dims, rows, track)];
     let mut ws = vec![0.0f32; train_step_workspace_len(arch, c.options, dims, rows, track)];
+    // What the owned Trainer adds when its budget allows: the sparse area for the whole
+    // batch, and the weights packed once for the dense blocks.
+    let more = grad_batch_extra_len(arch, dims, n) + grad_prepack_len(arch, dims);
+    let mut s_grad_more = vec![0.0f32; s_grad.len() + more];
+    let mut ws_more = vec![0.0f32; ws.len() + more];
+    let mut grads3 = vec![0.0f32; p_len];
     let mut pack = vec![0.0f32; pack_len(rows, h, d)];
     let mut opt_state = vec![0.0f32; c.optim.state_len(p_len)];
     let mut step_params = c.params.clone();
     let mut opt_params = c.params.clone();
     let mut step_state = opt_state.clone();
+    let mut step_params2 = c.params.clone();
+    let mut step_state2 = opt_state.clone();
     let (mut since, mut flags) = (vec![0u32; h], vec![false; 2 * h]);
     let dead = c.dead.as_deref();
     let lo = LossOptions {
@@ -972,6 +980,25 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
                 };
                 black_box(train_step(model, &mut o, &c.x, n, hyper, dl.as_mut(), &mut ws).unwrap());
             },
+            // 7: 3 with the Trainer's extra scratch.
+            &mut || {
+                let g = ParamsMut::from_flat(arch, dims, &mut grads3).unwrap();
+                black_box(loss_and_grad(p(), &c.x, n, &lo, g, &mut s_grad_more).unwrap());
+            },
+            // 8: 6 with the Trainer's extra scratch (no dead-latent tracking).
+            &mut || {
+                let mut o = Optim::new(c.optim, dims, p_len, &mut step_state2, 0).unwrap();
+                let pm = ParamsMut::from_flat(arch, dims, &mut step_params2).unwrap();
+                let model = ModelMut {
+                    params: pm,
+                    options: c.options,
+                };
+                let hyper = StepHyper {
+                    alpha: c.alpha,
+                    lr: 1e-9,
+                };
+                black_box(train_step(model, &mut o, &c.x, n, hyper, None, &mut ws_more).unwrap());
+            },
         ],
     );
     let nhd = (n * d * h) as f64;
@@ -1029,6 +1056,10 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
     row("training layer (rescaling, AuxK, fired)", t[4] - t[3], 0.0);
     row("optimizer sweep (Adam, clipping)", t[5], 0.0);
     row("rest of train_step (checks)", t[6] - t[4] - t[5], 0.0);
+    row("loss_and_grad, + Trainer's extra scratch", t[7], 0.0);
+    if dead.is_none() {
+        row("whole step, + Trainer's extra scratch", t[8], 0.0);
+    }
     if dense {
         println!(
             "  {:<44} {:>8.2} ms        {}",
@@ -1041,6 +1072,12 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
             "whole step incl. optimizer (10·n·d·h FLOP)",
             t[6] * 1e3,
             pct(10.0 * nhd, t[6])
+        );
+        println!(
+            "  {:<44} {:>8.2} ms        {}",
+            "  with the Trainer's extra scratch",
+            t[8] * 1e3,
+            pct(10.0 * nhd, t[8])
         );
         let g = whole_batch_gemms(c, reps);
         println!(

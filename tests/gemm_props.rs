@@ -24,7 +24,8 @@
 use proptest::prelude::*;
 use sae_kernels::kernels::gemm::{
     Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
-    gemm_nt_half_bf16_dot, gemm_nt_half_with, gemm_with, naive, pack_len,
+    gemm_nt_half_bf16_dot, gemm_nt_half_with, gemm_packed, gemm_with, naive, pack_b, pack_b_with,
+    pack_len, packed_b_len,
 };
 
 /// How a matrix is laid out in its buffer.
@@ -178,6 +179,23 @@ fn check(case: &Case, kernel: Option<Kernel>) -> Result<(), TestCaseError> {
     .unwrap();
 
     let name = kernel.map_or("selected", Kernel::name);
+    // The same product with B packed beforehand (into an unaligned, NaN-filled
+    // buffer): the same bits, inside and outside the view.
+    let mut again = c0.clone();
+    let mut pb = vec![f32::NAN; packed_b_len(k, n) + 1];
+    let packed = match kernel {
+        Some(kern) => pack_b_with(kern, bv, &mut pb[1..]),
+        None => pack_b(bv, &mut pb[1..]),
+    }
+    .unwrap();
+    let cv = MatMut::new("c", &mut again, m, n, crs, ccs).unwrap();
+    gemm_packed(alpha, av, &packed, beta, cv, epi, &mut pack).unwrap();
+    for (idx, (g, p)) in got.iter().zip(&again).enumerate() {
+        prop_assert!(
+            g.to_bits() == p.to_bits(),
+            "{name}: packed B gave {p} against {g} at {idx} in {case:?}"
+        );
+    }
     let gamma = (k as f64 + 4.0) * f64::powi(2.0, -23);
     let mut inside = vec![false; clen];
     for i in 0..m {
@@ -396,6 +414,48 @@ fn short_pack_is_rejected() {
     );
     assert!(r.is_err());
     assert!(c.iter().all(|&v| v == 7.0));
+}
+
+/// [`pack_b`] rejects a short buffer and [`gemm_packed`] checks shapes and the pack
+/// buffer like [`gemm`], leaving C unchanged.
+#[test]
+fn packed_b_rejects_bad_arguments() {
+    let (m, n, k) = (20, 30, 40);
+    let a = vec![1.0; m * k];
+    let b = vec![1.0; k * n];
+    let bv = MatRef::row_major("b", &b, k, n).unwrap();
+    let mut short = vec![0.0; packed_b_len(k, n) - 1];
+    assert!(pack_b(bv, &mut short).is_err());
+    let mut buf = vec![0.0; packed_b_len(k, n)];
+    let packed = pack_b(bv, &mut buf).unwrap();
+    let mut c = vec![7.0; m * n];
+    let mut pack = vec![0.0; pack_len(m, n, k)];
+    // Inner dimension mismatch (A is m×(k−1)).
+    let r = gemm_packed(
+        1.0,
+        MatRef::row_major("a", &a[..m * (k - 1)], m, k - 1).unwrap(),
+        &packed,
+        0.0,
+        MatMut::row_major("c", &mut c, m, n).unwrap(),
+        Epilogue::None,
+        &mut pack,
+    );
+    assert!(r.is_err());
+    // Short pack buffer.
+    let r = gemm_packed(
+        1.0,
+        MatRef::row_major("a", &a, m, k).unwrap(),
+        &packed,
+        0.0,
+        MatMut::row_major("c", &mut c, m, n).unwrap(),
+        Epilogue::None,
+        &mut pack[1..],
+    );
+    assert!(r.is_err());
+    assert!(c.iter().all(|&v| v == 7.0));
+    // An empty B needs no buffer.
+    assert_eq!(packed_b_len(0, n), 0);
+    assert_eq!(packed_b_len(k, 0), 0);
 }
 
 /// A product above the `parallel` feature's work threshold (`m·n·k ≥ 2²⁶`; single-

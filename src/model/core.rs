@@ -65,7 +65,9 @@ use super::stack::{MemStack, StackReq};
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::{Error as E, Result, check_finite, check_len, check_nonzero, mul};
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len, packs};
+use crate::kernels::gemm::{
+    Epilogue, MatMut, MatRef, PackedB, gemm, gemm_packed, pack_b, pack_len, packed_b_len, packs,
+};
 use crate::kernels::vector;
 
 /// The block size the `*_scratch_len` functions are usually called with: large
@@ -464,6 +466,86 @@ pub const fn grad_batch_extra_len(arch: Arch, dims: Dims, n: usize) -> usize {
     need.saturating_sub(StackReq::mat(rows, h.saturating_add(d)).len())
 }
 
+/// Scratch `f32` for the weights packed once per [`loss_and_grad`] call: `W_enc` (tied:
+/// `Mᵀ`), `W_dec` and, untied, `W_decᵀ` in the GEMM's panel layout
+/// ([`packed_b_len`]); about `2·h·d` (tied) or `3·h·d`; 0 on targets that never pack.
+///
+/// [`loss_and_grad`] uses it when its scratch holds this much beyond
+/// [`grad_scratch_len`]`(arch, dims, MAX_BLOCK_ROWS)` plus [`grad_batch_extra_len`] for
+/// its batch (what is left after that goes to the sparse area as before). Then the
+/// first block that takes the dense path packs the weights, and every dense block after
+/// it multiplies with them instead of packing the same weights again for its encoder,
+/// decoder and `dPre` products (three packings of `h·d` per 256-row block otherwise).
+/// Blocks on the sparse path never pack them. The results are the same bits either
+/// way.
+///
+/// ```
+/// use sae_kernels::model::{Arch, Dims, grad_prepack_len};
+/// let dims = Dims::new(512, 4096)?;
+/// assert!(grad_prepack_len(Arch::tied(), dims) >= 2 * 512 * 4096);
+/// assert!(grad_prepack_len(Arch::standard(), dims) >= 3 * 512 * 4096);
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+#[must_use]
+pub const fn grad_prepack_len(arch: Arch, dims: Dims) -> usize {
+    let Dims { d, h } = dims;
+    let enc = packed_b_len(d, h);
+    let dec = packed_b_len(h, d);
+    let both = enc.saturating_add(dec);
+    if arch.is_tied() {
+        both
+    } else {
+        both.saturating_add(enc)
+    }
+}
+
+/// The weights packed once for a call's dense blocks ([`grad_prepack_len`]).
+struct PackedWeights<'a> {
+    /// The encoder's `B` (`d×h`): `W_enc`, or `Mᵀ` tied.
+    enc: PackedB<'a>,
+    /// The decoder's `B` (`h×d`): `W_dec`.
+    dec: PackedB<'a>,
+    /// `dPre`'s `B` (`d×h`): `W_decᵀ` (untied; tied, that is `enc`).
+    dec_t: Option<PackedB<'a>>,
+}
+
+/// The three buffers of [`PackedWeights`], carved from the front of `buf`.
+type PrepackBufs<'a> = (&'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
+impl<'a> PackedWeights<'a> {
+    fn carve(arch: Arch, dims: Dims, buf: &'a mut [f32]) -> PrepackBufs<'a> {
+        let Dims { d, h } = dims;
+        let (enc, rest) = buf.split_at_mut(packed_b_len(d, h));
+        let (dec, rest) = rest.split_at_mut(packed_b_len(h, d));
+        let t = if arch.is_tied() {
+            0
+        } else {
+            packed_b_len(d, h)
+        };
+        (enc, dec, &mut rest[..t])
+    }
+
+    fn new(p: &Params<'a>, (enc, dec, dec_t): PrepackBufs<'a>) -> Result<Self> {
+        #[cfg(test)]
+        tests::PREPACKS.with(|c| c.set(c.get() + 1));
+        let Dims { d, h } = p.dims();
+        let w_dec = MatRef::row_major("W_dec", p.decoder(), h, d)?;
+        Ok(PackedWeights {
+            enc: pack_b(p.encoder(), enc)?,
+            dec: pack_b(w_dec, dec)?,
+            dec_t: if p.arch().is_tied() {
+                None
+            } else {
+                Some(pack_b(w_dec.t(), dec_t)?)
+            },
+        })
+    }
+
+    fn dec_t(&self) -> &PackedB<'a> {
+        self.dec_t.as_ref().unwrap_or(&self.enc)
+    }
+}
+
 /// The largest block size whose plan fits in `have` slots.
 pub(crate) fn block_rows_for(have: usize, len: impl Fn(usize) -> usize) -> Result<usize> {
     let need = len(1);
@@ -556,6 +638,7 @@ fn encoder_input<'x>(p: &Params<'_>, xb: &'x [f32], xc: &'x mut [f32]) -> &'x [f
 /// (ReLU keeps NaN, of either sign, as NaN, so NaNs are kept in the same cases);
 /// JumpReLU's `relu(v)·1[v > θ]` equals `relu(r)·1[r > θ]` for `r = relu(v)` for
 /// every `θ` (for `θ < 0` and `v ≤ 0` both are 0).
+#[allow(clippy::too_many_arguments)]
 fn encode_block(
     p: &Params<'_>,
     xin: &[f32],
@@ -564,6 +647,7 @@ fn encode_block(
     sel: &mut [f32],
     pack: &mut [f32],
     pre_out: Option<&mut [f32]>,
+    packed: Option<&PackedB<'_>>,
 ) -> Result<()> {
     let Dims { d, h } = p.dims();
     let fused = pre_out.is_none();
@@ -572,15 +656,12 @@ fn encode_block(
     } else {
         Epilogue::None
     };
-    gemm(
-        1.0,
-        MatRef::row_major("x", xin, rows, d)?,
-        p.encoder(),
-        0.0,
-        MatMut::row_major("codes", codes, rows, h)?,
-        epilogue,
-        pack,
-    )?;
+    let xm = MatRef::row_major("x", xin, rows, d)?;
+    let cm = MatMut::row_major("codes", codes, rows, h)?;
+    match packed {
+        Some(b) => gemm_packed(1.0, xm, b, 0.0, cm, epilogue, pack)?,
+        None => gemm(1.0, xm, p.encoder(), 0.0, cm, epilogue, pack)?,
+    }
     if let Some(pre) = pre_out {
         for row in codes.chunks_exact_mut(h) {
             vector::axpy(1.0, p.b_enc(), row);
@@ -601,17 +682,18 @@ fn decode_dense(
     rows: usize,
     recon: &mut [f32],
     pack: &mut [f32],
+    packed: Option<&PackedB<'_>>,
 ) -> Result<()> {
     let Dims { d, h } = p.dims();
-    gemm(
-        1.0,
-        MatRef::row_major("codes", codes, rows, h)?,
-        MatRef::row_major("W_dec", p.decoder(), h, d)?,
-        0.0,
-        MatMut::row_major("recon", recon, rows, d)?,
-        Epilogue::None,
-        pack,
-    )?;
+    let cm = MatRef::row_major("codes", codes, rows, h)?;
+    let rm = MatMut::row_major("recon", recon, rows, d)?;
+    match packed {
+        Some(b) => gemm_packed(1.0, cm, b, 0.0, rm, Epilogue::None, pack)?,
+        None => {
+            let w = MatRef::row_major("W_dec", p.decoder(), h, d)?;
+            gemm(1.0, cm, w, 0.0, rm, Epilogue::None, pack)?;
+        }
+    }
     if let Some(b) = p.b_dec() {
         split::rows_mut(
             recon,
@@ -684,7 +766,7 @@ fn decode_block(
         }
         Ok(())
     } else {
-        decode_dense(p, codes, rows, recon, pack)
+        decode_dense(p, codes, rows, recon, pack, None)
     }
 }
 
@@ -965,7 +1047,7 @@ pub fn encode(
         let rows = rb.min(n - r0);
         let xin = encoder_input(&p, &x[r0 * d..(r0 + rows) * d], xc);
         let cb = &mut codes[r0 * h..(r0 + rows) * h];
-        encode_block(&p, xin, rows, cb, sel, pack, None)?;
+        encode_block(&p, xin, rows, cb, sel, pack, None, None)?;
     }
     Ok(())
 }
@@ -1104,7 +1186,7 @@ fn forward_impl(
             None => &mut codes_s[..rows * h],
         };
         let pre = aux.map(|_| &mut pre_s[..rows * h]);
-        encode_block(&p, xin, rows, cb, sel, pack, pre)?;
+        encode_block(&p, xin, rows, cb, sel, pack, pre, None)?;
         let rcb: &mut [f32] = match recon.as_deref_mut() {
             Some(r) => &mut r[r0 * d..(r0 + rows) * d],
             None => &mut recon_s[..rows * d],
@@ -1206,6 +1288,18 @@ fn loss_and_grad_impl(
     // Scratch beyond the plan widens the sparse super-blocks' area
     // ([`grad_batch_extra_len`]).
     let surplus = scratch.len().saturating_sub(StackReq::all_of(&plan).len());
+    // Beyond what the area needs for the whole batch, the weights packed once for the
+    // dense blocks ([`grad_prepack_len`]).
+    let pre_len = grad_prepack_len(arch, dims);
+    let pre_len = if packs(rb, h, d)
+        && pre_len > 0
+        && surplus >= grad_batch_extra_len(arch, dims, n).saturating_add(pre_len)
+    {
+        pre_len
+    } else {
+        0
+    };
+    let surplus = surplus - pre_len;
     let mut stack = MemStack::new(scratch);
     let [
         codes_r,
@@ -1228,6 +1322,9 @@ fn loss_and_grad_impl(
     let idx = stack.u32s(idx_r);
     let [pre_s, dpa_s, ar_s, dead_dec, pack] =
         stack.split([pre_r, dpa_r, ar_r, dead_dec_r, pack_r]);
+    let pre_buf = stack.f32s(StackReq::f32s(pre_len));
+    let mut prepack_bufs = (pre_len > 0).then(|| PackedWeights::carve(arch, dims, pre_buf));
+    let mut packed_w: Option<PackedWeights<'_>> = None;
     let (col, tile) = col.split_at_mut(if arch.is_tied() { 0 } else { d });
     let weighted = arch.penalty == Penalty::DecoderNormL1;
     if weighted {
@@ -1501,6 +1598,7 @@ fn loss_and_grad_impl(
         let xb = &x[r0 * d..(r0 + rows) * d];
         let cb = &mut codes[..rows * h];
         let xin = encoder_input(&p, xb, xc);
+        let weights = packed_w.as_ref();
         // TopK keeps at most k codes per row: when that bound already decides for the
         // sparse path, it stands in for the count (the entries appended are exact).
         let bound = match arch.activation {
@@ -1510,7 +1608,7 @@ fn loss_and_grad_impl(
         let pre_gemm =
             aux_pre_gemm && bound.is_some_and(|b| sparse_path::use_sparse(opts.path, b, rows, h));
         let pre = (!pre_gemm && (aux.is_some() || ste.is_some())).then(|| &mut pre_s[..rows * h]);
-        encode_block(&p, xin, rows, cb, sel, pack, pre)?;
+        encode_block(&p, xin, rows, cb, sel, pack, pre, weights.map(|w| &w.enc))?;
         // Appended at the end of the pending super-block while the triples have room
         // (a row may append `h` more after the cap); a block too dense for the path or
         // for the room left falls back to the count below (a flush, or the dense
@@ -1659,6 +1757,7 @@ fn loss_and_grad_impl(
                 sel,
                 pack,
                 Some(&mut pre_s[..rows * h]),
+                weights.map(|w| &w.enc),
             )?;
         }
         if sparse && aux.is_none() {
@@ -1686,7 +1785,15 @@ fn loss_and_grad_impl(
             continue;
         }
         started = true;
-        decode_dense(&p, cb, rows, gb, pack)?;
+        // The first dense block packs the weights for the rest of the call (when the
+        // scratch holds them, see [`grad_prepack_len`]).
+        if packed_w.is_none()
+            && let Some(bufs) = prepack_bufs.take()
+        {
+            packed_w = Some(PackedWeights::new(&p, bufs)?);
+        }
+        let weights = packed_w.as_ref();
+        decode_dense(&p, cb, rows, gb, pack, weights.map(|w| &w.dec))?;
         block_stats(dims, xb, cb, gb, pen, &mut sums, None, None);
         if let Some(a) = &aux {
             let (pa, arb) = (&mut pre_s[..rows * h], &mut ar_s[..rows * d]);
@@ -1718,15 +1825,11 @@ fn loss_and_grad_impl(
             pack,
         )?;
         // dPre = G·W_decᵀ, then masked and shifted by (α/n)·w.
-        gemm(
-            1.0,
-            g,
-            w_dec.t(),
-            0.0,
-            MatMut::row_major("dpre", pb, rows, h)?,
-            Epilogue::None,
-            pack,
-        )?;
+        let dpre_out = MatMut::row_major("dpre", pb, rows, h)?;
+        match weights {
+            Some(w) => gemm_packed(1.0, g, w.dec_t(), 0.0, dpre_out, Epilogue::None, pack)?,
+            None => gemm(1.0, g, w_dec.t(), 0.0, dpre_out, Epilogue::None, pack)?,
+        }
         if let Some(st) = &ste {
             // From the code gradient before the mask.
             for (prow, pr) in pb.chunks_exact(h).zip(pre_s[..rows * h].chunks_exact(h)) {
@@ -2103,6 +2206,8 @@ fn xin_again<'x>(p: &Params<'_>, xb: &'x [f32], xc: &'x [f32]) -> &'x [f32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::gemm::PACKED_HITS;
+    use core::sync::atomic::Ordering;
     use std::cell::Cell;
     use std::vec;
     use std::vec::Vec;
@@ -2111,6 +2216,8 @@ mod tests {
         /// Chunks the column-block route tried, and kept, on this thread.
         pub(super) static COL_TRIES: Cell<usize> = const { Cell::new(0) };
         pub(super) static COL_CHUNKS: Cell<usize> = const { Cell::new(0) };
+        /// Calls that packed the weights once ([`PackedWeights::new`]) on this thread.
+        pub(super) static PREPACKS: Cell<usize> = const { Cell::new(0) };
     }
 
     fn rand(len: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -2234,6 +2341,73 @@ mod tests {
                     "{a} vs {b} (scratch {len_s})"
                 );
             }
+        }
+    }
+
+    /// `loss_and_grad` with the weights packed once per call (scratch beyond the plan
+    /// and the batch's area) and without: every bit of the loss parts and gradients,
+    /// tied, standard (input centring, decoder-norm penalty, `W_decᵀ` packed apart
+    /// from `W_enc`) and TopK with AuxK, on the dense path over several row blocks
+    /// and on the automatic path (a dense first block, sparse blocks after it); the
+    /// packing is counted so that the comparison cannot pass by not running it. Less
+    /// scratch than the batch's area plus the packed weights leaves them unpacked.
+    #[test]
+    #[cfg_attr(miri, ignore = "minutes under Miri")]
+    fn packed_weights_give_the_same_bits() {
+        let (n, d, h) = (700usize, 40usize, 200usize);
+        let dims = Dims::new(d, h).unwrap();
+        for (arch, path) in [
+            (Arch::tied(), Path::Dense),
+            (Arch::standard(), Path::Dense),
+            (Arch::standard(), Path::Auto),
+            (Arch::topk(12), Path::Dense),
+        ] {
+            let len = arch.param_len(dims);
+            let flat = rand(len, 5, 0.3);
+            let mut x = rand(n * d, 6, 1.0);
+            if path == Path::Auto {
+                // Rows after the first block give few active codes.
+                x[MAX_BLOCK_ROWS * d..].iter_mut().for_each(|v| *v *= 0.02);
+            }
+            let p = Params::from_flat(arch, dims, &flat).unwrap();
+            let base = grad_scratch_len(arch, dims, MAX_BLOCK_ROWS);
+            let extra = grad_batch_extra_len(arch, dims, n);
+            let pre = grad_prepack_len(arch, dims);
+            let dead: Vec<bool> = (0..h).map(|i| i % 5 == 0).collect();
+            let run = |len_s: usize| {
+                let mut g = vec![0.0f32; len];
+                let mut s = vec![f32::NAN; len_s];
+                let opts = LossOptions {
+                    path,
+                    aux: is_topk(arch).then_some(AuxK {
+                        dead: &dead,
+                        k_aux: 16,
+                        coefficient: 1.0 / 32.0,
+                    }),
+                    ..LossOptions::alpha(0.01)
+                };
+                let gm = ParamsMut::from_flat(arch, dims, &mut g).unwrap();
+                let before = PREPACKS.with(Cell::get);
+                let hits = PACKED_HITS.load(Ordering::Relaxed);
+                // (Not through `loss_and_grad`, which may run this on a pool thread:
+                // the counter is the calling thread's.)
+                let l = loss_and_grad_impl(p, &x, n, &opts, gm, &mut s, None, true).unwrap();
+                let used = PACKED_HITS.load(Ordering::Relaxed) > hits;
+                (l, g, PREPACKS.with(Cell::get) - before, used)
+            };
+            let (l0, g0, k0, _) = run(base + extra);
+            let (l1, g1, k1, used) = run(base + extra + pre);
+            let (_, _, k2, _) = run(base + extra + pre - 1);
+            assert_eq!((k0, k1, k2), (0, 1, 0), "{arch:?} {path:?}");
+            // (Other tests may run products with packed B at the same time, so only
+            // this direction is checked.)
+            assert!(used, "{arch:?} {path:?}: packed weights not used");
+            let bits = |l: &LossParts| [l.loss, l.sq_err, l.l1, l.l0, l.aux].map(f32::to_bits);
+            assert_eq!(bits(&l0), bits(&l1), "{arch:?} {path:?}");
+            assert!(
+                g0.iter().zip(&g1).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{arch:?} {path:?}"
+            );
         }
     }
 }

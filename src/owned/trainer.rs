@@ -6,7 +6,7 @@ use crate::format::alloc::{try_with_capacity, try_zeroed_f32};
 use crate::metrics::{Metrics, Summary, eval_scratch_len, evaluate, metrics_state_len};
 use crate::model::{
     Activation, Arch, DEFAULT_BLOCK_ROWS, Dims, LossParts, MAX_BLOCK_ROWS, Penalty, Weights,
-    grad_batch_extra_len,
+    grad_batch_extra_len, grad_prepack_len,
 };
 use crate::optim::{Adam, L1Warmup, LrSchedule, Optim, OptimConfig, Optimizer};
 use crate::owned::Sae;
@@ -268,7 +268,8 @@ fn trainer_block_rows(len: impl Fn(usize) -> usize) -> usize {
 /// [`TRAINER_WORKSPACE_BUDGET`], [`grad_batch_extra_len`] for its batch size, so that
 /// the sparse path keeps a whole batch in one super-block up to the crossover density
 /// (the area grows only once the row blocks are the largest, which they are within the
-/// budget).
+/// budget), and then [`grad_prepack_len`] if that fits too, so that dense steps pack
+/// the weights once instead of once per row block.
 fn trainer_workspace_len(
     arch: Arch,
     options: TrainOptions,
@@ -280,7 +281,14 @@ fn trainer_workspace_len(
     let base = train_step_workspace_len(arch, options, dims, rows, track);
     let extra =
         grad_batch_extra_len(arch, dims, batch).min(TRAINER_WORKSPACE_BUDGET.saturating_sub(base));
-    base.saturating_add(extra)
+    let with_area = base.saturating_add(extra);
+    // Room for the weights packed once per step, when the whole area fits too.
+    let packed = with_area.saturating_add(grad_prepack_len(arch, dims));
+    if extra == grad_batch_extra_len(arch, dims, batch) && packed <= TRAINER_WORKSPACE_BUDGET {
+        packed
+    } else {
+        with_area
+    }
 }
 
 /// The workspace (`f32`) above which a [`Trainer`] takes smaller row blocks: 64 MiB.

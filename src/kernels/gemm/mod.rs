@@ -252,6 +252,216 @@ pub fn gemm_with(
     Ok(())
 }
 
+/// Number of `f32` the buffer of [`pack_b`] needs for a `k×n` right-hand side: the
+/// whole of B in the micro-kernel's panel layout (`k·n` rounded up to whole panels of
+/// the widest tile compiled into this build, plus a cache line of alignment slack).
+/// `0` for an empty B and on targets that never pack ([`packs`]), where
+/// [`gemm_packed`] reads B in place.
+///
+/// A `const fn`, so a `static` buffer can be sized with it.
+#[must_use]
+pub const fn packed_b_len(k: usize, n: usize) -> usize {
+    if !PACKING_TARGET || k == 0 || n == 0 {
+        return 0;
+    }
+    let mut nb = 0;
+    let mut i = 0;
+    while i < Kernel::ALL.len() {
+        let kern = Kernel::ALL[i];
+        if kern.is_compiled_in() {
+            let w = round_up(n, kern.tile().1);
+            if w > nb {
+                nb = w;
+            }
+        }
+        i += 1;
+    }
+    k * nb + ALIGN_SLACK
+}
+
+/// A right-hand side `B` (`k×n`) packed once, by [`pack_b`], into the panels the
+/// loop nest of [`gemm`] would otherwise pack on every call: for products that reuse
+/// the same B many times — the weights of an SAE across the row blocks of a batch,
+/// or across the batches of an encoding server.
+///
+/// Layout (in the caller's buffer, from its first 64-byte line): for each block of
+/// `KC` rows of B in turn, all of B's columns as `NR`-wide panels, `panel[kk·NR + j] =
+/// B[k0 + kk, q·NR + j]`, columns past `n` zero; `NR` is the tile width of the
+/// kernel it was packed for. [`gemm_packed`] multiplies with it.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    src: MatRef<'a>,
+    data: &'a [f32],
+    kernel: Kernel,
+}
+
+impl<'a> PackedB<'a> {
+    /// The unpacked view it was packed from (`k×n`).
+    #[must_use]
+    pub fn source(&self) -> MatRef<'a> {
+        self.src
+    }
+    /// The kernel family whose panel width it was packed for.
+    #[must_use]
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+}
+
+/// Pack `b` (`k×n`) for the [`selected`] kernel into `buf` (at least
+/// [`packed_b_len`]`(k, n)` floats) for use by [`gemm_packed`]. The result borrows
+/// both `b` (read in place by products that do not pack, see [`SMALL_M`]) and
+/// `buf`.
+///
+/// # Errors
+/// [`Error::WorkspaceTooSmall`] if `buf.len() < packed_b_len(k, n)`.
+///
+/// # Example
+/// ```
+/// use sae_kernels::kernels::gemm::{
+///     gemm, gemm_packed, pack_b, pack_len, packed_b_len, Epilogue, MatMut, MatRef,
+/// };
+/// let (m, k, n) = (6, 3, 5);
+/// let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.5).collect();
+/// let w: Vec<f32> = (0..n * k).map(|i| 1.0 - i as f32 * 0.25).collect(); // n×k
+/// let b = MatRef::row_major("w", &w, n, k)?.t(); // B = Wᵀ, k×n
+/// let mut buf = vec![0.0; packed_b_len(k, n)];
+/// let packed = pack_b(b, &mut buf)?;
+/// let mut pack = vec![0.0; pack_len(m, n, k)];
+/// let (mut c1, mut c2) = (vec![0.0; m * n], vec![0.0; m * n]);
+/// let x = MatRef::row_major("a", &a, m, k)?;
+/// gemm_packed(1.0, x, &packed, 0.0, MatMut::row_major("c", &mut c1, m, n)?, Epilogue::None, &mut pack)?;
+/// gemm(1.0, x, b, 0.0, MatMut::row_major("c", &mut c2, m, n)?, Epilogue::None, &mut pack)?;
+/// assert_eq!(c1, c2); // the same bits: the same micro-kernel calls
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+pub fn pack_b<'a>(b: MatRef<'a>, buf: &'a mut [f32]) -> Result<PackedB<'a>> {
+    pack_b_with(selected(), b, buf)
+}
+
+/// [`pack_b`] for a chosen kernel family (tests and benchmarks); [`gemm_packed`]
+/// then runs that kernel.
+///
+/// # Errors
+/// As [`pack_b`].
+///
+/// # Panics
+/// If `!kernel.is_available()` on this machine.
+pub fn pack_b_with<'a>(kernel: Kernel, b: MatRef<'a>, buf: &'a mut [f32]) -> Result<PackedB<'a>> {
+    assert!(
+        kernel.is_available(),
+        "GEMM kernel {} is not available on this machine",
+        kernel.name()
+    );
+    let (k, n) = (b.rows, b.cols);
+    let need = packed_b_len(k, n);
+    if buf.len() < need {
+        return Err(Error::WorkspaceTooSmall {
+            arg: "buf",
+            needed: need,
+            got: buf.len(),
+        });
+    }
+    if need == 0 {
+        return Ok(PackedB {
+            src: b,
+            data: &[],
+            kernel,
+        });
+    }
+    let off = buf.as_ptr().align_offset(64).min(ALIGN_SLACK);
+    let nr = kernel.tile().1;
+    let len = k * round_up(n, nr);
+    let out = &mut buf[off..off + len];
+    struct PackAll<'b, 'o> {
+        b: MatRef<'b>,
+        out: &'o mut [f32],
+    }
+    impl IsaVisitor for PackAll<'_, '_> {
+        type Output = ();
+        fn visit<I: Isa>(self, isa: I) {
+            let (k, n) = (self.b.rows, self.b.cols);
+            let w = round_up(n, I::NR);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let dst = &mut self.out[pc * w..(pc + kc) * w];
+                pack_panels(isa, &self.b, pc, kc, 0, n, I::NR, dst);
+            }
+        }
+    }
+    isa::visit(kernel, PackAll { b, out: &mut *out });
+    Ok(PackedB {
+        src: b,
+        data: &buf[off..off + len],
+        kernel,
+    })
+}
+
+/// [`gemm`] with a right-hand side packed beforehand by [`pack_b`]: `C ←
+/// epilogue(α·A·B + β·C)`, the same bits as [`gemm`] on `b.source()` (the same
+/// micro-kernel calls, without packing B again). Runs the kernel B was packed for.
+///
+/// `pack` is sized as for [`gemm`] ([`pack_len`]`(m, n, k)`; only the part for A
+/// is used).
+///
+/// # Errors
+/// As [`gemm`]. On error C is unchanged.
+pub fn gemm_packed(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: &PackedB<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    check(&a, &b.src, &c, epilogue, pack)?;
+    isa::visit(
+        b.kernel,
+        PackedProduct {
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+            epi: epilogue,
+            pack,
+        },
+    );
+    Ok(())
+}
+
+/// A validated product with a packed B, waiting for its instruction set.
+struct PackedProduct<'a, 'p> {
+    alpha: f32,
+    a: MatRef<'a>,
+    b: &'p PackedB<'a>,
+    beta: f32,
+    c: MatMut<'a>,
+    epi: Epilogue<'a>,
+    pack: &'p mut [f32],
+}
+
+impl IsaVisitor for PackedProduct<'_, '_> {
+    type Output = ();
+    fn visit<I: Isa>(self, isa: I) {
+        let PackedProduct {
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+            epi,
+            pack,
+        } = self;
+        if !packs(a.rows, b.src.cols, a.cols) {
+            unpacked(isa, alpha, a, b.src, beta, c, epi);
+        } else {
+            gemm_loop(isa, alpha, a, b, beta, c, epi, pack);
+        }
+    }
+}
+
 /// `C ← epilogue(α·A·Wᵀ + β·C)` with 16-bit weights: `A: m×k` (`f32`), `W` a
 /// row-major `n×k` matrix of bf16 or f16 values ([`Half`]; `w.len() == n·k`), `C: m×n`.
 ///
@@ -685,6 +895,7 @@ fn gemm_loop<K: Isa, B: PackB>(
             let last = pc + kc == k;
             let beta = if pc == 0 { beta } else { 1.0 };
             let epi = if last { epi } else { Epilogue::None };
+            let pre = b.packed(pc, kc, jc, nc, nr);
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
                 pack_panels(kern, &a.t(), pc, kc, ic, mc, mr, apack);
@@ -696,7 +907,18 @@ fn gemm_loop<K: Isa, B: PackB>(
                     rs: c.rs,
                     cs: c.cs,
                 };
-                if ic == 0 {
+                if let Some(bpack) = pre {
+                    let blk = Block {
+                        alpha,
+                        beta,
+                        epi,
+                        kc,
+                        jc,
+                        nc,
+                        bpack,
+                    };
+                    panels(kern, &blk, apack, &mut rows, 0);
+                } else if ic == 0 {
                     // B is packed [`B_GROUP`] panels at a time during the first row
                     // block, right before the kernel uses them (while they are still
                     // in L1/L2), instead of in a separate pass over the whole block;
@@ -757,7 +979,51 @@ trait PackB: Sync {
         w: usize,
         out: &mut [f32],
     );
+    /// The `w`-wide panels of rows `k0..k0+kc`, columns `j0..j0+nc` if they are
+    /// already packed ([`PackedB`]), `None` if they must be packed.
+    fn packed(&self, _k0: usize, _kc: usize, _j0: usize, _nc: usize, _w: usize) -> Option<&[f32]> {
+        None
+    }
 }
+
+impl PackB for PackedB<'_> {
+    fn cols(&self) -> usize {
+        self.src.cols
+    }
+    #[inline(always)]
+    fn pack<K: Isa>(
+        &self,
+        kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    ) {
+        pack_panels(kern, &self.src, k0, kc, j0, nc, w, out);
+    }
+    fn packed(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize) -> Option<&[f32]> {
+        // Only for the panel width it was packed with (a kernel family always runs
+        // its own token, so this holds; the check keeps a mismatch correct, not UB).
+        if self.data.is_empty() || w != self.kernel.tile().1 || !j0.is_multiple_of(w) {
+            return None;
+        }
+        let n = round_up(self.src.cols, w);
+        let start = k0 * n + j0 * kc;
+        let got = self.data.get(start..start + nc.div_ceil(w) * w * kc);
+        #[cfg(test)]
+        if got.is_some() {
+            PACKED_HITS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+        got
+    }
+}
+
+/// Blocks of B that products took from a [`PackedB`] (tests check that it was used).
+#[cfg(test)]
+pub(crate) static PACKED_HITS: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
 
 impl PackB for MatRef<'_> {
     fn cols(&self) -> usize {
@@ -1289,7 +1555,9 @@ mod par {
                     // this item (forwarded contract).
                     unsafe { panels_raw(kern, &blk, apack, c, (ic, rows)) };
                 };
-                if ic == i0 {
+                if let Some(bp) = b.packed(pc, kc, jc, nc, nr) {
+                    blk(jc, nc, bp);
+                } else if ic == i0 {
                     // B packed in groups right before their first use, as in
                     // `super::gemm_loop`.
                     let group = B_GROUP * nr;
@@ -1667,7 +1935,13 @@ pub(crate) mod parallel_tests {
         let run = || {
             let cm = MatMut::row_major("c", &mut c, m, n).unwrap();
             let am = MatRef::row_major("a", &a, m, k).unwrap();
-            if half == 2 {
+            if half == 3 {
+                // f32, B packed beforehand (into its own unaligned buffer).
+                let mut pb = vec![f32::NAN; packed_b_len(k, n) + 1];
+                let bm = MatRef::row_major("w", &w, n, k).unwrap().t();
+                let packed = pack_b_with(kernel, bm, &mut pb[1..]).unwrap();
+                gemm_packed(0.5, am, &packed, -1.0, cm, Epilogue::BiasRelu(&bias), pack).unwrap();
+            } else if half == 2 {
                 gemm_nt_half_bf16_dot(
                     Half::Bf16,
                     0.5,
@@ -1746,14 +2020,25 @@ pub(crate) mod parallel_tests {
             assert!(shapes.iter().any(|s| s.0 % mr != 0));
             for &shape in &shapes {
                 // 0: f32, 1: bf16 weights widened, 2: bf16 dot products (where the
-                // CPU has them; the same for every `kernel`).
+                // CPU has them; the same for every `kernel`), 3: f32 with B packed
+                // beforehand (the same bits as 0).
                 let modes: &[u8] = if bf16_dot_available() {
-                    &[0, 1, 2]
+                    &[0, 1, 2, 3]
                 } else {
-                    &[0, 1]
+                    &[0, 1, 3]
                 };
                 for &half in modes {
                     let one = product(kernel, shape, 1, half);
+                    if half == 3 {
+                        let plain = product(kernel, shape, 1, 0);
+                        assert!(
+                            one.iter()
+                                .zip(&plain)
+                                .all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{} {shape:?}: packed B differs",
+                            kernel.name()
+                        );
+                    }
                     for threads in [2, 3] {
                         let before = par::RUNS.load(Ordering::Relaxed);
                         let many = product(kernel, shape, threads, half);
