@@ -100,6 +100,17 @@ const fn nc_block(kc: usize, nr: usize) -> usize {
     if fit < NC { fit } else { NC }
 }
 
+/// The rows a packed `kc×NR` panel of B fills (the cache footprint [`nc_block`] sizes
+/// for): `kc`, or `⌈kc/2⌉` for a kernel that packs bf16 pairs into each `f32` slot.
+/// Its panels keep the `kc·NR` stride, so the pack buffer is the same. With the
+/// wider block, A (rounded to bf16 while packed) is packed half as often: measured
+/// with `bench --bf16-only` (builds alternated, AMD Zen 4, 2026-12-03), the bf16
+/// product at `(1024, 768, 16384)` went from 150–163 to 182–183 GFLOP/s (1.47–1.57×
+/// → 1.74–1.77× our f32 GEMM), at `(4096, 512, 4096)` from 168–180 to 182–197.
+const fn kc_rows<K: Isa>(kc: usize) -> usize {
+    if K::BF16_PAIRS { kc.div_ceil(2) } else { kc }
+}
+
 /// Panels of B packed together, then multiplied, during the first row block of
 /// [`gemm_loop`].
 const B_GROUP: usize = 8;
@@ -879,7 +890,7 @@ fn gemm_loop<K: Isa, B: PackB>(
     let off = pack.as_ptr().align_offset(64).min(ALIGN_SLACK);
     let pack = &mut pack[off..];
     let kc_max = k.min(KC);
-    let nc_blk = nc_block(kc_max, nr);
+    let nc_blk = nc_block(kc_rows::<K>(kc_max), nr);
     let b_len = kc_max * round_up(n.min(nc_blk), nr);
     let a_len = kc_max * round_up(m.min(MC), mr);
     if par::gemm_loop(kern, alpha, &a, b, beta, &mut c, epi, pack) {
@@ -1333,13 +1344,15 @@ mod par {
         pub share: usize,
     }
 
-    /// How to split an `m×k` by `k×n` product (`kc = min(k, KC)`) over at most
+    /// How to split an `m×k` by `k×n` product (`kc = min(k, KC)`; `(kc, fill)`: the
+    /// panel stride and the rows a panel fills, [`super::kc_rows`]) over at most
     /// `lanes` lanes within `len` floats of (aligned) pack memory, or `None` if
     /// fewer than two lanes fit.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn plan(
         m: usize,
         n: usize,
-        kc: usize,
+        (kc, fill): (usize, usize),
         mr: usize,
         nr: usize,
         len: usize,
@@ -1361,7 +1374,7 @@ mod par {
                 w = fit(mc);
             }
             // The single-threaded block width (L2), and what memory allows.
-            let w = w.min(nc_block(kc, nr) / nr);
+            let w = w.min(nc_block(fill, nr) / nr);
             if w == 0 {
                 continue;
             }
@@ -1453,7 +1466,16 @@ mod par {
             return false;
         }
         let (mr, nr) = (K::MR, K::NR);
-        let Some(p) = plan(m, n, k.min(KC), mr, nr, pack.len(), lanes_max) else {
+        let kc = k.min(KC);
+        let Some(p) = plan(
+            m,
+            n,
+            (kc, super::kc_rows::<K>(kc)),
+            mr,
+            nr,
+            pack.len(),
+            lanes_max,
+        ) else {
             return false;
         };
         let (panels, units) = (n.div_ceil(nr), m.div_ceil(mr));
@@ -2012,7 +2034,8 @@ pub(crate) mod parallel_tests {
                 .iter()
                 .map(|&(m, n, k)| {
                     let len = pack_len(m, n, k) - ALIGN_SLACK;
-                    par::plan(m, n, k.min(KC), mr, nr, len, 2).unwrap()
+                    let kc = k.min(KC);
+                    par::plan(m, n, (kc, kc), mr, nr, len, 2).unwrap()
                 })
                 .collect();
             assert!(plans[0].blocks > 2 && plans[2].bands > 1, "{plans:?}");
@@ -2102,7 +2125,7 @@ pub(crate) mod parallel_tests {
                 let kc = k.min(KC);
                 let len = pack_len(m, n, k) - ALIGN_SLACK;
                 for lanes in [2, 3] {
-                    let Some(p) = par::plan(m, n, kc, mr, nr, len, lanes) else {
+                    let Some(p) = par::plan(m, n, (kc, kc), mr, nr, len, lanes) else {
                         continue;
                     };
                     let panels = n.div_ceil(nr);
@@ -2121,12 +2144,12 @@ pub(crate) mod parallel_tests {
         // The SAE shapes split (2 lanes, minimum buffer, AVX-512 tile).
         for &(m, n, k) in &[(4096, 4096, 512), (1024, 16384, 768), (1024, 512, 4096)] {
             let len = pack_len(m, n, k) - ALIGN_SLACK;
-            assert!(par::plan(m, n, k.min(KC), 8, 48, len, 2).is_some());
+            assert!(par::plan(m, n, (k.min(KC), k.min(KC)), 8, 48, len, 2).is_some());
         }
         // Room per lane for one `MR` and one `NR` panel (plus alignment), or not.
         let one = 512 * (8 + 48) + ALIGN_SLACK;
-        assert!(par::plan(256, 512, 512, 8, 48, 2 * one, 2).is_some());
-        assert!(par::plan(256, 512, 512, 8, 48, 2 * one - 2 * ALIGN_SLACK, 2).is_none());
+        assert!(par::plan(256, 512, (512, 512), 8, 48, 2 * one, 2).is_some());
+        assert!(par::plan(256, 512, (512, 512), 8, 48, 2 * one - 2 * ALIGN_SLACK, 2).is_none());
     }
 }
 
