@@ -36,7 +36,7 @@ mod imp {
     use super::common::*;
     use sae_kernels::kernels::gemm::{
         Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
-        gemm_nt_half_bf16_dot, gemm_with, pack_len,
+        gemm_nt_half_bf16_dot, gemm_packed, gemm_with, pack_b, pack_len, packed_b_len,
     };
     use sae_kernels::model::{
         Arch, Dims, LossOptions, Params, ParamsMut, grad_scratch_len, loss_and_grad,
@@ -400,6 +400,9 @@ mod imp {
         let tm: Vec<f32> = data(th * td, 8).iter().map(|v| v * 0.05).collect();
         let tb = vec![-0.01f32; th];
         let mut scratch = vec![0.0f32; grad_scratch_len(Arch::tied(), dims, rows)];
+        let more = sae_kernels::model::grad_batch_extra_len(Arch::tied(), dims, tn)
+            + sae_kernels::model::grad_prepack_len(Arch::tied(), dims);
+        let mut scratch_pw = vec![0.0f32; scratch.len() + more];
         let (mut gm, mut gb) = (vec![0.0f32; th * td], vec![0.0f32; th]);
         let conditions: &[usize] = if busy > 0 { &[0, busy] } else { &[0] };
         for &spinners in conditions {
@@ -442,18 +445,22 @@ mod imp {
                         loss_and_grad(p, &tx, tn, &LossOptions::alpha(1e-3), g, scratch).unwrap(),
                     );
                 };
-                let (mut gm1, mut gb1, mut scratch1) = (gm.clone(), gb.clone(), scratch.clone());
-                let r = one_vs_two(
-                    reps,
-                    || step(&mut gm, &mut gb, &mut scratch),
-                    || step(&mut gm1, &mut gb1, &mut scratch1),
-                );
-                report(
-                    &format!("step ({tn},{td},{th})"),
-                    10.0 * (tn * td * th) as f64,
-                    r,
-                    spinners == 0,
-                );
+                // With the plan's scratch, and with the owned Trainer's (the weights
+                // packed once per call).
+                for (label, s) in [("step", &mut scratch), ("step, packed W", &mut scratch_pw)] {
+                    let (mut gm1, mut gb1, mut s1) = (gm.clone(), gb.clone(), s.clone());
+                    let r = one_vs_two(
+                        reps,
+                        || step(&mut gm, &mut gb, s),
+                        || step(&mut gm1, &mut gb1, &mut s1),
+                    );
+                    report(
+                        &format!("{label} ({tn},{td},{th})"),
+                        10.0 * (tn * td * th) as f64,
+                        r,
+                        spinners == 0,
+                    );
+                }
                 stop.store(true, Ordering::Relaxed);
             });
         }
@@ -538,8 +545,11 @@ mod imp {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// Best CPU time per call of the four encoder products of one shape `(n, d, h)`:
-    /// ours, matrixmultiply, gemm 0.19, ours with bias + ReLU fused. They are timed in
+    /// Best CPU time per call of the five encoder products of one shape `(n, d, h)`:
+    /// ours, matrixmultiply, gemm 0.19, ours with bias + ReLU fused, and ours with `Mᵀ`
+    /// packed once beforehand (`gemm_packed`, as for constant weights; not packing B
+    /// is not a like-for-like comparison with the others, so it is reported apart).
+    /// They are timed in
     /// turn within each round (one warm-up round, then the best of `rounds`), so that
     /// load on the shared machine falls on all of them alike: timed one after another,
     /// a burst of load during one library's turn skewed the ratios by up to 25 %.
@@ -551,10 +561,13 @@ mod imp {
         c: &mut [f32],
         pack: &mut [f32],
         rounds: usize,
-    ) -> [f64; 4] {
+    ) -> [f64; 5] {
         let flop = 2.0 * (n * d * h) as f64;
         let inner = ((3e8 / flop) as usize).max(1);
-        let mut best = [f64::INFINITY; 4];
+        let mut best = [f64::INFINITY; 5];
+        let mut pbuf = vec![0.0f32; packed_b_len(d, h)];
+        let mt = MatRef::row_major("m", m, h, d).unwrap().t();
+        let packed = pack_b(mt, &mut pbuf).unwrap();
         for round in 0..=rounds {
             for (lib, b) in best.iter_mut().enumerate() {
                 let t0 = cpu_now();
@@ -563,7 +576,12 @@ mod imp {
                         0 => our_encode(n, d, h, x, m, c, Epilogue::None, pack),
                         1 => mm_encode(n, d, h, x, m, c),
                         2 => gemm019_encode(n, d, h, x, m, c),
-                        _ => our_encode(n, d, h, x, m, c, Epilogue::BiasRelu(bias), pack),
+                        3 => our_encode(n, d, h, x, m, c, Epilogue::BiasRelu(bias), pack),
+                        _ => {
+                            let xm = MatRef::row_major("x", x, n, d).unwrap();
+                            let cm = MatMut::row_major("c", c, n, h).unwrap();
+                            gemm_packed(1.0, xm, &packed, 0.0, cm, Epilogue::None, pack).unwrap();
+                        }
                     }
                 }
                 if round > 0 {
@@ -605,7 +623,7 @@ mod imp {
         let peak = peak0.max(peak1);
         println!("512-bit FMA peak {peak:.1} GFLOP/s (before {peak0:.1}, after {peak1:.1})");
         println!(
-            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7} {:>10}",
+            "{:<18} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7} {:>10} {:>12}",
             "shape (n,d,h)",
             "ours",
             "mm",
@@ -615,11 +633,12 @@ mod imp {
             "ours%",
             "mm%",
             "gemm%",
-            "fused%"
+            "fused%",
+            "B packed%"
         );
-        for (n, d, h, [o, mm, g, f]) in rows {
+        for (n, d, h, [o, mm, g, f, pb]) in rows {
             println!(
-                "{:<18} {:>8.1} {:>8.1} {:>8.1} {:>7.2}x {:>8.2}x {:>6.1}% {:>6.1}% {:>6.1}% {:>9.1}%",
+                "{:<18} {:>8.1} {:>8.1} {:>8.1} {:>7.2}x {:>8.2}x {:>6.1}% {:>6.1}% {:>6.1}% {:>9.1}% {:>11.1}%",
                 format!("({n},{d},{h})"),
                 o,
                 mm,
@@ -629,7 +648,8 @@ mod imp {
                 100.0 * o / peak,
                 100.0 * mm / peak,
                 100.0 * g / peak,
-                100.0 * f / peak
+                100.0 * f / peak,
+                100.0 * pb / peak
             );
         }
         println!("{}", loadavg_line());
@@ -882,7 +902,7 @@ mod imp {
             let best = four_products((n, d, h), (&x, &m, &bias), &mut c, &mut pack, 2 * reps);
             // The same window length for the 16-bit products below.
             let inner = ((3e8 / flop) as usize).max(1);
-            let [t_ours, t_mm, t_g, t_fused] = best;
+            let [t_ours, t_mm, t_g, t_fused, t_packed] = best;
             let (go, gm, gg, gf) = (
                 flop / t_ours * 1e-9,
                 flop / t_mm * 1e-9,
@@ -909,6 +929,15 @@ mod imp {
                 "",
                 "",
                 pct(gf)
+            );
+            let gp = flop / t_packed * 1e-9;
+            println!(
+                "{:<22} {:>10.1} {:>10} {:>7} {:>8.1}%   (M packed beforehand, gemm_packed)",
+                format!("  B packed once"),
+                gp,
+                "",
+                "",
+                pct(gp)
             );
             // Batch encode with bf16 weights: f32 compute (widened in the packing), and
             // the bf16 dot-product kernel where the CPU has AVX512_BF16.
@@ -1092,23 +1121,34 @@ mod imp {
             let b = vec![-0.01f32; h];
             let (mut gm, mut gb) = (vec![0.0f32; h * d], vec![0.0f32; h]);
             let rows = 256;
-            let mut scratch = vec![0.0f32; grad_scratch_len(Arch::tied(), dims, rows)];
-            let t = best_of(reps.min(3), || {
-                let p = Params::tied(dims, &m, &b).unwrap();
-                let g = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
-                black_box(
-                    loss_and_grad(p, &x, n, &LossOptions::alpha(1e-3), g, &mut scratch).unwrap(),
-                );
-            });
+            let plan = grad_scratch_len(Arch::tied(), dims, rows);
+            // The plan's scratch, and the owned Trainer's: the weights packed once.
+            let more = sae_kernels::model::grad_batch_extra_len(Arch::tied(), dims, n)
+                + sae_kernels::model::grad_prepack_len(Arch::tied(), dims);
+            let (mut s0, mut s1) = (vec![0.0f32; plan], vec![0.0f32; plan + more]);
+            let mut t = [f64::INFINITY; 2];
+            for _ in 0..reps.min(3) {
+                for (ti, s) in t.iter_mut().zip([&mut s0, &mut s1]) {
+                    *ti = ti.min(best_of(1, || {
+                        let p = Params::tied(dims, &m, &b).unwrap();
+                        let g = ParamsMut::tied(dims, &mut gm, &mut gb).unwrap();
+                        black_box(
+                            loss_and_grad(p, &x, n, &LossOptions::alpha(1e-3), g, s).unwrap(),
+                        );
+                    }));
+                }
+            }
             let flop = 10.0 * (n * d * h) as f64;
-            let g = flop / t * 1e-9;
             println!();
-            println!(
-                "forward+backward ({n},{d},{h}), {rows}-row blocks: {:.1} ms, {:.1} GFLOP/s (10·n·d·h), {:.1}% of peak",
-                t * 1e3,
-                g,
-                pct(g)
-            );
+            for (label, t) in [("", t[0]), (", weights packed once", t[1])] {
+                let g = flop / t * 1e-9;
+                println!(
+                    "forward+backward ({n},{d},{h}), {rows}-row blocks{label}: {:.1} ms, {:.1} GFLOP/s (10·n·d·h), {:.1}% of peak",
+                    t * 1e3,
+                    g,
+                    pct(g)
+                );
+            }
         }
     }
 }
