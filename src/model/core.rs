@@ -66,7 +66,8 @@ use super::stack::{MemStack, StackReq};
 use crate::error::Error;
 use crate::error::{Error as E, Result, check_finite, check_len, check_nonzero, mul};
 use crate::kernels::gemm::{
-    Epilogue, MatMut, MatRef, PackedB, gemm, gemm_packed, pack_b, pack_len, packed_b_len, packs,
+    Epilogue, MatMut, MatRef, PackedB, SMALL_M, gemm, gemm_packed, pack_b, pack_len, packed_b_len,
+    packs,
 };
 use crate::kernels::vector;
 
@@ -499,6 +500,10 @@ pub const fn grad_prepack_len(arch: Arch, dims: Dims) -> usize {
     }
 }
 
+/// Whether this build packs products at all (a constant, so that the packed-weight
+/// route compiles out where nothing packs, e.g. on a Cortex-M).
+const PREPACK: bool = packs(SMALL_M + 1, 1, 1);
+
 /// The weights packed once for a call's dense blocks ([`grad_prepack_len`]).
 struct PackedWeights<'a> {
     /// The encoder's `B` (`d×h`): `W_enc`, or `Mᵀ` tied.
@@ -658,7 +663,7 @@ fn encode_block(
     };
     let xm = MatRef::row_major("x", xin, rows, d)?;
     let cm = MatMut::row_major("codes", codes, rows, h)?;
-    match packed {
+    match packed.filter(|_| PREPACK) {
         Some(b) => gemm_packed(1.0, xm, b, 0.0, cm, epilogue, pack)?,
         None => gemm(1.0, xm, p.encoder(), 0.0, cm, epilogue, pack)?,
     }
@@ -687,7 +692,7 @@ fn decode_dense(
     let Dims { d, h } = p.dims();
     let cm = MatRef::row_major("codes", codes, rows, h)?;
     let rm = MatMut::row_major("recon", recon, rows, d)?;
-    match packed {
+    match packed.filter(|_| PREPACK) {
         Some(b) => gemm_packed(1.0, cm, b, 0.0, rm, Epilogue::None, pack)?,
         None => {
             let w = MatRef::row_major("W_dec", p.decoder(), h, d)?;
@@ -1291,7 +1296,8 @@ fn loss_and_grad_impl(
     // Beyond what the area needs for the whole batch, the weights packed once for the
     // dense blocks ([`grad_prepack_len`]).
     let pre_len = grad_prepack_len(arch, dims);
-    let pre_len = if packs(rb, h, d)
+    let pre_len = if PREPACK
+        && packs(rb, h, d)
         && pre_len > 0
         && surplus >= grad_batch_extra_len(arch, dims, n).saturating_add(pre_len)
     {
@@ -1787,7 +1793,8 @@ fn loss_and_grad_impl(
         started = true;
         // The first dense block packs the weights for the rest of the call (when the
         // scratch holds them, see [`grad_prepack_len`]).
-        if packed_w.is_none()
+        if PREPACK
+            && packed_w.is_none()
             && let Some(bufs) = prepack_bufs.take()
         {
             packed_w = Some(PackedWeights::new(&p, bufs)?);
@@ -1826,7 +1833,7 @@ fn loss_and_grad_impl(
         )?;
         // dPre = G·W_decᵀ, then masked and shifted by (α/n)·w.
         let dpre_out = MatMut::row_major("dpre", pb, rows, h)?;
-        match weights {
+        match weights.filter(|_| PREPACK) {
             Some(w) => gemm_packed(1.0, g, w.dec_t(), 0.0, dpre_out, Epilogue::None, pack)?,
             None => gemm(1.0, g, w_dec.t(), 0.0, dpre_out, Epilogue::None, pack)?,
         }
