@@ -22,7 +22,9 @@
 //! `gemm_nt_half_with` (bf16 or f16) with `W` (`n×k`, row-major) = `Bᵀ` rounded to the
 //! format, checked by the same rules against the reference on the widened weights (the
 //! documented contract: `gemm` on the widened weights up to summation order). There an
-//! inner-dimension mismatch is a `W` of length `n·k + 1`.
+//! inner-dimension mismatch is a `W` of length `n·k + 1`. Or to B packed beforehand:
+//! `pack_b_with` (the picked kernel) into a buffer of `packed_b_len` floats, then
+//! `gemm_packed`, under the same rules as `gemm`.
 #![no_main]
 
 mod common;
@@ -30,8 +32,8 @@ mod common;
 use common::{Input, bits};
 use libfuzzer_sys::fuzz_target;
 use sae_kernels::kernels::gemm::{
-    Epilogue, Kernel, MatMut, MatRef, gemm, gemm_nt_half, gemm_nt_half_with, gemm_with,
-    naive::gemm_f64, pack_len,
+    Epilogue, Kernel, MatMut, MatRef, gemm, gemm_nt_half, gemm_nt_half_with, gemm_packed,
+    gemm_with, naive::gemm_f64, pack_b_with, pack_len, packed_b_len, selected,
 };
 use sae_kernels::kernels::half::Half;
 
@@ -149,11 +151,13 @@ fuzz_target!(|data: &[u8]| {
         .into_iter()
         .filter(|k| k.is_available())
         .collect();
-    let half = match inp.u8() % 4 {
+    let mode = inp.u8() % 4;
+    let half = match mode {
         1 => Some(Half::Bf16),
         2 => Some(Half::F16),
         _ => None,
     };
+    let prepacked = mode == 3;
     // 16-bit weights: W = Bᵀ rounded (or one element too many for a bad inner
     // dimension), and its widened values as a k×n view for the reference.
     let (w16, wf): (Vec<u16>, Vec<f32>) = match half {
@@ -173,8 +177,26 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => bv,
     };
+    // B packed beforehand, into an unaligned buffer.
+    let mut pbuf = vec![
+        f32::NAN;
+        if prepacked {
+            packed_b_len(bv.rows(), bv.cols()) + 1
+        } else {
+            0
+        }
+    ];
     let cv = MatMut::new("c", &mut c, m, n, crs, ccs).expect("checked above");
     let res = match (half, pick) {
+        (None, _) if prepacked => {
+            let kern = if pick == 0 {
+                selected()
+            } else {
+                kernels[(pick - 1) % kernels.len()]
+            };
+            let pb = pack_b_with(kern, bv, &mut pbuf[1..]).expect("sized by packed_b_len");
+            gemm_packed(alpha, av, &pb, beta, cv, epi, &mut pack)
+        }
         (None, 0) => gemm(alpha, av, bv, beta, cv, epi, &mut pack),
         (None, _) => {
             let kern = kernels[(pick - 1) % kernels.len()];

@@ -1228,7 +1228,11 @@ fn forward_impl(
 ///   overwritten, never read, so it need not be zeroed. A JumpReLU threshold's
 ///   gradient is SAELens' straight-through estimate with
 ///   [`LossOptions::jumprelu_bandwidth`] `> 0`, else 0.
-/// - `scratch`: at least [`grad_scratch_len`]`(arch, dims, 1)` `f32`.
+/// - `scratch`: at least [`grad_scratch_len`]`(arch, dims, 1)` `f32`. More is used:
+///   up to [`grad_scratch_len`]`(arch, dims, MAX_BLOCK_ROWS)` for larger row blocks,
+///   then [`grad_batch_extra_len`] to widen the sparse area, then
+///   [`grad_prepack_len`] to pack the weights once for the dense blocks (which
+///   changes no bit of the results).
 ///
 /// On the sparse path a code that is exactly zero contributes nothing, as on the dense
 /// path, with one difference for non-finite inputs: on the dense path `0·∞` in `Cᵀ·G`

@@ -41,7 +41,9 @@ pub struct StepHyper {
 /// [`TrainOptions::grad_scratch_len`] (`track_dead`: whether a [`DeadLatents`] is
 /// passed). Saturates on overflow. A longer workspace is used too: beyond the largest
 /// row blocks, it widens the sparse path's super-blocks
-/// ([`crate::model::grad_batch_extra_len`] says how much a whole batch needs).
+/// ([`crate::model::grad_batch_extra_len`] says how much a whole batch needs), and
+/// beyond that holds the weights packed once for the dense blocks
+/// ([`crate::model::grad_prepack_len`]).
 #[must_use]
 pub fn train_step_workspace_len(
     arch: Arch,
