@@ -922,23 +922,21 @@ mod imp {
                 pct(gm),
                 pct(gg)
             );
-            println!(
-                "{:<22} {:>10.1} {:>10} {:>7} {:>8.1}%",
-                format!("  + bias+ReLU fused"),
-                gf,
-                "",
-                "",
-                pct(gf)
-            );
-            let gp = flop / t_packed * 1e-9;
-            println!(
-                "{:<22} {:>10.1} {:>10} {:>7} {:>8.1}%   (M packed beforehand, gemm_packed)",
-                format!("  B packed once"),
-                gp,
-                "",
-                "",
-                pct(gp)
-            );
+            for (label, g, note) in [
+                ("  + bias+ReLU fused", gf, ""),
+                (
+                    "  B packed once",
+                    flop / t_packed * 1e-9,
+                    "   (M packed beforehand, gemm_packed)",
+                ),
+            ] {
+                println!(
+                    "{label:<22} {g:>10.1} {:>10} {:>7} {:>8.1}%{note}",
+                    "",
+                    "",
+                    pct(g)
+                );
+            }
             // Batch encode with bf16 weights: f32 compute (widened in the packing), and
             // the bf16 dot-product kernel where the CPU has AVX512_BF16.
             let wb: Vec<u16> = m.iter().map(|&v| Half::Bf16.from_f32(v)).collect();

@@ -914,6 +914,22 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
         )
         .unwrap();
     }
+    // One train_step on `params` with optimizer state `state` and workspace `ws`.
+    let whole_step = |params: &mut [f32],
+                      state: &mut [f32],
+                      dl: Option<&mut DeadLatents<'_>>,
+                      ws: &mut [f32]| {
+        let mut o = Optim::new(c.optim, dims, p_len, state, 0).unwrap();
+        let model = ModelMut {
+            params: ParamsMut::from_flat(arch, dims, params).unwrap(),
+            options: c.options,
+        };
+        let hyper = StepHyper {
+            alpha: c.alpha,
+            lr: 1e-9,
+        };
+        black_box(train_step(model, &mut o, &c.x, n, hyper, dl, ws).unwrap());
+    };
     let mut l0 = 0.0f32;
     let t = best_interleaved(
         reps,
@@ -961,8 +977,6 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
             },
             // 6: the whole step (train_step), which must be about 4 + 5.
             &mut || {
-                let mut o = Optim::new(c.optim, dims, p_len, &mut step_state, 0).unwrap();
-                let pm = ParamsMut::from_flat(arch, dims, &mut step_params).unwrap();
                 // The same dead latents as in 4 (tracking resets them after each step).
                 let mut dl = dead.map(|dm| {
                     for (s, &dd) in since.iter_mut().zip(dm) {
@@ -970,15 +984,7 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
                     }
                     DeadLatents::new(&mut since, &mut flags, 1 << 20).unwrap()
                 });
-                let model = ModelMut {
-                    params: pm,
-                    options: c.options,
-                };
-                let hyper = StepHyper {
-                    alpha: c.alpha,
-                    lr: 1e-9,
-                };
-                black_box(train_step(model, &mut o, &c.x, n, hyper, dl.as_mut(), &mut ws).unwrap());
+                whole_step(&mut step_params, &mut step_state, dl.as_mut(), &mut ws);
             },
             // 7: 3 with the Trainer's extra scratch.
             &mut || {
@@ -986,19 +992,7 @@ fn breakdown(c: &StepCase, reps: usize, peak: Option<f64>) {
                 black_box(loss_and_grad(p(), &c.x, n, &lo, g, &mut s_grad_more).unwrap());
             },
             // 8: 6 with the Trainer's extra scratch (no dead-latent tracking).
-            &mut || {
-                let mut o = Optim::new(c.optim, dims, p_len, &mut step_state2, 0).unwrap();
-                let pm = ParamsMut::from_flat(arch, dims, &mut step_params2).unwrap();
-                let model = ModelMut {
-                    params: pm,
-                    options: c.options,
-                };
-                let hyper = StepHyper {
-                    alpha: c.alpha,
-                    lr: 1e-9,
-                };
-                black_box(train_step(model, &mut o, &c.x, n, hyper, None, &mut ws_more).unwrap());
-            },
+            &mut || whole_step(&mut step_params2, &mut step_state2, None, &mut ws_more),
         ],
     );
     let nhd = (n * d * h) as f64;

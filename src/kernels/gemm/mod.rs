@@ -429,10 +429,10 @@ pub fn gemm_packed(
     check(&a, &b.src, &c, epilogue, pack)?;
     isa::visit(
         b.kernel,
-        PackedProduct {
+        Product {
             alpha,
             a,
-            b,
+            b: *b,
             beta,
             c,
             epi: epilogue,
@@ -440,37 +440,6 @@ pub fn gemm_packed(
         },
     );
     Ok(())
-}
-
-/// A validated product with a packed B, waiting for its instruction set.
-struct PackedProduct<'a, 'p> {
-    alpha: f32,
-    a: MatRef<'a>,
-    b: &'p PackedB<'a>,
-    beta: f32,
-    c: MatMut<'a>,
-    epi: Epilogue<'a>,
-    pack: &'p mut [f32],
-}
-
-impl IsaVisitor for PackedProduct<'_, '_> {
-    type Output = ();
-    fn visit<I: Isa>(self, isa: I) {
-        let PackedProduct {
-            alpha,
-            a,
-            b,
-            beta,
-            c,
-            epi,
-            pack,
-        } = self;
-        if !packs(a.rows, b.src.cols, a.cols) {
-            unpacked(isa, alpha, a, b.src, beta, c, epi);
-        } else {
-            gemm_loop(isa, alpha, a, b, beta, c, epi, pack);
-        }
-    }
 }
 
 /// `C ← epilogue(α·A·Wᵀ + β·C)` with 16-bit weights: `A: m×k` (`f32`), `W` a
@@ -750,18 +719,19 @@ fn run(
     );
 }
 
-/// A validated product, waiting for its instruction set.
-struct Product<'a, 'p> {
+/// A validated product, waiting for its instruction set; `B` is an `f32` view
+/// ([`gemm`]) or one packed beforehand ([`gemm_packed`]).
+struct Product<'a, 'p, B> {
     alpha: f32,
     a: MatRef<'a>,
-    b: MatRef<'a>,
+    b: B,
     beta: f32,
     c: MatMut<'a>,
     epi: Epilogue<'a>,
     pack: &'p mut [f32],
 }
 
-impl IsaVisitor for Product<'_, '_> {
+impl<'a, B: PackB + F32View<'a>> IsaVisitor for Product<'a, '_, B> {
     type Output = ();
     fn visit<I: Isa>(self, isa: I) {
         let Product {
@@ -773,10 +743,10 @@ impl IsaVisitor for Product<'_, '_> {
             epi,
             pack,
         } = self;
-        if packs(a.rows, b.cols, a.cols) {
+        if packs(a.rows, b.cols(), a.cols) {
             gemm_loop(isa, alpha, a, &b, beta, c, epi, pack);
         } else {
-            unpacked(isa, alpha, a, b, beta, c, epi);
+            unpacked(isa, alpha, a, b.view(), beta, c, epi);
         }
     }
 }
@@ -918,18 +888,7 @@ fn gemm_loop<K: Isa, B: PackB>(
                     rs: c.rs,
                     cs: c.cs,
                 };
-                if let Some(bpack) = pre {
-                    let blk = Block {
-                        alpha,
-                        beta,
-                        epi,
-                        kc,
-                        jc,
-                        nc,
-                        bpack,
-                    };
-                    panels(kern, &blk, apack, &mut rows, 0);
-                } else if ic == 0 {
+                if ic == 0 && pre.is_none() {
                     // B is packed [`B_GROUP`] panels at a time during the first row
                     // block, right before the kernel uses them (while they are still
                     // in L1/L2), instead of in a separate pass over the whole block;
@@ -956,6 +915,7 @@ fn gemm_loop<K: Isa, B: PackB>(
                         panels(kern, &blk, apack, &mut rows, 0);
                     }
                 } else {
+                    // Later row blocks, or every row block of a B packed beforehand.
                     let blk = Block {
                         alpha,
                         beta,
@@ -963,7 +923,7 @@ fn gemm_loop<K: Isa, B: PackB>(
                         kc,
                         jc,
                         nc,
-                        bpack,
+                        bpack: pre.unwrap_or(bpack),
                     };
                     panels(kern, &blk, apack, &mut rows, 0);
                 }
@@ -994,6 +954,24 @@ trait PackB: Sync {
     /// already packed ([`PackedB`]), `None` if they must be packed.
     fn packed(&self, _k0: usize, _kc: usize, _j0: usize, _nc: usize, _w: usize) -> Option<&[f32]> {
         None
+    }
+}
+
+/// A right-hand side with an `f32` view, which products that do not pack read in
+/// place.
+trait F32View<'a> {
+    fn view(&self) -> MatRef<'a>;
+}
+
+impl<'a> F32View<'a> for MatRef<'a> {
+    fn view(&self) -> MatRef<'a> {
+        *self
+    }
+}
+
+impl<'a> F32View<'a> for PackedB<'a> {
+    fn view(&self) -> MatRef<'a> {
+        self.src
     }
 }
 
