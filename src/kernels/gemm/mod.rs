@@ -1047,7 +1047,7 @@ impl PackB for HalfT<'_> {
     }
     fn pack<K: Isa>(
         &self,
-        _kern: K,
+        kern: K,
         k0: usize,
         kc: usize,
         j0: usize,
@@ -1055,6 +1055,9 @@ impl PackB for HalfT<'_> {
         w: usize,
         out: &mut [f32],
     ) {
+        if K::BF16_PAIRS && self.pack_bf16_pairs(kern, k0, kc, j0, nc, w, out) {
+            return;
+        }
         if K::BF16_PAIRS {
             let at = |kk: usize, j: usize| self.w[(j0 + j) * self.k + k0 + kk];
             match self.format {
@@ -1090,6 +1093,45 @@ impl PackB for HalfT<'_> {
                 }
             }
         }
+    }
+}
+
+impl HalfT<'_> {
+    /// bf16 weights with an even `k`, `k0` and `kc`: each pair slot of [`pack_pairs`]
+    /// is one aligned 32-bit word of `W`'s row (`W[j, k0 + 2p]` low, `W[j, k0 + 2p +
+    /// 1]` high), so packing is the transposing pack of `f32` panels
+    /// ([`Isa::pack_cols`], AVX shuffles) on `W` read as 32-bit words, the same bits.
+    /// `false` (nothing written) where that does not apply: another format, odd
+    /// sizes, a `W` not 4-byte aligned, or no such pack for this instruction set.
+    #[allow(clippy::too_many_arguments)]
+    fn pack_bf16_pairs<K: Isa>(
+        &self,
+        kern: K,
+        k0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        w: usize,
+        out: &mut [f32],
+    ) -> bool {
+        if self.format != Half::Bf16 || !(self.k | k0 | kc).is_multiple_of(2) {
+            return false;
+        }
+        let Ok(words) = bytemuck::try_cast_slice::<u16, f32>(self.w) else {
+            return false;
+        };
+        let (cs, kp) = (self.k / 2, kc / 2);
+        for (q, jr) in (0..nc).step_by(w).enumerate() {
+            let panel = &mut out[q * w * kc..q * w * kc + kp * w];
+            let cols = w.min(nc - jr);
+            let start = (j0 + jr) * cs + k0 / 2;
+            let end = start + (cols - 1) * cs + kp;
+            if !kern.pack_cols(&words[start..end], cs, kp, cols, w, panel) {
+                // The same answer for every panel: nothing was written.
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -1690,8 +1732,12 @@ fn pack_panels<K: Isa>(
     out: &mut [f32],
 ) {
     if K::BF16_PAIRS {
-        let get = |kk: usize, j: usize| half::f32_to_bf16(src.at(k0 + kk, j0 + j));
-        pack_pairs(kc, nc, w, out, get);
+        if src.rs == 1 {
+            pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, out);
+        } else {
+            let get = |kk: usize, j: usize| half::f32_to_bf16(src.at(k0 + kk, j0 + j));
+            pack_pairs(kc, nc, w, out, get);
+        }
         return;
     }
     let (rs, cs, data) = (src.rs, src.cs, src.data);
@@ -1841,6 +1887,46 @@ fn pack_pairs(kc: usize, nc: usize, w: usize, out: &mut [f32], get: impl Fn(usiz
                     0
                 };
                 *d = f32::from_bits(v);
+            }
+        }
+    }
+}
+
+/// [`pack_pairs`] of `f32` values rounded to bf16, for a source whose packed columns
+/// are contiguous runs along `k` (`src[kk, j] = data[j·cs + kk]`: a row-major A
+/// packed as `Aᵀ`, what the bf16 product packs on every block of B): each run is
+/// read once, in order, instead of one strided lookup per element. The same slots
+/// as [`pack_pairs`].
+#[allow(clippy::too_many_arguments)]
+fn pack_pair_runs(
+    data: &[f32],
+    cs: usize,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    w: usize,
+    out: &mut [f32],
+) {
+    let kp = kc.div_ceil(2);
+    let pair =
+        |lo: f32, hi: u16| f32::from_bits(u32::from(half::f32_to_bf16(lo)) | u32::from(hi) << 16);
+    for (q, jr) in (0..nc).step_by(w).enumerate() {
+        let panel = &mut out[q * w * kc..q * w * kc + kp * w];
+        let cols = w.min(nc - jr);
+        for j in 0..w {
+            if j >= cols {
+                panel.iter_mut().skip(j).step_by(w).for_each(|v| *v = 0.0);
+                continue;
+            }
+            let s = (j0 + jr + j) * cs + k0;
+            let run = &data[s..s + kc];
+            let mut two = run.chunks_exact(2);
+            for (dst, pr) in panel.iter_mut().skip(j).step_by(w).zip(two.by_ref()) {
+                *dst = pair(pr[0], half::f32_to_bf16(pr[1]));
+            }
+            if let [last] = two.remainder() {
+                panel[(kp - 1) * w + j] = pair(*last, 0);
             }
         }
     }
@@ -2136,6 +2222,94 @@ mod tests {
     use super::*;
     use std::vec;
     use std::vec::Vec;
+
+    /// bf16 weights packed as 32-bit words by the transposing pack give the slots of
+    /// the generic pair packing, bit for bit (ragged last panel, an offset block), on
+    /// the AVX-512 BF16 token where the CPU has it; odd sizes take the generic route.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn bf16_word_pack_matches_pairs() {
+        let Some(tok) = isa::x86::avx512bf16() else {
+            return;
+        };
+        let (n, k) = (53usize, 40usize);
+        let w: Vec<u16> = test_fill(n * k, 4)
+            .iter()
+            .map(|&v| Half::Bf16.from_f32(v))
+            .collect();
+        let src = HalfT {
+            w: &w,
+            n,
+            k,
+            format: Half::Bf16,
+        };
+        let nr = Kernel::Avx512.tile().1;
+        for (k0, kc, j0, nc) in [
+            (0usize, 40usize, 0usize, 53usize),
+            (8, 24, 48, 5),
+            (2, 10, 3, 50),
+        ] {
+            let len = nc.div_ceil(nr) * nr * kc;
+            let (mut got, mut want) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            assert!(src.pack_bf16_pairs(tok, k0, kc, j0, nc, nr, &mut got));
+            pack_pairs(kc, nc, nr, &mut want, |kk, j| w[(j0 + j) * k + k0 + kk]);
+            let kp = kc / 2;
+            for q in 0..nc.div_ceil(nr) {
+                let used = q * nr * kc..q * nr * kc + kp * nr;
+                assert!(
+                    got[used.clone()]
+                        .iter()
+                        .zip(&want[used])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "k0 {k0} kc {kc} j0 {j0} nc {nc} panel {q}"
+                );
+            }
+        }
+        assert!(!src.pack_bf16_pairs(tok, 1, 10, 0, 8, nr, &mut vec![0.0; 10 * nr]));
+    }
+
+    /// The run-wise bf16 pair packing gives the slots of the generic one, bit for bit:
+    /// odd and even `kc`, a ragged last panel, an offset start, NaN of both signs,
+    /// ties, subnormals and infinities among the values.
+    #[test]
+    fn pair_runs_match_pairs() {
+        let (rows, k) = (19usize, 37usize);
+        let mut data = test_fill(rows * k, 9);
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::from_bits(0x3F80_8000), // a tie: rounds to even
+            f32::from_bits(0x0000_0001),
+            -0.0,
+        ];
+        for (i, v) in specials.iter().enumerate() {
+            data[i * 11] = *v;
+        }
+        let src = MatRef::row_major("a", &data, rows, k).unwrap().t(); // k×rows
+        for (k0, kc, j0, nc, w) in [
+            (0usize, 37usize, 0usize, 19usize, 8usize),
+            (3, 20, 2, 13, 8),
+            (1, 9, 0, 19, 6),
+        ] {
+            let len = nc.div_ceil(w) * w * kc;
+            let (mut got, mut want) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, &mut got);
+            pack_pairs(kc, nc, w, &mut want, |kk, j| {
+                half::f32_to_bf16(src.at(k0 + kk, j0 + j))
+            });
+            let kp = kc.div_ceil(2);
+            for q in 0..nc.div_ceil(w) {
+                let used = q * w * kc..q * w * kc + kp * w;
+                let (g, e) = (&got[used.clone()], &want[used]);
+                assert!(
+                    g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "k0 {k0} kc {kc} j0 {j0} nc {nc} w {w} panel {q}"
+                );
+            }
+        }
+    }
 
     /// Row-major B wider than one group of [`B_GROUP`] panels and than one block
     /// ([`NC`], [`nc_block`]), with

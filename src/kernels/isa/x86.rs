@@ -1304,6 +1304,18 @@ impl Isa for Avx512Bf16 {
         // SAFETY: the token proves AVX-512F and AVX512_BF16 (`avx512bf16`).
         unsafe { avx512bf16_tile(kc, a, b, out, st) }
     }
+    #[inline(always)]
+    fn pack_cols(
+        self,
+        src: &[f32],
+        cs: usize,
+        kc: usize,
+        cols: usize,
+        w: usize,
+        panel: &mut [f32],
+    ) -> bool {
+        self.0.pack_cols(src, cs, kc, cols, w, panel)
+    }
     #[inline]
     fn dot(self, a: &[f32], b: &[f32]) -> f32 {
         self.0.dot(a, b)
