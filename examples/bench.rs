@@ -667,6 +667,33 @@ mod imp {
             .unwrap_or_default()
     }
 
+    /// A 16-bit-weight product function (`gemm_nt_half` or `gemm_nt_half_bf16_dot`).
+    type HalfFn = fn(
+        Half,
+        f32,
+        MatRef<'_>,
+        &[u16],
+        usize,
+        f32,
+        MatMut<'_>,
+        Epilogue<'_>,
+        &mut [f32],
+    ) -> sae_kernels::Result<()>;
+
+    /// The encoder product `X·Wᵀ` with bf16 weights `wb` (`h×d`) by `run`.
+    fn half_encode(
+        run: HalfFn,
+        (n, d, h): (usize, usize, usize),
+        x: &[f32],
+        wb: &[u16],
+        c: &mut [f32],
+        pack: &mut [f32],
+    ) {
+        let xm = MatRef::row_major("x", x, n, d).unwrap();
+        let cm = MatMut::row_major("c", c, n, h).unwrap();
+        run(Half::Bf16, 1.0, xm, wb, h, 0.0, cm, Epilogue::None, pack).unwrap();
+    }
+
     /// `--bf16-only`: per shape, our f32 encoder product `X·Mᵀ` and the bf16-compute
     /// one (`gemm_nt_half_bf16_dot`: X rounded to bf16 while packing, M stored as
     /// bf16, f32 accumulation), best CPU time of `reps` turns each (alternating), and
@@ -691,18 +718,14 @@ mod imp {
                     our_encode(n, d, h, &x, &m, &mut c32, Epilogue::None, &mut pack)
                 }));
                 t16 = t16.min(best_of(1, || {
-                    gemm_nt_half_bf16_dot(
-                        Half::Bf16,
-                        1.0,
-                        MatRef::row_major("x", &x, n, d).unwrap(),
+                    half_encode(
+                        gemm_nt_half_bf16_dot,
+                        (n, d, h),
+                        &x,
                         &wb,
-                        h,
-                        0.0,
-                        MatMut::row_major("c", &mut c16, n, h).unwrap(),
-                        Epilogue::None,
+                        &mut c16,
                         &mut pack,
                     )
-                    .unwrap()
                 }));
             }
             let (mut dmax, mut cmax, mut d2, mut c2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
@@ -956,18 +979,7 @@ mod imp {
                 };
                 let t16 = best_of(reps, || {
                     for _ in 0..inner {
-                        run(
-                            Half::Bf16,
-                            1.0,
-                            MatRef::row_major("x", &x, n, d).unwrap(),
-                            &wb,
-                            h,
-                            0.0,
-                            MatMut::row_major("c", &mut c16, n, h).unwrap(),
-                            Epilogue::None,
-                            &mut pack,
-                        )
-                        .unwrap();
+                        half_encode(run, (n, d, h), &x, &wb, &mut c16, &mut pack);
                     }
                 }) / inner as f64;
                 let g16 = flop / t16 * 1e-9;

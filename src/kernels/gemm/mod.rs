@@ -990,7 +990,8 @@ impl PackB for PackedB<'_> {
         w: usize,
         out: &mut [f32],
     ) {
-        pack_panels(kern, &self.src, k0, kc, j0, nc, w, out);
+        // Only where a block is not served packed (a panel-width mismatch).
+        self.src.pack(kern, k0, kc, j0, nc, w, out);
     }
     fn packed(&self, k0: usize, kc: usize, j0: usize, nc: usize, w: usize) -> Option<&[f32]> {
         // Only for the panel width it was packed with (a kernel family always runs
