@@ -19,7 +19,17 @@
 //!   `--busy N` extra busy-spinning threads (default: one per core; `--busy 0` skips
 //!   it). `cargo run --release --features parallel --example bench -- --threads-only`
 //!   runs just that section;
-//! - forward + backward of the tied SAE (`loss_and_grad`, 10·n·d·h FLOP) as % of peak.
+//! - forward + backward of the tied SAE (`loss_and_grad`, 10·n·d·h FLOP) at
+//!   (4096, 512, 4096) as % of peak;
+//! - the tied training step at (4096, 512, 4096) on the dense path, phase by phase (the
+//!   table of `bench_sparse --breakdown --only tied`, from `common/breakdown.rs`): each
+//!   phase's CPU time, its share of the whole step (`train_step` with Adam) and, for the
+//!   GEMM phases, % of the peak measured above; then loss + gradients and the whole step
+//!   as % of peak, and the step's five products as whole-batch GEMMs. Best of 2
+//!   interleaved rounds (1 with `--quick`). The phases are differences of cumulative
+//!   timings, so one can come out negative: noise on a small phase, or the bias +
+//!   activation phase when `encode` (GEMM with bias + ReLU fused) times below the bare
+//!   GEMM blocks of the phase before it.
 //!
 //! - the raw instruction rates of `vdpbf16ps` vs `vfmadd231ps` (zmm, register-only,
 //!   8/12/24 independent chains), which bound what a bf16 GEMM can gain over the f32
@@ -33,6 +43,7 @@ mod common;
 
 #[cfg(not(target_family = "wasm"))]
 mod imp {
+    use super::common::breakdown::{StepCase, TRAINER_BLOCK_ROWS, breakdown, print_header};
     use super::common::*;
     use sae_kernels::kernels::gemm::{
         Epilogue, Half, Kernel, MatMut, MatRef, bf16_dot_available, gemm, gemm_nt_half,
@@ -1160,6 +1171,16 @@ mod imp {
                 );
             }
         }
+
+        // The tied dense step phase by phase, against the peak measured above. One
+        // round of its timings does the work of about six steps, so fewer rounds than
+        // `bench_sparse --breakdown` (3 by default).
+        let step_reps = if quick { 1 } else { 2 };
+        println!();
+        print_header(step_reps);
+        let case = StepCase::tied_dense(4096, 512, 4096);
+        let peak = (peak > 0.0).then_some(peak);
+        breakdown(&case, TRAINER_BLOCK_ROWS, step_reps, peak);
     }
 }
 

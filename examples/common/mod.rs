@@ -1,9 +1,12 @@
 //! Measurement helpers shared by the benchmark examples (and `train`'s step timer):
 //! per-thread CPU time, best-of timing, interleaved rounds, deterministic normal data,
-//! and the core's f32 FMA peak measured in the same run.
+//! and the core's f32 FMA peak measured in the same run; [`breakdown`]: the training
+//! step phase by phase, for `bench_sparse --breakdown` and `bench`.
 //!
 //! Included with `mod common;` (Cargo does not build `examples/common/` as an example).
 #![allow(dead_code)]
+
+pub mod breakdown;
 
 use std::hint::black_box;
 
