@@ -155,6 +155,87 @@ impl<'a> MatRef<'a> {
     pub fn at(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.rs + j * self.cs]
     }
+
+    /// `(max_j ‖B[:, j]‖₂, max_j ‖round(B[:, j]) − B[:, j]‖₂)` of this `k×n` view: the
+    /// largest column norm, and the largest norm of a column's change under `round`,
+    /// each rounded up, or `None` if an entry, its rounding or a sum of squares is not
+    /// finite in `f32`. The sums of squares run in `f32` (vectorized: one pass over
+    /// the view, column chunks row by row when rows are contiguous), so each is
+    /// enlarged by `1 + (k + 2)·2⁻²³`, more than their rounding error `γ_k`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn max_col_norms(&self, round: impl Fn(f32) -> f32 + Copy) -> Option<(f64, f64)> {
+        crate::kernels::isa::vectorized(
+            #[inline(always)]
+            |_| self.max_col_norms_in(round),
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn max_col_norms_in(&self, round: impl Fn(f32) -> f32) -> Option<(f64, f64)> {
+        let (k, n) = (self.rows, self.cols);
+        let (mut best, mut best_r) = (0.0f32, 0.0f32);
+        // `!(s < ∞)`: infinite or NaN (which `max` would skip).
+        let mut take = |s: f32, r: f32| {
+            if !(s < f32::INFINITY && r < f32::INFINITY) {
+                return false;
+            }
+            (best, best_r) = (best.max(s), best_r.max(r));
+            true
+        };
+        if self.rs == 1 {
+            // Columns contiguous (a tied dictionary: B = Mᵀ).
+            for j in 0..n {
+                let col = &self.data[j * self.cs..j * self.cs + k];
+                let (mut s, mut r) = (0.0f32, 0.0f32);
+                for &v in col {
+                    let e = round(v) - v;
+                    (s, r) = (s + v * v, r + e * e);
+                }
+                if !take(s, r) {
+                    return None;
+                }
+            }
+        } else {
+            const CH: usize = 256;
+            let (mut acc, mut accr) = ([0.0f32; CH], [0.0f32; CH]);
+            for j0 in (0..n).step_by(CH) {
+                let w = CH.min(n - j0);
+                acc[..w].fill(0.0);
+                accr[..w].fill(0.0);
+                for p in 0..k {
+                    let at = p * self.rs + j0 * self.cs;
+                    if self.cs == 1 {
+                        let row = &self.data[at..at + w];
+                        for (a, &v) in acc[..w].iter_mut().zip(row) {
+                            *a += v * v;
+                        }
+                        for (r, &v) in accr[..w].iter_mut().zip(row) {
+                            let e = round(v) - v;
+                            *r += e * e;
+                        }
+                    } else {
+                        for q in 0..w {
+                            let v = self.data[at + q * self.cs];
+                            let e = round(v) - v;
+                            (acc[q], accr[q]) = (acc[q] + v * v, accr[q] + e * e);
+                        }
+                    }
+                }
+                for (&s, &r) in acc[..w].iter().zip(&accr[..w]) {
+                    if !take(s, r) {
+                        return None;
+                    }
+                }
+            }
+        }
+        // (k + 2)·2⁻²³
+        let up = 1.0 + (k as f64 + 2.0) / 8_388_608.0;
+        Some((
+            libm::sqrt(f64::from(best) * up),
+            libm::sqrt(f64::from(best_r) * up),
+        ))
+    }
 }
 
 impl<'a> MatMut<'a> {

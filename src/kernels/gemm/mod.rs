@@ -44,6 +44,8 @@
 //! `β = 0` never reads C, so C may hold NaN or garbage.
 
 pub mod naive;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod sampled;
 
 use crate::error::{Error, Result};
 use crate::kernels::half;
@@ -567,6 +569,48 @@ pub fn gemm_nt_half_bf16_dot(
     }
     let _ = packed;
     isa::visit(selected(), product);
+    Ok(())
+}
+
+/// [`gemm`] computed in bf16 where the CPU can (only when asked for, by calling this
+/// function): if [`bf16_dot_available`] and the product is packed ([`packs`]), A and
+/// B are rounded to bf16 (round to nearest even) as they are packed and the
+/// micro-kernel multiplies bf16 pairs with `vdpbf16ps`, accumulating in `f32`; α, β,
+/// the bias and ReLU are applied in `f32`. Otherwise exactly [`gemm`].
+///
+/// Error against [`gemm`]: each product term carries the rounding of both factors to
+/// bf16, so `|Δ| ≤ (2·2⁻⁸ + 2⁻¹⁶)·Σ_p|α·a_ip·b_pj|` plus the two sums' `f32` rounding
+/// (`vdpbf16ps` also treats subnormal bf16 inputs and results as zero). The TopK
+/// encoder's screen ([`crate::model`]) uses it with a bound of this form to find the
+/// few candidates whose exact values it then computes.
+///
+/// # Errors
+/// As [`gemm`].
+pub fn gemm_bf16_dot(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    pack: &mut [f32],
+) -> Result<()> {
+    check(&a, &b, &c, epilogue, pack)?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = isa::x86::avx512bf16().filter(|_| packs(a.rows, b.cols, a.cols)) {
+        let product = Product {
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+            epi: epilogue,
+            pack,
+        };
+        product.visit(t);
+        return Ok(());
+    }
+    run(selected(), alpha, a, b, beta, c, epilogue, pack);
     Ok(())
 }
 
@@ -1735,6 +1779,8 @@ fn pack_panels<K: Isa>(
     if K::BF16_PAIRS {
         if src.rs == 1 {
             pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, out);
+        } else if src.cs == 1 {
+            pack_pair_rows(src.data, src.rs, k0, kc, j0, nc, w, out);
         } else {
             let get = |kk: usize, j: usize| half::f32_to_bf16(src.at(k0 + kk, j0 + j));
             pack_pairs(kc, nc, w, out, get);
@@ -1929,6 +1975,51 @@ fn pack_pair_runs(
             if let [last] = two.remainder() {
                 panel[(kp - 1) * w + j] = pair(*last, 0);
             }
+        }
+    }
+}
+
+/// [`pack_pairs`] of `f32` values rounded to bf16, for a source with contiguous rows
+/// (`src[kk, j] = data[kk·rs + j]`: a row-major B such as SAELens' `W_enc`): for each
+/// pair of rows, one run of `nc` elements of each is read and interleaved into the
+/// panels' slots. The same slots as [`pack_pairs`].
+#[allow(clippy::too_many_arguments)]
+fn pack_pair_rows(
+    data: &[f32],
+    rs: usize,
+    k0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    w: usize,
+    out: &mut [f32],
+) {
+    let kp = kc.div_ceil(2);
+    let pair = |lo: f32, hi: f32| {
+        f32::from_bits(u32::from(half::f32_to_bf16(lo)) | u32::from(half::f32_to_bf16(hi)) << 16)
+    };
+    for p in 0..kp {
+        let r0 = (k0 + 2 * p) * rs + j0;
+        let lo = &data[r0..r0 + nc];
+        let hi = if 2 * p + 1 < kc {
+            &data[r0 + rs..r0 + rs + nc]
+        } else {
+            &[]
+        };
+        for (q, jr) in (0..nc).step_by(w).enumerate() {
+            let dst = &mut out[q * w * kc + p * w..q * w * kc + (p + 1) * w];
+            let cols = w.min(nc - jr);
+            let l = &lo[jr..jr + cols];
+            if hi.is_empty() {
+                for (d, &a) in dst.iter_mut().zip(l) {
+                    *d = pair(a, 0.0);
+                }
+            } else {
+                for ((d, &a), &b) in dst.iter_mut().zip(l).zip(&hi[jr..jr + cols]) {
+                    *d = pair(a, b);
+                }
+            }
+            dst[cols..].fill(0.0);
         }
     }
 }

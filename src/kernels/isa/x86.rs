@@ -1477,3 +1477,225 @@ impl Avx2 {
         unsafe { run_avx2(f) }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Sampled entries of a product (the TopK encoder's exact pass after its bf16 screen).
+// ---------------------------------------------------------------------------------
+
+/// Steps `p` of the sums per pass of [`Avx512::sampled_pass`]. Measured in the
+/// screened TopK encoder at `(1024, 768, 16384)` (plain / screened time, alternating
+/// in one process, AMD Zen 4): 16 steps 1.04–1.19×, 32 1.15–1.17×, 64 1.28–1.31×,
+/// 128 1.26–1.30×. Longer passes halve the per-entry chunk overhead and the passes
+/// over B; the transposed rows of a pass take `64·h` floats (4 MiB at `h = 16384`).
+pub(crate) const SAMPLED_PASS: usize = 64;
+
+/// Listed entries [`Avx512::sampled_pass`] computes together (eight independent FMA
+/// chains cover two pipes of four cycles' latency); each row's list is padded to a
+/// multiple of this.
+pub(crate) const SAMPLED_LANES: usize = 8;
+
+impl Avx512 {
+    /// One pass of [`crate::kernels::gemm::sampled::sampled`] over `np ≤ SAMPLED_PASS`
+    /// steps `p0..p0 + np` of the sums: for each row `i` of A and each of its listed
+    /// columns `j = cols[i·cap + q]` (`q < counts[i]`), `acc[i·cap + q] ← fma(a[i, p],
+    /// b[p, j], acc)` for `p` ascending, starting from `+0` when `fresh`: the order and
+    /// rounding of every packed FMA micro-kernel's accumulator. B's entries are read
+    /// from `bt`: `b[p0 + t, j]` at `bt[j·ldt + t]` (`t < np`).
+    ///
+    /// # Panics
+    /// If an index is out of range: A's rows `i < counts.len()` at `a[i·lda + p0..]`
+    /// with `p0 + np ≤ lda`; `cols` and `acc` hold `counts.len()·cap`; each row's list
+    /// is padded to `c = counts[i]` rounded up to a multiple of [`SAMPLED_LANES`]
+    /// (`c ≤ cap`; the padding repeats listed columns and its `acc` slots are written
+    /// too); every `j` in the padded lists has `bt[j·ldt + np − 1]` in bounds.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sampled_pass(
+        self,
+        (a, lda): (&[f32], usize),
+        (bt, ldt): (&[f32], usize),
+        (p0, np): (usize, usize),
+        fresh: bool,
+        (cols, counts, cap): (&[u32], &[u32], usize),
+        acc: &mut [f32],
+    ) {
+        let rows = counts.len();
+        assert!(np <= SAMPLED_PASS && p0 + np <= lda);
+        assert!(cols.len() >= rows * cap && acc.len() >= rows * cap);
+        if rows == 0 || np == 0 {
+            return;
+        }
+        assert!(a.len() >= (rows - 1) * lda + p0 + np);
+        let mut jmax = 0;
+        for (i, &c) in counts.iter().enumerate() {
+            let c = (c as usize).next_multiple_of(SAMPLED_LANES);
+            assert!(c <= cap);
+            jmax = cols[i * cap..i * cap + c]
+                .iter()
+                .fold(jmax, |m, &j| m.max(j));
+        }
+        let last = (jmax as usize)
+            .checked_mul(ldt)
+            .and_then(|o| o.checked_add(np - 1));
+        assert!(last.is_some_and(|l| l < bt.len()));
+        // SAFETY: AVX-512F (and with it FMA) is proven by the token; every index is
+        // within the bounds asserted above (see `sampled_pass_fma`).
+        unsafe { sampled_pass_fma(a, lda, (bt, ldt), p0, np, fresh, cols, counts, cap, acc) }
+    }
+}
+
+/// `z + x·y` rounded once (`vfmadd231ss`), as an opaque instruction: written with
+/// intrinsics, LLVM vectorized eight interleaved chains into `vgatherqps` (AVX2) or
+/// `vinsertps` sequences feeding one vector FMA, slower than the scalar chains.
+///
+/// # Safety
+/// The CPU supports FMA.
+#[inline(always)]
+unsafe fn fma_ss(x: f32, y: f32, z: f32) -> f32 {
+    let mut acc = z;
+    // SAFETY: register-only arithmetic; the instruction exists (contract).
+    unsafe {
+        core::arch::asm!(
+            "vfmadd231ss {acc}, {x}, {y}",
+            acc = inout(xmm_reg) acc,
+            x = in(xmm_reg) x,
+            y = in(xmm_reg) y,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// [`Avx512::sampled_pass`]'s loop: per row, eight listed columns at a time, their
+/// chains interleaved (one column's dependent FMAs alone would wait on the FMA
+/// latency), sharing the row's `a` values.
+///
+/// # Safety
+/// FMA is enabled; the bounds asserted by [`Avx512::sampled_pass`] hold.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "fma")]
+unsafe fn sampled_pass_fma(
+    a: &[f32],
+    lda: usize,
+    (bt, ldt): (&[f32], usize),
+    p0: usize,
+    np: usize,
+    fresh: bool,
+    cols: &[u32],
+    counts: &[u32],
+    cap: usize,
+    acc: &mut [f32],
+) {
+    const LANES: usize = SAMPLED_LANES;
+    // SAFETY: `a[i·lda + p0 + t]`, `bt[j·ldt + t]` for `t < np` and listed `j`,
+    // `cols`/`acc` at `i·cap + q` for `q` below `counts[i]` rounded up to a multiple
+    // of LANES (≤ cap): in bounds by the caller's assertions. FMA is enabled
+    // (contract).
+    unsafe {
+        for (i, &n) in counts.iter().enumerate() {
+            let n = (n as usize).next_multiple_of(LANES);
+            let x = a.as_ptr().add(i * lda + p0);
+            let (cs, ac) = (cols.as_ptr().add(i * cap), acc.as_mut_ptr().add(i * cap));
+            let w_at = |q: usize| bt.as_ptr().add(*cs.add(q) as usize * ldt);
+            // Whole chunks: the lists are padded to a multiple of LANES (see
+            // `sampled_pass`), so a row's last chain does not run alone.
+            for q in (0..n).step_by(LANES) {
+                let w: [*const f32; LANES] = core::array::from_fn(|e| w_at(q + e));
+                let ap = ac.add(q);
+                let mut v = [0.0f32; LANES];
+                if !fresh {
+                    v = ap.cast::<[f32; LANES]>().read_unaligned();
+                }
+                for t in 0..np {
+                    let xt = *x.add(t);
+                    for e in 0..LANES {
+                        v[e] = fma_ss(xt, *w[e].add(t), v[e]);
+                    }
+                }
+                ap.cast::<[f32; LANES]>().write_unaligned(v);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Whether bf16 dot products are worth it here: measured once.
+// ---------------------------------------------------------------------------------
+
+/// 0: not measured yet; 1: bf16 is not faster; 2: it is.
+static BF16_PAYS: AtomicU8 = AtomicU8::new(0);
+
+impl Avx512Bf16 {
+    /// The AVX-512F token this one includes.
+    pub(crate) fn avx512(self) -> Avx512 {
+        self.0
+    }
+
+    /// Whether `vdpbf16ps` does at least 1.5× the FLOP of `vfmadd231ps` per cycle on
+    /// this CPU, measured once per process (then cached) on register-only chains.
+    ///
+    /// CPUs with AVX512_BF16 differ by a factor of four here: on an AMD Zen 4 core
+    /// the bf16 instruction did 2.00× the f32 FMA's FLOP rate, on the Intel Xeon of
+    /// the README's earlier sessions 0.48–0.52×, where a bf16 screen would only cost
+    /// time. The measurement takes a few microseconds (six alternating rounds of
+    /// 12 chains × 64 steps each, the fastest round of each kept); only the speed of
+    /// what uses it depends on the answer, never a result.
+    pub(crate) fn pays(self) -> bool {
+        match BF16_PAYS.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                // SAFETY: the token proves AVX-512F and AVX512_BF16.
+                let (fma, dot) = unsafe { rate_probe() };
+                // FLOP per instruction: 32 (f32 FMA), 64 (bf16 pair dot).
+                let pays = 2 * fma * 2 >= 3 * dot;
+                BF16_PAYS.store(if pays { 2 } else { 1 }, Ordering::Relaxed);
+                pays
+            }
+        }
+    }
+}
+
+/// The fewest time-stamp-counter ticks over six rounds of 12 independent chains of
+/// 64 `vfmadd231ps zmm`, and of 64 `vdpbf16ps zmm` (the same count of instructions).
+///
+/// # Safety
+/// AVX-512F and AVX512_BF16 are enabled.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn rate_probe() -> (u64, u64) {
+    const CHAINS: usize = 12;
+    const STEPS: usize = 64;
+    let (mut best_fma, mut best_dot) = (u64::MAX, u64::MAX);
+    // SAFETY: register-only arithmetic under the enabled features; `_rdtsc` is
+    // available on every x86_64 CPU.
+    unsafe {
+        let x = core::hint::black_box(_mm512_set1_ps(1.0e-3));
+        let xb = core::mem::transmute::<__m512, __m512bh>(x);
+        for _ in 0..6 {
+            // `black_box` right after the first and before the second counter read
+            // keeps the chains between them.
+            let mut acc = [_mm512_setzero_ps(); CHAINS];
+            let t0 = _rdtsc();
+            core::hint::black_box(&mut acc);
+            for _ in 0..STEPS {
+                for v in acc.iter_mut() {
+                    *v = _mm512_fmadd_ps(x, x, *v);
+                }
+            }
+            core::hint::black_box(&mut acc);
+            let t1 = _rdtsc();
+            let mut acc = [_mm512_setzero_ps(); CHAINS];
+            let t2 = _rdtsc();
+            core::hint::black_box(&mut acc);
+            for _ in 0..STEPS {
+                for v in acc.iter_mut() {
+                    *v = _mm512_dpbf16_ps(*v, xb, xb);
+                }
+            }
+            core::hint::black_box(&mut acc);
+            let t3 = _rdtsc();
+            best_fma = best_fma.min(t1.wrapping_sub(t0));
+            best_dot = best_dot.min(t3.wrapping_sub(t2));
+        }
+    }
+    (best_fma, best_dot)
+}
