@@ -375,6 +375,71 @@ fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32], next: &
     )
 }
 
+/// For a row without NaN: its `k`-th largest entry `S` by [`f32::total_cmp`] and the
+/// ascending indices (into `idx`, at least `h` slots) of the entries greater than
+/// `below(S)`; `below` must be non-decreasing with `below(v) ≤ v`. `None` if more than
+/// `keys.len()` entries reach the first pass's bound (heavy ties, or a `below` far
+/// beneath `S`). Needs `1 ≤ k ≤` [`HEAP_MAX_K`], `h ≥ 8k`.
+///
+/// Two passes over the row, as [`topk_relu_row`]'s: a lower bound `t₀ ≤ S` from
+/// strided group maxima, then every entry greater than `below(t₀)` (which includes all
+/// those above `below(S)` and all those at or above `S`); `S` is selected among
+/// those, and the list filtered to `> below(S)`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn kth_and_above(
+    row: &[f32],
+    k: usize,
+    below: impl Fn(f32) -> f32,
+    idx: &mut [u32],
+    keys: &mut [u32],
+) -> Option<(f32, usize)> {
+    let t0 = isa::vectorized(
+        #[inline(always)]
+        |lanes| match (lanes, k) {
+            (_, 0..=4) => group_bound::<8>(row, k),
+            (_, 5..=8) => group_bound::<16>(row, k),
+            (_, 9..=16) => group_bound::<32>(row, k),
+            (_, 17..=32) => group_bound::<64>(row, k),
+            (8 | 16, _) => group_bound::<128>(row, k),
+            _ => group_bound::<64>(row, k),
+        },
+    );
+    let c = greater_than(row, below(from_key(t0)), idx);
+    if c > keys.len() || c < k {
+        return None;
+    }
+    for (u, &j) in keys.iter_mut().zip(&idx[..c]) {
+        *u = ukey(row[j as usize]);
+    }
+    let s = Keep::largest(&mut keys[..c], k).threshold();
+    let s = from_key((s ^ (1 << 31)) as i32);
+    let t = key(below(s));
+    let mut n = 0;
+    for q in 0..c {
+        let j = idx[q];
+        if key(row[j as usize]) > t {
+            idx[n] = j;
+            n += 1;
+        }
+    }
+    Some((s, n))
+}
+
+/// The indices (ascending) of the entries of `row` greater than `t` by
+/// [`f32::total_cmp`] into `idx` (at least `row.len()` slots); returns their number.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn greater_than(row: &[f32], t: f32, idx: &mut [u32]) -> usize {
+    // `candidates` keeps keys at or above its bound: one key above `t`'s.
+    let above = key(t).saturating_add(1);
+    isa::vectorized(
+        #[inline(always)]
+        |lanes| match lanes {
+            16 => candidates::<16>(row, above, idx, &[]),
+            _ => candidates::<8>(row, above, idx, &[]),
+        },
+    )
+}
+
 /// Ask the cache for the line holding `x[i]` (nothing if `i` is out of range, or on
 /// targets without a prefetch instruction here). Rows of pre-activations leave the
 /// encoder GEMM in blocks larger than the L2 cache; fetching row `r + 1` while row `r`

@@ -59,6 +59,7 @@
 
 use super::activation::{ThresholdGrad, apply_rows, topk_among};
 use super::params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, check_grads};
+use super::screen;
 use super::sparse_path::{self, Acc, Model, Path, TILE};
 use super::split;
 use super::stack::{MemStack, StackReq};
@@ -295,16 +296,18 @@ const fn rows_of(block_rows: usize) -> usize {
     }
 }
 
-/// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer.
-/// `block_rows` is taken as it is (at least 1): [`encode`]'s blocks are not capped at
-/// [`MAX_BLOCK_ROWS`] (the other plans pass blocks that are).
-const fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 3] {
+/// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer,
+/// TopK's bf16 screen (where it can run, see `screen`). `block_rows` is taken as it is
+/// (at least 1): [`encode`]'s blocks are not capped at [`MAX_BLOCK_ROWS`] (the other
+/// plans pass blocks that are).
+const fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 4] {
     let rows = if block_rows == 0 { 1 } else { block_rows };
     let Dims { d, h } = dims;
     [
         StackReq::mat(rows, if arch.centers_input() { d } else { 0 }),
         StackReq::f32s(if is_topk(arch) { h } else { 0 }),
         StackReq::f32s(pack_len(rows, h, d)),
+        screen::scratch(arch, dims, rows),
     ]
 }
 
@@ -322,7 +325,7 @@ const fn decode_plan(dims: Dims, block_rows: usize) -> [StackReq; 2] {
 const fn forward_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 9] {
     let rows = rows_of(block_rows);
     let Dims { d, h } = dims;
-    let [xc, sel, _] = encode_plan(arch, dims, rows);
+    let [xc, sel, _, _] = encode_plan(arch, dims, rows);
     let topk = is_topk(arch);
     let weighted = matches!(arch.penalty, Penalty::DecoderNormL1);
     [
@@ -348,7 +351,7 @@ const fn forward_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 9
 const fn grad_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 13] {
     let rows = rows_of(block_rows);
     let Dims { d, h } = dims;
-    let [xc, sel, _] = encode_plan(arch, dims, rows);
+    let [xc, sel, _, _] = encode_plan(arch, dims, rows);
     let topk = is_topk(arch);
     let weighted = matches!(arch.penalty, Penalty::DecoderNormL1);
     let aux_rows = if topk { rows } else { 0 };
@@ -1047,11 +1050,19 @@ pub fn encode(
     check_batch(dims, x, n)?;
     check_len("codes", codes.len(), mul("codes", n, h)?)?;
     let rb = encode_block_rows(scratch.len(), n, |r| encode_scratch_len(arch, dims, r))?;
-    let [xc, sel, pack] = MemStack::new(scratch).split(encode_plan(arch, dims, rb));
+    let [xc, sel, pack, _scr] = MemStack::new(scratch).split(encode_plan(arch, dims, rb));
+    #[cfg(target_arch = "x86_64")]
+    let mut screen = screen::Screen::new(&p, rb, _scr);
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
         let xin = encoder_input(&p, &x[r0 * d..(r0 + rows) * d], xc);
         let cb = &mut codes[r0 * h..(r0 + rows) * h];
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = screen.as_mut()
+            && s.encode_block(&p, xin, rows, cb, sel, pack)?
+        {
+            continue;
+        }
         encode_block(&p, xin, rows, cb, sel, pack, None, None)?;
     }
     Ok(())

@@ -90,6 +90,7 @@ pub(crate) mod core;
 mod decoder;
 mod init;
 pub(crate) mod params;
+mod screen;
 mod sparse_path;
 mod split;
 mod stack;

@@ -1,0 +1,627 @@
+//! TopK encoding screened in bf16: the same codes, bit for bit, with most of the
+//! encoder product done at twice the f32 FLOP rate, where the CPU has that.
+//!
+//! TopK keeps `k` of `h` pre-activations per row (`k = 32` of thousands in the SAEs
+//! people train), yet the plain encoder computes all of them exactly. Where
+//! `vdpbf16ps` is fast (`Avx512Bf16::pays`), [`Screen::encode_block`] instead:
+//! 1. computes every pre-activation in bf16 (`gemm_bf16_dot`: `x` and `W_enc`
+//!    rounded to bf16, `f32` sums), `p̃ = S̃ + b`;
+//! 2. bounds, per row, `|p̃_j − p_j| ≤ m₀` for every feature `j`, where `p_j` is the
+//!    value the plain `f32` encoder computes (see `bound`);
+//! 3. keeps as candidates the features with `p̃_j ≥ S_k − 2m₀`, `S_k` the `k`-th
+//!    largest `p̃` of the row: the `k` features with `p̃ ≥ S_k` have `p ≥ S_k − m₀`,
+//!    so the `k`-th largest `p` is at least that, and any feature at or above it has
+//!    `p̃ ≥ S_k − 2m₀`. Every feature the plain encoder could keep (ties included)
+//!    is a candidate;
+//! 4. computes the candidates' `p_j` as the plain encoder's GEMM does
+//!    (`kernels::gemm::sampled`: the same fused multiply-add chain, so the same bits)
+//!    and selects among them by the plain encoder's rule (largest first, ties to the
+//!    lower feature, then ReLU).
+//!
+//! So the codes equal the unscreened encoder's bit for bit (tested); the screen only
+//! decides which exact values are worth computing. On N(0, 1) inputs with SAELens-like
+//! random weights, `k = 32` leaves about 47 candidates per row at `(d, h) = (384,
+//! 3072)` and 63 at `(768, 16384)`.
+//!
+//! The exact pass costs scalar FMAs (about `k·d` and more per row), the bf16 product
+//! saves about `0.45·h·d` vector lanes' worth, and two passes over each row find the
+//! candidates. Measured at batch 1024 (`python python/bench/bench_topk_screen.py`,
+//! plain and screened calls alternating in one process, AMD Zen 4): `(768, 16384)`
+//! 1.26–1.31× faster, `(384, 3072)` 0.92–1.03×. So the screen runs only where
+//! `h ≥ 256·k` (8192 for `k = 32`). A block falls back to the plain encoder when a row
+//! has more than [`cap`] candidates, or when an input, weight or bias is not finite
+//! or too large for the bound (beyond `1e37`). `SAE_TOPK_SCREEN=off` in the
+//! environment (`std` builds) turns it off, for comparisons.
+
+use super::params::{Activation, Arch, Dims};
+use super::stack::StackReq;
+use crate::kernels::gemm::{KC, packs};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::Screen;
+
+/// Candidates per row the screen makes room for (`8k + 64`: 320 for `k = 32`, where
+/// random inputs needed at most 85).
+pub(crate) const fn cap(k: usize) -> usize {
+    8 * k + 64
+}
+
+/// `k` if an encoder of this architecture and shape, in blocks of `rows` rows, is
+/// screened where the CPU allows (TopK with `1 ≤ k ≤ 64` and `h ≥ 256·k`, see the
+/// module documentation; a packed product; x86_64), else `None`. Shape only: whether
+/// the CPU has fast bf16 is decided at run time (`Screen::new`).
+const fn screened_k(arch: Arch, dims: Dims, rows: usize) -> Option<usize> {
+    match arch.activation {
+        Activation::TopK { k } if k >= 1 && k <= 64 && dims.h >= 256 * k => {
+            if cfg!(target_arch = "x86_64") && packs(rows, dims.h, dims.d) {
+                Some(k)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The screen's slots for a block of `rows` rows: per row the candidates' count,
+/// features and exact values; for `d > KC` the running block sums; the exact pass's
+/// transposed rows of `W_enc` (`sampled_scratch`).
+const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 5] {
+    let Some(k) = screened_k(arch, dims, rows) else {
+        return [StackReq::EMPTY; 5];
+    };
+    let pairs = StackReq::mat(rows, cap(k));
+    [
+        StackReq::u32s(rows),
+        pairs,
+        pairs,
+        if dims.d > KC { pairs } else { StackReq::EMPTY },
+        StackReq::f32s(transposed_rows(dims.h)),
+    ]
+}
+
+/// The exact pass's transposed rows of `W_enc` (x86_64 only, where it runs).
+const fn transposed_rows(h: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::kernels::gemm::sampled::sampled_scratch(h)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = h;
+        0
+    }
+}
+
+/// Scratch slots [`Screen`] needs for blocks of `rows` rows (0 where it never runs).
+pub(crate) const fn scratch(arch: Arch, dims: Dims, rows: usize) -> StackReq {
+    StackReq::all_of(&plan(arch, dims, rows))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{LARGE, cap, plan, pow2, screened_k};
+    use crate::error::Result;
+    use crate::kernels::gemm::sampled::{pad, sampled};
+    use crate::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm_bf16_dot, selected};
+    use crate::kernels::isa::x86::{Avx512Bf16, avx512bf16};
+    use crate::kernels::vector;
+    use crate::model::activation::{Keep, kth_and_above, ukey};
+    use crate::model::params::{Dims, Params};
+    use crate::model::stack::MemStack;
+
+    /// The bf16 screen of one encode call: the CPU's bf16 token, `k`, and the weights'
+    /// part of the bound, computed once per call.
+    pub(crate) struct Screen<'s> {
+        token: Avx512Bf16,
+        k: usize,
+        /// The largest encoder column norm `max_j ‖W_enc[:, j]‖₂`, rounded up.
+        nw: f64,
+        /// The largest norm of a column's bf16 rounding, `max_j ‖bf16(w_j) − w_j‖₂`.
+        ndw: f64,
+        /// `max_j |b_enc,j|`.
+        b_max: f64,
+        scratch: &'s mut [f32],
+    }
+
+    impl<'s> Screen<'s> {
+        /// The screen for blocks of up to `rows` rows, if it applies: the shape allows it,
+        /// `scratch` has [`scratch`] slots, the CPU has AVX512_BF16 at a paying rate, the
+        /// selected f32 kernel is the AVX-512 one (whose arithmetic [`sampled`] follows),
+        /// and the weights and biases are finite and below [`LARGE`]. Reads `W_enc` once.
+        pub(crate) fn new(p: &Params<'_>, rows: usize, scratch: &'s mut [f32]) -> Option<Self> {
+            let k = screened_k(p.arch(), p.dims(), rows)?;
+            #[cfg(feature = "std")]
+            if std::env::var_os("SAE_TOPK_SCREEN").is_some_and(|v| v == "off") {
+                return None;
+            }
+            if scratch.len() < super::scratch(p.arch(), p.dims(), rows).len()
+                || selected() != Kernel::Avx512
+            {
+                return None;
+            }
+            let token = avx512bf16().filter(|t| t.pays())?;
+            let (nw, ndw) = p.encoder().max_col_norms(round_bf16)?;
+            if p.b_enc().iter().any(|b| !b.is_finite()) {
+                return None;
+            }
+            let b_max = p
+                .b_enc()
+                .iter()
+                .fold(0.0f64, |m, &b| m.max(f64::from(b).abs()));
+            // `!(x < LARGE)` also catches NaN.
+            if !(nw < LARGE && b_max < LARGE) {
+                return None;
+            }
+            Some(Self {
+                token,
+                k,
+                nw,
+                ndw,
+                b_max,
+                scratch,
+            })
+        }
+    }
+
+    /// The norms a row's bound needs: `‖x‖`, `‖bf16(x) − x‖` of the encoder's input row,
+    /// the largest `‖w_j‖` and `‖bf16(w_j) − w_j‖` of the encoder's columns (each an
+    /// upper bound).
+    #[derive(Clone, Copy)]
+    pub(super) struct Norms {
+        pub(super) nx: f64,
+        pub(super) ndx: f64,
+        pub(super) nw: f64,
+        pub(super) ndw: f64,
+    }
+
+    /// A bound `m₀` on `|p̃_j − p_j|` for every feature `j` of a row, `p̃` the bf16
+    /// screen's and `p` the plain encoder's pre-activation, with `ε = 2⁻²⁴` (`f32`) and
+    /// `x̃ = x + δx`, `w̃_j = w_j + δw_j` the bf16 roundings:
+    /// - the products change by `Σ_p (x_p δw_pj + δx_p w_pj + δx_p δw_pj)`, at most
+    ///   `‖x‖‖δw_j‖ + ‖δx‖‖w_j‖ + ‖δx‖‖δw_j‖` (Cauchy–Schwarz on the actual rounding
+    ///   errors: about `2⁻⁸·‖x‖‖w_j‖` for random data, where the worst case of every
+    ///   term rounding the same way would need `2⁻⁷`);
+    /// - each sum of `d` products (bf16 pairs by `vdpbf16ps`, two roundings per pair;
+    ///   f32 FMAs, one per product) is off by at most `(d + 1)ε` times its terms'
+    ///   absolute sum, itself at most `‖x̃‖‖w̃_j‖`;
+    /// - adding the bias rounds each to within `ε(|b| + 1.01·‖x‖‖w_j‖)`;
+    /// - `vdpbf16ps` flushes subnormal inputs and results to zero: at most
+    ///   `2⁻¹²⁶(d + √d(‖x̃‖ + ‖w̃_j‖))` in all.
+    ///
+    /// Each term is enlarged (`1 + 2⁻¹⁰`, `2.04ε`, `2⁻²²` for `2ε`, `2⁻¹²⁰`) and the sum
+    /// by `1 + 2⁻²⁰`, which covers this function's own `f64` rounding.
+    pub(super) fn bound(n: Norms, b_max: f64, d: usize) -> f64 {
+        let Norms { nx, ndx, nw, ndw } = n;
+        let d = d as f64;
+        let nn = nx * nw;
+        let (tx, tw) = (nx + ndx, nw + ndw);
+        let rounding = (nx * ndw + ndx * nw + ndx * ndw) * (1.0 + pow2(-10));
+        let sums = (2.0 * d + 2.0) * pow2(-24) * 1.02 * tx * tw;
+        let flush = pow2(-120) * (d + libm::sqrt(d) * (tx + tw));
+        (rounding + sums + flush + pow2(-22) * (b_max + 2.0 * nn)) * (1.0 + pow2(-20))
+    }
+
+    /// `(Σ x², Σ (bf16(x) − x)²)` of a row, in `f64`.
+    fn row_norms(x: &[f32]) -> (f64, f64) {
+        crate::kernels::isa::vectorized(
+            #[inline(always)]
+            |_| {
+                x.iter().fold((0.0f64, 0.0f64), |(s, r), &v| {
+                    let e = f64::from(round_bf16(v)) - f64::from(v);
+                    (s + f64::from(v) * f64::from(v), r + e * e)
+                })
+            },
+        )
+    }
+
+    /// `x` rounded to bf16 as the screen's product rounds it (to nearest, ties to even),
+    /// widened back; for finite `x` the same as `bf16_to_f32(f32_to_bf16(x))` (tested),
+    /// without its NaN branch, so loops over it vectorize. (NaN and infinite inputs give
+    /// a NaN or infinite residual `round_bf16(x) − x` either way, which the callers
+    /// reject.)
+    #[inline(always)]
+    fn round_bf16(x: f32) -> f32 {
+        let b = x.to_bits();
+        f32::from_bits(b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000)
+    }
+
+    impl Screen<'_> {
+        /// TopK codes of one block (`xin` `rows×d`, the encoder's input; `codes`
+        /// `rows×h`, written), equal bit for bit to the plain encoder's, through the
+        /// screen described in the module documentation. `Ok(false)` if the block must
+        /// take the plain path instead (`codes` then holds scratch values to overwrite).
+        ///
+        /// # Errors
+        /// As the plain encoder's product (shape errors only).
+        pub(crate) fn encode_block(
+            &mut self,
+            p: &Params<'_>,
+            xin: &[f32],
+            rows: usize,
+            codes: &mut [f32],
+            sel: &mut [f32],
+            pack: &mut [f32],
+        ) -> Result<bool> {
+            let (arch, dims) = (p.arch(), p.dims());
+            let Dims { d, h } = dims;
+            if screened_k(arch, dims, rows) != Some(self.k) {
+                return Ok(false);
+            }
+            let (k, c) = (self.k, cap(self.k));
+            let (nw, ndw, b_max) = (self.nw, self.ndw, self.b_max);
+            let [counts, cols, out, acc, bt] =
+                MemStack::new(&mut *self.scratch).split(plan(arch, dims, rows));
+            let [counts, cols] = [counts, cols].map(bytemuck::cast_slice_mut::<f32, u32>);
+            let xm = MatRef::row_major("x", xin, rows, d)?;
+            let cm = MatMut::row_major("codes", codes, rows, h)?;
+            gemm_bf16_dot(1.0, xm, p.encoder(), 0.0, cm, Epilogue::None, pack)?;
+            let b = p.b_enc();
+            for (i, (row, x)) in codes
+                .chunks_exact_mut(h)
+                .zip(xin.chunks_exact(d))
+                .enumerate()
+            {
+                vector::axpy(1.0, b, row);
+                let (sx, sdx) = row_norms(x);
+                let up = 1.0 + pow2(-40);
+                let (nx, ndx) = (libm::sqrt(sx) * up, libm::sqrt(sdx) * up);
+                if !(nx < LARGE && ndx < LARGE && nx * nw < LARGE) {
+                    return Ok(false);
+                }
+                let m0 = bound(Norms { nx, ndx, nw, ndw }, b_max, d);
+                // `below(v)`: at most `v − 2m₀` (rounded down to f32), non-decreasing.
+                let below = |v: f32| {
+                    let t = f64::from(v)
+                        - 2.0 * m0 * (1.0 + pow2(-20))
+                        - pow2(-40) * f64::from(v).abs();
+                    let tf = t as f32;
+                    if f64::from(tf) >= t {
+                        next_down(tf)
+                    } else {
+                        tf
+                    }
+                };
+                let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
+                let keys = &mut cols[i * c..(i + 1) * c];
+                let Some((sk, n)) = kth_and_above(row, k, below, idx, keys) else {
+                    return Ok(false);
+                };
+                if !sk.is_finite() || n > c || n < k {
+                    return Ok(false);
+                }
+                cols[i * c..i * c + n].copy_from_slice(&idx[..n]);
+                counts[i] = n as u32;
+            }
+            let counts = &counts[..rows];
+            if !pad((cols, counts, c)) {
+                return Ok(false);
+            }
+            let lists = (&*cols, counts, c);
+            if !sampled(self.token.avx512(), xm, p.encoder(), lists, out, acc, bt) {
+                return Ok(false);
+            }
+            for (i, row) in codes.chunks_exact_mut(h).enumerate() {
+                let n = counts[i] as usize;
+                let (js, exact) = (&cols[i * c..i * c + n], &out[i * c..i * c + n]);
+                // The plain encoder's store: `relu(s + b_j)`; ReLU comes after the selection
+                // here, which keeps the same features (see `encode_block` in `core`). The
+                // row's values go to `sel` (its first `n` slots), their keys after them.
+                let (vals, keys) = sel.split_at_mut(n);
+                let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut keys[..n]);
+                for (((v, key), &j), &e) in vals.iter_mut().zip(keys.iter_mut()).zip(js).zip(exact)
+                {
+                    *v = e + b[j as usize];
+                    *key = ukey(*v);
+                }
+                let mut keep = Keep::largest(keys, k);
+                row.fill(0.0);
+                for (&v, &j) in vals.iter().zip(js) {
+                    if keep.next(ukey(v)) {
+                        row[j as usize] = vector::relu(v);
+                    }
+                }
+            }
+            #[cfg(test)]
+            super::SCREENED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            Ok(true)
+        }
+    }
+
+    /// The next `f32` below `x` (finite `x`).
+    fn next_down(x: f32) -> f32 {
+        if x == 0.0 {
+            -f32::from_bits(1)
+        } else if x > 0.0 {
+            f32::from_bits(x.to_bits() - 1)
+        } else {
+            f32::from_bits(x.to_bits() + 1)
+        }
+    }
+}
+
+/// `2^e` for `−1022 ≤ e ≤ 1023` (`core` has no `f64::powi`).
+#[cfg(target_arch = "x86_64")]
+const fn pow2(e: i32) -> f64 {
+    f64::from_bits(((1023 + e) as u64) << 52)
+}
+
+/// Inputs, weights and biases beyond this are left to the plain encoder (their bf16
+/// rounding and the bound's products stay far from `f32::MAX`).
+#[cfg(target_arch = "x86_64")]
+const LARGE: f64 = 1e37;
+
+/// Blocks the screen encoded (tests check that it ran where it should).
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) static SCREENED: core::sync::atomic::AtomicUsize =
+    core::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len, test_fill};
+    use crate::kernels::half::{bf16_to_f32, f32_to_bf16};
+    use crate::model::activation::topk_relu_row;
+    use crate::model::core::{encode, encode_scratch_len};
+    use crate::model::params::{Params, Penalty, Weights};
+    use core::sync::atomic::Ordering;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Whether this CPU runs the screen (AVX512_BF16 at a paying rate, AVX-512 kernel).
+    fn runs_here() -> bool {
+        crate::kernels::isa::x86::avx512bf16().is_some_and(|t| t.pays())
+            && crate::kernels::gemm::selected() == crate::kernels::gemm::Kernel::Avx512
+    }
+
+    /// The plain encoder, spelled out: `relu(x̄·W_enc + b_enc)` by the packed GEMM's
+    /// fused store, then TopK on each row.
+    fn plain(p: &Params<'_>, x: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let Dims { d, h } = p.dims();
+        let xin: Vec<f32> = match p.b_dec().filter(|_| p.arch().centers_input()) {
+            Some(bd) => x
+                .chunks_exact(d)
+                .flat_map(|r| r.iter().zip(bd).map(|(a, b)| a - b))
+                .collect(),
+            None => x.to_vec(),
+        };
+        let mut c = vec![0.0f32; n * h];
+        let mut pack = vec![0.0f32; pack_len(n, h, d)];
+        gemm(
+            1.0,
+            MatRef::row_major("x", &xin, n, d).unwrap(),
+            p.encoder(),
+            0.0,
+            MatMut::row_major("c", &mut c, n, h).unwrap(),
+            Epilogue::BiasRelu(p.b_enc()),
+            &mut pack,
+        )
+        .unwrap();
+        let mut sel = vec![0.0f32; h];
+        for row in c.chunks_exact_mut(h) {
+            topk_relu_row(row, k, &mut sel);
+        }
+        c
+    }
+
+    /// `encode` (screened where it runs) against [`plain`], bit for bit; returns how
+    /// many blocks the screen encoded.
+    fn check(p: Params<'_>, x: &[f32], n: usize, k: usize, what: &str) -> usize {
+        let h = p.dims().h;
+        let want = plain(&p, x, n, k);
+        let mut got = vec![f32::NAN; n * h];
+        let mut scratch = vec![0.0f32; encode_scratch_len(p.arch(), p.dims(), n)];
+        let before = SCREENED.load(Ordering::Relaxed);
+        encode(p, x, n, &mut got, &mut scratch).unwrap();
+        let ran = SCREENED.load(Ordering::Relaxed) - before;
+        for (q, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{what}: row {} feature {}",
+                q / h,
+                q % h
+            );
+        }
+        ran
+    }
+
+    fn topk_arch(k: usize, tied: bool) -> Arch {
+        Arch {
+            weights: if tied {
+                Weights::Tied
+            } else {
+                Weights::Untied { center_input: true }
+            },
+            activation: Activation::TopK { k },
+            penalty: Penalty::None,
+        }
+    }
+
+    /// Random SAELens-like models: the codes are the plain encoder's bit for bit, with
+    /// `d` below and above `KC`, tied and untied, and the screen ran on every one
+    /// where the CPU runs it.
+    #[test]
+    fn screened_codes_are_the_plain_bits() {
+        // Every case has h ≥ 256·k, so the screen runs.
+        let cases = [
+            (96, 2048, 8, 40),
+            (384, 3072, 8, 70),
+            (800, 2048, 8, 24),
+            (64, 640, 1, 9),
+        ];
+        for (ci, &(d, h, k, n)) in cases.iter().enumerate() {
+            for tied in [false, true] {
+                let arch = topk_arch(k, tied);
+                let dims = Dims { d, h };
+                let s = 1.0 / (d as f32).sqrt();
+                let w: Vec<f32> = test_fill(d * h, 10 + ci as u64)
+                    .iter()
+                    .map(|v| v * s * 1.7)
+                    .collect();
+                let b: Vec<f32> = test_fill(h, 20 + ci as u64)
+                    .iter()
+                    .map(|v| v * 0.1 - 0.05)
+                    .collect();
+                let wd = test_fill(h * d, 30 + ci as u64);
+                let bd = test_fill(d, 40 + ci as u64);
+                let x: Vec<f32> = test_fill(n * d, 50 + ci as u64)
+                    .iter()
+                    .map(|v| v * 2.0)
+                    .collect();
+                let p = if tied {
+                    Params::new(arch, dims, [&w[..], &b[..]]).unwrap()
+                } else {
+                    Params::new(arch, dims, [&w[..], &b[..], &wd[..], &bd[..]]).unwrap()
+                };
+                let ran = check(p, &x, n, k, &std::format!("case {ci} tied={tied}"));
+                if runs_here() {
+                    assert!(ran > 0, "case {ci} tied={tied}: the screen did not run");
+                }
+            }
+        }
+    }
+
+    /// Exact ties (duplicated features), rows with fewer than `k` positive
+    /// pre-activations, zeros: still the plain bits.
+    #[test]
+    fn screened_ties_and_negatives() {
+        let (d, h, k, n) = (64, 1024, 4, 16);
+        let dims = Dims { d, h };
+        let mut w = test_fill(d * h, 3);
+        // Features 2q and 2q + 1 identical (W_enc is d×h row-major), same bias.
+        for p in 0..d {
+            for q in 0..h / 2 {
+                w[p * h + 2 * q + 1] = w[p * h + 2 * q];
+            }
+        }
+        let mut b: Vec<f32> = test_fill(h, 4).iter().map(|v| v * 0.5).collect();
+        for q in 0..h / 2 {
+            b[2 * q + 1] = b[2 * q];
+        }
+        let (wd, bd) = (test_fill(h * d, 5), vec![0.0f32; d]);
+        let mut x = test_fill(n * d, 6);
+        x[..d].fill(0.0); // row 0: codes = relu(b)
+        let p = Params::new(
+            topk_arch(k, false),
+            dims,
+            [&w[..], &b[..], &wd[..], &bd[..]],
+        )
+        .unwrap();
+        let ran = check(p, &x, n, k, "ties");
+        // Mostly negative pre-activations: fewer than k positive in most rows.
+        let bneg: Vec<f32> = b.iter().map(|v| v - 6.0).collect();
+        let p = Params::new(
+            topk_arch(k, false),
+            dims,
+            [&w[..], &bneg[..], &wd[..], &bd[..]],
+        )
+        .unwrap();
+        let ran2 = check(p, &x, n, k, "negative");
+        if runs_here() {
+            assert!(ran > 0 && ran2 > 0);
+        }
+    }
+
+    /// The fallbacks: a NaN or huge input, an infinite weight, and all features tied
+    /// (more candidates than `cap`) take the plain path, with its bits.
+    #[test]
+    fn screened_fallbacks_give_the_plain_bits() {
+        let (d, h, k, n) = (48, 1024, 4, 12);
+        let dims = Dims { d, h };
+        let w = test_fill(d * h, 7);
+        let b = test_fill(h, 8);
+        let (wd, bd) = (test_fill(h * d, 9), test_fill(d, 10));
+        let mut x = test_fill(n * d, 11);
+        x[3 * d + 5] = f32::NAN;
+        let p = Params::new(
+            topk_arch(k, false),
+            dims,
+            [&w[..], &b[..], &wd[..], &bd[..]],
+        )
+        .unwrap();
+        assert_eq!(check(p, &x, n, k, "NaN input"), 0);
+        x[3 * d + 5] = 3e37;
+        assert_eq!(check(p, &x, n, k, "huge input"), 0);
+        x[3 * d + 5] = 0.5;
+        let mut winf = w.clone();
+        winf[77] = f32::INFINITY;
+        let p2 = Params::new(
+            topk_arch(k, false),
+            dims,
+            [&winf[..], &b[..], &wd[..], &bd[..]],
+        )
+        .unwrap();
+        assert_eq!(check(p2, &x, n, k, "infinite weight"), 0);
+        // Every feature the same: every one is a candidate.
+        let wsame: Vec<f32> = (0..d * h).map(|q| w[(q / h) * h]).collect();
+        let bsame = vec![0.25f32; h];
+        let p3 = Params::new(
+            topk_arch(k, false),
+            dims,
+            [&wsame[..], &bsame[..], &wd[..], &bd[..]],
+        )
+        .unwrap();
+        assert_eq!(check(p3, &x, n, k, "all tied"), 0);
+        // And the unchanged model is screened (so the zeros above are fallbacks).
+        let ran = check(p, &x, n, k, "finite");
+        if runs_here() {
+            assert!(ran > 0);
+        }
+    }
+
+    /// The bound holds with little to spare where Cauchy–Schwarz is tight and every
+    /// bf16 rounding goes the same way: `x` and `w` constant, just below a bf16
+    /// rounding midpoint, so each product term loses almost `2u` of its value.
+    #[test]
+    fn bound_is_sound_and_nearly_tight() {
+        let Some(t) = crate::kernels::isa::x86::avx512bf16() else {
+            std::eprintln!("no AVX512_BF16: the bound's worst case not measured");
+            return;
+        };
+        let _ = t;
+        let (d, h, n) = (256, 64, 8);
+        // 1 + 2⁻⁸ − 2⁻²⁰ rounds down to 1 in bf16: a relative error of almost 2⁻⁸.
+        let v = 1.0f32 + 2f32.powi(-8) - 2f32.powi(-20);
+        assert_eq!(bf16_to_f32(f32_to_bf16(v)), 1.0);
+        let (x, w) = (vec![v; n * d], vec![v; d * h]);
+        let mut exact = vec![0.0f32; n * h];
+        let mut approx = vec![0.0f32; n * h];
+        let mut pack = vec![0.0f32; pack_len(n, h, d)];
+        let xm = MatRef::row_major("x", &x, n, d).unwrap();
+        let wm = MatRef::row_major("w", &w, d, h).unwrap();
+        let cm = |c| MatMut::row_major("c", c, n, h).unwrap();
+        gemm(1.0, xm, wm, 0.0, cm(&mut exact), Epilogue::None, &mut pack).unwrap();
+        crate::kernels::gemm::gemm_bf16_dot(
+            1.0,
+            xm,
+            wm,
+            0.0,
+            cm(&mut approx),
+            Epilogue::None,
+            &mut pack,
+        )
+        .unwrap();
+        // Every column and every input row is the same vector here.
+        let (nw, ndw) = wm.max_col_norms(|v| bf16_to_f32(f32_to_bf16(v))).unwrap();
+        let m0 = x86::bound(
+            x86::Norms {
+                nx: nw,
+                ndx: ndw,
+                nw,
+                ndw,
+            },
+            0.0,
+            d,
+        );
+        let err = exact
+            .iter()
+            .zip(&approx)
+            .map(|(a, b)| f64::from(a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err <= m0, "error {err} beyond the bound {m0}");
+        assert!(
+            err >= 0.95 * m0,
+            "error {err} far below the bound {m0}: the case is not the worst"
+        );
+    }
+}
