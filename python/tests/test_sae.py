@@ -155,6 +155,23 @@ def test_from_arrays_matches_numpy(arch):
     assert rel_err(recon, want_recon) <= TOL
 
 
+def test_topk_screen_gives_the_plain_bits(monkeypatch):
+    """TopK with h >= 256·k is screened in bf16 where the CPU has fast AVX512_BF16; the
+    codes must be the unscreened ones bit for bit (``SAE_TOPK_SCREEN=off`` turns the
+    screen off). On other CPUs both calls take the plain path and agree trivially."""
+    d, h, n, k = 48, 2048, 80, 8
+    sae, w = random_sae(d, h, seed=5, architecture="topk", k=k)
+    x = np.random.default_rng(2).standard_normal((n, d), dtype=np.float32) * 3
+    monkeypatch.delenv("SAE_TOPK_SCREEN", raising=False)
+    screened = sae.encode(x)
+    monkeypatch.setenv("SAE_TOPK_SCREEN", "off")
+    plain = sae.encode(x)
+    assert np.array_equal(screened.view(np.uint32), plain.view(np.uint32))
+    assert ((screened > 0).sum(axis=1) <= k).all()
+    want = numpy_encode(x, w, "topk", k, None)
+    assert rel_err(screened, want) <= TOL
+
+
 @pytest.mark.parametrize("arch", ["standard", "topk"])
 def test_new_codes_array_is_fully_written(arch):
     """`encode` returns an uninitialised array that it fills: freeing a NaN-filled

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""The TopK encoder with and without its bf16 screen, side by side in one process.
+
+    pip install ./python
+    python python/bench/bench_topk_screen.py [--rounds 8]
+
+For TopK (k = 32) SAEs of shape (d_in, d_sae) = (384, 3072), (768, 16384) and
+(768, 24576) with SAELens-like random weights (the folders of bench_vs_saelens.py),
+`encode(x, out=buf)` on a batch of 1024 N(0, 1) rows is timed with the screen on
+(the default where the CPU has fast AVX512_BF16 and h >= 256·k) and off
+(`SAE_TOPK_SCREEN=off`, read by the library on every call), in alternating calls, so
+that load on the shared machine falls on both alike; each figure is the best CPU time
+over the rounds. The two outputs are checked to be equal bit for bit.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_vs_saelens import write_folder  # noqa: E402
+
+SHAPES = [(384, 3072), (768, 16384), (768, 24576)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=1024)
+    a = ap.parse_args()
+
+    import sae_kernels
+
+    print(f"batch {a.rows}, TopK k=32, best CPU time of {a.rounds} alternating rounds")
+    print("| (d_in, d_sae) | screen on (ms) | screen off (ms) | off / on | same bits |")
+    print("|---|---|---|---|---|")
+    for d, h in SHAPES:
+        with tempfile.TemporaryDirectory() as tmp:
+            write_folder(tmp, d, h, "topk", 32, 0)
+            sae = sae_kernels.SAE.load(tmp)
+        x = np.random.default_rng(1).standard_normal((a.rows, d)).astype(np.float32)
+        on = np.empty((a.rows, h), np.float32)
+        off = np.empty_like(on)
+        best = {"on": float("inf"), "off": float("inf")}
+        for _ in range(a.rounds):
+            for mode, buf in (("on", on), ("off", off)):
+                if mode == "off":
+                    os.environ["SAE_TOPK_SCREEN"] = "off"
+                else:
+                    os.environ.pop("SAE_TOPK_SCREEN", None)
+                t0 = time.process_time()
+                sae.encode(x, out=buf)
+                best[mode] = min(best[mode], time.process_time() - t0)
+        os.environ.pop("SAE_TOPK_SCREEN", None)
+        same = np.array_equal(on.view(np.uint32), off.view(np.uint32))
+        print(f"| ({d}, {h}) | {best['on'] * 1e3:.1f} | {best['off'] * 1e3:.1f} | "
+              f"{best['off'] / best['on']:.2f}x | {'yes' if same else 'NO'} |")
+        if not same:
+            sys.exit("the screened codes differ from the plain ones")
+
+
+if __name__ == "__main__":
+    main()
