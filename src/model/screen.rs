@@ -441,6 +441,8 @@ mod tests {
     /// `d` below and above `KC`, tied and untied, and the screen ran on every one
     /// where the CPU runs it.
     #[test]
+    // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
+    #[cfg_attr(miri, ignore)]
     fn screened_codes_are_the_plain_bits() {
         // Every case has h ≥ 256·k, so the screen runs.
         let cases = [
@@ -484,6 +486,8 @@ mod tests {
     /// Exact ties (duplicated features), rows with fewer than `k` positive
     /// pre-activations, zeros: still the plain bits.
     #[test]
+    // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
+    #[cfg_attr(miri, ignore)]
     fn screened_ties_and_negatives() {
         let (d, h, k, n) = (64, 1024, 4, 16);
         let dims = Dims { d, h };
@@ -525,6 +529,8 @@ mod tests {
     /// The fallbacks: a NaN or huge input, an infinite weight, and all features tied
     /// (more candidates than `cap`) take the plain path, with its bits.
     #[test]
+    // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
+    #[cfg_attr(miri, ignore)]
     fn screened_fallbacks_give_the_plain_bits() {
         let (d, h, k, n) = (48, 1024, 4, 12);
         let dims = Dims { d, h };
@@ -573,6 +579,8 @@ mod tests {
     /// bf16 rounding goes the same way: `x` and `w` constant, just below a bf16
     /// rounding midpoint, so each product term loses almost `2u` of its value.
     #[test]
+    // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
+    #[cfg_attr(miri, ignore)]
     fn bound_is_sound_and_nearly_tight() {
         let Some(t) = crate::kernels::isa::x86::avx512bf16() else {
             std::eprintln!("no AVX512_BF16: the bound's worst case not measured");

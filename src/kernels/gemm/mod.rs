@@ -2360,6 +2360,119 @@ mod tests {
         assert!(!src.pack_bf16_pairs(tok, 1, 10, 0, 8, nr, &mut vec![0.0; 10 * nr]));
     }
 
+    /// The row-wise bf16 pair packing (`pack_pair_rows`, a row-major f32 B) gives the
+    /// slots of the generic one, bit for bit, with odd `kc` (a last half pair), edge
+    /// panels, NaN, infinities, ties and subnormals among the values.
+    #[test]
+    fn pair_rows_match_pairs() {
+        let (k, n) = (23usize, 70usize);
+        let mut b = test_fill(k * n, 9);
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            -0.0,
+            1.0 + 2f32.powi(-8),
+            1.0e-40,
+            -3.0e38,
+        ];
+        for (q, v) in specials.iter().enumerate() {
+            b[q * 37 % (k * n)] = *v;
+        }
+        let nr = 48;
+        for (k0, kc, j0, nc) in [
+            (0usize, 23usize, 0usize, 70usize),
+            (4, 7, 48, 22),
+            (1, 10, 3, 50),
+        ] {
+            let len = nc.div_ceil(nr) * nr * kc;
+            let (mut got, mut want) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            pack_pair_rows(&b, n, k0, kc, j0, nc, nr, &mut got);
+            pack_pairs(kc, nc, nr, &mut want, |kk, j| {
+                half::f32_to_bf16(b[(k0 + kk) * n + j0 + j])
+            });
+            let kp = kc.div_ceil(2);
+            for q in 0..nc.div_ceil(nr) {
+                let used = q * nr * kc..q * nr * kc + kp * nr;
+                assert!(
+                    got[used.clone()]
+                        .iter()
+                        .zip(&want[used])
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "k0 {k0} kc {kc} j0 {j0} nc {nc} panel {q}"
+                );
+            }
+        }
+    }
+
+    /// The bf16-compute product of f32 operands: a row-major B (rows packed by
+    /// `pack_pair_rows`) and the same B stored column-major (`pack_pair_runs`) give
+    /// the same bits, within the documented bound of the f32 product, with `k`
+    /// odd and beyond `KC`. (Without AVX512_BF16 both are the f32 product.)
+    #[test]
+    #[cfg_attr(miri, ignore)] // k beyond KC: minutes under Miri
+    fn bf16_dot_of_f32_operands() {
+        for &(m, k, n) in &[(9usize, 37usize, 70usize), (40, 1001, 100)] {
+            let a = test_fill(m * k, 1);
+            let b = test_fill(k * n, 2);
+            let bt: Vec<f32> = (0..n * k).map(|q| b[(q % k) * n + q / k]).collect();
+            let am = MatRef::row_major("a", &a, m, k).unwrap();
+            let bm = MatRef::row_major("b", &b, k, n).unwrap();
+            let btm = MatRef::row_major("bt", &bt, n, k).unwrap().t();
+            let mut pack = vec![0.0; pack_len(m, n, k)];
+            let (mut c1, mut c2, mut c) = (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+            fn cm(c: &mut [f32], m: usize, n: usize) -> MatMut<'_> {
+                MatMut::row_major("c", c, m, n).unwrap()
+            }
+            gemm_bf16_dot(
+                1.0,
+                am,
+                bm,
+                0.0,
+                cm(&mut c1, m, n),
+                Epilogue::None,
+                &mut pack,
+            )
+            .unwrap();
+            gemm_bf16_dot(
+                1.0,
+                am,
+                btm,
+                0.0,
+                cm(&mut c2, m, n),
+                Epilogue::None,
+                &mut pack,
+            )
+            .unwrap();
+            gemm(
+                1.0,
+                am,
+                bm,
+                0.0,
+                cm(&mut c, m, n),
+                Epilogue::None,
+                &mut pack,
+            )
+            .unwrap();
+            assert!(
+                c1.iter().zip(&c2).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "({m},{k},{n})"
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let abs: f32 = (0..k).map(|p| (a[i * k + p] * b[p * n + j]).abs()).sum();
+                    let bound =
+                        (2.0 * 2f32.powi(-8) + 2f32.powi(-16) + 2.0 * k as f32 * 2f32.powi(-24))
+                            * abs;
+                    let err = (c1[i * n + j] - c[i * n + j]).abs();
+                    assert!(
+                        err <= bound * 1.01,
+                        "({m},{k},{n}) at ({i},{j}): {err} > {bound}"
+                    );
+                }
+            }
+        }
+    }
+
     /// The run-wise bf16 pair packing gives the slots of the generic one, bit for bit:
     /// odd and even `kc`, a ragged last panel, an offset start, NaN of both signs,
     /// ties, subnormals and infinities among the values.
