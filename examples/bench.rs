@@ -27,9 +27,7 @@
 //!   GEMM phases, % of the peak measured above; then loss + gradients and the whole step
 //!   as % of peak, and the step's five products as whole-batch GEMMs. Best of 2
 //!   interleaved rounds (1 with `--quick`). The phases are differences of cumulative
-//!   timings, so one can come out negative: noise on a small phase, or the bias +
-//!   activation phase when `encode` (GEMM with bias + ReLU fused) times below the bare
-//!   GEMM blocks of the phase before it.
+//!   timings, so noise can make a small one come out negative.
 //!
 //! - the raw instruction rates of `vdpbf16ps` vs `vfmadd231ps` (zmm, register-only,
 //!   8/12/24 independent chains), which bound what a bf16 GEMM can gain over the f32

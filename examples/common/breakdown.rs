@@ -309,8 +309,19 @@ pub fn breakdown(c: &StepCase, rows: usize, reps: usize, peak: Option<f64>) {
                 }
                 black_box(&codes[0]);
             },
-            // 1: + bias and activation (TopK selection).
-            &mut || encode(p(), &c.x, n, &mut codes2, &mut s_enc).unwrap(),
+            // 1: + bias and activation (TopK selection), in the same blocks as 0 (one
+            // `encode` over the whole batch would pack W_enc once instead of once per
+            // block, and come out faster than 0 alone).
+            &mut || {
+                for r0 in (0..n).step_by(rows) {
+                    let r = rows.min(n - r0);
+                    let (x, out) = (
+                        &c.x[r0 * d..(r0 + r) * d],
+                        &mut codes2[r0 * h..(r0 + r) * h],
+                    );
+                    encode(p(), x, r, out, &mut s_enc).unwrap();
+                }
+            },
             // 2: + decoder, residual and loss.
             &mut || {
                 let out = ForwardOutputs::default();
