@@ -8,7 +8,7 @@ For TopK (k = 32) SAEs of shape (d_in, d_sae) = (384, 3072), (768, 16384) and
 (768, 24576) with SAELens-like random weights (the folders of bench_vs_saelens.py),
 `encode(x, out=buf)` on a batch of 1024 N(0, 1) rows is timed with the screen on
 (the default where the CPU has fast AVX512_BF16 and h >= 256·k) and off
-(`SAE_TOPK_SCREEN=off`, read by the library on every call), in alternating calls, so
+(`sae_kernels.set_topk_screen(False)`), in alternating calls, so
 that load on the shared machine falls on both alike; each figure is the best CPU time
 over the rounds. The two outputs are checked to be equal bit for bit.
 """
@@ -47,14 +47,11 @@ def main():
         best = {"on": float("inf"), "off": float("inf")}
         for _ in range(a.rounds):
             for mode, buf in (("on", on), ("off", off)):
-                if mode == "off":
-                    os.environ["SAE_TOPK_SCREEN"] = "off"
-                else:
-                    os.environ.pop("SAE_TOPK_SCREEN", None)
+                sae_kernels.set_topk_screen(mode == "on")
                 t0 = time.process_time()
                 sae.encode(x, out=buf)
                 best[mode] = min(best[mode], time.process_time() - t0)
-        os.environ.pop("SAE_TOPK_SCREEN", None)
+        sae_kernels.set_topk_screen(True)
         same = np.array_equal(on.view(np.uint32), off.view(np.uint32))
         print(f"| ({d}, {h}) | {best['on'] * 1e3:.1f} | {best['off'] * 1e3:.1f} | "
               f"{best['off'] / best['on']:.2f}x | {'yes' if same else 'NO'} |")

@@ -582,9 +582,27 @@ impl Sae {
 }
 
 /// Sparse autoencoder kernels (Rust) for numpy.
+/// Allow (``True``, the default) or forbid the TopK encoder's bf16 screen for the
+/// whole process. Where the CPU has fast AVX512_BF16 and ``d_sae >= 256·k``, TopK
+/// ``encode`` computes the pre-activations in bf16, bounds their error, and recomputes
+/// exactly in float32 only the features that could be among the top k: the codes are
+/// the same bits either way, so this switch is for timing comparisons.
+#[pyfunction]
+fn set_topk_screen(on: bool) {
+    model::set_topk_screen(on);
+}
+
+/// Whether the TopK encoder's bf16 screen is allowed (see ``set_topk_screen``).
+#[pyfunction]
+fn topk_screen() -> bool {
+    model::topk_screen()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Sae>()?;
+    m.add_function(wrap_pyfunction!(set_topk_screen, m)?)?;
+    m.add_function(wrap_pyfunction!(topk_screen, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

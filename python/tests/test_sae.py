@@ -155,17 +155,21 @@ def test_from_arrays_matches_numpy(arch):
     assert rel_err(recon, want_recon) <= TOL
 
 
-def test_topk_screen_gives_the_plain_bits(monkeypatch):
+def test_topk_screen_gives_the_plain_bits():
     """TopK with h >= 256·k is screened in bf16 where the CPU has fast AVX512_BF16; the
-    codes must be the unscreened ones bit for bit (``SAE_TOPK_SCREEN=off`` turns the
+    codes must be the unscreened ones bit for bit (``set_topk_screen(False)`` turns the
     screen off). On other CPUs both calls take the plain path and agree trivially."""
     d, h, n, k = 48, 2048, 80, 8
     sae, w = random_sae(d, h, seed=5, architecture="topk", k=k)
     x = np.random.default_rng(2).standard_normal((n, d), dtype=np.float32) * 3
-    monkeypatch.delenv("SAE_TOPK_SCREEN", raising=False)
+    assert sae_kernels.topk_screen()
     screened = sae.encode(x)
-    monkeypatch.setenv("SAE_TOPK_SCREEN", "off")
-    plain = sae.encode(x)
+    sae_kernels.set_topk_screen(False)
+    try:
+        assert not sae_kernels.topk_screen()
+        plain = sae.encode(x)
+    finally:
+        sae_kernels.set_topk_screen(True)
     assert np.array_equal(screened.view(np.uint32), plain.view(np.uint32))
     assert ((screened > 0).sum(axis=1) <= k).all()
     want = numpy_encode(x, w, "topk", k, None)

@@ -30,14 +30,33 @@
 //! 1.26–1.31× faster, `(384, 3072)` 0.92–1.03×. So the screen runs only where
 //! `h ≥ 256·k` (8192 for `k = 32`). A block falls back to the plain encoder when a row
 //! has more than [`cap`] candidates, or when an input, weight or bias is not finite
-//! or too large for the bound (beyond `1e37`). `SAE_TOPK_SCREEN=off` in the
-//! environment (`std` builds) turns it off, for comparisons.
+//! or too large for the bound (beyond `1e37`). [`set_topk_screen`]`(false)` turns it
+//! off for the whole process, for comparisons.
 
 use super::params::{Activation, Arch, Dims};
 use super::stack::StackReq;
 use crate::kernels::gemm::{KC, packs};
+use core::sync::atomic::{AtomicBool, Ordering};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::Screen;
+
+/// Whether [`Screen`] may run (see [`set_topk_screen`]).
+static SCREEN_ON: AtomicBool = AtomicBool::new(true);
+
+/// Allow (`true`, the default) or forbid the TopK encoder's bf16 screen for the whole
+/// process (see [`encode`](super::encode)). The codes are the same bits either way;
+/// only the time differs, so this is for comparisons and benchmarks. It takes effect
+/// at the next `encode` call.
+pub fn set_topk_screen(on: bool) {
+    SCREEN_ON.store(on, Ordering::Relaxed);
+}
+
+/// Whether the TopK encoder's bf16 screen is allowed ([`set_topk_screen`]); it still
+/// runs only where the CPU and the shape make it pay.
+#[must_use]
+pub fn topk_screen() -> bool {
+    SCREEN_ON.load(Ordering::Relaxed)
+}
 
 /// Candidates per row the screen makes room for (`8k + 64`: 320 for `k = 32`, where
 /// random inputs needed at most 85).
@@ -47,11 +66,12 @@ pub(crate) const fn cap(k: usize) -> usize {
 
 /// `k` if an encoder of this architecture and shape, in blocks of `rows` rows, is
 /// screened where the CPU allows (TopK with `1 ≤ k ≤ 64` and `h ≥ 256·k`, see the
-/// module documentation; a packed product; x86_64), else `None`. Shape only: whether
-/// the CPU has fast bf16 is decided at run time (`Screen::new`).
+/// module documentation; `d ≤ 2¹⁸`, within which the bound's allowance for the sums'
+/// rounding holds; a packed product; x86_64), else `None`. Shape only: whether the
+/// CPU has fast bf16 is decided at run time (`Screen::new`).
 const fn screened_k(arch: Arch, dims: Dims, rows: usize) -> Option<usize> {
     match arch.activation {
-        Activation::TopK { k } if k >= 1 && k <= 64 && dims.h >= 256 * k => {
+        Activation::TopK { k } if k >= 1 && k <= 64 && dims.h >= 256 * k && dims.d <= 1 << 18 => {
             if cfg!(target_arch = "x86_64") && packs(rows, dims.h, dims.d) {
                 Some(k)
             } else {
@@ -99,7 +119,7 @@ pub(crate) const fn scratch(arch: Arch, dims: Dims, rows: usize) -> StackReq {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{LARGE, cap, plan, pow2, screened_k};
+    use super::{LARGE, cap, plan, pow2, screened_k, topk_screen};
     use crate::error::Result;
     use crate::kernels::gemm::sampled::{pad, sampled};
     use crate::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm_bf16_dot, selected};
@@ -130,8 +150,7 @@ mod x86 {
         /// and the weights and biases are finite and below [`LARGE`]. Reads `W_enc` once.
         pub(crate) fn new(p: &Params<'_>, rows: usize, scratch: &'s mut [f32]) -> Option<Self> {
             let k = screened_k(p.arch(), p.dims(), rows)?;
-            #[cfg(feature = "std")]
-            if std::env::var_os("SAE_TOPK_SCREEN").is_some_and(|v| v == "off") {
+            if !topk_screen() {
                 return None;
             }
             if scratch.len() < super::scratch(p.arch(), p.dims(), rows).len()
@@ -182,8 +201,10 @@ mod x86 {
     ///   errors: about `2⁻⁸·‖x‖‖w_j‖` for random data, where the worst case of every
     ///   term rounding the same way would need `2⁻⁷`);
     /// - each sum of `d` products (bf16 pairs by `vdpbf16ps`, two roundings per pair;
-    ///   f32 FMAs, one per product) is off by at most `(d + 1)ε` times its terms'
-    ///   absolute sum, itself at most `‖x̃‖‖w̃_j‖`;
+    ///   f32 FMAs, one per product; one more addition per block of `KC` beyond the
+    ///   first) is off by at most `γ = (d + d/KC + 1)ε/(1 − …)` times its terms'
+    ///   absolute sum, itself at most `‖x̃‖‖w̃_j‖`; for `d ≤ 2¹⁸` both together stay
+    ///   under `2.04·(d + 1)ε`;
     /// - adding the bias rounds each to within `ε(|b| + 1.01·‖x‖‖w_j‖)`;
     /// - `vdpbf16ps` flushes subnormal inputs and results to zero: at most
     ///   `2⁻¹²⁶(d + √d(‖x̃‖ + ‖w̃_j‖))` in all.
@@ -220,7 +241,7 @@ mod x86 {
     /// a NaN or infinite residual `round_bf16(x) − x` either way, which the callers
     /// reject.)
     #[inline(always)]
-    fn round_bf16(x: f32) -> f32 {
+    pub(super) fn round_bf16(x: f32) -> f32 {
         let b = x.to_bits();
         f32::from_bits(b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000)
     }
@@ -305,7 +326,8 @@ mod x86 {
                 let (js, exact) = (&cols[i * c..i * c + n], &out[i * c..i * c + n]);
                 // The plain encoder's store: `relu(s + b_j)`; ReLU comes after the selection
                 // here, which keeps the same features (see `encode_block` in `core`). The
-                // row's values go to `sel` (its first `n` slots), their keys after them.
+                // row's values go to `sel` (its first `n` slots), their keys after them
+                // (`2n ≤ 2·cap(k) = 16k + 128 ≤ h` for `h ≥ 256k`, `k ≥ 1`).
                 let (vals, keys) = sel.split_at_mut(n);
                 let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut keys[..n]);
                 for (((v, key), &j), &e) in vals.iter_mut().zip(keys.iter_mut()).zip(js).zip(exact)
@@ -572,6 +594,32 @@ mod tests {
         let ran = check(p, &x, n, k, "finite");
         if runs_here() {
             assert!(ran > 0);
+        }
+    }
+
+    /// `round_bf16` is the packing's rounding, `bf16_to_f32(f32_to_bf16(x))`, for
+    /// every finite `x` tried: each exponent, ties both ways, subnormals, the largest
+    /// values (which round to infinity).
+    #[test]
+    fn round_bf16_is_the_packings_rounding() {
+        use crate::kernels::half::{bf16_to_f32, f32_to_bf16};
+        let mut next = 0x9E37_79B9u32;
+        let mut bits: Vec<u32> = (0..255u32)
+            .flat_map(|e| [0u32, 0x8000, 0x7FFF, 0x1_8000, 0x7F_FFFF].map(|m| e << 23 | m))
+            .collect();
+        for _ in 0..if cfg!(miri) { 1000 } else { 100_000 } {
+            next ^= next << 13;
+            next ^= next >> 17;
+            next ^= next << 5;
+            bits.push(next);
+        }
+        for b in bits {
+            for v in [f32::from_bits(b), -f32::from_bits(b)] {
+                if v.is_finite() {
+                    let want = bf16_to_f32(f32_to_bf16(v));
+                    assert_eq!(x86::round_bf16(v).to_bits(), want.to_bits(), "{v:e}");
+                }
+            }
         }
     }
 
