@@ -1050,22 +1050,61 @@ pub fn encode(
     check_batch(dims, x, n)?;
     check_len("codes", codes.len(), mul("codes", n, h)?)?;
     let rb = encode_block_rows(scratch.len(), n, |r| encode_scratch_len(arch, dims, r))?;
-    let [xc, sel, pack, _scr] = MemStack::new(scratch).split(encode_plan(arch, dims, rb));
-    #[cfg(target_arch = "x86_64")]
-    let mut screen = screen::Screen::new(&p, rb, _scr);
+    let mut enc = Encoder::new(&p, rb, scratch);
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
-        let xin = encoder_input(&p, &x[r0 * d..(r0 + rows) * d], xc);
         let cb = &mut codes[r0 * h..(r0 + rows) * h];
-        #[cfg(target_arch = "x86_64")]
-        if let Some(s) = screen.as_mut()
-            && s.encode_block(&p, xin, rows, cb, sel, pack)?
-        {
-            continue;
-        }
-        encode_block(&p, xin, rows, cb, sel, pack, None, None)?;
+        enc.block(&p, &x[r0 * d..(r0 + rows) * d], rows, cb)?;
     }
     Ok(())
+}
+
+/// [`encode`]'s state for one call: its scratch pieces for blocks of up to `rb` rows
+/// and, where it runs, TopK's bf16 screen (set up once per call: it reads `W_enc`).
+/// Entry points that encode block by block themselves (`sparse::encode_csr`) hold one
+/// across their blocks.
+pub(crate) struct Encoder<'s> {
+    xc: &'s mut [f32],
+    sel: &'s mut [f32],
+    pack: &'s mut [f32],
+    #[cfg(target_arch = "x86_64")]
+    screen: Option<screen::Screen<'s>>,
+}
+
+impl<'s> Encoder<'s> {
+    /// For blocks of up to `rb` rows; `scratch` holds at least
+    /// [`encode_scratch_len`]`(arch, dims, rb)` slots (panics otherwise: callers size
+    /// `rb` from the scratch they have).
+    pub(crate) fn new(p: &Params<'_>, rb: usize, scratch: &'s mut [f32]) -> Self {
+        let [xc, sel, pack, _scr] =
+            MemStack::new(scratch).split(encode_plan(p.arch(), p.dims(), rb));
+        Encoder {
+            xc,
+            sel,
+            pack,
+            #[cfg(target_arch = "x86_64")]
+            screen: screen::Screen::new(p, rb, _scr),
+        }
+    }
+
+    /// `codes ← act(x·W_enc + b_enc)` for one block (`xb` `rows×d`, `codes` `rows×h`,
+    /// `rows ≤ rb`).
+    pub(crate) fn block(
+        &mut self,
+        p: &Params<'_>,
+        xb: &[f32],
+        rows: usize,
+        codes: &mut [f32],
+    ) -> Result<()> {
+        let xin = encoder_input(p, xb, self.xc);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.screen.as_mut()
+            && s.encode_block(p, xin, rows, codes, self.sel, self.pack)?
+        {
+            return Ok(());
+        }
+        encode_block(p, xin, rows, codes, self.sel, self.pack, None, None)
+    }
 }
 
 /// Reconstruction from codes: `recon ← codes·W_dec (+ b_dec)`, on the dense or the
