@@ -22,8 +22,8 @@
 
 use crate::error::{Error, Result, check_len, check_nonzero, mul};
 use crate::kernels::dispatch_vector::axpy;
-use crate::model::core::{Encoder, block_rows_for, check_batch};
-use crate::model::{Arch, Dims, Params, encode, encode_scratch_len};
+use crate::model::core::{block_rows_for, check_batch};
+use crate::model::{Arch, Dims, Encoder, Params, encode, encode_scratch_len};
 
 /// What [`encode_sparse`] does when more features are active than `out` can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,14 +345,14 @@ pub fn encode_csr(
     }
     let rb = block_rows_for(scratch.len(), |r| encode_csr_scratch_len(arch, dims, r))?;
     let (codes, rest) = scratch.split_at_mut(rb * h);
-    let mut enc = Encoder::new(&p, rb, rest);
+    let mut enc = Encoder::new(p, rb, rest)?;
     row_ptr[0] = 0;
     let mut nnz = 0usize;
     let mut needed = 0usize; // with RowLimit::All: the running total of active features
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
         let cb = &mut codes[..rows * h];
-        enc.block(&p, &x[r0 * d..(r0 + rows) * d], rows, cb)?;
+        enc.encode(&x[r0 * d..(r0 + rows) * d], rows, cb)?;
         for (r, row) in cb.chunks_exact(h).enumerate() {
             match limit {
                 RowLimit::All => {

@@ -470,3 +470,44 @@ fn error_messages_name_argument_and_sizes() {
         .contains("at least 1")
     );
 }
+
+#[test]
+fn encoder_rejects_bad_input_without_writing() {
+    use sae_kernels::model::Encoder;
+    let f = fx();
+    let p = Params::tied(f.dims, &f.m, &f.b).unwrap();
+    // Blocks of 8 rows pack, so they need scratch.
+    let need8 = encode_scratch_len(p.arch(), f.dims, 8);
+    assert!(need8 > 0);
+    let mut short = vec![0.0f32; need8 - 1];
+    assert_eq!(
+        arg_of(Encoder::new(p, 8, &mut short).unwrap_err()),
+        "scratch"
+    );
+    let need = encode_scratch_len(p.arch(), f.dims, 2);
+    let mut scratch = vec![0.0f32; need];
+    assert_eq!(
+        arg_of(Encoder::new(p, 0, &mut scratch).unwrap_err()),
+        "block_rows"
+    );
+    let mut enc = Encoder::new(p, 2, &mut scratch).unwrap();
+    assert_eq!(enc.block_rows(), 2);
+    let mut codes = [7.0f32; N * H];
+    let cases = [
+        (N, &f.x[..N * D], N * H, "rows"),      // more rows than the block
+        (0, &f.x[..0], 0, "n"),                 // no rows
+        (2, &f.x[..2 * D - 1], 2 * H, "x"),     // short input
+        (2, &f.x[..2 * D], 2 * H - 1, "codes"), // short output
+    ];
+    for (rows, x, c, arg) in cases {
+        let e = enc.encode(x, rows, &mut codes[..c]).unwrap_err();
+        assert_eq!(arg_of(e), arg, "{arg}");
+        assert!(codes.iter().all(|&v| v == 7.0), "{arg}: codes written");
+    }
+    // And then it still encodes, as `encode` does.
+    enc.encode(&f.x[..2 * D], 2, &mut codes[..2 * H]).unwrap();
+    let mut want = vec![0.0f32; 2 * H];
+    let mut s = vec![0.0f32; encode_scratch_len(p.arch(), f.dims, 2)];
+    encode(p, &f.x[..2 * D], 2, &mut want, &mut s).unwrap();
+    assert_eq!(bits(&codes[..2 * H]), bits(&want));
+}

@@ -453,23 +453,29 @@ fn encode_transposed(
         return core_model::encode(v.params, x, n, codes, scratch);
     }
     let (xc, rest) = scratch.split_at_mut(if centre { rb * d } else { 0 });
+    // One encoder for every block: its set-up (TopK's bf16 screen reads W_enc) once.
+    let mut enc = core_model::Encoder::new(t, rb, rest)?;
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
-        let xin = &x[r0 * d..(r0 + rows) * d];
-        let xin = if centre {
-            let xcb = &mut xc[..rows * d];
-            for (o, r) in xcb.chunks_exact_mut(d).zip(xin.chunks_exact(d)) {
-                for ((o, &a), &b) in o.iter_mut().zip(r).zip(v.w.b_dec) {
-                    *o = a - b;
-                }
-            }
-            &xcb[..]
-        } else {
-            xin
-        };
-        core_model::encode(t, xin, rows, &mut codes[r0 * h..(r0 + rows) * h], rest)?;
+        let xin = centred(v, &x[r0 * d..(r0 + rows) * d], centre, xc);
+        enc.encode(xin, rows, &mut codes[r0 * h..(r0 + rows) * h])?;
     }
     Ok(())
+}
+
+/// `x − b_dec` row by row into `xc` (`centre`), else `x` itself.
+fn centred<'x>(v: &View<'_>, x: &'x [f32], centre: bool, xc: &'x mut [f32]) -> &'x [f32] {
+    if !centre {
+        return x;
+    }
+    let d = v.d_in();
+    let xcb = &mut xc[..x.len()];
+    for (o, r) in xcb.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        for ((o, &a), &b) in o.iter_mut().zip(r).zip(v.w.b_dec) {
+            *o = a - b;
+        }
+    }
+    xcb
 }
 
 /// Scratch `f32` for [`decode`] with blocks of `block_rows` rows.
@@ -573,10 +579,21 @@ pub fn encode_blocks(
     }
     let rb = block_rows_for(v, scratch.len())?;
     let (codes, rest) = scratch.split_at_mut(rb * h);
+    // One encoder for every block (as `encode` per block would, over `W_encᵀ` when
+    // the view has it): its set-up (TopK's bf16 screen reads W_enc) once. The
+    // centred block takes the place of the core's own (`x − b_dec` over `W_enc`), so
+    // `rest` (the core's encode scratch for `rb` rows) fits both.
+    let (params, centre) = match v.transposed {
+        Some(t) => (t, v.apply_b_dec_to_input()),
+        None => (v.params, false),
+    };
+    let (xc, rest) = rest.split_at_mut(if centre { rb * d } else { 0 });
+    let mut enc = core_model::Encoder::new(params, rb, rest)?;
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
         let cb = &mut codes[..rows * h];
-        encode(v, &x[r0 * d..(r0 + rows) * d], rows, cb, rest)?;
+        let xin = centred(v, &x[r0 * d..(r0 + rows) * d], centre, xc);
+        enc.encode(xin, rows, cb)?;
         each(r0, cb)?;
     }
     Ok(())

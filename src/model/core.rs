@@ -1050,20 +1050,41 @@ pub fn encode(
     check_batch(dims, x, n)?;
     check_len("codes", codes.len(), mul("codes", n, h)?)?;
     let rb = encode_block_rows(scratch.len(), n, |r| encode_scratch_len(arch, dims, r))?;
-    let mut enc = Encoder::new(&p, rb, scratch);
+    let mut enc = Encoder::new(p, rb, scratch)?;
     for r0 in (0..n).step_by(rb) {
         let rows = rb.min(n - r0);
         let cb = &mut codes[r0 * h..(r0 + rows) * h];
-        enc.block(&p, &x[r0 * d..(r0 + rows) * d], rows, cb)?;
+        enc.encode(&x[r0 * d..(r0 + rows) * d], rows, cb)?;
     }
     Ok(())
 }
 
-/// [`encode`]'s state for one call: its scratch pieces for blocks of up to `rb` rows
-/// and, where it runs, TopK's bf16 screen (set up once per call: it reads `W_enc`).
-/// Entry points that encode block by block themselves (`sparse::encode_csr`) hold one
-/// across their blocks.
-pub(crate) struct Encoder<'s> {
+/// An encoder for a stream of row blocks: [`encode`] one block at a time, with the
+/// per-call set-up done once. For TopK models where the bf16 screen runs, the set-up
+/// reads all of `W_enc` (its column norms), so a caller that encodes a batch in
+/// blocks of its own (to turn each block's codes into sparse output, say) should hold
+/// one `Encoder` rather than call [`encode`] per block. The codes are those of
+/// [`encode`], bit for bit.
+///
+/// # Example
+/// ```
+/// use sae_kernels::model::{Arch, Dims, Encoder, Params, encode_scratch_len};
+/// let dims = Dims::new(2, 3)?;
+/// let (m, b) = ([1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.0, 0.0, -1.0]); // tied: h×d, h
+/// let p = Params::tied(dims, &m, &b)?;
+/// let mut scratch = vec![0.0; encode_scratch_len(p.arch(), dims, 2)];
+/// let mut enc = Encoder::new(p, 2, &mut scratch)?;
+/// let x = [1.0, 2.0, 3.0, 0.0, 0.5, 0.5]; // three rows, encoded two at a time
+/// let mut codes = [0.0; 9];
+/// for (xb, cb) in x.chunks(4).zip(codes.chunks_mut(6)) {
+///     enc.encode(xb, xb.len() / 2, cb)?;
+/// }
+/// assert_eq!(codes, [1.0, 2.0, 2.0, 3.0, 0.0, 2.0, 0.5, 0.5, 0.0]);
+/// # Ok::<(), sae_kernels::Error>(())
+/// ```
+pub struct Encoder<'p, 's> {
+    p: Params<'p>,
+    block_rows: usize,
     xc: &'s mut [f32],
     sel: &'s mut [f32],
     pack: &'s mut [f32],
@@ -1071,39 +1092,78 @@ pub(crate) struct Encoder<'s> {
     screen: Option<screen::Screen<'s>>,
 }
 
-impl<'s> Encoder<'s> {
-    /// For blocks of up to `rb` rows; `scratch` holds at least
-    /// [`encode_scratch_len`]`(arch, dims, rb)` slots (panics otherwise: callers size
-    /// `rb` from the scratch they have).
-    pub(crate) fn new(p: &Params<'_>, rb: usize, scratch: &'s mut [f32]) -> Self {
+impl core::fmt::Debug for Encoder<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("arch", &self.p.arch())
+            .field("dims", &self.p.dims())
+            .field("block_rows", &self.block_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'p, 's> Encoder<'p, 's> {
+    /// An encoder for blocks of up to `block_rows` rows over `scratch`, which needs
+    /// [`encode_scratch_len`]`(arch, dims, block_rows)` `f32`.
+    ///
+    /// # Errors
+    /// [`Error::Dimension`] if `block_rows == 0`; [`Error::WorkspaceTooSmall`] for
+    /// `scratch`.
+    pub fn new(p: Params<'p>, block_rows: usize, scratch: &'s mut [f32]) -> Result<Self> {
+        check_nonzero("block_rows", block_rows)?;
+        let need = encode_scratch_len(p.arch(), p.dims(), block_rows);
+        if scratch.len() < need {
+            return Err(E::WorkspaceTooSmall {
+                arg: "scratch",
+                needed: need,
+                got: scratch.len(),
+            });
+        }
         let [xc, sel, pack, _scr] =
-            MemStack::new(scratch).split(encode_plan(p.arch(), p.dims(), rb));
-        Encoder {
+            MemStack::new(scratch).split(encode_plan(p.arch(), p.dims(), block_rows));
+        Ok(Encoder {
+            #[cfg(target_arch = "x86_64")]
+            screen: screen::Screen::new(&p, block_rows, _scr),
+            p,
+            block_rows,
             xc,
             sel,
             pack,
-            #[cfg(target_arch = "x86_64")]
-            screen: screen::Screen::new(p, rb, _scr),
-        }
+        })
     }
 
-    /// `codes ← act(x·W_enc + b_enc)` for one block (`xb` `rows×d`, `codes` `rows×h`,
-    /// `rows ≤ rb`).
-    pub(crate) fn block(
-        &mut self,
-        p: &Params<'_>,
-        xb: &[f32],
-        rows: usize,
-        codes: &mut [f32],
-    ) -> Result<()> {
-        let xin = encoder_input(p, xb, self.xc);
+    /// The largest block [`Encoder::encode`] takes.
+    #[must_use]
+    pub fn block_rows(&self) -> usize {
+        self.block_rows
+    }
+
+    /// `codes ← act(x̄·W_enc + b_enc)` for one block: `x` `rows×d`, `codes` `rows×h`
+    /// (written, never read), `1 ≤ rows ≤ block_rows`.
+    ///
+    /// # Errors
+    /// [`Error::Dimension`] naming `rows` if it is 0 or beyond `block_rows`;
+    /// [`Error::Length`] naming `x` or `codes`. Nothing is written on error.
+    pub fn encode(&mut self, x: &[f32], rows: usize, codes: &mut [f32]) -> Result<()> {
+        let p = self.p;
+        let Dims { h, .. } = p.dims();
+        if rows > self.block_rows {
+            return Err(E::Dimension {
+                arg: "rows",
+                expected: self.block_rows,
+                got: rows,
+            });
+        }
+        check_batch(p.dims(), x, rows)?;
+        check_len("codes", codes.len(), mul("codes", rows, h)?)?;
+        let xin = encoder_input(&p, x, self.xc);
         #[cfg(target_arch = "x86_64")]
         if let Some(s) = self.screen.as_mut()
-            && s.encode_block(p, xin, rows, codes, self.sel, self.pack)?
+            && s.encode_block(&p, xin, rows, codes, self.sel, self.pack)?
         {
             return Ok(());
         }
-        encode_block(p, xin, rows, codes, self.sel, self.pack, None, None)
+        encode_block(&p, xin, rows, codes, self.sel, self.pack, None, None)
     }
 }
 

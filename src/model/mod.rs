@@ -97,8 +97,8 @@ mod stack;
 pub(crate) mod tensors;
 
 pub use self::core::{
-    AuxK, DEFAULT_BLOCK_ROWS, ForwardOutputs, LossOptions, LossParts, MAX_BLOCK_ROWS, decode,
-    decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
+    AuxK, DEFAULT_BLOCK_ROWS, Encoder, ForwardOutputs, LossOptions, LossParts, MAX_BLOCK_ROWS,
+    decode, decode_scratch_len, encode, encode_scratch_len, forward, forward_scratch_len,
     grad_batch_extra_len, grad_prepack_len, grad_scratch_len, loss_and_grad,
 };
 pub use decoder::{init_untied, normalize_decoder_rows, remove_parallel_decoder_grad};

@@ -83,8 +83,8 @@ const fn screened_k(arch: Arch, dims: Dims, rows: usize) -> Option<usize> {
 }
 
 /// The screen's slots for a block of `rows` rows: per row the candidates' count,
-/// features and exact values; for `d > KC` the running block sums; the exact pass's
-/// transposed rows of `W_enc` (`sampled_scratch`).
+/// features and exact values; for `d > KC` the running block sums; for an untied
+/// encoder, the exact pass's transposed rows of `W_enc` (`sampled_scratch`).
 const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 5] {
     let Some(k) = screened_k(arch, dims, rows) else {
         return [StackReq::EMPTY; 5];
@@ -95,7 +95,12 @@ const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 5] {
         pairs,
         pairs,
         if dims.d > KC { pairs } else { StackReq::EMPTY },
-        StackReq::f32s(transposed_rows(dims.h)),
+        // A tied dictionary's columns are read in place.
+        StackReq::f32s(if arch.is_tied() {
+            0
+        } else {
+            transposed_rows(dims.h)
+        }),
     ]
 }
 
@@ -380,10 +385,10 @@ pub(crate) static SCREENED: core::sync::atomic::AtomicUsize =
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm, pack_len, test_fill};
+    use crate::kernels::gemm::{Epilogue, MatMut, MatRef, SMALL_M, gemm, pack_len, test_fill};
     use crate::kernels::half::{bf16_to_f32, f32_to_bf16};
     use crate::model::activation::topk_relu_row;
-    use crate::model::core::{encode, encode_scratch_len};
+    use crate::model::core::{Encoder, encode, encode_scratch_len};
     use crate::model::params::{Params, Penalty, Weights};
     use core::sync::atomic::Ordering;
     use std::vec;
@@ -435,15 +440,34 @@ mod tests {
         let before = SCREENED.load(Ordering::Relaxed);
         encode(p, x, n, &mut got, &mut scratch).unwrap();
         let ran = SCREENED.load(Ordering::Relaxed) - before;
-        for (q, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(
-                a.to_bits(),
-                b.to_bits(),
-                "{what}: row {} feature {}",
-                q / h,
-                q % h
-            );
+        let same = |got: &[f32], how: &str| {
+            for (q, (a, b)) in got.iter().zip(&want).enumerate() {
+                let (row, j) = (q / h, q % h);
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{what}{how}: row {row} feature {j}"
+                );
+            }
+        };
+        same(&got, "");
+        // The same through one `Encoder` in blocks of about a third of the rows, none
+        // of at most `SMALL_M` rows (those run unpacked, in another summation order,
+        // screen or not).
+        let mut rb = (n / 3).max(SMALL_M + 1);
+        while !n.is_multiple_of(rb) && n % rb <= SMALL_M {
+            rb += 1;
         }
+        let d = p.dims().d;
+        let mut s2 = vec![0.0f32; encode_scratch_len(p.arch(), p.dims(), rb)];
+        let mut enc = Encoder::new(p, rb, &mut s2).unwrap();
+        got.fill(f32::NAN);
+        for r0 in (0..n).step_by(rb) {
+            let r = rb.min(n - r0);
+            let (xb, cb) = (&x[r0 * d..(r0 + r) * d], &mut got[r0 * h..(r0 + r) * h]);
+            enc.encode(xb, r, cb).unwrap();
+        }
+        same(&got, ", in blocks");
         ran
     }
 

@@ -13,9 +13,9 @@ use crate::kernels::isa::Avx512;
 use crate::kernels::isa::Isa;
 use crate::kernels::isa::x86::{SAMPLED_LANES, SAMPLED_PASS};
 
-/// `f32` [`sampled`] needs beside its lists for a `k×n` B: the `n×SAMPLED_PASS`
-/// transposed rows of one pass, unless B's columns are contiguous (`b.rs == 1`, a
-/// tied dictionary's `Mᵀ`), which are read in place.
+/// `f32` [`sampled`] needs beside its lists for a `k×n` B with rows contiguous: the
+/// `n×SAMPLED_PASS` transposed rows of one pass. (Contiguous columns, `b.rs == 1` as
+/// in a tied dictionary's `Mᵀ`, are read in place and need none.)
 pub(crate) const fn sampled_scratch(n: usize) -> usize {
     n.saturating_mul(SAMPLED_PASS)
 }
@@ -71,14 +71,16 @@ fn gather_rows(b: MatRef<'_>, p0: usize, np: usize, bt: &mut [f32]) {
 
 /// `out[i·cap + q] = Σ_p a[i, p]·b[p, j]` for the listed columns `j = cols[i·cap + q]`
 /// (`q < counts[i]`, each list padded with repeats of its columns to a multiple of
-/// [`SAMPLED_LANES`], at most `cap`; see [`pad`]) of each row `i` of A, with the rounding of [`super::gemm`]'s
-/// packed kernels (α = 1, β = 0, no epilogue): see the module documentation. A is
-/// row-major (`a.cs == 1`). `acc` (the size of `out`) is used only when
-/// `a.cols > KC`; `bt` holds [`sampled_scratch`]`(n)` (used only when `b.rs != 1`).
+/// [`SAMPLED_LANES`], at most `cap`; see [`pad`]) of each row `i` of A, with the
+/// rounding of [`super::gemm`]'s packed kernels (α = 1, β = 0, no epilogue): see the
+/// module documentation. A is row-major (`a.cs == 1`). `acc` (the size of `out`) is
+/// used only when `a.cols > KC`; `bt` holds [`sampled_scratch`]`(n)` (used only when
+/// `b.rs != 1`).
 ///
-/// Each pass over [`SAMPLED_PASS`] steps of the sums gathers those rows of B
-/// column by column into `bt` (so each listed entry reads one short run), then runs
-/// every row's listed entries through them.
+/// With B's columns contiguous, each listed entry reads its column's run of a `KC`
+/// block in place. Otherwise each pass over [`SAMPLED_PASS`] steps of the sums first
+/// transposes those rows of B into `bt` (so each listed entry reads one short run),
+/// then runs every row's listed entries through them.
 ///
 /// Returns `false` (and computes nothing) if the lists or shapes do not fit.
 #[allow(clippy::too_many_arguments)]
@@ -98,7 +100,7 @@ pub(crate) fn sampled(
         && cols.len() >= rows * cap
         && out.len() >= rows * cap
         && (k <= KC || acc.len() >= rows * cap)
-        && bt.len() >= sampled_scratch(n)
+        && (b.rs == 1 || bt.len() >= sampled_scratch(n))
         && (0..rows).all(|i| {
             let c = (counts[i] as usize).next_multiple_of(SAMPLED_LANES);
             c <= cap && cols[i * cap..i * cap + c].iter().all(|&j| (j as usize) < n)
@@ -110,7 +112,22 @@ pub(crate) fn sampled(
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
         let dst = if pc == 0 { &mut *out } else { &mut *acc };
-        for p0 in (pc..pc + kc).step_by(SAMPLED_PASS) {
+        if b.rs == 1 {
+            // Columns contiguous (B = Mᵀ): each listed entry reads its column's whole
+            // run of the block in place, one pass. (Passes of `SAMPLED_PASS` steps
+            // over a transposed copy cost a TLB miss per column per pass, M's rows
+            // being `d` floats apart: at (1024, 768, 16384) that copy took as long as
+            // the FMAs.)
+            t.sampled_pass(
+                (a_data, a.rs),
+                (&b.data[pc..], b.cs),
+                (pc, kc),
+                true,
+                (cols, counts, cap),
+                dst,
+            );
+        }
+        for p0 in (pc..pc + kc).step_by(SAMPLED_PASS).filter(|_| b.rs != 1) {
             let np = SAMPLED_PASS.min(pc + kc - p0);
             // Rows contiguous (a row-major B): the token's transposing pack
             // (`panel[kk·w + j] = src[j·cs + kk]`, rows as its columns) writes

@@ -1482,11 +1482,13 @@ impl Avx2 {
 // Sampled entries of a product (the TopK encoder's exact pass after its bf16 screen).
 // ---------------------------------------------------------------------------------
 
-/// Steps `p` of the sums per pass of [`Avx512::sampled_pass`]. Measured in the
-/// screened TopK encoder at `(1024, 768, 16384)` (plain / screened time, alternating
-/// in one process, AMD Zen 4): 16 steps 1.04–1.19×, 32 1.15–1.17×, 64 1.28–1.31×,
-/// 128 1.26–1.30×. Longer passes halve the per-entry chunk overhead and the passes
-/// over B; the transposed rows of a pass take `64·h` floats (4 MiB at `h = 16384`).
+/// Steps `p` of the sums per pass of [`Avx512::sampled_pass`] over a row-major B's
+/// transposed rows. Measured in the screened TopK encoder at `(1024, 768, 16384)`
+/// (plain / screened time, alternating in one process, AMD Zen 4; then with `W_encᵀ`
+/// copied through the same passes, since read in place): 16 steps 1.04–1.19×, 32
+/// 1.15–1.17×, 64 1.28–1.31×, 128 1.26–1.30×. Longer passes halve the per-entry
+/// chunk overhead and the passes over B; the transposed rows of a pass take `64·h`
+/// floats (4 MiB at `h = 16384`).
 pub(crate) const SAMPLED_PASS: usize = 64;
 
 /// Listed entries [`Avx512::sampled_pass`] computes together (eight independent FMA
@@ -1495,8 +1497,8 @@ pub(crate) const SAMPLED_PASS: usize = 64;
 pub(crate) const SAMPLED_LANES: usize = 8;
 
 impl Avx512 {
-    /// One pass of [`crate::kernels::gemm::sampled::sampled`] over `np ≤ SAMPLED_PASS`
-    /// steps `p0..p0 + np` of the sums: for each row `i` of A and each of its listed
+    /// One pass of [`crate::kernels::gemm::sampled::sampled`] over the steps
+    /// `p0..p0 + np` of the sums: for each row `i` of A and each of its listed
     /// columns `j = cols[i·cap + q]` (`q < counts[i]`), `acc[i·cap + q] ← fma(a[i, p],
     /// b[p, j], acc)` for `p` ascending, starting from `+0` when `fresh`: the order and
     /// rounding of every packed FMA micro-kernel's accumulator. B's entries are read
@@ -1519,7 +1521,7 @@ impl Avx512 {
         acc: &mut [f32],
     ) {
         let rows = counts.len();
-        assert!(np <= SAMPLED_PASS && p0 + np <= lda);
+        assert!(p0 + np <= lda);
         assert!(cols.len() >= rows * cap && acc.len() >= rows * cap);
         if rows == 0 || np == 0 {
             return;
