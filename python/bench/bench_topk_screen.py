@@ -6,7 +6,8 @@
 
 For TopK (k = 32) SAEs of shape (d_in, d_sae) = (384, 3072), (768, 16384) and
 (768, 24576) with SAELens-like random weights (the folders of bench_vs_saelens.py),
-`encode(x, out=buf)` on a batch of 1024 N(0, 1) rows is timed with the screen on
+`encode(x, out=buf)`, `encode_sparse(x, k=32)` and `encode_sparse(x)` on a batch of
+1024 N(0, 1) rows are timed with the screen on
 (the default where the CPU has fast AVX512_BF16 and h >= 256·k) and off
 (`sae_kernels.set_topk_screen(False)`), in alternating calls, so
 that load on the shared machine falls on both alike; each figure is the best CPU time
@@ -35,28 +36,37 @@ def main():
     import sae_kernels
 
     print(f"batch {a.rows}, TopK k=32, best CPU time of {a.rounds} alternating rounds")
-    print("| (d_in, d_sae) | screen on (ms) | screen off (ms) | off / on | same bits |")
-    print("|---|---|---|---|---|")
+    print("| (d_in, d_sae) | call | screen on (ms) | screen off (ms) | off / on | same output |")
+    print("|---|---|---|---|---|---|")
     for d, h in SHAPES:
         with tempfile.TemporaryDirectory() as tmp:
             write_folder(tmp, d, h, "topk", 32, 0)
             sae = sae_kernels.SAE.load(tmp)
         x = np.random.default_rng(1).standard_normal((a.rows, d)).astype(np.float32)
-        on = np.empty((a.rows, h), np.float32)
-        off = np.empty_like(on)
-        best = {"on": float("inf"), "off": float("inf")}
-        for _ in range(a.rounds):
-            for mode, buf in (("on", on), ("off", off)):
-                sae_kernels.set_topk_screen(mode == "on")
-                t0 = time.process_time()
-                sae.encode(x, out=buf)
-                best[mode] = min(best[mode], time.process_time() - t0)
-        sae_kernels.set_topk_screen(True)
-        same = np.array_equal(on.view(np.uint32), off.view(np.uint32))
-        print(f"| ({d}, {h}) | {best['on'] * 1e3:.1f} | {best['off'] * 1e3:.1f} | "
-              f"{best['off'] / best['on']:.2f}x | {'yes' if same else 'NO'} |")
-        if not same:
-            sys.exit("the screened codes differ from the plain ones")
+        bufs = {on: np.empty((a.rows, h), np.float32) for on in (True, False)}
+        calls = [
+            ("encode(x, out=)", lambda on: sae.encode(x, out=bufs[on])),
+            ("encode_sparse(x, k=32)", lambda on: sae.encode_sparse(x, k=32)),
+            ("encode_sparse(x)", lambda on: sae.encode_sparse(x)),
+        ]
+        for name, call in calls:
+            best = {True: float("inf"), False: float("inf")}
+            got = {}
+            for _ in range(a.rounds):
+                for on in (True, False):
+                    sae_kernels.set_topk_screen(on)
+                    t0 = time.process_time()
+                    got[on] = call(on)
+                    best[on] = min(best[on], time.process_time() - t0)
+            sae_kernels.set_topk_screen(True)
+            parts = [got[True]] if isinstance(got[True], np.ndarray) else list(got[True])
+            other = [got[False]] if isinstance(got[False], np.ndarray) else list(got[False])
+            same = all(np.array_equal(np.asarray(p).view(np.uint8), np.asarray(q).view(np.uint8))
+                       for p, q in zip(parts, other))
+            print(f"| ({d}, {h}) | `{name}` | {best[True] * 1e3:.1f} | {best[False] * 1e3:.1f} | "
+                  f"{best[False] / best[True]:.2f}x | {'yes' if same else 'NO'} |")
+            if not same:
+                sys.exit("the screened output differs from the plain one")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@
 //! The exact pass costs scalar FMAs (about `k·d` and more per row), the bf16 product
 //! saves about `0.45·h·d` vector lanes' worth, and two passes over each row find the
 //! candidates. Measured at batch 1024 (`python python/bench/bench_topk_screen.py`,
-//! plain and screened calls alternating in one process, AMD Zen 4): `(768, 16384)`
-//! 1.26–1.31× faster, `(384, 3072)` 0.92–1.03×. So the screen runs only where
-//! `h ≥ 256·k` (8192 for `k = 32`). A block falls back to the plain encoder when a row
+//! plain and screened calls alternating in one process, AMD Zen 4): `encode` 1.35×
+//! faster at `(768, 16384)`, 1.41× at `(768, 24576)`, but 0.92–1.03× at `(384, 3072)`.
+//! So the screen runs only where `h ≥ 256·k` (8192 for `k = 32`). A block falls back to the plain encoder when a row
 //! has more than [`cap`] candidates, or when an input, weight or bias is not finite
 //! or too large for the bound (beyond `1e37`). [`set_topk_screen`]`(false)` turns it
 //! off for the whole process, for comparisons.
