@@ -28,10 +28,10 @@
 //! candidates. Measured at batch 1024 (`python python/bench/bench_topk_screen.py`,
 //! plain and screened calls alternating in one process, AMD Zen 4): `encode` 1.35×
 //! faster at `(768, 16384)`, 1.41× at `(768, 24576)`, but 0.92–1.03× at `(384, 3072)`.
-//! So the screen runs only where `h ≥ 256·k` (8192 for `k = 32`). A block falls back to the plain encoder when a row
-//! has more than [`cap`] candidates, or when an input, weight or bias is not finite
-//! or too large for the bound (beyond `1e37`). [`set_topk_screen`]`(false)` turns it
-//! off for the whole process, for comparisons.
+//! So the screen runs only where `h ≥ 256·k` (8192 for `k = 32`). A block falls back to
+//! the plain encoder when a row has more than [`cap`] candidates, or when an input,
+//! weight or bias is not finite or too large for the bound (beyond `1e37`).
+//! [`set_topk_screen`]`(false)` turns it off for the whole process, for comparisons.
 
 use super::params::{Activation, Arch, Dims};
 use super::stack::StackReq;
@@ -44,9 +44,13 @@ pub(crate) use x86::Screen;
 static SCREEN_ON: AtomicBool = AtomicBool::new(true);
 
 /// Allow (`true`, the default) or forbid the TopK encoder's bf16 screen for the whole
-/// process (see [`encode`](super::encode)). The codes are the same bits either way;
-/// only the time differs, so this is for comparisons and benchmarks. It takes effect
-/// at the next `encode` call.
+/// process. Where the CPU's AVX512_BF16 is fast and `h ≥ 256·k`, TopK
+/// [`encode`](super::encode) (and [`Encoder`](super::Encoder)) computes the
+/// pre-activations in bf16, bounds their error, and computes exactly, in the `f32`
+/// encoder's own order, only the features that could be kept. The codes are the same
+/// bits either way; only the time differs, so this is for comparisons and benchmarks.
+/// It takes effect at the next `encode` call (an `Encoder` keeps what it was made
+/// with).
 pub fn set_topk_screen(on: bool) {
     SCREEN_ON.store(on, Ordering::Relaxed);
 }
