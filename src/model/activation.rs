@@ -336,17 +336,22 @@ fn bound_and_candidates<const GMAX: usize, const W: usize>(
     idx: &mut [u32],
     next: &[f32],
 ) -> usize {
-    // The k-th largest of 2k group maxima leaves about 1.4·k candidates on unordered
-    // data (the minimum of k maxima: about 3.5·k). Every choice has k ≤ G ≤ 4k ≤ h.
-    let t = match k {
+    candidates::<W>(row, group_bound_for::<GMAX>(row, k), idx, next)
+}
+
+/// [`group_bound`] with about `2k` groups (at most `GMAX`): the k-th largest of 2k
+/// group maxima leaves about 1.4·k candidates on unordered data (the minimum of k
+/// maxima: about 3.5·k). Every choice has `k ≤ G ≤ 4k ≤ h` for `h ≥ 8k`.
+#[inline(always)]
+fn group_bound_for<const GMAX: usize>(row: &[f32], k: usize) -> i32 {
+    match k {
         0..=4 => group_bound::<8>(row, k),
         5..=8 => group_bound::<16>(row, k),
         9..=16 => group_bound::<32>(row, k),
         17..=32 => group_bound::<64>(row, k),
         _ if GMAX >= 128 => group_bound::<128>(row, k),
         _ => group_bound::<64>(row, k),
-    };
-    candidates::<W>(row, t, idx, next)
+    }
 }
 
 /// [`bound_and_candidates`] with the group count and chunk width for `lanes` `f32`
@@ -393,15 +398,12 @@ pub(crate) fn kth_and_above(
     idx: &mut [u32],
     keys: &mut [u32],
 ) -> Option<(f32, usize)> {
+    // The group counts of `bound_and_candidates_for`.
     let t0 = isa::vectorized(
         #[inline(always)]
-        |lanes| match (lanes, k) {
-            (_, 0..=4) => group_bound::<8>(row, k),
-            (_, 5..=8) => group_bound::<16>(row, k),
-            (_, 9..=16) => group_bound::<32>(row, k),
-            (_, 17..=32) => group_bound::<64>(row, k),
-            (8 | 16, _) => group_bound::<128>(row, k),
-            _ => group_bound::<64>(row, k),
+        |lanes| match lanes {
+            8 | 16 => group_bound_for::<128>(row, k),
+            _ => group_bound_for::<64>(row, k),
         },
     );
     let c = greater_than(row, below(from_key(t0)), idx);

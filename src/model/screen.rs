@@ -128,7 +128,7 @@ pub(crate) const fn scratch(arch: Arch, dims: Dims, rows: usize) -> StackReq {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{LARGE, cap, plan, pow2, screened_k, topk_screen};
+    use super::{cap, plan, screened_k, topk_screen};
     use crate::error::Result;
     use crate::kernels::gemm::sampled::{pad, sampled};
     use crate::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm_bf16_dot, selected};
@@ -137,6 +137,15 @@ mod x86 {
     use crate::model::activation::{Keep, kth_and_above, ukey};
     use crate::model::params::{Dims, Params};
     use crate::model::stack::MemStack;
+
+    /// `2^e` for `−1022 ≤ e ≤ 1023` (`core` has no `f64::powi`).
+    const fn pow2(e: i32) -> f64 {
+        f64::from_bits(((1023 + e) as u64) << 52)
+    }
+
+    /// Inputs, weights and biases beyond this are left to the plain encoder (their
+    /// bf16 rounding and the bound's products stay far from `f32::MAX`).
+    const LARGE: f64 = 1e37;
 
     /// The bf16 screen of one encode call: the CPU's bf16 token, `k`, and the weights'
     /// part of the bound, computed once per call.
@@ -369,17 +378,6 @@ mod x86 {
         }
     }
 }
-
-/// `2^e` for `−1022 ≤ e ≤ 1023` (`core` has no `f64::powi`).
-#[cfg(target_arch = "x86_64")]
-const fn pow2(e: i32) -> f64 {
-    f64::from_bits(((1023 + e) as u64) << 52)
-}
-
-/// Inputs, weights and biases beyond this are left to the plain encoder (their bf16
-/// rounding and the bound's products stay far from `f32::MAX`).
-#[cfg(target_arch = "x86_64")]
-const LARGE: f64 = 1e37;
 
 /// Blocks the screen encoded (tests check that it ran where it should).
 #[cfg(all(test, target_arch = "x86_64"))]

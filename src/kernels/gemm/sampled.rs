@@ -8,9 +8,8 @@
 //! each block after the first added to the stored value (`c + s`, β = 1), then the
 //! epilogue. [`sampled`] follows that order entry by entry.
 
-use super::{KC, MatRef};
+use super::{KC, MatRef, pack_panels};
 use crate::kernels::isa::Avx512;
-use crate::kernels::isa::Isa;
 use crate::kernels::isa::x86::{SAMPLED_LANES, SAMPLED_PASS};
 
 /// `f32` [`sampled`] needs beside its lists for a `k×n` B with rows contiguous: the
@@ -36,37 +35,6 @@ pub(crate) fn pad((cols, counts, cap): (&mut [u32], &[u32], usize)) -> bool {
         }
     }
     true
-}
-
-/// `bt[j·SAMPLED_PASS + t] = b[p0 + t, j]` for `t < np`, every column `j`: 16 columns
-/// at a time, so the writes stay within one kilobyte of `bt`.
-fn gather_rows(b: MatRef<'_>, p0: usize, np: usize, bt: &mut [f32]) {
-    const W: usize = 16;
-    let n = b.cols;
-    if b.rs == 1 {
-        // Columns contiguous (B = Mᵀ): one short run per column.
-        for (j, slot) in bt.chunks_exact_mut(SAMPLED_PASS).take(n).enumerate() {
-            let r = j * b.cs + p0;
-            slot[..np].copy_from_slice(&b.data[r..r + np]);
-        }
-        return;
-    }
-    for j0 in (0..n).step_by(W) {
-        let w = W.min(n - j0);
-        let blk = &mut bt[j0 * SAMPLED_PASS..(j0 + w) * SAMPLED_PASS];
-        for t in 0..np {
-            let r = (p0 + t) * b.rs + j0 * b.cs;
-            if b.cs == 1 {
-                for (slot, &v) in blk.chunks_exact_mut(SAMPLED_PASS).zip(&b.data[r..r + w]) {
-                    slot[t] = v;
-                }
-            } else {
-                for (jj, slot) in blk.chunks_exact_mut(SAMPLED_PASS).enumerate() {
-                    slot[t] = b.data[r + jj * b.cs];
-                }
-            }
-        }
-    }
 }
 
 /// `out[i·cap + q] = Σ_p a[i, p]·b[p, j]` for the listed columns `j = cols[i·cap + q]`
@@ -129,14 +97,10 @@ pub(crate) fn sampled(
         }
         for p0 in (pc..pc + kc).step_by(SAMPLED_PASS).filter(|_| b.rs != 1) {
             let np = SAMPLED_PASS.min(pc + kc - p0);
-            // Rows contiguous (a row-major B): the token's transposing pack
-            // (`panel[kk·w + j] = src[j·cs + kk]`, rows as its columns) writes
-            // `bt[j·SAMPLED_PASS + t] = b[p0 + t, j]`.
-            let packed =
-                b.cs == 1 && t.pack_cols(&b.data[p0 * b.rs..], b.rs, n, np, SAMPLED_PASS, bt);
-            if !packed {
-                gather_rows(b, p0, np, bt);
-            }
+            // `bt[j·SAMPLED_PASS + t] = b[p0 + t, j]`: the GEMM's panel packing of Bᵀ
+            // (all `n` of its rows, columns `p0..p0 + np`, one panel `SAMPLED_PASS`
+            // wide), which transposes a row-major B with the token's AVX shuffles.
+            pack_panels(t, &b.t(), 0, n, p0, np, SAMPLED_PASS, bt);
             t.sampled_pass(
                 (a_data, a.rs),
                 (bt, SAMPLED_PASS),
