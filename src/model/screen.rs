@@ -23,12 +23,13 @@
 //! random weights, `k = 32` leaves about 47 candidates per row at `(d, h) = (384,
 //! 3072)` and 63 at `(768, 16384)`.
 //!
-//! The exact pass costs scalar FMAs (about `k·d` and more per row), the bf16 product
-//! saves about `0.45·h·d` vector lanes' worth, and two passes over each row find the
-//! candidates. Measured at batch 1024 (`python python/bench/bench_topk_screen.py`,
-//! plain and screened calls alternating in one process, AMD Zen 4): `encode` 1.35×
-//! faster at `(768, 16384)`, 1.41× at `(768, 24576)`, but 0.92–1.03× at `(384, 3072)`.
-//! So the screen runs only where `h ≥ 256·k` (8192 for `k = 32`). A block falls back to
+//! The exact pass costs about `k·d` FMAs and more per row (16 candidates at a time,
+//! one per vector lane, after an in-register transpose of their columns), the bf16
+//! product saves about `0.45·h·d` vector lanes' worth, and two passes over each row
+//! find the candidates. Measured at batch 1024 (`cargo run --release --example
+//! bench_screen`, plain and screened calls alternating in one process, AMD Zen 4):
+//! see [`screens`] for the shapes where it pays.
+//! A block falls back to
 //! the plain encoder when a row has more than [`cap`] candidates, or when an input,
 //! weight or bias is not finite or too large for the bound (beyond `1e37`).
 //! [`set_topk_screen`]`(false)` turns it off for the whole process, for comparisons.
@@ -44,7 +45,8 @@ pub(crate) use x86::Screen;
 static SCREEN_ON: AtomicBool = AtomicBool::new(true);
 
 /// Allow (`true`, the default) or forbid the TopK encoder's bf16 screen for the whole
-/// process. Where the CPU's AVX512_BF16 is fast and `h ≥ 256·k`, TopK
+/// process. Where the CPU's AVX512_BF16 is fast and the shape pays (`h ≥ 80·k`,
+/// `d ≥ 128`), TopK
 /// [`encode`](super::encode) (and [`Encoder`](super::Encoder)) computes the
 /// pre-activations in bf16, bounds their error, and computes exactly, in the `f32`
 /// encoder's own order, only the features that could be kept. The codes are the same
@@ -62,20 +64,41 @@ pub fn topk_screen() -> bool {
     SCREEN_ON.load(Ordering::Relaxed)
 }
 
-/// Candidates per row the screen makes room for (`8k + 64`: 320 for `k = 32`, where
-/// random inputs needed at most 85).
+/// Candidates per row the screen makes room for (`8k + 64` rounded up to a multiple
+/// of 16, the exact pass's lanes: 320 for `k = 32`, where random inputs needed at
+/// most 85).
 pub(crate) const fn cap(k: usize) -> usize {
-    8 * k + 64
+    (8 * k + 64).next_multiple_of(16)
+}
+
+/// Whether a TopK encoder of this shape is worth screening, where the CPU's bf16 is
+/// fast: `1 ≤ k ≤ 64`, `h ≥ 80·k`, `d ≥ 128` (and `h ≥ 2·cap(k)`, room for a row's
+/// candidates in the selection buffer; `d ≤ 2¹⁸`, within which the bound's allowance
+/// for the sums' rounding holds).
+///
+/// Plain time over screened time, batch 1024, k = 32 unless stated (`cargo run
+/// --release --example bench_screen`, AMD Zen 4, two runs): `(d, h)` = (384, 3072)
+/// 1.17–1.19× (tied 1.16–1.17×), (384, 2560) 1.06–1.13×, (768, 4096) 1.13–1.17×,
+/// (128, 8192) 1.03–1.10×, (768, 16384) 1.42–1.48×. With the gate lowered for the
+/// measurement: (256, 2048) 0.91×, (64, 8192) k = 16 0.99×, (384, 3072) k = 64
+/// 1.01×. Below `h ≈ 80k` the candidate pass and the exact values cost what the
+/// bf16 product saves; below `d ≈ 128` the product is too short to save anything.
+pub(crate) const fn screens(k: usize, dims: Dims) -> bool {
+    k >= 1
+        && k <= 64
+        && dims.h >= 80 * k
+        && dims.h >= 2 * cap(k)
+        && dims.d >= 128
+        && dims.d <= 1 << 18
 }
 
 /// `k` if an encoder of this architecture and shape, in blocks of `rows` rows, is
-/// screened where the CPU allows (TopK with `1 ≤ k ≤ 64` and `h ≥ 256·k`, see the
-/// module documentation; `d ≤ 2¹⁸`, within which the bound's allowance for the sums'
-/// rounding holds; a packed product; x86_64), else `None`. Shape only: whether the
-/// CPU has fast bf16 is decided at run time (`Screen::new`).
+/// screened where the CPU allows ([`screens`]; a packed product; x86_64), else
+/// `None`. Shape only: whether the CPU has fast bf16 is decided at run time
+/// (`Screen::new`).
 const fn screened_k(arch: Arch, dims: Dims, rows: usize) -> Option<usize> {
     match arch.activation {
-        Activation::TopK { k } if k >= 1 && k <= 64 && dims.h >= 256 * k && dims.d <= 1 << 18 => {
+        Activation::TopK { k } if screens(k, dims) => {
             if cfg!(target_arch = "x86_64") && packs(rows, dims.h, dims.d) {
                 Some(k)
             } else {
@@ -132,11 +155,15 @@ mod x86 {
     use crate::error::Result;
     use crate::kernels::gemm::sampled::{pad, sampled};
     use crate::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm_bf16_dot, selected};
-    use crate::kernels::isa::x86::{Avx512Bf16, avx512bf16};
+    use crate::kernels::isa::x86::{Avx512Bf16, SAMPLED_LANES, avx512bf16};
     use crate::kernels::vector;
     use crate::model::activation::{Keep, kth_and_above, ukey};
     use crate::model::params::{Dims, Params};
     use crate::model::stack::MemStack;
+
+    // `cap` is a multiple of 16, so of the exact pass's lanes: padding a list never
+    // takes it beyond `cap`.
+    const _: () = assert!(16_usize.is_multiple_of(SAMPLED_LANES));
 
     /// `2^e` for `−1022 ≤ e ≤ 1023` (`core` has no `f64::powi`).
     const fn pow2(e: i32) -> f64 {
@@ -345,7 +372,7 @@ mod x86 {
                 // The plain encoder's store: `relu(s + b_j)`; ReLU comes after the selection
                 // here, which keeps the same features (see `encode_block` in `core`). The
                 // row's values go to `sel` (its first `n` slots), their keys after them
-                // (`2n ≤ 2·cap(k) = 16k + 128 ≤ h` for `h ≥ 256k`, `k ≥ 1`).
+                // (`2n ≤ 2·cap(k) ≤ h`, see `screens`).
                 let (vals, keys) = sel.split_at_mut(n);
                 let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut keys[..n]);
                 for (((v, key), &j), &e) in vals.iter_mut().zip(keys.iter_mut()).zip(js).zip(exact)
@@ -362,7 +389,7 @@ mod x86 {
                 }
             }
             #[cfg(test)]
-            super::SCREENED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            super::SCREENED.with(|c| c.set(c.get() + 1));
             Ok(true)
         }
     }
@@ -379,10 +406,13 @@ mod x86 {
     }
 }
 
-/// Blocks the screen encoded (tests check that it ran where it should).
 #[cfg(all(test, target_arch = "x86_64"))]
-pub(crate) static SCREENED: core::sync::atomic::AtomicUsize =
-    core::sync::atomic::AtomicUsize::new(0);
+std::thread_local! {
+    /// Blocks the screen encoded on this thread (tests check that it ran where it
+    /// should). Per thread: the test harness runs tests in parallel, and a shared
+    /// count made `assert_eq!(ran, 0)` fail when another test's screen ran meanwhile.
+    pub(crate) static SCREENED: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
@@ -392,7 +422,6 @@ mod tests {
     use crate::model::activation::topk_relu_row;
     use crate::model::core::{Encoder, encode, encode_scratch_len};
     use crate::model::params::{Params, Penalty, Weights};
-    use core::sync::atomic::Ordering;
     use std::vec;
     use std::vec::Vec;
 
@@ -439,9 +468,9 @@ mod tests {
         let want = plain(&p, x, n, k);
         let mut got = vec![f32::NAN; n * h];
         let mut scratch = vec![0.0f32; encode_scratch_len(p.arch(), p.dims(), n)];
-        let before = SCREENED.load(Ordering::Relaxed);
+        let before = SCREENED.with(core::cell::Cell::get);
         encode(p, x, n, &mut got, &mut scratch).unwrap();
-        let ran = SCREENED.load(Ordering::Relaxed) - before;
+        let ran = SCREENED.with(core::cell::Cell::get) - before;
         let same = |got: &[f32], how: &str| {
             for (q, (a, b)) in got.iter().zip(&want).enumerate() {
                 let (row, j) = (q / h, q % h);
@@ -473,6 +502,25 @@ mod tests {
         ran
     }
 
+    /// The shapes the screen takes: those measured to pay, and none where a row's
+    /// candidates would not fit the selection buffer.
+    #[test]
+    fn screens_the_shapes_that_pay() {
+        let dims = |d, h| Dims { d, h };
+        assert!(screens(32, dims(384, 3072)));
+        assert!(screens(32, dims(768, 16384)));
+        assert!(screens(1, dims(128, 160)));
+        assert!(!screens(1, dims(128, 159)), "2·cap(1) = 160 slots");
+        assert!(!screens(32, dims(256, 2048)), "h < 80k");
+        assert!(!screens(64, dims(384, 3072)), "h < 80k");
+        assert!(!screens(16, dims(64, 8192)), "d < 128");
+        assert!(!screens(0, dims(384, 3072)) && !screens(65, dims(768, 65536)));
+        for k in 1..=64 {
+            let h = (80 * k).max(2 * cap(k));
+            assert!(screens(k, dims(128, h)) && !screens(k, dims(128, h - 1)));
+        }
+    }
+
     fn topk_arch(k: usize, tied: bool) -> Arch {
         Arch {
             weights: if tied {
@@ -492,12 +540,12 @@ mod tests {
     // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
     #[cfg_attr(miri, ignore)]
     fn screened_codes_are_the_plain_bits() {
-        // Every case has h ≥ 256·k, so the screen runs.
+        // Every case passes `screens`, so the screen runs.
         let cases = [
-            (96, 2048, 8, 40),
+            (128, 2048, 8, 40),
             (384, 3072, 8, 70),
             (800, 2048, 8, 24),
-            (64, 640, 1, 9),
+            (128, 640, 1, 9),
         ];
         for (ci, &(d, h, k, n)) in cases.iter().enumerate() {
             for tied in [false, true] {
@@ -537,7 +585,7 @@ mod tests {
     // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
     #[cfg_attr(miri, ignore)]
     fn screened_ties_and_negatives() {
-        let (d, h, k, n) = (64, 1024, 4, 16);
+        let (d, h, k, n) = (128, 1024, 4, 16);
         let dims = Dims { d, h };
         let mut w = test_fill(d * h, 3);
         // Features 2q and 2q + 1 identical (W_enc is d×h row-major), same bias.
@@ -580,7 +628,7 @@ mod tests {
     // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
     #[cfg_attr(miri, ignore)]
     fn screened_fallbacks_give_the_plain_bits() {
-        let (d, h, k, n) = (48, 1024, 4, 12);
+        let (d, h, k, n) = (128, 1024, 4, 12);
         let dims = Dims { d, h };
         let w = test_fill(d * h, 7);
         let b = test_fill(h, 8);
