@@ -8,7 +8,7 @@ For TopK (k = 32) SAEs of shape (d_in, d_sae) = (384, 3072), (768, 16384) and
 (768, 24576) with SAELens-like random weights (the folders of bench_vs_saelens.py),
 `encode(x, out=buf)`, `encode_sparse(x, k=32)` and `encode_sparse(x)` on a batch of
 1024 N(0, 1) rows are timed with the screen on
-(the default where the CPU has fast AVX512_BF16 and h >= 256·k) and off
+(the default where the CPU has fast AVX512_BF16, h >= 80·k and d >= 128) and off
 (`sae_kernels.set_topk_screen(False)`), in alternating calls, so
 that load on the shared machine falls on both alike; each figure is the best CPU time
 over the rounds. The two outputs are checked to be equal bit for bit.

@@ -583,8 +583,8 @@ impl Sae {
 
 /// Sparse autoencoder kernels (Rust) for numpy.
 /// Allow (``True``, the default) or forbid the TopK encoder's bf16 screen for the
-/// whole process. Where the CPU has fast AVX512_BF16 and ``d_sae >= 256·k``, TopK
-/// ``encode`` computes the pre-activations in bf16, bounds their error, and recomputes
+/// whole process. Where the CPU has fast AVX512_BF16, ``d_sae >= 80·k`` and
+/// ``d_in >= 128``, TopK ``encode`` computes the pre-activations in bf16, bounds their error, and recomputes
 /// exactly in float32 only the features that could be among the top k: the codes are
 /// the same bits either way, so this switch is for timing comparisons.
 #[pyfunction]

@@ -156,10 +156,10 @@ def test_from_arrays_matches_numpy(arch):
 
 
 def test_topk_screen_gives_the_plain_bits():
-    """TopK with h >= 256·k is screened in bf16 where the CPU has fast AVX512_BF16; the
+    """TopK with h >= 80·k, d >= 128 is screened in bf16 where the CPU has fast AVX512_BF16; the
     codes must be the unscreened ones bit for bit (``set_topk_screen(False)`` turns the
     screen off). On other CPUs both calls take the plain path and agree trivially."""
-    d, h, n, k = 48, 2048, 80, 8
+    d, h, n, k = 128, 2048, 80, 8
     sae, w = random_sae(d, h, seed=5, architecture="topk", k=k)
     x = np.random.default_rng(2).standard_normal((n, d), dtype=np.float32) * 3
     assert sae_kernels.topk_screen()

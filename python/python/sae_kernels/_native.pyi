@@ -8,8 +8,8 @@ __version__: str
 
 def set_topk_screen(on: bool) -> None:
     """Allow (``True``, the default) or forbid the TopK encoder's bf16 screen for the
-    whole process. Where the CPU has fast AVX512_BF16 and ``d_sae >= 256·k``, TopK
-    ``encode`` computes the pre-activations in bf16, bounds their error, and
+    whole process. Where the CPU has fast AVX512_BF16, ``d_sae >= 80·k`` and
+    ``d_in >= 128``, TopK ``encode`` computes the pre-activations in bf16, bounds their error, and
     recomputes exactly in float32 only the features that could be among the top k:
     the codes are the same bits either way, so this switch is for timing comparisons."""
 

@@ -1778,7 +1778,9 @@ fn pack_panels<K: Isa>(
 ) {
     if K::BF16_PAIRS {
         if src.rs == 1 {
-            pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, out);
+            if !kern.pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, out) {
+                pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, out);
+            }
         } else if src.cs == 1 {
             pack_pair_rows(src.data, src.rs, k0, kc, j0, nc, w, out);
         } else {
@@ -2514,6 +2516,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The AVX-512 bf16-pair pack of runs ([`Isa::pack_pair_runs`] of the bf16 token)
+    /// writes the scalar `pack_pair_runs`' slots bit for bit: `w = 8` (A's panels,
+    /// an odd panel count too) and 48 (B's), `kc` odd, even, below and beyond one
+    /// block of 32 values, ragged column counts, NaN of both signs, ties,
+    /// subnormals, infinities; and refuses widths it cannot take.
+    #[test]
+    fn pair_runs_avx512_match_scalar() {
+        let Some(t) = isa::x86::avx512bf16() else {
+            std::eprintln!("no AVX512_BF16: the vector pair pack not tested");
+            return;
+        };
+        let (cols, k) = (130usize, 101usize);
+        let mut data = test_fill(cols * k, 12);
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::from_bits(0x3F80_8000),
+            f32::from_bits(0x3F81_8000),
+            f32::from_bits(0x7F7F_FFFF),
+            f32::from_bits(0x0000_0001),
+            -0.0,
+        ];
+        for (i, v) in specials.iter().enumerate() {
+            data[i * 53] = *v;
+        }
+        let src = MatRef::row_major("a", &data, cols, k).unwrap().t(); // k×cols
+        for (k0, kc, j0, nc, w) in [
+            (0usize, 37usize, 0usize, 19usize, 8usize),
+            (3, 20, 2, 13, 8),
+            (0, 101, 0, 130, 8),
+            (1, 64, 5, 24, 8),
+            (0, 1, 0, 3, 8),
+            (2, 99, 1, 129, 48),
+            (0, 32, 0, 48, 48),
+            (7, 33, 0, 50, 16),
+        ] {
+            let len = nc.div_ceil(w) * w * kc;
+            let (mut got, mut want) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            assert!(t.pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, &mut got));
+            pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, &mut want);
+            let kp = kc.div_ceil(2);
+            for q in 0..nc.div_ceil(w) {
+                let used = q * w * kc..q * w * kc + kp * w;
+                let (g, e) = (&got[used.clone()], &want[used]);
+                assert!(
+                    g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "k0 {k0} kc {kc} j0 {j0} nc {nc} w {w} panel {q}"
+                );
+            }
+        }
+        let mut out = vec![0.0f32; 6 * 20];
+        assert!(!t.pack_pair_runs(src.data, src.cs, 0, 20, 0, 6, 6, &mut out));
+        assert!(!t.pack_pair_runs(src.data, src.cs, 0, 20, 0, 8, 8, &mut out[..79]));
+        assert!(out.iter().all(|&v| v == 0.0), "a refused pack wrote");
     }
 
     /// Row-major B wider than one group of [`B_GROUP`] panels and than one block

@@ -232,6 +232,29 @@ pub(crate) trait Isa: TileShape + Copy + Send + Sync + 'static {
         false
     }
 
+    /// Optional fast bf16-pair pack of contiguous runs (for `BF16_PAIRS` kernels):
+    /// what `gemm`'s `pack_pair_runs` writes, bit for bit: panel `q` at
+    /// `out[q·w·kc..]`, slot `p·w + j` holding `bf16(src[2p])` low and
+    /// `bf16(src[2p + 1])` high (0 past `kc`), `src` the run of column `j0 + q·w + j`
+    /// at `data[(j0 + q·w + j)·cs + k0..][..kc]`, columns past `nc` zero. Returns
+    /// `false` (and writes nothing) where this instruction set has none or cannot
+    /// take the panel width `w`; the caller then packs generically.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn pack_pair_runs(
+        self,
+        _data: &[f32],
+        _cs: usize,
+        _k0: usize,
+        _kc: usize,
+        _j0: usize,
+        _nc: usize,
+        _w: usize,
+        _out: &mut [f32],
+    ) -> bool {
+        false
+    }
+
     /// Σ aᵢ bᵢ over the common length, in this instruction set's fixed order.
     fn dot(self, a: &[f32], b: &[f32]) -> f32;
 
