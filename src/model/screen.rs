@@ -26,12 +26,11 @@
 //! The exact pass costs about `k·d` FMAs and more per row (16 candidates at a time,
 //! one per vector lane, after an in-register transpose of their columns), the bf16
 //! product saves about `0.45·h·d` vector lanes' worth, and two passes over each row
-//! find the candidates. Measured at batch 1024 (`cargo run --release --example
-//! bench_screen`, plain and screened calls alternating in one process, AMD Zen 4):
-//! see [`screens`] for the shapes where it pays.
-//! A block falls back to
-//! the plain encoder when a row has more than [`cap`] candidates, or when an input,
-//! weight or bias is not finite or too large for the bound (beyond `1e37`).
+//! find the candidates. [`screens`] lists the shapes where that pays, measured at
+//! batch 1024 (`cargo run --release --example bench_screen`: plain and screened
+//! calls alternating in one process, AMD Zen 4). A block falls back to the plain
+//! encoder when a row has more than [`cap`] candidates, or when an input, weight or
+//! bias is not finite or too large for the bound (beyond `1e37`).
 //! [`set_topk_screen`]`(false)` turns it off for the whole process, for comparisons.
 
 use super::params::{Activation, Arch, Dims};
@@ -77,10 +76,10 @@ pub(crate) const fn cap(k: usize) -> usize {
 /// for the sums' rounding holds).
 ///
 /// Plain time over screened time, batch 1024, k = 32 unless stated (`cargo run
-/// --release --example bench_screen`, AMD Zen 4, two runs): `(d, h)` = (384, 3072)
-/// 1.17–1.19× (tied 1.16–1.17×), (384, 2560) 1.06–1.13×, (768, 4096) 1.13–1.17×,
-/// (128, 8192) 1.03–1.10×, (768, 16384) 1.42–1.48×. With the gate lowered for the
-/// measurement: (256, 2048) 0.91×, (64, 8192) k = 16 0.99×, (384, 3072) k = 64
+/// --release --example bench_screen`, AMD Zen 4, five runs): `(d, h)` = (384, 3072)
+/// 1.16–1.20× (tied 1.11–1.21×), (384, 2560) 1.06–1.20×, (768, 4096) 1.13–1.31×,
+/// (128, 8192) 1.03–1.09×, (768, 16384) 1.32–1.48× (tied 1.38–1.53×). With the
+/// gate lowered for the measurement: (256, 2048) 0.91×, (64, 8192) k = 16 0.99×, (384, 3072) k = 64
 /// 1.01×. Below `h ≈ 80k` the candidate pass and the exact values cost what the
 /// bf16 product saves; below `d ≈ 128` the product is too short to save anything.
 pub(crate) const fn screens(k: usize, dims: Dims) -> bool {

@@ -2476,24 +2476,12 @@ mod tests {
     }
 
     /// The run-wise bf16 pair packing gives the slots of the generic one, bit for bit:
-    /// odd and even `kc`, a ragged last panel, an offset start, NaN of both signs,
-    /// ties, subnormals and infinities among the values.
+    /// odd and even `kc`, a ragged last panel, an offset start, and the special values
+    /// of [`pair_test_data`].
     #[test]
     fn pair_runs_match_pairs() {
         let (rows, k) = (19usize, 37usize);
-        let mut data = test_fill(rows * k, 9);
-        let specials = [
-            f32::NAN,
-            -f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::from_bits(0x3F80_8000), // a tie: rounds to even
-            f32::from_bits(0x0000_0001),
-            -0.0,
-        ];
-        for (i, v) in specials.iter().enumerate() {
-            data[i * 11] = *v;
-        }
+        let data = pair_test_data(rows * k, 9, 11);
         let src = MatRef::row_major("a", &data, rows, k).unwrap().t(); // k×rows
         for (k0, kc, j0, nc, w) in [
             (0usize, 37usize, 0usize, 19usize, 8usize),
@@ -2506,15 +2494,43 @@ mod tests {
             pack_pairs(kc, nc, w, &mut want, |kk, j| {
                 half::f32_to_bf16(src.at(k0 + kk, j0 + j))
             });
-            let kp = kc.div_ceil(2);
-            for q in 0..nc.div_ceil(w) {
-                let used = q * w * kc..q * w * kc + kp * w;
-                let (g, e) = (&got[used.clone()], &want[used]);
-                assert!(
-                    g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "k0 {k0} kc {kc} j0 {j0} nc {nc} w {w} panel {q}"
-                );
-            }
+            same_pair_panels(&got, &want, (kc, nc, w), &std::format!("k0 {k0} j0 {j0}"));
+        }
+    }
+
+    /// Test data for the pair packs: [`test_fill`] with NaN of both signs (one
+    /// signalling), infinities, ties (to even, both ways), the largest finite value
+    /// (rounds to infinity), a subnormal and −0 every `stride` entries.
+    fn pair_test_data(len: usize, seed: u64, stride: usize) -> Vec<f32> {
+        let mut data = test_fill(len, seed);
+        let specials = [
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::from_bits(0x3F80_8000),
+            f32::from_bits(0x3F81_8000),
+            f32::from_bits(0x7F7F_FFFF),
+            f32::from_bits(0x0000_0001),
+            -0.0,
+        ];
+        for (i, v) in specials.iter().enumerate() {
+            data[i * stride] = *v;
+        }
+        data
+    }
+
+    /// The used slots (`⌈kc/2⌉·w` of each panel) of two pair packs are the same bits.
+    fn same_pair_panels(got: &[f32], want: &[f32], (kc, nc, w): (usize, usize, usize), what: &str) {
+        let kp = kc.div_ceil(2);
+        for q in 0..nc.div_ceil(w) {
+            let used = q * w * kc..q * w * kc + kp * w;
+            let (g, e) = (&got[used.clone()], &want[used]);
+            assert!(
+                g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: kc {kc} nc {nc} w {w} panel {q}"
+            );
         }
     }
 
@@ -2530,22 +2546,7 @@ mod tests {
             return;
         };
         let (cols, k) = (130usize, 101usize);
-        let mut data = test_fill(cols * k, 12);
-        let specials = [
-            f32::NAN,
-            -f32::NAN,
-            f32::from_bits(0x7F80_0001),
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::from_bits(0x3F80_8000),
-            f32::from_bits(0x3F81_8000),
-            f32::from_bits(0x7F7F_FFFF),
-            f32::from_bits(0x0000_0001),
-            -0.0,
-        ];
-        for (i, v) in specials.iter().enumerate() {
-            data[i * 53] = *v;
-        }
+        let data = pair_test_data(cols * k, 12, 53);
         let src = MatRef::row_major("a", &data, cols, k).unwrap().t(); // k×cols
         for (k0, kc, j0, nc, w) in [
             (0usize, 37usize, 0usize, 19usize, 8usize),
@@ -2561,15 +2562,7 @@ mod tests {
             let (mut got, mut want) = (vec![f32::NAN; len], vec![f32::NAN; len]);
             assert!(t.pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, &mut got));
             pack_pair_runs(src.data, src.cs, k0, kc, j0, nc, w, &mut want);
-            let kp = kc.div_ceil(2);
-            for q in 0..nc.div_ceil(w) {
-                let used = q * w * kc..q * w * kc + kp * w;
-                let (g, e) = (&got[used.clone()], &want[used]);
-                assert!(
-                    g.iter().zip(e).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "k0 {k0} kc {kc} j0 {j0} nc {nc} w {w} panel {q}"
-                );
-            }
+            same_pair_panels(&got, &want, (kc, nc, w), &std::format!("k0 {k0} j0 {j0}"));
         }
         let mut out = vec![0.0f32; 6 * 20];
         assert!(!t.pack_pair_runs(src.data, src.cs, 0, 20, 0, 6, 6, &mut out));

@@ -1336,7 +1336,7 @@ impl Isa for Avx512Bf16 {
         let out_end = ((panels - 1) * w)
             .checked_mul(kc)
             .and_then(|o| o.checked_add(kp * w));
-        let data_end = (j0 + nc - 1)
+        let data_end = (j0 + (nc - 1))
             .checked_mul(cs)
             .and_then(|o| o.checked_add(k0 + kc));
         if out_end.is_none_or(|e| e > out.len()) || data_end.is_none_or(|e| e > data.len()) {
@@ -1626,9 +1626,8 @@ fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
     })
 }
 
-/// Sixteen `f32` pairs `(lo[i], hi[i])`… as bf16 pairs: lane `q` of the result holds
-/// `bf16(v[2q])` in its low and `bf16(v[2q + 1])` in its high 16 bits, `v` the 32
-/// values of `lo` then `hi`; rounding as [`crate::kernels::half::f32_to_bf16`] (to
+/// The 32 values `v` of `lo` then `hi` as 16 bf16 pairs: lane `q` of the result holds
+/// `bf16(v[2q])` in its low and `bf16(v[2q + 1])` in its high 16 bits; rounding as [`crate::kernels::half::f32_to_bf16`] (to
 /// nearest, ties to even; NaN kept, made quiet).
 #[inline]
 #[target_feature(enable = "avx512f")]
