@@ -75,8 +75,26 @@ struct Case {
     lc: Layout,
     alpha: f32,
     beta: f32,
-    relu: bool,
+    epi: Epi,
     seed: u64,
+}
+
+/// The epilogue a case asks for (over its bias).
+#[derive(Clone, Copy, Debug)]
+enum Epi {
+    None,
+    Bias,
+    BiasRelu,
+}
+
+impl Epi {
+    fn of(self, bias: &[f32]) -> Epilogue<'_> {
+        match self {
+            Epi::None => Epilogue::None,
+            Epi::Bias => Epilogue::Bias(bias),
+            Epi::BiasRelu => Epilogue::BiasRelu(bias),
+        }
+    }
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -85,13 +103,13 @@ fn case() -> impl Strategy<Value = Case> {
         (layout(), layout(), layout()),
         prop_oneof![Just(1.0f32), Just(-0.5), Just(2.25), -3.0f32..3.0],
         prop_oneof![2 => Just(0.0f32), 1 => Just(1.0), 1 => Just(-1.5), 1 => -2.0f32..2.0],
-        any::<bool>(),
+        prop_oneof![Just(Epi::None), Just(Epi::Bias), Just(Epi::BiasRelu)],
         any::<u64>(),
     )
         .prop_filter("keep debug-build cases small", |((m, n, k), ..)| {
             m * n * k <= 600_000
         })
-        .prop_map(|((m, n, k), (la, lb, lc), alpha, beta, relu, seed)| Case {
+        .prop_map(|((m, n, k), (la, lb, lc), alpha, beta, epi, seed)| Case {
             m,
             n,
             k,
@@ -100,7 +118,7 @@ fn case() -> impl Strategy<Value = Case> {
             lc,
             alpha,
             beta,
-            relu,
+            epi,
             seed,
         })
 }
@@ -133,7 +151,7 @@ fn check(case: &Case, kernel: Option<Kernel>) -> Result<(), TestCaseError> {
         lc,
         alpha,
         beta,
-        relu,
+        epi,
         seed,
     } = *case;
     let (ars, acs, alen) = la.strides(m, k);
@@ -154,11 +172,7 @@ fn check(case: &Case, kernel: Option<Kernel>) -> Result<(), TestCaseError> {
             };
         }
     }
-    let epi = if relu {
-        Epilogue::BiasRelu(&bias)
-    } else {
-        Epilogue::None
-    };
+    let epi = epi.of(&bias);
     let av = MatRef::new("a", &a, m, k, ars, acs).unwrap();
     let bv = MatRef::new("b", &b, k, n, brs, bcs).unwrap();
 
@@ -252,10 +266,10 @@ fn block_edges() {
         (5, 49, 17),
     ];
     for (s, &(m, n, k)) in shapes.iter().enumerate() {
-        for (lb, beta, relu) in [
-            (Layout::ColMajor { pad: 0 }, 0.0, true),
-            (Layout::RowMajor { pad: 1 }, 0.75, false),
-            (Layout::Strided, 0.0, false),
+        for (lb, beta, epi) in [
+            (Layout::ColMajor { pad: 0 }, 0.0, Epi::BiasRelu),
+            (Layout::RowMajor { pad: 1 }, 0.75, Epi::Bias),
+            (Layout::Strided, 0.0, Epi::None),
         ] {
             let case = Case {
                 m,
@@ -266,7 +280,7 @@ fn block_edges() {
                 lc: Layout::RowMajor { pad: 2 },
                 alpha: 1.5,
                 beta,
-                relu,
+                epi,
                 seed: s as u64,
             };
             for kern in available() {
@@ -292,11 +306,11 @@ fn small_m_path() {
     for m in 1..=5 {
         for k in [1, 2, 7, 16, 17, 33, 100] {
             for n in [1, 3, 4, 9, 17] {
-                for (alpha, beta, relu) in [
-                    (0.5, 0.0, true),
-                    (1.0, -1.0, false),
-                    (1.0, 1.0, true),
-                    (-2.0, 0.5, false),
+                for (alpha, beta, epi) in [
+                    (0.5, 0.0, Epi::BiasRelu),
+                    (1.0, -1.0, Epi::None),
+                    (1.0, 1.0, Epi::BiasRelu),
+                    (-2.0, 0.5, Epi::Bias),
                 ] {
                     for (t, (&la, &lb)) in layouts
                         .iter()
@@ -317,7 +331,7 @@ fn small_m_path() {
                             lc,
                             alpha,
                             beta,
-                            relu,
+                            epi,
                             seed: (m * 1000 + k * 10 + n + t * 100_000) as u64,
                         };
                         for kern in available() {
@@ -532,7 +546,11 @@ fn half_weights_match_reference() {
             (37, 60, 129),
         ] {
             for a_rowmajor in [true, false] {
-                for (alpha, beta, relu) in [(1.0, 0.0, true), (0.5, -1.0, false)] {
+                for (alpha, beta, epi) in [
+                    (1.0, 0.0, Epi::BiasRelu),
+                    (0.5, -1.0, Epi::None),
+                    (1.0, 0.5, Epi::Bias),
+                ] {
                     let x = fill(m * k, (m * 31 + n * 7 + k) as u64);
                     // Weights away from f16's subnormal range: |w| ≥ 2⁻¹⁴ or 0.
                     let w32: Vec<f32> = fill(n * k, 99 + k as u64)
@@ -543,11 +561,7 @@ fn half_weights_match_reference() {
                     let wide: Vec<f32> = w16.iter().map(|&v| format.to_f32(v)).collect();
                     let bias = fill(n, 5);
                     let c0 = fill(m * n, 6);
-                    let epi = if relu {
-                        Epilogue::BiasRelu(&bias)
-                    } else {
-                        Epilogue::None
-                    };
+                    let epi = epi.of(&bias);
                     // A as row-major, or as a strided (column-major) view of Aᵀ.
                     let xt: Vec<f32> = (0..k * m).map(|t| x[(t % m) * k + t / m]).collect();
                     let av = if a_rowmajor {
@@ -681,7 +695,11 @@ fn bf16_dot_matches_reference() {
         (70, 100, 301),
         (9, 17, 2),
     ] {
-        for (alpha, beta, relu) in [(1.0, 0.0, true), (0.5, -1.0, false)] {
+        for (alpha, beta, epi) in [
+            (1.0, 0.0, Epi::BiasRelu),
+            (0.5, -1.0, Epi::None),
+            (1.0, 0.5, Epi::Bias),
+        ] {
             let x32 = fill(m * k, (m + 3 * k) as u64);
             let xb: Vec<f32> = x32
                 .iter()
@@ -692,11 +710,7 @@ fn bf16_dot_matches_reference() {
             let wide: Vec<f32> = w.iter().map(|&v| Half::Bf16.to_f32(v)).collect();
             let bias = fill(n, 8);
             let c0 = fill(m * n, 9);
-            let epi = if relu {
-                Epilogue::BiasRelu(&bias)
-            } else {
-                Epilogue::None
-            };
+            let epi = epi.of(&bias);
             for (x, exact) in [(&xb, true), (&x32, false)] {
                 let av = MatRef::row_major("a", x, m, k).unwrap();
                 let mut want = c0.clone();

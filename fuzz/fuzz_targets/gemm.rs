@@ -139,10 +139,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let before = bits(&c);
-    let epi = if use_bias {
-        Epilogue::BiasRelu(&bias)
-    } else {
-        Epilogue::None
+    // With a bias: ReLU after it or not (`Epilogue::BiasRelu` / `Epilogue::Bias`).
+    let relu = use_bias && inp.u8() % 2 == 0;
+    let epi = match (use_bias, relu) {
+        (true, true) => Epilogue::BiasRelu(&bias),
+        (true, false) => Epilogue::Bias(&bias),
+        (false, _) => Epilogue::None,
     };
     let expect_err = bad_inner || short_pack || (use_bias && bias_len != n);
 
@@ -238,7 +240,7 @@ fuzz_target!(|data: &[u8]| {
         for j in 0..n {
             let idx = i * crs + j * ccs;
             let got = c[idx];
-            if use_bias {
+            if relu {
                 assert!(!(got < 0.0), "ReLU stored {got} at ({i},{j})");
                 assert_ne!(
                     got.to_bits(),
@@ -265,7 +267,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 err <= tol,
                 "C({i},{j}) = {got:e}, reference {:e}: error {err:e} > {tol:e} \
-                 (m={m} n={n} k={k} alpha={alpha:e} beta={beta:e} bias={use_bias})",
+                 (m={m} n={n} k={k} alpha={alpha:e} beta={beta:e} bias={use_bias} relu={relu})",
                 want[idx]
             );
         }

@@ -337,4 +337,30 @@ pub enum Epilogue<'a> {
     /// Store `relu(α·A·B + β·C + bias[j])`, `bias.len() == C.cols` (the SAE encoder:
     /// one bias per feature column). ReLU as in [`crate::kernels::vector::relu`].
     BiasRelu(&'a [f32]),
+    /// Store `α·A·B + β·C + bias[j]`, `bias.len() == C.cols`: pre-activations for an
+    /// activation applied afterwards (the TopK encoder's bf16 screen selects on them),
+    /// with the bias added while the tile is in registers instead of in another pass.
+    Bias(&'a [f32]),
+}
+
+impl<'a> Epilogue<'a> {
+    /// The bias (if any) and whether ReLU follows it.
+    #[inline(always)]
+    pub(crate) fn parts(self) -> (Option<&'a [f32]>, bool) {
+        match self {
+            Epilogue::None => (None, false),
+            Epilogue::BiasRelu(b) => (Some(b), true),
+            Epilogue::Bias(b) => (Some(b), false),
+        }
+    }
+
+    /// `v` (one element of column `j`, `α·A·B + β·C` formed) as stored.
+    #[inline(always)]
+    pub(crate) fn apply(self, v: f32, j: usize) -> f32 {
+        match self {
+            Epilogue::None => v,
+            Epilogue::BiasRelu(b) => crate::kernels::vector::relu(v + b[j]),
+            Epilogue::Bias(b) => v + b[j],
+        }
+    }
 }

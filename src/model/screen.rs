@@ -319,14 +319,14 @@ mod x86 {
             let [counts, cols] = [counts, cols].map(bytemuck::cast_slice_mut::<f32, u32>);
             let xm = MatRef::row_major("x", xin, rows, d)?;
             let cm = MatMut::row_major("codes", codes, rows, h)?;
-            gemm_bf16_dot(1.0, xm, p.encoder(), 0.0, cm, Epilogue::None, pack)?;
             let b = p.b_enc();
+            // `p̃ = S̃ + b`, the bias added as each tile is stored.
+            gemm_bf16_dot(1.0, xm, p.encoder(), 0.0, cm, Epilogue::Bias(b), pack)?;
             for (i, (row, x)) in codes
                 .chunks_exact_mut(h)
                 .zip(xin.chunks_exact(d))
                 .enumerate()
             {
-                vector::axpy(1.0, b, row);
                 let (sx, sdx) = row_norms(x);
                 let up = 1.0 + pow2(-40);
                 let (nx, ndx) = (libm::sqrt(sx) * up, libm::sqrt(sdx) * up);

@@ -722,7 +722,7 @@ fn check(
             got: c.cols,
         });
     }
-    if let Epilogue::BiasRelu(bias) = epilogue {
+    if let (Some(bias), _) = epilogue.parts() {
         crate::error::check_len("bias", bias.len(), c.cols)?;
     }
     let need = pack_len(a.rows, b.cols, a.cols);
@@ -855,15 +855,15 @@ fn unpacked<I: Isa>(
             }
         }
         let scale = beta == 0.0 && alpha != 1.0;
-        if scale || matches!(epi, Epilogue::BiasRelu(_)) {
+        if scale || !matches!(epi, Epilogue::None) {
             for i in 0..m {
                 let row = &mut c.data[i * c.rs..i * c.rs + n];
                 if scale {
                     row.iter_mut().for_each(|v| *v *= alpha);
                 }
-                if let Epilogue::BiasRelu(bias) = epi {
-                    for (v, &bj) in row.iter_mut().zip(bias) {
-                        *v = crate::kernels::vector::relu(*v + bj);
+                if !matches!(epi, Epilogue::None) {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = epi.apply(*v, j);
                     }
                 }
             }
@@ -1219,11 +1219,14 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
         for (q, jr) in (0..nc).step_by(nr).enumerate() {
             let nr_eff = nr.min(nc - jr);
             let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
-            let bias = match epi {
-                Epilogue::BiasRelu(bias) => Some(&bias[jc + jr..jc + jr + nr_eff]),
-                Epilogue::None => None,
+            let (bias, relu) = epi.parts();
+            let bias = bias.map(|b| &b[jc + jr..jc + jr + nr_eff]);
+            let st = Store {
+                alpha,
+                beta,
+                bias,
+                relu,
             };
-            let st = Store { alpha, beta, bias };
             let (i0, j0) = (ir, jc + jr);
             if direct_ok && (mr_eff == 1 || c.rs >= nr_eff) {
                 // The next tile's rows of C: fetch them while this tile computes, so
@@ -1691,11 +1694,14 @@ mod par {
             for (q, jr) in (0..nc).step_by(nr).enumerate() {
                 let nr_eff = nr.min(nc - jr);
                 let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
-                let bias = match epi {
-                    Epilogue::BiasRelu(bias) => Some(&bias[jc + jr..jc + jr + nr_eff]),
-                    Epilogue::None => None,
+                let (bias, relu) = epi.parts();
+                let bias = bias.map(|b| &b[jc + jr..jc + jr + nr_eff]);
+                let st = Store {
+                    alpha,
+                    beta,
+                    bias,
+                    relu,
                 };
-                let st = Store { alpha, beta, bias };
                 let (i0, j0) = (r0 + ir, jc + jr);
                 if jr + nr < nc {
                     let next = i0 * c.rs + j0 + nr;
@@ -2026,14 +2032,6 @@ fn pack_pair_rows(
     }
 }
 
-#[inline(always)]
-fn apply_epilogue(v: f32, j: usize, epi: Epilogue<'_>) -> f32 {
-    match epi {
-        Epilogue::None => v,
-        Epilogue::BiasRelu(bias) => crate::kernels::vector::relu(v + bias[j]),
-    }
-}
-
 /// Store the valid `mr×nr` corner of `tile` (row stride `ld`) into C at `(i0, j0)`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -2057,7 +2055,7 @@ fn store_tile(
             } else {
                 alpha * ab + beta * c.data[idx]
             };
-            c.data[idx] = apply_epilogue(v, j0 + j, epi);
+            c.data[idx] = epi.apply(v, j0 + j);
         }
     }
 }
@@ -2068,7 +2066,7 @@ fn scale_c(c: &mut MatMut<'_>, beta: f32, epi: Epilogue<'_>) {
         for j in 0..c.cols {
             let idx = i * c.rs + j * c.cs;
             let v = if beta == 0.0 { 0.0 } else { beta * c.data[idx] };
-            c.data[idx] = apply_epilogue(v, j, epi);
+            c.data[idx] = epi.apply(v, j);
         }
     }
 }

@@ -36,10 +36,12 @@ pub fn gemm_f64(
                 v += cv;
                 sm += cv.abs();
             }
-            if let Epilogue::BiasRelu(bias) = epi {
+            if let (Some(bias), relu) = epi.parts() {
                 v += f64::from(bias[j]);
                 sm += f64::from(bias[j]).abs();
-                v = if v <= 0.0 { 0.0 } else { v };
+                if relu {
+                    v = if v <= 0.0 { 0.0 } else { v };
+                }
             }
             c.data[idx] = v as f32;
             if let Some(mg) = mag.as_deref_mut() {

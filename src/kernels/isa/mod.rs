@@ -111,8 +111,10 @@ pub(crate) struct Store<'a> {
     pub alpha: f32,
     /// `0.0` means C is written without being read.
     pub beta: f32,
-    /// `Some(bias[j0..j0+cols])`: add it and apply ReLU.
+    /// `Some(bias[j0..j0+cols])`: add it (then ReLU if `relu`).
     pub bias: Option<&'a [f32]>,
+    /// Apply ReLU after the bias ([`Epilogue::BiasRelu`]; only with a bias).
+    pub relu: bool,
 }
 
 /// Where a micro-kernel puts its `MR×NR` result.
@@ -355,10 +357,7 @@ pub(crate) fn put(
     if beta != 0.0 {
         v += beta * c.data[idx];
     }
-    if let Epilogue::BiasRelu(bias) = epi {
-        v = crate::kernels::vector::relu(v + bias[j]);
-    }
-    c.data[idx] = v;
+    c.data[idx] = epi.apply(v, j);
 }
 
 /// Apply a [`Store`] to a raw tile and write it to a unit-column-stride C (the
@@ -386,7 +385,10 @@ pub(crate) unsafe fn store_direct_from_buf(
                 v += st.beta * *o;
             }
             if let Some(bias) = st.bias {
-                v = crate::kernels::vector::relu(v + bias[j]);
+                v += bias[j];
+                if st.relu {
+                    v = crate::kernels::vector::relu(v);
+                }
             }
             *o = v;
         }

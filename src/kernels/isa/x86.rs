@@ -552,7 +552,10 @@ unsafe fn store_acc<V: Simd, const MR: usize, const NV: usize>(
                                 y = V::fmadd(beta, V::loadu(p), y);
                             }
                             if let Some(bias) = st.bias {
-                                y = V::relu(V::add(y, V::loadu(bias.as_ptr().add(j))));
+                                y = V::add(y, V::loadu(bias.as_ptr().add(j)));
+                                if st.relu {
+                                    y = V::relu(y);
+                                }
                             }
                             V::storeu(p, y);
                         } else {
@@ -560,7 +563,10 @@ unsafe fn store_acc<V: Simd, const MR: usize, const NV: usize>(
                                 y = V::fmadd(beta, V::load_part(p, n), y);
                             }
                             if let Some(bias) = st.bias {
-                                y = V::relu(V::add(y, V::load_part(bias.as_ptr().add(j), n)));
+                                y = V::add(y, V::load_part(bias.as_ptr().add(j), n));
+                                if st.relu {
+                                    y = V::relu(y);
+                                }
                             }
                             V::store_part(p, y, n);
                         }
