@@ -76,9 +76,9 @@ pub(crate) const fn cap(k: usize) -> usize {
 /// for the sums' rounding holds).
 ///
 /// Plain time over screened time, batch 1024, k = 32 unless stated (`cargo run
-/// --release --example bench_screen`, AMD Zen 4, five runs): `(d, h)` = (384, 3072)
-/// 1.16–1.20× (tied 1.11–1.21×), (384, 2560) 1.06–1.20×, (768, 4096) 1.13–1.31×,
-/// (128, 8192) 1.03–1.09×, (768, 16384) 1.32–1.48× (tied 1.38–1.53×). With the
+/// --release --example bench_screen`, AMD Zen 4, six runs): `(d, h)` = (384, 3072)
+/// 1.16–1.24× (tied 1.11–1.21×), (384, 2560) 1.06–1.20×, (768, 4096) 1.13–1.31×,
+/// (128, 8192) 1.03–1.21×, (768, 16384) 1.32–1.55× (tied 1.38–1.57×). With the
 /// gate lowered for the measurement: (256, 2048) 0.91×, (64, 8192) k = 16 0.99×, (384, 3072) k = 64
 /// 1.01×. Below `h ≈ 80k` the candidate pass and the exact values cost what the
 /// bf16 product saves; below `d ≈ 128` the product is too short to save anything.
