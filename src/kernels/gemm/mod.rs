@@ -1219,14 +1219,7 @@ fn panels<K: Isa>(kern: K, blk: &Block<'_>, apack: &[f32], c: &mut MatMut<'_>, i
         for (q, jr) in (0..nc).step_by(nr).enumerate() {
             let nr_eff = nr.min(nc - jr);
             let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
-            let (bias, relu) = epi.parts();
-            let bias = bias.map(|b| &b[jc + jr..jc + jr + nr_eff]);
-            let st = Store {
-                alpha,
-                beta,
-                bias,
-                relu,
-            };
+            let st = Store::tile(alpha, beta, epi, jc + jr..jc + jr + nr_eff);
             let (i0, j0) = (ir, jc + jr);
             if direct_ok && (mr_eff == 1 || c.rs >= nr_eff) {
                 // The next tile's rows of C: fetch them while this tile computes, so
@@ -1694,14 +1687,7 @@ mod par {
             for (q, jr) in (0..nc).step_by(nr).enumerate() {
                 let nr_eff = nr.min(nc - jr);
                 let bp = &bpack[q * nr * kc..(q + 1) * nr * kc];
-                let (bias, relu) = epi.parts();
-                let bias = bias.map(|b| &b[jc + jr..jc + jr + nr_eff]);
-                let st = Store {
-                    alpha,
-                    beta,
-                    bias,
-                    relu,
-                };
+                let st = Store::tile(alpha, beta, epi, jc + jr..jc + jr + nr_eff);
                 let (i0, j0) = (r0 + ir, jc + jr);
                 if jr + nr < nc {
                     let next = i0 * c.rs + j0 + nr;

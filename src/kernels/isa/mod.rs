@@ -117,6 +117,25 @@ pub(crate) struct Store<'a> {
     pub relu: bool,
 }
 
+impl<'a> Store<'a> {
+    /// The store of a tile whose columns are `cols` of C: `epi`'s bias sliced to them.
+    #[inline(always)]
+    pub(crate) fn tile(
+        alpha: f32,
+        beta: f32,
+        epi: Epilogue<'a>,
+        cols: core::ops::Range<usize>,
+    ) -> Self {
+        let (bias, relu) = epi.parts();
+        Store {
+            alpha,
+            beta,
+            bias: bias.map(|b| &b[cols]),
+            relu,
+        }
+    }
+}
+
 /// Where a micro-kernel puts its `MR×NR` result.
 pub(crate) enum Out<'a> {
     /// The valid `rows×cols` corner (`rows ≤ MR`, `cols ≤ NR`) of a tile of a C with
