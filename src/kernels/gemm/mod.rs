@@ -2524,6 +2524,7 @@ mod tests {
     /// block of 32 values, ragged column counts, NaN of both signs, ties,
     /// subnormals, infinities; and refuses widths it cannot take.
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn pair_runs_avx512_match_scalar() {
         let Some(t) = isa::x86::avx512bf16() else {
             std::eprintln!("no AVX512_BF16: the vector pair pack not tested");
