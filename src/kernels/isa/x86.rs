@@ -1783,7 +1783,7 @@ unsafe fn sampled_pass_fma(
                     let rows: [__m512; LANES] = if m >= LANES {
                         core::array::from_fn(|e| _mm512_loadu_ps(w[e].add(t0)))
                     } else {
-                        let k = (1u16 << m) - 1;
+                        let k = mask16(m);
                         core::array::from_fn(|e| _mm512_maskz_loadu_ps(k, w[e].add(t0)))
                     };
                     let cols_t = transpose16(rows);
