@@ -12,8 +12,8 @@ use sae_kernels::model::{self as core_model, Activation, Params, Penalty, Weight
 use sae_kernels::sparse::{self, RowLimit};
 
 pub use sae_kernels::Error;
-/// The TopK encoder's bf16 screen switch (process-wide; results are the same bits).
-pub use sae_kernels::model::{set_topk_screen, topk_screen};
+/// The encoder's bf16 screen switch (process-wide; results are the same bits).
+pub use sae_kernels::model::{bf16_screen, set_bf16_screen};
 
 /// Result of the core's operations.
 pub type Result<T> = core::result::Result<T, Error>;

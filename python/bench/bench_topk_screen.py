@@ -9,7 +9,7 @@ For TopK (k = 32) SAEs of shape (d_in, d_sae) = (384, 3072), (768, 16384) and
 `encode(x, out=buf)`, `encode_sparse(x, k=32)` and `encode_sparse(x)` on a batch of
 1024 N(0, 1) rows are timed with the screen on
 (the default where the CPU has fast AVX512_BF16, h >= 80·k and d >= 128) and off
-(`sae_kernels.set_topk_screen(False)`), in alternating calls, so
+(`sae_kernels.set_bf16_screen(False)`), in alternating calls, so
 that load on the shared machine falls on both alike; each figure is the best CPU time
 over the rounds. The two outputs are checked to be equal bit for bit.
 """
@@ -54,11 +54,11 @@ def main():
             got = {}
             for _ in range(a.rounds):
                 for on in (True, False):
-                    sae_kernels.set_topk_screen(on)
+                    sae_kernels.set_bf16_screen(on)
                     t0 = time.process_time()
                     got[on] = call(on)
                     best[on] = min(best[on], time.process_time() - t0)
-            sae_kernels.set_topk_screen(True)
+            sae_kernels.set_bf16_screen(True)
             parts = [got[True]] if isinstance(got[True], np.ndarray) else list(got[True])
             other = [got[False]] if isinstance(got[False], np.ndarray) else list(got[False])
             same = all(np.array_equal(np.asarray(p).view(np.uint8), np.asarray(q).view(np.uint8))

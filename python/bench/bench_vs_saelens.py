@@ -20,6 +20,14 @@ tensor) and `encode(x, out=buf)` (one buffer reused across calls).
 (`sae_kernels/_native.abi3.so` of an older wheel, say) in the same run, for
 before/after comparisons. The fixed cost of a call is shown on a (8, 32) model.
 
+The random models above have dense codes (about 46 % of a standard SAE's are
+non-zero), unlike trained SAEs (L0 of a few dozen). `--trained DIR... --inputs NPY`
+adds rows for trained SAELens folders on real activations (the file's first 1 and
+1024 rows), where our encoder's bf16 screen can skip most of the exact work, e.g.
+
+    cargo run --release --example train -- --arch standard --input train.npy --out /tmp/std
+    python python/bench/bench_vs_saelens.py --trained /tmp/std/sae --inputs eval.npy
+
 After the table, the batch-1024 rows are set against this core's f32 FMA peak
 (`--peak-gflops`, or measured by running `target/release/examples/bench --peak-only`
 when that binary exists; build it with `cargo build --release --example bench`): the
@@ -109,6 +117,37 @@ def fma_peak(given):
     return (float(m.group(1)), "examples/bench --peak-only, this run") if m else (None, "?")
 
 
+def timed_row(d, h, name, theirs, ours, base, x, rep, big):
+    """One table row: SAELens' `encode` against ours (plain, `out=`, and the baseline
+    build's) on the rows `x`; batch-1024 rows are also kept in `big`."""
+    import torch
+
+    n = x.shape[0]
+    xt = torch.from_numpy(x)
+    buf = np.empty((n, h), dtype=np.float32)
+    inner = 20 if n == 1 else 1
+    fns = [lambda: theirs.encode(xt), lambda: ours.encode(x),
+           lambda: ours.encode(x, out=buf)]
+    if base:
+        fns.append(lambda: base.encode(x))
+    ts = best_cpu_times(fns, rep, inner)
+    t_sl, t_us, t_out = ts[:3]
+    want = theirs.encode(xt).numpy()
+    got = ours.encode(x)
+    assert np.array_equal(ours.encode(x, out=buf), got)
+    rel = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
+    other = int(((got != 0) != (want != 0)).any(axis=1).sum())
+    l0 = float((got != 0).sum(axis=1).mean())
+    bval = f" {ts[3] * 1e3:.3f} |" if base else ""
+    print(f"| ({d}, {h}) | {name} | {n} | {l0:.1f} | {t_sl * 1e3:.3f} | {t_us * 1e3:.3f} | "
+          f"{t_sl / t_us:.2f}x | {t_out * 1e3:.3f} | {t_sl / t_out:.2f}x |{bval} "
+          f"{rel:.1e} | {other} |", flush=True)
+    if n == 1024:
+        w = theirs.W_enc.detach()
+        t_mm = best_cpu_time(lambda: xt @ w, rep, 1)
+        big.append((d, h, name, t_sl, t_us, t_out, t_mm))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
@@ -117,7 +156,14 @@ def main():
                     help="this core's f32 FMA peak (default: measure it with examples/bench)")
     ap.add_argument("--baseline-native", default=None, metavar="PATH",
                     help="another build's _native extension file, timed in the same run")
+    ap.add_argument("--trained", nargs="*", default=[], metavar="DIR",
+                    help="SAELens folders of trained SAEs, also timed, on --inputs")
+    ap.add_argument("--inputs", default=None, metavar="NPY",
+                    help="activations for --trained (n×d_in .npy, any float dtype; "
+                         "the first 1 and 1024 rows)")
     a = ap.parse_args()
+    if a.trained and not a.inputs:
+        ap.error("--trained needs --inputs")
 
     import torch
     import sae_lens
@@ -132,9 +178,9 @@ def main():
           + (f", baseline {a.baseline_native}" if base_cls else ""))
     print()
     bcol = " baseline ms |" if base_cls else ""
-    print("| (d_in, d_sae) | architecture | batch | SAELens ms | sae_kernels ms | "
+    print("| (d_in, d_sae) | architecture | batch | L0 | SAELens ms | sae_kernels ms | "
           f"speed-up | with out= ms | speed-up |{bcol} max rel diff | rows with other support |")
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if base_cls else "") + "---|---|")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if base_cls else "") + "---|---|")
     tmp = tempfile.mkdtemp(prefix="saek-bench-")
     big = []  # batch-1024 rows: (d, h, name, SAELens s, ours s, ours out= s, torch X @ W_enc s)
     for (d, h) in [(384, 3072), (768, 16384)]:
@@ -146,29 +192,17 @@ def main():
             base = base_cls.load(path) if base_cls else None
             for n in (1, 1024):
                 x = np.random.default_rng(n).standard_normal((n, d), dtype=np.float32)
-                xt = torch.from_numpy(x)
-                buf = np.empty((n, h), dtype=np.float32)
-                inner = 20 if n == 1 else 1
-                fns = [lambda: theirs.encode(xt), lambda: ours.encode(x),
-                       lambda: ours.encode(x, out=buf)]
-                if base:
-                    fns.append(lambda: base.encode(x))
-                ts = best_cpu_times(fns, rep, inner)
-                t_sl, t_us, t_out = ts[:3]
-                want = theirs.encode(xt).numpy()
-                got = ours.encode(x)
-                assert np.array_equal(ours.encode(x, out=buf), got)
-                rel = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
-                other = int(((got != 0) != (want != 0)).any(axis=1).sum())
                 name = arch if k is None else f"topk k={k}"
-                bval = f" {ts[3] * 1e3:.3f} |" if base else ""
-                print(f"| ({d}, {h}) | {name} | {n} | {t_sl * 1e3:.3f} | {t_us * 1e3:.3f} | "
-                      f"{t_sl / t_us:.2f}x | {t_out * 1e3:.3f} | {t_sl / t_out:.2f}x |{bval} "
-                      f"{rel:.1e} | {other} |", flush=True)
-                if n == 1024:
-                    w = theirs.W_enc.detach()
-                    t_mm = best_cpu_time(lambda: xt @ w, rep, 1)
-                    big.append((d, h, name, t_sl, t_us, t_out, t_mm))
+                timed_row(d, h, name, theirs, ours, base, x, rep, big)
+    for folder in a.trained:
+        theirs = sae_lens.SAE.load_from_disk(folder, device="cpu")
+        ours = sae_kernels.SAE.load(folder)
+        base = base_cls.load(folder) if base_cls else None
+        rows = np.load(a.inputs, mmap_mode="r")
+        for n in (1, 1024):
+            x = np.ascontiguousarray(rows[:n], dtype=np.float32)
+            name = f"{ours.architecture}, trained ({os.path.basename(os.path.normpath(folder))})"
+            timed_row(ours.d_in, ours.d_sae, name, theirs, ours, base, x, rep, big)
     tiny = os.path.join(tmp, "standard_8_32")
     write_folder(tiny, 8, 32, "standard", None, seed=1)
     theirs, ours = sae_lens.SAE.load_from_disk(tiny, device="cpu"), sae_kernels.SAE.load(tiny)
@@ -176,7 +210,7 @@ def main():
     xt, buf = torch.from_numpy(x), np.empty((1, 32), dtype=np.float32)
     t_sl, t_us, t_out = best_cpu_times([lambda: theirs.encode(xt), lambda: ours.encode(x),
                                         lambda: ours.encode(x, out=buf)], rep, 2000)
-    print(f"| (8, 32) | standard | 1 | {t_sl * 1e3:.4f} | {t_us * 1e3:.4f} | "
+    print(f"| (8, 32) | standard | 1 | | {t_sl * 1e3:.4f} | {t_us * 1e3:.4f} | "
           f"{t_sl / t_us:.2f}x | {t_out * 1e3:.4f} | {t_sl / t_out:.2f}x |"
           + (" |" if base_cls else "") + " | |")
     print("(the last row: the fixed cost of one call, on a model too small to compute much)")

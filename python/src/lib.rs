@@ -582,27 +582,29 @@ impl Sae {
 }
 
 /// Sparse autoencoder kernels (Rust) for numpy.
-/// Allow (``True``, the default) or forbid the TopK encoder's bf16 screen for the
-/// whole process. Where the CPU has fast AVX512_BF16, ``d_sae >= 80·k`` and
-/// ``d_in >= 128``, TopK ``encode`` computes the pre-activations in bf16, bounds their error, and recomputes
-/// exactly in float32 only the features that could be among the top k: the codes are
-/// the same bits either way, so this switch is for timing comparisons.
+/// Allow (``True``, the default) or forbid the encoder's bf16 screen for the
+/// whole process. Where the CPU has fast AVX512_BF16 and ``d_in >= 128``, ``encode``
+/// computes the pre-activations in bf16, bounds their error, and recomputes exactly in
+/// float32 only the features that could be non-zero: TopK when ``d_sae >= 80·k``;
+/// standard and JumpReLU when ``d_sae >= 2048`` and a probe of the first rows finds few
+/// pre-activations near or above their thresholds (trained SAEs). The codes are the
+/// same bits either way, so this switch is for timing comparisons.
 #[pyfunction]
-fn set_topk_screen(on: bool) {
-    model::set_topk_screen(on);
+fn set_bf16_screen(on: bool) {
+    model::set_bf16_screen(on);
 }
 
-/// Whether the TopK encoder's bf16 screen is allowed (see ``set_topk_screen``).
+/// Whether the encoder's bf16 screen is allowed (see ``set_bf16_screen``).
 #[pyfunction]
-fn topk_screen() -> bool {
-    model::topk_screen()
+fn bf16_screen() -> bool {
+    model::bf16_screen()
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Sae>()?;
-    m.add_function(wrap_pyfunction!(set_topk_screen, m)?)?;
-    m.add_function(wrap_pyfunction!(topk_screen, m)?)?;
+    m.add_function(wrap_pyfunction!(set_bf16_screen, m)?)?;
+    m.add_function(wrap_pyfunction!(bf16_screen, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

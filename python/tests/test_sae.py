@@ -157,22 +157,53 @@ def test_from_arrays_matches_numpy(arch):
 
 def test_topk_screen_gives_the_plain_bits():
     """TopK with h >= 80·k, d >= 128 is screened in bf16 where the CPU has fast AVX512_BF16; the
-    codes must be the unscreened ones bit for bit (``set_topk_screen(False)`` turns the
+    codes must be the unscreened ones bit for bit (``set_bf16_screen(False)`` turns the
     screen off). On other CPUs both calls take the plain path and agree trivially."""
     d, h, n, k = 128, 2048, 80, 8
     sae, w = random_sae(d, h, seed=5, architecture="topk", k=k)
     x = np.random.default_rng(2).standard_normal((n, d), dtype=np.float32) * 3
-    assert sae_kernels.topk_screen()
+    assert sae_kernels.bf16_screen()
     screened = sae.encode(x)
-    sae_kernels.set_topk_screen(False)
+    sae_kernels.set_bf16_screen(False)
     try:
-        assert not sae_kernels.topk_screen()
+        assert not sae_kernels.bf16_screen()
         plain = sae.encode(x)
     finally:
-        sae_kernels.set_topk_screen(True)
+        sae_kernels.set_bf16_screen(True)
     assert np.array_equal(screened.view(np.uint32), plain.view(np.uint32))
     assert ((screened > 0).sum(axis=1) <= k).all()
     want = numpy_encode(x, w, "topk", k, None)
+    assert rel_err(screened, want) <= TOL
+
+
+@pytest.mark.parametrize("arch", ["standard", "jumprelu"])
+def test_threshold_screen_gives_the_plain_bits(arch):
+    """Standard and JumpReLU SAEs whose codes are sparse, as trained ones are (here a
+    bias of -2.3 leaves about 1 % of the pre-activations positive), are screened in
+    bf16 where the CPU has fast AVX512_BF16 and d_sae >= 2048; the codes must be the
+    unscreened ones bit for bit. On other CPUs both calls take the plain path."""
+    d, h, n = 128, 2048, 64
+    rng = np.random.default_rng(7)
+    w_enc = rng.standard_normal((d, h), dtype=np.float32) / np.float32(np.sqrt(d))
+    b_enc = np.full(h, -2.3, np.float32)
+    w_dec = np.ascontiguousarray(w_enc.T)
+    b_dec = np.zeros(d, np.float32)
+    kw = {"architecture": arch}
+    thr = None
+    if arch == "jumprelu":
+        thr = rng.uniform(0.0, 0.5, h).astype(np.float32)
+        kw["threshold"] = thr
+    sae = SAE.from_arrays(w_enc, b_enc, w_dec, b_dec, **kw)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    screened = sae.encode(x)
+    sae_kernels.set_bf16_screen(False)
+    try:
+        plain = sae.encode(x)
+    finally:
+        sae_kernels.set_bf16_screen(True)
+    assert np.array_equal(screened.view(np.uint32), plain.view(np.uint32))
+    assert 0 < (screened > 0).sum() < 0.05 * n * h
+    want = numpy_encode(x, (w_enc, b_enc, w_dec, b_dec), arch, None, thr)
     assert rel_err(screened, want) <= TOL
 
 

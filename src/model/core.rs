@@ -297,7 +297,7 @@ const fn rows_of(block_rows: usize) -> usize {
 }
 
 /// Encoder slots: centred input (with centring), TopK selection, encoder pack buffer,
-/// TopK's bf16 screen (where it can run, see `screen`). `block_rows` is taken as it is
+/// the bf16 screen (where it can run, see `screen`). `block_rows` is taken as it is
 /// (at least 1): [`encode`]'s blocks are not capped at [`MAX_BLOCK_ROWS`] (the other
 /// plans pass blocks that are).
 const fn encode_plan(arch: Arch, dims: Dims, block_rows: usize) -> [StackReq; 4] {
@@ -1060,8 +1060,9 @@ pub fn encode(
 }
 
 /// An encoder for a stream of row blocks: [`encode`] one block at a time, with the
-/// per-call set-up done once. For TopK models where the bf16 screen runs, the set-up
-/// reads all of `W_enc` (its column norms), so a caller that encodes a batch in
+/// per-call set-up done once. For models where the bf16 screen runs, the set-up
+/// reads all of `W_enc` (its column norms; for ReLU and JumpReLU after probing the
+/// first block), so a caller that encodes a batch in
 /// blocks of its own (to turn each block's codes into sparse output, say) should hold
 /// one `Encoder` rather than call [`encode`] per block. The codes are those of
 /// [`encode`], bit for bit.

@@ -104,7 +104,7 @@ pub use self::core::{
 pub use decoder::{init_untied, normalize_decoder_rows, remove_parallel_decoder_grad};
 pub use init::{InitRng, init_tied};
 pub use params::{Activation, Arch, Dims, Params, ParamsMut, Penalty, Weights};
-pub use screen::{set_topk_screen, topk_screen};
+pub use screen::{bf16_screen, set_bf16_screen};
 pub use sparse_path::{Path, SPARSE_CROSSOVER};
 pub use stack::StackReq;
 pub use tensors::{MAX_TENSORS, Role, TensorMut, TensorRef, Tensors, TensorsMut};

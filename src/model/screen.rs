@@ -1,37 +1,50 @@
-//! TopK encoding screened in bf16: the same codes, bit for bit, with most of the
-//! encoder product done at twice the f32 FLOP rate, where the CPU has that.
+//! Encoding screened in bf16: the same codes, bit for bit, with most of the encoder
+//! product done at twice the f32 FLOP rate, where the CPU has that.
 //!
-//! TopK keeps `k` of `h` pre-activations per row (`k = 32` of thousands in the SAEs
-//! people train), yet the plain encoder computes all of them exactly. Where
-//! `vdpbf16ps` is fast (`Avx512Bf16::pays`), [`Screen::encode_block`] instead:
+//! Trained SAEs keep few of their `h` features per row (TopK `k = 32`; L0 of a few
+//! dozen for ReLU and JumpReLU SAEs), yet the plain encoder computes every
+//! pre-activation exactly. Where `vdpbf16ps` is fast (`Avx512Bf16::pays`),
+//! [`Screen::encode_block`] instead:
 //! 1. computes every pre-activation in bf16 (`gemm_bf16_dot`: `x` and `W_enc`
 //!    rounded to bf16, `f32` sums), `p̃ = S̃ + b`;
 //! 2. bounds, per row, `|p̃_j − p_j| ≤ m₀` for every feature `j`, where `p_j` is the
 //!    value the plain `f32` encoder computes (see `bound`);
-//! 3. keeps as candidates the features with `p̃_j ≥ S_k − 2m₀`, `S_k` the `k`-th
-//!    largest `p̃` of the row: the `k` features with `p̃ ≥ S_k` have `p ≥ S_k − m₀`,
-//!    so the `k`-th largest `p` is at least that, and any feature at or above it has
-//!    `p̃ ≥ S_k − 2m₀`. Every feature the plain encoder could keep (ties included)
-//!    is a candidate;
+//! 3. keeps as candidates every feature the plain encoder could keep:
+//!    - TopK: the features with `p̃_j ≥ S_k − 2m₀`, `S_k` the `k`-th largest `p̃` of
+//!      the row: the `k` features with `p̃ ≥ S_k` have `p ≥ S_k − m₀`, so the `k`-th
+//!      largest `p` is at least that, and any feature at or above it has
+//!      `p̃ ≥ S_k − 2m₀` (ties included);
+//!    - ReLU and JumpReLU: the features with `p̃_j ≥ θ_j − m₀` (`θ = 0` for ReLU),
+//!      since any other has `p_j < θ_j` and the code `0`;
 //! 4. computes the candidates' `p_j` as the plain encoder's GEMM does
 //!    (`kernels::gemm::sampled`: the same fused multiply-add chain, so the same bits)
-//!    and selects among them by the plain encoder's rule (largest first, ties to the
-//!    lower feature, then ReLU).
+//!    and applies the plain encoder's rule to them (TopK: largest first, ties to the
+//!    lower feature, then ReLU; JumpReLU: `relu(p)·1[relu(p) > θ]`); every other
+//!    code is `+0`, as the plain encoder's.
 //!
 //! So the codes equal the unscreened encoder's bit for bit (tested); the screen only
 //! decides which exact values are worth computing. On N(0, 1) inputs with SAELens-like
 //! random weights, `k = 32` leaves about 47 candidates per row at `(d, h) = (384,
-//! 3072)` and 63 at `(768, 16384)`.
+//! 3072)` and 63 at `(768, 16384)`; a standard SAE trained on real activations (L0 45
+//! of 3072) leaves about 61.
 //!
-//! The exact pass costs about `k·d` FMAs and more per row (16 candidates at a time,
-//! one per vector lane, after an in-register transpose of their columns), the bf16
-//! product saves about `0.45·h·d` vector lanes' worth, and two passes over each row
-//! find the candidates. [`screens`] lists the shapes where that pays, measured at
-//! batch 1024 (`cargo run --release --example bench_screen`: plain and screened
-//! calls alternating in one process, AMD Zen 4). A block falls back to the plain
-//! encoder when a row has more than [`cap`] candidates, or when an input, weight or
-//! bias is not finite or too large for the bound (beyond `1e37`).
-//! [`set_topk_screen`]`(false)` turns it off for the whole process, for comparisons.
+//! The exact pass costs about `d` FMAs per candidate and more (16 candidates at a
+//! time, one per vector lane, after an in-register transpose of their columns), the
+//! bf16 product saves about `0.45·h·d` vector lanes' worth, and passes over each row
+//! find the candidates. [`screens`] and [`threshold_screens`] list the shapes where
+//! that can pay, measured at batch 1024 (`cargo run --release --example
+//! bench_screen`: plain and screened calls alternating in one process, AMD Zen 4).
+//! Whether it pays for ReLU and JumpReLU depends on the data too: an untrained SAE
+//! has about half its pre-activations above 0. So the first block of a call is
+//! probed first (a few rows, a few hundred features, in `f32`), and the call takes
+//! the plain path if they have too many candidates.
+//!
+//! A row with more candidates than its list holds ([`cap`], [`threshold_cap`]) is
+//! encoded by the plain product on such rows alone (up to [`OVERFLOW_ROWS`] per
+//! block). A block falls back to the plain encoder beyond that, or when an input,
+//! weight or bias is not finite or too large for the bound (beyond `1e37`).
+//! [`set_bf16_screen`]`(false)` turns the screen off for the whole process, for
+//! comparisons.
 
 use super::params::{Activation, Arch, Dims};
 use super::stack::StackReq;
@@ -40,26 +53,27 @@ use core::sync::atomic::{AtomicBool, Ordering};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::Screen;
 
-/// Whether [`Screen`] may run (see [`set_topk_screen`]).
+/// Whether [`Screen`] may run (see [`set_bf16_screen`]).
 static SCREEN_ON: AtomicBool = AtomicBool::new(true);
 
-/// Allow (`true`, the default) or forbid the TopK encoder's bf16 screen for the whole
-/// process. Where the CPU's AVX512_BF16 is fast and the shape pays (`h ≥ 80·k`,
-/// `d ≥ 128`), TopK
+/// Allow (`true`, the default) or forbid the encoder's bf16 screen for the whole
+/// process. Where the CPU's AVX512_BF16 is fast and the shape pays (TopK: `h ≥ 80·k`,
+/// `d ≥ 128`; ReLU and JumpReLU: `h ≥ 2048`, `d ≥ 128`, and a probe of the first
+/// rows finds few pre-activations near or above their thresholds, as in trained SAEs),
 /// [`encode`](super::encode) (and [`Encoder`](super::Encoder)) computes the
 /// pre-activations in bf16, bounds their error, and computes exactly, in the `f32`
-/// encoder's own order, only the features that could be kept. The codes are the same
-/// bits either way; only the time differs, so this is for comparisons and benchmarks.
-/// It takes effect at the next `encode` call (an `Encoder` keeps what it was made
-/// with).
-pub fn set_topk_screen(on: bool) {
+/// encoder's own order, only the features that could be non-zero. The codes are the
+/// same bits either way; only the time differs, so this is for comparisons and
+/// benchmarks. It takes effect at the next `encode` call (an `Encoder` keeps what it
+/// was made with).
+pub fn set_bf16_screen(on: bool) {
     SCREEN_ON.store(on, Ordering::Relaxed);
 }
 
-/// Whether the TopK encoder's bf16 screen is allowed ([`set_topk_screen`]); it still
-/// runs only where the CPU and the shape make it pay.
+/// Whether the encoder's bf16 screen is allowed ([`set_bf16_screen`]); it still runs
+/// only where the CPU, the shape (and for ReLU and JumpReLU the data) make it pay.
 #[must_use]
-pub fn topk_screen() -> bool {
+pub fn bf16_screen() -> bool {
     SCREEN_ON.load(Ordering::Relaxed)
 }
 
@@ -68,6 +82,32 @@ pub fn topk_screen() -> bool {
 /// most 85).
 pub(crate) const fn cap(k: usize) -> usize {
     (8 * k + 64).next_multiple_of(16)
+}
+
+/// Candidates per row the threshold screen (ReLU, JumpReLU) makes room for: `h/8`,
+/// rounded down to a multiple of 16 (384 at `h = 3072`, where a trained SAE's rows on
+/// real activations had 61 on average and at most 186).
+pub(crate) const fn threshold_cap(h: usize) -> usize {
+    h / 8 / 16 * 16
+}
+
+/// How a screened encoder selects its codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The `k` largest of each row (TopK).
+    TopK(usize),
+    /// Each feature against its own threshold: `0` (ReLU) or `θ_j` (JumpReLU).
+    Threshold,
+}
+
+impl Kind {
+    /// Candidates per row the screen's lists make room for.
+    const fn slots(self, h: usize) -> usize {
+        match self {
+            Kind::TopK(k) => cap(k),
+            Kind::Threshold => threshold_cap(h),
+        }
+    }
 }
 
 /// Whether a TopK encoder of this shape is worth screening, where the CPU's bf16 is
@@ -91,31 +131,54 @@ pub(crate) const fn screens(k: usize, dims: Dims) -> bool {
         && dims.d <= 1 << 18
 }
 
-/// `k` if an encoder of this architecture and shape, in blocks of `rows` rows, is
-/// screened where the CPU allows ([`screens`]; a packed product; x86_64), else
-/// `None`. Shape only: whether the CPU has fast bf16 is decided at run time
-/// (`Screen::new`).
-const fn screened_k(arch: Arch, dims: Dims, rows: usize) -> Option<usize> {
-    match arch.activation {
-        Activation::TopK { k } if screens(k, dims) => {
-            if cfg!(target_arch = "x86_64") && packs(rows, dims.h, dims.d) {
-                Some(k)
-            } else {
-                None
-            }
-        }
-        _ => None,
+/// Whether a ReLU or JumpReLU encoder of this shape may be screened: `h ≥ 2048`,
+/// `128 ≤ d ≤ 2¹⁸`. Whether it pays depends on the model and the data (how many
+/// pre-activations lie near or above their thresholds), which a probe of the first
+/// block decides (see `Screen::encode_block`).
+pub(crate) const fn threshold_screens(dims: Dims) -> bool {
+    dims.h >= 2048 && dims.d >= 128 && dims.d <= 1 << 18
+}
+
+/// The screen's kind if an encoder of this architecture and shape, in blocks of
+/// `rows` rows, is screened where the CPU allows ([`screens`],
+/// [`threshold_screens`]; a packed product; x86_64), else `None`. Shape only: whether
+/// the CPU has fast bf16 is decided at run time (`Screen::new`).
+const fn screened(arch: Arch, dims: Dims, rows: usize) -> Option<Kind> {
+    let kind = match arch.activation {
+        Activation::TopK { k } if screens(k, dims) => Kind::TopK(k),
+        Activation::Relu | Activation::JumpRelu if threshold_screens(dims) => Kind::Threshold,
+        _ => return None,
+    };
+    if cfg!(target_arch = "x86_64") && packs(rows, dims.h, dims.d) {
+        Some(kind)
+    } else {
+        None
     }
 }
 
+/// Rows of a block whose candidates overflow their lists that the screen encodes
+/// exactly, by the plain encoder's product on just those rows, before the whole block
+/// falls back to the plain encoder. Real activations have such rows: with a TopK SAE
+/// trained on the real data, 1 % of the rows had more than `cap(32) = 320` candidates
+/// (at most 411), which made every 1024-row block fall back, after its bf16 product,
+/// at 0.65× the plain encoder's speed.
+pub(crate) const OVERFLOW_ROWS: usize = 32;
+
 /// The screen's slots for a block of `rows` rows: per row the candidates' count,
 /// features and exact values; for `d > KC` the running block sums; for an untied
-/// encoder, the exact pass's transposed rows of `W_enc` (`sampled_scratch`).
-const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 5] {
-    let Some(k) = screened_k(arch, dims, rows) else {
-        return [StackReq::EMPTY; 5];
+/// encoder, the exact pass's transposed rows of `W_enc` (`sampled_scratch`); for the
+/// threshold screen, one row's candidate features before filtering; the overflowing
+/// rows' indices, inputs and codes ([`OVERFLOW_ROWS`]).
+const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 9] {
+    let Some(kind) = screened(arch, dims, rows) else {
+        return [StackReq::EMPTY; 9];
     };
-    let pairs = StackReq::mat(rows, cap(k));
+    let ov = if rows < OVERFLOW_ROWS {
+        rows
+    } else {
+        OVERFLOW_ROWS
+    };
+    let pairs = StackReq::mat(rows, kind.slots(dims.h));
     [
         StackReq::u32s(rows),
         pairs,
@@ -127,6 +190,14 @@ const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 5] {
         } else {
             transposed_rows(dims.h)
         }),
+        StackReq::u32s(if matches!(kind, Kind::Threshold) {
+            dims.h
+        } else {
+            0
+        }),
+        StackReq::u32s(ov),
+        StackReq::mat(ov, dims.d),
+        StackReq::mat(ov, dims.h),
     ]
 }
 
@@ -150,13 +221,17 @@ pub(crate) const fn scratch(arch: Arch, dims: Dims, rows: usize) -> StackReq {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{cap, plan, screened_k, topk_screen};
+    use super::{Kind, bf16_screen, plan, screened};
     use crate::error::Result;
     use crate::kernels::gemm::sampled::{pad, sampled};
-    use crate::kernels::gemm::{Epilogue, Kernel, MatMut, MatRef, gemm_bf16_dot, selected};
+    use crate::kernels::gemm::{
+        Epilogue, Kernel, MatMut, MatRef, SMALL_M, gemm, gemm_bf16_dot, pack_len, selected,
+    };
     use crate::kernels::isa::x86::{Avx512Bf16, SAMPLED_LANES, avx512bf16};
     use crate::kernels::vector;
-    use crate::model::activation::{Keep, kth_and_above, ukey};
+    use crate::model::activation::{
+        Keep, apply_rows, greater_than, jumprelu_row, kth_and_above, ukey,
+    };
     use crate::model::params::{Dims, Params};
     use crate::model::stack::MemStack;
 
@@ -173,17 +248,24 @@ mod x86 {
     /// bf16 rounding and the bound's products stay far from `f32::MAX`).
     const LARGE: f64 = 1e37;
 
-    /// The bf16 screen of one encode call: the CPU's bf16 token, `k`, and the weights'
-    /// part of the bound, computed once per call.
+    /// The bf16 screen of one encode call: the CPU's bf16 token, how it selects, and
+    /// the weights' part of the bound, computed once per call.
     pub(crate) struct Screen<'s> {
         token: Avx512Bf16,
-        k: usize,
+        kind: Kind,
         /// The largest encoder column norm `max_j ‖W_enc[:, j]‖₂`, rounded up.
         nw: f64,
         /// The largest norm of a column's bf16 rounding, `max_j ‖bf16(w_j) − w_j‖₂`.
         ndw: f64,
         /// `max_j |b_enc,j|`.
         b_max: f64,
+        /// The smallest threshold (`0` for ReLU, `min_j θ_j` for JumpReLU, NaN
+        /// thresholds left out: they keep nothing); unused by TopK.
+        theta_min: f64,
+        /// The threshold screen's probe: `None` before the first block, then whether
+        /// screening pays on this call's data (a block whose rows overflow their lists
+        /// turns it off too).
+        pays: Option<bool>,
         scratch: &'s mut [f32],
     }
 
@@ -191,10 +273,11 @@ mod x86 {
         /// The screen for blocks of up to `rows` rows, if it applies: the shape allows it,
         /// `scratch` has [`scratch`] slots, the CPU has AVX512_BF16 at a paying rate, the
         /// selected f32 kernel is the AVX-512 one (whose arithmetic [`sampled`] follows),
-        /// and the weights and biases are finite and below [`LARGE`]. Reads `W_enc` once.
+        /// and the weights and biases are finite and below [`LARGE`] (and no JumpReLU
+        /// threshold is `−∞`). Reads `W_enc` once.
         pub(crate) fn new(p: &Params<'_>, rows: usize, scratch: &'s mut [f32]) -> Option<Self> {
-            let k = screened_k(p.arch(), p.dims(), rows)?;
-            if !topk_screen() {
+            let kind = screened(p.arch(), p.dims(), rows)?;
+            if !bf16_screen() {
                 return None;
             }
             if scratch.len() < super::scratch(p.arch(), p.dims(), rows).len()
@@ -203,7 +286,13 @@ mod x86 {
                 return None;
             }
             let token = avx512bf16().filter(|t| t.pays())?;
-            let (nw, ndw) = p.encoder().max_col_norms(round_bf16)?;
+            // Clamped to `LARGE` (a lower threshold only keeps more candidates).
+            let theta_min = p
+                .threshold()
+                .unwrap_or(&[0.0])
+                .iter()
+                .filter(|t| !t.is_nan())
+                .fold(LARGE, |m, &t| m.min(f64::from(t)));
             if p.b_enc().iter().any(|b| !b.is_finite()) {
                 return None;
             }
@@ -212,15 +301,23 @@ mod x86 {
                 .iter()
                 .fold(0.0f64, |m, &b| m.max(f64::from(b).abs()));
             // `!(x < LARGE)` also catches NaN.
-            if !(nw < LARGE && b_max < LARGE) {
+            if !(b_max < LARGE && theta_min > -LARGE) {
                 return None;
             }
+            // The threshold screen reads the norms once its probe has found the data
+            // sparse enough (on dense data reading `W_enc` for them cost 3 %).
+            let (nw, ndw) = match kind {
+                Kind::TopK(_) => col_norms(p)?,
+                Kind::Threshold => (f64::NAN, f64::NAN),
+            };
             Some(Self {
                 token,
-                k,
+                kind,
                 nw,
                 ndw,
                 b_max,
+                theta_min,
+                pays: None,
                 scratch,
             })
         }
@@ -290,8 +387,40 @@ mod x86 {
         f32::from_bits(b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000)
     }
 
+    /// The weights' part of the bound, `(max_j ‖w_j‖, max_j ‖bf16(w_j) − w_j‖)`, if
+    /// finite and below [`LARGE`].
+    fn col_norms(p: &Params<'_>) -> Option<(f64, f64)> {
+        let (nw, ndw) = p.encoder().max_col_norms(round_bf16)?;
+        (nw < LARGE).then_some((nw, ndw))
+    }
+
+    /// `m₀ ≥ |p̃_j − p_j|` for every feature of the row `x` ([`bound`]), or `None` if
+    /// the row is not finite or too large for it.
+    fn row_bound(x: &[f32], (nw, ndw, b_max): (f64, f64, f64)) -> Option<f64> {
+        let (sx, sdx) = row_norms(x);
+        let up = 1.0 + pow2(-40);
+        let (nx, ndx) = (libm::sqrt(sx) * up, libm::sqrt(sdx) * up);
+        if !(nx < LARGE && ndx < LARGE && nx * nw < LARGE) {
+            return None;
+        }
+        Some(bound(Norms { nx, ndx, nw, ndw }, b_max, x.len()))
+    }
+
+    /// An `f32` below `v` (the largest one below it, but for `v` beyond the `f32` range).
+    fn f32_below(v: f64) -> f32 {
+        let f = v as f32;
+        if f64::from(f) >= v { next_down(f) } else { f }
+    }
+
+    /// Rows the threshold screen's probe encodes (spread over the first block): the
+    /// most the product takes unpacked.
+    const PROBE_ROWS: usize = crate::kernels::gemm::SMALL_M;
+
+    /// Features the threshold screen's probe encodes (the first ones).
+    const PROBE_FEATURES: usize = 512;
+
     impl Screen<'_> {
-        /// TopK codes of one block (`xin` `rows×d`, the encoder's input; `codes`
+        /// The codes of one block (`xin` `rows×d`, the encoder's input; `codes`
         /// `rows×h`, written), equal bit for bit to the plain encoder's, through the
         /// screen described in the module documentation. `Ok(false)` if the block must
         /// take the plain path instead (`codes` then holds scratch values to overwrite).
@@ -309,53 +438,77 @@ mod x86 {
         ) -> Result<bool> {
             let (arch, dims) = (p.arch(), p.dims());
             let Dims { d, h } = dims;
-            if screened_k(arch, dims, rows) != Some(self.k) {
+            if screened(arch, dims, rows) != Some(self.kind) || self.pays == Some(false) {
                 return Ok(false);
             }
-            let (k, c) = (self.k, cap(self.k));
-            let (nw, ndw, b_max) = (self.nw, self.ndw, self.b_max);
-            let [counts, cols, out, acc, bt] =
+            let c = self.kind.slots(h);
+            if self.kind == Kind::Threshold && self.pays.is_none() {
+                let norms = self.probe(p, xin, rows, codes, pack)?.then(|| col_norms(p));
+                self.pays = Some(false);
+                let Some(Some((nw, ndw))) = norms else {
+                    return Ok(false);
+                };
+                (self.nw, self.ndw, self.pays) = (nw, ndw, Some(true));
+            }
+            let weights = (self.nw, self.ndw, self.b_max);
+            let [counts, cols, out, acc, bt, idx, ov, ov_x, ov_codes] =
                 MemStack::new(&mut *self.scratch).split(plan(arch, dims, rows));
-            let [counts, cols] = [counts, cols].map(bytemuck::cast_slice_mut::<f32, u32>);
+            let [counts, cols, idx, ov] =
+                [counts, cols, idx, ov].map(bytemuck::cast_slice_mut::<f32, u32>);
+            let mut n_ov = 0;
             let xm = MatRef::row_major("x", xin, rows, d)?;
             let cm = MatMut::row_major("codes", codes, rows, h)?;
             let b = p.b_enc();
             // `p̃ = S̃ + b`, the bias added as each tile is stored.
             gemm_bf16_dot(1.0, xm, p.encoder(), 0.0, cm, Epilogue::Bias(b), pack)?;
+            let theta = p.threshold();
             for (i, (row, x)) in codes
                 .chunks_exact_mut(h)
                 .zip(xin.chunks_exact(d))
                 .enumerate()
             {
-                let (sx, sdx) = row_norms(x);
-                let up = 1.0 + pow2(-40);
-                let (nx, ndx) = (libm::sqrt(sx) * up, libm::sqrt(sdx) * up);
-                if !(nx < LARGE && ndx < LARGE && nx * nw < LARGE) {
+                let Some(m0) = row_bound(x, weights) else {
                     return Ok(false);
-                }
-                let m0 = bound(Norms { nx, ndx, nw, ndw }, b_max, d);
-                // `below(v)`: at most `v − 2m₀` (rounded down to f32), non-decreasing.
-                let below = |v: f32| {
-                    let t = f64::from(v)
-                        - 2.0 * m0 * (1.0 + pow2(-20))
-                        - pow2(-40) * f64::from(v).abs();
-                    let tf = t as f32;
-                    if f64::from(tf) >= t {
-                        next_down(tf)
-                    } else {
-                        tf
+                };
+                let list = &mut cols[i * c..(i + 1) * c];
+                let n = match self.kind {
+                    Kind::TopK(k) => {
+                        // `below(v)`: below `v − 2m₀` (rounded down to f32), non-decreasing.
+                        let below = |v: f32| {
+                            f32_below(
+                                f64::from(v)
+                                    - 2.0 * m0 * (1.0 + pow2(-20))
+                                    - pow2(-40) * f64::from(v).abs(),
+                            )
+                        };
+                        let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
+                        match kth_and_above(row, k, below, idx, list) {
+                            Some((sk, n)) if sk.is_finite() && n <= c && n >= k => {
+                                list[..n].copy_from_slice(&idx[..n]);
+                                Some(n)
+                            }
+                            _ => None,
+                        }
+                    }
+                    Kind::Threshold => above_thresholds(row, theta, self.theta_min, m0, idx, list),
+                };
+                counts[i] = match n {
+                    Some(n) => n as u32,
+                    // Too many candidates: the row is encoded exactly below.
+                    None if n_ov < ov.len() => {
+                        ov[n_ov] = i as u32;
+                        n_ov += 1;
+                        0
+                    }
+                    None => {
+                        // This data is too dense to screen: the rest of the call (for
+                        // ReLU and JumpReLU) takes the plain path.
+                        if self.kind == Kind::Threshold {
+                            self.pays = Some(false);
+                        }
+                        return Ok(false);
                     }
                 };
-                let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
-                let keys = &mut cols[i * c..(i + 1) * c];
-                let Some((sk, n)) = kth_and_above(row, k, below, idx, keys) else {
-                    return Ok(false);
-                };
-                if !sk.is_finite() || n > c || n < k {
-                    return Ok(false);
-                }
-                cols[i * c..i * c + n].copy_from_slice(&idx[..n]);
-                counts[i] = n as u32;
             }
             let counts = &counts[..rows];
             if !pad((cols, counts, c)) {
@@ -368,28 +521,185 @@ mod x86 {
             for (i, row) in codes.chunks_exact_mut(h).enumerate() {
                 let n = counts[i] as usize;
                 let (js, exact) = (&cols[i * c..i * c + n], &out[i * c..i * c + n]);
-                // The plain encoder's store: `relu(s + b_j)`; ReLU comes after the selection
-                // here, which keeps the same features (see `encode_block` in `core`). The
-                // row's values go to `sel` (its first `n` slots), their keys after them
-                // (`2n ≤ 2·cap(k) ≤ h`, see `screens`).
-                let (vals, keys) = sel.split_at_mut(n);
-                let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut keys[..n]);
-                for (((v, key), &j), &e) in vals.iter_mut().zip(keys.iter_mut()).zip(js).zip(exact)
-                {
-                    *v = e + b[j as usize];
-                    *key = ukey(*v);
-                }
-                let mut keep = Keep::largest(keys, k);
                 row.fill(0.0);
-                for (&v, &j) in vals.iter().zip(js) {
-                    if keep.next(ukey(v)) {
-                        row[j as usize] = vector::relu(v);
+                match (self.kind, theta) {
+                    // An overflowing row (encoded below).
+                    (Kind::TopK(_), _) if n == 0 => {}
+                    (Kind::TopK(k), _) => {
+                        // The plain encoder's store: `relu(s + b_j)`; ReLU comes after
+                        // the selection here, which keeps the same features (see
+                        // `encode_block` in `core`). The row's values go to `sel` (its
+                        // first `n` slots), their keys after them (`2n ≤ 2·cap(k) ≤ h`,
+                        // see `screens`).
+                        let (vals, keys) = sel.split_at_mut(n);
+                        let keys: &mut [u32] = bytemuck::cast_slice_mut(&mut keys[..n]);
+                        for (((v, key), &j), &e) in
+                            vals.iter_mut().zip(keys.iter_mut()).zip(js).zip(exact)
+                        {
+                            *v = e + b[j as usize];
+                            *key = ukey(*v);
+                        }
+                        let mut keep = Keep::largest(keys, k);
+                        for (&v, &j) in vals.iter().zip(js) {
+                            if keep.next(ukey(v)) {
+                                row[j as usize] = vector::relu(v);
+                            }
+                        }
                     }
+                    // The plain encoder's store `relu(s + b_j)`, then JumpReLU's
+                    // `jumprelu_row` on it; every other feature's `p_j` is below its
+                    // threshold, where both give `+0`.
+                    (Kind::Threshold, Some(th)) => {
+                        for (&j, &e) in js.iter().zip(exact) {
+                            let j = j as usize;
+                            let mut v = vector::relu(e + b[j]);
+                            jumprelu_row(core::slice::from_mut(&mut v), &th[j..=j]);
+                            row[j] = v;
+                        }
+                    }
+                    (Kind::Threshold, None) => {
+                        for (&j, &e) in js.iter().zip(exact) {
+                            row[j as usize] = vector::relu(e + b[j as usize]);
+                        }
+                    }
+                }
+            }
+            if n_ov > 0 {
+                let ov_rows = (&ov[..n_ov], ov_x, ov_codes);
+                if !overflow_rows(p, xin, ov_rows, codes, sel, pack)? {
+                    return Ok(false);
                 }
             }
             #[cfg(test)]
             super::SCREENED.with(|c| c.set(c.get() + 1));
             Ok(true)
+        }
+
+        /// Whether screening pays on this data: [`PROBE_ROWS`] rows spread over the
+        /// block, encoded in `f32` on the first [`PROBE_FEATURES`] features by the
+        /// unpacked product, have on average at most half a list's room of candidates
+        /// (scaled to all `h` features). Writes the start of `codes` (scratch here).
+        fn probe(
+            &self,
+            p: &Params<'_>,
+            xin: &[f32],
+            rows: usize,
+            codes: &mut [f32],
+            pack: &mut [f32],
+        ) -> Result<bool> {
+            let Dims { d, h } = p.dims();
+            let (r, step) = (PROBE_ROWS.min(rows), rows / PROBE_ROWS.min(rows));
+            let f = PROBE_FEATURES.min(h);
+            let xm = MatRef::new("x", xin, r, d, step * d, 1)?;
+            let cm = MatMut::row_major("codes", &mut codes[..r * f], r, f)?;
+            let (b, th) = (&p.b_enc()[..f], p.threshold().map(|t| &t[..f]));
+            let wm = p.encoder().col_range(0, f)?;
+            gemm(1.0, xm, wm, 0.0, cm, Epilogue::Bias(b), pack)?;
+            // The bound with the probed features' norms.
+            let Some((nw, ndw)) = wm.max_col_norms(round_bf16).filter(|n| n.0 < LARGE) else {
+                return Ok(false);
+            };
+            let weights = (nw, ndw, self.b_max);
+            let mut total = 0;
+            for (q, row) in codes[..r * f].chunks_exact(f).enumerate() {
+                let x = &xin[q * step * d..][..d];
+                let Some(m0) = row_bound(x, weights) else {
+                    return Ok(false);
+                };
+                total += match th {
+                    Some(th) => row
+                        .iter()
+                        .zip(th)
+                        .filter(|&(&v, &t)| f64::from(v) + m0 >= f64::from(t))
+                        .count(),
+                    None => row.iter().filter(|&&v| f64::from(v) + m0 >= 0.0).count(),
+                };
+            }
+            Ok(total * 2 * h <= r * f * self.kind.slots(h))
+        }
+    }
+
+    /// The codes of the rows `ov` of the block (too many candidates for their lists),
+    /// exactly as the plain encoder computes them: its packed product on just those
+    /// rows (with the last repeated up to `SMALL_M + 1` rows, so that it packs: the
+    /// packed kernels' entries do not depend on the number of rows), then its
+    /// activation, into their rows of `codes`. `ov_x` and `ov_codes` hold
+    /// `ov_x.len() / d ≥ max(ov.len(), SMALL_M + 1)` rows. `Ok(false)` if the buffers
+    /// are too short for that.
+    fn overflow_rows(
+        p: &Params<'_>,
+        xin: &[f32],
+        (ov, ov_x, ov_codes): (&[u32], &mut [f32], &mut [f32]),
+        codes: &mut [f32],
+        sel: &mut [f32],
+        pack: &mut [f32],
+    ) -> Result<bool> {
+        let Dims { d, h } = p.dims();
+        let r = ov.len().max(SMALL_M + 1);
+        if ov_x.len() < r * d || ov_codes.len() < r * h || pack.len() < pack_len(r, h, d) {
+            return Ok(false);
+        }
+        for (q, dst) in ov_x.chunks_exact_mut(d).take(r).enumerate() {
+            let i = ov[q.min(ov.len() - 1)] as usize;
+            dst.copy_from_slice(&xin[i * d..(i + 1) * d]);
+        }
+        let (xm, cm) = (
+            MatRef::row_major("x", &ov_x[..r * d], r, d)?,
+            MatMut::row_major("codes", &mut ov_codes[..r * h], r, h)?,
+        );
+        gemm(
+            1.0,
+            xm,
+            p.encoder(),
+            0.0,
+            cm,
+            Epilogue::BiasRelu(p.b_enc()),
+            pack,
+        )?;
+        let got = &mut ov_codes[..ov.len() * h];
+        let th = p.threshold().unwrap_or(&[]);
+        apply_rows(p.arch().activation, got, h, th, sel);
+        for (&i, src) in ov.iter().zip(got.chunks_exact(h)) {
+            let i = i as usize;
+            codes[i * h..(i + 1) * h].copy_from_slice(src);
+        }
+        Ok(true)
+    }
+
+    /// The threshold screen's candidates of one row of `p̃` into `list` (ascending),
+    /// their number: every feature with `p̃_j ≥ θ_j − m₀` (`θ = 0` for ReLU, `theta`
+    /// for JumpReLU), so every feature whose exact `p_j` can reach its threshold.
+    /// First every `p̃_j ≥ θ_min − m₀` (vectorized, into `idx`, `h` slots), then, for
+    /// JumpReLU, each against its own `θ_j` in `f64`. `None` if more than fit `list`.
+    fn above_thresholds(
+        row: &[f32],
+        theta: Option<&[f32]>,
+        theta_min: f64,
+        m0: f64,
+        idx: &mut [u32],
+        list: &mut [u32],
+    ) -> Option<usize> {
+        // `m₀` enlarged past this function's own `f64` rounding.
+        let m = m0 * (1.0 + pow2(-20));
+        let t0 = f32_below(theta_min - m - pow2(-40) * theta_min.abs());
+        let c = greater_than(row, t0, idx);
+        match theta {
+            None => {
+                list.get_mut(..c)?.copy_from_slice(&idx[..c]);
+                Some(c)
+            }
+            Some(th) => {
+                let mut n = 0;
+                for &j in &idx[..c] {
+                    let t = f64::from(th[j as usize]);
+                    // NaN and `+∞` thresholds keep nothing, as in `jumprelu_row`.
+                    if f64::from(row[j as usize]) >= t - m - pow2(-40) * t.abs() {
+                        *list.get_mut(n)? = j;
+                        n += 1;
+                    }
+                }
+                Some(n)
+            }
         }
     }
 
@@ -418,7 +728,7 @@ mod tests {
     use super::*;
     use crate::kernels::gemm::{Epilogue, MatMut, MatRef, SMALL_M, gemm, pack_len, test_fill};
     use crate::kernels::half::{bf16_to_f32, f32_to_bf16};
-    use crate::model::activation::topk_relu_row;
+    use crate::model::activation::apply_rows;
     use crate::model::core::{Encoder, encode, encode_scratch_len};
     use crate::model::params::{Params, Penalty, Weights};
     use std::vec;
@@ -431,8 +741,8 @@ mod tests {
     }
 
     /// The plain encoder, spelled out: `relu(x̄·W_enc + b_enc)` by the packed GEMM's
-    /// fused store, then TopK on each row.
-    fn plain(p: &Params<'_>, x: &[f32], n: usize, k: usize) -> Vec<f32> {
+    /// fused store, then the activation on each row (TopK, JumpReLU's thresholds).
+    fn plain(p: &Params<'_>, x: &[f32], n: usize) -> Vec<f32> {
         let Dims { d, h } = p.dims();
         let xin: Vec<f32> = match p.b_dec().filter(|_| p.arch().centers_input()) {
             Some(bd) => x
@@ -454,17 +764,17 @@ mod tests {
         )
         .unwrap();
         let mut sel = vec![0.0f32; h];
-        for row in c.chunks_exact_mut(h) {
-            topk_relu_row(row, k, &mut sel);
-        }
+        let th = p.threshold().unwrap_or(&[]);
+        apply_rows(p.arch().activation, &mut c, h, th, &mut sel);
         c
     }
 
-    /// `encode` (screened where it runs) against [`plain`], bit for bit; returns how
-    /// many blocks the screen encoded.
-    fn check(p: Params<'_>, x: &[f32], n: usize, k: usize, what: &str) -> usize {
+    /// `encode` (screened where it runs) against [`plain`], bit for bit, the whole
+    /// batch in one call and again in blocks; returns how many blocks the screen
+    /// encoded in each.
+    fn check(p: Params<'_>, x: &[f32], n: usize, what: &str) -> [usize; 2] {
         let h = p.dims().h;
-        let want = plain(&p, x, n, k);
+        let want = plain(&p, x, n);
         let mut got = vec![f32::NAN; n * h];
         let mut scratch = vec![0.0f32; encode_scratch_len(p.arch(), p.dims(), n)];
         let before = SCREENED.with(core::cell::Cell::get);
@@ -497,8 +807,9 @@ mod tests {
             let (xb, cb) = (&x[r0 * d..(r0 + r) * d], &mut got[r0 * h..(r0 + r) * h]);
             enc.encode(xb, r, cb).unwrap();
         }
+        let in_blocks = SCREENED.with(core::cell::Cell::get) - before - ran;
         same(&got, ", in blocks");
-        ran
+        [ran, in_blocks]
     }
 
     /// The shapes the screen takes: those measured to pay, and none where a row's
@@ -570,7 +881,7 @@ mod tests {
                 } else {
                     Params::new(arch, dims, [&w[..], &b[..], &wd[..], &bd[..]]).unwrap()
                 };
-                let ran = check(p, &x, n, k, &std::format!("case {ci} tied={tied}"));
+                let [ran, _] = check(p, &x, n, &std::format!("case {ci} tied={tied}"));
                 if runs_here() {
                     assert!(ran > 0, "case {ci} tied={tied}: the screen did not run");
                 }
@@ -606,7 +917,7 @@ mod tests {
             [&w[..], &b[..], &wd[..], &bd[..]],
         )
         .unwrap();
-        let ran = check(p, &x, n, k, "ties");
+        let [ran, _] = check(p, &x, n, "ties");
         // Mostly negative pre-activations: fewer than k positive in most rows.
         let bneg: Vec<f32> = b.iter().map(|v| v - 6.0).collect();
         let p = Params::new(
@@ -615,7 +926,7 @@ mod tests {
             [&w[..], &bneg[..], &wd[..], &bd[..]],
         )
         .unwrap();
-        let ran2 = check(p, &x, n, k, "negative");
+        let [ran2, _] = check(p, &x, n, "negative");
         if runs_here() {
             assert!(ran > 0 && ran2 > 0);
         }
@@ -640,9 +951,9 @@ mod tests {
             [&w[..], &b[..], &wd[..], &bd[..]],
         )
         .unwrap();
-        assert_eq!(check(p, &x, n, k, "NaN input"), 0);
+        assert_eq!(check(p, &x, n, "NaN input")[0], 0);
         x[3 * d + 5] = 3e37;
-        assert_eq!(check(p, &x, n, k, "huge input"), 0);
+        assert_eq!(check(p, &x, n, "huge input")[0], 0);
         x[3 * d + 5] = 0.5;
         let mut winf = w.clone();
         winf[77] = f32::INFINITY;
@@ -652,7 +963,7 @@ mod tests {
             [&winf[..], &b[..], &wd[..], &bd[..]],
         )
         .unwrap();
-        assert_eq!(check(p2, &x, n, k, "infinite weight"), 0);
+        assert_eq!(check(p2, &x, n, "infinite weight")[0], 0);
         // Every feature the same: every one is a candidate.
         let wsame: Vec<f32> = (0..d * h).map(|q| w[(q / h) * h]).collect();
         let bsame = vec![0.25f32; h];
@@ -662,11 +973,123 @@ mod tests {
             [&wsame[..], &bsame[..], &wd[..], &bd[..]],
         )
         .unwrap();
-        assert_eq!(check(p3, &x, n, k, "all tied"), 0);
+        // Each row's candidates overflow its list; the block's rows are encoded
+        // exactly by the plain product on those rows (`OVERFLOW_ROWS` of them at most).
+        let all_tied = check(p3, &x, n, "all tied");
+        // Beyond `OVERFLOW_ROWS` such rows in one block, the block falls back (the
+        // blocks of a third of the rows still fit).
+        let n2 = OVERFLOW_ROWS + 8;
+        let x2 = test_fill(n2 * d, 12);
+        let many = check(p3, &x2, n2, "all tied, many rows");
         // And the unchanged model is screened (so the zeros above are fallbacks).
-        let ran = check(p, &x, n, k, "finite");
+        let [ran, _] = check(p, &x, n, "finite");
         if runs_here() {
-            assert!(ran > 0);
+            assert!(ran > 0 && all_tied == [1, 2] && many == [0, 3]);
+        }
+    }
+
+    /// A sparse ReLU or JumpReLU model as trained SAEs are: random `W_enc` with
+    /// pre-activations of about unit spread, `b_enc ≈ −2.3` so that about 1–2 % of
+    /// them are positive.
+    fn sparse_model(d: usize, h: usize, seed: u64) -> [Vec<f32>; 5] {
+        let s = 1.7 / (d as f32).sqrt();
+        let w: Vec<f32> = test_fill(d * h, seed).iter().map(|v| v * s).collect();
+        let b: Vec<f32> = test_fill(h, seed + 1)
+            .iter()
+            .map(|v| v * 0.2 - 2.3)
+            .collect();
+        // JumpReLU thresholds in [0, 0.5], with the odd ones out: negative, zero, NaN,
+        // infinite.
+        let mut th: Vec<f32> = test_fill(h, seed + 2)
+            .iter()
+            .map(|v| v * 0.25 + 0.25)
+            .collect();
+        th[..5].copy_from_slice(&[-0.3, 0.0, f32::NAN, f32::INFINITY, 1e-30]);
+        [w, b, test_fill(h * d, seed + 3), test_fill(d, seed + 4), th]
+    }
+
+    fn threshold_arch(jump: bool, tied: bool) -> Arch {
+        let mut a = if jump {
+            Arch::jumprelu()
+        } else {
+            Arch::standard()
+        };
+        if tied {
+            a.weights = Weights::Tied;
+        }
+        a
+    }
+
+    /// ReLU and JumpReLU: the screened codes are the plain bits, tied and untied, `d`
+    /// below and above `KC`, and the screen ran on every sparse case where the CPU
+    /// runs it.
+    #[test]
+    // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
+    #[cfg_attr(miri, ignore)]
+    fn threshold_screened_codes_are_the_plain_bits() {
+        for (ci, &(d, h, n)) in [(128, 2048, 40), (800, 2048, 24), (384, 3072, 70)]
+            .iter()
+            .enumerate()
+        {
+            let [w, b, wd, bd, th] = sparse_model(d, h, 60 + 10 * ci as u64);
+            let x: Vec<f32> = test_fill(n * d, 61 + ci as u64)
+                .iter()
+                .map(|v| v * 2.0)
+                .collect();
+            for jump in [false, true] {
+                for tied in [false, true] {
+                    let arch = threshold_arch(jump, tied);
+                    let dims = Dims { d, h };
+                    let p = match (jump, tied) {
+                        (false, true) => Params::new(arch, dims, [&w[..], &b[..]]),
+                        (true, true) => Params::new(arch, dims, [&w[..], &b[..], &th[..]]),
+                        (false, false) => Params::new(arch, dims, [&w[..], &b, &wd, &bd]),
+                        (true, false) => Params::new(arch, dims, [&w[..], &b, &wd, &bd, &th]),
+                    }
+                    .unwrap();
+                    let what = std::format!("case {ci} jump={jump} tied={tied}");
+                    let [ran, _] = check(p, &x, n, &what);
+                    if runs_here() {
+                        assert!(ran > 0, "{what}: the screen did not run");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dense data (unit-spread pre-activations around 0) fails the probe; dense rows
+    /// after it overflow their lists, which the block takes up to `OVERFLOW_ROWS`
+    /// rows and falls back beyond: always the plain bits.
+    #[test]
+    // The screen's x86 kernels never run under Miri, and these shapes take minutes there.
+    #[cfg_attr(miri, ignore)]
+    fn threshold_screen_steps_aside_for_dense_data() {
+        let (d, h, n) = (128, 2048, 48);
+        let dims = Dims { d, h };
+        let [w, b, wd, bd, _] = sparse_model(d, h, 90);
+        let mut x: Vec<f32> = test_fill(n * d, 91).iter().map(|v| v * 2.0).collect();
+        let p = Params::new(Arch::standard(), dims, [&w[..], &b[..], &wd[..], &bd[..]]).unwrap();
+        let sparse = check(p, &x, n, "sparse");
+        // Scaled up 60×, about half of a row's features are positive, far beyond its
+        // list's room. Row 1 is no probe row (they are 0, 12, 24, 36; and 0, 4, 8, 12
+        // in the blocks of 16).
+        let dense_row =
+            |x: &mut [f32], i: usize| x[i * d..(i + 1) * d].iter_mut().for_each(|v| *v *= 60.0);
+        dense_row(&mut x, 1);
+        let one_dense = check(p, &x, n, "one dense row");
+        // All rows but the probe rows dense: beyond `OVERFLOW_ROWS`.
+        for i in (2..n).filter(|i| i % 4 != 0) {
+            dense_row(&mut x, i);
+        }
+        let many_dense = check(p, &x, n, "many dense rows");
+        let b0 = vec![0.0f32; h];
+        let dense =
+            Params::new(Arch::standard(), dims, [&w[..], &b0[..], &wd[..], &bd[..]]).unwrap();
+        assert_eq!(check(dense, &x, n, "dense"), [0, 0]);
+        if runs_here() {
+            assert_eq!(sparse, [1, 3], "the sparse model was not screened");
+            assert_eq!(one_dense, [1, 3]);
+            assert_eq!(many_dense[0], 0);
         }
     }
 

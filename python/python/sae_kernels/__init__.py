@@ -9,6 +9,6 @@
 See ``SAE`` for the details. Every method releases the GIL while it computes.
 """
 
-from ._native import SAE, __version__, set_topk_screen, topk_screen
+from ._native import SAE, __version__, set_bf16_screen, bf16_screen
 
-__all__ = ["SAE", "__version__", "set_topk_screen", "topk_screen"]
+__all__ = ["SAE", "__version__", "set_bf16_screen", "bf16_screen"]

@@ -1,4 +1,4 @@
 from ._native import SAE as SAE, __version__ as __version__
-from ._native import set_topk_screen as set_topk_screen, topk_screen as topk_screen
+from ._native import set_bf16_screen as set_bf16_screen, bf16_screen as bf16_screen
 
-__all__ = ["SAE", "__version__", "set_topk_screen", "topk_screen"]
+__all__ = ["SAE", "__version__", "set_bf16_screen", "bf16_screen"]

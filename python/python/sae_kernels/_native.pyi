@@ -6,15 +6,17 @@ import numpy.typing as npt
 
 __version__: str
 
-def set_topk_screen(on: bool) -> None:
-    """Allow (``True``, the default) or forbid the TopK encoder's bf16 screen for the
-    whole process. Where the CPU has fast AVX512_BF16, ``d_sae >= 80·k`` and
-    ``d_in >= 128``, TopK ``encode`` computes the pre-activations in bf16, bounds their error, and
-    recomputes exactly in float32 only the features that could be among the top k:
-    the codes are the same bits either way, so this switch is for timing comparisons."""
+def set_bf16_screen(on: bool) -> None:
+    """Allow (``True``, the default) or forbid the encoder's bf16 screen for the
+    whole process. Where the CPU has fast AVX512_BF16 and ``d_in >= 128``, ``encode``
+    computes the pre-activations in bf16, bounds their error, and recomputes exactly in
+    float32 only the features that could be non-zero: TopK when ``d_sae >= 80·k``;
+    standard and JumpReLU when ``d_sae >= 2048`` and a probe of the first rows finds few
+    pre-activations near or above their thresholds (trained SAEs). The codes are the
+    same bits either way, so this switch is for timing comparisons."""
 
-def topk_screen() -> bool:
-    """Whether the TopK encoder's bf16 screen is allowed (see ``set_topk_screen``)."""
+def bf16_screen() -> bool:
+    """Whether the encoder's bf16 screen is allowed (see ``set_bf16_screen``)."""
 
 class SAE:
     """A sparse autoencoder in SAELens' layout that encodes numpy arrays.
