@@ -15,6 +15,10 @@
 //!
 //! Shapes the screen does not take (see `model::screen`'s gate, or a CPU without fast
 //! AVX512_BF16) show about 1.00×.
+//!
+//! `--trained DIR --inputs NPY` adds a row for a trained SAELens folder on real
+//! activations (the file's first 1024 rows), e.g. one written by `cargo run --release
+//! --example train -- --arch standard --input train.npy --out /tmp/std` (its `sae/`).
 
 #[cfg(not(target_family = "wasm"))]
 mod common;
@@ -22,9 +26,12 @@ mod common;
 #[cfg(not(target_family = "wasm"))]
 mod imp {
     use super::common::*;
+    use sae_kernels::format::npy::read_npy;
+    use sae_kernels::format::saelens::load;
     use sae_kernels::model::{
         Activation, Arch, Dims, Params, Weights, encode, encode_scratch_len, set_bf16_screen,
     };
+    use std::path::Path;
 
     #[derive(Clone, Copy)]
     enum Model {
@@ -59,7 +66,19 @@ mod imp {
         cli(
             "bench_screen",
             "The TopK encoder's bf16 screen against the plain encoder (see the source's header)",
-            &[&[("quick", Values::None, "fewer rounds")]],
+            &[&[
+                ("quick", Values::None, "fewer rounds"),
+                (
+                    "trained",
+                    Values::One("DIR"),
+                    "also a trained SAELens folder, on --inputs",
+                ),
+                (
+                    "inputs",
+                    Values::One("NPY"),
+                    "activations for --trained (its first 1024 rows)",
+                ),
+            ]],
         );
         let quick = std::env::args().any(|a| a == "--quick");
         let reps = if quick { 3 } else { 8 };
@@ -107,44 +126,74 @@ mod imp {
                 (false, true) => Params::new(arch, dims, [&w[..], &b, &wt, &bd, &th]),
             };
             let p = p.expect("consistent tensors");
-            let mut scratch = vec![0.0f32; encode_scratch_len(arch, dims, n)];
-            let (mut plain, mut screened) = (vec![0.0f32; n * h], vec![0.0f32; n * h]);
-            let t = {
-                let mut run_plain = || {
-                    set_bf16_screen(false);
-                    encode(p, &x, n, &mut plain, &mut scratch).expect("encode");
-                };
-                let mut scratch2 = vec![0.0f32; encode_scratch_len(arch, dims, n)];
-                let mut run_screened = || {
-                    set_bf16_screen(true);
-                    encode(p, &x, n, &mut screened, &mut scratch2).expect("encode");
-                };
-                best_interleaved(reps, &mut [&mut run_plain, &mut run_screened])
-            };
-            set_bf16_screen(true);
-            let same = plain
-                .iter()
-                .zip(&screened)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
             let name = match model {
                 TopK(k) => format!("TopK k={k}"),
                 Relu(true) => "ReLU, sparse".into(),
                 Relu(false) => "ReLU, dense".into(),
                 Jump => "JumpReLU, sparse".into(),
             };
-            assert!(
-                same,
-                "({d}, {h}) {name}: the screened codes differ from the plain ones"
-            );
-            let l0 = plain.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
-            println!(
-                "| ({d}, {h}) | {name} | {} | {l0:.1} | {:.2} | {:.2} | {:.2}x |",
-                if tied { "tied" } else { "untied" },
-                t[0] * 1e3,
-                t[1] * 1e3,
-                t[0] / t[1]
+            let weights = if tied { "tied" } else { "untied" };
+            row(p, &x, n, reps, &name, weights);
+        }
+        if let (Some(dir), Some(inputs)) = (arg("--trained"), arg("--inputs")) {
+            let (_, sae) = load(Path::new(&dir)).expect("a SAELens folder");
+            let acts = read_npy(Path::new(&inputs)).expect("an .npy of activations");
+            assert_eq!(acts.d, sae.dims().d, "--inputs: rows of d_in values");
+            let n = n.min(acts.rows);
+            let name = format!("{:?}, trained ({dir})", sae.arch().activation);
+            row(
+                sae.params(),
+                &acts.data[..n * acts.d],
+                n,
+                reps,
+                &name,
+                "untied",
             );
         }
+    }
+
+    /// The value after `flag` on the command line.
+    fn arg(flag: &str) -> Option<String> {
+        let args: Vec<String> = std::env::args().collect();
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).cloned()
+    }
+
+    /// Times plain against screened `encode` of the `n` rows `x`, checks that their
+    /// codes are the same bits, and prints the table row.
+    fn row(p: Params<'_>, x: &[f32], n: usize, reps: usize, name: &str, weights: &str) {
+        let (arch, dims) = (p.arch(), p.dims());
+        let Dims { d, h } = dims;
+        let mut scratch = vec![0.0f32; encode_scratch_len(arch, dims, n)];
+        let (mut plain, mut screened) = (vec![0.0f32; n * h], vec![0.0f32; n * h]);
+        let t = {
+            let mut run_plain = || {
+                set_bf16_screen(false);
+                encode(p, x, n, &mut plain, &mut scratch).expect("encode");
+            };
+            let mut scratch2 = vec![0.0f32; encode_scratch_len(arch, dims, n)];
+            let mut run_screened = || {
+                set_bf16_screen(true);
+                encode(p, x, n, &mut screened, &mut scratch2).expect("encode");
+            };
+            best_interleaved(reps, &mut [&mut run_plain, &mut run_screened])
+        };
+        set_bf16_screen(true);
+        let same = plain
+            .iter()
+            .zip(&screened)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(
+            same,
+            "({d}, {h}) {name}: the screened codes differ from the plain ones"
+        );
+        let l0 = plain.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+        println!(
+            "| ({d}, {h}) | {name} | {weights} | {l0:.1} | {:.2} | {:.2} | {:.2}x |",
+            t[0] * 1e3,
+            t[1] * 1e3,
+            t[0] / t[1]
+        );
     }
 }
 

@@ -159,28 +159,77 @@ impl<'a> MatRef<'a> {
     /// `(max_j ‖B[:, j]‖₂, max_j ‖round(B[:, j]) − B[:, j]‖₂)` of this `k×n` view: the
     /// largest column norm, and the largest norm of a column's change under `round`,
     /// each rounded up, or `None` if an entry, its rounding or a sum of squares is not
-    /// finite in `f32`. The sums of squares run in `f32` (vectorized: one pass over
-    /// the view, column chunks row by row when rows are contiguous), so each is
-    /// enlarged by `1 + (k + 2)·2⁻²³`, more than their rounding error `γ_k`.
+    /// finite in `f32` (see [`MatRef::col_norms`]).
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn max_col_norms(&self, round: impl Fn(f32) -> f32 + Copy) -> Option<(f64, f64)> {
-        crate::kernels::isa::vectorized(
+        let (mut best, mut best_r) = (0.0f32, 0.0f32);
+        let up = crate::kernels::isa::vectorized(
             #[inline(always)]
-            |_| self.max_col_norms_in(round),
-        )
+            |_| {
+                self.col_sq_sums(round, |_, s, r| {
+                    (best, best_r) = (best.max(s), best_r.max(r));
+                })
+            },
+        )?;
+        Some((
+            libm::sqrt(f64::from(best) * up),
+            libm::sqrt(f64::from(best_r) * up),
+        ))
     }
 
+    /// Each column's norm `‖B[:, j]‖₂` into `norm[j]` and the norm of its change
+    /// under `round`, `‖round(B[:, j]) − B[:, j]‖₂`, into `change[j]` (each at least
+    /// `n` long), each rounded up to an `f32`; the largest of each as
+    /// [`MatRef::max_col_norms`] gives them, or `None` (the slices then hold partial
+    /// results) if an entry, its rounding or a sum of squares is not finite in `f32`.
+    /// The sums of squares run in `f32` (vectorized: one pass over the view, column
+    /// chunks row by row when rows are contiguous), so each is enlarged by
+    /// `1 + (k + 2)·2⁻²³`, more than their rounding error `γ_k`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn col_norms(
+        &self,
+        round: impl Fn(f32) -> f32 + Copy,
+        norm: &mut [f32],
+        change: &mut [f32],
+    ) -> Option<(f64, f64)> {
+        let (norm, change) = (&mut norm[..self.cols], &mut change[..self.cols]);
+        let up = crate::kernels::isa::vectorized(
+            #[inline(always)]
+            |_| {
+                self.col_sq_sums(round, |j, s, r| {
+                    (norm[j], change[j]) = (s, r);
+                })
+            },
+        )?;
+        let sqrt_up = |s: &mut f32| {
+            let v = libm::sqrt(f64::from(*s) * up);
+            let f = v as f32;
+            *s = if f64::from(f) < v { f.next_up() } else { f };
+        };
+        norm.iter_mut().for_each(sqrt_up);
+        change.iter_mut().for_each(sqrt_up);
+        let max = |v: &[f32]| v.iter().fold(0.0f32, |m, &x| m.max(x));
+        Some((f64::from(max(norm)), f64::from(max(change))))
+    }
+
+    /// Each column's `f32` sums of squares `(Σ_p b_pj², Σ_p (round(b_pj) − b_pj)²)`,
+    /// handed to `each(j, …)`; returns the factor `1 + (k + 2)·2⁻²³` that bounds
+    /// their rounding, or `None` at the first sum that is not finite (infinite or
+    /// NaN).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn max_col_norms_in(&self, round: impl Fn(f32) -> f32) -> Option<(f64, f64)> {
+    fn col_sq_sums(
+        &self,
+        round: impl Fn(f32) -> f32,
+        mut each: impl FnMut(usize, f32, f32),
+    ) -> Option<f64> {
         let (k, n) = (self.rows, self.cols);
-        let (mut best, mut best_r) = (0.0f32, 0.0f32);
         // `!(s < ∞)`: infinite or NaN (which `max` would skip).
-        let mut take = |s: f32, r: f32| {
+        let mut take = |j: usize, s: f32, r: f32| {
             if !(s < f32::INFINITY && r < f32::INFINITY) {
                 return false;
             }
-            (best, best_r) = (best.max(s), best_r.max(r));
+            each(j, s, r);
             true
         };
         if self.rs == 1 {
@@ -192,7 +241,7 @@ impl<'a> MatRef<'a> {
                     let e = round(v) - v;
                     (s, r) = (s + v * v, r + e * e);
                 }
-                if !take(s, r) {
+                if !take(j, s, r) {
                     return None;
                 }
             }
@@ -222,19 +271,15 @@ impl<'a> MatRef<'a> {
                         }
                     }
                 }
-                for (&s, &r) in acc[..w].iter().zip(&accr[..w]) {
-                    if !take(s, r) {
+                for (q, (&s, &r)) in acc[..w].iter().zip(&accr[..w]).enumerate() {
+                    if !take(j0 + q, s, r) {
                         return None;
                     }
                 }
             }
         }
         // (k + 2)·2⁻²³
-        let up = 1.0 + (k as f64 + 2.0) / 8_388_608.0;
-        Some((
-            libm::sqrt(f64::from(best) * up),
-            libm::sqrt(f64::from(best_r) * up),
-        ))
+        Some(1.0 + (k as f64 + 2.0) / 8_388_608.0)
     }
 }
 

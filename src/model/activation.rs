@@ -215,6 +215,12 @@ pub(crate) fn ukey(v: f32) -> u32 {
     (key(v) as u32) ^ (1 << 31)
 }
 
+/// The float whose [`ukey`] is `u`.
+#[inline(always)]
+pub(crate) fn from_ukey(u: u32) -> f32 {
+    from_key((u ^ (1 << 31)) as i32)
+}
+
 /// The `k` largest of a list of keys, ties to the lowest position: built by one
 /// selection over a copy of the keys ([`Keep::largest`]), then asked entry by entry,
 /// in position order, whether each is kept ([`Keep::next`]). Every top-k selection
@@ -413,8 +419,7 @@ pub(crate) fn kth_and_above(
     for (u, &j) in keys.iter_mut().zip(&idx[..c]) {
         *u = ukey(row[j as usize]);
     }
-    let s = Keep::largest(&mut keys[..c], k).threshold();
-    let s = from_key((s ^ (1 << 31)) as i32);
+    let s = from_ukey(Keep::largest(&mut keys[..c], k).threshold());
     let t = key(below(s));
     let mut n = 0;
     for q in 0..c {

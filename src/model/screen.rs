@@ -8,7 +8,7 @@
 //! 1. computes every pre-activation in bf16 (`gemm_bf16_dot`: `x` and `W_enc`
 //!    rounded to bf16, `f32` sums), `p̃ = S̃ + b`;
 //! 2. bounds, per row, `|p̃_j − p_j| ≤ m₀` for every feature `j`, where `p_j` is the
-//!    value the plain `f32` encoder computes (see `bound`);
+//!    value the plain `f32` encoder computes (see `RowBound`);
 //! 3. keeps as candidates every feature the plain encoder could keep:
 //!    - TopK: the features with `p̃_j ≥ S_k − 2m₀`, `S_k` the `k`-th largest `p̃` of
 //!      the row: the `k` features with `p̃ ≥ S_k` have `p ≥ S_k − m₀`, so the `k`-th
@@ -164,14 +164,16 @@ const fn screened(arch: Arch, dims: Dims, rows: usize) -> Option<Kind> {
 /// at 0.65× the plain encoder's speed.
 pub(crate) const OVERFLOW_ROWS: usize = 32;
 
-/// The screen's slots for a block of `rows` rows: per row the candidates' count,
+/// The screen's slots for a block of `rows` rows: each column's norms for the bound
+/// (computed once per call, in the same place for every block); per row the
+/// candidates' count,
 /// features and exact values; for `d > KC` the running block sums; for an untied
 /// encoder, the exact pass's transposed rows of `W_enc` (`sampled_scratch`); for the
-/// threshold screen, one row's candidate features before filtering; the overflowing
+/// candidates' keys or features before filtering (`h`); the overflowing
 /// rows' indices, inputs and codes ([`OVERFLOW_ROWS`]).
-const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 9] {
+const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 10] {
     let Some(kind) = screened(arch, dims, rows) else {
-        return [StackReq::EMPTY; 9];
+        return [StackReq::EMPTY; 10];
     };
     let ov = if rows < OVERFLOW_ROWS {
         rows
@@ -180,6 +182,8 @@ const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 9] {
     };
     let pairs = StackReq::mat(rows, kind.slots(dims.h));
     [
+        // First, so that its place does not depend on `rows`.
+        StackReq::mat(2, dims.h),
         StackReq::u32s(rows),
         pairs,
         pairs,
@@ -190,11 +194,7 @@ const fn plan(arch: Arch, dims: Dims, rows: usize) -> [StackReq; 9] {
         } else {
             transposed_rows(dims.h)
         }),
-        StackReq::u32s(if matches!(kind, Kind::Threshold) {
-            dims.h
-        } else {
-            0
-        }),
+        StackReq::u32s(dims.h),
         StackReq::u32s(ov),
         StackReq::mat(ov, dims.d),
         StackReq::mat(ov, dims.h),
@@ -307,7 +307,11 @@ mod x86 {
             // The threshold screen reads the norms once its probe has found the data
             // sparse enough (on dense data reading `W_enc` for them cost 3 %).
             let (nw, ndw) = match kind {
-                Kind::TopK(_) => col_norms(p)?,
+                Kind::TopK(_) => {
+                    let [norms, ..] =
+                        MemStack::new(&mut *scratch).split(plan(p.arch(), p.dims(), rows));
+                    col_norms(p, norms)?
+                }
                 Kind::Threshold => (f64::NAN, f64::NAN),
             };
             Some(Self {
@@ -323,18 +327,7 @@ mod x86 {
         }
     }
 
-    /// The norms a row's bound needs: `‖x‖`, `‖bf16(x) − x‖` of the encoder's input row,
-    /// the largest `‖w_j‖` and `‖bf16(w_j) − w_j‖` of the encoder's columns (each an
-    /// upper bound).
-    #[derive(Clone, Copy)]
-    pub(super) struct Norms {
-        pub(super) nx: f64,
-        pub(super) ndx: f64,
-        pub(super) nw: f64,
-        pub(super) ndw: f64,
-    }
-
-    /// A bound `m₀` on `|p̃_j − p_j|` for every feature `j` of a row, `p̃` the bf16
+    /// The bound `m₀` on `|p̃_j − p_j|` for every feature `j` of a row, `p̃` the bf16
     /// screen's and `p` the plain encoder's pre-activation, with `ε = 2⁻²⁴` (`f32`) and
     /// `x̃ = x + δx`, `w̃_j = w_j + δw_j` the bf16 roundings:
     /// - the products change by `Σ_p (x_p δw_pj + δx_p w_pj + δx_p δw_pj)`, at most
@@ -351,16 +344,44 @@ mod x86 {
     ///   `2⁻¹²⁶(d + √d(‖x̃‖ + ‖w̃_j‖))` in all.
     ///
     /// Each term is enlarged (`1 + 2⁻¹⁰`, `2.04ε`, `2⁻²²` for `2ε`, `2⁻¹²⁰`) and the sum
-    /// by `1 + 2⁻²⁰`, which covers this function's own `f64` rounding.
-    pub(super) fn bound(n: Norms, b_max: f64, d: usize) -> f64 {
-        let Norms { nx, ndx, nw, ndw } = n;
-        let d = d as f64;
-        let nn = nx * nw;
-        let (tx, tw) = (nx + ndx, nw + ndw);
-        let rounding = (nx * ndw + ndx * nw + ndx * ndw) * (1.0 + pow2(-10));
-        let sums = (2.0 * d + 2.0) * pow2(-24) * 1.02 * tx * tw;
-        let flush = pow2(-120) * (d + libm::sqrt(d) * (tx + tw));
-        (rounding + sums + flush + pow2(-22) * (b_max + 2.0 * nn)) * (1.0 + pow2(-20))
+    /// by `1 + 2⁻²⁰`, which covers the `f64` rounding of its evaluation.
+    ///
+    /// So, for one row (`‖x‖ ≤ nx`, `‖δx‖ ≤ ndx`), a function of a column's norms
+    /// (`‖w_j‖ ≤ nw`, `‖δw_j‖ ≤ ndw`): `m(nw, ndw) = (a·ndw + b·nw + c)·(1 + 2⁻²⁰)`,
+    /// with, for `tx = nx + ndx`, `s = (2d + 2)·1.02ε`, `f = 2⁻¹²⁰` and
+    /// `r = 1 + 2⁻¹⁰`: `a = tx·r + s·tx + f√d` (the products' `‖x‖‖δw‖ + ‖δx‖‖δw‖`,
+    /// the sums, the flushing), `b = ndx·r + s·tx + f√d + 2⁻²¹·nx` (`‖δx‖‖w‖`, the
+    /// sums, the flushing, the bias's rounding), `c = f(d + √d·tx) + 2⁻²²·b_max`.
+    /// `m₀` takes the largest column norms; each feature can also have its own.
+    #[derive(Clone, Copy)]
+    pub(super) struct RowBound {
+        a: f64,
+        b: f64,
+        c: f64,
+    }
+
+    impl RowBound {
+        pub(super) fn new(nx: f64, ndx: f64, b_max: f64, d: usize) -> Self {
+            let d = d as f64;
+            let tx = nx + ndx;
+            let (r, s, f) = (
+                1.0 + pow2(-10),
+                (2.0 * d + 2.0) * pow2(-24) * 1.02,
+                pow2(-120),
+            );
+            let fd = f * libm::sqrt(d);
+            RowBound {
+                a: tx * r + s * tx + fd,
+                b: ndx * r + s * tx + fd + pow2(-21) * nx,
+                c: f * d + fd * tx + pow2(-22) * b_max,
+            }
+        }
+
+        /// The bound for a column with `‖w‖ ≤ nw`, `‖δw‖ ≤ ndw`.
+        #[inline(always)]
+        pub(super) fn at(&self, nw: f64, ndw: f64) -> f64 {
+            (self.a * ndw + self.b * nw + self.c) * (1.0 + pow2(-20))
+        }
     }
 
     /// `(Σ x², Σ (bf16(x) − x)²)` of a row, in `f64`.
@@ -387,23 +408,26 @@ mod x86 {
         f32::from_bits(b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000)
     }
 
-    /// The weights' part of the bound, `(max_j ‖w_j‖, max_j ‖bf16(w_j) − w_j‖)`, if
-    /// finite and below [`LARGE`].
-    fn col_norms(p: &Params<'_>) -> Option<(f64, f64)> {
-        let (nw, ndw) = p.encoder().max_col_norms(round_bf16)?;
+    /// The weights' part of the bound: each column's `‖w_j‖` and `‖bf16(w_j) − w_j‖`
+    /// (rounded up to `f32`) into `norms` (`2h`: all the first, then all the second)
+    /// and their largest values, if finite and below [`LARGE`].
+    fn col_norms(p: &Params<'_>, norms: &mut [f32]) -> Option<(f64, f64)> {
+        let (nw, ndw) = norms.split_at_mut(p.dims().h);
+        let (nw, ndw) = p.encoder().col_norms(round_bf16, nw, ndw)?;
         (nw < LARGE).then_some((nw, ndw))
     }
 
-    /// `m₀ ≥ |p̃_j − p_j|` for every feature of the row `x` ([`bound`]), or `None` if
-    /// the row is not finite or too large for it.
-    fn row_bound(x: &[f32], (nw, ndw, b_max): (f64, f64, f64)) -> Option<f64> {
+    /// The row's [`RowBound`] and `m₀ ≥ |p̃_j − p_j|` for every feature of the row `x`,
+    /// or `None` if the row is not finite or too large for it.
+    fn row_bound(x: &[f32], (nw, ndw, b_max): (f64, f64, f64)) -> Option<(RowBound, f64)> {
         let (sx, sdx) = row_norms(x);
         let up = 1.0 + pow2(-40);
         let (nx, ndx) = (libm::sqrt(sx) * up, libm::sqrt(sdx) * up);
         if !(nx < LARGE && ndx < LARGE && nx * nw < LARGE) {
             return None;
         }
-        Some(bound(Norms { nx, ndx, nw, ndw }, b_max, x.len()))
+        let rb = RowBound::new(nx, ndx, b_max, x.len());
+        Some((rb, rb.at(nw, ndw)))
     }
 
     /// An `f32` below `v` (the largest one below it, but for `v` beyond the `f32` range).
@@ -442,17 +466,26 @@ mod x86 {
                 return Ok(false);
             }
             let c = self.kind.slots(h);
-            if self.kind == Kind::Threshold && self.pays.is_none() {
-                let norms = self.probe(p, xin, rows, codes, pack)?.then(|| col_norms(p));
+            let pays = if self.kind == Kind::Threshold && self.pays.is_none() {
                 self.pays = Some(false);
-                let Some(Some((nw, ndw))) = norms else {
-                    return Ok(false);
-                };
-                (self.nw, self.ndw, self.pays) = (nw, ndw, Some(true));
+                Some(self.probe(p, xin, rows, codes, pack)?)
+            } else {
+                None
+            };
+            let [norms, counts, cols, out, acc, bt, idx, ov, ov_x, ov_codes] =
+                MemStack::new(&mut *self.scratch).split(plan(arch, dims, rows));
+            match pays {
+                Some(false) => return Ok(false),
+                Some(true) => {
+                    let Some((nw, ndw)) = col_norms(p, norms) else {
+                        return Ok(false);
+                    };
+                    (self.nw, self.ndw, self.pays) = (nw, ndw, Some(true));
+                }
+                None => {}
             }
             let weights = (self.nw, self.ndw, self.b_max);
-            let [counts, cols, out, acc, bt, idx, ov, ov_x, ov_codes] =
-                MemStack::new(&mut *self.scratch).split(plan(arch, dims, rows));
+            let (col_nw, col_ndw) = norms.split_at(h);
             let [counts, cols, idx, ov] =
                 [counts, cols, idx, ov].map(bytemuck::cast_slice_mut::<f32, u32>);
             let mut n_ov = 0;
@@ -467,8 +500,13 @@ mod x86 {
                 .zip(xin.chunks_exact(d))
                 .enumerate()
             {
-                let Some(m0) = row_bound(x, weights) else {
+                let Some((rb, m0)) = row_bound(x, weights) else {
                     return Ok(false);
+                };
+                // Feature `j`'s own bound, `≤ m₀`.
+                let m_of = |j: u32| {
+                    let j = j as usize;
+                    rb.at(f64::from(col_nw[j]), f64::from(col_ndw[j]))
                 };
                 let list = &mut cols[i * c..(i + 1) * c];
                 let n = match self.kind {
@@ -481,16 +519,18 @@ mod x86 {
                                     - pow2(-40) * f64::from(v).abs(),
                             )
                         };
-                        let idx: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
-                        match kth_and_above(row, k, below, idx, list) {
-                            Some((sk, n)) if sk.is_finite() && n <= c && n >= k => {
-                                list[..n].copy_from_slice(&idx[..n]);
-                                Some(n)
+                        let cand: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
+                        match kth_and_above(row, k, below, cand, idx) {
+                            Some((sk, n)) if sk.is_finite() && n >= k => {
+                                top_candidates(row, sk, m0, &cand[..n], m_of, list)
                             }
                             _ => None,
                         }
                     }
-                    Kind::Threshold => above_thresholds(row, theta, self.theta_min, m0, idx, list),
+                    Kind::Threshold => {
+                        let t = (theta, self.theta_min);
+                        above_thresholds(row, t, (m0, m_of), idx, list)
+                    }
                 };
                 counts[i] = match n {
                     Some(n) => n as u32,
@@ -603,7 +643,7 @@ mod x86 {
             let mut total = 0;
             for (q, row) in codes[..r * f].chunks_exact(f).enumerate() {
                 let x = &xin[q * step * d..][..d];
-                let Some(m0) = row_bound(x, weights) else {
+                let Some((_, m0)) = row_bound(x, weights) else {
                     return Ok(false);
                 };
                 total += match th {
@@ -666,41 +706,70 @@ mod x86 {
         Ok(true)
     }
 
+    /// TopK's candidates of one row of `p̃` into `list` (ascending), their number,
+    /// narrowed from `cand` (those of the row-wide bound `m₀`: `p̃_j ≥ S_k − 2m₀`,
+    /// ascending) by each feature's own bound `m_j = m_of(j) ≤ m₀`: the `k`-th largest
+    /// `p` is at least `S_k − m₀`, so any feature the plain encoder keeps has
+    /// `p̃_j + m_j ≥ p_j ≥ S_k − m₀`. `None` if more than fit `list`.
+    ///
+    /// (The `k`-th largest of the lower bounds `p̃_j − m_j` would be a tighter floor
+    /// than `S_k − m₀`, but selecting it cost more than the candidates it saved: the
+    /// random models' TopK screen went from 1.26× to 1.13× at (384, 3072).)
+    fn top_candidates(
+        row: &[f32],
+        s_k: f32,
+        m0: f64,
+        cand: &[u32],
+        m_of: impl Fn(u32) -> f64,
+        list: &mut [u32],
+    ) -> Option<usize> {
+        let s_k = f64::from(s_k);
+        let floor = s_k - m0 * (1.0 + pow2(-20)) - m_of_slack(s_k);
+        let mut n = 0;
+        for &j in cand {
+            let v = f64::from(row[j as usize]);
+            if v + m_of(j) + m_of_slack(v) >= floor {
+                *list.get_mut(n)? = j;
+                n += 1;
+            }
+        }
+        Some(n)
+    }
+
+    /// The `f64` rounding allowance of comparisons between `v` and values near it.
+    #[inline(always)]
+    fn m_of_slack(v: f64) -> f64 {
+        pow2(-40) * v.abs()
+    }
+
     /// The threshold screen's candidates of one row of `p̃` into `list` (ascending),
-    /// their number: every feature with `p̃_j ≥ θ_j − m₀` (`θ = 0` for ReLU, `theta`
-    /// for JumpReLU), so every feature whose exact `p_j` can reach its threshold.
-    /// First every `p̃_j ≥ θ_min − m₀` (vectorized, into `idx`, `h` slots), then, for
-    /// JumpReLU, each against its own `θ_j` in `f64`. `None` if more than fit `list`.
+    /// their number: every feature with `p̃_j ≥ θ_j − m_j` (`θ = 0` for ReLU, `theta`
+    /// for JumpReLU; `m_j = m_of(j) ≤ m₀` the feature's own bound), so every feature
+    /// whose exact `p_j` can reach its threshold. First every `p̃_j ≥ θ_min − m₀`
+    /// (vectorized, into `idx`, `h` slots), then each against its own `θ_j − m_j` in
+    /// `f64`. `None` if more than fit `list`.
     fn above_thresholds(
         row: &[f32],
-        theta: Option<&[f32]>,
-        theta_min: f64,
-        m0: f64,
+        (theta, theta_min): (Option<&[f32]>, f64),
+        (m0, m_of): (f64, impl Fn(u32) -> f64),
         idx: &mut [u32],
         list: &mut [u32],
     ) -> Option<usize> {
         // `m₀` enlarged past this function's own `f64` rounding.
         let m = m0 * (1.0 + pow2(-20));
-        let t0 = f32_below(theta_min - m - pow2(-40) * theta_min.abs());
+        let t0 = f32_below(theta_min - m - m_of_slack(theta_min));
         let c = greater_than(row, t0, idx);
-        match theta {
-            None => {
-                list.get_mut(..c)?.copy_from_slice(&idx[..c]);
-                Some(c)
-            }
-            Some(th) => {
-                let mut n = 0;
-                for &j in &idx[..c] {
-                    let t = f64::from(th[j as usize]);
-                    // NaN and `+∞` thresholds keep nothing, as in `jumprelu_row`.
-                    if f64::from(row[j as usize]) >= t - m - pow2(-40) * t.abs() {
-                        *list.get_mut(n)? = j;
-                        n += 1;
-                    }
-                }
-                Some(n)
+        let mut n = 0;
+        for &j in &idx[..c] {
+            // NaN and `+∞` thresholds keep nothing, as in `jumprelu_row`.
+            let t = theta.map_or(0.0, |th| f64::from(th[j as usize]));
+            let v = f64::from(row[j as usize]);
+            if v + m_of(j) + m_of_slack(v) + m_of_slack(t) >= t {
+                *list.get_mut(n)? = j;
+                n += 1;
             }
         }
+        Some(n)
     }
 
     /// The next `f32` below `x` (finite `x`).
@@ -1155,16 +1224,7 @@ mod tests {
         .unwrap();
         // Every column and every input row is the same vector here.
         let (nw, ndw) = wm.max_col_norms(|v| bf16_to_f32(f32_to_bf16(v))).unwrap();
-        let m0 = x86::bound(
-            x86::Norms {
-                nx: nw,
-                ndx: ndw,
-                nw,
-                ndw,
-            },
-            0.0,
-            d,
-        );
+        let m0 = x86::RowBound::new(nw, ndw, 0.0, d).at(nw, ndw);
         let err = exact
             .iter()
             .zip(&approx)
