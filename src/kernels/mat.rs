@@ -233,15 +233,26 @@ impl<'a> MatRef<'a> {
             true
         };
         if self.rs == 1 {
-            // Columns contiguous (a tied dictionary: B = Mᵀ).
+            // Columns contiguous (a tied dictionary: B = Mᵀ): each column summed in
+            // 16 lanes, then across them (a serial sum ran at one element per FMA
+            // latency: 1.6 ms per call at (384, 3072)). Any order of the `k` additions
+            // stays within `γ_k`.
+            const L: usize = 16;
             for j in 0..n {
                 let col = &self.data[j * self.cs..j * self.cs + k];
-                let (mut s, mut r) = (0.0f32, 0.0f32);
-                for &v in col {
-                    let e = round(v) - v;
-                    (s, r) = (s + v * v, r + e * e);
+                let (mut s, mut r) = ([0.0f32; L], [0.0f32; L]);
+                let mut chunks = col.chunks_exact(L);
+                for c in &mut chunks {
+                    for q in 0..L {
+                        let (v, e) = (c[q], round(c[q]) - c[q]);
+                        (s[q], r[q]) = (s[q] + v * v, r[q] + e * e);
+                    }
                 }
-                if !take(j, s, r) {
+                for (q, &v) in chunks.remainder().iter().enumerate() {
+                    let e = round(v) - v;
+                    (s[q], r[q]) = (s[q] + v * v, r[q] + e * e);
+                }
+                if !take(j, s.iter().sum(), r.iter().sum()) {
                     return None;
                 }
             }

@@ -215,12 +215,6 @@ pub(crate) fn ukey(v: f32) -> u32 {
     (key(v) as u32) ^ (1 << 31)
 }
 
-/// The float whose [`ukey`] is `u`.
-#[inline(always)]
-pub(crate) fn from_ukey(u: u32) -> f32 {
-    from_key((u ^ (1 << 31)) as i32)
-}
-
 /// The `k` largest of a list of keys, ties to the lowest position: built by one
 /// selection over a copy of the keys ([`Keep::largest`]), then asked entry by entry,
 /// in position order, whether each is kept ([`Keep::next`]). Every top-k selection
@@ -307,10 +301,21 @@ fn candidates<const W: usize>(row: &[f32], t: i32, idx: &mut [u32], next: &[f32]
     let chunks = row.chunks_exact(W);
     let tail = chunks.remainder().len();
     let tv = f32x8::splat(tf);
+    // Chunks of 16 run in the AVX-512 build, where one mask compare tests them.
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = if W == 16 { isa::x86::avx512() } else { None };
     for (ci, ch) in chunks.enumerate() {
         prefetch(next, ci * W);
         let mut on = 0u32;
-        for (i, c8) in ch.chunks_exact(8).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(t), Ok(c16)) = (avx512, <&[f32; 16]>::try_from(ch)) {
+            on = t.not_below16(c16, tf);
+        }
+        #[cfg(target_arch = "x86_64")]
+        let wide_chunks = if avx512.is_some() { 0 } else { W / 8 };
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide_chunks = W / 8;
+        for (i, c8) in ch.chunks_exact(8).take(wide_chunks).enumerate() {
             let v = f32x8::new(c8.try_into().unwrap_or([0.0; 8]));
             on |= (!v.simd_lt(tv).to_bitmask() & 0xFF) << (8 * i);
         }
@@ -395,10 +400,11 @@ fn bound_and_candidates_selected(row: &[f32], k: usize, idx: &mut [u32], next: &
 /// Two passes over the row, as [`topk_relu_row`]'s: a lower bound `t₀ ≤ S` from
 /// strided group maxima, then every entry greater than `below(t₀)` (which includes all
 /// those above `below(S)` and all those at or above `S`); `S` is selected among
-/// those, and the list filtered to `> below(S)`.
+/// those, and the list filtered to `> below(S)`. The second pass fetches `next` (the
+/// next row, or empty) into the cache.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn kth_and_above(
-    row: &[f32],
+    (row, next): (&[f32], &[f32]),
     k: usize,
     below: impl Fn(f32) -> f32,
     idx: &mut [u32],
@@ -412,14 +418,15 @@ pub(crate) fn kth_and_above(
             _ => group_bound_for::<64>(row, k),
         },
     );
-    let c = greater_than(row, below(from_key(t0)), idx);
+    let c = greater_than((row, next), below(from_key(t0)), idx);
     if c > keys.len() || c < k {
         return None;
     }
     for (u, &j) in keys.iter_mut().zip(&idx[..c]) {
         *u = ukey(row[j as usize]);
     }
-    let s = from_ukey(Keep::largest(&mut keys[..c], k).threshold());
+    let s = Keep::largest(&mut keys[..c], k).threshold();
+    let s = from_key((s ^ (1 << 31)) as i32);
     let t = key(below(s));
     let mut n = 0;
     for q in 0..c {
@@ -434,15 +441,16 @@ pub(crate) fn kth_and_above(
 
 /// The indices (ascending) of the entries of `row` greater than `t` by
 /// [`f32::total_cmp`] into `idx` (at least `row.len()` slots); returns their number.
+/// Fetches `next` (the next row, or empty) into the cache meanwhile.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn greater_than(row: &[f32], t: f32, idx: &mut [u32]) -> usize {
+pub(crate) fn greater_than((row, next): (&[f32], &[f32]), t: f32, idx: &mut [u32]) -> usize {
     // `candidates` keeps keys at or above its bound: one key above `t`'s.
     let above = key(t).saturating_add(1);
     isa::vectorized(
         #[inline(always)]
         |lanes| match lanes {
-            16 => candidates::<16>(row, above, idx, &[]),
-            _ => candidates::<8>(row, above, idx, &[]),
+            16 => candidates::<16>(row, above, idx, next),
+            _ => candidates::<8>(row, above, idx, next),
         },
     )
 }

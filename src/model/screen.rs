@@ -384,15 +384,29 @@ mod x86 {
         }
     }
 
-    /// `(Σ x², Σ (bf16(x) − x)²)` of a row, in `f64`.
+    /// `(Σ x², Σ (bf16(x) − x)²)` of a row, in `f64` (8 lanes, then across them: the
+    /// products are exact in `f64`, and the sums' rounding, under `d·2⁻⁵³` relative,
+    /// is far inside the `2⁻⁴⁰` the caller adds).
     fn row_norms(x: &[f32]) -> (f64, f64) {
+        const L: usize = 8;
         crate::kernels::isa::vectorized(
             #[inline(always)]
             |_| {
-                x.iter().fold((0.0f64, 0.0f64), |(s, r), &v| {
+                let (mut s, mut r) = ([0.0f64; L], [0.0f64; L]);
+                let mut chunks = x.chunks_exact(L);
+                let mut add = |q: usize, v: f32| {
                     let e = f64::from(round_bf16(v)) - f64::from(v);
-                    (s + f64::from(v) * f64::from(v), r + e * e)
-                })
+                    (s[q], r[q]) = (s[q] + f64::from(v) * f64::from(v), r[q] + e * e);
+                };
+                for c in &mut chunks {
+                    for (q, &v) in c.iter().enumerate() {
+                        add(q, v);
+                    }
+                }
+                for (q, &v) in chunks.remainder().iter().enumerate() {
+                    add(q, v);
+                }
+                (s.iter().sum(), r.iter().sum())
             },
         )
     }
@@ -495,11 +509,11 @@ mod x86 {
             // `p̃ = S̃ + b`, the bias added as each tile is stored.
             gemm_bf16_dot(1.0, xm, p.encoder(), 0.0, cm, Epilogue::Bias(b), pack)?;
             let theta = p.threshold();
-            for (i, (row, x)) in codes
-                .chunks_exact_mut(h)
-                .zip(xin.chunks_exact(d))
-                .enumerate()
-            {
+            for (i, x) in xin.chunks_exact(d).enumerate() {
+                // The candidate passes fetch the next row ahead: the rows have left the
+                // cache since the product stored them.
+                let row = &codes[i * h..(i + 1) * h];
+                let next = codes.get((i + 1) * h..(i + 2) * h).unwrap_or(&[]);
                 let Some((rb, m0)) = row_bound(x, weights) else {
                     return Ok(false);
                 };
@@ -520,7 +534,7 @@ mod x86 {
                             )
                         };
                         let cand: &mut [u32] = bytemuck::cast_slice_mut(&mut sel[..h]);
-                        match kth_and_above(row, k, below, cand, idx) {
+                        match kth_and_above((row, next), k, below, cand, idx) {
                             Some((sk, n)) if sk.is_finite() && n >= k => {
                                 top_candidates(row, sk, m0, &cand[..n], m_of, list)
                             }
@@ -529,7 +543,7 @@ mod x86 {
                     }
                     Kind::Threshold => {
                         let t = (theta, self.theta_min);
-                        above_thresholds(row, t, (m0, m_of), idx, list)
+                        above_thresholds((row, next), t, (m0, m_of), idx, list)
                     }
                 };
                 counts[i] = match n {
@@ -747,9 +761,10 @@ mod x86 {
     /// for JumpReLU; `m_j = m_of(j) ≤ m₀` the feature's own bound), so every feature
     /// whose exact `p_j` can reach its threshold. First every `p̃_j ≥ θ_min − m₀`
     /// (vectorized, into `idx`, `h` slots), then each against its own `θ_j − m_j` in
-    /// `f64`. `None` if more than fit `list`.
+    /// `f64`. `None` if more than fit `list`. The pass fetches `next` into the cache
+    /// meanwhile.
     fn above_thresholds(
-        row: &[f32],
+        (row, next): (&[f32], &[f32]),
         (theta, theta_min): (Option<&[f32]>, f64),
         (m0, m_of): (f64, impl Fn(u32) -> f64),
         idx: &mut [u32],
@@ -758,7 +773,7 @@ mod x86 {
         // `m₀` enlarged past this function's own `f64` rounding.
         let m = m0 * (1.0 + pow2(-20));
         let t0 = f32_below(theta_min - m - m_of_slack(theta_min));
-        let c = greater_than(row, t0, idx);
+        let c = greater_than((row, next), t0, idx);
         let mut n = 0;
         for &j in &idx[..c] {
             // NaN and `+∞` thresholds keep nothing, as in `jumprelu_row`.
