@@ -22,13 +22,6 @@ use sae_kernels::model::{
 };
 use std::hint::black_box;
 
-/// The value after `flag` on the command line.
-fn arg(flag: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1).cloned()
-}
-
 fn main() {
     cli(
         "bench_aux",

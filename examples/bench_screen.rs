@@ -65,7 +65,7 @@ mod imp {
     pub fn main() {
         cli(
             "bench_screen",
-            "The TopK encoder's bf16 screen against the plain encoder (see the source's header)",
+            "The encoder's bf16 screen against the plain encoder (see the source's header)",
             &[&[
                 ("quick", Values::None, "fewer rounds"),
                 (
@@ -150,13 +150,6 @@ mod imp {
                 "untied",
             );
         }
-    }
-
-    /// The value after `flag` on the command line.
-    fn arg(flag: &str) -> Option<String> {
-        let args: Vec<String> = std::env::args().collect();
-        let i = args.iter().position(|a| a == flag)?;
-        args.get(i + 1).cloned()
     }
 
     /// Times plain against screened `encode` of the `n` rows `x`, checks that their

@@ -675,9 +675,7 @@ fn grad_only(c: &StepCase, reps: usize) {
 
 /// The number after `flag` on the command line.
 fn arg_value(flag: &str) -> Option<usize> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == flag)?;
-    args.get(i + 1)?.parse().ok()
+    arg(flag)?.parse().ok()
 }
 
 fn run_breakdown(reps: usize) {

@@ -87,9 +87,7 @@ mod imp {
 
     /// The number after `flag` on the command line.
     pub fn arg_value(flag: &str) -> Option<usize> {
-        let args: Vec<String> = std::env::args().collect();
-        let i = args.iter().position(|a| a == flag)?;
-        args.get(i + 1)?.parse().ok()
+        arg(flag)?.parse().ok()
     }
 
     /// The FMA peak measured now, or `None` with `--no-peak` (for runs under

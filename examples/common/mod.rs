@@ -161,6 +161,13 @@ pub fn announced_peak() -> Option<f64> {
     peak
 }
 
+/// The value after `flag` (e.g. `"--n"`) on the command line, if any.
+pub fn arg(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).cloned()
+}
+
 /// Whether the case `name` was asked for: `--only WORD` selects the names containing
 /// WORD; without `--only`, every case.
 pub fn only(name: &str) -> bool {

@@ -274,7 +274,8 @@ mod x86 {
         /// `scratch` has [`scratch`] slots, the CPU has AVX512_BF16 at a paying rate, the
         /// selected f32 kernel is the AVX-512 one (whose arithmetic [`sampled`] follows),
         /// and the weights and biases are finite and below [`LARGE`] (and no JumpReLU
-        /// threshold is `−∞`). Reads `W_enc` once.
+        /// threshold is below `−LARGE`). TopK reads `W_enc` once here (its column
+        /// norms); ReLU and JumpReLU once their probe has passed.
         pub(crate) fn new(p: &Params<'_>, rows: usize, scratch: &'s mut [f32]) -> Option<Self> {
             let kind = screened(p.arch(), p.dims(), rows)?;
             if !bf16_screen() {
@@ -738,11 +739,11 @@ mod x86 {
         list: &mut [u32],
     ) -> Option<usize> {
         let s_k = f64::from(s_k);
-        let floor = s_k - m0 * (1.0 + pow2(-20)) - m_of_slack(s_k);
+        let floor = s_k - m0 * (1.0 + pow2(-20)) - slack(s_k);
         let mut n = 0;
         for &j in cand {
             let v = f64::from(row[j as usize]);
-            if v + m_of(j) + m_of_slack(v) >= floor {
+            if v + m_of(j) + slack(v) >= floor {
                 *list.get_mut(n)? = j;
                 n += 1;
             }
@@ -752,7 +753,7 @@ mod x86 {
 
     /// The `f64` rounding allowance of comparisons between `v` and values near it.
     #[inline(always)]
-    fn m_of_slack(v: f64) -> f64 {
+    fn slack(v: f64) -> f64 {
         pow2(-40) * v.abs()
     }
 
@@ -772,14 +773,14 @@ mod x86 {
     ) -> Option<usize> {
         // `m₀` enlarged past this function's own `f64` rounding.
         let m = m0 * (1.0 + pow2(-20));
-        let t0 = f32_below(theta_min - m - m_of_slack(theta_min));
+        let t0 = f32_below(theta_min - m - slack(theta_min));
         let c = greater_than((row, next), t0, idx);
         let mut n = 0;
         for &j in &idx[..c] {
             // NaN and `+∞` thresholds keep nothing, as in `jumprelu_row`.
             let t = theta.map_or(0.0, |th| f64::from(th[j as usize]));
             let v = f64::from(row[j as usize]);
-            if v + m_of(j) + m_of_slack(v) + m_of_slack(t) >= t {
+            if v + m_of(j) + slack(v) + slack(t) >= t {
                 *list.get_mut(n)? = j;
                 n += 1;
             }
