@@ -81,10 +81,15 @@ pub(crate) fn apply_rows(
 /// `row_i ← relu(row_i)·1[row_i > threshold_i]` over the common length.
 pub fn jumprelu_row(row: &mut [f32], threshold: &[f32]) {
     for (v, &t) in row.iter_mut().zip(threshold) {
-        // `!(v > t)` also zeroes NaN pre-activations against a finite threshold;
-        // a NaN threshold zeroes the feature.
-        *v = if *v > t { vector::relu(*v) } else { 0.0 };
+        *v = jumprelu(*v, t);
     }
+}
+
+/// `relu(v)·1[v > t]`: `!(v > t)` also zeroes a NaN pre-activation against a finite
+/// threshold; a NaN threshold zeroes the feature.
+#[inline(always)]
+pub(crate) fn jumprelu(v: f32, t: f32) -> f32 {
+    if v > t { vector::relu(v) } else { 0.0 }
 }
 
 /// SAELens' straight-through estimate of the JumpReLU threshold gradient (formula in

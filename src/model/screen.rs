@@ -229,9 +229,7 @@ mod x86 {
     };
     use crate::kernels::isa::x86::{Avx512Bf16, SAMPLED_LANES, avx512bf16};
     use crate::kernels::vector;
-    use crate::model::activation::{
-        Keep, apply_rows, greater_than, jumprelu_row, kth_and_above, ukey,
-    };
+    use crate::model::activation::{Keep, apply_rows, greater_than, jumprelu, kth_and_above, ukey};
     use crate::model::params::{Dims, Params};
     use crate::model::stack::MemStack;
 
@@ -602,19 +600,13 @@ mod x86 {
                         }
                     }
                     // The plain encoder's store `relu(s + b_j)`, then JumpReLU's
-                    // `jumprelu_row` on it; every other feature's `p_j` is below its
+                    // threshold on it; every other feature's `p_j` is below its
                     // threshold, where both give `+0`.
-                    (Kind::Threshold, Some(th)) => {
+                    (Kind::Threshold, _) => {
                         for (&j, &e) in js.iter().zip(exact) {
                             let j = j as usize;
-                            let mut v = vector::relu(e + b[j]);
-                            jumprelu_row(core::slice::from_mut(&mut v), &th[j..=j]);
-                            row[j] = v;
-                        }
-                    }
-                    (Kind::Threshold, None) => {
-                        for (&j, &e) in js.iter().zip(exact) {
-                            row[j as usize] = vector::relu(e + b[j as usize]);
+                            let v = vector::relu(e + b[j]);
+                            row[j] = theta.map_or(v, |th| jumprelu(v, th[j]));
                         }
                     }
                 }
