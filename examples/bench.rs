@@ -768,6 +768,11 @@ mod imp {
                     "one encoder product of that shape and nothing else (for profilers)",
                 ),
                 (
+                    "reps",
+                    Values::One("R"),
+                    "with --one: that many products in a row (for sampling profilers)",
+                ),
+                (
                     "gemm-only",
                     Values::Optional("ROUNDS"),
                     "only the three encoder shapes, interleaved rounds (default 6)",
@@ -799,8 +804,9 @@ mod imp {
                 ),
             ]],
         );
-        // `--one n,d,h`: one encoder product of that shape and nothing else (for
-        // profilers: `valgrind --tool=callgrind target/release/examples/bench --one …`).
+        // `--one n,d,h [--reps r]`: one encoder product of that shape (or `r` of them)
+        // and nothing else, for profilers: `valgrind --tool=callgrind
+        // target/release/examples/bench --one …`, `perf record … --one 256,64,512 --reps 20000`.
         let args: Vec<String> = std::env::args().collect();
         if let Some(i) = args.iter().position(|a| a == "--one") {
             let dims: Vec<usize> = args
@@ -814,8 +820,15 @@ mod imp {
             let (x, m) = (data(n * d, 1), data(h * d, 2));
             let mut c = vec![0.0f32; n * h];
             let mut pack = vec![0.0f32; pack_len(n, h, d)];
-            our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
-            black_box(&c);
+            let reps: usize = args
+                .iter()
+                .position(|a| a == "--reps")
+                .and_then(|r| args.get(r + 1)?.parse().ok())
+                .unwrap_or(1);
+            for _ in 0..reps {
+                our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
+                black_box(&c);
+            }
             return;
         }
         let quick = std::env::args().any(|a| a == "--quick");

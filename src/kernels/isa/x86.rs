@@ -437,6 +437,95 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize, const NVS: usize>(
     out: Out<'_>,
     st: &Store<'_>,
 ) {
+    // SAFETY: forwarded contract (ISA enabled, `out` as documented on `Out`).
+    unsafe { finish::<V, MR, NV>(F32Loop::<NVS> { kc, a, b }, out, st) }
+}
+
+/// A micro-kernel's loop over `k`, producing its accumulator tile; [`finish`] runs
+/// it (inlined, in each store branch).
+trait TileLoop<V, const MR: usize, const NV: usize> {
+    /// # Safety
+    /// The loop's instruction set is enabled.
+    unsafe fn run(self) -> [[V; NV]; MR];
+}
+
+/// The f32 loop ([`accumulate`]) over panels of `NVS` vectors per row.
+struct F32Loop<'a, const NVS: usize> {
+    kc: usize,
+    a: &'a [f32],
+    b: &'a [f32],
+}
+
+impl<V: Simd, const MR: usize, const NV: usize, const NVS: usize> TileLoop<V, MR, NV>
+    for F32Loop<'_, NVS>
+{
+    #[inline(always)]
+    unsafe fn run(self) -> [[V; NV]; MR] {
+        // SAFETY: forwarded contract.
+        unsafe { accumulate::<V, MR, NV, NVS>(self.kc, self.a, self.b) }
+    }
+}
+
+/// Compute a tile with `acc()` and store it as `out` and `st` ask.
+///
+/// A full tile without bias is stored straight from the accumulator registers by
+/// one instantiation per (α ≠ 1, β ≠ 0) case ([`store_full`]), every other tile by
+/// [`store_acc`]. Each branch inlines its own copy of `tile`'s loop: with one loop
+/// shared by both, LLVM kept the accumulators in memory for `store_acc`'s reference
+/// and so spilled and reloaded the tile on the register path too (`bench --gemm-only
+/// 10`, three alternating runs each, 2026-12-04: ours / gemm 0.19 at `(256, 64,
+/// 512)` 0.98–0.99× → 1.02–1.03×, 92–94 % of peak). With bias + ReLU the register
+/// form was slower than `store_acc`: 137.0 against 144.4 GFLOP/s at `(256, 64, 512)`
+/// (20 rounds), and again with the loops split: 85–87 % against 87–89 % of peak.
+///
+/// # Safety
+/// `V`'s ISA is enabled and `tile` may run under it; `out` as documented on [`Out`].
+#[inline(always)]
+unsafe fn finish<V: Simd, const MR: usize, const NV: usize>(
+    tile: impl TileLoop<V, MR, NV>,
+    out: Out<'_>,
+    st: &Store<'_>,
+) {
+    let nr = NV * V::LANES;
+    if let Out::Direct { c, ldc, rows, cols } = &out {
+        let (ldc, rows, cols) = (*ldc, *rows, *cols);
+        let full = rows == MR && cols == nr && ldc >= nr && c.len() >= (MR - 1) * ldc + nr;
+        if full && st.bias.is_none() {
+            // SAFETY: forwarded contract (ISA enabled).
+            let acc = unsafe { tile.run() };
+            let Out::Direct { c, .. } = out else {
+                unreachable!()
+            };
+            let cp = c.as_mut_ptr();
+            // SAFETY: the ISA is enabled (function contract); a full tile writes
+            // `c[i·ldc + j]` for `i < MR`, `j < NR`, in bounds by the check above.
+            unsafe {
+                match (st.alpha != 1.0, st.beta != 0.0) {
+                    (false, false) => store_full::<V, MR, NV, false, false>(acc, cp, ldc, st),
+                    (true, false) => store_full::<V, MR, NV, true, false>(acc, cp, ldc, st),
+                    (false, true) => store_full::<V, MR, NV, false, true>(acc, cp, ldc, st),
+                    (true, true) => store_full::<V, MR, NV, true, true>(acc, cp, ldc, st),
+                }
+            }
+            return;
+        }
+    }
+    // SAFETY: forwarded contract (ISA enabled, `out` as documented on `Out`).
+    unsafe { store_acc::<V, MR, NV>(&tile.run(), out, st) }
+}
+
+/// The `MR×(NV·LANES)` accumulator tile of an `MR×kc` A panel times a `kc×NR` B
+/// panel whose rows are `NVS ≥ NV` vectors wide (the first `NV` used).
+///
+/// # Safety
+/// `V`'s ISA is enabled. (`a.len() ≥ kc·MR` and `b.len() ≥ kc·NVS·LANES` are checked
+/// here.)
+#[inline(always)]
+unsafe fn accumulate<V: Simd, const MR: usize, const NV: usize, const NVS: usize>(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+) -> [[V; NV]; MR] {
     let nr = NV * V::LANES;
     // The packed panel's width: `NVS ≥ NV` vectors, of which the first `NV` are used
     // (an edge tile of at most `nr` columns skips the zero padding of its panel).
@@ -444,7 +533,7 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize, const NVS: usize>(
     assert!(NV <= NVS && a.len() >= kc * MR && b.len() >= kc * stride);
     // SAFETY: the ISA is enabled (function contract); the loop reads `a[..kc·MR]` and
     // `b[..kc·NR]`, in bounds by the assert above.
-    let acc = unsafe {
+    unsafe {
         let mut acc = [[V::zero(); NV]; MR];
         let (mut ap, mut bp) = (a.as_ptr(), b.as_ptr());
         for _ in 0..kc {
@@ -470,35 +559,7 @@ unsafe fn micro<V: Simd, const MR: usize, const NV: usize, const NVS: usize>(
             bp = bp.add(stride);
         }
         acc
-    };
-    if let Out::Direct { c, ldc, rows, cols } = &out {
-        let (ldc, rows, cols) = (*ldc, *rows, *cols);
-        let full = rows == MR && cols == nr && ldc >= nr && c.len() >= (MR - 1) * ldc + nr;
-        if full && st.bias.is_none() {
-            // A full tile without bias: stored straight from the accumulator
-            // registers by one instantiation per (α ≠ 1, β ≠ 0) case (the general
-            // path below spills the tile to memory first). With bias + ReLU this
-            // form was slower than the general path: 137.0 against 144.4 GFLOP/s
-            // at `(256, 64, 512)`, interleaved over 20 rounds.
-            let Out::Direct { c, .. } = out else {
-                unreachable!()
-            };
-            let cp = c.as_mut_ptr();
-            // SAFETY: the ISA is enabled (function contract); a full tile writes
-            // `c[i·ldc + j]` for `i < MR`, `j < NR`, in bounds by the check above.
-            unsafe {
-                match (st.alpha != 1.0, st.beta != 0.0) {
-                    (false, false) => store_full::<V, MR, NV, false, false>(acc, cp, ldc, st),
-                    (true, false) => store_full::<V, MR, NV, true, false>(acc, cp, ldc, st),
-                    (false, true) => store_full::<V, MR, NV, false, true>(acc, cp, ldc, st),
-                    (true, true) => store_full::<V, MR, NV, true, true>(acc, cp, ldc, st),
-                }
-            }
-            return;
-        }
     }
-    // SAFETY: forwarded contract (ISA enabled, `out` as documented on `Out`).
-    unsafe { store_acc::<V, MR, NV>(&acc, out, st) }
 }
 
 /// Store an `MR×NR` accumulator tile (`NR = NV·LANES`) as [`Out`] asks, applying the
@@ -678,40 +739,60 @@ unsafe fn micro_bf16<const MR: usize, const NV: usize>(
     out: Out<'_>,
     st: &Store<'_>,
 ) {
-    let nr = NV * 16;
-    let kp = kc.div_ceil(2);
-    assert!(a.len() >= kp * MR && b.len() >= kp * nr);
-    // SAFETY: the features are enabled (contract); the loop reads `a[..kp·MR]` and
-    // `b[..kp·NR]` as 32-bit slots, in bounds by the assert above; `__m512i` and
-    // `__m512bh` are both 64 plain bytes.
-    let acc = unsafe {
-        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-        let (mut ap, mut bp) = (a.as_ptr().cast::<i32>(), b.as_ptr());
-        for _ in 0..kp {
-            for line in 0..nr.div_ceil(16) {
-                _mm_prefetch::<_MM_HINT_T0>(bp.wrapping_add(PF_DIST * nr + line * 16).cast::<i8>());
-            }
-            let mut bv = [core::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
-            for (v, bvv) in bv.iter_mut().enumerate() {
-                *bvv = core::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                    bp.add(v * 16).cast::<__m512i>(),
-                ));
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
-                    ap.add(i).read_unaligned(),
-                ));
-                for (x, &bvv) in row.iter_mut().zip(&bv) {
-                    *x = _mm512_dpbf16_ps(*x, ai, bvv);
+    // SAFETY: AVX-512F and AVX512_BF16 are enabled (contract), so the loop may run;
+    // `out` as documented on `Out`.
+    unsafe { finish::<__m512, MR, NV>(Bf16Loop { kc, a, b }, out, st) }
+}
+
+/// The bf16-pair loop of [`micro_bf16`].
+struct Bf16Loop<'a> {
+    kc: usize,
+    a: &'a [f32],
+    b: &'a [f32],
+}
+
+impl<const MR: usize, const NV: usize> TileLoop<__m512, MR, NV> for Bf16Loop<'_> {
+    /// # Safety
+    /// AVX-512F and AVX512_BF16 are enabled. (The slices' lengths are checked.)
+    #[inline(always)]
+    unsafe fn run(self) -> [[__m512; NV]; MR] {
+        let Bf16Loop { kc, a, b } = self;
+        let nr = NV * 16;
+        let kp = kc.div_ceil(2);
+        assert!(a.len() >= kp * MR && b.len() >= kp * nr);
+        // SAFETY: the features are enabled (contract); the loop reads `a[..kp·MR]`
+        // and `b[..kp·NR]` as 32-bit slots, in bounds by the assert above; `__m512i`
+        // and `__m512bh` are both 64 plain bytes.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+            let (mut ap, mut bp) = (a.as_ptr().cast::<i32>(), b.as_ptr());
+            for _ in 0..kp {
+                for line in 0..nr.div_ceil(16) {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        bp.wrapping_add(PF_DIST * nr + line * 16).cast::<i8>(),
+                    );
                 }
+                let mut bv =
+                    [core::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
+                for (v, bvv) in bv.iter_mut().enumerate() {
+                    *bvv = core::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        bp.add(v * 16).cast::<__m512i>(),
+                    ));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                        ap.add(i).read_unaligned(),
+                    ));
+                    for (x, &bvv) in row.iter_mut().zip(&bv) {
+                        *x = _mm512_dpbf16_ps(*x, ai, bvv);
+                    }
+                }
+                ap = ap.add(MR);
+                bp = bp.add(nr);
             }
-            ap = ap.add(MR);
-            bp = bp.add(nr);
+            acc
         }
-        acc
-    };
-    // SAFETY: AVX-512F is enabled (contract); `out` as documented on `Out`.
-    unsafe { store_acc::<__m512, MR, NV>(&acc, out, st) }
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bf16")]
