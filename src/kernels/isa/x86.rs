@@ -466,17 +466,21 @@ impl<V: Simd, const MR: usize, const NV: usize, const NVS: usize> TileLoop<V, MR
     }
 }
 
-/// Compute a tile with `acc()` and store it as `out` and `st` ask.
+/// Run `tile`'s loop and store the tile as `out` and `st` ask.
 ///
-/// A full tile without bias is stored straight from the accumulator registers by
-/// one instantiation per (α ≠ 1, β ≠ 0) case ([`store_full`]), every other tile by
-/// [`store_acc`]. Each branch inlines its own copy of `tile`'s loop: with one loop
-/// shared by both, LLVM kept the accumulators in memory for `store_acc`'s reference
-/// and so spilled and reloaded the tile on the register path too (`bench --gemm-only
-/// 10`, three alternating runs each, 2026-12-04: ours / gemm 0.19 at `(256, 64,
-/// 512)` 0.98–0.99× → 1.02–1.03×, 92–94 % of peak). With bias + ReLU the register
-/// form was slower than `store_acc`: 137.0 against 144.4 GFLOP/s at `(256, 64, 512)`
-/// (20 rounds), and again with the loops split: 85–87 % against 87–89 % of peak.
+/// A full tile is stored straight from the accumulator registers when it has no
+/// bias (one instantiation per (α ≠ 1, β ≠ 0) case, [`store_full`]) or is the
+/// encoder's fused store, α = 1, β = 0, bias, maybe ReLU ([`store_biased`]); every
+/// other tile goes through [`store_acc`]. Each branch inlines its own copy of
+/// `tile`'s loop: with one loop shared by all, LLVM kept the accumulators in memory
+/// for `store_acc`'s reference and so spilled and reloaded the tile on the register
+/// paths too. Measured with `bench --gemm-only 10`, alternating builds, 2026-12-04,
+/// at `(256, 64, 512)` (at `k ≥ 512` the store is too small a part to tell):
+/// - split loops, no bias: ours / gemm 0.19 0.98–0.99× → 1.02–1.03× (three runs
+///   each), 92–94 % of peak;
+/// - then the fused store from registers too: bias + ReLU 87.7–88.6 % → 91.3–92.1 %
+///   of peak (three of four runs each; before the split, the register form was the
+///   slower one, 137.0 against 144.4 GFLOP/s).
 ///
 /// # Safety
 /// `V`'s ISA is enabled and `tile` may run under it; `out` as documented on [`Out`].
@@ -490,6 +494,26 @@ unsafe fn finish<V: Simd, const MR: usize, const NV: usize>(
     if let Out::Direct { c, ldc, rows, cols } = &out {
         let (ldc, rows, cols) = (*ldc, *rows, *cols);
         let full = rows == MR && cols == nr && ldc >= nr && c.len() >= (MR - 1) * ldc + nr;
+        if full && st.alpha == 1.0 && st.beta == 0.0 && st.bias.is_some_and(|b| b.len() >= nr) {
+            // SAFETY: forwarded contract (ISA enabled).
+            let acc = unsafe { tile.run() };
+            let Out::Direct { c, .. } = out else {
+                unreachable!()
+            };
+            let cp = c.as_mut_ptr();
+            let bias = st.bias.unwrap_or_default().as_ptr();
+            // SAFETY: the ISA is enabled (function contract); a full tile writes
+            // `c[i·ldc + j]` for `i < MR`, `j < NR`, in bounds by `full`, and reads
+            // `bias[..NR]`, in bounds by the length check above.
+            unsafe {
+                if st.relu {
+                    store_biased::<V, MR, NV, true>(acc, cp, ldc, bias);
+                } else {
+                    store_biased::<V, MR, NV, false>(acc, cp, ldc, bias);
+                }
+            }
+            return;
+        }
         if full && st.bias.is_none() {
             // SAFETY: forwarded contract (ISA enabled).
             let acc = unsafe { tile.run() };
@@ -670,6 +694,32 @@ unsafe fn store_full<
                     y = V::fmadd(beta, V::loadu(p), y);
                 }
                 V::storeu(p, y);
+            }
+        }
+    }
+}
+
+/// Store a full tile as `relu?(acc + bias[j])` (the encoder's fused store).
+///
+/// # Safety
+/// `V`'s ISA is enabled; `c[i·ldc + j]` is writable for `i < MR`, `j < NR`, and
+/// `bias[..NR]` readable.
+#[inline(always)]
+unsafe fn store_biased<V: Simd, const MR: usize, const NV: usize, const RELU: bool>(
+    acc: [[V; NV]; MR],
+    c: *mut f32,
+    ldc: usize,
+    bias: *const f32,
+) {
+    // SAFETY: the function contract covers every access below.
+    unsafe {
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                let mut y = V::add(x, V::loadu(bias.add(v * V::LANES)));
+                if RELU {
+                    y = V::relu(y);
+                }
+                V::storeu(c.add(i * ldc + v * V::LANES), y);
             }
         }
     }
