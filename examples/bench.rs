@@ -820,11 +820,7 @@ mod imp {
             let (x, m) = (data(n * d, 1), data(h * d, 2));
             let mut c = vec![0.0f32; n * h];
             let mut pack = vec![0.0f32; pack_len(n, h, d)];
-            let reps: usize = args
-                .iter()
-                .position(|a| a == "--reps")
-                .and_then(|r| args.get(r + 1)?.parse().ok())
-                .unwrap_or(1);
+            let reps: usize = arg("--reps").and_then(|r| r.parse().ok()).unwrap_or(1);
             for _ in 0..reps {
                 our_encode(n, d, h, &x, &m, &mut c, Epilogue::None, &mut pack);
                 black_box(&c);

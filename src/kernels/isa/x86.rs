@@ -494,14 +494,17 @@ unsafe fn finish<V: Simd, const MR: usize, const NV: usize>(
     if let Out::Direct { c, ldc, rows, cols } = &out {
         let (ldc, rows, cols) = (*ldc, *rows, *cols);
         let full = rows == MR && cols == nr && ldc >= nr && c.len() >= (MR - 1) * ldc + nr;
-        if full && st.alpha == 1.0 && st.beta == 0.0 && st.bias.is_some_and(|b| b.len() >= nr) {
+        let fused = st
+            .bias
+            .filter(|b| st.alpha == 1.0 && st.beta == 0.0 && b.len() >= nr);
+        if full && let Some(bias) = fused {
             // SAFETY: forwarded contract (ISA enabled).
             let acc = unsafe { tile.run() };
             let Out::Direct { c, .. } = out else {
                 unreachable!()
             };
             let cp = c.as_mut_ptr();
-            let bias = st.bias.unwrap_or_default().as_ptr();
+            let bias = bias.as_ptr();
             // SAFETY: the ISA is enabled (function contract); a full tile writes
             // `c[i·ldc + j]` for `i < MR`, `j < NR`, in bounds by `full`, and reads
             // `bias[..NR]`, in bounds by the length check above.
@@ -1155,9 +1158,11 @@ unsafe fn dots_half<V: Simd, const M: usize, const NC: usize, const BF: bool>(
             }
             p += V::LANES;
         }
-        for (row, row1) in acc.iter_mut().zip(&odd) {
-            for (x, &y) in row.iter_mut().zip(row1) {
-                *x = V::add(*x, y);
+        if BF {
+            for (row, row1) in acc.iter_mut().zip(&odd) {
+                for (x, &y) in row.iter_mut().zip(row1) {
+                    *x = V::add(*x, y);
+                }
             }
         }
         if p < k {
